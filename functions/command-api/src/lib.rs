@@ -1,0 +1,283 @@
+//! The command API: `POST /commands`, aggregate state (with time travel) and paged history.
+//!
+//! Owns HTTP routing and request parsing for commands. Business rules come from `shop`,
+//! mechanics from `eventfold`, AWS and the error-to-HTTP mapping from `eventfold-aws`; this
+//! crate holds none of those itself. `main.rs` only wires config and clients to [`CommandApi`].
+#![forbid(unsafe_code)]
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use eventfold::{Aggregate, CommandContext, CommandExecutor, EventStore, ExecutorConfig, StreamId};
+use eventfold_aws::http::{Caller, Problem, caller, correlation_id, json_response};
+use eventfold_aws::{DynamoEventStore, SdkConfig, StoreConfig};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Deserialize;
+use serde_json::json;
+use shop::{CommandParseError, Inventory, Order, Payment};
+use tracing::Instrument;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Default and largest page of `/events`.
+pub const DEFAULT_PAGE: usize = 100;
+/// Largest page of `/events`.
+pub const MAX_PAGE: usize = 1000;
+
+const PREFIX: &str = "/api/v1/events";
+
+/// The command API over any event store (DynamoDB in Lambda, memory in unit tests).
+pub struct CommandApi<S> {
+    executor: CommandExecutor<S>,
+}
+
+/// Builds the API on the DynamoDB event store described by `config`.
+pub fn dynamo_api(sdk: &SdkConfig, config: &StoreConfig) -> CommandApi<DynamoEventStore> {
+    let store = DynamoEventStore::from_sdk(sdk, &config.events_table);
+    CommandApi::new(CommandExecutor::new(
+        store,
+        ExecutorConfig {
+            snapshot_every: config.snapshot_every,
+            backoff: Some(eventfold_aws::tokio_backoff()),
+            ..ExecutorConfig::default()
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandRequest {
+    aggregate_type: String,
+    aggregate_id: String,
+    #[serde(rename = "type")]
+    command_type: String,
+    #[serde(default)]
+    data: serde_json::Value,
+    expected_version: Option<u64>,
+}
+
+enum Route<'a> {
+    Command,
+    State(&'a str, &'a str),
+    Events(&'a str, &'a str),
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    let rest = path.strip_prefix(PREFIX)?;
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').skip(1).collect();
+    match parts.as_slice() {
+        ["commands"] => Some(Route::Command),
+        ["aggregates", t, id] => Some(Route::State(t, id)),
+        ["aggregates", t, id, "events"] => Some(Route::Events(t, id)),
+        _ => None,
+    }
+}
+
+fn body_bytes(req: &Request) -> &[u8] {
+    match req.body() {
+        Body::Empty => &[],
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    }
+}
+
+fn parse_error(e: CommandParseError) -> Problem {
+    match e {
+        CommandParseError::UnknownType(m) => Problem::bad_request("unknown-command-type", m),
+        CommandParseError::InvalidData(m) => Problem::bad_request("invalid-command-data", m),
+    }
+}
+
+fn unknown_aggregate(t: &str) -> Problem {
+    Problem::bad_request(
+        "unknown-aggregate-type",
+        format!("unknown aggregate type '{t}'; known: Order, Inventory, Payment"),
+    )
+}
+
+fn stream_of(caller: &Caller, aggregate_type: &str, id: &str) -> Result<StreamId, Problem> {
+    StreamId::new(&caller.tenant, aggregate_type, id).map_err(|e| Problem::bad_request("invalid-id", e.to_string()))
+}
+
+fn query_u64(req: &Request, name: &str) -> Result<Option<u64>, Problem> {
+    let params = req.query_string_parameters_ref();
+    match params.and_then(|p| p.first(name)) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            Problem::bad_request("invalid-request", format!("query parameter '{name}' must be a non-negative integer"))
+        }),
+    }
+}
+
+fn encode_cursor(next_version: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1:{next_version}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<u64, Problem> {
+    let bad = || Problem::bad_request("invalid-request", "cursor is not one this API issued");
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = std::str::from_utf8(&raw).map_err(|_| bad())?;
+    text.strip_prefix("v1:").and_then(|v| v.parse().ok()).filter(|v| *v >= 1).ok_or_else(bad)
+}
+
+impl<S: EventStore> CommandApi<S> {
+    /// An API deciding through `executor`.
+    pub fn new(executor: CommandExecutor<S>) -> Self {
+        Self { executor }
+    }
+
+    /// The executor (and through it the store).
+    pub fn executor(&self) -> &CommandExecutor<S> {
+        &self.executor
+    }
+
+    /// Handles one HTTP request. Never fails: every outcome is a response.
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let correlation = correlation_id(&req);
+        let span = tracing::info_span!("request", method = %req.method(), path = %path, correlation_id = %correlation);
+        async {
+            match self.dispatch(&req, &correlation).await {
+                Ok(resp) => resp,
+                Err(problem) => problem.into_response(&path),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn dispatch(&self, req: &Request, correlation: &str) -> Result<Response<Body>, Problem> {
+        let caller = caller(req)?;
+        let method = req.method().as_str();
+        match (method, route(req.uri().path())) {
+            ("POST", Some(Route::Command)) => {
+                caller.require("events:write")?;
+                self.command(req, &caller, correlation).await
+            }
+            ("GET", Some(Route::State(t, id))) => {
+                caller.require("events:read")?;
+                let stream = stream_of(&caller, t, id)?;
+                let version = query_u64(req, "version")?;
+                match t {
+                    "Order" => self.state::<Order>(&stream, version).await,
+                    "Inventory" => self.state::<Inventory>(&stream, version).await,
+                    "Payment" => self.state::<Payment>(&stream, version).await,
+                    other => Err(unknown_aggregate(other)),
+                }
+            }
+            ("GET", Some(Route::Events(t, id))) => {
+                caller.require("events:read")?;
+                if ![Order::CATEGORY, Inventory::CATEGORY, Payment::CATEGORY].contains(&t) {
+                    return Err(unknown_aggregate(t));
+                }
+                let stream = stream_of(&caller, t, id)?;
+                self.events(req, &stream).await
+            }
+            (_, Some(_)) => Err(Problem::new(405, "method-not-allowed", "Method not allowed", format!("{method} is not allowed here"))),
+            (_, None) => Err(Problem::not_found("no such route")),
+        }
+    }
+
+    async fn command(&self, req: &Request, caller: &Caller, correlation: &str) -> Result<Response<Body>, Problem> {
+        let body = body_bytes(req);
+        if body.len() > MAX_BODY_BYTES {
+            return Err(Problem::new(413, "payload-too-large", "Payload too large", format!("body of {} bytes exceeds {MAX_BODY_BYTES}", body.len())));
+        }
+        let cmd: CommandRequest = serde_json::from_slice(body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => Problem::bad_request("invalid-request", e.to_string()),
+            _ => Problem::bad_request("malformed-json", e.to_string()),
+        })?;
+        let stream = stream_of(caller, &cmd.aggregate_type, &cmd.aggregate_id)?;
+        let command_id = uuid::Uuid::now_v7().to_string();
+        let context = CommandContext {
+            tenant: caller.tenant.clone(),
+            actor: caller.actor.clone(),
+            correlation_id: correlation.to_owned(),
+            causation_id: command_id.clone(),
+            command_id,
+        };
+        let span = tracing::info_span!("command", stream_id = %stream, command_type = %cmd.command_type, command_id = %context.command_id);
+        let data = cmd.data;
+        async {
+            match cmd.aggregate_type.as_str() {
+                "Order" => {
+                    let c = shop::order::parse_command(&cmd.command_type, data).map_err(parse_error)?;
+                    self.execute::<Order>(&stream, cmd.expected_version, &c, &context).await
+                }
+                "Inventory" => {
+                    let c = shop::inventory::parse_command(&cmd.command_type, data).map_err(parse_error)?;
+                    self.execute::<Inventory>(&stream, cmd.expected_version, &c, &context).await
+                }
+                "Payment" => {
+                    let c = shop::payment::parse_command(&cmd.command_type, data).map_err(parse_error)?;
+                    self.execute::<Payment>(&stream, cmd.expected_version, &c, &context).await
+                }
+                other => Err(unknown_aggregate(other)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn execute<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        expected: Option<u64>,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Response<Body>, Problem> {
+        let out = self
+            .executor
+            .execute::<A>(stream, expected, command, context)
+            .await
+            .map_err(|e| Problem::from(&e))?;
+        tracing::info!(version = out.version, events = out.events.len(), attempts = out.attempts, "command accepted");
+        let status = if out.created { 201 } else { 200 };
+        Ok(json_response(status, &json!({"stream_id": out.stream_id, "version": out.version, "events": out.events})))
+    }
+
+    async fn state<A: Aggregate>(&self, stream: &StreamId, version: Option<u64>) -> Result<Response<Body>, Problem> {
+        let missing = || Problem::not_found(format!("stream {stream} does not exist"));
+        let (at, state) = match version {
+            Some(0) => return Err(Problem::bad_request("invalid-request", "version starts at 1")),
+            Some(v) => {
+                let state = self.executor.state_at::<A>(stream, v).await.map_err(|e| Problem::from(&e))?;
+                (v, state.ok_or_else(|| Problem::not_found(format!("stream {stream} has no version {v}")))?)
+            }
+            None => {
+                let (v, state) = self.executor.load::<A>(stream).await.map_err(|e| Problem::from(&e))?;
+                if v == 0 {
+                    return Err(missing());
+                }
+                (v, state)
+            }
+        };
+        Ok(json_response(200, &json!({"stream_id": stream.to_string(), "version": at, "state": state})))
+    }
+
+    async fn events(&self, req: &Request, stream: &StreamId) -> Result<Response<Body>, Problem> {
+        let limit = match query_u64(req, "limit")? {
+            None => DEFAULT_PAGE,
+            Some(l) if (1..=MAX_PAGE as u64).contains(&l) => l as usize,
+            Some(_) => return Err(Problem::bad_request("invalid-request", format!("limit must be 1..={MAX_PAGE}"))),
+        };
+        let cursor = req.query_string_parameters_ref().and_then(|p| p.first("cursor")).map(decode_cursor).transpose()?;
+        let from = match (cursor, query_u64(req, "from_version")?) {
+            (Some(c), _) => c,
+            (None, Some(v)) => v.max(1),
+            (None, None) => 1,
+        };
+        let key = stream.to_string();
+        let store = self.executor.store();
+        let mut events = store.load_range(&key, from, None, Some(limit + 1)).await.map_err(|e| Problem::from(&eventfold::CommandError::from(e)))?;
+        if events.is_empty() {
+            let exists = from > 1 && !store.load_range(&key, 1, Some(1), Some(1)).await.map_err(|e| Problem::from(&eventfold::CommandError::from(e)))?.is_empty();
+            if !exists {
+                return Err(Problem::not_found(format!("stream {stream} does not exist")));
+            }
+        }
+        let next = (events.len() > limit).then(|| encode_cursor(events[limit].version));
+        events.truncate(limit);
+        Ok(json_response(200, &json!({"events": events, "next": next})))
+    }
+}

@@ -1,0 +1,100 @@
+//! Configuration read once at cold start.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+/// A required setting was missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The variable is not set.
+    #[error("missing required setting {0}")]
+    Missing(&'static str),
+    /// The variable is set to something unusable.
+    #[error("invalid setting {name}={value}: {reason}")]
+    Invalid {
+        /// Variable name.
+        name: &'static str,
+        /// The value found.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// Settings of the command path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Name of the events table (`EVENTS_TABLE`).
+    pub events_table: String,
+    /// Snapshot every this many events (`SNAPSHOT_EVERY`, default 100, 0 = off).
+    pub snapshot_every: u64,
+}
+
+impl StoreConfig {
+    /// Reads the settings through `lookup` (the process environment in Lambda; a template's
+    /// function environment in the local stack).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let events_table = lookup("EVENTS_TABLE")
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Missing("EVENTS_TABLE"))?;
+        let snapshot_every = match lookup("SNAPSHOT_EVERY") {
+            None => 100,
+            Some(v) => v.parse().map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
+                name: "SNAPSHOT_EVERY",
+                value: v.clone(),
+                reason: e.to_string(),
+            })?,
+        };
+        Ok(Self {
+            events_table,
+            snapshot_every,
+        })
+    }
+
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
+/// Loads the shared AWS SDK configuration. `AWS_ENDPOINT_URL` (moto, LocalStack) and the
+/// usual region and credential variables are honoured by the SDK itself.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// Structured JSON logs for Lambda (CloudWatch), level from `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second init (tests, local stack) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_required_and_defaulted_settings() {
+        let cfg = StoreConfig::from_lookup(|k| (k == "EVENTS_TABLE").then(|| "t".to_owned()))
+            .expect("valid");
+        assert_eq!(cfg, StoreConfig { events_table: "t".into(), snapshot_every: 100 });
+        assert!(matches!(StoreConfig::from_lookup(|_| None), Err(ConfigError::Missing(_))));
+        let bad = StoreConfig::from_lookup(|k| match k {
+            "EVENTS_TABLE" => Some("t".into()),
+            _ => Some("lots".into()),
+        });
+        assert!(matches!(bad, Err(ConfigError::Invalid { .. })));
+    }
+}
+
+/// Jittered conflict back-off on the tokio timer (the Lambda runtime's).
+pub fn tokio_backoff() -> eventfold::executor::Backoff {
+    std::sync::Arc::new(|d| Box::pin(tokio::time::sleep(d)))
+}

@@ -1,0 +1,191 @@
+//! HTTP edges of the Lambda functions: the caller's identity from the JWT authorizer, JSON
+//! responses, and the one place where errors become RFC 9457 problem responses.
+
+use eventfold::CommandError;
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// Prefix of every problem `type`; the slug after it is the stable part callers branch on.
+pub const PROBLEM_BASE: &str = "https://eventfold.dev/problems/";
+
+/// An RFC 9457 problem: a caller's mistake (4xx) or our failure (5xx).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// HTTP status.
+    pub status: u16,
+    /// Stable slug, e.g. `malformed-json`; `type` is [`PROBLEM_BASE`] + slug.
+    pub slug: &'static str,
+    /// Short summary of the problem type.
+    pub title: &'static str,
+    /// What went wrong in this occurrence.
+    pub detail: String,
+    /// Extension members (e.g. `rule` on a rejection).
+    pub extensions: Map<String, Value>,
+}
+
+impl Problem {
+    /// A problem with no extension members.
+    pub fn new(status: u16, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            extensions: Map::new(),
+        }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// 400: the request is malformed or names something that does not exist.
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(400, slug, "Bad request", detail)
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(404, "not-found", "Not found", detail)
+    }
+
+    /// The `type` URI.
+    pub fn type_uri(&self) -> String {
+        format!("{PROBLEM_BASE}{}", self.slug)
+    }
+
+    /// The `application/problem+json` response; `instance` is the request path.
+    pub fn into_response(self, instance: &str) -> Response<Body> {
+        if self.status >= 500 {
+            tracing::error!(status = self.status, problem = self.slug, detail = %self.detail, "request failed");
+        } else {
+            tracing::info!(status = self.status, problem = self.slug, detail = %self.detail, "request refused");
+        }
+        let mut body = json!({
+            "type": self.type_uri(),
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "instance": instance,
+        });
+        if let Value::Object(map) = &mut body {
+            map.extend(self.extensions);
+        }
+        response(self.status, "application/problem+json", body.to_string())
+    }
+}
+
+impl From<&CommandError> for Problem {
+    fn from(e: &CommandError) -> Self {
+        match e {
+            CommandError::Rejected(r) => Problem::new(422, "rejected", "Command rejected", r.message.clone())
+                .with("rule", r.rule.to_string()),
+            CommandError::Conflict {
+                expected, actual, ..
+            } => Problem::new(409, "conflict", "Version conflict", e.to_string())
+                .with("expected_version", *expected)
+                .with("actual_version", *actual),
+            CommandError::TooLarge { size, limit } => {
+                Problem::new(413, "payload-too-large", "Payload too large", e.to_string())
+                    .with("size", *size as u64)
+                    .with("limit", *limit as u64)
+            }
+            CommandError::Unavailable(_) => {
+                Problem::new(503, "unavailable", "Service unavailable", "the event store is unavailable; retry later")
+            }
+            CommandError::Internal(_) => Problem::new(500, "internal", "Internal error", "an internal error occurred"),
+        }
+    }
+}
+
+fn response(status: u16, content_type: &str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Body::Text(body));
+    *resp.status_mut() = lambda_http::http::StatusCode::from_u16(status)
+        .unwrap_or(lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        lambda_http::http::header::CONTENT_TYPE,
+        lambda_http::http::HeaderValue::from_str(content_type)
+            .unwrap_or(lambda_http::http::HeaderValue::from_static("application/json")),
+    );
+    resp
+}
+
+/// A JSON response with `status`.
+pub fn json_response(status: u16, body: &impl Serialize) -> Response<Body> {
+    match serde_json::to_string(body) {
+        Ok(text) => response(status, "application/json", text),
+        Err(e) => Problem::new(500, "internal", "Internal error", format!("response not serializable: {e}"))
+            .into_response(""),
+    }
+}
+
+/// Who is calling, from the JWT the gateway validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `sub`: the actor.
+    pub actor: String,
+    /// `tenant`: prefix of every stream the caller may touch.
+    pub tenant: String,
+    /// `scope`, split on spaces.
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    /// Refuses with 403 unless the token carries `scope`.
+    pub fn require(&self, scope: &str) -> Result<(), Problem> {
+        if self.scopes.iter().any(|s| s == scope) {
+            Ok(())
+        } else {
+            Err(Problem::new(403, "forbidden", "Forbidden", format!("the token lacks scope '{scope}'")))
+        }
+    }
+}
+
+/// Reads the caller from the HTTP API JWT authorizer's claims. The gateway (API Gateway in
+/// AWS, the local gateway on a laptop) has already checked the signature; a request without
+/// claims never passed it, so it is 401.
+pub fn caller(req: &Request) -> Result<Caller, Problem> {
+    let unauthorized = |why: &str| Problem::new(401, "unauthorized", "Unauthorized", why.to_owned());
+    let ctx = req.request_context_ref();
+    let claims = match ctx {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(c)) => c
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|j| &j.claims),
+        _ => None,
+    }
+    .ok_or_else(|| unauthorized("no verified bearer token"))?;
+    let get = |k: &str| claims.get(k).filter(|v| !v.is_empty()).cloned();
+    let actor = get("sub").ok_or_else(|| unauthorized("token has no 'sub' claim"))?;
+    let tenant = get("tenant").ok_or_else(|| unauthorized("token has no 'tenant' claim"))?;
+    let scopes = get("scope")
+        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    Ok(Caller {
+        actor,
+        tenant,
+        scopes,
+    })
+}
+
+/// The correlation id of a request: the caller's `x-correlation-id` when it is sane, else the
+/// gateway's request id, else a fresh one.
+pub fn correlation_id(req: &Request) -> String {
+    let header = req
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()));
+    if let Some(h) = header {
+        return h.to_owned();
+    }
+    match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}

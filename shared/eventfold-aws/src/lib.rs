@@ -1,0 +1,20 @@
+//! AWS adapters for eventfold.
+//!
+//! Owns everything that talks to AWS or to Lambda: the DynamoDB event store
+//! ([`DynamoEventStore`]), attribute-value codecs, request counting for cost accounting
+//! ([`RequestCounter`]), configuration from the environment ([`config`]), tracing set-up, and
+//! the single mapping of errors to HTTP problem responses ([`http`]).
+//!
+//! Must not import: `shop` or any business rule. Functions (`functions/*`) wire these adapters
+//! to domain code; this crate stays domain-free.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dynamo;
+pub mod http;
+pub mod metrics;
+
+pub use config::{StoreConfig, init_tracing, sdk_config, tokio_backoff};
+pub use dynamo::DynamoEventStore;
+pub use aws_config::SdkConfig;
+pub use metrics::RequestCounter;

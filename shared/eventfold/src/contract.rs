@@ -1,0 +1,193 @@
+//! The contract every [`EventStore`] adapter must pass: run it from each adapter's tests.
+//!
+//! Each check takes a unique `prefix` so suites can share one table; failures panic with the
+//! broken rule.
+
+use crate::envelope::{EventEnvelope, Metadata, NewEvent, StreamId};
+use crate::store::{EventStore, LoadOptions, Snapshot, StoreError};
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+
+fn stream(prefix: &str, name: &str) -> StreamId {
+    StreamId::new(prefix, "Contract", name).expect("contract stream ids are valid")
+}
+
+/// Builds `count` events for `stream` starting after `after`.
+pub fn sample_events(stream: &StreamId, after: u64, count: u64) -> Vec<EventEnvelope> {
+    (1..=count)
+        .map(|i| {
+            NewEvent {
+                event_type: "Thing Happened".into(),
+                schema_version: 2,
+                data: json!({
+                    "n": after + i,
+                    "text": "ünïcödé ✓",
+                    "float": 1.5,
+                    "neg": -7,
+                    "big": u64::MAX,
+                    "flag": true,
+                    "none": null,
+                    "empty": "",
+                    "list": [1, "two", {"three": [3]}],
+                    "nested": {"a": {"b": []}, "m": {}}
+                }),
+            }
+            .into_envelope(
+                stream,
+                after + i,
+                Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid date")
+                    + chrono::Duration::nanoseconds(123_456_789),
+                Metadata {
+                    tenant: stream.tenant().into(),
+                    actor: "tester".into(),
+                    correlation_id: "corr-1".into(),
+                    causation_id: "cause-1".into(),
+                    command_id: format!("cmd-{}", after + i),
+                },
+            )
+        })
+        .collect()
+}
+
+fn all() -> LoadOptions {
+    LoadOptions {
+        state_schema: None,
+        snapshot_every: 100,
+    }
+}
+
+/// Runs every check against `store`.
+pub async fn run_all(store: &dyn EventStore, prefix: &str) {
+    empty_stream_loads_as_version_zero(store, prefix).await;
+    appended_events_round_trip_exactly(store, prefix).await;
+    stale_expected_version_conflicts_and_writes_nothing(store, prefix).await;
+    commits_are_atomic_and_ranges_cut_through_them(store, prefix).await;
+    snapshots_shorten_loads_only_for_their_schema(store, prefix).await;
+    malformed_appends_are_invalid(store, prefix).await;
+}
+
+/// A stream never written has version 0 and no events.
+pub async fn empty_stream_loads_as_version_zero(store: &dyn EventStore, prefix: &str) {
+    let s = stream(prefix, "empty").to_string();
+    let loaded = store.load(&s, all()).await.expect("load works");
+    assert_eq!(loaded.version, 0);
+    assert!(loaded.events.is_empty() && loaded.snapshot.is_none());
+    let range = store.load_range(&s, 1, None, None).await.expect("range works");
+    assert!(range.is_empty());
+}
+
+/// Everything in an envelope survives the store unchanged.
+pub async fn appended_events_round_trip_exactly(store: &dyn EventStore, prefix: &str) {
+    let s = stream(prefix, "roundtrip");
+    let events = sample_events(&s, 0, 2);
+    let done = store
+        .append(&s.to_string(), 0, events.clone(), None)
+        .await
+        .expect("first append succeeds");
+    assert_eq!(done.version, 2);
+    let loaded = store.load(&s.to_string(), all()).await.expect("load works");
+    assert_eq!(loaded.version, 2);
+    assert_eq!(loaded.events, events, "envelopes must round-trip exactly");
+}
+
+/// Appending at a version the stream has passed is a conflict and leaves the stream as it was.
+pub async fn stale_expected_version_conflicts_and_writes_nothing(store: &dyn EventStore, prefix: &str) {
+    let s = stream(prefix, "conflict");
+    let key = s.to_string();
+    store
+        .append(&key, 0, sample_events(&s, 0, 1), None)
+        .await
+        .expect("first append succeeds");
+    store
+        .append(&key, 1, sample_events(&s, 1, 2), None)
+        .await
+        .expect("second append succeeds");
+    for stale in [0, 1] {
+        let err = store
+            .append(&key, stale, sample_events(&s, stale, 1), None)
+            .await
+            .expect_err("stale append must fail");
+        assert!(matches!(err, StoreError::Conflict { expected, .. } if expected == stale), "{err:?}");
+    }
+    let loaded = store.load(&key, all()).await.expect("load works");
+    assert_eq!(loaded.version, 3);
+    let versions: Vec<u64> = loaded.events.iter().map(|e| e.version).collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+}
+
+/// A commit of several events lands whole; ranges may start and end inside a commit.
+pub async fn commits_are_atomic_and_ranges_cut_through_them(store: &dyn EventStore, prefix: &str) {
+    let s = stream(prefix, "ranges");
+    let key = s.to_string();
+    let mut expected_version = 0;
+    for size in [3, 1, 4, 2] {
+        let done = store
+            .append(&key, expected_version, sample_events(&s, expected_version, size), None)
+            .await
+            .expect("append succeeds");
+        expected_version = done.version;
+    }
+    assert_eq!(expected_version, 10);
+    let mid = store.load_range(&key, 2, Some(6), None).await.expect("range");
+    assert_eq!(mid.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
+    let limited = store.load_range(&key, 5, None, Some(3)).await.expect("range");
+    assert_eq!(limited.iter().map(|e| e.version).collect::<Vec<_>>(), vec![5, 6, 7]);
+    let tail = store.load_range(&key, 9, None, None).await.expect("range");
+    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), vec![9, 10]);
+    let past = store.load_range(&key, 11, None, None).await.expect("range");
+    assert!(past.is_empty());
+}
+
+/// A load stops at the newest snapshot of the requested schema and ignores other schemas.
+pub async fn snapshots_shorten_loads_only_for_their_schema(store: &dyn EventStore, prefix: &str) {
+    let s = stream(prefix, "snapshots");
+    let key = s.to_string();
+    store
+        .append(&key, 0, sample_events(&s, 0, 2), None)
+        .await
+        .expect("append");
+    let snap = Snapshot {
+        version: 4,
+        state_schema: 7,
+        state: json!({"sum": 10, "items": ["a", "b"]}),
+    };
+    store
+        .append(&key, 2, sample_events(&s, 2, 2), Some(snap.clone()))
+        .await
+        .expect("append with snapshot");
+    store
+        .append(&key, 4, sample_events(&s, 4, 1), None)
+        .await
+        .expect("append");
+    let fast = store
+        .load(&key, LoadOptions { state_schema: Some(7), snapshot_every: 4 })
+        .await
+        .expect("load");
+    assert_eq!(fast.version, 5);
+    assert_eq!(fast.snapshot, Some(snap));
+    assert_eq!(fast.events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![5]);
+    let other_schema = store
+        .load(&key, LoadOptions { state_schema: Some(8), snapshot_every: 4 })
+        .await
+        .expect("load");
+    assert_eq!(other_schema.snapshot, None, "a snapshot of another schema must be ignored");
+    assert_eq!(other_schema.events.len(), 5);
+}
+
+/// Empty commits, wrong versions, foreign events and misplaced snapshots are refused.
+pub async fn malformed_appends_are_invalid(store: &dyn EventStore, prefix: &str) {
+    let s = stream(prefix, "invalid");
+    let key = s.to_string();
+    let empty = store.append(&key, 0, vec![], None).await;
+    assert!(matches!(empty, Err(StoreError::Invalid(_))), "{empty:?}");
+    let gap = store.append(&key, 0, sample_events(&s, 1, 1), None).await;
+    assert!(matches!(gap, Err(StoreError::Invalid(_))), "{gap:?}");
+    let other = stream(prefix, "other");
+    let foreign = store.append(&key, 0, sample_events(&other, 0, 1), None).await;
+    assert!(matches!(foreign, Err(StoreError::Invalid(_))), "{foreign:?}");
+    let bad_snap = Snapshot { version: 9, state_schema: 1, state: json!({}) };
+    let misplaced = store.append(&key, 0, sample_events(&s, 0, 1), Some(bad_snap)).await;
+    assert!(matches!(misplaced, Err(StoreError::Invalid(_))), "{misplaced:?}");
+    let loaded = store.load(&key, all()).await.expect("load");
+    assert_eq!(loaded.version, 0, "refused appends write nothing");
+}

@@ -1,0 +1,29 @@
+//! Eventfold's framework core: the mechanics of event sourcing, free of any cloud.
+//!
+//! Owns the event envelope and stream ids ([`envelope`]), the [`Aggregate`] shape
+//! (`initial` / `evolve` / `decide`), the [`EventStore`] port with its error kinds, the
+//! [`CommandExecutor`] (load, decide, append, retry on conflict, bounded state cache),
+//! snapshot policy, upcasters, the [`MemoryEventStore`] adapter, a given/when/then kit
+//! ([`testing`]) and the store contract suite every adapter must pass ([`contract`]).
+//!
+//! Must not import: any AWS crate, `lambda_*`, or an async runtime in its public API
+//! (futures are runtime-agnostic; tokio is a dev-dependency only). Business rules live in
+//! `shop`, never here.
+#![forbid(unsafe_code)]
+
+pub mod aggregate;
+pub mod cache;
+pub mod contract;
+pub mod envelope;
+pub mod executor;
+pub mod memory;
+pub mod store;
+pub mod testing;
+pub mod upcast;
+
+pub use aggregate::{Aggregate, DomainEvent, Rejection};
+pub use envelope::{EventEnvelope, Metadata, NewEvent, StreamId, StreamIdError};
+pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome, ExecutorConfig};
+pub use memory::MemoryEventStore;
+pub use store::{AppendOutcome, EventStore, LoadOptions, LoadedStream, Snapshot, StoreError};
+pub use upcast::Upcasters;

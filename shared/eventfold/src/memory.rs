@@ -1,0 +1,113 @@
+//! In-memory event store for unit tests and benchmarks; passes the same contract as DynamoDB.
+
+use crate::envelope::EventEnvelope;
+use crate::store::{
+    AppendOutcome, EventStore, LoadOptions, LoadedStream, Snapshot, StoreError, validate_append,
+};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone)]
+struct Commit {
+    events: Vec<EventEnvelope>,
+    snapshot: Option<Snapshot>,
+}
+
+/// Streams held in a process-local map, one entry per commit as in the DynamoDB layout.
+#[derive(Debug, Default)]
+pub struct MemoryEventStore {
+    streams: Mutex<HashMap<String, Vec<Commit>>>,
+}
+
+impl MemoryEventStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_streams<T>(&self, f: impl FnOnce(&mut HashMap<String, Vec<Commit>>) -> T) -> T {
+        // A poisoned lock only means another test thread panicked mid-call; the map itself
+        // is never left half-written, so carry on with it.
+        let mut guard = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+fn version_of(commits: &[Commit]) -> u64 {
+    commits
+        .last()
+        .and_then(|c| c.events.last())
+        .map_or(0, |e| e.version)
+}
+
+#[async_trait]
+impl EventStore for MemoryEventStore {
+    async fn load(&self, stream_id: &str, options: LoadOptions) -> Result<LoadedStream, StoreError> {
+        Ok(self.with_streams(|streams| {
+            let Some(commits) = streams.get(stream_id) else {
+                return LoadedStream {
+                    requests: 1,
+                    ..LoadedStream::default()
+                };
+            };
+            let start = commits.iter().rposition(|c| {
+                c.snapshot
+                    .as_ref()
+                    .is_some_and(|s| Some(s.state_schema) == options.state_schema)
+            });
+            let (snapshot, rest) = match start {
+                Some(i) => (commits[i].snapshot.clone(), &commits[i + 1..]),
+                None => (None, &commits[..]),
+            };
+            LoadedStream {
+                version: version_of(commits),
+                snapshot,
+                events: rest.iter().flat_map(|c| c.events.iter().cloned()).collect(),
+                requests: 1,
+            }
+        }))
+    }
+
+    async fn load_range(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        to_version: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        Ok(self.with_streams(|streams| {
+            streams
+                .get(stream_id)
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c.events.iter())
+                .filter(|e| e.version >= from_version && to_version.is_none_or(|t| e.version <= t))
+                .take(limit.unwrap_or(usize::MAX))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        events: Vec<EventEnvelope>,
+        snapshot: Option<Snapshot>,
+    ) -> Result<AppendOutcome, StoreError> {
+        validate_append(stream_id, expected_version, &events, snapshot.as_ref())?;
+        self.with_streams(|streams| {
+            let commits = streams.entry(stream_id.to_owned()).or_default();
+            if version_of(commits) != expected_version {
+                return Err(StoreError::Conflict {
+                    stream_id: stream_id.to_owned(),
+                    expected: expected_version,
+                });
+            }
+            let version = expected_version + events.len() as u64;
+            commits.push(Commit { events, snapshot });
+            Ok(AppendOutcome { version })
+        })
+    }
+}

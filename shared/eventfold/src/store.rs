@@ -1,0 +1,162 @@
+//! The event-store port: what every adapter (memory, DynamoDB, ...) must provide.
+
+use crate::envelope::EventEnvelope;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// A folded state stored beside the commit that produced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Stream version the state includes (the last event of its commit).
+    pub version: u64,
+    /// The aggregate's `STATE_SCHEMA` when the snapshot was taken.
+    pub state_schema: u32,
+    /// The serialized state.
+    pub state: serde_json::Value,
+}
+
+/// How to load a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Only a snapshot with this state schema may shorten the load; `None` replays everything.
+    pub state_schema: Option<u32>,
+    /// Expected distance between snapshots in events: lets an adapter size its first read.
+    pub snapshot_every: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            state_schema: None,
+            snapshot_every: 100,
+        }
+    }
+}
+
+/// What a load returns: the newest usable snapshot (if any) and every event after it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadedStream {
+    /// Current version of the stream (0: no events).
+    pub version: u64,
+    /// Newest snapshot with the requested schema, if one exists.
+    pub snapshot: Option<Snapshot>,
+    /// Events after the snapshot (or all of them), oldest first.
+    pub events: Vec<EventEnvelope>,
+    /// Store requests the load took (for cost accounting).
+    pub requests: u32,
+}
+
+/// A successful append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Stream version after the commit.
+    pub version: u64,
+}
+
+/// Why the store could not do what was asked; callers branch on these.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else appended first: the expected version is stale.
+    #[error("concurrency conflict on {stream_id}: expected version {expected}")]
+    Conflict {
+        /// The contended stream.
+        stream_id: String,
+        /// The version the writer expected.
+        expected: u64,
+    },
+    /// The commit exceeds what the store can hold in one write.
+    #[error("commit of {size} bytes exceeds the store's limit of {limit} bytes")]
+    TooLarge {
+        /// Estimated size of the commit.
+        size: usize,
+        /// The store's limit.
+        limit: usize,
+    },
+    /// The request was malformed (bad versions, events not matching the stream).
+    #[error("invalid append: {0}")]
+    Invalid(String),
+    /// Stored data could not be read back (corruption or an unknown format).
+    #[error("corrupt stored data in {stream_id}: {detail}")]
+    Corrupt {
+        /// The stream holding the bad item.
+        stream_id: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The backing service failed or throttled; retrying later may succeed.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Storage of event streams with optimistic concurrency, one commit at a time.
+///
+/// Versions are 1-based and contiguous. `expected_version` must be a version the caller
+/// observed from a load (0 for a new stream): adapters key commits by their first version and
+/// rely on appends happening only at observed stream ends.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Loads a stream for deciding: newest usable snapshot plus the events after it.
+    async fn load(&self, stream_id: &str, options: LoadOptions) -> Result<LoadedStream, StoreError>;
+
+    /// Reads events with `from_version <= version <= to_version` (no snapshot), oldest first,
+    /// at most `limit` of them.
+    async fn load_range(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        to_version: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// Appends `events` (versions `expected_version + 1 ..`) atomically, with an optional
+    /// snapshot of the state after them; fails with [`StoreError::Conflict`] when the stream
+    /// has moved past `expected_version`.
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        events: Vec<EventEnvelope>,
+        snapshot: Option<Snapshot>,
+    ) -> Result<AppendOutcome, StoreError>;
+}
+
+/// Checks an append request's shape; shared by adapters so they agree on what is invalid.
+pub fn validate_append(
+    stream_id: &str,
+    expected_version: u64,
+    events: &[EventEnvelope],
+    snapshot: Option<&Snapshot>,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::Invalid("a commit needs at least one event".into()));
+    }
+    for (i, e) in events.iter().enumerate() {
+        if e.stream_id != stream_id {
+            return Err(StoreError::Invalid(format!(
+                "event {} belongs to {}, not {stream_id}",
+                e.event_id, e.stream_id
+            )));
+        }
+        if e.version != expected_version + 1 + i as u64 {
+            return Err(StoreError::Invalid(format!(
+                "event versions must run from {} contiguously",
+                expected_version + 1
+            )));
+        }
+    }
+    if events.iter().any(|e| e.metadata != events[0].metadata) {
+        return Err(StoreError::Invalid(
+            "all events of a commit share the commit's metadata".into(),
+        ));
+    }
+    if let Some(s) = snapshot {
+        let last = expected_version + events.len() as u64;
+        if s.version != last {
+            return Err(StoreError::Invalid(format!(
+                "snapshot version {} must equal the commit's last version {last}",
+                s.version
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Upcasters: lift events written under an old schema to the current one at read time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Step = Arc<dyn Fn(serde_json::Value) -> serde_json::Value + Send + Sync>;
+
+/// Registry of one-step upcasters keyed by (event type, schema version they read).
+///
+/// Reading applies steps `v -> v+1 -> ...` until no step is registered, so each schema
+/// change adds one small function and old events load through the whole chain.
+#[derive(Clone, Default)]
+pub struct Upcasters {
+    steps: HashMap<(String, u32), Step>,
+}
+
+impl std::fmt::Debug for Upcasters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut keys: Vec<_> = self.steps.keys().collect();
+        keys.sort();
+        f.debug_struct("Upcasters").field("steps", &keys).finish()
+    }
+}
+
+impl Upcasters {
+    /// No upcasters: every event is read as written.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the step that turns `event_type` data of schema `from` into schema `from + 1`.
+    pub fn register(
+        mut self,
+        event_type: &str,
+        from: u32,
+        step: impl Fn(serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.steps.insert((event_type.to_owned(), from), Arc::new(step));
+        self
+    }
+
+    /// Lifts `data` of `event_type` written at `schema_version` as far as registered steps go;
+    /// returns the data and the schema version it ends at.
+    pub fn upcast(
+        &self,
+        event_type: &str,
+        mut schema_version: u32,
+        mut data: serde_json::Value,
+    ) -> (serde_json::Value, u32) {
+        while let Some(step) = self.steps.get(&(event_type.to_owned(), schema_version)) {
+            data = step(data);
+            schema_version += 1;
+        }
+        (data, schema_version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn chains_steps_to_the_latest_schema() {
+        let up = Upcasters::new()
+            .register("ItemAdded", 1, |mut d| {
+                d["unit_price"] = d["price"].take();
+                d
+            })
+            .register("ItemAdded", 2, |mut d| {
+                d["currency"] = json!("EUR");
+                d
+            });
+        let (data, v) = up.upcast("ItemAdded", 1, json!({"sku": "a", "price": 5}));
+        assert_eq!(v, 3);
+        assert_eq!(data, json!({"sku": "a", "price": null, "unit_price": 5, "currency": "EUR"}));
+        let (same, v2) = up.upcast("ItemAdded", 3, json!({"x": 1}));
+        assert_eq!((same, v2), (json!({"x": 1}), 3));
+        let (other, v3) = up.upcast("OrderPlaced", 1, json!({}));
+        assert_eq!((other, v3), (json!({}), 1));
+    }
+}
