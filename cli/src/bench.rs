@@ -1,0 +1,128 @@
+//! `eventfold bench`: figures for the command path, printed, never asserted.
+
+use crate::local::{LocalOptions, LocalStack};
+use anyhow::{Context, Result};
+use eventfold::{
+    CommandContext, CommandExecutor, EventStore, ExecutorConfig, LoadOptions, MemoryEventStore, StreamId,
+};
+use eventfold_aws::metrics::counted_dynamo_client;
+use eventfold_aws::{DynamoEventStore, RequestCounter};
+use shop::Inventory;
+use shop::inventory::InventoryCommand;
+use std::time::Instant;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Commands in the in-process run.
+    pub memory_commands: u64,
+    /// Commands per DynamoDB phase (cold and warm).
+    pub dynamo_commands: u64,
+    /// Length of the long stream.
+    pub long_stream: u64,
+}
+
+fn ctx(n: u64) -> CommandContext {
+    CommandContext {
+        tenant: "bench".into(),
+        actor: "bench".into(),
+        correlation_id: format!("c-{n}"),
+        causation_id: format!("c-{n}"),
+        command_id: format!("c-{n}"),
+    }
+}
+
+fn receive() -> InventoryCommand {
+    InventoryCommand::ReceiveStock { quantity: 1 }
+}
+
+fn stream(tag: &str, i: u64) -> Result<StreamId> {
+    Ok(StreamId::new("bench", "Inventory", &format!("{tag}-{i}"))?)
+}
+
+async fn run_commands<S: EventStore>(exec: &CommandExecutor<S>, tag: &str, streams: u64, n: u64) -> Result<f64> {
+    let start = Instant::now();
+    for i in 0..n {
+        exec.execute::<Inventory>(&stream(tag, i % streams)?, None, &receive(), &ctx(i)).await?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
+    println!("eventfold bench");
+    println!("---------------");
+    // 1. In process, memory store.
+    for (label, cache) in [("warm cache", 1024), ("no cache", 0)] {
+        let exec = CommandExecutor::new(
+            MemoryEventStore::new(),
+            ExecutorConfig { cache_capacity: cache, ..ExecutorConfig::default() },
+        );
+        let rate = run_commands(&exec, "mem", 100, options.memory_commands).await?;
+        println!("memory store, {label:<10}: {rate:>10.0} commands/s ({} commands over 100 streams)", options.memory_commands);
+    }
+
+    // 2. DynamoDB on the emulator (or AWS_ENDPOINT_URL).
+    let stack = LocalStack::start(local).await?;
+    let table = stack
+        .template
+        .tables()
+        .into_iter()
+        .find(|t| t.logical_id == "EventsTable")
+        .context("template has no EventsTable")?
+        .name;
+    let counter = RequestCounter::new();
+    let client = counted_dynamo_client(&stack.sdk, &counter);
+    let store = || DynamoEventStore::new(client.clone(), table.clone());
+    let tag = format!("r{}", chrono::Utc::now().timestamp_millis());
+    let n = options.dynamo_commands;
+
+    // Seed streams with some history so "cold" means a real load.
+    let seed = CommandExecutor::new(store(), ExecutorConfig::default());
+    run_commands(&seed, &tag, n, n * 3).await?;
+
+    let before = counter.get();
+    let start = Instant::now();
+    for i in 0..n {
+        // A new executor per command: the cold start of a Lambda instance.
+        let cold = CommandExecutor::new(store(), ExecutorConfig::default());
+        cold.execute::<Inventory>(&stream(&tag, i)?, None, &receive(), &ctx(i)).await?;
+    }
+    let cold_secs = start.elapsed().as_secs_f64();
+    let cold_requests = (counter.get() - before) as f64 / n as f64;
+
+    let warm = CommandExecutor::new(store(), ExecutorConfig::default());
+    for i in 0..n {
+        warm.load::<Inventory>(&stream(&tag, i)?).await?;
+    }
+    let before = counter.get();
+    let start = Instant::now();
+    for i in 0..n {
+        warm.execute::<Inventory>(&stream(&tag, i)?, None, &receive(), &ctx(i)).await?;
+    }
+    let warm_secs = start.elapsed().as_secs_f64();
+    let warm_requests = (counter.get() - before) as f64 / n as f64;
+    println!("dynamodb (moto), cold   : {cold_requests:>6.2} requests/command, {:>7.1} ms/command", cold_secs * 1000.0 / n as f64);
+    println!("dynamodb (moto), warm   : {warm_requests:>6.2} requests/command, {:>7.1} ms/command", warm_secs * 1000.0 / n as f64);
+
+    // 3. A long stream with snapshots.
+    let long = stream(&format!("{tag}-long"), 0)?;
+    let writer = CommandExecutor::new(store(), ExecutorConfig::default());
+    for i in 0..options.long_stream {
+        writer.execute::<Inventory>(&long, None, &receive(), &ctx(i)).await?;
+    }
+    let loaded = store()
+        .load(&long.to_string(), LoadOptions { state_schema: Some(<Inventory as eventfold::Aggregate>::STATE_SCHEMA), snapshot_every: 100 })
+        .await?;
+    let full = store().load(&long.to_string(), LoadOptions::default()).await?;
+    println!(
+        "long stream of {} events : {} events folded in {} request(s) with snapshots; {} events in {} request(s) without",
+        loaded.version,
+        loaded.events.len(),
+        loaded.requests,
+        full.events.len(),
+        full.requests
+    );
+    stack.stop().await;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Eventfold's reference domain: a small shop with three aggregates.
+//!
+//! Owns the business rules of [`order`] (an order's lines and life cycle), [`inventory`]
+//! (stock of one SKU and the reservations held against it) and [`payment`] (authorising and
+//! refunding the payment of one order). Each module has the same shape: commands (serde
+//! enums the HTTP layer parses with its `parse_command`), past-tense events (the storage
+//! format), a state folded from those events and a pure `decide` that returns the events
+//! that carry a command out, no events when it was already done, or the [`Rejection`] of
+//! the rule it breaks.
+//!
+//! Pure and synchronous. Must not import: any AWS crate, `lambda_*`, tokio or any other
+//! async runtime, clocks, randomness, or anything else that does I/O. The only framework
+//! it depends on is `eventfold` (for the [`Aggregate`] and [`DomainEvent`] traits).
+//!
+//! Money is always an integer amount of minor units (cents) in an `i64`; quantities are
+//! `i64` too, so that a negative input reaches `decide` and becomes a rejection instead of
+//! a parse error. All sums use checked arithmetic in `decide` (overflow is a rejection) and
+//! saturating arithmetic in `evolve` (folding never panics).
+//!
+//! ```
+//! use eventfold::testing::given;
+//! use shop::order::{Order, OrderCommand, OrderEvent};
+//!
+//! let command = shop::order::parse_command(
+//!     "AddItem",
+//!     serde_json::json!({"sku": "apple", "quantity": 2, "unit_price": 150}),
+//! )
+//! .expect("valid command");
+//! given::<Order>([OrderEvent::OrderCreated { customer_id: "c-1".into() }])
+//!     .when(command)
+//!     .then([OrderEvent::ItemAdded { sku: "apple".into(), quantity: 2, unit_price: 150 }]);
+//! given::<Order>([]).when(OrderCommand::PlaceOrder {}).then_rejected("order-not-created");
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod inventory;
+pub mod order;
+pub mod payment;
+
+pub use eventfold::{Aggregate, DomainEvent, Rejection};
+pub use inventory::Inventory;
+pub use order::Order;
+pub use payment::Payment;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Why a command could not be built from its type name and JSON data (HTTP: 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandParseError {
+    /// The type is not one of the aggregate's commands. The message names the offending
+    /// type and lists the known ones.
+    UnknownType(String),
+    /// The type is known but its data is not an object with the command's fields (a field
+    /// is missing, has the wrong type, or is not one of the command's fields).
+    InvalidData(String),
+}
+
+impl fmt::Display for CommandParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownType(message) => write!(f, "unknown command type: {message}"),
+            Self::InvalidData(message) => write!(f, "invalid command data: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for CommandParseError {}
+
+/// Builds an adjacently tagged command (`{"type": .., "data": ..}`) of `category` from its
+/// parts. `null` data means "no fields" and is read as `{}`; any other data must be an object.
+pub(crate) fn parse_tagged<C: DeserializeOwned>(
+    category: &str,
+    known_types: &[&str],
+    command_type: &str,
+    data: Value,
+) -> Result<C, CommandParseError> {
+    if !known_types.contains(&command_type) {
+        return Err(CommandParseError::UnknownType(format!(
+            "'{command_type}' is not a {category} command; expected one of: {}",
+            known_types.join(", ")
+        )));
+    }
+    let data = match data {
+        Value::Null => Value::Object(Map::new()),
+        object @ Value::Object(_) => object,
+        other => {
+            return Err(CommandParseError::InvalidData(format!(
+                "{command_type}: data must be a JSON object (or null), not {other}"
+            )));
+        }
+    };
+    let mut tagged = Map::new();
+    tagged.insert("type".into(), Value::String(command_type.into()));
+    tagged.insert("data".into(), data);
+    serde_json::from_value(Value::Object(tagged))
+        .map_err(|e| CommandParseError::InvalidData(format!("{command_type}: {e}")))
+}
+
+/// A rejection unless `value` has at least one non-whitespace character.
+pub(crate) fn require_text(value: &str, rule: &'static str, what: &str) -> Result<(), Rejection> {
+    if value.trim().is_empty() {
+        Err(Rejection::new(rule, format!("{what} must not be empty")))
+    } else {
+        Ok(())
+    }
+}

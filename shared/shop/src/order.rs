@@ -1,0 +1,488 @@
+//! The `Order` aggregate: a customer's order, its lines and its life cycle.
+//!
+//! Stream: `{tenant}/Order-{order_id}`. Life cycle:
+//! `Draft` (created, items may change) → `Placed` → `Confirmed` → `Shipped`, and
+//! `Cancelled` from `Draft`, `Placed` or `Confirmed`.
+//!
+//! Rules (the `rule` of each [`Rejection`]):
+//!
+//! | rule | when |
+//! |---|---|
+//! | `order-not-created` | any command but `CreateOrder` on an order that does not exist |
+//! | `order-already-exists` | `CreateOrder` for another customer than the one it was created for |
+//! | `customer-id-required` | `CreateOrder` with an empty customer id |
+//! | `sku-required` | `AddItem` / `RemoveItem` with an empty sku |
+//! | `quantity-must-be-positive` | `AddItem` with quantity ≤ 0 |
+//! | `unit-price-must-not-be-negative` | `AddItem` with unit price < 0 |
+//! | `unit-price-mismatch` | `AddItem` of a sku already in the order at another unit price |
+//! | `quantity-overflow` | `AddItem` would make a line's quantity overflow |
+//! | `amount-overflow` | `AddItem` would make a line amount or the order total overflow |
+//! | `order-not-editable` | `AddItem` / `RemoveItem` once the order is no longer a draft |
+//! | `item-not-in-order` | `RemoveItem` of a sku the order does not contain |
+//! | `order-not-empty` | `PlaceOrder` of an order without lines |
+//! | `order-not-placed` | `ConfirmOrder` of a draft |
+//! | `order-not-confirmed` | `ShipOrder` of a draft or a placed (unconfirmed) order |
+//! | `tracking-id-required` | `ShipOrder` with an empty tracking id |
+//! | `order-already-shipped` | `CancelOrder` of a shipped order; `ShipOrder` with another tracking id |
+//! | `order-already-cancelled` | `CancelOrder` of a cancelled order |
+//! | `order-cancelled` | `PlaceOrder` / `ConfirmOrder` / `ShipOrder` of a cancelled order |
+//! | `reason-required` | `CancelOrder` with an empty reason |
+//!
+//! Already done (no events): `CreateOrder` again for the same customer; `PlaceOrder` of an
+//! order that is placed or further along; `ConfirmOrder` of a confirmed or shipped order;
+//! `ShipOrder` of an order shipped with the same tracking id.
+//!
+//! Adding a sku that is already in the order adds to its quantity. The unit price of a line
+//! is fixed by its first `AddItem`: adding the same sku at another price is rejected
+//! (`unit-price-mismatch`) rather than silently re-pricing the units already in the order;
+//! remove the line and add it again to change the price.
+
+use crate::{CommandParseError, require_text};
+use eventfold::{Aggregate, DomainEvent, Rejection};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The order aggregate (stream category `Order`, one stream per order id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Order;
+
+/// What callers ask of an order. Adjacently tagged: `{"type": "AddItem", "data": {..}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", deny_unknown_fields)]
+pub enum OrderCommand {
+    /// Opens a draft order for a customer.
+    CreateOrder {
+        /// The customer the order belongs to.
+        customer_id: String,
+    },
+    /// Adds units of a sku to a draft (increasing the quantity if the sku is already there).
+    AddItem {
+        /// The stock keeping unit.
+        sku: String,
+        /// How many units to add; must be > 0.
+        quantity: i64,
+        /// Price of one unit in minor units; must be ≥ 0.
+        unit_price: i64,
+    },
+    /// Removes a sku's whole line from a draft.
+    RemoveItem {
+        /// The stock keeping unit to remove.
+        sku: String,
+    },
+    /// Submits a non-empty draft.
+    PlaceOrder {},
+    /// Accepts a placed order.
+    ConfirmOrder {},
+    /// Hands a confirmed order to the carrier.
+    ShipOrder {
+        /// The carrier's tracking id.
+        tracking_id: String,
+    },
+    /// Cancels an order that has not shipped yet.
+    CancelOrder {
+        /// Why the order is cancelled.
+        reason: String,
+    },
+}
+
+/// The command type names [`parse_command`] accepts.
+pub const COMMAND_TYPES: &[&str] = &[
+    "CreateOrder",
+    "AddItem",
+    "RemoveItem",
+    "PlaceOrder",
+    "ConfirmOrder",
+    "ShipOrder",
+    "CancelOrder",
+];
+
+/// Builds an order command from its type name and JSON data. Commands without fields
+/// accept `null` (absent) or `{}` as data; unknown fields are refused.
+pub fn parse_command(
+    command_type: &str,
+    data: serde_json::Value,
+) -> Result<OrderCommand, CommandParseError> {
+    crate::parse_tagged(Order::CATEGORY, COMMAND_TYPES, command_type, data)
+}
+
+/// What happened to an order; the storage format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum OrderEvent {
+    /// A draft order was opened for a customer.
+    OrderCreated {
+        /// The customer the order belongs to.
+        customer_id: String,
+    },
+    /// Units of a sku were added to the order.
+    ItemAdded {
+        /// The stock keeping unit.
+        sku: String,
+        /// Units added (on top of any already in the order).
+        quantity: i64,
+        /// Price of one unit in minor units.
+        unit_price: i64,
+    },
+    /// A sku's line was removed from the order.
+    ItemRemoved {
+        /// The stock keeping unit.
+        sku: String,
+    },
+    /// The order was submitted.
+    OrderPlaced {
+        /// The order total in minor units at the time it was placed.
+        total: i64,
+    },
+    /// The order was accepted.
+    OrderConfirmed {},
+    /// The order was handed to the carrier.
+    OrderShipped {
+        /// The carrier's tracking id.
+        tracking_id: String,
+    },
+    /// The order was cancelled.
+    OrderCancelled {
+        /// Why the order was cancelled.
+        reason: String,
+    },
+}
+
+impl DomainEvent for OrderEvent {}
+
+/// Where an order is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderStatus {
+    /// Created; items may still be added and removed.
+    Draft,
+    /// Submitted; items are fixed.
+    Placed,
+    /// Accepted.
+    Confirmed,
+    /// Handed to the carrier.
+    Shipped,
+    /// Cancelled before shipping.
+    Cancelled,
+}
+
+impl OrderStatus {
+    /// The status's name, e.g. `Draft`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "Draft",
+            Self::Placed => "Placed",
+            Self::Confirmed => "Confirmed",
+            Self::Shipped => "Shipped",
+            Self::Cancelled => "Cancelled",
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One sku's line in an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    /// Units ordered.
+    pub quantity: i64,
+    /// Price of one unit in minor units.
+    pub unit_price: i64,
+}
+
+impl OrderLine {
+    /// `quantity × unit_price` in minor units, or `None` on overflow.
+    pub fn checked_amount(&self) -> Option<i64> {
+        self.quantity.checked_mul(self.unit_price)
+    }
+}
+
+/// What an order knows, folded from its events.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OrderState {
+    /// `None` until the order is created.
+    pub status: Option<OrderStatus>,
+    /// The customer the order belongs to (`None` until created).
+    pub customer_id: Option<String>,
+    /// The order's lines by sku, in sku order.
+    pub lines: BTreeMap<String, OrderLine>,
+    /// The carrier's tracking id once shipped.
+    pub tracking_id: Option<String>,
+    /// Why the order was cancelled, once cancelled.
+    pub cancel_reason: Option<String>,
+}
+
+impl OrderState {
+    /// Whether `CreateOrder` has happened.
+    pub fn is_created(&self) -> bool {
+        self.status.is_some()
+    }
+
+    /// Sum of the line amounts in minor units, or `None` on overflow (which `decide`
+    /// never lets happen).
+    pub fn checked_total(&self) -> Option<i64> {
+        checked_total(self.lines.values())
+    }
+
+    /// Sum of the line amounts in minor units (saturating; see [`Self::checked_total`]).
+    pub fn total(&self) -> i64 {
+        self.checked_total().unwrap_or(i64::MAX)
+    }
+}
+
+fn checked_total<'a>(lines: impl IntoIterator<Item = &'a OrderLine>) -> Option<i64> {
+    lines
+        .into_iter()
+        .try_fold(0i64, |sum, line| sum.checked_add(line.checked_amount()?))
+}
+
+impl Aggregate for Order {
+    const CATEGORY: &'static str = "Order";
+
+    type Event = OrderEvent;
+    type State = OrderState;
+    type Command = OrderCommand;
+
+    fn initial() -> OrderState {
+        OrderState::default()
+    }
+
+    fn evolve(mut state: OrderState, event: &OrderEvent) -> OrderState {
+        match event {
+            OrderEvent::OrderCreated { customer_id } => {
+                state.status = Some(OrderStatus::Draft);
+                state.customer_id = Some(customer_id.clone());
+            }
+            OrderEvent::ItemAdded {
+                sku,
+                quantity,
+                unit_price,
+            } => {
+                let line = state.lines.entry(sku.clone()).or_insert(OrderLine {
+                    quantity: 0,
+                    unit_price: *unit_price,
+                });
+                line.quantity = line.quantity.saturating_add(*quantity);
+                line.unit_price = *unit_price;
+            }
+            OrderEvent::ItemRemoved { sku } => {
+                state.lines.remove(sku);
+            }
+            OrderEvent::OrderPlaced { .. } => state.status = Some(OrderStatus::Placed),
+            OrderEvent::OrderConfirmed {} => state.status = Some(OrderStatus::Confirmed),
+            OrderEvent::OrderShipped { tracking_id } => {
+                state.status = Some(OrderStatus::Shipped);
+                state.tracking_id = Some(tracking_id.clone());
+            }
+            OrderEvent::OrderCancelled { reason } => {
+                state.status = Some(OrderStatus::Cancelled);
+                state.cancel_reason = Some(reason.clone());
+            }
+        }
+        state
+    }
+
+    fn decide(state: &OrderState, command: &OrderCommand) -> Result<Vec<OrderEvent>, Rejection> {
+        match command {
+            OrderCommand::CreateOrder { customer_id } => decide_create(state, customer_id),
+            OrderCommand::AddItem {
+                sku,
+                quantity,
+                unit_price,
+            } => decide_add_item(state, sku, *quantity, *unit_price),
+            OrderCommand::RemoveItem { sku } => decide_remove_item(state, sku),
+            OrderCommand::PlaceOrder {} => decide_place(state),
+            OrderCommand::ConfirmOrder {} => decide_confirm(state),
+            OrderCommand::ShipOrder { tracking_id } => decide_ship(state, tracking_id),
+            OrderCommand::CancelOrder { reason } => decide_cancel(state, reason),
+        }
+    }
+}
+
+/// The order's status, or `order-not-created`.
+fn created(state: &OrderState) -> Result<OrderStatus, Rejection> {
+    state
+        .status
+        .ok_or_else(|| Rejection::new("order-not-created", "the order has not been created"))
+}
+
+fn cancelled() -> Rejection {
+    Rejection::new("order-cancelled", "the order is cancelled")
+}
+
+fn decide_create(state: &OrderState, customer_id: &str) -> Result<Vec<OrderEvent>, Rejection> {
+    match &state.customer_id {
+        Some(existing) if existing == customer_id => Ok(vec![]),
+        Some(existing) => Err(Rejection::new(
+            "order-already-exists",
+            format!("the order already exists for customer '{existing}'"),
+        )),
+        None => {
+            require_text(customer_id, "customer-id-required", "customer id")?;
+            Ok(vec![OrderEvent::OrderCreated {
+                customer_id: customer_id.to_owned(),
+            }])
+        }
+    }
+}
+
+fn require_draft(status: OrderStatus) -> Result<(), Rejection> {
+    if status == OrderStatus::Draft {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            "order-not-editable",
+            format!("items can only change while the order is a draft; it is {status}"),
+        ))
+    }
+}
+
+fn decide_add_item(
+    state: &OrderState,
+    sku: &str,
+    quantity: i64,
+    unit_price: i64,
+) -> Result<Vec<OrderEvent>, Rejection> {
+    let status = created(state)?;
+    require_text(sku, "sku-required", "sku")?;
+    if quantity <= 0 {
+        return Err(Rejection::new(
+            "quantity-must-be-positive",
+            format!("quantity must be greater than zero, got {quantity}"),
+        ));
+    }
+    if unit_price < 0 {
+        return Err(Rejection::new(
+            "unit-price-must-not-be-negative",
+            format!("unit price must not be negative, got {unit_price}"),
+        ));
+    }
+    require_draft(status)?;
+    let line = match state.lines.get(sku) {
+        Some(line) if line.unit_price != unit_price => {
+            return Err(Rejection::new(
+                "unit-price-mismatch",
+                format!(
+                    "'{sku}' is already in the order at unit price {}, not {unit_price}",
+                    line.unit_price
+                ),
+            ));
+        }
+        Some(line) => OrderLine {
+            quantity: line.quantity.checked_add(quantity).ok_or_else(|| {
+                Rejection::new(
+                    "quantity-overflow",
+                    format!("quantity of '{sku}' overflows"),
+                )
+            })?,
+            unit_price,
+        },
+        None => OrderLine {
+            quantity,
+            unit_price,
+        },
+    };
+    let others = state
+        .lines
+        .iter()
+        .filter(|(other, _)| other.as_str() != sku)
+        .map(|(_, line)| line);
+    checked_total(others.chain([&line]))
+        .ok_or_else(|| Rejection::new("amount-overflow", "the order total would overflow"))?;
+    Ok(vec![OrderEvent::ItemAdded {
+        sku: sku.to_owned(),
+        quantity,
+        unit_price,
+    }])
+}
+
+fn decide_remove_item(state: &OrderState, sku: &str) -> Result<Vec<OrderEvent>, Rejection> {
+    let status = created(state)?;
+    require_text(sku, "sku-required", "sku")?;
+    require_draft(status)?;
+    if !state.lines.contains_key(sku) {
+        return Err(Rejection::new(
+            "item-not-in-order",
+            format!("'{sku}' is not in the order"),
+        ));
+    }
+    Ok(vec![OrderEvent::ItemRemoved {
+        sku: sku.to_owned(),
+    }])
+}
+
+fn decide_place(state: &OrderState) -> Result<Vec<OrderEvent>, Rejection> {
+    match created(state)? {
+        OrderStatus::Draft => {
+            if state.lines.is_empty() {
+                return Err(Rejection::new(
+                    "order-not-empty",
+                    "an order without items cannot be placed",
+                ));
+            }
+            let total = state
+                .checked_total()
+                .ok_or_else(|| Rejection::new("amount-overflow", "the order total overflows"))?;
+            Ok(vec![OrderEvent::OrderPlaced { total }])
+        }
+        OrderStatus::Placed | OrderStatus::Confirmed | OrderStatus::Shipped => Ok(vec![]),
+        OrderStatus::Cancelled => Err(cancelled()),
+    }
+}
+
+fn decide_confirm(state: &OrderState) -> Result<Vec<OrderEvent>, Rejection> {
+    match created(state)? {
+        OrderStatus::Draft => Err(Rejection::new(
+            "order-not-placed",
+            "only a placed order can be confirmed",
+        )),
+        OrderStatus::Placed => Ok(vec![OrderEvent::OrderConfirmed {}]),
+        OrderStatus::Confirmed | OrderStatus::Shipped => Ok(vec![]),
+        OrderStatus::Cancelled => Err(cancelled()),
+    }
+}
+
+fn decide_ship(state: &OrderState, tracking_id: &str) -> Result<Vec<OrderEvent>, Rejection> {
+    let status = created(state)?;
+    require_text(tracking_id, "tracking-id-required", "tracking id")?;
+    match status {
+        OrderStatus::Draft | OrderStatus::Placed => Err(Rejection::new(
+            "order-not-confirmed",
+            format!("only a confirmed order can be shipped; it is {status}"),
+        )),
+        OrderStatus::Confirmed => Ok(vec![OrderEvent::OrderShipped {
+            tracking_id: tracking_id.to_owned(),
+        }]),
+        OrderStatus::Shipped if state.tracking_id.as_deref() == Some(tracking_id) => Ok(vec![]),
+        OrderStatus::Shipped => Err(Rejection::new(
+            "order-already-shipped",
+            format!(
+                "the order already shipped with tracking id '{}'",
+                state.tracking_id.as_deref().unwrap_or_default()
+            ),
+        )),
+        OrderStatus::Cancelled => Err(cancelled()),
+    }
+}
+
+fn decide_cancel(state: &OrderState, reason: &str) -> Result<Vec<OrderEvent>, Rejection> {
+    match created(state)? {
+        OrderStatus::Shipped => Err(Rejection::new(
+            "order-already-shipped",
+            "a shipped order cannot be cancelled",
+        )),
+        OrderStatus::Cancelled => Err(Rejection::new(
+            "order-already-cancelled",
+            "the order is already cancelled",
+        )),
+        OrderStatus::Draft | OrderStatus::Placed | OrderStatus::Confirmed => {
+            require_text(reason, "reason-required", "cancel reason")?;
+            Ok(vec![OrderEvent::OrderCancelled {
+                reason: reason.to_owned(),
+            }])
+        }
+    }
+}

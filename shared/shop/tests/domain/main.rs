@@ -1,0 +1,9 @@
+//! Domain tests of the shop aggregates: given/when/then scenarios for every rule, command
+//! parsing, and properties (deterministic folds, replay equals live, idempotency, codec
+//! round trips).
+
+mod inventory;
+mod order;
+mod parse;
+mod payment;
+mod properties;

@@ -1,0 +1,173 @@
+//! Given/when/then for the `Payment` aggregate.
+
+use eventfold::testing::given;
+use shop::payment::{
+    AUTHORIZATION_LIMIT, DECLINE_AMOUNT_OVER_LIMIT, DECLINE_CARD_DECLINED, DECLINED_METHOD,
+    Payment, PaymentCommand as C, PaymentEvent as E, PaymentStatus,
+};
+
+fn authorize(amount: i64, method: &str) -> C {
+    C::AuthorizePayment {
+        order_id: "o-1".into(),
+        amount,
+        method: method.into(),
+    }
+}
+
+fn authorized(amount: i64) -> E {
+    E::PaymentAuthorized {
+        order_id: "o-1".into(),
+        amount,
+        method: "card".into(),
+    }
+}
+
+fn declined(amount: i64, method: &str, reason: &str) -> E {
+    E::PaymentDeclined {
+        order_id: "o-1".into(),
+        amount,
+        method: method.into(),
+        reason: reason.into(),
+    }
+}
+
+fn refunded(amount: i64) -> E {
+    E::PaymentRefunded {
+        order_id: "o-1".into(),
+        amount,
+    }
+}
+
+// --- AuthorizePayment ----------------------------------------------------------------------
+
+#[test]
+fn authorize_a_payment() {
+    let state = given::<Payment>([])
+        .when(authorize(500, "card"))
+        .then([authorized(500)]);
+    assert_eq!(state.status, Some(PaymentStatus::Authorized));
+    assert_eq!(state.amount, 500);
+    assert_eq!(state.order_id.as_deref(), Some("o-1"));
+    assert_eq!(state.method.as_deref(), Some("card"));
+}
+
+#[test]
+fn the_limit_itself_is_authorized() {
+    given::<Payment>([])
+        .when(authorize(AUTHORIZATION_LIMIT, "card"))
+        .then([authorized(AUTHORIZATION_LIMIT)]);
+}
+
+#[test]
+fn an_amount_over_the_limit_is_declined_not_rejected() {
+    let state = given::<Payment>([])
+        .when(authorize(1_000_001, "card"))
+        .then([declined(1_000_001, "card", DECLINE_AMOUNT_OVER_LIMIT)]);
+    assert_eq!(state.status, Some(PaymentStatus::Declined));
+    assert_eq!(state.decline_reason.as_deref(), Some("amount-over-limit"));
+}
+
+#[test]
+fn a_declined_card_is_declined_not_rejected() {
+    assert_eq!(DECLINED_METHOD, "card_declined");
+    given::<Payment>([])
+        .when(authorize(500, "card_declined"))
+        .then([declined(500, "card_declined", DECLINE_CARD_DECLINED)]);
+}
+
+#[test]
+fn authorize_needs_a_positive_amount() {
+    for amount in [0, -1] {
+        given::<Payment>([])
+            .when(authorize(amount, "card"))
+            .then_rejected("amount-must-be-positive");
+    }
+}
+
+#[test]
+fn authorize_needs_an_order_id_and_a_method() {
+    given::<Payment>([])
+        .when(C::AuthorizePayment {
+            order_id: String::new(),
+            amount: 1,
+            method: "card".into(),
+        })
+        .then_rejected("order-id-required");
+    given::<Payment>([])
+        .when(authorize(1, ""))
+        .then_rejected("method-required");
+}
+
+#[test]
+fn authorizing_again_with_the_same_amount_is_already_done() {
+    given::<Payment>([authorized(500)])
+        .when(authorize(500, "card"))
+        .then_nothing();
+}
+
+#[test]
+fn authorizing_again_with_another_amount_is_rejected() {
+    given::<Payment>([authorized(500)])
+        .when(authorize(600, "card"))
+        .then_rejected("payment-already-authorized");
+}
+
+#[test]
+fn authorizing_for_another_order_is_rejected() {
+    given::<Payment>([authorized(500)])
+        .when(C::AuthorizePayment {
+            order_id: "o-2".into(),
+            amount: 500,
+            method: "card".into(),
+        })
+        .then_rejected("order-id-mismatch");
+}
+
+#[test]
+fn repeating_a_declined_attempt_is_already_done() {
+    given::<Payment>([declined(500, "card_declined", DECLINE_CARD_DECLINED)])
+        .when(authorize(500, "card_declined"))
+        .then_nothing();
+}
+
+#[test]
+fn a_declined_payment_can_be_attempted_again_differently() {
+    let state = given::<Payment>([declined(500, "card_declined", DECLINE_CARD_DECLINED)])
+        .when(authorize(500, "card"))
+        .then([authorized(500)]);
+    assert_eq!(state.decline_reason, None);
+}
+
+#[test]
+fn a_refunded_payment_cannot_be_authorized_again() {
+    given::<Payment>([authorized(500), refunded(500)])
+        .when(authorize(500, "card"))
+        .then_rejected("payment-already-refunded");
+}
+
+// --- RefundPayment -------------------------------------------------------------------------
+
+#[test]
+fn refund_an_authorized_payment() {
+    let state = given::<Payment>([authorized(500)])
+        .when(C::RefundPayment {})
+        .then([refunded(500)]);
+    assert_eq!(state.status, Some(PaymentStatus::Refunded));
+}
+
+#[test]
+fn refunding_again_is_already_done() {
+    given::<Payment>([authorized(500), refunded(500)])
+        .when(C::RefundPayment {})
+        .then_nothing();
+}
+
+#[test]
+fn a_payment_that_was_never_authorized_cannot_be_refunded() {
+    given::<Payment>([])
+        .when(C::RefundPayment {})
+        .then_rejected("payment-not-authorized");
+    given::<Payment>([declined(2_000_000, "card", DECLINE_AMOUNT_OVER_LIMIT)])
+        .when(C::RefundPayment {})
+        .then_rejected("payment-not-authorized");
+}
