@@ -60,7 +60,12 @@ pub async fn ensure_table(client: &Client, table: &TableSpec) -> Result<bool> {
                 .build()?,
         );
     }
-    req.send().await.with_context(|| format!("creating table {}", table.name))?;
+    match req.send().await {
+        Ok(_) => {}
+        // Someone else (a parallel test, another local stack) created it first.
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => return Ok(false),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("creating table {}", table.name))),
+    }
     if let Some(attr) = &table.ttl_attribute {
         client
             .update_time_to_live()

@@ -1,1 +1,118 @@
-//! placeholder
+//! Harness for the integration tests: one serialized moto emulator per test binary, the
+//! template's resources on it, and a local stack per test.
+//!
+//! A test that needs the emulator starts it here; when `.venv` is missing it fails loudly
+//! (run `./scripts/setup`), it is never skipped.
+#![forbid(unsafe_code)]
+
+use cli::local::{LocalOptions, LocalStack};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// Stack name of the test resources.
+pub const STACK: &str = "it";
+
+struct Shared {
+    endpoint: String,
+    // Held so the emulator's stdin stays open; it exits when this process does.
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+}
+
+static EMULATOR: OnceLock<Shared> = OnceLock::new();
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Endpoint of the shared emulator, started on first use (or `EVENTFOLD_TEST_ENDPOINT`).
+pub fn endpoint() -> String {
+    if let Ok(e) = std::env::var("EVENTFOLD_TEST_ENDPOINT") {
+        return e;
+    }
+    EMULATOR
+        .get_or_init(|| {
+            let python = root().join(".venv/bin/python");
+            assert!(
+                python.exists(),
+                "integration tests need the emulator: {} is missing; run ./scripts/setup",
+                python.display()
+            );
+            let mut child = Command::new(&python)
+                .arg(root().join("scripts/moto_server.py"))
+                .args(["--port", "0", "--watch-stdin"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting the moto emulator");
+            let stdout = child.stdout.take().expect("piped stdout");
+            let mut line = String::new();
+            let mut reader = BufReader::new(stdout);
+            while !line.starts_with("READY ") {
+                line.clear();
+                let n = reader.read_line(&mut line).expect("reading moto's stdout");
+                assert!(n > 0, "moto exited before it was ready");
+            }
+            let port = line.trim_start_matches("READY ").trim().to_owned();
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            Shared {
+                endpoint: format!("http://127.0.0.1:{port}"),
+                _stdin: Mutex::new(child.stdin.take().expect("piped stdin")),
+                _child: Mutex::new(child),
+            }
+        })
+        .endpoint
+        .clone()
+}
+
+/// A local stack (resources from the template, HTTP API on a free port) on the shared emulator.
+pub async fn stack() -> LocalStack {
+    LocalStack::start(LocalOptions {
+        root: root(),
+        api_addr: "127.0.0.1:0".parse().expect("valid address"),
+        emulator_port: 0,
+        endpoint: Some(endpoint()),
+        stack: STACK.to_owned(),
+        jwt_secret: cli::jwt::DEV_SECRET.to_owned(),
+    })
+    .await
+    .expect("local stack starts")
+}
+
+/// The events table's name in the test stack.
+pub fn events_table(stack: &LocalStack) -> String {
+    stack
+        .template
+        .tables()
+        .into_iter()
+        .find(|t| t.logical_id == "EventsTable")
+        .expect("template defines EventsTable")
+        .name
+}
+
+/// A tenant id no other test uses.
+pub fn unique_tenant(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A token for `tenant` with `scope`.
+pub fn token(tenant: &str, scope: &str) -> String {
+    cli::jwt::issue(cli::jwt::DEV_SECRET, tenant, "tester", scope, 600)
+}
+
+/// A token with read and write scopes.
+pub fn rw_token(tenant: &str) -> String {
+    token(tenant, "events:read events:write")
+}

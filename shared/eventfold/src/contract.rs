@@ -12,8 +12,18 @@ fn stream(prefix: &str, name: &str) -> StreamId {
     StreamId::new(prefix, "Contract", name).expect("contract stream ids are valid")
 }
 
-/// Builds `count` events for `stream` starting after `after`.
+/// Builds `count` events for `stream` starting after `after`, as one commit: they share the
+/// commit's metadata (one command id per commit), as [`validate_append`] requires.
+///
+/// [`validate_append`]: crate::store::validate_append
 pub fn sample_events(stream: &StreamId, after: u64, count: u64) -> Vec<EventEnvelope> {
+    let metadata = Metadata {
+        tenant: stream.tenant().into(),
+        actor: "tester".into(),
+        correlation_id: "corr-1".into(),
+        causation_id: "cause-1".into(),
+        command_id: format!("cmd-{}", after + 1),
+    };
     (1..=count)
         .map(|i| {
             NewEvent {
@@ -37,13 +47,7 @@ pub fn sample_events(stream: &StreamId, after: u64, count: u64) -> Vec<EventEnve
                 after + i,
                 Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid date")
                     + chrono::Duration::nanoseconds(123_456_789),
-                Metadata {
-                    tenant: stream.tenant().into(),
-                    actor: "tester".into(),
-                    correlation_id: "corr-1".into(),
-                    causation_id: "cause-1".into(),
-                    command_id: format!("cmd-{}", after + i),
-                },
+                metadata.clone(),
             )
         })
         .collect()

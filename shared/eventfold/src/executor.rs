@@ -226,6 +226,9 @@ impl<S: EventStore> CommandExecutor<S> {
     ///
     /// With `expected_version`, a stream at any other version is a [`CommandError::Conflict`]
     /// without retry (the caller decided on a state that is gone).
+    ///
+    /// A cached state only ever leads to an append (which a stale version makes conflict);
+    /// a refusal, a rejection or an "already done" reached on it is confirmed on a fresh read.
     pub async fn execute<A: Aggregate>(
         &self,
         stream: &StreamId,
@@ -237,37 +240,43 @@ impl<S: EventStore> CommandExecutor<S> {
         let attempts = self.config.max_attempts.max(1);
         let mut last_seen = 0;
         for attempt in 1..=attempts {
-            let cached = if attempt == 1 {
+            let mut cached = if attempt == 1 {
                 self.cache.get::<A::State>(&key)
             } else {
                 None
             };
-            let from_cache = cached.is_some();
-            let (version, state) = match cached {
-                Some(hit) => hit,
-                None => self.load::<A>(stream).await?,
-            };
-            last_seen = version;
-            if let Some(expected) = expected_version
-                && expected != version
-            {
-                if from_cache {
-                    // The cache may trail the table; only a fresh read may refuse.
-                    self.cache.forget(&key);
-                    let (fresh, _) = self.load::<A>(stream).await?;
-                    if fresh == expected {
-                        return Box::pin(self.execute::<A>(stream, expected_version, command, context))
-                            .await;
+            // Runs at most twice: a verdict reached on a cached state that a fresh read could
+            // overturn is taken again on a fresh read.
+            let (version, state, decided) = loop {
+                let from_cache = cached.is_some();
+                let (version, state) = match cached.take() {
+                    Some(hit) => hit,
+                    None => self.load::<A>(stream).await?,
+                };
+                last_seen = version;
+                if let Some(expected) = expected_version
+                    && expected != version
+                {
+                    if from_cache {
+                        // The cache may trail the table; only a fresh read may refuse.
+                        self.cache.forget(&key);
+                        continue;
                     }
-                    last_seen = fresh;
+                    return Err(CommandError::Conflict {
+                        stream_id: key,
+                        expected,
+                        actual: version,
+                    });
                 }
-                return Err(CommandError::Conflict {
-                    stream_id: key,
-                    expected,
-                    actual: last_seen,
-                });
-            }
-            let decided = A::decide(&state, command).map_err(CommandError::Rejected)?;
+                let decided = A::decide(&state, command);
+                if from_cache && !matches!(&decided, Ok(events) if !events.is_empty()) {
+                    // Likewise for a rejection or an "already done": no append will reveal a
+                    // stale state here, so confirm it on a fresh read.
+                    self.cache.forget(&key);
+                    continue;
+                }
+                break (version, state, decided.map_err(CommandError::Rejected)?);
+            };
             if decided.is_empty() {
                 return Ok(CommandOutcome {
                     stream_id: key,

@@ -160,3 +160,31 @@ pub fn validate_append(
     }
     Ok(())
 }
+
+/// Shared stores (one client behind many executors) are stores too.
+#[async_trait]
+impl<T: EventStore + ?Sized> EventStore for std::sync::Arc<T> {
+    async fn load(&self, stream_id: &str, options: LoadOptions) -> Result<LoadedStream, StoreError> {
+        (**self).load(stream_id, options).await
+    }
+
+    async fn load_range(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        to_version: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        (**self).load_range(stream_id, from_version, to_version, limit).await
+    }
+
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        events: Vec<EventEnvelope>,
+        snapshot: Option<Snapshot>,
+    ) -> Result<AppendOutcome, StoreError> {
+        (**self).append(stream_id, expected_version, events, snapshot).await
+    }
+}
