@@ -3,7 +3,8 @@
 use crate::local::{LocalOptions, LocalStack};
 use anyhow::{Context, Result};
 use eventfold::{
-    CommandContext, CommandExecutor, EventStore, ExecutorConfig, LoadOptions, MemoryEventStore, StreamId,
+    CommandContext, CommandExecutor, EventStore, ExecutorConfig, LoadOptions, MemoryEventStore,
+    StreamId,
 };
 use eventfold_aws::metrics::counted_dynamo_client;
 use eventfold_aws::{DynamoEventStore, RequestCounter};
@@ -40,10 +41,16 @@ fn stream(tag: &str, i: u64) -> Result<StreamId> {
     Ok(StreamId::new("bench", "Inventory", &format!("{tag}-{i}"))?)
 }
 
-async fn run_commands<S: EventStore>(exec: &CommandExecutor<S>, tag: &str, streams: u64, n: u64) -> Result<f64> {
+async fn run_commands<S: EventStore>(
+    exec: &CommandExecutor<S>,
+    tag: &str,
+    streams: u64,
+    n: u64,
+) -> Result<f64> {
     let start = Instant::now();
     for i in 0..n {
-        exec.execute::<Inventory>(&stream(tag, i % streams)?, None, &receive(), &ctx(i)).await?;
+        exec.execute::<Inventory>(&stream(tag, i % streams)?, None, &receive(), &ctx(i))
+            .await?;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
@@ -56,10 +63,16 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
     for (label, cache) in [("warm cache", 1024), ("no cache", 0)] {
         let exec = CommandExecutor::new(
             MemoryEventStore::new(),
-            ExecutorConfig { cache_capacity: cache, ..ExecutorConfig::default() },
+            ExecutorConfig {
+                cache_capacity: cache,
+                ..ExecutorConfig::default()
+            },
         );
         let rate = run_commands(&exec, "mem", 100, options.memory_commands).await?;
-        println!("memory store, {label:<10}: {rate:>10.0} commands/s ({} commands over 100 streams)", options.memory_commands);
+        println!(
+            "memory store, {label:<10}: {rate:>10.0} commands/s ({} commands over 100 streams)",
+            options.memory_commands
+        );
     }
 
     // 2. DynamoDB on the emulator (or AWS_ENDPOINT_URL).
@@ -86,7 +99,8 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
     for i in 0..n {
         // A new executor per command: the cold start of a Lambda instance.
         let cold = CommandExecutor::new(store(), ExecutorConfig::default());
-        cold.execute::<Inventory>(&stream(&tag, i)?, None, &receive(), &ctx(i)).await?;
+        cold.execute::<Inventory>(&stream(&tag, i)?, None, &receive(), &ctx(i))
+            .await?;
     }
     let cold_secs = start.elapsed().as_secs_f64();
     let cold_requests = (counter.get() - before) as f64 / n as f64;
@@ -98,23 +112,40 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
     let before = counter.get();
     let start = Instant::now();
     for i in 0..n {
-        warm.execute::<Inventory>(&stream(&tag, i)?, None, &receive(), &ctx(i)).await?;
+        warm.execute::<Inventory>(&stream(&tag, i)?, None, &receive(), &ctx(i))
+            .await?;
     }
     let warm_secs = start.elapsed().as_secs_f64();
     let warm_requests = (counter.get() - before) as f64 / n as f64;
-    println!("dynamodb (moto), cold   : {cold_requests:>6.2} requests/command, {:>7.1} ms/command", cold_secs * 1000.0 / n as f64);
-    println!("dynamodb (moto), warm   : {warm_requests:>6.2} requests/command, {:>7.1} ms/command", warm_secs * 1000.0 / n as f64);
+    println!(
+        "dynamodb (moto), cold   : {cold_requests:>6.2} requests/command, {:>7.1} ms/command",
+        cold_secs * 1000.0 / n as f64
+    );
+    println!(
+        "dynamodb (moto), warm   : {warm_requests:>6.2} requests/command, {:>7.1} ms/command",
+        warm_secs * 1000.0 / n as f64
+    );
 
     // 3. A long stream with snapshots.
     let long = stream(&format!("{tag}-long"), 0)?;
     let writer = CommandExecutor::new(store(), ExecutorConfig::default());
     for i in 0..options.long_stream {
-        writer.execute::<Inventory>(&long, None, &receive(), &ctx(i)).await?;
+        writer
+            .execute::<Inventory>(&long, None, &receive(), &ctx(i))
+            .await?;
     }
     let loaded = store()
-        .load(&long.to_string(), LoadOptions { state_schema: Some(<Inventory as eventfold::Aggregate>::STATE_SCHEMA), snapshot_every: 100 })
+        .load(
+            &long.to_string(),
+            LoadOptions {
+                state_schema: Some(<Inventory as eventfold::Aggregate>::STATE_SCHEMA),
+                snapshot_every: 100,
+            },
+        )
         .await?;
-    let full = store().load(&long.to_string(), LoadOptions::default()).await?;
+    let full = store()
+        .load(&long.to_string(), LoadOptions::default())
+        .await?;
     println!(
         "long stream of {} events : {} events folded in {} request(s) with snapshots; {} events in {} request(s) without",
         loaded.version,

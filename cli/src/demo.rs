@@ -11,59 +11,122 @@ pub fn banner(stack: &LocalStack) {
     println!("eventfold local stack is up");
     println!("  AWS endpoint : {}", stack.endpoint);
     for (name, created) in &stack.tables {
-        println!("  table        : {name}{}", if *created { " (created)" } else { " (exists)" });
+        println!(
+            "  table        : {name}{}",
+            if *created { " (created)" } else { " (exists)" }
+        );
     }
     println!("  HTTP API     : {}", stack.api_url());
     for route in stack.gateway.describe() {
         println!("    {route}");
     }
-    let token = jwt::issue(&jwt::secret(), "acme", "dev", "events:read events:write", 3600);
+    let token = jwt::issue(
+        &jwt::secret(),
+        "acme",
+        "dev",
+        "events:read events:write",
+        3600,
+    );
     println!("\nTry it (token valid 1 h; `eventfold token --help` makes others):");
     println!("  TOKEN={token}");
     println!(
         "  curl -s -X POST {}/api/v1/events/commands -H \"authorization: Bearer $TOKEN\" \\\n    -d '{{\"aggregate_type\":\"Order\",\"aggregate_id\":\"o-1\",\"type\":\"CreateOrder\",\"data\":{{\"customer_id\":\"c-1\"}}}}'",
         stack.api_url()
     );
-    println!("  curl -s {}/api/v1/events/aggregates/Order/o-1 -H \"authorization: Bearer $TOKEN\"", stack.api_url());
+    println!(
+        "  curl -s {}/api/v1/events/aggregates/Order/o-1 -H \"authorization: Bearer $TOKEN\"",
+        stack.api_url()
+    );
 }
 
 /// Places a real order through the HTTP API, printing every step; fails if any step does.
 pub async fn run(stack: &LocalStack) -> Result<()> {
     let http = Http::new(&stack.api_url());
-    let token = jwt::issue(&jwt::secret(), "demo", "demo-user", "events:read events:write", 600);
+    let token = jwt::issue(
+        &jwt::secret(),
+        "demo",
+        "demo-user",
+        "events:read events:write",
+        600,
+    );
     let order = format!("o-{}", chrono::Utc::now().timestamp_millis());
     let sku = format!("sku-{order}");
     let steps: Vec<(&str, &str, &str, Value)> = vec![
         ("Inventory", &sku, "ReceiveStock", json!({"quantity": 10})),
-        ("Order", &order, "CreateOrder", json!({"customer_id": "c-42"})),
-        ("Order", &order, "AddItem", json!({"sku": sku, "quantity": 2, "unit_price": 1250})),
-        ("Inventory", &sku, "ReserveStock", json!({"order_id": order, "quantity": 2})),
+        (
+            "Order",
+            &order,
+            "CreateOrder",
+            json!({"customer_id": "c-42"}),
+        ),
+        (
+            "Order",
+            &order,
+            "AddItem",
+            json!({"sku": sku, "quantity": 2, "unit_price": 1250}),
+        ),
+        (
+            "Inventory",
+            &sku,
+            "ReserveStock",
+            json!({"order_id": order, "quantity": 2}),
+        ),
         ("Order", &order, "PlaceOrder", json!({})),
-        ("Payment", &order, "AuthorizePayment", json!({"order_id": order, "amount": 2500, "method": "card"})),
+        (
+            "Payment",
+            &order,
+            "AuthorizePayment",
+            json!({"order_id": order, "amount": 2500, "method": "card"}),
+        ),
         ("Order", &order, "ConfirmOrder", json!({})),
-        ("Order", &order, "ShipOrder", json!({"tracking_id": "TRK-1"})),
+        (
+            "Order",
+            &order,
+            "ShipOrder",
+            json!({"tracking_id": "TRK-1"}),
+        ),
     ];
     println!("\nDemo: placing order {order} through {}", stack.api_url());
     for (aggregate, id, command, data) in steps {
-        let body = json!({"aggregate_type": aggregate, "aggregate_id": id, "type": command, "data": data});
-        let reply = http.post("/api/v1/events/commands", Some(&token), &body).await?;
+        let body =
+            json!({"aggregate_type": aggregate, "aggregate_id": id, "type": command, "data": data});
+        let reply = http
+            .post("/api/v1/events/commands", Some(&token), &body)
+            .await?;
         let types: Vec<&str> = reply.json["events"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|e| e["type"].as_str())
             .collect();
-        println!("  POST {aggregate}/{id} {command:<16} -> {} version {} {types:?}", reply.status, reply.json["version"]);
+        println!(
+            "  POST {aggregate}/{id} {command:<16} -> {} version {} {types:?}",
+            reply.status, reply.json["version"]
+        );
         if !(200..300).contains(&reply.status) {
-            bail!("demo step {command} failed: {}", String::from_utf8_lossy(&reply.body));
+            bail!(
+                "demo step {command} failed: {}",
+                String::from_utf8_lossy(&reply.body)
+            );
         }
     }
-    let state = http.get(&format!("/api/v1/events/aggregates/Order/{order}"), Some(&token)).await?;
-    println!("  GET  Order/{order} -> {} {}", state.status, state.json["state"]);
+    let state = http
+        .get(
+            &format!("/api/v1/events/aggregates/Order/{order}"),
+            Some(&token),
+        )
+        .await?;
+    println!(
+        "  GET  Order/{order} -> {} {}",
+        state.status, state.json["state"]
+    );
     let bad = http
         .post("/api/v1/events/commands", Some(&token), &json!({"aggregate_type": "Order", "aggregate_id": order, "type": "AddItem", "data": {"sku": "x", "quantity": 1, "unit_price": 1}}))
         .await?;
-    println!("  POST AddItem after shipping        -> {} {}", bad.status, bad.json["type"]);
+    println!(
+        "  POST AddItem after shipping        -> {} {}",
+        bad.status, bad.json["type"]
+    );
     if state.status != 200 || bad.status != 422 {
         bail!("demo did not behave as expected");
     }

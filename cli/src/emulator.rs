@@ -75,14 +75,20 @@ impl Emulator {
 /// environment provides real ones.
 pub async fn local_sdk_config(endpoint: &str) -> SdkConfig {
     let base = aws_config::defaults(BehaviorVersion::latest()).endpoint_url(endpoint);
-    let base = if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+    let base = if std::env::var_os("AWS_REGION").is_none()
+        && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
         base.region(Region::new("us-east-1"))
     } else {
         base
     };
     let base = if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
         base.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "eventfold-local",
+            "test",
+            "test",
+            None,
+            None,
+            "eventfold-local",
         ))
     } else {
         base

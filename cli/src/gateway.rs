@@ -24,7 +24,9 @@ use tokio::net::TcpListener;
 
 /// A function's HTTP handler, as the Lambda runtime would call it.
 pub type Handler = Arc<
-    dyn Fn(lambda_http::Request) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send>>
+    dyn Fn(
+            lambda_http::Request,
+        ) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send>>
         + Send
         + Sync,
 >;
@@ -47,7 +49,14 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("routes", &self.routes.iter().map(|r| format!("{} {} -> {}", r.spec.method, r.spec.path, r.function)).collect::<Vec<_>>())
+            .field(
+                "routes",
+                &self
+                    .routes
+                    .iter()
+                    .map(|r| format!("{} {} -> {}", r.spec.method, r.spec.path, r.function))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -80,8 +89,12 @@ fn problem(status: u16, slug: &str, detail: &str, path: &str) -> hyper::Response
         "status": status, "detail": detail, "instance": path,
     });
     let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
-    resp.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/problem+json"));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/problem+json"),
+    );
     resp
 }
 
@@ -115,30 +128,58 @@ impl Gateway {
     }
 
     /// Handles one HTTP request end to end.
-    pub async fn call(&self, req: hyper::Request<Bytes>, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
+    pub async fn call(
+        &self,
+        req: hyper::Request<Bytes>,
+        peer: SocketAddr,
+    ) -> hyper::Response<Full<Bytes>> {
         let path = req.uri().path().to_owned();
         let method = req.method().as_str().to_owned();
         let Some((route, params)) = self.routes.iter().find_map(|r| {
             let method_ok = r.spec.method == "ANY" || r.spec.method == method;
-            match_path(&r.spec.path, &path).filter(|_| method_ok).map(|p| (r, p))
+            match_path(&r.spec.path, &path)
+                .filter(|_| method_ok)
+                .map(|p| (r, p))
         }) else {
-            return problem(404, "not-found", "no route matches this method and path", &path);
+            return problem(
+                404,
+                "not-found",
+                "no route matches this method and path",
+                &path,
+            );
         };
         // The JWT authorizer runs before the function, as in API Gateway.
         let token = req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
         let claims = match token.map(|t| jwt::verify(&self.secret, t.trim())) {
             Some(Ok(c)) => c,
-            Some(Err(e)) => return problem(401, "unauthorized", &format!("invalid bearer token: {e}"), &path),
+            Some(Err(e)) => {
+                return problem(
+                    401,
+                    "unauthorized",
+                    &format!("invalid bearer token: {e}"),
+                    &path,
+                );
+            }
             None => return problem(401, "unauthorized", "missing bearer token", &path),
         };
         let event = api_gateway_v2_event(&req, &route.spec, params, &claims, peer);
         let lambda_req = match lambda_http::request::from_str(&event.to_string()) {
             Ok(r) => r,
-            Err(e) => return problem(400, "invalid-request", &format!("request not representable: {e}"), &path),
+            Err(e) => {
+                return problem(
+                    400,
+                    "invalid-request",
+                    &format!("request not representable: {e}"),
+                    &path,
+                );
+            }
         };
         let Some(handler) = self.handlers.get(&route.function) else {
             return problem(404, "not-found", "function not available locally", &path);
@@ -236,7 +277,10 @@ fn percent_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -273,9 +317,17 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> Result<()> {
                 async move {
                     let (parts, body) = req.into_parts();
                     let resp = match Limited::new(body, MAX_PAYLOAD).collect().await {
-                        Ok(collected) => gw.call(hyper::Request::from_parts(parts, collected.to_bytes()), peer).await,
+                        Ok(collected) => {
+                            gw.call(
+                                hyper::Request::from_parts(parts, collected.to_bytes()),
+                                peer,
+                            )
+                            .await
+                        }
                         Err(_) => {
-                            let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{\"message\":\"Request Entity Too Large\"}")));
+                            let mut r = hyper::Response::new(Full::new(Bytes::from_static(
+                                b"{\"message\":\"Request Entity Too Large\"}",
+                            )));
                             *r.status_mut() = hyper::StatusCode::PAYLOAD_TOO_LARGE;
                             r
                         }
@@ -283,7 +335,9 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> Result<()> {
                     Ok::<_, Infallible>(resp)
                 }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }
@@ -301,10 +355,13 @@ mod tests {
         assert!(match_path("/a/{t}", "/a//").is_none());
         let greedy = match_path("/p/{proxy+}", "/p/x/y").expect("greedy");
         assert_eq!(greedy["proxy"], "x/y");
-        assert_eq!(url_pairs("a=1&b=x%20y&c=%zz+q"), vec![
-            ("a".into(), "1".into()),
-            ("b".into(), "x y".into()),
-            ("c".into(), "%zz q".into()),
-        ]);
+        assert_eq!(
+            url_pairs("a=1&b=x%20y&c=%zz+q"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into()),
+                ("c".into(), "%zz q".into()),
+            ]
+        );
     }
 }

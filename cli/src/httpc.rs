@@ -38,7 +38,13 @@ impl Http {
     }
 
     /// Sends `method path` with an optional bearer token and raw body.
-    pub async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> Result<Reply> {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply> {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -47,7 +53,11 @@ impl Http {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = self.client.request(req).await.with_context(|| format!("{method} {path}"))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
@@ -72,6 +82,7 @@ impl Http {
 
     /// `POST path` with a JSON body.
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Result<Reply> {
-        self.send("POST", path, token, Some(serde_json::to_vec(body)?)).await
+        self.send("POST", path, token, Some(serde_json::to_vec(body)?))
+            .await
     }
 }

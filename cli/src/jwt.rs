@@ -44,7 +44,8 @@ pub fn secret() -> String {
 
 fn mac(secret: &str) -> Hmac<Sha256> {
     // HMAC takes keys of any length, so this cannot fail.
-    Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+    Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
 }
 
 /// Signs a token for `tenant`/`sub` with `scope`, valid for `ttl_secs`.
@@ -68,7 +69,9 @@ pub fn issue(secret: &str, tenant: &str, sub: &str, scope: &str, ttl_secs: i64) 
 /// Verifies a token and returns its claims as API Gateway passes them: every value a string.
 pub fn verify(secret: &str, token: &str) -> Result<HashMap<String, String>, JwtError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(JwtError::Malformed);
     };
     let decode = |p: &str| -> Result<Value, JwtError> {
@@ -84,7 +87,10 @@ pub fn verify(secret: &str, token: &str) -> Result<HashMap<String, String>, JwtE
     m.update(format!("{h}.{c}").as_bytes());
     m.verify_slice(&sig).map_err(|_| JwtError::Signature)?;
     let claims = decode(c)?;
-    let exp = claims.get("exp").and_then(Value::as_i64).ok_or(JwtError::Expired)?;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_i64)
+        .ok_or(JwtError::Expired)?;
     if exp <= chrono::Utc::now().timestamp() {
         return Err(JwtError::Expired);
     }

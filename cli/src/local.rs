@@ -87,8 +87,14 @@ impl LocalStack {
             }
         };
         let sdk = local_sdk_config(&endpoint).await;
-        let region = sdk.region().map_or("us-east-1".to_owned(), ToString::to_string);
-        let template = Template::load(&options.root.join("infra/template.yaml"), &options.stack, &region)?;
+        let region = sdk
+            .region()
+            .map_or("us-east-1".to_owned(), ToString::to_string);
+        let template = Template::load(
+            &options.root.join("infra/template.yaml"),
+            &options.stack,
+            &region,
+        )?;
         let tables = provision(&sdk, &template)
             .await?
             .into_iter()
@@ -101,7 +107,9 @@ impl LocalStack {
                     gateway.add_function(&function.logical_id, &function.routes, handler);
                 }
                 Some(_) => {}
-                None => tracing::warn!(function = %function.logical_id, binary = %function.binary, "no local handler; skipped"),
+                None => {
+                    tracing::warn!(function = %function.logical_id, binary = %function.binary, "no local handler; skipped")
+                }
             }
         }
         let gateway = Arc::new(gateway);

@@ -7,7 +7,10 @@ use cli::local::{LocalOptions, LocalStack};
 use std::net::SocketAddr;
 
 #[derive(Parser)]
-#[command(name = "eventfold", about = "Eventfold: event sourcing on AWS serverless, locally")]
+#[command(
+    name = "eventfold",
+    about = "Eventfold: event sourcing on AWS serverless, locally"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -75,7 +78,9 @@ fn options(stack: StackArgs) -> Result<LocalOptions> {
         root: cli::emulator::find_root(&std::env::current_dir()?)?,
         api_addr: stack.api,
         emulator_port: stack.emulator_port,
-        endpoint: std::env::var("AWS_ENDPOINT_URL").ok().filter(|e| !e.is_empty()),
+        endpoint: std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|e| !e.is_empty()),
         stack: stack.stack,
         jwt_secret: cli::jwt::secret(),
     })
@@ -85,10 +90,21 @@ fn options(stack: StackArgs) -> Result<LocalOptions> {
 async fn main() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
     match Cli::parse().command {
-        Cmd::Token { tenant, sub, scope, ttl } => {
-            println!("{}", cli::jwt::issue(&cli::jwt::secret(), &tenant, &sub, &scope, ttl));
+        Cmd::Token {
+            tenant,
+            sub,
+            scope,
+            ttl,
+        } => {
+            println!(
+                "{}",
+                cli::jwt::issue(&cli::jwt::secret(), &tenant, &sub, &scope, ttl)
+            );
         }
         Cmd::Local { stack, demo, once } => {
             let local = LocalStack::start(options(stack)?).await?;
@@ -102,10 +118,19 @@ async fn main() -> Result<()> {
             }
             local.stop().await;
         }
-        Cmd::Bench { stack, memory_commands, dynamo_commands, long_stream } => {
+        Cmd::Bench {
+            stack,
+            memory_commands,
+            dynamo_commands,
+            long_stream,
+        } => {
             cli::bench::run(
                 options(stack)?,
-                cli::bench::BenchOptions { memory_commands, dynamo_commands, long_stream },
+                cli::bench::BenchOptions {
+                    memory_commands,
+                    dynamo_commands,
+                    long_stream,
+                },
             )
             .await?;
         }

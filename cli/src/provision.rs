@@ -5,7 +5,8 @@ use anyhow::{Context, Result};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 
 fn key_schema(parts: &[KeyPart]) -> Result<Vec<KeySchemaElement>> {
@@ -23,7 +24,13 @@ fn key_schema(parts: &[KeyPart]) -> Result<Vec<KeySchemaElement>> {
 
 /// Creates `table` unless a table of that name exists; returns true when it created it.
 pub async fn ensure_table(client: &Client, table: &TableSpec) -> Result<bool> {
-    if client.describe_table().table_name(&table.name).send().await.is_ok() {
+    if client
+        .describe_table()
+        .table_name(&table.name)
+        .send()
+        .await
+        .is_ok()
+    {
         return Ok(false);
     }
     let mut req = client
@@ -42,7 +49,9 @@ pub async fn ensure_table(client: &Client, table: &TableSpec) -> Result<bool> {
     for index in &table.indexes {
         let projection = Projection::builder()
             .projection_type(ProjectionType::from(index.projection.as_str()))
-            .set_non_key_attributes((!index.non_key_attributes.is_empty()).then(|| index.non_key_attributes.clone()))
+            .set_non_key_attributes(
+                (!index.non_key_attributes.is_empty()).then(|| index.non_key_attributes.clone()),
+            )
             .build();
         req = req.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
@@ -63,14 +72,26 @@ pub async fn ensure_table(client: &Client, table: &TableSpec) -> Result<bool> {
     match req.send().await {
         Ok(_) => {}
         // Someone else (a parallel test, another local stack) created it first.
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => return Ok(false),
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("creating table {}", table.name))),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            return Ok(false);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("creating table {}", table.name)));
+        }
     }
     if let Some(attr) = &table.ttl_attribute {
         client
             .update_time_to_live()
             .table_name(&table.name)
-            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(attr).enabled(true).build()?)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attr)
+                    .enabled(true)
+                    .build()?,
+            )
             .send()
             .await
             .with_context(|| format!("enabling TTL on {}", table.name))?;
@@ -79,7 +100,10 @@ pub async fn ensure_table(client: &Client, table: &TableSpec) -> Result<bool> {
 }
 
 /// Creates every resource of the template the local stack emulates.
-pub async fn provision(sdk: &aws_config::SdkConfig, template: &Template) -> Result<Vec<(TableSpec, bool)>> {
+pub async fn provision(
+    sdk: &aws_config::SdkConfig,
+    template: &Template,
+) -> Result<Vec<(TableSpec, bool)>> {
     let dynamo = Client::new(sdk);
     let mut out = Vec::new();
     for table in template.tables() {

@@ -94,7 +94,9 @@ fn normalize(v: serde_yaml_ng::Value) -> Result<Value> {
         Y::Bool(b) => Value::Bool(b),
         Y::Number(n) => serde_json::to_value(&n)?,
         Y::String(s) => Value::String(s),
-        Y::Sequence(items) => Value::Array(items.into_iter().map(normalize).collect::<Result<_>>()?),
+        Y::Sequence(items) => {
+            Value::Array(items.into_iter().map(normalize).collect::<Result<_>>()?)
+        }
         Y::Mapping(m) => {
             let mut out = Map::new();
             for (k, v) in m {
@@ -115,8 +117,13 @@ fn normalize(v: serde_yaml_ng::Value) -> Result<Value> {
                 "Condition" => ("Condition".to_owned(), inner),
                 "GetAtt" => match inner {
                     Value::String(s) => {
-                        let (res, attr) = s.split_once('.').ok_or_else(|| anyhow!("!GetAtt {s} lacks an attribute"))?;
-                        ("Fn::GetAtt".to_owned(), Value::Array(vec![res.into(), attr.into()]))
+                        let (res, attr) = s
+                            .split_once('.')
+                            .ok_or_else(|| anyhow!("!GetAtt {s} lacks an attribute"))?;
+                        (
+                            "Fn::GetAtt".to_owned(),
+                            Value::Array(vec![res.into(), attr.into()]),
+                        )
                     }
                     other => ("Fn::GetAtt".to_owned(), other),
                 },
@@ -141,13 +148,15 @@ fn text(v: &Value) -> Option<String> {
 impl Template {
     /// Parses the template at `path`; `stack` names the local stack.
     pub fn load(path: &Path, stack: &str, region: &str) -> Result<Self> {
-        let raw = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let raw =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&raw, stack, region)
     }
 
     /// Parses template text.
     pub fn parse(raw: &str, stack: &str, region: &str) -> Result<Self> {
-        let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(raw).context("template is not YAML")?;
+        let yaml: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(raw).context("template is not YAML")?;
         let root = normalize(yaml)?;
         if root.get("Resources").and_then(Value::as_object).is_none() {
             bail!("template has no Resources");
@@ -182,7 +191,11 @@ impl Template {
     }
 
     fn resource_type(&self, logical_id: &str) -> Option<&str> {
-        self.root.get("Resources")?.get(logical_id)?.get("Type")?.as_str()
+        self.root
+            .get("Resources")?
+            .get(logical_id)?
+            .get("Type")?
+            .as_str()
     }
 
     /// Physical name of a resource in the local stack.
@@ -197,7 +210,10 @@ impl Template {
                 "arn:aws:dynamodb:{}:{LOCAL_ACCOUNT}:table/{name}",
                 self.region
             )),
-            ("AWS::SQS::Queue", "Arn") => Some(format!("arn:aws:sqs:{}:{LOCAL_ACCOUNT}:{name}", self.region)),
+            ("AWS::SQS::Queue", "Arn") => Some(format!(
+                "arn:aws:sqs:{}:{LOCAL_ACCOUNT}:{name}",
+                self.region
+            )),
             ("AWS::SQS::Queue", "QueueName") => Some(name),
             ("AWS::SNS::Topic", "TopicName") => Some(name),
             _ => None,
@@ -216,7 +232,11 @@ impl Template {
                 Some(match kind {
                     // Ref of a queue is its URL in CloudFormation; locally the name is what
                     // the emulator resolves, and the fan-out code takes either.
-                    "AWS::SNS::Topic" => format!("arn:aws:sns:{}:{LOCAL_ACCOUNT}:{}", self.region, self.physical_name(name)),
+                    "AWS::SNS::Topic" => format!(
+                        "arn:aws:sns:{}:{LOCAL_ACCOUNT}:{}",
+                        self.region,
+                        self.physical_name(name)
+                    ),
                     _ => self.physical_name(name),
                 })
             }),
@@ -335,9 +355,9 @@ impl Template {
                         })
                     })
                     .collect();
-                let ttl = p.get("TimeToLiveSpecification").filter(|t| {
-                    t.get("Enabled").and_then(text).as_deref() == Some("true")
-                });
+                let ttl = p
+                    .get("TimeToLiveSpecification")
+                    .filter(|t| t.get("Enabled").and_then(text).as_deref() == Some("true"));
                 TableSpec {
                     logical_id: id.clone(),
                     name,
@@ -459,7 +479,13 @@ Resources:
         assert_eq!(tables.len(), 1);
         assert_eq!(tables[0].name, "st-EventsTable");
         assert_eq!(tables[0].stream_view_type.as_deref(), Some("NEW_IMAGE"));
-        assert_eq!(tables[0].key[1], KeyPart { name: "version".into(), key_type: "RANGE".into() });
+        assert_eq!(
+            tables[0].key[1],
+            KeyPart {
+                name: "version".into(),
+                key_type: "RANGE".into()
+            }
+        );
         let f = &t.functions()[0];
         assert_eq!(f.binary, "command-api");
         assert_eq!(f.timeout, 9);
@@ -467,6 +493,12 @@ Resources:
         assert_eq!(f.environment["RUST_LOG"], "debug");
         assert_eq!(f.environment["SUBBED"], "st-x-debug");
         assert!(f.environment["ARN"].ends_with(":table/st-EventsTable"));
-        assert_eq!(f.routes, vec![RouteSpec { method: "POST".into(), path: "/a/{b}".into() }]);
+        assert_eq!(
+            f.routes,
+            vec![RouteSpec {
+                method: "POST".into(),
+                path: "/a/{b}".into()
+            }]
+        );
     }
 }

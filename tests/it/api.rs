@@ -13,9 +13,19 @@ fn cmd(aggregate: &str, id: &str, kind: &str, data: Value) -> Value {
 }
 
 fn assert_problem(reply: &Reply, status: u16, slug: &str) {
-    assert_eq!(reply.status, status, "body: {}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_eq!(reply.content_type, "application/problem+json");
-    assert_eq!(reply.json["type"], format!("https://eventfold.dev/problems/{slug}"), "{}", reply.json);
+    assert_eq!(
+        reply.json["type"],
+        format!("https://eventfold.dev/problems/{slug}"),
+        "{}",
+        reply.json
+    );
     assert_eq!(reply.json["status"], status);
     assert!(reply.json["detail"].as_str().is_some_and(|d| !d.is_empty()));
 }
@@ -49,7 +59,14 @@ async fn commands_create_and_extend_streams_with_envelopes() {
     let http = Http::new(&stack.api_url());
     let tenant = unique_tenant("api");
     let t = rw_token(&tenant);
-    let created = http.post(COMMANDS, Some(&t), &cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c-1"}))).await.expect("post");
+    let created = http
+        .post(
+            COMMANDS,
+            Some(&t),
+            &cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c-1"})),
+        )
+        .await
+        .expect("post");
     assert_eq!(created.status, 201, "{}", created.json);
     assert_eq!(created.json["stream_id"], format!("{tenant}/Order-o-1"));
     assert_eq!(created.json["version"], 1);
@@ -60,7 +77,12 @@ async fn commands_create_and_extend_streams_with_envelopes() {
     assert_eq!(env["data"]["customer_id"], "c-1");
     assert_eq!(env["metadata"]["tenant"], tenant);
     assert_eq!(env["metadata"]["actor"], "tester");
-    assert!(env["event_id"].as_str().and_then(|s| uuid::Uuid::parse_str(s).ok()).is_some_and(|u| u.get_version_num() == 7));
+    assert!(
+        env["event_id"]
+            .as_str()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .is_some_and(|u| u.get_version_num() == 7)
+    );
     assert!(env["occurred_at"].as_str().is_some());
     let added = http
         .post(COMMANDS, Some(&t), &json!({"aggregate_type": "Order", "aggregate_id": "o-1", "type": "AddItem", "data": {"sku": "a", "quantity": 2, "unit_price": 300}, "expected_version": 1}))
@@ -69,18 +91,41 @@ async fn commands_create_and_extend_streams_with_envelopes() {
     assert_eq!(added.status, 200, "{}", added.json);
     assert_eq!(added.json["version"], 2);
     // Redelivered idempotent command: 200, no events, version unchanged.
-    let again = http.post(COMMANDS, Some(&t), &cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c-1"}))).await.expect("post");
-    assert_eq!((again.status, again.json["version"].clone(), again.json["events"].clone()), (200, json!(2), json!([])));
-    let state = http.get("/api/v1/events/aggregates/Order/o-1", Some(&t)).await.expect("get");
+    let again = http
+        .post(
+            COMMANDS,
+            Some(&t),
+            &cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c-1"})),
+        )
+        .await
+        .expect("post");
+    assert_eq!(
+        (
+            again.status,
+            again.json["version"].clone(),
+            again.json["events"].clone()
+        ),
+        (200, json!(2), json!([]))
+    );
+    let state = http
+        .get("/api/v1/events/aggregates/Order/o-1", Some(&t))
+        .await
+        .expect("get");
     assert_eq!(state.status, 200);
     assert_eq!(state.json["version"], 2);
     assert_eq!(state.json["state"]["status"], "Draft");
     assert_eq!(state.json["state"]["lines"]["a"]["quantity"], 2);
-    let past = http.get("/api/v1/events/aggregates/Order/o-1?version=1", Some(&t)).await.expect("get");
+    let past = http
+        .get("/api/v1/events/aggregates/Order/o-1?version=1", Some(&t))
+        .await
+        .expect("get");
     assert_eq!(past.status, 200);
     assert_eq!(past.json["version"], 1);
     assert_eq!(past.json["state"]["lines"], json!({}));
-    let future = http.get("/api/v1/events/aggregates/Order/o-1?version=9", Some(&t)).await.expect("get");
+    let future = http
+        .get("/api/v1/events/aggregates/Order/o-1?version=9", Some(&t))
+        .await
+        .expect("get");
     assert_problem(&future, 404, "not-found");
 }
 
@@ -91,7 +136,14 @@ async fn history_pages_with_cursors() {
     let tenant = unique_tenant("pages");
     let t = rw_token(&tenant);
     for _ in 0..7 {
-        let r = http.post(COMMANDS, Some(&t), &cmd("Inventory", "sku-1", "ReceiveStock", json!({"quantity": 1}))).await.expect("post");
+        let r = http
+            .post(
+                COMMANDS,
+                Some(&t),
+                &cmd("Inventory", "sku-1", "ReceiveStock", json!({"quantity": 1})),
+            )
+            .await
+            .expect("post");
         assert!(r.status == 200 || r.status == 201);
     }
     let base = "/api/v1/events/aggregates/Inventory/sku-1/events";
@@ -102,20 +154,55 @@ async fn history_pages_with_cursors() {
         assert_eq!(page.status, 200, "{}", page.json);
         let events = page.json["events"].as_array().expect("events").clone();
         assert!(events.len() <= 3);
-        seen.extend(events.iter().map(|e| e["version"].as_u64().expect("version")));
+        seen.extend(
+            events
+                .iter()
+                .map(|e| e["version"].as_u64().expect("version")),
+        );
         match page.json["next"].as_str() {
             Some(c) => path = format!("{base}?limit=3&cursor={c}"),
             None => break,
         }
     }
     assert_eq!(seen, (1..=7).collect::<Vec<_>>());
-    let from = http.get(&format!("{base}?from_version=6"), Some(&t)).await.expect("get");
+    let from = http
+        .get(&format!("{base}?from_version=6"), Some(&t))
+        .await
+        .expect("get");
     assert_eq!(from.json["events"].as_array().map(Vec::len), Some(2));
     assert_eq!(from.json["next"], Value::Null);
-    assert_problem(&http.get(&format!("{base}?cursor=garbage"), Some(&t)).await.expect("get"), 400, "invalid-request");
-    assert_problem(&http.get(&format!("{base}?limit=0"), Some(&t)).await.expect("get"), 400, "invalid-request");
-    assert_problem(&http.get(&format!("{base}?limit=abc"), Some(&t)).await.expect("get"), 400, "invalid-request");
-    assert_problem(&http.get("/api/v1/events/aggregates/Inventory/nope/events", Some(&t)).await.expect("get"), 404, "not-found");
+    assert_problem(
+        &http
+            .get(&format!("{base}?cursor=garbage"), Some(&t))
+            .await
+            .expect("get"),
+        400,
+        "invalid-request",
+    );
+    assert_problem(
+        &http
+            .get(&format!("{base}?limit=0"), Some(&t))
+            .await
+            .expect("get"),
+        400,
+        "invalid-request",
+    );
+    assert_problem(
+        &http
+            .get(&format!("{base}?limit=abc"), Some(&t))
+            .await
+            .expect("get"),
+        400,
+        "invalid-request",
+    );
+    assert_problem(
+        &http
+            .get("/api/v1/events/aggregates/Inventory/nope/events", Some(&t))
+            .await
+            .expect("get"),
+        404,
+        "not-found",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,18 +211,68 @@ async fn authentication_and_scopes_are_enforced() {
     let http = Http::new(&stack.api_url());
     let tenant = unique_tenant("auth");
     let body = cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c"}));
-    assert_problem(&http.post(COMMANDS, None, &body).await.expect("post"), 401, "unauthorized");
-    assert_problem(&http.post(COMMANDS, Some("not.a.jwt"), &body).await.expect("post"), 401, "unauthorized");
+    assert_problem(
+        &http.post(COMMANDS, None, &body).await.expect("post"),
+        401,
+        "unauthorized",
+    );
+    assert_problem(
+        &http
+            .post(COMMANDS, Some("not.a.jwt"), &body)
+            .await
+            .expect("post"),
+        401,
+        "unauthorized",
+    );
     let forged = cli::jwt::issue("another-secret", &tenant, "mallory", "events:write", 600);
-    assert_problem(&http.post(COMMANDS, Some(&forged), &body).await.expect("post"), 401, "unauthorized");
+    assert_problem(
+        &http
+            .post(COMMANDS, Some(&forged), &body)
+            .await
+            .expect("post"),
+        401,
+        "unauthorized",
+    );
     let expired = cli::jwt::issue(cli::jwt::DEV_SECRET, &tenant, "x", "events:write", -5);
-    assert_problem(&http.post(COMMANDS, Some(&expired), &body).await.expect("post"), 401, "unauthorized");
-    assert_problem(&http.get("/api/v1/events/aggregates/Order/o-1", None).await.expect("get"), 401, "unauthorized");
+    assert_problem(
+        &http
+            .post(COMMANDS, Some(&expired), &body)
+            .await
+            .expect("post"),
+        401,
+        "unauthorized",
+    );
+    assert_problem(
+        &http
+            .get("/api/v1/events/aggregates/Order/o-1", None)
+            .await
+            .expect("get"),
+        401,
+        "unauthorized",
+    );
     let read_only = token(&tenant, "events:read");
-    assert_problem(&http.post(COMMANDS, Some(&read_only), &body).await.expect("post"), 403, "forbidden");
+    assert_problem(
+        &http
+            .post(COMMANDS, Some(&read_only), &body)
+            .await
+            .expect("post"),
+        403,
+        "forbidden",
+    );
     let write_only = token(&tenant, "events:write");
-    assert_problem(&http.get("/api/v1/events/aggregates/Order/o-1", Some(&write_only)).await.expect("get"), 403, "forbidden");
-    assert_eq!(items_of(&stack, &tenant).await, 0, "refused requests write nothing");
+    assert_problem(
+        &http
+            .get("/api/v1/events/aggregates/Order/o-1", Some(&write_only))
+            .await
+            .expect("get"),
+        403,
+        "forbidden",
+    );
+    assert_eq!(
+        items_of(&stack, &tenant).await,
+        0,
+        "refused requests write nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,19 +281,81 @@ async fn tenants_never_see_or_change_each_other() {
     let http = Http::new(&stack.api_url());
     let (a, b) = (unique_tenant("ta"), unique_tenant("tb"));
     let (ta, tb) = (rw_token(&a), rw_token(&b));
-    let r = http.post(COMMANDS, Some(&ta), &cmd("Order", "shared-id", "CreateOrder", json!({"customer_id": "alice"}))).await.expect("post");
+    let r = http
+        .post(
+            COMMANDS,
+            Some(&ta),
+            &cmd(
+                "Order",
+                "shared-id",
+                "CreateOrder",
+                json!({"customer_id": "alice"}),
+            ),
+        )
+        .await
+        .expect("post");
     assert_eq!(r.status, 201);
-    assert_problem(&http.get("/api/v1/events/aggregates/Order/shared-id", Some(&tb)).await.expect("get"), 404, "not-found");
-    assert_problem(&http.get("/api/v1/events/aggregates/Order/shared-id/events", Some(&tb)).await.expect("get"), 404, "not-found");
+    assert_problem(
+        &http
+            .get("/api/v1/events/aggregates/Order/shared-id", Some(&tb))
+            .await
+            .expect("get"),
+        404,
+        "not-found",
+    );
+    assert_problem(
+        &http
+            .get(
+                "/api/v1/events/aggregates/Order/shared-id/events",
+                Some(&tb),
+            )
+            .await
+            .expect("get"),
+        404,
+        "not-found",
+    );
     // B acting on the same id works on B's own stream; A's stream is untouched.
-    let add = http.post(COMMANDS, Some(&tb), &cmd("Order", "shared-id", "AddItem", json!({"sku": "x", "quantity": 1, "unit_price": 1}))).await.expect("post");
+    let add = http
+        .post(
+            COMMANDS,
+            Some(&tb),
+            &cmd(
+                "Order",
+                "shared-id",
+                "AddItem",
+                json!({"sku": "x", "quantity": 1, "unit_price": 1}),
+            ),
+        )
+        .await
+        .expect("post");
     assert_problem(&add, 422, "rejected");
     assert_eq!(add.json["rule"], "order-not-created");
-    let other = http.post(COMMANDS, Some(&tb), &cmd("Order", "shared-id", "CreateOrder", json!({"customer_id": "bob"}))).await.expect("post");
+    let other = http
+        .post(
+            COMMANDS,
+            Some(&tb),
+            &cmd(
+                "Order",
+                "shared-id",
+                "CreateOrder",
+                json!({"customer_id": "bob"}),
+            ),
+        )
+        .await
+        .expect("post");
     assert_eq!(other.status, 201);
     assert_eq!(other.json["stream_id"], format!("{b}/Order-shared-id"));
-    let a_state = http.get("/api/v1/events/aggregates/Order/shared-id", Some(&ta)).await.expect("get");
-    assert_eq!((a_state.json["version"].clone(), a_state.json["state"]["customer_id"].clone()), (json!(1), json!("alice")));
+    let a_state = http
+        .get("/api/v1/events/aggregates/Order/shared-id", Some(&ta))
+        .await
+        .expect("get");
+    assert_eq!(
+        (
+            a_state.json["version"].clone(),
+            a_state.json["state"]["customer_id"].clone()
+        ),
+        (json!(1), json!("alice"))
+    );
     // A tenant in the body is not a thing: unknown fields are refused.
     let smuggle = http
         .post(COMMANDS, Some(&tb), &json!({"aggregate_type": "Order", "aggregate_id": "x", "type": "CreateOrder", "data": {"customer_id": "c"}, "tenant": a}))
@@ -171,52 +370,210 @@ async fn bad_requests_get_clear_4xx_and_write_nothing() {
     let http = Http::new(&stack.api_url());
     let tenant = unique_tenant("bad");
     let t = rw_token(&tenant);
-    let ok = http.post(COMMANDS, Some(&t), &cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c"}))).await.expect("post");
+    let ok = http
+        .post(
+            COMMANDS,
+            Some(&t),
+            &cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c"})),
+        )
+        .await
+        .expect("post");
     assert_eq!(ok.status, 201);
     let before = items_of(&stack, &tenant).await;
     assert_eq!(before, 1);
 
     let raw = |body: &str| http.send("POST", COMMANDS, Some(&t), Some(body.as_bytes().to_vec()));
-    assert_problem(&raw("{not json").await.expect("post"), 400, "malformed-json");
+    assert_problem(
+        &raw("{not json").await.expect("post"),
+        400,
+        "malformed-json",
+    );
     assert_problem(&raw("").await.expect("post"), 400, "malformed-json");
-    assert_problem(&raw(r#"{"aggregate_type":"Order"}"#).await.expect("post"), 400, "invalid-request");
-    assert_problem(&raw(r#"[1,2]"#).await.expect("post"), 400, "invalid-request");
+    assert_problem(
+        &raw(r#"{"aggregate_type":"Order"}"#).await.expect("post"),
+        400,
+        "invalid-request",
+    );
+    assert_problem(
+        &raw(r#"[1,2]"#).await.expect("post"),
+        400,
+        "invalid-request",
+    );
     let cases = [
-        (cmd("Nope", "o-1", "CreateOrder", json!({})), 400, "unknown-aggregate-type"),
-        (cmd("Order", "o-1", "Explode", json!({})), 400, "unknown-command-type"),
-        (cmd("Order", "o-1", "AddItem", json!({"sku": "a", "quantity": "many", "unit_price": 1})), 400, "invalid-command-data"),
-        (cmd("Order", "o-1", "AddItem", json!({"sku": "a"})), 400, "invalid-command-data"),
-        (cmd("Order", "bad id!", "CreateOrder", json!({"customer_id": "c"})), 400, "invalid-id"),
-        (cmd("Order", &"x".repeat(200), "CreateOrder", json!({"customer_id": "c"})), 400, "invalid-id"),
-        (cmd("Order", "", "CreateOrder", json!({"customer_id": "c"})), 400, "invalid-id"),
-        (cmd("Order", "o-1", "AddItem", json!({"sku": "a", "quantity": 0, "unit_price": 1})), 422, "rejected"),
-        (cmd("Order", "o-1", "AddItem", json!({"sku": "a", "quantity": 1, "unit_price": -1})), 422, "rejected"),
-        (cmd("Order", "o-1", "PlaceOrder", json!({})), 422, "rejected"),
-        (cmd("Order", "o-1", "ShipOrder", json!({"tracking_id": "t"})), 422, "rejected"),
-        (cmd("Inventory", "sku", "ReserveStock", json!({"order_id": "o-1", "quantity": 5})), 422, "rejected"),
+        (
+            cmd("Nope", "o-1", "CreateOrder", json!({})),
+            400,
+            "unknown-aggregate-type",
+        ),
+        (
+            cmd("Order", "o-1", "Explode", json!({})),
+            400,
+            "unknown-command-type",
+        ),
+        (
+            cmd(
+                "Order",
+                "o-1",
+                "AddItem",
+                json!({"sku": "a", "quantity": "many", "unit_price": 1}),
+            ),
+            400,
+            "invalid-command-data",
+        ),
+        (
+            cmd("Order", "o-1", "AddItem", json!({"sku": "a"})),
+            400,
+            "invalid-command-data",
+        ),
+        (
+            cmd(
+                "Order",
+                "bad id!",
+                "CreateOrder",
+                json!({"customer_id": "c"}),
+            ),
+            400,
+            "invalid-id",
+        ),
+        (
+            cmd(
+                "Order",
+                &"x".repeat(200),
+                "CreateOrder",
+                json!({"customer_id": "c"}),
+            ),
+            400,
+            "invalid-id",
+        ),
+        (
+            cmd("Order", "", "CreateOrder", json!({"customer_id": "c"})),
+            400,
+            "invalid-id",
+        ),
+        (
+            cmd(
+                "Order",
+                "o-1",
+                "AddItem",
+                json!({"sku": "a", "quantity": 0, "unit_price": 1}),
+            ),
+            422,
+            "rejected",
+        ),
+        (
+            cmd(
+                "Order",
+                "o-1",
+                "AddItem",
+                json!({"sku": "a", "quantity": 1, "unit_price": -1}),
+            ),
+            422,
+            "rejected",
+        ),
+        (
+            cmd("Order", "o-1", "PlaceOrder", json!({})),
+            422,
+            "rejected",
+        ),
+        (
+            cmd("Order", "o-1", "ShipOrder", json!({"tracking_id": "t"})),
+            422,
+            "rejected",
+        ),
+        (
+            cmd(
+                "Inventory",
+                "sku",
+                "ReserveStock",
+                json!({"order_id": "o-1", "quantity": 5}),
+            ),
+            422,
+            "rejected",
+        ),
     ];
     for (body, status, slug) in cases {
         let reply = http.post(COMMANDS, Some(&t), &body).await.expect("post");
         assert_problem(&reply, status, slug);
         if status == 422 {
-            assert!(reply.json["rule"].as_str().is_some_and(|r| !r.is_empty()), "{}", reply.json);
+            assert!(
+                reply.json["rule"].as_str().is_some_and(|r| !r.is_empty()),
+                "{}",
+                reply.json
+            );
         }
     }
-    let empty_place = http.post(COMMANDS, Some(&t), &cmd("Order", "o-1", "PlaceOrder", json!({}))).await.expect("post");
+    let empty_place = http
+        .post(
+            COMMANDS,
+            Some(&t),
+            &cmd("Order", "o-1", "PlaceOrder", json!({})),
+        )
+        .await
+        .expect("post");
     assert_eq!(empty_place.json["rule"], "order-not-empty");
     let stale = http
         .post(COMMANDS, Some(&t), &json!({"aggregate_type": "Order", "aggregate_id": "o-1", "type": "AddItem", "data": {"sku": "a", "quantity": 1, "unit_price": 1}, "expected_version": 0}))
         .await
         .expect("post");
     assert_problem(&stale, 409, "conflict");
-    assert_eq!((stale.json["expected_version"].clone(), stale.json["actual_version"].clone()), (json!(0), json!(1)));
-    let huge = cmd("Order", "o-1", "AddItem", json!({"sku": "a".repeat(300 * 1024), "quantity": 1, "unit_price": 1}));
-    assert_problem(&http.post(COMMANDS, Some(&t), &huge).await.expect("post"), 413, "payload-too-large");
-    assert_problem(&http.get("/api/v1/events/aggregates/Order/o-1?version=zero", Some(&t)).await.expect("get"), 400, "invalid-request");
-    assert_problem(&http.get("/api/v1/events/aggregates/Nope/o-1", Some(&t)).await.expect("get"), 400, "unknown-aggregate-type");
-    assert_problem(&http.get("/api/v1/events/aggregates/Order/missing", Some(&t)).await.expect("get"), 404, "not-found");
-    assert_problem(&http.get("/api/v1/events/nowhere", Some(&t)).await.expect("get"), 404, "not-found");
-    assert_eq!(items_of(&stack, &tenant).await, before, "rejected requests leave the table unchanged");
-    let state = http.get("/api/v1/events/aggregates/Order/o-1", Some(&t)).await.expect("get");
+    assert_eq!(
+        (
+            stale.json["expected_version"].clone(),
+            stale.json["actual_version"].clone()
+        ),
+        (json!(0), json!(1))
+    );
+    let huge = cmd(
+        "Order",
+        "o-1",
+        "AddItem",
+        json!({"sku": "a".repeat(300 * 1024), "quantity": 1, "unit_price": 1}),
+    );
+    assert_problem(
+        &http.post(COMMANDS, Some(&t), &huge).await.expect("post"),
+        413,
+        "payload-too-large",
+    );
+    assert_problem(
+        &http
+            .get("/api/v1/events/aggregates/Order/o-1?version=zero", Some(&t))
+            .await
+            .expect("get"),
+        400,
+        "invalid-request",
+    );
+    assert_problem(
+        &http
+            .get("/api/v1/events/aggregates/Nope/o-1", Some(&t))
+            .await
+            .expect("get"),
+        400,
+        "unknown-aggregate-type",
+    );
+    assert_problem(
+        &http
+            .get("/api/v1/events/aggregates/Order/missing", Some(&t))
+            .await
+            .expect("get"),
+        404,
+        "not-found",
+    );
+    assert_problem(
+        &http
+            .get("/api/v1/events/nowhere", Some(&t))
+            .await
+            .expect("get"),
+        404,
+        "not-found",
+    );
+    assert_eq!(
+        items_of(&stack, &tenant).await,
+        before,
+        "rejected requests leave the table unchanged"
+    );
+    let state = http
+        .get("/api/v1/events/aggregates/Order/o-1", Some(&t))
+        .await
+        .expect("get");
     assert_eq!(state.json["version"], 1);
 }

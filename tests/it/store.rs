@@ -1,8 +1,8 @@
 //! DynamoDB event store: the shared contract, concurrency, paging, snapshots, limits, upcasters.
 
 use eventfold::{
-    Aggregate, CommandContext, CommandError, CommandExecutor, EventStore, ExecutorConfig, LoadOptions,
-    StoreError, StreamId, Upcasters,
+    Aggregate, CommandContext, CommandError, CommandExecutor, EventStore, ExecutorConfig,
+    LoadOptions, StoreError, StreamId, Upcasters,
 };
 use eventfold_aws::metrics::counted_dynamo_client;
 use eventfold_aws::{DynamoEventStore, RequestCounter, tokio_backoff};
@@ -44,7 +44,11 @@ async fn concurrent_writers_never_lose_or_duplicate_a_commit() {
         let store = DynamoEventStore::from_sdk(&stack.sdk, &table);
         let exec = CommandExecutor::new(
             store,
-            ExecutorConfig { max_attempts: 20, backoff: Some(tokio_backoff()), ..ExecutorConfig::default() },
+            ExecutorConfig {
+                max_attempts: 20,
+                backoff: Some(tokio_backoff()),
+                ..ExecutorConfig::default()
+            },
         );
         let (stream, tenant) = (stream.clone(), tenant.clone());
         tasks.push(tokio::spawn(async move {
@@ -54,7 +58,15 @@ async fn concurrent_writers_never_lose_or_duplicate_a_commit() {
                 let cmd = InventoryCommand::ReceiveStock { quantity };
                 // A conflict after the executor's retries is an honest "not written": resend.
                 loop {
-                    match exec.execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, &format!("{w}-{i}"))).await {
+                    match exec
+                        .execute::<Inventory>(
+                            &stream,
+                            None,
+                            &cmd,
+                            &ctx(&tenant, &format!("{w}-{i}")),
+                        )
+                        .await
+                    {
                         Ok(out) => {
                             assert_eq!(out.events.len(), 1);
                             acknowledged.push((quantity, out.events[0].event_id));
@@ -73,7 +85,10 @@ async fn concurrent_writers_never_lose_or_duplicate_a_commit() {
         acknowledged.extend(t.await.expect("writer finished"));
     }
     let store = DynamoEventStore::from_sdk(&stack.sdk, &table);
-    let events = store.load_range(&stream.to_string(), 1, None, None).await.expect("history");
+    let events = store
+        .load_range(&stream.to_string(), 1, None, None)
+        .await
+        .expect("history");
     let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
     let expected: Vec<u64> = (1..=WRITERS * COMMANDS).collect();
     assert_eq!(versions, expected, "versions must be contiguous from 1");
@@ -82,8 +97,15 @@ async fn concurrent_writers_never_lose_or_duplicate_a_commit() {
         .map(|e| (e.data["quantity"].as_i64().expect("quantity"), e.event_id))
         .collect();
     let acked: BTreeSet<(i64, uuid::Uuid)> = acknowledged.iter().copied().collect();
-    assert_eq!(acked.len() as u64, WRITERS * COMMANDS, "every command acknowledged once");
-    assert_eq!(stored, acked, "each acknowledged commit is stored exactly once, nothing else is");
+    assert_eq!(
+        acked.len() as u64,
+        WRITERS * COMMANDS,
+        "every command acknowledged once"
+    );
+    assert_eq!(
+        stored, acked,
+        "each acknowledged commit is stored exactly once, nothing else is"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,17 +122,30 @@ async fn a_history_spanning_several_query_pages_loads_completely() {
         events[0].data = json!({"n": v + 1, "blob": blob});
         store.append(&key, v, events, None).await.expect("append");
     }
-    let loaded = store.load(&key, LoadOptions::default()).await.expect("load");
+    let loaded = store
+        .load(&key, LoadOptions::default())
+        .await
+        .expect("load");
     assert_eq!(loaded.version, 10);
     assert_eq!(loaded.events.len(), 10, "no page may be dropped");
-    assert!(loaded.requests >= 3, "expected several pages, got {} request(s)", loaded.requests);
+    assert!(
+        loaded.requests >= 3,
+        "expected several pages, got {} request(s)",
+        loaded.requests
+    );
     for (i, e) in loaded.events.iter().enumerate() {
         assert_eq!(e.version, i as u64 + 1);
         assert_eq!(e.data["n"], json!(i + 1));
         assert_eq!(e.data["blob"].as_str().map(str::len), Some(blob.len()));
     }
-    let range = store.load_range(&key, 4, Some(9), None).await.expect("range");
-    assert_eq!(range.iter().map(|e| e.version).collect::<Vec<_>>(), (4..=9).collect::<Vec<_>>());
+    let range = store
+        .load_range(&key, 4, Some(9), None)
+        .await
+        .expect("range");
+    assert_eq!(
+        range.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (4..=9).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,20 +154,38 @@ async fn a_long_stream_loads_from_its_snapshot_in_at_most_two_requests() {
     let table = events_table(&stack);
     let tenant = unique_tenant("snap");
     let stream = StreamId::new(&tenant, "Inventory", "long").expect("valid");
-    let writer = CommandExecutor::new(DynamoEventStore::from_sdk(&stack.sdk, &table), ExecutorConfig::default());
+    let writer = CommandExecutor::new(
+        DynamoEventStore::from_sdk(&stack.sdk, &table),
+        ExecutorConfig::default(),
+    );
     for i in 0..1000 {
         writer
-            .execute::<Inventory>(&stream, None, &InventoryCommand::ReceiveStock { quantity: 1 }, &ctx(&tenant, &format!("c{i}")))
+            .execute::<Inventory>(
+                &stream,
+                None,
+                &InventoryCommand::ReceiveStock { quantity: 1 },
+                &ctx(&tenant, &format!("c{i}")),
+            )
             .await
             .expect("command");
     }
     let counter = RequestCounter::new();
     let store = DynamoEventStore::new(counted_dynamo_client(&stack.sdk, &counter), &table);
-    let options = LoadOptions { state_schema: Some(Inventory::STATE_SCHEMA), snapshot_every: 100 };
-    let loaded = store.load(&stream.to_string(), options).await.expect("load");
+    let options = LoadOptions {
+        state_schema: Some(Inventory::STATE_SCHEMA),
+        snapshot_every: 100,
+    };
+    let loaded = store
+        .load(&stream.to_string(), options)
+        .await
+        .expect("load");
     assert_eq!(loaded.version, 1000);
     assert!(counter.get() <= 2, "load took {} requests", counter.get());
-    assert!(loaded.events.len() <= 100, "folded {} events", loaded.events.len());
+    assert!(
+        loaded.events.len() <= 100,
+        "folded {} events",
+        loaded.events.len()
+    );
     assert_eq!(loaded.snapshot.as_ref().map(|s| s.version), Some(1000));
     // A fresh executor (cold Lambda) reaches the same state as the writer's live one.
     let fresh = CommandExecutor::new(store, ExecutorConfig::default());
@@ -143,7 +196,13 @@ async fn a_long_stream_loads_from_its_snapshot_in_at_most_two_requests() {
     // A changed state schema ignores every snapshot and replays all events.
     let replay = fresh
         .store()
-        .load(&stream.to_string(), LoadOptions { state_schema: Some(Inventory::STATE_SCHEMA + 1), snapshot_every: 100 })
+        .load(
+            &stream.to_string(),
+            LoadOptions {
+                state_schema: Some(Inventory::STATE_SCHEMA + 1),
+                snapshot_every: 100,
+            },
+        )
         .await
         .expect("load");
     assert!(replay.snapshot.is_none());
@@ -154,22 +213,38 @@ async fn a_long_stream_loads_from_its_snapshot_in_at_most_two_requests() {
 async fn warm_commands_cost_one_request_and_cold_ones_two() {
     let stack = stack().await;
     let counter = RequestCounter::new();
-    let store = DynamoEventStore::new(counted_dynamo_client(&stack.sdk, &counter), events_table(&stack));
+    let store = DynamoEventStore::new(
+        counted_dynamo_client(&stack.sdk, &counter),
+        events_table(&stack),
+    );
     let tenant = unique_tenant("cost");
     let stream = StreamId::new(&tenant, "Inventory", "s").expect("valid");
     let exec = CommandExecutor::new(store.clone(), ExecutorConfig::default());
     let cmd = InventoryCommand::ReceiveStock { quantity: 2 };
-    exec.execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, "a")).await.expect("cold");
+    exec.execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, "a"))
+        .await
+        .expect("cold");
     let before = counter.get();
-    exec.execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, "b")).await.expect("warm");
+    exec.execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, "b"))
+        .await
+        .expect("warm");
     assert_eq!(counter.get() - before, 1, "a warm command is one PutItem");
     let cold = CommandExecutor::new(store, ExecutorConfig::default());
     let before = counter.get();
-    let out = cold.execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, "c")).await.expect("cold");
-    assert_eq!(counter.get() - before, 2, "a cold command is one Query and one PutItem");
+    let out = cold
+        .execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, "c"))
+        .await
+        .expect("cold");
+    assert_eq!(
+        counter.get() - before,
+        2,
+        "a cold command is one Query and one PutItem"
+    );
     assert_eq!(out.version, 3);
     // A stale cache (another instance wrote) costs a conflict and a reload, never a lost write.
-    exec.execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, "d")).await.expect("stale cache recovers");
+    exec.execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, "d"))
+        .await
+        .expect("stale cache recovers");
     let (v, state) = cold.load::<Inventory>(&stream).await.expect("load");
     assert_eq!((v, state.on_hand), (4, 8));
 }
@@ -178,16 +253,32 @@ async fn warm_commands_cost_one_request_and_cold_ones_two() {
 async fn an_oversized_commit_is_refused_before_any_write() {
     let stack = stack().await;
     let counter = RequestCounter::new();
-    let store = DynamoEventStore::new(counted_dynamo_client(&stack.sdk, &counter), events_table(&stack));
+    let store = DynamoEventStore::new(
+        counted_dynamo_client(&stack.sdk, &counter),
+        events_table(&stack),
+    );
     let tenant = unique_tenant("big");
     let stream = StreamId::new(&tenant, "Blob", "b").expect("valid");
     let mut events = eventfold::contract::sample_events(&stream, 0, 1);
     events[0].data = json!({"blob": "y".repeat(420 * 1024)});
     let before = counter.get();
-    let err = store.append(&stream.to_string(), 0, events, None).await.expect_err("too large");
-    assert!(matches!(err, StoreError::TooLarge { limit, .. } if limit == 400 * 1024), "{err:?}");
-    assert_eq!(counter.get(), before, "no request may be sent for a commit that cannot fit");
-    let loaded = store.load(&stream.to_string(), LoadOptions::default()).await.expect("load");
+    let err = store
+        .append(&stream.to_string(), 0, events, None)
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, StoreError::TooLarge { limit, .. } if limit == 400 * 1024),
+        "{err:?}"
+    );
+    assert_eq!(
+        counter.get(),
+        before,
+        "no request may be sent for a commit that cannot fit"
+    );
+    let loaded = store
+        .load(&stream.to_string(), LoadOptions::default())
+        .await
+        .expect("load");
     assert_eq!(loaded.version, 0);
 }
 
@@ -204,20 +295,34 @@ async fn events_written_under_an_old_schema_load_through_upcasters() {
         e.schema_version = 1;
         e.data = json!({"qty": 5});
     }
-    store.append(&stream.to_string(), 0, old, None).await.expect("append old events");
+    store
+        .append(&stream.to_string(), 0, old, None)
+        .await
+        .expect("append old events");
     let plain = CommandExecutor::new(store.clone(), ExecutorConfig::default());
-    assert!(matches!(plain.load::<Inventory>(&stream).await, Err(CommandError::Internal(_))));
+    assert!(matches!(
+        plain.load::<Inventory>(&stream).await,
+        Err(CommandError::Internal(_))
+    ));
     let upcasting = CommandExecutor::new(store.clone(), ExecutorConfig::default()).with_upcasters(
         Upcasters::new().register("StockReceived", 1, |mut d| {
             let qty = d["qty"].take();
             json!({"quantity": qty})
         }),
     );
-    let (version, state) = upcasting.load::<Inventory>(&stream).await.expect("upcast load");
+    let (version, state) = upcasting
+        .load::<Inventory>(&stream)
+        .await
+        .expect("upcast load");
     assert_eq!((version, state.on_hand), (2, 10));
     // New decisions append on top of the upcast history.
     let out = upcasting
-        .execute::<Inventory>(&stream, Some(2), &InventoryCommand::ReceiveStock { quantity: 1 }, &ctx(&tenant, "n"))
+        .execute::<Inventory>(
+            &stream,
+            Some(2),
+            &InventoryCommand::ReceiveStock { quantity: 1 },
+            &ctx(&tenant, "n"),
+        )
         .await
         .expect("command");
     assert_eq!((out.version, out.state.on_hand), (3, 11));

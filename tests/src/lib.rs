@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
-/// Stack name of the test resources.
+/// Prefix of the test stacks' names.
 pub const STACK: &str = "it";
 
 struct Shared {
@@ -77,14 +77,17 @@ pub fn endpoint() -> String {
         .clone()
 }
 
-/// A local stack (resources from the template, HTTP API on a free port) on the shared emulator.
+/// A local stack (resources from the template, HTTP API on a free port) on the shared emulator,
+/// with tables of its own: the emulator's queries slow down as a table grows, so tests do not
+/// share them.
 pub async fn stack() -> LocalStack {
+    let id = uuid::Uuid::now_v7().simple().to_string();
     LocalStack::start(LocalOptions {
         root: root(),
         api_addr: "127.0.0.1:0".parse().expect("valid address"),
         emulator_port: 0,
         endpoint: Some(endpoint()),
-        stack: STACK.to_owned(),
+        stack: format!("{STACK}-{}", &id[id.len() - 10..]),
         jwt_secret: cli::jwt::DEV_SECRET.to_owned(),
     })
     .await

@@ -96,7 +96,8 @@ fn unknown_aggregate(t: &str) -> Problem {
 }
 
 fn stream_of(caller: &Caller, aggregate_type: &str, id: &str) -> Result<StreamId, Problem> {
-    StreamId::new(&caller.tenant, aggregate_type, id).map_err(|e| Problem::bad_request("invalid-id", e.to_string()))
+    StreamId::new(&caller.tenant, aggregate_type, id)
+        .map_err(|e| Problem::bad_request("invalid-id", e.to_string()))
 }
 
 fn query_u64(req: &Request, name: &str) -> Result<Option<u64>, Problem> {
@@ -104,7 +105,10 @@ fn query_u64(req: &Request, name: &str) -> Result<Option<u64>, Problem> {
     match params.and_then(|p| p.first(name)) {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| {
-            Problem::bad_request("invalid-request", format!("query parameter '{name}' must be a non-negative integer"))
+            Problem::bad_request(
+                "invalid-request",
+                format!("query parameter '{name}' must be a non-negative integer"),
+            )
         }),
     }
 }
@@ -117,7 +121,10 @@ fn decode_cursor(cursor: &str) -> Result<u64, Problem> {
     let bad = || Problem::bad_request("invalid-request", "cursor is not one this API issued");
     let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = std::str::from_utf8(&raw).map_err(|_| bad())?;
-    text.strip_prefix("v1:").and_then(|v| v.parse().ok()).filter(|v| *v >= 1).ok_or_else(bad)
+    text.strip_prefix("v1:")
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v >= 1)
+        .ok_or_else(bad)
 }
 
 impl<S: EventStore> CommandApi<S> {
@@ -173,18 +180,35 @@ impl<S: EventStore> CommandApi<S> {
                 let stream = stream_of(&caller, t, id)?;
                 self.events(req, &stream).await
             }
-            (_, Some(_)) => Err(Problem::new(405, "method-not-allowed", "Method not allowed", format!("{method} is not allowed here"))),
+            (_, Some(_)) => Err(Problem::new(
+                405,
+                "method-not-allowed",
+                "Method not allowed",
+                format!("{method} is not allowed here"),
+            )),
             (_, None) => Err(Problem::not_found("no such route")),
         }
     }
 
-    async fn command(&self, req: &Request, caller: &Caller, correlation: &str) -> Result<Response<Body>, Problem> {
+    async fn command(
+        &self,
+        req: &Request,
+        caller: &Caller,
+        correlation: &str,
+    ) -> Result<Response<Body>, Problem> {
         let body = body_bytes(req);
         if body.len() > MAX_BODY_BYTES {
-            return Err(Problem::new(413, "payload-too-large", "Payload too large", format!("body of {} bytes exceeds {MAX_BODY_BYTES}", body.len())));
+            return Err(Problem::new(
+                413,
+                "payload-too-large",
+                "Payload too large",
+                format!("body of {} bytes exceeds {MAX_BODY_BYTES}", body.len()),
+            ));
         }
         let cmd: CommandRequest = serde_json::from_slice(body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => Problem::bad_request("invalid-request", e.to_string()),
+            serde_json::error::Category::Data => {
+                Problem::bad_request("invalid-request", e.to_string())
+            }
             _ => Problem::bad_request("malformed-json", e.to_string()),
         })?;
         let stream = stream_of(caller, &cmd.aggregate_type, &cmd.aggregate_id)?;
@@ -201,16 +225,22 @@ impl<S: EventStore> CommandApi<S> {
         async {
             match cmd.aggregate_type.as_str() {
                 "Order" => {
-                    let c = shop::order::parse_command(&cmd.command_type, data).map_err(parse_error)?;
-                    self.execute::<Order>(&stream, cmd.expected_version, &c, &context).await
+                    let c =
+                        shop::order::parse_command(&cmd.command_type, data).map_err(parse_error)?;
+                    self.execute::<Order>(&stream, cmd.expected_version, &c, &context)
+                        .await
                 }
                 "Inventory" => {
-                    let c = shop::inventory::parse_command(&cmd.command_type, data).map_err(parse_error)?;
-                    self.execute::<Inventory>(&stream, cmd.expected_version, &c, &context).await
+                    let c = shop::inventory::parse_command(&cmd.command_type, data)
+                        .map_err(parse_error)?;
+                    self.execute::<Inventory>(&stream, cmd.expected_version, &c, &context)
+                        .await
                 }
                 "Payment" => {
-                    let c = shop::payment::parse_command(&cmd.command_type, data).map_err(parse_error)?;
-                    self.execute::<Payment>(&stream, cmd.expected_version, &c, &context).await
+                    let c = shop::payment::parse_command(&cmd.command_type, data)
+                        .map_err(parse_error)?;
+                    self.execute::<Payment>(&stream, cmd.expected_version, &c, &context)
+                        .await
                 }
                 other => Err(unknown_aggregate(other)),
             }
@@ -231,37 +261,79 @@ impl<S: EventStore> CommandApi<S> {
             .execute::<A>(stream, expected, command, context)
             .await
             .map_err(|e| Problem::from(&e))?;
-        tracing::info!(version = out.version, events = out.events.len(), attempts = out.attempts, "command accepted");
+        tracing::info!(
+            version = out.version,
+            events = out.events.len(),
+            attempts = out.attempts,
+            "command accepted"
+        );
         let status = if out.created { 201 } else { 200 };
-        Ok(json_response(status, &json!({"stream_id": out.stream_id, "version": out.version, "events": out.events})))
+        Ok(json_response(
+            status,
+            &json!({"stream_id": out.stream_id, "version": out.version, "events": out.events}),
+        ))
     }
 
-    async fn state<A: Aggregate>(&self, stream: &StreamId, version: Option<u64>) -> Result<Response<Body>, Problem> {
+    async fn state<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        version: Option<u64>,
+    ) -> Result<Response<Body>, Problem> {
         let missing = || Problem::not_found(format!("stream {stream} does not exist"));
         let (at, state) = match version {
-            Some(0) => return Err(Problem::bad_request("invalid-request", "version starts at 1")),
+            Some(0) => {
+                return Err(Problem::bad_request(
+                    "invalid-request",
+                    "version starts at 1",
+                ));
+            }
             Some(v) => {
-                let state = self.executor.state_at::<A>(stream, v).await.map_err(|e| Problem::from(&e))?;
-                (v, state.ok_or_else(|| Problem::not_found(format!("stream {stream} has no version {v}")))?)
+                let state = self
+                    .executor
+                    .state_at::<A>(stream, v)
+                    .await
+                    .map_err(|e| Problem::from(&e))?;
+                (
+                    v,
+                    state.ok_or_else(|| {
+                        Problem::not_found(format!("stream {stream} has no version {v}"))
+                    })?,
+                )
             }
             None => {
-                let (v, state) = self.executor.load::<A>(stream).await.map_err(|e| Problem::from(&e))?;
+                let (v, state) = self
+                    .executor
+                    .load::<A>(stream)
+                    .await
+                    .map_err(|e| Problem::from(&e))?;
                 if v == 0 {
                     return Err(missing());
                 }
                 (v, state)
             }
         };
-        Ok(json_response(200, &json!({"stream_id": stream.to_string(), "version": at, "state": state})))
+        Ok(json_response(
+            200,
+            &json!({"stream_id": stream.to_string(), "version": at, "state": state}),
+        ))
     }
 
     async fn events(&self, req: &Request, stream: &StreamId) -> Result<Response<Body>, Problem> {
         let limit = match query_u64(req, "limit")? {
             None => DEFAULT_PAGE,
             Some(l) if (1..=MAX_PAGE as u64).contains(&l) => l as usize,
-            Some(_) => return Err(Problem::bad_request("invalid-request", format!("limit must be 1..={MAX_PAGE}"))),
+            Some(_) => {
+                return Err(Problem::bad_request(
+                    "invalid-request",
+                    format!("limit must be 1..={MAX_PAGE}"),
+                ));
+            }
         };
-        let cursor = req.query_string_parameters_ref().and_then(|p| p.first("cursor")).map(decode_cursor).transpose()?;
+        let cursor = req
+            .query_string_parameters_ref()
+            .and_then(|p| p.first("cursor"))
+            .map(decode_cursor)
+            .transpose()?;
         let from = match (cursor, query_u64(req, "from_version")?) {
             (Some(c), _) => c,
             (None, Some(v)) => v.max(1),
@@ -269,11 +341,21 @@ impl<S: EventStore> CommandApi<S> {
         };
         let key = stream.to_string();
         let store = self.executor.store();
-        let mut events = store.load_range(&key, from, None, Some(limit + 1)).await.map_err(|e| Problem::from(&eventfold::CommandError::from(e)))?;
+        let mut events = store
+            .load_range(&key, from, None, Some(limit + 1))
+            .await
+            .map_err(|e| Problem::from(&eventfold::CommandError::from(e)))?;
         if events.is_empty() {
-            let exists = from > 1 && !store.load_range(&key, 1, Some(1), Some(1)).await.map_err(|e| Problem::from(&eventfold::CommandError::from(e)))?.is_empty();
+            let exists = from > 1
+                && !store
+                    .load_range(&key, 1, Some(1), Some(1))
+                    .await
+                    .map_err(|e| Problem::from(&eventfold::CommandError::from(e)))?
+                    .is_empty();
             if !exists {
-                return Err(Problem::not_found(format!("stream {stream} does not exist")));
+                return Err(Problem::not_found(format!(
+                    "stream {stream} does not exist"
+                )));
             }
         }
         let next = (events.len() > limit).then(|| encode_cursor(events[limit].version));

@@ -38,11 +38,13 @@ impl StoreConfig {
             .ok_or(ConfigError::Missing("EVENTS_TABLE"))?;
         let snapshot_every = match lookup("SNAPSHOT_EVERY") {
             None => 100,
-            Some(v) => v.parse().map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
-                name: "SNAPSHOT_EVERY",
-                value: v.clone(),
-                reason: e.to_string(),
-            })?,
+            Some(v) => v
+                .parse()
+                .map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
+                    name: "SNAPSHOT_EVERY",
+                    value: v.clone(),
+                    reason: e.to_string(),
+                })?,
         };
         Ok(Self {
             events_table,
@@ -76,6 +78,11 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Jittered conflict back-off on the tokio timer (the Lambda runtime's).
+pub fn tokio_backoff() -> eventfold::executor::Backoff {
+    std::sync::Arc::new(|d| Box::pin(tokio::time::sleep(d)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,17 +91,21 @@ mod tests {
     fn reads_required_and_defaulted_settings() {
         let cfg = StoreConfig::from_lookup(|k| (k == "EVENTS_TABLE").then(|| "t".to_owned()))
             .expect("valid");
-        assert_eq!(cfg, StoreConfig { events_table: "t".into(), snapshot_every: 100 });
-        assert!(matches!(StoreConfig::from_lookup(|_| None), Err(ConfigError::Missing(_))));
+        assert_eq!(
+            cfg,
+            StoreConfig {
+                events_table: "t".into(),
+                snapshot_every: 100
+            }
+        );
+        assert!(matches!(
+            StoreConfig::from_lookup(|_| None),
+            Err(ConfigError::Missing(_))
+        ));
         let bad = StoreConfig::from_lookup(|k| match k {
             "EVENTS_TABLE" => Some("t".into()),
             _ => Some("lots".into()),
         });
         assert!(matches!(bad, Err(ConfigError::Invalid { .. })));
     }
-}
-
-/// Jittered conflict back-off on the tokio timer (the Lambda runtime's).
-pub fn tokio_backoff() -> eventfold::executor::Backoff {
-    std::sync::Arc::new(|d| Box::pin(tokio::time::sleep(d)))
 }

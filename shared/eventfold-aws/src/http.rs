@@ -26,7 +26,12 @@ pub struct Problem {
 
 impl Problem {
     /// A problem with no extension members.
-    pub fn new(status: u16, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: u16,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             slug,
@@ -81,8 +86,10 @@ impl Problem {
 impl From<&CommandError> for Problem {
     fn from(e: &CommandError) -> Self {
         match e {
-            CommandError::Rejected(r) => Problem::new(422, "rejected", "Command rejected", r.message.clone())
-                .with("rule", r.rule.to_string()),
+            CommandError::Rejected(r) => {
+                Problem::new(422, "rejected", "Command rejected", r.message.clone())
+                    .with("rule", r.rule.to_string())
+            }
             CommandError::Conflict {
                 expected, actual, ..
             } => Problem::new(409, "conflict", "Version conflict", e.to_string())
@@ -93,10 +100,18 @@ impl From<&CommandError> for Problem {
                     .with("size", *size as u64)
                     .with("limit", *limit as u64)
             }
-            CommandError::Unavailable(_) => {
-                Problem::new(503, "unavailable", "Service unavailable", "the event store is unavailable; retry later")
-            }
-            CommandError::Internal(_) => Problem::new(500, "internal", "Internal error", "an internal error occurred"),
+            CommandError::Unavailable(_) => Problem::new(
+                503,
+                "unavailable",
+                "Service unavailable",
+                "the event store is unavailable; retry later",
+            ),
+            CommandError::Internal(_) => Problem::new(
+                500,
+                "internal",
+                "Internal error",
+                "an internal error occurred",
+            ),
         }
     }
 }
@@ -107,8 +122,9 @@ fn response(status: u16, content_type: &str, body: String) -> Response<Body> {
         .unwrap_or(lambda_http::http::StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
         lambda_http::http::header::CONTENT_TYPE,
-        lambda_http::http::HeaderValue::from_str(content_type)
-            .unwrap_or(lambda_http::http::HeaderValue::from_static("application/json")),
+        lambda_http::http::HeaderValue::from_str(content_type).unwrap_or(
+            lambda_http::http::HeaderValue::from_static("application/json"),
+        ),
     );
     resp
 }
@@ -117,8 +133,13 @@ fn response(status: u16, content_type: &str, body: String) -> Response<Body> {
 pub fn json_response(status: u16, body: &impl Serialize) -> Response<Body> {
     match serde_json::to_string(body) {
         Ok(text) => response(status, "application/json", text),
-        Err(e) => Problem::new(500, "internal", "Internal error", format!("response not serializable: {e}"))
-            .into_response(""),
+        Err(e) => Problem::new(
+            500,
+            "internal",
+            "Internal error",
+            format!("response not serializable: {e}"),
+        )
+        .into_response(""),
     }
 }
 
@@ -139,7 +160,12 @@ impl Caller {
         if self.scopes.iter().any(|s| s == scope) {
             Ok(())
         } else {
-            Err(Problem::new(403, "forbidden", "Forbidden", format!("the token lacks scope '{scope}'")))
+            Err(Problem::new(
+                403,
+                "forbidden",
+                "Forbidden",
+                format!("the token lacks scope '{scope}'"),
+            ))
         }
     }
 }
@@ -148,7 +174,8 @@ impl Caller {
 /// AWS, the local gateway on a laptop) has already checked the signature; a request without
 /// claims never passed it, so it is 401.
 pub fn caller(req: &Request) -> Result<Caller, Problem> {
-    let unauthorized = |why: &str| Problem::new(401, "unauthorized", "Unauthorized", why.to_owned());
+    let unauthorized =
+        |why: &str| Problem::new(401, "unauthorized", "Unauthorized", why.to_owned());
     let ctx = req.request_context_ref();
     let claims = match ctx {
         Some(lambda_http::request::RequestContext::ApiGatewayV2(c)) => c

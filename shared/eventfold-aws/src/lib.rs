@@ -14,7 +14,7 @@ pub mod dynamo;
 pub mod http;
 pub mod metrics;
 
+pub use aws_config::SdkConfig;
 pub use config::{StoreConfig, init_tracing, sdk_config, tokio_backoff};
 pub use dynamo::DynamoEventStore;
-pub use aws_config::SdkConfig;
 pub use metrics::RequestCounter;

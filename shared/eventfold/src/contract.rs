@@ -45,7 +45,9 @@ pub fn sample_events(stream: &StreamId, after: u64, count: u64) -> Vec<EventEnve
             .into_envelope(
                 stream,
                 after + i,
-                Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid date")
+                Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+                    .single()
+                    .expect("valid date")
                     + chrono::Duration::nanoseconds(123_456_789),
                 metadata.clone(),
             )
@@ -68,6 +70,46 @@ pub async fn run_all(store: &dyn EventStore, prefix: &str) {
     commits_are_atomic_and_ranges_cut_through_them(store, prefix).await;
     snapshots_shorten_loads_only_for_their_schema(store, prefix).await;
     malformed_appends_are_invalid(store, prefix).await;
+    catch_up_reads_exactly_the_commits_after_a_boundary(store, prefix).await;
+}
+
+/// `load_after` a commit boundary returns every later event, in order, and nothing at the head.
+pub async fn catch_up_reads_exactly_the_commits_after_a_boundary(
+    store: &dyn EventStore,
+    prefix: &str,
+) {
+    let s = stream(prefix, "catchup");
+    let key = s.to_string();
+    let mut version = 0;
+    for size in [2, 1, 3, 1, 1, 2, 1] {
+        version = store
+            .append(&key, version, sample_events(&s, version, size), None)
+            .await
+            .expect("append")
+            .version;
+    }
+    assert_eq!(version, 11);
+    for (boundary, expected) in [
+        (0, 1..=11),
+        (2, 3..=11),
+        (6, 7..=11),
+        (8, 9..=11),
+        (10, 11..=11),
+    ] {
+        let tail = store.load_after(&key, boundary).await.expect("catch up");
+        assert_eq!(
+            tail.iter().map(|e| e.version).collect::<Vec<_>>(),
+            expected.collect::<Vec<_>>(),
+            "after {boundary}"
+        );
+    }
+    assert!(
+        store
+            .load_after(&key, 11)
+            .await
+            .expect("catch up")
+            .is_empty()
+    );
 }
 
 /// A stream never written has version 0 and no events.
@@ -76,7 +118,10 @@ pub async fn empty_stream_loads_as_version_zero(store: &dyn EventStore, prefix: 
     let loaded = store.load(&s, all()).await.expect("load works");
     assert_eq!(loaded.version, 0);
     assert!(loaded.events.is_empty() && loaded.snapshot.is_none());
-    let range = store.load_range(&s, 1, None, None).await.expect("range works");
+    let range = store
+        .load_range(&s, 1, None, None)
+        .await
+        .expect("range works");
     assert!(range.is_empty());
 }
 
@@ -95,7 +140,10 @@ pub async fn appended_events_round_trip_exactly(store: &dyn EventStore, prefix: 
 }
 
 /// Appending at a version the stream has passed is a conflict and leaves the stream as it was.
-pub async fn stale_expected_version_conflicts_and_writes_nothing(store: &dyn EventStore, prefix: &str) {
+pub async fn stale_expected_version_conflicts_and_writes_nothing(
+    store: &dyn EventStore,
+    prefix: &str,
+) {
     let s = stream(prefix, "conflict");
     let key = s.to_string();
     store
@@ -111,7 +159,10 @@ pub async fn stale_expected_version_conflicts_and_writes_nothing(store: &dyn Eve
             .append(&key, stale, sample_events(&s, stale, 1), None)
             .await
             .expect_err("stale append must fail");
-        assert!(matches!(err, StoreError::Conflict { expected, .. } if expected == stale), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Conflict { expected, .. } if expected == stale),
+            "{err:?}"
+        );
     }
     let loaded = store.load(&key, all()).await.expect("load works");
     assert_eq!(loaded.version, 3);
@@ -126,18 +177,38 @@ pub async fn commits_are_atomic_and_ranges_cut_through_them(store: &dyn EventSto
     let mut expected_version = 0;
     for size in [3, 1, 4, 2] {
         let done = store
-            .append(&key, expected_version, sample_events(&s, expected_version, size), None)
+            .append(
+                &key,
+                expected_version,
+                sample_events(&s, expected_version, size),
+                None,
+            )
             .await
             .expect("append succeeds");
         expected_version = done.version;
     }
     assert_eq!(expected_version, 10);
-    let mid = store.load_range(&key, 2, Some(6), None).await.expect("range");
-    assert_eq!(mid.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
-    let limited = store.load_range(&key, 5, None, Some(3)).await.expect("range");
-    assert_eq!(limited.iter().map(|e| e.version).collect::<Vec<_>>(), vec![5, 6, 7]);
+    let mid = store
+        .load_range(&key, 2, Some(6), None)
+        .await
+        .expect("range");
+    assert_eq!(
+        mid.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5, 6]
+    );
+    let limited = store
+        .load_range(&key, 5, None, Some(3))
+        .await
+        .expect("range");
+    assert_eq!(
+        limited.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![5, 6, 7]
+    );
     let tail = store.load_range(&key, 9, None, None).await.expect("range");
-    assert_eq!(tail.iter().map(|e| e.version).collect::<Vec<_>>(), vec![9, 10]);
+    assert_eq!(
+        tail.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![9, 10]
+    );
     let past = store.load_range(&key, 11, None, None).await.expect("range");
     assert!(past.is_empty());
 }
@@ -164,17 +235,35 @@ pub async fn snapshots_shorten_loads_only_for_their_schema(store: &dyn EventStor
         .await
         .expect("append");
     let fast = store
-        .load(&key, LoadOptions { state_schema: Some(7), snapshot_every: 4 })
+        .load(
+            &key,
+            LoadOptions {
+                state_schema: Some(7),
+                snapshot_every: 4,
+            },
+        )
         .await
         .expect("load");
     assert_eq!(fast.version, 5);
     assert_eq!(fast.snapshot, Some(snap));
-    assert_eq!(fast.events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![5]);
+    assert_eq!(
+        fast.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![5]
+    );
     let other_schema = store
-        .load(&key, LoadOptions { state_schema: Some(8), snapshot_every: 4 })
+        .load(
+            &key,
+            LoadOptions {
+                state_schema: Some(8),
+                snapshot_every: 4,
+            },
+        )
         .await
         .expect("load");
-    assert_eq!(other_schema.snapshot, None, "a snapshot of another schema must be ignored");
+    assert_eq!(
+        other_schema.snapshot, None,
+        "a snapshot of another schema must be ignored"
+    );
     assert_eq!(other_schema.events.len(), 5);
 }
 
@@ -187,11 +276,25 @@ pub async fn malformed_appends_are_invalid(store: &dyn EventStore, prefix: &str)
     let gap = store.append(&key, 0, sample_events(&s, 1, 1), None).await;
     assert!(matches!(gap, Err(StoreError::Invalid(_))), "{gap:?}");
     let other = stream(prefix, "other");
-    let foreign = store.append(&key, 0, sample_events(&other, 0, 1), None).await;
-    assert!(matches!(foreign, Err(StoreError::Invalid(_))), "{foreign:?}");
-    let bad_snap = Snapshot { version: 9, state_schema: 1, state: json!({}) };
-    let misplaced = store.append(&key, 0, sample_events(&s, 0, 1), Some(bad_snap)).await;
-    assert!(matches!(misplaced, Err(StoreError::Invalid(_))), "{misplaced:?}");
+    let foreign = store
+        .append(&key, 0, sample_events(&other, 0, 1), None)
+        .await;
+    assert!(
+        matches!(foreign, Err(StoreError::Invalid(_))),
+        "{foreign:?}"
+    );
+    let bad_snap = Snapshot {
+        version: 9,
+        state_schema: 1,
+        state: json!({}),
+    };
+    let misplaced = store
+        .append(&key, 0, sample_events(&s, 0, 1), Some(bad_snap))
+        .await;
+    assert!(
+        matches!(misplaced, Err(StoreError::Invalid(_))),
+        "{misplaced:?}"
+    );
     let loaded = store.load(&key, all()).await.expect("load");
     assert_eq!(loaded.version, 0, "refused appends write nothing");
 }

@@ -180,12 +180,30 @@ mod tests {
 
     #[test]
     fn stream_id_rejects_bad_parts() {
-        assert!(matches!(StreamId::new("a/b", "Order", "1"), Err(StreamIdError::Tenant(_))));
-        assert!(matches!(StreamId::new("t", "order", "1"), Err(StreamIdError::Category(_))));
-        assert!(matches!(StreamId::new("t", "Order", ""), Err(StreamIdError::Id(_))));
-        assert!(matches!(StreamId::new("t", "Order", "a b"), Err(StreamIdError::Id(_))));
+        assert!(matches!(
+            StreamId::new("a/b", "Order", "1"),
+            Err(StreamIdError::Tenant(_))
+        ));
+        assert!(matches!(
+            StreamId::new("t", "order", "1"),
+            Err(StreamIdError::Category(_))
+        ));
+        assert!(matches!(
+            StreamId::new("t", "Order", ""),
+            Err(StreamIdError::Id(_))
+        ));
+        assert!(matches!(
+            StreamId::new("t", "Order", "a b"),
+            Err(StreamIdError::Id(_))
+        ));
         let long = "x".repeat(129);
-        assert!(matches!(StreamId::new("t", "Order", &long), Err(StreamIdError::Id(_))));
-        assert!(matches!(StreamId::parse("nope"), Err(StreamIdError::Shape(_))));
+        assert!(matches!(
+            StreamId::new("t", "Order", &long),
+            Err(StreamIdError::Id(_))
+        ));
+        assert!(matches!(
+            StreamId::parse("nope"),
+            Err(StreamIdError::Shape(_))
+        ));
     }
 }

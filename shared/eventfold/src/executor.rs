@@ -96,7 +96,9 @@ impl From<StoreError> for CommandError {
             },
             StoreError::TooLarge { size, limit } => Self::TooLarge { size, limit },
             StoreError::Unavailable(m) => Self::Unavailable(m),
-            e @ (StoreError::Invalid(_) | StoreError::Corrupt { .. }) => Self::Internal(e.to_string()),
+            e @ (StoreError::Invalid(_) | StoreError::Corrupt { .. }) => {
+                Self::Internal(e.to_string())
+            }
         }
     }
 }
@@ -183,21 +185,27 @@ impl<S: EventStore> CommandExecutor<S> {
         envelopes: &[EventEnvelope],
     ) -> Result<A::State, CommandError> {
         envelopes.iter().try_fold(state, |state, env| {
-            let (data, _) = self
-                .upcasters
-                .upcast(&env.event_type, env.schema_version, env.data.clone());
+            let (data, _) =
+                self.upcasters
+                    .upcast(&env.event_type, env.schema_version, env.data.clone());
             let event = A::Event::decode(&env.event_type, &data)?;
             Ok(A::evolve(state, &event))
         })
     }
 
     /// Reads the stream from the store (snapshot + tail) and folds it; refreshes the cache.
-    pub async fn load<A: Aggregate>(&self, stream: &StreamId) -> Result<(u64, A::State), CommandError> {
+    pub async fn load<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+    ) -> Result<(u64, A::State), CommandError> {
         let key = stream.to_string();
         let loaded = self.store.load(&key, self.load_options::<A>()).await?;
         let base = match &loaded.snapshot {
             Some(snap) => serde_json::from_value(snap.state.clone()).map_err(|e| {
-                CommandError::Internal(format!("snapshot of {key} at {} unreadable: {e}", snap.version))
+                CommandError::Internal(format!(
+                    "snapshot of {key} at {} unreadable: {e}",
+                    snap.version
+                ))
             })?,
             None => A::initial(),
         };
@@ -222,13 +230,28 @@ impl<S: EventStore> CommandExecutor<S> {
         self.fold_envelopes::<A>(A::initial(), &events).map(Some)
     }
 
-    /// Loads, decides `command`, appends the resulting events and retries on conflict.
+    /// Brings a known state up to date with the commits after `version` (a cheap catch-up
+    /// read instead of a full reload); refreshes the cache.
+    async fn catch_up<A: Aggregate>(
+        &self,
+        key: &str,
+        version: u64,
+        state: A::State,
+    ) -> Result<(u64, A::State), CommandError> {
+        let tail = self.store.load_after(key, version).await?;
+        let version = tail.last().map_or(version, |e| e.version);
+        let state = self.fold_envelopes::<A>(state, &tail)?;
+        self.cache.put(key, version, state.clone());
+        Ok((version, state))
+    }
+
+    /// Loads (or takes from the cache), decides `command`, appends the resulting events and,
+    /// on a conflict, catches up with the commits that won and decides again (bounded).
     ///
     /// With `expected_version`, a stream at any other version is a [`CommandError::Conflict`]
-    /// without retry (the caller decided on a state that is gone).
-    ///
-    /// A cached state only ever leads to an append (which a stale version makes conflict);
-    /// a refusal, a rejection or an "already done" reached on it is confirmed on a fresh read.
+    /// without retry (the caller decided on a state that is gone). Only a state confirmed by
+    /// a read may refuse: a rejection, an "already done" or a version mismatch reached on a
+    /// cached state is checked again after catching up.
     pub async fn execute<A: Aggregate>(
         &self,
         stream: &StreamId,
@@ -238,45 +261,37 @@ impl<S: EventStore> CommandExecutor<S> {
     ) -> Result<CommandOutcome<A::State>, CommandError> {
         let key = stream.to_string();
         let attempts = self.config.max_attempts.max(1);
-        let mut last_seen = 0;
-        for attempt in 1..=attempts {
-            let mut cached = if attempt == 1 {
-                self.cache.get::<A::State>(&key)
-            } else {
-                None
-            };
-            // Runs at most twice: a verdict reached on a cached state that a fresh read could
-            // overturn is taken again on a fresh read.
-            let (version, state, decided) = loop {
-                let from_cache = cached.is_some();
-                let (version, state) = match cached.take() {
-                    Some(hit) => hit,
-                    None => self.load::<A>(stream).await?,
-                };
-                last_seen = version;
-                if let Some(expected) = expected_version
-                    && expected != version
-                {
-                    if from_cache {
-                        // The cache may trail the table; only a fresh read may refuse.
-                        self.cache.forget(&key);
-                        continue;
-                    }
-                    return Err(CommandError::Conflict {
-                        stream_id: key,
-                        expected,
-                        actual: version,
-                    });
-                }
-                let decided = A::decide(&state, command);
-                if from_cache && !matches!(&decided, Ok(events) if !events.is_empty()) {
-                    // Likewise for a rejection or an "already done": no append will reveal a
-                    // stale state here, so confirm it on a fresh read.
-                    self.cache.forget(&key);
+        let (mut version, mut state, mut confirmed) = match self.cache.get::<A::State>(&key) {
+            Some((v, s)) => (v, s, false),
+            None => {
+                let (v, s) = self.load::<A>(stream).await?;
+                (v, s, true)
+            }
+        };
+        let mut attempt = 1;
+        loop {
+            if let Some(expected) = expected_version
+                && expected != version
+            {
+                if !confirmed {
+                    (version, state) = self.catch_up::<A>(&key, version, state).await?;
+                    confirmed = true;
                     continue;
                 }
-                break (version, state, decided.map_err(CommandError::Rejected)?);
-            };
+                return Err(CommandError::Conflict {
+                    stream_id: key,
+                    expected,
+                    actual: version,
+                });
+            }
+            let decided = A::decide(&state, command);
+            if !confirmed && !matches!(&decided, Ok(events) if !events.is_empty()) {
+                // No append will reveal a stale cache here: confirm the verdict on fresh state.
+                (version, state) = self.catch_up::<A>(&key, version, state).await?;
+                confirmed = true;
+                continue;
+            }
+            let decided = decided.map_err(CommandError::Rejected)?;
             if decided.is_empty() {
                 return Ok(CommandOutcome {
                     stream_id: key,
@@ -291,22 +306,32 @@ impl<S: EventStore> CommandExecutor<S> {
             let mut envelopes = Vec::with_capacity(decided.len());
             for (i, event) in decided.iter().enumerate() {
                 let new = event.encode()?;
-                envelopes.push(new.into_envelope(stream, version + 1 + i as u64, now, context.clone()));
+                envelopes.push(new.into_envelope(
+                    stream,
+                    version + 1 + i as u64,
+                    now,
+                    context.clone(),
+                ));
             }
-            let new_state = A::fold(state, decided.iter());
+            let new_state = A::fold(state.clone(), decided.iter());
             let new_version = version + decided.len() as u64;
             let every = self.config.snapshot_every;
             let snapshot = if every > 0 && version / every < new_version / every {
                 Some(Snapshot {
                     version: new_version,
                     state_schema: A::STATE_SCHEMA,
-                    state: serde_json::to_value(&new_state)
-                        .map_err(|e| CommandError::Internal(format!("state not serializable: {e}")))?,
+                    state: serde_json::to_value(&new_state).map_err(|e| {
+                        CommandError::Internal(format!("state not serializable: {e}"))
+                    })?,
                 })
             } else {
                 None
             };
-            match self.store.append(&key, version, envelopes.clone(), snapshot).await {
+            match self
+                .store
+                .append(&key, version, envelopes.clone(), snapshot)
+                .await
+            {
                 Ok(done) => {
                     self.cache.put(&key, done.version, new_state.clone());
                     tracing::debug!(
@@ -328,29 +353,34 @@ impl<S: EventStore> CommandExecutor<S> {
                     });
                 }
                 Err(StoreError::Conflict { .. }) => {
-                    self.cache.forget(&key);
                     tracing::info!(
                         stream_id = %key,
                         expected = version,
                         attempt,
                         command_id = %context.command_id,
                         correlation_id = %context.correlation_id,
-                        "append conflict, deciding again"
+                        "append conflict, catching up and deciding again"
                     );
-                    if let Some(backoff) = &self.config.backoff
-                        && attempt < attempts
-                    {
-                        let jitter = rand::random_range(0..=(2u64 << attempt.min(6)));
-                        backoff(Duration::from_millis(jitter)).await;
+                    if attempt >= attempts {
+                        self.cache.forget(&key);
+                        let (actual, _) = self.catch_up::<A>(&key, version, state).await?;
+                        return Err(CommandError::Conflict {
+                            stream_id: key,
+                            expected: expected_version.unwrap_or(version),
+                            actual,
+                        });
                     }
+                    if let Some(backoff) = &self.config.backoff {
+                        // Full jitter, exponential, capped: spreads contenders out.
+                        let ceiling = (5u64 << attempt.min(6)).min(250);
+                        backoff(Duration::from_millis(rand::random_range(0..=ceiling))).await;
+                    }
+                    (version, state) = self.catch_up::<A>(&key, version, state).await?;
+                    confirmed = true;
+                    attempt += 1;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(CommandError::Conflict {
-            stream_id: key,
-            expected: expected_version.unwrap_or(last_seen),
-            actual: last_seen,
-        })
     }
 }

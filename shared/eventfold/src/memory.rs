@@ -43,7 +43,11 @@ fn version_of(commits: &[Commit]) -> u64 {
 
 #[async_trait]
 impl EventStore for MemoryEventStore {
-    async fn load(&self, stream_id: &str, options: LoadOptions) -> Result<LoadedStream, StoreError> {
+    async fn load(
+        &self,
+        stream_id: &str,
+        options: LoadOptions,
+    ) -> Result<LoadedStream, StoreError> {
         Ok(self.with_streams(|streams| {
             let Some(commits) = streams.get(stream_id) else {
                 return LoadedStream {

@@ -96,7 +96,8 @@ pub enum StoreError {
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Loads a stream for deciding: newest usable snapshot plus the events after it.
-    async fn load(&self, stream_id: &str, options: LoadOptions) -> Result<LoadedStream, StoreError>;
+    async fn load(&self, stream_id: &str, options: LoadOptions)
+    -> Result<LoadedStream, StoreError>;
 
     /// Reads events with `from_version <= version <= to_version` (no snapshot), oldest first,
     /// at most `limit` of them.
@@ -107,6 +108,16 @@ pub trait EventStore: Send + Sync {
         to_version: Option<u64>,
         limit: Option<usize>,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// Events after `version`, which must be a version observed from a load or an append (a
+    /// commit boundary): the cheap catch-up after a lost race. Defaults to [`Self::load_range`].
+    async fn load_after(
+        &self,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.load_range(stream_id, version + 1, None, None).await
+    }
 
     /// Appends `events` (versions `expected_version + 1 ..`) atomically, with an optional
     /// snapshot of the state after them; fails with [`StoreError::Conflict`] when the stream
@@ -128,7 +139,9 @@ pub fn validate_append(
     snapshot: Option<&Snapshot>,
 ) -> Result<(), StoreError> {
     if events.is_empty() {
-        return Err(StoreError::Invalid("a commit needs at least one event".into()));
+        return Err(StoreError::Invalid(
+            "a commit needs at least one event".into(),
+        ));
     }
     for (i, e) in events.iter().enumerate() {
         if e.stream_id != stream_id {
@@ -164,7 +177,11 @@ pub fn validate_append(
 /// Shared stores (one client behind many executors) are stores too.
 #[async_trait]
 impl<T: EventStore + ?Sized> EventStore for std::sync::Arc<T> {
-    async fn load(&self, stream_id: &str, options: LoadOptions) -> Result<LoadedStream, StoreError> {
+    async fn load(
+        &self,
+        stream_id: &str,
+        options: LoadOptions,
+    ) -> Result<LoadedStream, StoreError> {
         (**self).load(stream_id, options).await
     }
 
@@ -175,7 +192,17 @@ impl<T: EventStore + ?Sized> EventStore for std::sync::Arc<T> {
         to_version: Option<u64>,
         limit: Option<usize>,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
-        (**self).load_range(stream_id, from_version, to_version, limit).await
+        (**self)
+            .load_range(stream_id, from_version, to_version, limit)
+            .await
+    }
+
+    async fn load_after(
+        &self,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        (**self).load_after(stream_id, version).await
     }
 
     async fn append(
@@ -185,6 +212,8 @@ impl<T: EventStore + ?Sized> EventStore for std::sync::Arc<T> {
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError> {
-        (**self).append(stream_id, expected_version, events, snapshot).await
+        (**self)
+            .append(stream_id, expected_version, events, snapshot)
+            .await
     }
 }

@@ -68,7 +68,11 @@ impl<A: Aggregate> When<A> {
         let expected: Vec<A::Event> = expected.into_iter().collect();
         match self.result {
             Ok(events) => {
-                assert_eq!(events, expected, "command {:?} produced other events", self.command);
+                assert_eq!(
+                    events, expected,
+                    "command {:?} produced other events",
+                    self.command
+                );
                 A::fold(self.state, events.iter())
             }
             Err(r) => panic!(

@@ -35,7 +35,8 @@ impl Upcasters {
         from: u32,
         step: impl Fn(serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
     ) -> Self {
-        self.steps.insert((event_type.to_owned(), from), Arc::new(step));
+        self.steps
+            .insert((event_type.to_owned(), from), Arc::new(step));
         self
     }
 
@@ -73,7 +74,10 @@ mod tests {
             });
         let (data, v) = up.upcast("ItemAdded", 1, json!({"sku": "a", "price": 5}));
         assert_eq!(v, 3);
-        assert_eq!(data, json!({"sku": "a", "price": null, "unit_price": 5, "currency": "EUR"}));
+        assert_eq!(
+            data,
+            json!({"sku": "a", "price": null, "unit_price": 5, "currency": "EUR"})
+        );
         let (same, v2) = up.upcast("ItemAdded", 3, json!({"x": 1}));
         assert_eq!((same, v2), (json!({"x": 1}), 3));
         let (other, v3) = up.upcast("OrderPlaced", 1, json!({}));

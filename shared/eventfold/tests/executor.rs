@@ -5,14 +5,13 @@
 mod common;
 
 use common::{
-    Counter, CounterCommand, CounterEvent, CounterState, CounterV2, FOREIGN, Probe, add, ctx, replay,
-    stream,
+    Counter, CounterCommand, CounterEvent, CounterState, CounterV2, FOREIGN, Probe, add, ctx,
+    replay, stream,
 };
 use eventfold::executor::Backoff;
 use eventfold::{
-    Aggregate, CommandError, CommandExecutor, CommandOutcome, DomainEvent, EventStore, ExecutorConfig,
-    LoadOptions,
-    NewEvent, Snapshot, StreamId, Upcasters,
+    Aggregate, CommandError, CommandExecutor, CommandOutcome, DomainEvent, EventStore,
+    ExecutorConfig, LoadOptions, NewEvent, Snapshot, StreamId, Upcasters,
 };
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -62,15 +61,28 @@ async fn the_first_command_creates_the_stream_and_later_ones_extend_it() {
     let s = stream("create");
 
     let first = exec
-        .execute::<Counter>(&s, None, &CounterCommand::AddMany { ns: vec![2, 3] }, &ctx("c1"))
+        .execute::<Counter>(
+            &s,
+            None,
+            &CounterCommand::AddMany { ns: vec![2, 3] },
+            &ctx("c1"),
+        )
         .await
         .expect("first command succeeds");
     assert!(first.created);
     assert_eq!(first.version, 2);
     assert_eq!(first.stream_id, s.to_string());
     assert_eq!(first.attempts, 1);
-    assert_eq!(first.events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2]);
-    assert!(first.events.iter().all(|e| e.metadata == ctx("c1") && e.stream_id == s.to_string()));
+    assert_eq!(
+        first.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(
+        first
+            .events
+            .iter()
+            .all(|e| e.metadata == ctx("c1") && e.stream_id == s.to_string())
+    );
     assert_eq!(first.state.total, 5);
 
     let second = run(&exec, &s, add(4)).await;
@@ -108,12 +120,17 @@ async fn a_rejection_names_the_rule_and_writes_nothing() {
         .execute::<Counter>(
             &s,
             None,
-            &CounterCommand::AddMany { ns: vec![1, common::LIMIT] },
+            &CounterCommand::AddMany {
+                ns: vec![1, common::LIMIT],
+            },
             &ctx("c2"),
         )
         .await
         .expect_err("leaving the limit is refused");
-    assert!(matches!(&err, CommandError::Rejected(r) if r.rule == "within-limit"), "{err:?}");
+    assert!(
+        matches!(&err, CommandError::Rejected(r) if r.rule == "within-limit"),
+        "{err:?}"
+    );
     assert_eq!(store.version(&s).await, 1);
 
     // The executor is still usable and its state unaffected.
@@ -128,7 +145,10 @@ async fn an_empty_decision_appends_nothing_and_reports_the_current_version() {
     let s = stream("idem");
 
     let once = run(&exec, &s, CounterCommand::SetOnce { id: "a".into() }).await;
-    assert_eq!((once.version, once.events.len(), once.created), (1, 1, true));
+    assert_eq!(
+        (once.version, once.events.len(), once.created),
+        (1, 1, true)
+    );
     run(&exec, &s, add(3)).await;
 
     let again = run(&exec, &s, CounterCommand::SetOnce { id: "a".into() }).await;
@@ -143,7 +163,10 @@ async fn an_empty_decision_appends_nothing_and_reports_the_current_version() {
     // "Already done" on a stream that does not exist yet creates nothing either.
     let fresh = stream("idem-empty");
     let noop = run(&exec, &fresh, CounterCommand::Reset).await;
-    assert_eq!((noop.version, noop.events.len(), noop.created), (0, 0, false));
+    assert_eq!(
+        (noop.version, noop.events.len(), noop.created),
+        (0, 0, false)
+    );
     assert_eq!(noop.state, Counter::initial());
     assert_eq!(store.version(&fresh).await, 0);
 }
@@ -171,14 +194,22 @@ async fn expected_version_must_match_the_stream() {
                     if *stream_id == s.to_string() && *expected == stale && *actual == 1),
                 "cache {cache_capacity}: {err:?}"
             );
-            assert_eq!(store.version(&s).await, 1, "cache {cache_capacity}: nothing appended");
+            assert_eq!(
+                store.version(&s).await,
+                1,
+                "cache {cache_capacity}: nothing appended"
+            );
         }
 
         let ok = exec
             .execute::<Counter>(&s, Some(1), &add(2), &ctx("c3"))
             .await
             .expect("the right expected version succeeds");
-        assert_eq!((ok.version, ok.state.total), (2, 3), "cache {cache_capacity}");
+        assert_eq!(
+            (ok.version, ok.state.total),
+            (2, 3),
+            "cache {cache_capacity}"
+        );
     }
 }
 
@@ -205,7 +236,14 @@ async fn expected_version_is_judged_against_the_store_not_a_stale_cache() {
         .await
         .expect_err("expecting the stale cached version conflicts");
     assert!(
-        matches!(err, CommandError::Conflict { expected: 2, actual: 3, .. }),
+        matches!(
+            err,
+            CommandError::Conflict {
+                expected: 2,
+                actual: 3,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(amounts(&store.events(&s).await), vec![1, 2, 3]);
@@ -223,7 +261,11 @@ async fn a_stale_cache_cannot_call_a_command_already_done() {
     run(&b, &s, add(7)).await; // the counter is at 7 now; a does not know
 
     let out = run(&a, &s, CounterCommand::Reset).await;
-    assert_eq!(out.events.len(), 1, "the reset must be carried out, not skipped");
+    assert_eq!(
+        out.events.len(),
+        1,
+        "the reset must be carried out, not skipped"
+    );
     assert_eq!((out.version, out.state.total), (4, 0));
     assert_eq!(replay(&store.events(&s).await).total, 0);
 }
@@ -249,7 +291,10 @@ async fn a_stale_cache_cannot_reject_a_command() {
         .execute::<Counter>(&s, None, &add(common::LIMIT), &ctx("a3"))
         .await
         .expect_err("over the limit");
-    assert!(matches!(&err, CommandError::Rejected(r) if r.rule == "within-limit"), "{err:?}");
+    assert!(
+        matches!(&err, CommandError::Rejected(r) if r.rule == "within-limit"),
+        "{err:?}"
+    );
     assert_eq!(store.version(&s).await, 3);
 }
 
@@ -329,7 +374,11 @@ async fn contention_outlasting_max_attempts_is_a_conflict() {
         let mut expected = vec![1];
         expected.extend(std::iter::repeat_n(FOREIGN, MAX as usize));
         assert_eq!(amounts(&store.events(&s).await), expected);
-        assert_eq!(waits.load(Ordering::SeqCst), MAX - 1, "no wait after the last attempt");
+        assert_eq!(
+            waits.load(Ordering::SeqCst),
+            MAX - 1,
+            "no wait after the last attempt"
+        );
     }
 }
 
@@ -379,10 +428,16 @@ async fn hammer(executors: Vec<Arc<CommandExecutor<Probe>>>, store: &Probe, s: &
     assert_eq!(outcomes.iter().filter(|(_, o)| o.created).count(), 1);
     // The probe yields between read and write, so writers do collide and retry.
     let retries: u32 = outcomes.iter().map(|(_, o)| o.attempts - 1).sum();
-    assert!(retries > 0, "the writers never contended; the test proves nothing");
+    assert!(
+        retries > 0,
+        "the writers never contended; the test proves nothing"
+    );
 
     let stored = store.events(s).await;
-    assert_eq!(stored.iter().map(|e| e.version).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>());
+    assert_eq!(
+        stored.iter().map(|e| e.version).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
     let stored_amounts: Vec<i64> = amounts(&stored);
     assert_eq!(stored_amounts.len() as u64, total);
     assert_eq!(stored_amounts.into_iter().collect::<BTreeSet<_>>(), sent);
@@ -433,15 +488,24 @@ async fn snapshots_are_stored_at_each_multiple_of_snapshot_every() {
     let loaded = store.load(&key, options).await.expect("load works");
     assert_eq!(loaded.version, 25);
     let snap = loaded.snapshot.expect("the newest snapshot is used");
-    assert_eq!((snap.version, snap.state_schema), (20, Counter::STATE_SCHEMA));
+    assert_eq!(
+        (snap.version, snap.state_schema),
+        (20, Counter::STATE_SCHEMA)
+    );
     let at_20: CounterState = serde_json::from_value(snap.state).expect("snapshot is a state");
     assert_eq!(at_20.total, (1..=20).sum::<i64>());
     assert_eq!(at_20.adds, 20);
-    assert_eq!(loaded.events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![21, 22, 23, 24, 25]);
+    assert_eq!(
+        loaded.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![21, 22, 23, 24, 25]
+    );
 
     // A fresh executor (empty cache) starting from the snapshot sees what the live one does.
     let fresh = CommandExecutor::new(store.clone(), config(16, 10, 8));
-    assert_eq!(fresh.load::<Counter>(&s).await.expect("load works"), (25, live));
+    assert_eq!(
+        fresh.load::<Counter>(&s).await.expect("load works"),
+        (25, live)
+    );
 }
 
 #[tokio::test]
@@ -460,16 +524,32 @@ async fn a_commit_crossing_a_multiple_carries_the_snapshot() {
     assert_eq!(store.snapshot_versions(&key), vec![12]);
 
     let loaded = store
-        .load(&key, LoadOptions { state_schema: Some(Counter::STATE_SCHEMA), snapshot_every: 10 })
+        .load(
+            &key,
+            LoadOptions {
+                state_schema: Some(Counter::STATE_SCHEMA),
+                snapshot_every: 10,
+            },
+        )
         .await
         .expect("load works");
     let snap = loaded.snapshot.expect("snapshot at 12");
     assert_eq!(snap.version, 12);
-    assert_eq!(serde_json::from_value::<CounterState>(snap.state).expect("state"), out.state);
+    assert_eq!(
+        serde_json::from_value::<CounterState>(snap.state).expect("state"),
+        out.state
+    );
     assert!(loaded.events.is_empty());
 
     // Staying below the next multiple takes no snapshot.
-    run(&exec, &s, CounterCommand::AddMany { ns: vec![1, 1, 1, 1, 1, 1, 1] }).await;
+    run(
+        &exec,
+        &s,
+        CounterCommand::AddMany {
+            ns: vec![1, 1, 1, 1, 1, 1, 1],
+        },
+    )
+    .await;
     assert_eq!(store.snapshot_versions(&key), vec![12]);
     run(&exec, &s, add(1)).await; // 19 -> 20
     assert_eq!(store.snapshot_versions(&key), vec![12, 20]);
@@ -498,7 +578,13 @@ async fn loads_use_snapshots_of_their_own_state_schema_only() {
 
     for other in [None, Some(Counter::STATE_SCHEMA + 1)] {
         let loaded = store
-            .load(&key, LoadOptions { state_schema: other, snapshot_every: 10 })
+            .load(
+                &key,
+                LoadOptions {
+                    state_schema: other,
+                    snapshot_every: 10,
+                },
+            )
             .await
             .expect("load works");
         assert_eq!(loaded.snapshot, None, "schema {other:?}");
@@ -527,10 +613,18 @@ async fn loads_use_snapshots_of_their_own_state_schema_only() {
 
     let fresh = CommandExecutor::new(store.clone(), config(16, 10, 8));
     let (v1, same_schema) = fresh.load::<Counter>(&s).await.expect("load works");
-    assert_eq!((v1, same_schema.total), (26, 999), "the matching snapshot shortens the load");
+    assert_eq!(
+        (v1, same_schema.total),
+        (26, 999),
+        "the matching snapshot shortens the load"
+    );
     let fresh = CommandExecutor::new(store.clone(), config(16, 10, 8));
     let (v2, other_schema) = fresh.load::<CounterV2>(&s).await.expect("load works");
-    assert_eq!((v2, other_schema.total), (26, 26), "another schema replays every event");
+    assert_eq!(
+        (v2, other_schema.total),
+        (26, 26),
+        "another schema replays every event"
+    );
 }
 
 #[tokio::test]
@@ -542,20 +636,25 @@ async fn a_warm_cache_decides_without_loading() {
     assert_eq!(store.loads(), 1, "the first command must read the stream");
     let out = run(&exec, &s, add(2)).await;
     run(&exec, &s, CounterCommand::SetOnce { id: "x".into() }).await;
-    assert_eq!(store.loads(), 1, "later commands decide on the cached state");
+    assert_eq!(
+        store.loads(),
+        1,
+        "later commands decide on the cached state"
+    );
     assert_eq!(out.state.total, 3);
 
     // Another stream is a miss of its own.
     run(&exec, &stream("warm-2"), add(1)).await;
     assert_eq!(store.loads(), 2);
 
-    // "Already done" on the cached state is confirmed by one fresh read (no append would
-    // reveal a stale cache), and that read warms the cache again.
+    // "Already done" on the cached state is confirmed by one catch-up read (no append would
+    // reveal a stale cache), never a full load, and that read warms the cache again.
+    let catch_ups = store.catch_ups();
     let noop = run(&exec, &s, CounterCommand::SetOnce { id: "x".into() }).await;
     assert!(noop.events.is_empty());
-    assert_eq!(store.loads(), 3);
+    assert_eq!((store.loads(), store.catch_ups()), (2, catch_ups + 1));
     run(&exec, &s, add(1)).await;
-    assert_eq!(store.loads(), 3);
+    assert_eq!((store.loads(), store.catch_ups()), (2, catch_ups + 1));
 }
 
 #[tokio::test]
@@ -589,7 +688,12 @@ async fn upcasters_lift_old_events_when_loading() {
     let key = s.to_string();
     store
         .inner()
-        .append(&key, 0, vec![legacy_added(&s, 1, 5), legacy_added(&s, 2, 7)], None)
+        .append(
+            &key,
+            0,
+            vec![legacy_added(&s, 1, 5), legacy_added(&s, 2, 7)],
+            None,
+        )
         .await
         .expect("raw append works");
 
@@ -603,9 +707,16 @@ async fn upcasters_lift_old_events_when_loading() {
     assert_eq!(out.events[0].schema_version, 2);
     assert_eq!(out.events[0].data, json!({ "n": 3 }));
 
-    let fresh = CommandExecutor::new(store.clone(), config(16, 100, 8)).with_upcasters(amount_to_n());
-    assert_eq!(fresh.load::<Counter>(&s).await.expect("mixed schemas load"), (3, out.state));
-    let at_1 = fresh.state_at::<Counter>(&s, 1).await.expect("time travel works");
+    let fresh =
+        CommandExecutor::new(store.clone(), config(16, 100, 8)).with_upcasters(amount_to_n());
+    assert_eq!(
+        fresh.load::<Counter>(&s).await.expect("mixed schemas load"),
+        (3, out.state)
+    );
+    let at_1 = fresh
+        .state_at::<Counter>(&s, 1)
+        .await
+        .expect("time travel works");
     assert_eq!(at_1.map(|st| st.total), Some(5));
 }
 
@@ -620,8 +731,14 @@ async fn old_events_without_their_upcaster_are_an_internal_error() {
         .expect("raw append works");
 
     let exec = CommandExecutor::new(store.clone(), config(16, 100, 8));
-    let err = exec.load::<Counter>(&s).await.expect_err("schema 1 data does not decode");
-    assert!(matches!(&err, CommandError::Internal(m) if m.contains("Added")), "{err:?}");
+    let err = exec
+        .load::<Counter>(&s)
+        .await
+        .expect_err("schema 1 data does not decode");
+    assert!(
+        matches!(&err, CommandError::Internal(m) if m.contains("Added")),
+        "{err:?}"
+    );
     let err = exec
         .execute::<Counter>(&s, None, &add(1), &ctx("c"))
         .await
@@ -642,7 +759,11 @@ async fn state_at_travels_back_and_is_none_past_the_end() {
     let at = |v| {
         let exec = &exec;
         let s = &s;
-        async move { exec.state_at::<Counter>(s, v).await.expect("time travel works") }
+        async move {
+            exec.state_at::<Counter>(s, v)
+                .await
+                .expect("time travel works")
+        }
     };
     assert_eq!(at(0).await, Some(Counter::initial()));
     let three = at(3).await.expect("version 3 exists");

@@ -43,7 +43,9 @@ async fn check(commands: Vec<CounterCommand>, cache_capacity: usize) -> Result<(
     for (i, command) in commands.iter().enumerate() {
         // The model: what the pure aggregate decides on the state we believe in.
         let expected = Counter::decide(&live, command);
-        let result = exec.execute::<Counter>(&s, None, command, &ctx(&format!("c{i}"))).await;
+        let result = exec
+            .execute::<Counter>(&s, None, command, &ctx(&format!("c{i}")))
+            .await;
         match (result, expected) {
             (Ok(out), Ok(events)) => {
                 let written: Vec<CounterEvent> = out
@@ -75,7 +77,10 @@ async fn check(commands: Vec<CounterCommand>, cache_capacity: usize) -> Result<(
     let loaded = store
         .load(
             &s.to_string(),
-            LoadOptions { state_schema: Some(Counter::STATE_SCHEMA), snapshot_every: SNAPSHOT_EVERY },
+            LoadOptions {
+                state_schema: Some(Counter::STATE_SCHEMA),
+                snapshot_every: SNAPSHOT_EVERY,
+            },
         )
         .await
         .expect("load works");

@@ -157,8 +157,11 @@ impl DynamoEventStore {
                 version: get_n(m, "version")?,
                 state_schema: u32::try_from(get_n(m, "state_schema")?)
                     .map_err(|_| corrupt("state_schema out of range".into()))?,
-                state: from_attr(m.get("state").ok_or_else(|| corrupt("snapshot without state".into()))?)
-                    .map_err(corrupt)?,
+                state: from_attr(
+                    m.get("state")
+                        .ok_or_else(|| corrupt("snapshot without state".into()))?,
+                )
+                .map_err(corrupt)?,
             }),
             _ => None,
         };
@@ -176,7 +179,10 @@ impl DynamoEventStore {
                 return Err(corrupt("attribute events missing or not a list".into()));
             };
             if list.len() as u64 != count {
-                return Err(corrupt(format!("commit at {first} says {count} events, holds {}", list.len())));
+                return Err(corrupt(format!(
+                    "commit at {first} says {count} events, holds {}",
+                    list.len()
+                )));
             }
             for (i, entry) in list.iter().enumerate() {
                 let AttributeValue::M(e) = entry else {
@@ -192,8 +198,11 @@ impl DynamoEventStore {
                     event_type: get_s(e, "type")?,
                     schema_version: u32::try_from(get_n(e, "schema_version")?)
                         .map_err(|_| corrupt("schema_version out of range".into()))?,
-                    data: from_attr(e.get("data").ok_or_else(|| corrupt("event without data".into()))?)
-                        .map_err(corrupt)?,
+                    data: from_attr(
+                        e.get("data")
+                            .ok_or_else(|| corrupt("event without data".into()))?,
+                    )
+                    .map_err(corrupt)?,
                     occurred_at: DateTime::parse_from_rfc3339(&occurred)
                         .map_err(|_| corrupt(format!("occurred_at {occurred} is not RFC 3339")))?
                         .with_timezone(&Utc),
@@ -241,7 +250,11 @@ impl DynamoEventStore {
 
 #[async_trait]
 impl EventStore for DynamoEventStore {
-    async fn load(&self, stream_id: &str, options: LoadOptions) -> Result<LoadedStream, StoreError> {
+    async fn load(
+        &self,
+        stream_id: &str,
+        options: LoadOptions,
+    ) -> Result<LoadedStream, StoreError> {
         // Newest first: with snapshots every N events, the newest N commits always include the
         // latest snapshot, so the first page (Limit N) is usually the only request.
         let mut limit = match options.state_schema {
@@ -306,10 +319,22 @@ impl EventStore for DynamoEventStore {
         // The commit holding `from` may start before it: find it first.
         if from > 1 {
             let (items, _) = self
-                .query_page(stream_id, "stream_id = :s AND #v <= :from", &[(":from", from)], false, Some(1), None)
+                .query_page(
+                    stream_id,
+                    "stream_id = :s AND #v <= :from",
+                    &[(":from", from)],
+                    false,
+                    Some(1),
+                    None,
+                )
                 .await?;
             for item in &items {
-                out.extend(Self::decode(stream_id, item, true)?.events.into_iter().filter(keep));
+                out.extend(
+                    Self::decode(stream_id, item, true)?
+                        .events
+                        .into_iter()
+                        .filter(keep),
+                );
             }
         }
         let condition = "stream_id = :s AND #v BETWEEN :lo AND :hi";
@@ -318,10 +343,22 @@ impl EventStore for DynamoEventStore {
         let mut start = None;
         while out.len() < want && lower <= to {
             let (items, next) = self
-                .query_page(stream_id, condition, &[(":lo", lower), (":hi", to.min(i64::MAX as u64))], true, page_limit, start.take())
+                .query_page(
+                    stream_id,
+                    condition,
+                    &[(":lo", lower), (":hi", to.min(i64::MAX as u64))],
+                    true,
+                    page_limit,
+                    start.take(),
+                )
                 .await?;
             for item in &items {
-                out.extend(Self::decode(stream_id, item, true)?.events.into_iter().filter(keep));
+                out.extend(
+                    Self::decode(stream_id, item, true)?
+                        .events
+                        .into_iter()
+                        .filter(keep),
+                );
             }
             match next {
                 Some(key) => start = Some(key),
@@ -329,6 +366,37 @@ impl EventStore for DynamoEventStore {
             }
         }
         out.truncate(want);
+        Ok(out)
+    }
+
+    async fn load_after(
+        &self,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        // After a lost race the winners are usually one or two commits: fetch them by key
+        // (consistent GetItem, O(1) and cheaper than a Query), then query if far behind.
+        let mut next = version + 1;
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            let got = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("stream_id", s(stream_id))
+                .key("version", n(next))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let Some(item) = got.item else {
+                return Ok(out);
+            };
+            let commit = Self::decode(stream_id, &item, true)?;
+            next = commit.last_version + 1;
+            out.extend(commit.events);
+        }
+        out.extend(self.load_range(stream_id, next, None, None).await?);
         Ok(out)
     }
 
@@ -344,7 +412,11 @@ impl EventStore for DynamoEventStore {
         let mut size = item_size(&item);
         if size > MAX_ITEM_BYTES && snapshot.is_some() {
             // A snapshot is an optimisation: drop it rather than the commit.
-            tracing::warn!(stream_id, size, "snapshot dropped: commit would exceed the item limit");
+            tracing::warn!(
+                stream_id,
+                size,
+                "snapshot dropped: commit would exceed the item limit"
+            );
             item.remove("snapshot");
             size = item_size(&item);
         }
@@ -367,10 +439,12 @@ impl EventStore for DynamoEventStore {
                 version: expected_version + events.len() as u64,
             }),
             Err(e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(_)) => Err(StoreError::Conflict {
-                    stream_id: stream_id.to_owned(),
-                    expected: expected_version,
-                }),
+                Some(PutItemError::ConditionalCheckFailedException(_)) => {
+                    Err(StoreError::Conflict {
+                        stream_id: stream_id.to_owned(),
+                        expected: expected_version,
+                    })
+                }
                 _ => Err(unavailable(e)),
             },
         }

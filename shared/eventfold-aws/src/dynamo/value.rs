@@ -25,7 +25,9 @@ pub fn from_attr(attr: &AttributeValue) -> Result<Value, String> {
         AttributeValue::Bool(b) => Value::Bool(*b),
         AttributeValue::S(s) => Value::String(s.clone()),
         AttributeValue::N(n) => Value::Number(parse_number(n)?),
-        AttributeValue::L(items) => Value::Array(items.iter().map(from_attr).collect::<Result<_, _>>()?),
+        AttributeValue::L(items) => {
+            Value::Array(items.iter().map(from_attr).collect::<Result<_, _>>()?)
+        }
         AttributeValue::M(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), from_attr(v)?)))

@@ -87,7 +87,10 @@ impl Aggregate for Counter {
         state
     }
 
-    fn decide(state: &CounterState, command: &CounterCommand) -> Result<Vec<CounterEvent>, Rejection> {
+    fn decide(
+        state: &CounterState,
+        command: &CounterCommand,
+    ) -> Result<Vec<CounterEvent>, Rejection> {
         match command {
             CounterCommand::Add { n } => Ok(vec![check_add(state.total, *n)?]),
             CounterCommand::AddMany { ns } => {
@@ -110,10 +113,16 @@ impl Aggregate for Counter {
 
 fn check_add(total: i64, n: i64) -> Result<CounterEvent, Rejection> {
     if n == 0 {
-        return Err(Rejection::new("amount-not-zero", "adding 0 changes nothing"));
+        return Err(Rejection::new(
+            "amount-not-zero",
+            "adding 0 changes nothing",
+        ));
     }
     if !(-LIMIT..=LIMIT).contains(&(total + n)) {
-        return Err(Rejection::new("within-limit", format!("{total} + {n} leaves the limit")));
+        return Err(Rejection::new(
+            "within-limit",
+            format!("{total} + {n} leaves the limit"),
+        ));
     }
     Ok(CounterEvent::Added { n })
 }
@@ -135,7 +144,10 @@ impl Aggregate for CounterV2 {
     fn evolve(state: CounterState, event: &CounterEvent) -> CounterState {
         Counter::evolve(state, event)
     }
-    fn decide(state: &CounterState, command: &CounterCommand) -> Result<Vec<CounterEvent>, Rejection> {
+    fn decide(
+        state: &CounterState,
+        command: &CounterCommand,
+    ) -> Result<Vec<CounterEvent>, Rejection> {
         Counter::decide(state, command)
     }
 }
@@ -180,6 +192,7 @@ pub const FOREIGN: i64 = 1_000;
 pub struct Probe {
     inner: Arc<MemoryEventStore>,
     loads: Arc<AtomicUsize>,
+    catch_ups: Arc<AtomicUsize>,
     conflicts_to_inject: Arc<AtomicU32>,
     snapshots: Arc<Mutex<Vec<(String, u64)>>>,
 }
@@ -197,6 +210,11 @@ impl Probe {
     /// How many times `load` was called.
     pub fn loads(&self) -> usize {
         self.loads.load(Ordering::SeqCst)
+    }
+
+    /// How many times `load_after` (the catch-up read) was called.
+    pub fn catch_ups(&self) -> usize {
+        self.catch_ups.load(Ordering::SeqCst)
     }
 
     /// Makes the next `k` appends lose a race: a foreign `Added { n: FOREIGN }` is appended
@@ -242,7 +260,11 @@ impl Probe {
 
 #[async_trait]
 impl EventStore for Probe {
-    async fn load(&self, stream_id: &str, options: LoadOptions) -> Result<LoadedStream, StoreError> {
+    async fn load(
+        &self,
+        stream_id: &str,
+        options: LoadOptions,
+    ) -> Result<LoadedStream, StoreError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         let loaded = self.inner.load(stream_id, options).await;
         // Hand over between reading and deciding, as a networked store would, so concurrent
@@ -258,7 +280,20 @@ impl EventStore for Probe {
         to_version: Option<u64>,
         limit: Option<usize>,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
-        self.inner.load_range(stream_id, from_version, to_version, limit).await
+        self.inner
+            .load_range(stream_id, from_version, to_version, limit)
+            .await
+    }
+
+    async fn load_after(
+        &self,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.catch_ups.fetch_add(1, Ordering::SeqCst);
+        let tail = self.inner.load_after(stream_id, version).await;
+        tokio::task::yield_now().await;
+        tail
     }
 
     async fn append(
@@ -275,7 +310,9 @@ impl EventStore for Probe {
                 .encode()
                 .expect("encodes")
                 .into_envelope(&id, at + 1, chrono::Utc::now(), ctx("foreign"));
-            self.inner.append(stream_id, at, vec![foreign], None).await?;
+            self.inner
+                .append(stream_id, at, vec![foreign], None)
+                .await?;
             return Err(StoreError::Conflict {
                 stream_id: stream_id.to_owned(),
                 expected: expected_version,
@@ -283,7 +320,10 @@ impl EventStore for Probe {
         }
         tokio::task::yield_now().await;
         let snapshot_version = snapshot.as_ref().map(|s| s.version);
-        let done = self.inner.append(stream_id, expected_version, events, snapshot).await?;
+        let done = self
+            .inner
+            .append(stream_id, expected_version, events, snapshot)
+            .await?;
         if let Some(v) = snapshot_version {
             self.snapshots
                 .lock()
