@@ -469,7 +469,7 @@ Resources:
           ARN: !GetAtt EventsTable.Arn
           SUBBED: !Sub "${AWS::StackName}-x-${Level}"
       Events:
-        Post: { Type: HttpApi, Properties: { Path: /a/{b}, Method: post } }
+        Post: { Type: HttpApi, Properties: { Path: "/a/{b}", Method: post } }
 "#;
 
     #[test]
