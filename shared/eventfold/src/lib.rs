@@ -17,6 +17,7 @@ pub mod contract;
 pub mod envelope;
 pub mod executor;
 pub mod memory;
+pub mod projection;
 pub mod store;
 pub mod testing;
 pub mod upcast;

@@ -1,0 +1,156 @@
+//! In-memory read-model store for unit tests; same contract as the DynamoDB one.
+
+use super::{Doc, ListQuery, Page, ReadModelError, ReadModelStore};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+#[derive(Default, Debug)]
+struct Inner {
+    docs: BTreeMap<(String, String, String), Doc>, // (tenant, view, key)
+    checkpoints: HashMap<(String, String), u64>,   // (view, stream)
+}
+
+/// Views in a process-local map.
+#[derive(Debug, Default)]
+pub struct MemoryReadModelStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryReadModelStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Each mutation completes under the lock, so a poisoned map is still consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every visible document of `view` for `tenant`, by key (for comparisons in tests).
+    pub fn snapshot(&self, tenant: &str, view: &str) -> BTreeMap<String, Value> {
+        self.lock()
+            .docs
+            .iter()
+            .filter(|((t, v, _), d)| t == tenant && v == view && !d.data.is_null())
+            .map(|((_, _, k), d)| (k.clone(), d.data.clone()))
+            .collect()
+    }
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<String>, ReadModelError> {
+    cursor
+        .map(|c| c.strip_prefix("m:").map(str::to_owned).ok_or(ReadModelError::InvalidCursor))
+        .transpose()
+}
+
+#[async_trait]
+impl ReadModelStore for MemoryReadModelStore {
+    async fn get(&self, tenant: &str, view: &str, key: &str) -> Result<Option<Doc>, ReadModelError> {
+        Ok(self
+            .lock()
+            .docs
+            .get(&(tenant.to_owned(), view.to_owned(), key.to_owned()))
+            .cloned())
+    }
+
+    async fn put(&self, tenant: &str, view: &str, doc: Doc, expected: u64) -> Result<(), ReadModelError> {
+        let mut inner = self.lock();
+        let id = (tenant.to_owned(), view.to_owned(), doc.key.clone());
+        let current = inner.docs.get(&id).map_or(0, |d| d.checkpoint);
+        if current != expected {
+            return Err(ReadModelError::Conflict {
+                view: view.to_owned(),
+                key: doc.key,
+            });
+        }
+        inner.docs.insert(id, doc);
+        Ok(())
+    }
+
+    async fn checkpoint(&self, view: &str, stream_id: &str) -> Result<u64, ReadModelError> {
+        Ok(self
+            .lock()
+            .checkpoints
+            .get(&(view.to_owned(), stream_id.to_owned()))
+            .copied()
+            .unwrap_or(0))
+    }
+
+    async fn add(
+        &self,
+        tenant: &str,
+        view: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        deltas: Vec<(String, BTreeMap<String, i64>)>,
+    ) -> Result<(), ReadModelError> {
+        let mut inner = self.lock();
+        let cp = (view.to_owned(), stream_id.to_owned());
+        if inner.checkpoints.get(&cp).copied().unwrap_or(0) != expected {
+            return Err(ReadModelError::Conflict {
+                view: view.to_owned(),
+                key: stream_id.to_owned(),
+            });
+        }
+        for (key, counters) in deltas {
+            let doc = inner
+                .docs
+                .entry((tenant.to_owned(), view.to_owned(), key.clone()))
+                .or_insert_with(|| Doc {
+                    key,
+                    data: json!({}),
+                    checkpoint: 0,
+                    index: None,
+                });
+            for (name, delta) in counters {
+                let now = doc.data.get(&name).and_then(Value::as_i64).unwrap_or(0);
+                doc.data[name.as_str()] = json!(now + delta);
+            }
+        }
+        inner.checkpoints.insert(cp, new);
+        Ok(())
+    }
+
+    async fn list(&self, tenant: &str, view: &str, query: ListQuery) -> Result<Page, ReadModelError> {
+        let after = parse_cursor(query.cursor.as_deref())?;
+        let inner = self.lock();
+        let mut rows: Vec<(String, &Doc)> = inner
+            .docs
+            .iter()
+            .filter(|((t, v, _), d)| t == tenant && v == view && !d.data.is_null())
+            .filter_map(|(_, d)| match &query.index {
+                None => Some((d.key.clone(), d)),
+                Some(p) => d
+                    .index
+                    .as_ref()
+                    .filter(|(part, _)| part == p)
+                    .map(|(_, sort)| (format!("{sort}\u{0}{}", d.key), d)),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        if query.index.is_some() {
+            rows.reverse(); // lists are newest first
+        }
+        let start = match &after {
+            None => 0,
+            Some(a) => rows
+                .iter()
+                .position(|(pos, _)| pos == a)
+                .map(|i| i + 1)
+                .ok_or(ReadModelError::InvalidCursor)?,
+        };
+        let limit = query.limit.max(1);
+        let page: Vec<_> = rows.iter().skip(start).take(limit).collect();
+        let next = (start + page.len() < rows.len())
+            .then(|| page.last().map(|(pos, _)| format!("m:{pos}")))
+            .flatten();
+        Ok(Page {
+            docs: page.into_iter().map(|(_, d)| (*d).clone()).collect(),
+            next,
+        })
+    }
+}

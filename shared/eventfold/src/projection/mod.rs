@@ -1,0 +1,193 @@
+//! Read side: notifications, views, the read-model store port and the projector that applies
+//! events exactly once (checkpoint per view and source stream, gap catch-up from the table).
+//!
+//! The queues only say "look": a notification at version `v` of stream `s` means "the table
+//! has `s` up to at least `v`". For each view, a version at or below the checkpoint is a
+//! duplicate (acknowledged, no effect); a version past `checkpoint + 1` is a gap, filled by
+//! reading the missing versions from the event store first. The view change and the new
+//! checkpoint are written together, conditionally on the old checkpoint.
+
+mod memory;
+mod projector;
+
+pub use memory::MemoryReadModelStore;
+pub use projector::{Applied, Projector};
+
+use crate::envelope::EventEnvelope;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// What the bus carries: "stream `stream_id` has an event at `version`", with the event
+/// itself unless it was too large for the bus (a thin notification).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Source stream.
+    pub stream_id: String,
+    /// Version of the event in its stream.
+    pub version: u64,
+    /// The event's id (the bus's dedup key).
+    pub event_id: Uuid,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Tenant of the stream.
+    pub tenant: String,
+    /// Category of the stream (e.g. `Order`).
+    pub category: String,
+    /// The full event; `None` when thin (read it from the event store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventEnvelope>,
+}
+
+impl Notification {
+    /// A full notification for `event`.
+    pub fn of(event: &EventEnvelope) -> Result<Self, crate::StreamIdError> {
+        let stream = crate::StreamId::parse(&event.stream_id)?;
+        Ok(Self {
+            stream_id: event.stream_id.clone(),
+            version: event.version,
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            tenant: stream.tenant().to_owned(),
+            category: stream.category().to_owned(),
+            event: Some(event.clone()),
+        })
+    }
+
+    /// The same notification without the event payload.
+    pub fn thin(mut self) -> Self {
+        self.event = None;
+        self
+    }
+}
+
+/// A projection failed on an event (bad data): the notification is not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("view {view} cannot apply {event_type} v{version} of {stream_id}: {reason}")]
+pub struct ViewError {
+    /// The view.
+    pub view: String,
+    /// Source stream.
+    pub stream_id: String,
+    /// Event version.
+    pub version: u64,
+    /// Event type.
+    pub event_type: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A view with one document per source stream (e.g. `order-summary` per order). The
+/// checkpoint lives in the document, so a change is one conditional write.
+pub trait StreamView: Send + Sync {
+    /// View name, e.g. `order-summary`.
+    fn name(&self) -> &str;
+    /// Source category, e.g. `Order`.
+    fn category(&self) -> &str;
+    /// The document after `event` (`None`: no document for this stream, yet or any more).
+    fn apply(&self, doc: Option<Value>, event: &EventEnvelope) -> Result<Option<Value>, String>;
+    /// Optional list index of a document: (partition, sort), e.g. (customer, created#order).
+    fn index(&self, _doc: &Value) -> Option<(String, String)> {
+        None
+    }
+}
+
+/// A view whose documents sum contributions of many streams (e.g. `daily-sales` per day).
+/// Each change adds to counters and moves the (view, stream) checkpoint atomically.
+pub trait CounterView: Send + Sync {
+    /// View name.
+    fn name(&self) -> &str;
+    /// Source category.
+    fn category(&self) -> &str;
+    /// What `event` adds: document key and counter deltas; `None` when it adds nothing.
+    fn contribution(&self, event: &EventEnvelope) -> Result<Option<(String, BTreeMap<String, i64>)>, String>;
+}
+
+/// A stored read-model document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Doc {
+    /// Key within the view (and tenant).
+    pub key: String,
+    /// The document.
+    pub data: Value,
+    /// For stream views: the source stream version applied; 0 for counter views.
+    pub checkpoint: u64,
+    /// List index (partition, sort) when the view has one.
+    pub index: Option<(String, String)>,
+}
+
+/// A page request over a view.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListQuery {
+    /// With `Some(partition)`, list that index partition (newest sort key first); otherwise
+    /// list the view by key.
+    pub index: Option<String>,
+    /// Opaque cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// One page of documents.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Page {
+    /// Documents.
+    pub docs: Vec<Doc>,
+    /// Cursor of the next page, if any.
+    pub next: Option<String>,
+}
+
+/// Why the read-model store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    /// The checkpoint moved since it was read (another consumer applied the event).
+    #[error("checkpoint conflict on {view} {key}")]
+    Conflict {
+        /// View.
+        view: String,
+        /// Document key or source stream.
+        key: String,
+    },
+    /// A cursor this store did not issue.
+    #[error("invalid cursor")]
+    InvalidCursor,
+    /// The backing service failed; retry later.
+    #[error("read-model store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read.
+    #[error("corrupt read model: {0}")]
+    Corrupt(String),
+}
+
+/// Storage of views, per tenant, with conditional checkpointed writes.
+#[async_trait]
+pub trait ReadModelStore: Send + Sync {
+    /// The document `key` of `view` for `tenant`.
+    async fn get(&self, tenant: &str, view: &str, key: &str) -> Result<Option<Doc>, ReadModelError>;
+
+    /// Writes `doc` (its `checkpoint` is the new one) if the stored checkpoint is `expected`
+    /// (0: no document yet). `data: Null` keeps only the checkpoint: the document is hidden
+    /// from `list`, and `get` returns it with `Null` data.
+    async fn put(&self, tenant: &str, view: &str, doc: Doc, expected: u64) -> Result<(), ReadModelError>;
+
+    /// Checkpoint of a counter view for a source stream (0: nothing applied).
+    async fn checkpoint(&self, view: &str, stream_id: &str) -> Result<u64, ReadModelError>;
+
+    /// Adds `deltas` to counter documents and moves the (view, stream) checkpoint from
+    /// `expected` to `new`, all or nothing.
+    async fn add(
+        &self,
+        tenant: &str,
+        view: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        deltas: Vec<(String, BTreeMap<String, i64>)>,
+    ) -> Result<(), ReadModelError>;
+
+    /// A page of `view` for `tenant`.
+    async fn list(&self, tenant: &str, view: &str, query: ListQuery) -> Result<Page, ReadModelError>;
+}

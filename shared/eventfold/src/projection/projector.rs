@@ -1,0 +1,290 @@
+//! Applies notifications to views exactly once.
+
+use super::{CounterView, Doc, Notification, ReadModelError, ReadModelStore, StreamView, ViewError};
+use crate::envelope::{EventEnvelope, StreamId};
+use crate::store::{EventStore, StoreError};
+use crate::upcast::Upcasters;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Attempts per view when another consumer moves the checkpoint under us.
+const CONFLICT_ATTEMPTS: u32 = 4;
+
+/// Why a notification could not be applied; it stays unacknowledged (and is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// The notification names no valid stream.
+    #[error("notification for invalid stream: {0}")]
+    BadNotification(String),
+    /// The event store failed while filling a gap.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The read-model store failed.
+    #[error(transparent)]
+    ReadModel(#[from] ReadModelError),
+    /// A view refused an event.
+    #[error(transparent)]
+    View(#[from] ViewError),
+    /// The table does not (yet) hold versions the notification announced.
+    #[error("{stream_id} lacks versions {from}..={to} in the event store")]
+    Missing {
+        /// Source stream.
+        stream_id: String,
+        /// First missing version.
+        from: u64,
+        /// Announced version.
+        to: u64,
+    },
+}
+
+/// What one notification did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Views that changed.
+    pub views_changed: usize,
+    /// Views for which it was a duplicate.
+    pub duplicates: usize,
+    /// Events read from the event store (gaps and thin notifications).
+    pub events_read: usize,
+}
+
+/// Applies notifications to a set of views over a read-model store.
+pub struct Projector<E, R> {
+    events: E,
+    models: R,
+    stream_views: Vec<Arc<dyn StreamView>>,
+    counter_views: Vec<Arc<dyn CounterView>>,
+    upcasters: Upcasters,
+}
+
+impl<E, R> std::fmt::Debug for Projector<E, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self
+            .stream_views
+            .iter()
+            .map(|v| v.name())
+            .chain(self.counter_views.iter().map(|v| v.name()))
+            .collect();
+        f.debug_struct("Projector").field("views", &names).finish()
+    }
+}
+
+impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
+    /// A projector with no views.
+    pub fn new(events: E, models: R) -> Self {
+        Self {
+            events,
+            models,
+            stream_views: Vec::new(),
+            counter_views: Vec::new(),
+            upcasters: Upcasters::new(),
+        }
+    }
+
+    /// Adds a per-stream view.
+    pub fn with_stream_view(mut self, view: Arc<dyn StreamView>) -> Self {
+        self.stream_views.push(view);
+        self
+    }
+
+    /// Adds a cross-stream counter view.
+    pub fn with_counter_view(mut self, view: Arc<dyn CounterView>) -> Self {
+        self.counter_views.push(view);
+        self
+    }
+
+    /// Lifts old event schemas before views see them.
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Keeps only the views named in `names` (e.g. to rebuild one view).
+    pub fn only(mut self, names: &[&str]) -> Self {
+        self.stream_views.retain(|v| names.contains(&v.name()));
+        self.counter_views.retain(|v| names.contains(&v.name()));
+        self
+    }
+
+    /// Names of the views.
+    pub fn view_names(&self) -> Vec<String> {
+        self.stream_views
+            .iter()
+            .map(|v| v.name().to_owned())
+            .chain(self.counter_views.iter().map(|v| v.name().to_owned()))
+            .collect()
+    }
+
+    /// The read-model store.
+    pub fn models(&self) -> &R {
+        &self.models
+    }
+
+    /// The event store.
+    pub fn events(&self) -> &E {
+        &self.events
+    }
+
+    /// Events `from..=to` of the notification's stream: the carried event when it is exactly
+    /// the one needed, else read from the table (gap or thin notification). Upcast.
+    async fn events_between(
+        &self,
+        n: &Notification,
+        from: u64,
+        to: u64,
+        read: &mut usize,
+    ) -> Result<Vec<EventEnvelope>, ProjectError> {
+        let raw = match &n.event {
+            Some(e) if from == to && e.version == to => vec![e.clone()],
+            _ => {
+                let got = self.events.load_range(&n.stream_id, from, Some(to), None).await?;
+                *read += got.len();
+                got
+            }
+        };
+        let contiguous = raw.len() as u64 == to + 1 - from
+            && raw.iter().enumerate().all(|(i, e)| e.version == from + i as u64);
+        if !contiguous {
+            return Err(ProjectError::Missing {
+                stream_id: n.stream_id.clone(),
+                from,
+                to,
+            });
+        }
+        Ok(raw
+            .into_iter()
+            .map(|mut e| {
+                let (data, schema) = self.upcasters.upcast(&e.event_type, e.schema_version, e.data);
+                e.data = data;
+                e.schema_version = schema;
+                e
+            })
+            .collect())
+    }
+
+    /// Applies `n` to every view of its category, exactly once per view.
+    pub async fn handle(&self, n: &Notification) -> Result<Applied, ProjectError> {
+        let stream = StreamId::parse(&n.stream_id).map_err(|e| ProjectError::BadNotification(e.to_string()))?;
+        let mut applied = Applied::default();
+        for view in self.stream_views.iter().filter(|v| v.category() == stream.category()) {
+            self.apply_stream_view(view.as_ref(), &stream, n, &mut applied).await?;
+        }
+        for view in self.counter_views.iter().filter(|v| v.category() == stream.category()) {
+            self.apply_counter_view(view.as_ref(), &stream, n, &mut applied).await?;
+        }
+        tracing::debug!(
+            stream_id = %n.stream_id,
+            version = n.version,
+            event_id = %n.event_id,
+            changed = applied.views_changed,
+            duplicates = applied.duplicates,
+            read = applied.events_read,
+            "notification applied"
+        );
+        Ok(applied)
+    }
+
+    async fn apply_stream_view(
+        &self,
+        view: &dyn StreamView,
+        stream: &StreamId,
+        n: &Notification,
+        applied: &mut Applied,
+    ) -> Result<(), ProjectError> {
+        let (tenant, key) = (stream.tenant(), stream.id());
+        for attempt in 1..=CONFLICT_ATTEMPTS {
+            let doc = self.models.get(tenant, view.name(), key).await?;
+            let checkpoint = doc.as_ref().map_or(0, |d| d.checkpoint);
+            if n.version <= checkpoint {
+                applied.duplicates += 1;
+                return Ok(());
+            }
+            let events = self
+                .events_between(n, checkpoint + 1, n.version, &mut applied.events_read)
+                .await?;
+            let mut data = doc.map(|d| d.data).filter(|d| !d.is_null());
+            for e in &events {
+                data = view.apply(data, e).map_err(|reason| ViewError {
+                    view: view.name().to_owned(),
+                    stream_id: n.stream_id.clone(),
+                    version: e.version,
+                    event_type: e.event_type.clone(),
+                    reason,
+                })?;
+            }
+            let index = data.as_ref().and_then(|d| view.index(d));
+            let new = Doc {
+                key: key.to_owned(),
+                data: data.unwrap_or(serde_json::Value::Null),
+                checkpoint: n.version,
+                index,
+            };
+            match self.models.put(tenant, view.name(), new, checkpoint).await {
+                Ok(()) => {
+                    applied.views_changed += 1;
+                    return Ok(());
+                }
+                Err(ReadModelError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ReadModelError::Conflict {
+            view: view.name().to_owned(),
+            key: key.to_owned(),
+        }
+        .into())
+    }
+
+    async fn apply_counter_view(
+        &self,
+        view: &dyn CounterView,
+        stream: &StreamId,
+        n: &Notification,
+        applied: &mut Applied,
+    ) -> Result<(), ProjectError> {
+        for attempt in 1..=CONFLICT_ATTEMPTS {
+            let checkpoint = self.models.checkpoint(view.name(), &n.stream_id).await?;
+            if n.version <= checkpoint {
+                applied.duplicates += 1;
+                return Ok(());
+            }
+            let events = self
+                .events_between(n, checkpoint + 1, n.version, &mut applied.events_read)
+                .await?;
+            let mut sums: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+            for e in &events {
+                let contribution = view.contribution(e).map_err(|reason| ViewError {
+                    view: view.name().to_owned(),
+                    stream_id: n.stream_id.clone(),
+                    version: e.version,
+                    event_type: e.event_type.clone(),
+                    reason,
+                })?;
+                if let Some((key, deltas)) = contribution {
+                    let entry = sums.entry(key).or_default();
+                    for (counter, delta) in deltas {
+                        *entry.entry(counter).or_default() += delta;
+                    }
+                }
+            }
+            let deltas: Vec<_> = sums.into_iter().collect();
+            match self
+                .models
+                .add(stream.tenant(), view.name(), &n.stream_id, checkpoint, n.version, deltas)
+                .await
+            {
+                Ok(()) => {
+                    applied.views_changed += 1;
+                    return Ok(());
+                }
+                Err(ReadModelError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ReadModelError::Conflict {
+            view: view.name().to_owned(),
+            key: n.stream_id.clone(),
+        }
+        .into())
+    }
+}
