@@ -36,6 +36,7 @@
 pub mod inventory;
 pub mod order;
 pub mod payment;
+pub mod views;
 
 pub use eventfold::{Aggregate, DomainEvent, Rejection};
 pub use inventory::Inventory;

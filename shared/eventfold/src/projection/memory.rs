@@ -42,13 +42,22 @@ impl MemoryReadModelStore {
 
 fn parse_cursor(cursor: Option<&str>) -> Result<Option<String>, ReadModelError> {
     cursor
-        .map(|c| c.strip_prefix("m:").map(str::to_owned).ok_or(ReadModelError::InvalidCursor))
+        .map(|c| {
+            c.strip_prefix("m:")
+                .map(str::to_owned)
+                .ok_or(ReadModelError::InvalidCursor)
+        })
         .transpose()
 }
 
 #[async_trait]
 impl ReadModelStore for MemoryReadModelStore {
-    async fn get(&self, tenant: &str, view: &str, key: &str) -> Result<Option<Doc>, ReadModelError> {
+    async fn get(
+        &self,
+        tenant: &str,
+        view: &str,
+        key: &str,
+    ) -> Result<Option<Doc>, ReadModelError> {
         Ok(self
             .lock()
             .docs
@@ -56,7 +65,13 @@ impl ReadModelStore for MemoryReadModelStore {
             .cloned())
     }
 
-    async fn put(&self, tenant: &str, view: &str, doc: Doc, expected: u64) -> Result<(), ReadModelError> {
+    async fn put(
+        &self,
+        tenant: &str,
+        view: &str,
+        doc: Doc,
+        expected: u64,
+    ) -> Result<(), ReadModelError> {
         let mut inner = self.lock();
         let id = (tenant.to_owned(), view.to_owned(), doc.key.clone());
         let current = inner.docs.get(&id).map_or(0, |d| d.checkpoint);
@@ -108,14 +123,19 @@ impl ReadModelStore for MemoryReadModelStore {
                 });
             for (name, delta) in counters {
                 let now = doc.data.get(&name).and_then(Value::as_i64).unwrap_or(0);
-                doc.data[name.as_str()] = json!(now + delta);
+                doc.data[name.as_str()] = json!(now.saturating_add(delta));
             }
         }
         inner.checkpoints.insert(cp, new);
         Ok(())
     }
 
-    async fn list(&self, tenant: &str, view: &str, query: ListQuery) -> Result<Page, ReadModelError> {
+    async fn list(
+        &self,
+        tenant: &str,
+        view: &str,
+        query: ListQuery,
+    ) -> Result<Page, ReadModelError> {
         let after = parse_cursor(query.cursor.as_deref())?;
         let inner = self.lock();
         let mut rows: Vec<(String, &Doc)> = inner
@@ -135,13 +155,15 @@ impl ReadModelStore for MemoryReadModelStore {
         if query.index.is_some() {
             rows.reverse(); // lists are newest first
         }
+        // Seek past the cursor as DynamoDB's ExclusiveStartKey does: the row it names may
+        // have vanished or moved since.
+        let descending = query.index.is_some();
         let start = match &after {
             None => 0,
             Some(a) => rows
                 .iter()
-                .position(|(pos, _)| pos == a)
-                .map(|i| i + 1)
-                .ok_or(ReadModelError::InvalidCursor)?,
+                .position(|(pos, _)| if descending { pos < a } else { pos > a })
+                .unwrap_or(rows.len()),
         };
         let limit = query.limit.max(1);
         let page: Vec<_> = rows.iter().skip(start).take(limit).collect();

@@ -7,11 +7,12 @@
 //! reading the missing versions from the event store first. The view change and the new
 //! checkpoint are written together, conditionally on the old checkpoint.
 
+pub mod contract;
 mod memory;
 mod projector;
 
 pub use memory::MemoryReadModelStore;
-pub use projector::{Applied, Projector};
+pub use projector::{Applied, ProjectError, Projector};
 
 use crate::envelope::EventEnvelope;
 use async_trait::async_trait;
@@ -95,6 +96,9 @@ pub trait StreamView: Send + Sync {
     }
 }
 
+/// What one event adds to a counter view: the document key and counter deltas.
+pub type Contribution = Option<(String, BTreeMap<String, i64>)>;
+
 /// A view whose documents sum contributions of many streams (e.g. `daily-sales` per day).
 /// Each change adds to counters and moves the (view, stream) checkpoint atomically.
 pub trait CounterView: Send + Sync {
@@ -103,7 +107,7 @@ pub trait CounterView: Send + Sync {
     /// Source category.
     fn category(&self) -> &str;
     /// What `event` adds: document key and counter deltas; `None` when it adds nothing.
-    fn contribution(&self, event: &EventEnvelope) -> Result<Option<(String, BTreeMap<String, i64>)>, String>;
+    fn contribution(&self, event: &EventEnvelope) -> Result<Contribution, String>;
 }
 
 /// A stored read-model document.
@@ -166,12 +170,19 @@ pub enum ReadModelError {
 #[async_trait]
 pub trait ReadModelStore: Send + Sync {
     /// The document `key` of `view` for `tenant`.
-    async fn get(&self, tenant: &str, view: &str, key: &str) -> Result<Option<Doc>, ReadModelError>;
+    async fn get(&self, tenant: &str, view: &str, key: &str)
+    -> Result<Option<Doc>, ReadModelError>;
 
     /// Writes `doc` (its `checkpoint` is the new one) if the stored checkpoint is `expected`
     /// (0: no document yet). `data: Null` keeps only the checkpoint: the document is hidden
     /// from `list`, and `get` returns it with `Null` data.
-    async fn put(&self, tenant: &str, view: &str, doc: Doc, expected: u64) -> Result<(), ReadModelError>;
+    async fn put(
+        &self,
+        tenant: &str,
+        view: &str,
+        doc: Doc,
+        expected: u64,
+    ) -> Result<(), ReadModelError>;
 
     /// Checkpoint of a counter view for a source stream (0: nothing applied).
     async fn checkpoint(&self, view: &str, stream_id: &str) -> Result<u64, ReadModelError>;
@@ -189,5 +200,10 @@ pub trait ReadModelStore: Send + Sync {
     ) -> Result<(), ReadModelError>;
 
     /// A page of `view` for `tenant`.
-    async fn list(&self, tenant: &str, view: &str, query: ListQuery) -> Result<Page, ReadModelError>;
+    async fn list(
+        &self,
+        tenant: &str,
+        view: &str,
+        query: ListQuery,
+    ) -> Result<Page, ReadModelError>;
 }

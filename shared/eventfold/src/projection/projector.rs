@@ -1,6 +1,8 @@
 //! Applies notifications to views exactly once.
 
-use super::{CounterView, Doc, Notification, ReadModelError, ReadModelStore, StreamView, ViewError};
+use super::{
+    CounterView, Doc, Notification, ReadModelError, ReadModelStore, StreamView, ViewError,
+};
 use crate::envelope::{EventEnvelope, StreamId};
 use crate::store::{EventStore, StoreError};
 use crate::upcast::Upcasters;
@@ -137,13 +139,19 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         let raw = match &n.event {
             Some(e) if from == to && e.version == to => vec![e.clone()],
             _ => {
-                let got = self.events.load_range(&n.stream_id, from, Some(to), None).await?;
+                let got = self
+                    .events
+                    .load_range(&n.stream_id, from, Some(to), None)
+                    .await?;
                 *read += got.len();
                 got
             }
         };
         let contiguous = raw.len() as u64 == to + 1 - from
-            && raw.iter().enumerate().all(|(i, e)| e.version == from + i as u64);
+            && raw
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.version == from + i as u64);
         if !contiguous {
             return Err(ProjectError::Missing {
                 stream_id: n.stream_id.clone(),
@@ -154,7 +162,9 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         Ok(raw
             .into_iter()
             .map(|mut e| {
-                let (data, schema) = self.upcasters.upcast(&e.event_type, e.schema_version, e.data);
+                let (data, schema) = self
+                    .upcasters
+                    .upcast(&e.event_type, e.schema_version, e.data);
                 e.data = data;
                 e.schema_version = schema;
                 e
@@ -164,13 +174,32 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
 
     /// Applies `n` to every view of its category, exactly once per view.
     pub async fn handle(&self, n: &Notification) -> Result<Applied, ProjectError> {
-        let stream = StreamId::parse(&n.stream_id).map_err(|e| ProjectError::BadNotification(e.to_string()))?;
+        let stream = StreamId::parse(&n.stream_id)
+            .map_err(|e| ProjectError::BadNotification(e.to_string()))?;
+        if let Some(e) = &n.event
+            && (e.stream_id != n.stream_id || e.version != n.version)
+        {
+            return Err(ProjectError::BadNotification(format!(
+                "carried event {}@{} does not match {}@{}",
+                e.stream_id, e.version, n.stream_id, n.version
+            )));
+        }
         let mut applied = Applied::default();
+        // Every view gets its chance: one view refusing an event must not stall the others
+        // (their checkpoints make the redelivery harmless). The first error is reported.
+        let mut first_error = None;
         for view in self.stream_views.iter().filter(|v| v.category() == stream.category()) {
-            self.apply_stream_view(view.as_ref(), &stream, n, &mut applied).await?;
+            if let Err(e) = self.apply_stream_view(view.as_ref(), &stream, n, &mut applied).await {
+                first_error.get_or_insert(e);
+            }
         }
         for view in self.counter_views.iter().filter(|v| v.category() == stream.category()) {
-            self.apply_counter_view(view.as_ref(), &stream, n, &mut applied).await?;
+            if let Err(e) = self.apply_counter_view(view.as_ref(), &stream, n, &mut applied).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         tracing::debug!(
             stream_id = %n.stream_id,
@@ -263,14 +292,22 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
                 if let Some((key, deltas)) = contribution {
                     let entry = sums.entry(key).or_default();
                     for (counter, delta) in deltas {
-                        *entry.entry(counter).or_default() += delta;
+                        let sum = entry.entry(counter).or_default();
+                        *sum = sum.saturating_add(delta);
                     }
                 }
             }
             let deltas: Vec<_> = sums.into_iter().collect();
             match self
                 .models
-                .add(stream.tenant(), view.name(), &n.stream_id, checkpoint, n.version, deltas)
+                .add(
+                    stream.tenant(),
+                    view.name(),
+                    &n.stream_id,
+                    checkpoint,
+                    n.version,
+                    deltas,
+                )
                 .await
             {
                 Ok(()) => {

@@ -1,0 +1,381 @@
+//! Read models of the shop: pure projections of its events, no I/O.
+//!
+//! | view | kind | source | one document per | key |
+//! |---|---|---|---|---|
+//! | [`ORDER_SUMMARY`] | [`StreamView`] | `Order` | order | order id |
+//! | [`STOCK_LEVELS`] | [`StreamView`] | `Inventory` | SKU | SKU |
+//! | [`DAILY_SALES`] | [`CounterView`] | `Order` | UTC day | `YYYY-MM-DD` |
+//!
+//! `order-summary` documents carry the list index [`ORDERS_BY_CUSTOMER`]: partition = the
+//! customer id, sort = `{created_at}#{order_id}`, so a customer's orders list newest first.
+//!
+//! Every view decodes events into the shop's event enums. An event type the view does not
+//! know (a newer event of the category) is ignored, so old views keep working while the
+//! domain grows; a known event type whose data does not decode is an error (the
+//! notification is not acknowledged and is retried until the data or the view is fixed).
+//!
+//! Times are the envelope's `occurred_at` in UTC, written as RFC 3339 with a fixed six
+//! digit fraction (`2024-03-01T09:30:00.000000Z`) so that they also sort as text.
+//!
+//! [`projector`] wires all views into an [`eventfold::projection::Projector`].
+
+use crate::inventory::InventoryEvent;
+use crate::order::{OrderEvent, OrderStatus};
+use eventfold::projection::{CounterView, Projector, ReadModelStore, StreamView};
+use eventfold::{DomainEvent, EventEnvelope, EventStore, StreamId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Name of the per-order summary view ([`OrderSummary`]).
+pub const ORDER_SUMMARY: &str = "order-summary";
+
+/// Name of the list index of [`ORDER_SUMMARY`]: partition = `customer_id`, sort =
+/// `{created_at}#{order_id}`, listed newest first. It is not a view of its own: list it with
+/// `ListQuery { index: Some(customer_id), .. }` over the `order-summary` view.
+pub const ORDERS_BY_CUSTOMER: &str = "orders-by-customer";
+
+/// Name of the per-SKU stock view ([`StockLevels`]).
+pub const STOCK_LEVELS: &str = "stock-levels";
+
+/// Name of the per-day sales counters ([`DailySales`]).
+pub const DAILY_SALES: &str = "daily-sales";
+
+/// Category of the order streams.
+const ORDER: &str = "Order";
+/// Category of the inventory streams.
+const INVENTORY: &str = "Inventory";
+
+/// Event types of [`OrderEvent`]; any other type in an `Order` stream is ignored.
+const ORDER_EVENT_TYPES: &[&str] = &[
+    "OrderCreated",
+    "ItemAdded",
+    "ItemRemoved",
+    "OrderPlaced",
+    "OrderConfirmed",
+    "OrderShipped",
+    "OrderCancelled",
+];
+
+/// Event types of [`InventoryEvent`]; any other type in an `Inventory` stream is ignored.
+const INVENTORY_EVENT_TYPES: &[&str] = &["StockReceived", "StockReserved", "StockReleased"];
+
+/// `occurred_at` as fixed-width RFC 3339 (UTC, microseconds), sortable as text.
+fn timestamp(env: &EventEnvelope) -> String {
+    env.occurred_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The event of `env` when its type is one of `known`; `None` for other types; an error
+/// when a known type's data does not decode.
+fn decode_known<T: DomainEvent>(env: &EventEnvelope, known: &[&str]) -> Result<Option<T>, String> {
+    if !known.contains(&env.event_type.as_str()) {
+        return Ok(None);
+    }
+    T::decode(&env.event_type, &env.data)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Reads a stored document back into its typed form.
+fn read_doc<T: for<'de> Deserialize<'de>>(view: &str, doc: Value) -> Result<T, String> {
+    serde_json::from_value(doc).map_err(|e| format!("stored {view} document is unreadable: {e}"))
+}
+
+/// Writes a typed document.
+fn write_doc<T: Serialize>(view: &str, doc: &T) -> Result<Value, String> {
+    serde_json::to_value(doc).map_err(|e| format!("{view} document not serializable: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// order-summary
+// ---------------------------------------------------------------------------------------------
+
+/// One line of an [`OrderSummaryDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderSummaryLine {
+    /// The stock keeping unit.
+    pub sku: String,
+    /// Units ordered.
+    pub quantity: i64,
+    /// Price of one unit in minor units.
+    pub unit_price: i64,
+    /// `quantity × unit_price` (saturating).
+    pub amount: i64,
+}
+
+/// The document of [`OrderSummary`] (one per order), as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderSummaryDoc {
+    /// The order id (the stream's id).
+    pub order_id: String,
+    /// The customer the order belongs to.
+    pub customer_id: String,
+    /// `Draft`, `Placed`, `Confirmed`, `Shipped` or `Cancelled`.
+    pub status: OrderStatus,
+    /// The lines, sorted by sku.
+    pub lines: Vec<OrderSummaryLine>,
+    /// Sum of the line amounts while a draft; the placed total once placed.
+    pub total: i64,
+    /// The carrier's tracking id once shipped.
+    pub tracking_id: Option<String>,
+    /// Why the order was cancelled, once cancelled.
+    pub cancel_reason: Option<String>,
+    /// Version of the last event applied to the document.
+    pub version: u64,
+    /// When the order was created (RFC 3339, UTC).
+    pub created_at: String,
+    /// When the last applied event occurred (RFC 3339, UTC).
+    pub updated_at: String,
+    /// When the order was placed, once placed (RFC 3339, UTC).
+    pub placed_at: Option<String>,
+}
+
+impl OrderSummaryDoc {
+    fn recompute_total(&mut self) {
+        self.total = self
+            .lines
+            .iter()
+            .fold(0i64, |sum, line| sum.saturating_add(line.amount));
+    }
+}
+
+/// `order-summary`: the current shape of each order (status, lines, total, tracking id,
+/// cancel reason, timestamps), keyed by order id and indexed by customer
+/// ([`ORDERS_BY_CUSTOMER`]).
+///
+/// The document is created by `OrderCreated`; any other order event on an order without a
+/// document is an error (the history is not a valid order stream).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrderSummary;
+
+impl StreamView for OrderSummary {
+    fn name(&self) -> &str {
+        ORDER_SUMMARY
+    }
+
+    fn category(&self) -> &str {
+        ORDER
+    }
+
+    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
+        let Some(event) = decode_known::<OrderEvent>(env, ORDER_EVENT_TYPES)? else {
+            return Ok(doc);
+        };
+        let now = timestamp(env);
+        let mut summary = match (doc, &event) {
+            (Some(doc), _) => read_doc::<OrderSummaryDoc>(ORDER_SUMMARY, doc)?,
+            (None, OrderEvent::OrderCreated { customer_id }) => {
+                let stream = StreamId::parse(&env.stream_id).map_err(|e| e.to_string())?;
+                OrderSummaryDoc {
+                    order_id: stream.id().to_owned(),
+                    customer_id: customer_id.clone(),
+                    status: OrderStatus::Draft,
+                    lines: Vec::new(),
+                    total: 0,
+                    tracking_id: None,
+                    cancel_reason: None,
+                    version: 0,
+                    created_at: now.clone(),
+                    updated_at: now.clone(),
+                    placed_at: None,
+                }
+            }
+            (None, _) => {
+                return Err(format!("{} before OrderCreated", env.event_type));
+            }
+        };
+        match event {
+            OrderEvent::OrderCreated { customer_id } => {
+                summary.customer_id = customer_id;
+                summary.status = OrderStatus::Draft;
+            }
+            OrderEvent::ItemAdded {
+                sku,
+                quantity,
+                unit_price,
+            } => {
+                let at = summary
+                    .lines
+                    .binary_search_by(|line| line.sku.as_str().cmp(&sku));
+                let line = match at {
+                    Ok(i) => &mut summary.lines[i],
+                    Err(i) => {
+                        summary.lines.insert(
+                            i,
+                            OrderSummaryLine {
+                                sku,
+                                quantity: 0,
+                                unit_price,
+                                amount: 0,
+                            },
+                        );
+                        &mut summary.lines[i]
+                    }
+                };
+                line.quantity = line.quantity.saturating_add(quantity);
+                line.unit_price = unit_price;
+                line.amount = line.quantity.saturating_mul(line.unit_price);
+                summary.recompute_total();
+            }
+            OrderEvent::ItemRemoved { sku } => {
+                summary.lines.retain(|line| line.sku != sku);
+                summary.recompute_total();
+            }
+            OrderEvent::OrderPlaced { total } => {
+                summary.status = OrderStatus::Placed;
+                summary.total = total;
+                summary.placed_at = Some(now.clone());
+            }
+            OrderEvent::OrderConfirmed {} => summary.status = OrderStatus::Confirmed,
+            OrderEvent::OrderShipped { tracking_id } => {
+                summary.status = OrderStatus::Shipped;
+                summary.tracking_id = Some(tracking_id);
+            }
+            OrderEvent::OrderCancelled { reason } => {
+                summary.status = OrderStatus::Cancelled;
+                summary.cancel_reason = Some(reason);
+            }
+        }
+        summary.version = env.version;
+        summary.updated_at = now;
+        write_doc(ORDER_SUMMARY, &summary).map(Some)
+    }
+
+    /// `(customer_id, "{created_at}#{order_id}")`: the [`ORDERS_BY_CUSTOMER`] index.
+    fn index(&self, doc: &Value) -> Option<(String, String)> {
+        let customer = doc.get("customer_id")?.as_str()?;
+        let created_at = doc.get("created_at")?.as_str()?;
+        let order_id = doc.get("order_id")?.as_str()?;
+        Some((customer.to_owned(), format!("{created_at}#{order_id}")))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// stock-levels
+// ---------------------------------------------------------------------------------------------
+
+/// The document of [`StockLevels`] (one per SKU), as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevelDoc {
+    /// The SKU (the stream's id).
+    pub sku: String,
+    /// Units in stock, reserved or not.
+    pub on_hand: i64,
+    /// Units reserved by orders.
+    pub reserved: i64,
+    /// `on_hand − reserved`.
+    pub available: i64,
+    /// Version of the last event applied to the document.
+    pub version: u64,
+    /// When the last applied event occurred (RFC 3339, UTC).
+    pub updated_at: String,
+}
+
+/// `stock-levels`: on hand, reserved and available units of each SKU, keyed by SKU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StockLevels;
+
+impl StreamView for StockLevels {
+    fn name(&self) -> &str {
+        STOCK_LEVELS
+    }
+
+    fn category(&self) -> &str {
+        INVENTORY
+    }
+
+    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
+        let Some(event) = decode_known::<InventoryEvent>(env, INVENTORY_EVENT_TYPES)? else {
+            return Ok(doc);
+        };
+        let mut level = match doc {
+            Some(doc) => read_doc::<StockLevelDoc>(STOCK_LEVELS, doc)?,
+            None => {
+                let stream = StreamId::parse(&env.stream_id).map_err(|e| e.to_string())?;
+                StockLevelDoc {
+                    sku: stream.id().to_owned(),
+                    on_hand: 0,
+                    reserved: 0,
+                    available: 0,
+                    version: 0,
+                    updated_at: String::new(),
+                }
+            }
+        };
+        match event {
+            InventoryEvent::StockReceived { quantity } => {
+                level.on_hand = level.on_hand.saturating_add(quantity);
+            }
+            InventoryEvent::StockReserved { quantity, .. } => {
+                level.reserved = level.reserved.saturating_add(quantity);
+            }
+            InventoryEvent::StockReleased { quantity, .. } => {
+                level.reserved = level.reserved.saturating_sub(quantity);
+            }
+        }
+        level.available = level.on_hand.saturating_sub(level.reserved);
+        level.version = env.version;
+        level.updated_at = timestamp(env);
+        write_doc(STOCK_LEVELS, &level).map(Some)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// daily-sales
+// ---------------------------------------------------------------------------------------------
+
+/// `daily-sales`: per UTC day of `OrderPlaced` (`YYYY-MM-DD`), the counters
+/// `{"orders": <orders placed>, "revenue": <sum of their totals>}`. Other order events
+/// contribute nothing (a later cancellation does not un-count the sale).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DailySales;
+
+impl CounterView for DailySales {
+    fn name(&self) -> &str {
+        DAILY_SALES
+    }
+
+    fn category(&self) -> &str {
+        ORDER
+    }
+
+    fn contribution(
+        &self,
+        env: &EventEnvelope,
+    ) -> Result<Option<(String, BTreeMap<String, i64>)>, String> {
+        match decode_known::<OrderEvent>(env, ORDER_EVENT_TYPES)? {
+            Some(OrderEvent::OrderPlaced { total }) => {
+                let day = env.occurred_at.format("%Y-%m-%d").to_string();
+                let deltas =
+                    BTreeMap::from([("orders".to_owned(), 1), ("revenue".to_owned(), total)]);
+                Ok(Some((day, deltas)))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// wiring
+// ---------------------------------------------------------------------------------------------
+
+/// The shop's per-stream views: [`OrderSummary`] and [`StockLevels`].
+pub fn stream_views() -> Vec<Arc<dyn StreamView>> {
+    vec![Arc::new(OrderSummary), Arc::new(StockLevels)]
+}
+
+/// The shop's counter views: [`DailySales`].
+pub fn counter_views() -> Vec<Arc<dyn CounterView>> {
+    vec![Arc::new(DailySales)]
+}
+
+/// A projector over `events` and `models` with every shop view registered.
+pub fn projector<E: EventStore, R: ReadModelStore>(events: E, models: R) -> Projector<E, R> {
+    let projector = stream_views()
+        .into_iter()
+        .fold(Projector::new(events, models), Projector::with_stream_view);
+    counter_views()
+        .into_iter()
+        .fold(projector, Projector::with_counter_view)
+}
