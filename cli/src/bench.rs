@@ -75,6 +75,8 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
         );
     }
 
+    projector_in_process(options.memory_commands / 4).await?;
+
     // 2. DynamoDB on the emulator (or AWS_ENDPOINT_URL).
     let stack = LocalStack::start(local).await?;
     let table = stack
@@ -155,5 +157,46 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
         full.requests
     );
     stack.stop().await;
+    Ok(())
+}
+
+/// Notifications per second through all shop views, memory stores, in process.
+async fn projector_in_process(orders: u64) -> Result<()> {
+    use eventfold::projection::{MemoryReadModelStore, Notification};
+    use shop::order::OrderCommand;
+    let events = std::sync::Arc::new(MemoryEventStore::new());
+    let exec = CommandExecutor::new(events.clone(), ExecutorConfig::default());
+    let mut notifications = Vec::new();
+    for i in 0..orders {
+        let order = StreamId::new("bench", "Order", &format!("p-{i}"))?;
+        for cmd in [
+            OrderCommand::CreateOrder {
+                customer_id: format!("c-{}", i % 50),
+            },
+            OrderCommand::AddItem {
+                sku: format!("s-{}", i % 20),
+                quantity: 2,
+                unit_price: 150,
+            },
+            OrderCommand::PlaceOrder {},
+        ] {
+            let out = exec
+                .execute::<shop::Order>(&order, None, &cmd, &ctx(i))
+                .await?;
+            for e in &out.events {
+                notifications.push(Notification::of(e)?);
+            }
+        }
+    }
+    let projector = shop::views::projector(events, MemoryReadModelStore::new());
+    let start = Instant::now();
+    for n in &notifications {
+        projector.handle(n).await?;
+    }
+    let rate = notifications.len() as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "projector, memory stores : {rate:>10.0} notifications/s ({} notifications, 3 views each order event)",
+        notifications.len()
+    );
     Ok(())
 }

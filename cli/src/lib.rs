@@ -9,9 +9,11 @@
 pub mod bench;
 pub mod demo;
 pub mod emulator;
+pub mod esm;
 pub mod gateway;
 pub mod httpc;
 pub mod jwt;
 pub mod local;
 pub mod provision;
+pub mod rebuild;
 pub mod template;

@@ -57,6 +57,11 @@ enum Cmd {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// Read-model maintenance.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCmd,
+    },
     /// Print figures: commands/s in process, DynamoDB requests per command, events folded per load.
     Bench {
         #[command(flatten)]
@@ -70,6 +75,34 @@ enum Cmd {
         /// Events in the long stream.
         #[arg(long, default_value_t = 1000)]
         long_stream: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCmd {
+    /// Replay the events table into `<view>@rebuild` from empty checkpoints (resumable).
+    Rebuild {
+        /// View: order-summary, orders-by-customer, stock-levels or daily-sales.
+        view: String,
+        /// Compare the rebuilt view with the live one; exit 1 when they differ.
+        #[arg(long)]
+        verify: bool,
+        /// Stack whose template names the tables (local physical names).
+        #[arg(long, default_value = "eventfold-local")]
+        stack: String,
+        /// Events table (default: from the template and --stack).
+        #[arg(long, env = "EVENTS_TABLE")]
+        events_table: Option<String>,
+        /// Read-models table (default: from the template and --stack).
+        #[arg(long, env = "READ_MODELS_TABLE")]
+        read_models_table: Option<String>,
+        /// AWS endpoint (default: AWS_ENDPOINT_URL, else the local emulator).
+        #[arg(
+            long,
+            env = "AWS_ENDPOINT_URL",
+            default_value = "http://127.0.0.1:4566"
+        )]
+        endpoint: String,
     },
 }
 
@@ -117,6 +150,42 @@ async fn main() -> Result<()> {
                 tokio::signal::ctrl_c().await?;
             }
             local.stop().await;
+        }
+        Cmd::Projections {
+            command:
+                ProjectionsCmd::Rebuild {
+                    view,
+                    verify,
+                    stack,
+                    events_table,
+                    read_models_table,
+                    endpoint,
+                },
+        } => {
+            let root = cli::emulator::find_root(&std::env::current_dir()?)?;
+            let sdk = cli::emulator::local_sdk_config(&endpoint).await;
+            let region = sdk
+                .region()
+                .map_or("us-east-1".to_owned(), ToString::to_string);
+            let template =
+                cli::template::Template::load(&root.join("infra/template.yaml"), &stack, &region)?;
+            let table = |logical: &str| {
+                template
+                    .tables()
+                    .into_iter()
+                    .find(|t| t.logical_id == logical)
+                    .map(|t| t.name)
+                    .ok_or_else(|| anyhow::anyhow!("template has no {logical}"))
+            };
+            let target = cli::rebuild::RebuildTarget {
+                sdk,
+                events_table: events_table.map_or_else(|| table("EventsTable"), Ok)?,
+                read_models_table: read_models_table
+                    .map_or_else(|| table("ReadModelsTable"), Ok)?,
+            };
+            if !cli::rebuild::run(&target, &view, verify).await? {
+                std::process::exit(1);
+            }
         }
         Cmd::Bench {
             stack,

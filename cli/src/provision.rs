@@ -1,13 +1,17 @@
-//! Creates the template's resources on an emulator (or any endpoint).
+//! Creates the template's resources on an emulator (or any endpoint): tables with their
+//! streams, SNS topics, SQS queues (dead-letter queues first) and subscriptions.
 
-use crate::template::{KeyPart, TableSpec, Template};
-use anyhow::{Context, Result};
+use crate::template::{KeyPart, QueueSpec, SubscriptionSpec, TableSpec, Template, TopicSpec};
+use anyhow::{Context, Result, anyhow};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
     TimeToLiveSpecification,
 };
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::json;
+use std::collections::HashMap;
 
 fn key_schema(parts: &[KeyPart]) -> Result<Vec<KeySchemaElement>> {
     parts
@@ -99,16 +103,256 @@ pub async fn ensure_table(client: &Client, table: &TableSpec) -> Result<bool> {
     Ok(true)
 }
 
-/// Creates every resource of the template the local stack emulates.
+/// What [`provision`] found or created.
+#[derive(Debug, Clone, Default)]
+pub struct Provisioned {
+    /// Tables as (spec, created now?).
+    pub tables: Vec<(TableSpec, bool)>,
+    /// Topics as (spec, ARN).
+    pub topics: Vec<(TopicSpec, String)>,
+    /// Queues as (spec, URL, ARN).
+    pub queues: Vec<(QueueSpec, String, String)>,
+    /// Subscriptions as (spec, subscription ARN).
+    pub subscriptions: Vec<(SubscriptionSpec, String)>,
+}
+
+/// Creates `topic` (idempotent: CreateTopic returns the existing one); returns its ARN.
+pub async fn ensure_topic(client: &aws_sdk_sns::Client, topic: &TopicSpec) -> Result<String> {
+    let mut req = client.create_topic().name(&topic.name);
+    // Only true flags are sent: some emulators take any value as "set".
+    if topic.fifo {
+        req = req.attributes("FifoTopic", "true");
+        if topic.content_based_deduplication {
+            req = req.attributes("ContentBasedDeduplication", "true");
+        }
+    }
+    let out = req
+        .send()
+        .await
+        .with_context(|| format!("creating topic {}", topic.name))?;
+    out.topic_arn
+        .ok_or_else(|| anyhow!("CreateTopic {} returned no ARN", topic.name))
+}
+
+fn queue_attributes(
+    queue: &QueueSpec,
+    dead_letter_arn: Option<&str>,
+) -> Result<HashMap<QueueAttributeName, String>> {
+    let mut attrs = HashMap::new();
+    if queue.fifo {
+        attrs.insert(QueueAttributeName::FifoQueue, "true".to_owned());
+        attrs.insert(
+            QueueAttributeName::ContentBasedDeduplication,
+            queue.content_based_deduplication.to_string(),
+        );
+        if let Some(v) = &queue.deduplication_scope {
+            attrs.insert(QueueAttributeName::DeduplicationScope, v.clone());
+        }
+        if let Some(v) = &queue.fifo_throughput_limit {
+            attrs.insert(QueueAttributeName::FifoThroughputLimit, v.clone());
+        }
+    }
+    for (name, value) in [
+        (
+            QueueAttributeName::VisibilityTimeout,
+            queue.visibility_timeout,
+        ),
+        (
+            QueueAttributeName::MessageRetentionPeriod,
+            queue.message_retention_period,
+        ),
+        (QueueAttributeName::DelaySeconds, queue.delay_seconds),
+    ] {
+        if let Some(v) = value {
+            attrs.insert(name, v.to_string());
+        }
+    }
+    if let Some(redrive) = &queue.redrive {
+        let arn = dead_letter_arn.ok_or_else(|| {
+            anyhow!(
+                "queue {} redrives to {}, which is not provisioned",
+                queue.logical_id,
+                redrive.dead_letter_queue
+            )
+        })?;
+        attrs.insert(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": arn, "maxReceiveCount": redrive.max_receive_count})
+                .to_string(),
+        );
+    }
+    Ok(attrs)
+}
+
+/// Creates `queue`, or brings an existing one to the template's attributes; returns
+/// (URL, ARN, created now?). `dead_letter_arn` is the ARN of its redrive target.
+pub async fn ensure_queue(
+    client: &aws_sdk_sqs::Client,
+    queue: &QueueSpec,
+    dead_letter_arn: Option<&str>,
+) -> Result<(String, String, bool)> {
+    let attrs = queue_attributes(queue, dead_letter_arn)?;
+    let existing = match client.get_queue_url().queue_name(&queue.name).send().await {
+        Ok(out) => out.queue_url,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_queue_does_not_exist()) =>
+        {
+            None
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("looking up queue {}", queue.name)));
+        }
+    };
+    let (url, created) = match existing {
+        Some(url) => {
+            // FifoQueue cannot change; everything else is brought in line.
+            let mut mutable = attrs.clone();
+            mutable.remove(&QueueAttributeName::FifoQueue);
+            if !mutable.is_empty() {
+                client
+                    .set_queue_attributes()
+                    .queue_url(&url)
+                    .set_attributes(Some(mutable))
+                    .send()
+                    .await
+                    .with_context(|| format!("updating queue {}", queue.name))?;
+            }
+            (url, false)
+        }
+        None => {
+            let out = client
+                .create_queue()
+                .queue_name(&queue.name)
+                .set_attributes((!attrs.is_empty()).then_some(attrs))
+                .send()
+                .await
+                .with_context(|| format!("creating queue {}", queue.name))?;
+            let url = out
+                .queue_url
+                .ok_or_else(|| anyhow!("CreateQueue {} returned no URL", queue.name))?;
+            (url, true)
+        }
+    };
+    let arn = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .with_context(|| format!("reading the ARN of queue {}", queue.name))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| anyhow!("queue {} has no QueueArn", queue.name))?;
+    Ok((url, arn, created))
+}
+
+/// Subscribes the endpoint of `sub` to its topic with its attributes (Subscribe is idempotent
+/// for the same topic, protocol and endpoint); returns the subscription ARN.
+pub async fn ensure_subscription(
+    client: &aws_sdk_sns::Client,
+    sub: &SubscriptionSpec,
+    topic_arn: &str,
+    endpoint: &str,
+) -> Result<String> {
+    let mut req = client
+        .subscribe()
+        .topic_arn(topic_arn)
+        .protocol(&sub.protocol)
+        .endpoint(endpoint)
+        .return_subscription_arn(true);
+    if sub.raw_message_delivery {
+        req = req.attributes("RawMessageDelivery", "true");
+    }
+    if let Some(policy) = &sub.filter_policy {
+        req = req.attributes("FilterPolicy", policy);
+        if let Some(scope) = &sub.filter_policy_scope {
+            req = req.attributes("FilterPolicyScope", scope);
+        }
+    }
+    let out = req
+        .send()
+        .await
+        .with_context(|| format!("subscribing {} to {topic_arn}", sub.logical_id))?;
+    out.subscription_arn
+        .ok_or_else(|| anyhow!("Subscribe {} returned no ARN", sub.logical_id))
+}
+
+/// Creates every resource of the template the local stack emulates: tables (with their
+/// streams), topics, queues (dead-letter queues first) and subscriptions. Idempotent: a second
+/// run on the same endpoint finds everything in place. Records what only the endpoint knows
+/// (queue URLs and ARNs, topic ARNs, stream ARNs) in `template`, so `!Ref` of a queue
+/// resolves to its URL as in CloudFormation.
 pub async fn provision(
     sdk: &aws_config::SdkConfig,
-    template: &Template,
-) -> Result<Vec<(TableSpec, bool)>> {
+    template: &mut Template,
+) -> Result<Provisioned> {
     let dynamo = Client::new(sdk);
-    let mut out = Vec::new();
+    let mut out = Provisioned::default();
     for table in template.tables() {
         let created = ensure_table(&dynamo, &table).await?;
-        out.push((table, created));
+        if table.stream_view_type.is_some() {
+            let described = dynamo
+                .describe_table()
+                .table_name(&table.name)
+                .send()
+                .await
+                .with_context(|| format!("describing table {}", table.name))?;
+            if let Some(arn) = described.table.and_then(|t| t.latest_stream_arn) {
+                template.set_runtime(&table.logical_id, "StreamArn", arn);
+            }
+        }
+        out.tables.push((table, created));
+    }
+    let topics = template.topics();
+    let queues = template.queues();
+    let subscriptions = template.subscriptions();
+    if !topics.is_empty() {
+        let sns = aws_sdk_sns::Client::new(sdk);
+        for topic in topics {
+            let arn = ensure_topic(&sns, &topic).await?;
+            template.set_runtime(&topic.logical_id, "Ref", arn.clone());
+            template.set_runtime(&topic.logical_id, "TopicArn", arn.clone());
+            out.topics.push((topic, arn));
+        }
+    }
+    if !queues.is_empty() {
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        for queue in queues {
+            let dead_letter_arn = queue.redrive.as_ref().and_then(|r| {
+                out.queues
+                    .iter()
+                    .find(|(q, _, _)| q.logical_id == r.dead_letter_queue)
+                    .map(|(_, _, arn)| arn.clone())
+            });
+            let (url, arn, _) = ensure_queue(&sqs, &queue, dead_letter_arn.as_deref()).await?;
+            template.set_runtime(&queue.logical_id, "Ref", url.clone());
+            template.set_runtime(&queue.logical_id, "Arn", arn.clone());
+            out.queues.push((queue, url, arn));
+        }
+    }
+    if !subscriptions.is_empty() {
+        let sns = aws_sdk_sns::Client::new(sdk);
+        for sub in subscriptions {
+            let Some((_, topic_arn)) = out.topics.iter().find(|(t, _)| t.logical_id == sub.topic)
+            else {
+                continue;
+            };
+            let endpoint = match &sub.queue {
+                Some(q) => out
+                    .queues
+                    .iter()
+                    .find(|(s, _, _)| &s.logical_id == q)
+                    .map(|(_, _, arn)| arn.clone()),
+                None => sub.endpoint.clone(),
+            };
+            let Some(endpoint) = endpoint else {
+                tracing::warn!(subscription = %sub.logical_id, "endpoint not resolvable locally; skipped");
+                continue;
+            };
+            let arn = ensure_subscription(&sns, &sub, topic_arn, &endpoint).await?;
+            out.subscriptions.push((sub, arn));
+        }
     }
     Ok(out)
 }

@@ -1,6 +1,10 @@
 //! Reads `infra/template.yaml` and resolves what the local stack needs from it: tables,
-//! functions with their environment, and HTTP routes. The template is the only list of
-//! resources; nothing here names a table or a route.
+//! SNS topics, SQS queues (with redrive policies), subscriptions, and functions with their
+//! environment, HTTP routes and event sources (DynamoDB streams, SQS queues). The template is
+//! the only list of resources; nothing here names a table, a queue or a route.
+//!
+//! Intrinsics resolve as CloudFormation would: `!Ref` of a topic is its ARN, of a queue its
+//! URL (the emulator's, once [`Template::set_runtime`] recorded it), of a table its name.
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Map, Value};
@@ -19,6 +23,9 @@ pub struct Template {
     /// Region for ARNs.
     pub region: String,
     parameters: BTreeMap<String, String>,
+    /// Values only the provisioned stack knows (queue URLs, stream ARNs), by
+    /// (logical id, attribute); the attribute `Ref` overrides what `!Ref` gives.
+    runtime: BTreeMap<(String, String), String>,
 }
 
 /// A key of a table or index.
@@ -84,6 +91,157 @@ pub struct FunctionSpec {
     pub routes: Vec<RouteSpec>,
     /// Timeout in seconds.
     pub timeout: u64,
+    /// Event sources (`DynamoDB` streams and `SQS` queues) the function is mapped to.
+    pub event_sources: Vec<EventSourceSpec>,
+}
+
+/// An `AWS::SNS::Topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Logical id.
+    pub logical_id: String,
+    /// Physical name (`TopicName`, else `{stack}-{LogicalId}` plus `.fifo` for FIFO topics).
+    pub name: String,
+    /// `FifoTopic`.
+    pub fifo: bool,
+    /// `ContentBasedDeduplication`.
+    pub content_based_deduplication: bool,
+}
+
+/// A queue's `RedrivePolicy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedriveSpec {
+    /// Logical id of the dead-letter queue (from `deadLetterTargetArn: !GetAtt Q.Arn`).
+    pub dead_letter_queue: String,
+    /// Receives before a message moves to the dead-letter queue.
+    pub max_receive_count: u32,
+}
+
+/// An `AWS::SQS::Queue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Logical id.
+    pub logical_id: String,
+    /// Physical name (`QueueName`, else `{stack}-{LogicalId}` plus `.fifo` for FIFO queues).
+    pub name: String,
+    /// `FifoQueue`.
+    pub fifo: bool,
+    /// `ContentBasedDeduplication`.
+    pub content_based_deduplication: bool,
+    /// `DeduplicationScope` (`messageGroup` / `queue`).
+    pub deduplication_scope: Option<String>,
+    /// `FifoThroughputLimit` (`perMessageGroupId` / `perQueue`).
+    pub fifo_throughput_limit: Option<String>,
+    /// `VisibilityTimeout`, seconds.
+    pub visibility_timeout: Option<u32>,
+    /// `MessageRetentionPeriod`, seconds.
+    pub message_retention_period: Option<u32>,
+    /// `DelaySeconds`.
+    pub delay_seconds: Option<u32>,
+    /// `RedrivePolicy`.
+    pub redrive: Option<RedriveSpec>,
+}
+
+/// An SNS subscription (`AWS::SNS::Subscription`, or an entry of a topic's `Subscription`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    /// Logical id (`{Topic}Subscription{n}` for inline subscriptions).
+    pub logical_id: String,
+    /// Logical id of the topic.
+    pub topic: String,
+    /// `sqs`, `lambda`, `https`, ...
+    pub protocol: String,
+    /// Logical id of the endpoint queue, when it is one of the template's queues.
+    pub queue: Option<String>,
+    /// The endpoint, resolved when possible (queue ARN, URL, ...).
+    pub endpoint: Option<String>,
+    /// `RawMessageDelivery`.
+    pub raw_message_delivery: bool,
+    /// `FilterPolicy` as JSON text.
+    pub filter_policy: Option<String>,
+    /// `FilterPolicyScope` (`MessageAttributes` / `MessageBody`).
+    pub filter_policy_scope: Option<String>,
+}
+
+/// Where a stream event source describes the batches it gives up on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationSpec {
+    /// `SQS` or `SNS`.
+    pub kind: String,
+    /// Logical id of the queue or topic.
+    pub target: String,
+}
+
+/// A function's `DynamoDB` event (an event source mapping on a table's stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSourceSpec {
+    /// The event's key under `Events`.
+    pub name: String,
+    /// Logical id of the table (from `Stream: !GetAtt Table.StreamArn`).
+    pub table: String,
+    /// Records per invocation (default 100).
+    pub batch_size: u32,
+    /// `TRIM_HORIZON` or `LATEST`.
+    pub starting_position: String,
+    /// `FilterCriteria.Filters[].Pattern`, parsed; a record passes when any matches.
+    pub filters: Vec<Value>,
+    /// `FunctionResponseTypes`.
+    pub function_response_types: Vec<String>,
+    /// `BisectBatchOnFunctionError`.
+    pub bisect_on_error: bool,
+    /// `MaximumRetryAttempts` (`None`: -1, retry until the record expires).
+    pub maximum_retry_attempts: Option<u32>,
+    /// `MaximumRecordAgeInSeconds` (`None`: -1, no limit).
+    pub maximum_record_age_seconds: Option<u64>,
+    /// `DestinationConfig.OnFailure`.
+    pub on_failure: Option<DestinationSpec>,
+    /// `Enabled` (default true).
+    pub enabled: bool,
+}
+
+/// A function's `SQS` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqsSourceSpec {
+    /// The event's key under `Events`.
+    pub name: String,
+    /// Logical id of the queue (from `Queue: !GetAtt Q.Arn`).
+    pub queue: String,
+    /// Messages per invocation (default 10).
+    pub batch_size: u32,
+    /// `FilterCriteria.Filters[].Pattern`, parsed.
+    pub filters: Vec<Value>,
+    /// `FunctionResponseTypes`.
+    pub function_response_types: Vec<String>,
+    /// `Enabled` (default true).
+    pub enabled: bool,
+}
+
+/// An event source of a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSourceSpec {
+    /// A DynamoDB stream.
+    DynamoDb(StreamSourceSpec),
+    /// An SQS queue.
+    Sqs(SqsSourceSpec),
+}
+
+impl EventSourceSpec {
+    /// The event's key under the function's `Events`.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::DynamoDb(s) => &s.name,
+            Self::Sqs(s) => &s.name,
+        }
+    }
+
+    /// Whether the function reports partial batch failures (`ReportBatchItemFailures`).
+    pub fn reports_batch_item_failures(&self) -> bool {
+        let types = match self {
+            Self::DynamoDb(s) => &s.function_response_types,
+            Self::Sqs(s) => &s.function_response_types,
+        };
+        types.iter().any(|t| t == "ReportBatchItemFailures")
+    }
 }
 
 /// Turns YAML short-form tags (`!Ref x`) into the long JSON form (`{"Ref": "x"}`).
@@ -136,6 +294,54 @@ fn normalize(v: serde_yaml_ng::Value) -> Result<Value> {
     })
 }
 
+/// The logical id a `!GetAtt X.attr` or `!Ref X` points at.
+fn target_of(v: &Value) -> Option<String> {
+    let obj = v.as_object()?;
+    if let Some(r) = obj.get("Ref") {
+        return r.as_str().map(str::to_owned);
+    }
+    match obj.get("Fn::GetAtt")? {
+        Value::Array(parts) => parts.first()?.as_str().map(str::to_owned),
+        Value::String(s) => s.split('.').next().map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn flag(v: Option<&Value>) -> bool {
+    v.and_then(text)
+        .is_some_and(|t| t.eq_ignore_ascii_case("true"))
+}
+
+/// `FilterCriteria.Filters[].Pattern` (JSON text or, leniently, an object).
+fn filter_patterns(props: &Value) -> Vec<Value> {
+    props
+        .get("FilterCriteria")
+        .and_then(|f| f.get("Filters"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| match f.get("Pattern")? {
+            Value::String(s) => match serde_json::from_str(s) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(pattern = %s, error = %e, "filter pattern is not JSON; ignored");
+                    None
+                }
+            },
+            other @ Value::Object(_) => Some(other.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(text)
+        .collect()
+}
+
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -174,6 +380,86 @@ impl Template {
             stack: stack.to_owned(),
             region: region.to_owned(),
             parameters,
+            runtime: BTreeMap::new(),
+        })
+    }
+
+    /// Records a value the provisioned stack knows: `attribute` `Ref` overrides what `!Ref
+    /// logical_id` resolves to (a queue's URL), any other name a `!GetAtt` (a table's
+    /// `StreamArn`).
+    pub fn set_runtime(&mut self, logical_id: &str, attribute: &str, value: impl Into<String>) {
+        self.runtime
+            .insert((logical_id.to_owned(), attribute.to_owned()), value.into());
+    }
+
+    fn runtime(&self, logical_id: &str, attribute: &str) -> Option<String> {
+        self.runtime
+            .get(&(logical_id.to_owned(), attribute.to_owned()))
+            .cloned()
+    }
+
+    fn properties(&self, logical_id: &str) -> Option<&Value> {
+        self.root
+            .get("Resources")?
+            .get(logical_id)?
+            .get("Properties")
+    }
+
+    /// Physical name of a table, queue or topic: its name property when set, else
+    /// `{stack}-{LogicalId}` (plus `.fifo` for FIFO queues and topics, as CloudFormation does).
+    pub fn resource_name(&self, logical_id: &str) -> String {
+        let props = self.properties(logical_id);
+        let (name_key, fifo_key) = match self.resource_type(logical_id) {
+            Some("AWS::DynamoDB::Table") => ("TableName", None),
+            Some("AWS::SQS::Queue") => ("QueueName", Some("FifoQueue")),
+            Some("AWS::SNS::Topic") => ("TopicName", Some("FifoTopic")),
+            _ => return self.physical_name(logical_id),
+        };
+        if let Some(name) = props
+            .and_then(|p| p.get(name_key))
+            .and_then(|v| self.resolve(v))
+        {
+            return name;
+        }
+        let fifo = fifo_key.is_some_and(|k| flag(props.and_then(|p| p.get(k))));
+        let base = self.physical_name(logical_id);
+        if fifo { format!("{base}.fifo") } else { base }
+    }
+
+    /// ARN of a queue or topic of the template.
+    pub fn arn(&self, logical_id: &str) -> Option<String> {
+        let name = self.resource_name(logical_id);
+        let service = match self.resource_type(logical_id)? {
+            "AWS::SQS::Queue" => "sqs",
+            "AWS::SNS::Topic" => "sns",
+            "AWS::DynamoDB::Table" => {
+                return Some(format!(
+                    "arn:aws:dynamodb:{}:{LOCAL_ACCOUNT}:table/{name}",
+                    self.region
+                ));
+            }
+            "AWS::Serverless::Function" | "AWS::Lambda::Function" => {
+                return Some(format!(
+                    "arn:aws:lambda:{}:{LOCAL_ACCOUNT}:function:{name}",
+                    self.region
+                ));
+            }
+            _ => return None,
+        };
+        Some(format!(
+            "arn:aws:{service}:{}:{LOCAL_ACCOUNT}:{name}",
+            self.region
+        ))
+    }
+
+    /// URL of a queue: the one the emulator returned once provisioned, else the AWS form.
+    pub fn queue_url(&self, logical_id: &str) -> String {
+        self.runtime(logical_id, "Ref").unwrap_or_else(|| {
+            format!(
+                "https://sqs.{}.amazonaws.com/{LOCAL_ACCOUNT}/{}",
+                self.region,
+                self.resource_name(logical_id)
+            )
         })
     }
 
@@ -204,18 +490,18 @@ impl Template {
     }
 
     fn get_att(&self, res: &str, attr: &str) -> Option<String> {
-        let name = self.physical_name(res);
+        if let Some(v) = self.runtime(res, attr) {
+            return Some(v);
+        }
         match (self.resource_type(res)?, attr) {
-            ("AWS::DynamoDB::Table", "Arn") => Some(format!(
-                "arn:aws:dynamodb:{}:{LOCAL_ACCOUNT}:table/{name}",
-                self.region
-            )),
-            ("AWS::SQS::Queue", "Arn") => Some(format!(
-                "arn:aws:sqs:{}:{LOCAL_ACCOUNT}:{name}",
-                self.region
-            )),
-            ("AWS::SQS::Queue", "QueueName") => Some(name),
-            ("AWS::SNS::Topic", "TopicName") => Some(name),
+            ("AWS::DynamoDB::Table", "Arn")
+            | ("AWS::SQS::Queue", "Arn")
+            | ("AWS::SNS::Topic", "TopicArn")
+            | ("AWS::Serverless::Function" | "AWS::Lambda::Function", "Arn") => self.arn(res),
+            ("AWS::SQS::Queue", "QueueName") | ("AWS::SNS::Topic", "TopicName") => {
+                Some(self.resource_name(res))
+            }
+            ("AWS::SQS::Queue", "QueueUrl") => Some(self.queue_url(res)),
             _ => None,
         }
     }
@@ -228,15 +514,14 @@ impl Template {
             "AWS::Partition" => Some("aws".to_owned()),
             "AWS::URLSuffix" => Some("amazonaws.com".to_owned()),
             _ => self.parameters.get(name).cloned().or_else(|| {
-                let kind = self.resource_type(name)?;
-                Some(match kind {
-                    // Ref of a queue is its URL in CloudFormation; locally the name is what
-                    // the emulator resolves, and the fan-out code takes either.
-                    "AWS::SNS::Topic" => format!(
-                        "arn:aws:sns:{}:{LOCAL_ACCOUNT}:{}",
-                        self.region,
-                        self.physical_name(name)
-                    ),
+                if let Some(v) = self.runtime(name, "Ref") {
+                    return Some(v);
+                }
+                Some(match self.resource_type(name)? {
+                    // As in CloudFormation: a topic's Ref is its ARN, a queue's its URL.
+                    "AWS::SNS::Topic" => self.arn(name)?,
+                    "AWS::SQS::Queue" => self.queue_url(name),
+                    "AWS::DynamoDB::Table" => self.resource_name(name),
                     _ => self.physical_name(name),
                 })
             }),
@@ -427,15 +712,221 @@ impl Template {
                     .and_then(|t| self.resolve(t))
                     .and_then(|t| t.parse().ok())
                     .unwrap_or(3);
+                let event_sources = p
+                    .get("Events")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(name, e)| self.event_source(id, name, e))
+                    .collect();
                 FunctionSpec {
                     logical_id: id.clone(),
                     binary,
                     environment,
                     routes,
                     timeout,
+                    event_sources,
                 }
             })
             .collect()
+    }
+
+    fn number<T: std::str::FromStr>(&self, v: Option<&Value>) -> Option<T> {
+        v.and_then(|v| self.resolve(v)).and_then(|t| t.parse().ok())
+    }
+
+    fn event_source(&self, function: &str, name: &str, event: &Value) -> Option<EventSourceSpec> {
+        let kind = event.get("Type").and_then(Value::as_str)?;
+        let empty = Value::Null;
+        let props = event.get("Properties").unwrap_or(&empty);
+        let enabled = props.get("Enabled").and_then(text).as_deref() != Some("false");
+        match kind {
+            "DynamoDB" => {
+                let Some(table) = props.get("Stream").and_then(target_of) else {
+                    tracing::warn!(%function, event = %name, "DynamoDB event without !GetAtt Table.StreamArn; ignored");
+                    return None;
+                };
+                // -1 means "no limit" for both.
+                let retries: Option<i64> = self.number(props.get("MaximumRetryAttempts"));
+                let age: Option<i64> = self.number(props.get("MaximumRecordAgeInSeconds"));
+                let on_failure = props
+                    .get("DestinationConfig")
+                    .and_then(|d| d.get("OnFailure"))
+                    .and_then(|o| {
+                        let target = o.get("Destination").and_then(target_of)?;
+                        let kind = o
+                            .get("Type")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .or_else(|| match self.resource_type(&target)? {
+                                "AWS::SNS::Topic" => Some("SNS".to_owned()),
+                                "AWS::SQS::Queue" => Some("SQS".to_owned()),
+                                _ => None,
+                            })?;
+                        Some(DestinationSpec { kind, target })
+                    });
+                Some(EventSourceSpec::DynamoDb(StreamSourceSpec {
+                    name: name.to_owned(),
+                    table,
+                    batch_size: self.number(props.get("BatchSize")).unwrap_or(100),
+                    starting_position: props
+                        .get("StartingPosition")
+                        .and_then(|v| self.resolve(v))
+                        .unwrap_or_else(|| "LATEST".to_owned()),
+                    filters: filter_patterns(props),
+                    function_response_types: strings(props.get("FunctionResponseTypes")),
+                    bisect_on_error: flag(props.get("BisectBatchOnFunctionError")),
+                    maximum_retry_attempts: retries.and_then(|r| u32::try_from(r).ok()),
+                    maximum_record_age_seconds: age.and_then(|a| u64::try_from(a).ok()),
+                    on_failure,
+                    enabled,
+                }))
+            }
+            "SQS" => {
+                let Some(queue) = props.get("Queue").and_then(target_of) else {
+                    tracing::warn!(%function, event = %name, "SQS event without !GetAtt Queue.Arn; ignored");
+                    return None;
+                };
+                Some(EventSourceSpec::Sqs(SqsSourceSpec {
+                    name: name.to_owned(),
+                    queue,
+                    batch_size: self.number(props.get("BatchSize")).unwrap_or(10),
+                    filters: filter_patterns(props),
+                    function_response_types: strings(props.get("FunctionResponseTypes")),
+                    enabled,
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    fn of_type(&self, kind: &'static str) -> impl Iterator<Item = (&String, &Value)> {
+        self.resources()
+            .filter(move |(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
+    }
+
+    /// Every SNS topic.
+    pub fn topics(&self) -> Vec<TopicSpec> {
+        self.of_type("AWS::SNS::Topic")
+            .map(|(id, r)| {
+                let p = r.get("Properties");
+                TopicSpec {
+                    logical_id: id.clone(),
+                    name: self.resource_name(id),
+                    fifo: flag(p.and_then(|p| p.get("FifoTopic"))),
+                    content_based_deduplication: flag(
+                        p.and_then(|p| p.get("ContentBasedDeduplication")),
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// Every SQS queue, dead-letter queues before the queues that redrive to them.
+    pub fn queues(&self) -> Vec<QueueSpec> {
+        let mut queues: Vec<QueueSpec> = self
+            .of_type("AWS::SQS::Queue")
+            .map(|(id, r)| {
+                let p = r.get("Properties");
+                let get = |k: &str| p.and_then(|p| p.get(k));
+                let redrive = get("RedrivePolicy").and_then(|r| {
+                    // The policy may also be given as JSON text.
+                    let parsed;
+                    let r = match r {
+                        Value::String(s) => {
+                            parsed = serde_json::from_str::<Value>(s).ok()?;
+                            &parsed
+                        }
+                        other => other,
+                    };
+                    Some(RedriveSpec {
+                        dead_letter_queue: r.get("deadLetterTargetArn").and_then(target_of)?,
+                        max_receive_count: self.number(r.get("maxReceiveCount"))?,
+                    })
+                });
+                QueueSpec {
+                    logical_id: id.clone(),
+                    name: self.resource_name(id),
+                    fifo: flag(get("FifoQueue")),
+                    content_based_deduplication: flag(get("ContentBasedDeduplication")),
+                    deduplication_scope: get("DeduplicationScope").and_then(|v| self.resolve(v)),
+                    fifo_throughput_limit: get("FifoThroughputLimit").and_then(|v| self.resolve(v)),
+                    visibility_timeout: self.number(get("VisibilityTimeout")),
+                    message_retention_period: self.number(get("MessageRetentionPeriod")),
+                    delay_seconds: self.number(get("DelaySeconds")),
+                    redrive,
+                }
+            })
+            .collect();
+        // Dead-letter queues first (a redrive policy needs its target's ARN).
+        let mut ordered: Vec<QueueSpec> = Vec::with_capacity(queues.len());
+        while !queues.is_empty() {
+            let ready = queues.iter().position(|q| {
+                q.redrive.as_ref().is_none_or(|r| {
+                    ordered.iter().any(|o| o.logical_id == r.dead_letter_queue)
+                        || !queues.iter().any(|o| o.logical_id == r.dead_letter_queue)
+                })
+            });
+            // A redrive cycle: take them as they come (the emulator will complain).
+            ordered.push(queues.remove(ready.unwrap_or(0)));
+        }
+        ordered
+    }
+
+    /// Every SNS subscription: `AWS::SNS::Subscription` resources and topics' inline ones.
+    pub fn subscriptions(&self) -> Vec<SubscriptionSpec> {
+        let endpoint = |v: Option<&Value>| -> (Option<String>, Option<String>) {
+            let queue = v
+                .and_then(target_of)
+                .filter(|t| self.resource_type(t) == Some("AWS::SQS::Queue"));
+            (queue, v.and_then(|v| self.resolve(v)))
+        };
+        let mut out: Vec<SubscriptionSpec> = self
+            .of_type("AWS::SNS::Subscription")
+            .filter_map(|(id, r)| {
+                let p = r.get("Properties")?;
+                let Some(topic) = p.get("TopicArn").and_then(target_of) else {
+                    tracing::warn!(subscription = %id, "TopicArn is not a topic of the template; ignored");
+                    return None;
+                };
+                let (queue, endpoint) = endpoint(p.get("Endpoint"));
+                let filter_policy = p.get("FilterPolicy").and_then(|f| match f {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Null => None,
+                    other => Some(other.to_string()),
+                });
+                Some(SubscriptionSpec {
+                    logical_id: id.clone(),
+                    topic,
+                    protocol: p.get("Protocol").and_then(text).unwrap_or_default(),
+                    queue,
+                    endpoint,
+                    raw_message_delivery: flag(p.get("RawMessageDelivery")),
+                    filter_policy,
+                    filter_policy_scope: p.get("FilterPolicyScope").and_then(|v| self.resolve(v)),
+                })
+            })
+            .collect();
+        for (id, r) in self.of_type("AWS::SNS::Topic") {
+            let inline = r
+                .get("Properties")
+                .and_then(|p| p.get("Subscription"))
+                .and_then(Value::as_array);
+            for (n, sub) in inline.into_iter().flatten().enumerate() {
+                let (queue, endpoint) = endpoint(sub.get("Endpoint"));
+                out.push(SubscriptionSpec {
+                    logical_id: format!("{id}Subscription{n}"),
+                    topic: id.clone(),
+                    protocol: sub.get("Protocol").and_then(text).unwrap_or_default(),
+                    queue,
+                    endpoint,
+                    raw_message_delivery: false,
+                    filter_policy: None,
+                    filter_policy_scope: None,
+                });
+            }
+        }
+        out
     }
 }
 
@@ -499,6 +990,312 @@ Resources:
                 method: "POST".into(),
                 path: "/a/{b}".into()
             }]
+        );
+    }
+
+    const FANOUT: &str = r#"
+Resources:
+  Events:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      KeySchema: [{AttributeName: id, KeyType: HASH}]
+      AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
+      StreamSpecification: { StreamViewType: NEW_IMAGE }
+  Topic:
+    Type: AWS::SNS::Topic
+    Properties:
+      TopicName: !Sub "${AWS::StackName}-events.fifo"
+      FifoTopic: true
+      ContentBasedDeduplication: false
+  Plain:
+    Type: AWS::SNS::Topic
+  Work:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: !Sub "${AWS::StackName}-work.fifo"
+      FifoQueue: true
+      VisibilityTimeout: 60
+      MessageRetentionPeriod: 345600
+      RedrivePolicy:
+        deadLetterTargetArn: !GetAtt Dead.Arn
+        maxReceiveCount: 5
+  Dead:
+    Type: AWS::SQS::Queue
+    Properties:
+      FifoQueue: true
+      MessageRetentionPeriod: 1209600
+  Failures:
+    Type: AWS::SQS::Queue
+  Sub:
+    Type: AWS::SNS::Subscription
+    Properties:
+      TopicArn: !Ref Topic
+      Protocol: sqs
+      Endpoint: !GetAtt Work.Arn
+      RawMessageDelivery: true
+      FilterPolicy: { event_type: [OrderPlaced] }
+      FilterPolicyScope: MessageAttributes
+  Publisher:
+    Type: AWS::Serverless::Function
+    Properties:
+      Environment:
+        Variables:
+          TOPIC: !Ref Topic
+          QUEUE: !Ref Work
+          QUEUE_ARN: !GetAtt Work.Arn
+      Events:
+        S:
+          Type: DynamoDB
+          Properties:
+            Stream: !GetAtt Events.StreamArn
+            StartingPosition: TRIM_HORIZON
+            BatchSize: 100
+            FilterCriteria:
+              Filters:
+                - Pattern: '{"eventName": ["INSERT"]}'
+            FunctionResponseTypes: [ReportBatchItemFailures]
+            BisectBatchOnFunctionError: true
+            MaximumRetryAttempts: 5
+            MaximumRecordAgeInSeconds: 3600
+            DestinationConfig:
+              OnFailure: { Type: SQS, Destination: !GetAtt Failures.Arn }
+  Consumer:
+    Type: AWS::Serverless::Function
+    Properties:
+      Events:
+        Q:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Work.Arn
+            BatchSize: 10
+            FunctionResponseTypes: [ReportBatchItemFailures]
+        Other:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Failures.Arn
+            MaximumRetryAttempts: -1
+"#;
+
+    #[test]
+    fn reads_topics_queues_and_subscriptions() {
+        let t = Template::parse(FANOUT, "st", "eu-west-1").expect("parses");
+        let topics = t.topics();
+        let topic = topics
+            .iter()
+            .find(|t| t.logical_id == "Topic")
+            .expect("topic");
+        assert_eq!(topic.name, "st-events.fifo");
+        assert!(topic.fifo && !topic.content_based_deduplication);
+        let plain = topics
+            .iter()
+            .find(|t| t.logical_id == "Plain")
+            .expect("plain");
+        assert_eq!(plain.name, "st-Plain");
+        assert!(!plain.fifo);
+
+        let queues = t.queues();
+        let order: Vec<&str> = queues.iter().map(|q| q.logical_id.as_str()).collect();
+        let pos = |id: &str| order.iter().position(|o| *o == id).expect("listed");
+        assert!(pos("Dead") < pos("Work"), "DLQ first: {order:?}");
+        let work = &queues[pos("Work")];
+        assert_eq!(work.name, "st-work.fifo");
+        assert!(work.fifo);
+        assert_eq!(work.visibility_timeout, Some(60));
+        assert_eq!(work.message_retention_period, Some(345_600));
+        assert_eq!(
+            work.redrive,
+            Some(RedriveSpec {
+                dead_letter_queue: "Dead".into(),
+                max_receive_count: 5
+            })
+        );
+        // Unnamed FIFO queues get the .fifo suffix, as CloudFormation names them.
+        assert_eq!(queues[pos("Dead")].name, "st-Dead.fifo");
+        assert_eq!(queues[pos("Failures")].name, "st-Failures");
+        assert!(queues[pos("Failures")].redrive.is_none());
+
+        let subs = t.subscriptions();
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs[0].topic, "Topic");
+        assert_eq!(subs[0].protocol, "sqs");
+        assert_eq!(subs[0].queue.as_deref(), Some("Work"));
+        assert_eq!(
+            subs[0].endpoint.as_deref(),
+            Some("arn:aws:sqs:eu-west-1:123456789012:st-work.fifo")
+        );
+        assert!(subs[0].raw_message_delivery);
+        let policy: Value =
+            serde_json::from_str(subs[0].filter_policy.as_deref().expect("policy")).expect("json");
+        assert_eq!(policy, serde_json::json!({"event_type": ["OrderPlaced"]}));
+        assert_eq!(
+            subs[0].filter_policy_scope.as_deref(),
+            Some("MessageAttributes")
+        );
+    }
+
+    #[test]
+    fn refs_of_topics_and_queues_resolve_like_cloudformation() {
+        let mut t = Template::parse(FANOUT, "st", "eu-west-1").expect("parses");
+        let env = |t: &Template| {
+            t.functions()
+                .into_iter()
+                .find(|f| f.logical_id == "Publisher")
+                .expect("publisher")
+                .environment
+        };
+        let e = env(&t);
+        assert_eq!(
+            e["TOPIC"],
+            "arn:aws:sns:eu-west-1:123456789012:st-events.fifo"
+        );
+        assert_eq!(
+            e["QUEUE"],
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/st-work.fifo"
+        );
+        assert_eq!(
+            e["QUEUE_ARN"],
+            "arn:aws:sqs:eu-west-1:123456789012:st-work.fifo"
+        );
+        // Once provisioned, the emulator's URL wins.
+        t.set_runtime(
+            "Work",
+            "Ref",
+            "http://127.0.0.1:1/123456789012/st-work.fifo",
+        );
+        assert_eq!(
+            env(&t)["QUEUE"],
+            "http://127.0.0.1:1/123456789012/st-work.fifo"
+        );
+        assert_eq!(
+            t.queue_url("Work"),
+            "http://127.0.0.1:1/123456789012/st-work.fifo"
+        );
+        // A stream ARN is only known from the emulator.
+        let stream = serde_json::json!({"Fn::GetAtt": ["Events", "StreamArn"]});
+        assert_eq!(t.resolve(&stream), None);
+        t.set_runtime("Events", "StreamArn", "arn:stream");
+        assert_eq!(t.resolve(&stream).as_deref(), Some("arn:stream"));
+    }
+
+    #[test]
+    fn reads_function_event_sources() {
+        let t = Template::parse(FANOUT, "st", "us-east-1").expect("parses");
+        let functions = t.functions();
+        let publisher = functions
+            .iter()
+            .find(|f| f.logical_id == "Publisher")
+            .expect("publisher");
+        assert_eq!(publisher.event_sources.len(), 1);
+        let EventSourceSpec::DynamoDb(s) = &publisher.event_sources[0] else {
+            panic!("a stream source: {:?}", publisher.event_sources[0]);
+        };
+        assert_eq!(s.name, "S");
+        assert_eq!(s.table, "Events");
+        assert_eq!(s.batch_size, 100);
+        assert_eq!(s.starting_position, "TRIM_HORIZON");
+        assert_eq!(
+            s.filters,
+            vec![serde_json::json!({"eventName": ["INSERT"]})]
+        );
+        assert!(publisher.event_sources[0].reports_batch_item_failures());
+        assert!(s.bisect_on_error);
+        assert_eq!(s.maximum_retry_attempts, Some(5));
+        assert_eq!(s.maximum_record_age_seconds, Some(3600));
+        assert_eq!(
+            s.on_failure,
+            Some(DestinationSpec {
+                kind: "SQS".into(),
+                target: "Failures".into()
+            })
+        );
+        assert!(s.enabled);
+
+        let consumer = functions
+            .iter()
+            .find(|f| f.logical_id == "Consumer")
+            .expect("consumer");
+        let mut sqs: Vec<&SqsSourceSpec> = consumer
+            .event_sources
+            .iter()
+            .filter_map(|e| match e {
+                EventSourceSpec::Sqs(s) => Some(s),
+                EventSourceSpec::DynamoDb(_) => None,
+            })
+            .collect();
+        sqs.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(sqs.len(), 2);
+        assert_eq!(sqs[1].name, "Q");
+        assert_eq!(sqs[1].queue, "Work");
+        assert_eq!(sqs[1].batch_size, 10);
+        assert_eq!(
+            sqs[1].function_response_types,
+            vec!["ReportBatchItemFailures"]
+        );
+        assert_eq!(sqs[0].queue, "Failures");
+        assert!(
+            !consumer
+                .event_sources
+                .iter()
+                .any(|e| e.name() == "Other" && e.reports_batch_item_failures())
+        );
+    }
+
+    #[test]
+    fn the_project_template_wires_the_fan_out() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+        let t = Template::load(&path, "st", "us-east-1").expect("loads");
+        let topic = t
+            .topics()
+            .into_iter()
+            .find(|t| t.logical_id == "EventsTopic")
+            .expect("EventsTopic");
+        assert!(topic.fifo && !topic.content_based_deduplication);
+        assert_eq!(topic.name, "st-events.fifo");
+        let queues = t.queues();
+        let projector = queues
+            .iter()
+            .find(|q| q.logical_id == "ProjectorQueue")
+            .expect("ProjectorQueue");
+        assert_eq!(projector.name, "st-projector.fifo");
+        let redrive = projector.redrive.as_ref().expect("redrive");
+        assert_eq!(redrive.dead_letter_queue, "ProjectorDeadLetterQueue");
+        assert_eq!(redrive.max_receive_count, 5);
+        let functions = t.functions();
+        let function = |id: &str| {
+            functions
+                .iter()
+                .find(|f| f.logical_id == id)
+                .unwrap_or_else(|| panic!("{id}"))
+        };
+        // Visibility timeout >= 6 x the projector's timeout.
+        let projector_fn = function("ProjectorFunction");
+        assert!(u64::from(projector.visibility_timeout.expect("set")) >= 6 * projector_fn.timeout);
+        assert_eq!(projector_fn.binary, "projector");
+        assert!(matches!(
+            &projector_fn.event_sources[..],
+            [EventSourceSpec::Sqs(s)] if s.queue == "ProjectorQueue" && s.batch_size == 10
+        ));
+        let publisher = function("StreamPublisherFunction");
+        assert_eq!(
+            publisher.environment["EVENTS_TOPIC_ARN"],
+            "arn:aws:sns:us-east-1:123456789012:st-events.fifo"
+        );
+        assert!(matches!(
+            &publisher.event_sources[..],
+            [EventSourceSpec::DynamoDb(s)] if s.table == "EventsTable"
+                && s.on_failure.as_ref().is_some_and(|d| d.target == "StreamFailureQueue")
+        ));
+        let subs = t.subscriptions();
+        assert!(subs.iter().any(|s| s.topic == "EventsTopic"
+            && s.queue.as_deref() == Some("ProjectorQueue")
+            && s.raw_message_delivery));
+        let query = function("QueryApiFunction");
+        assert_eq!(query.environment["READ_MODELS_TABLE"], "st-ReadModelsTable");
+        assert!(
+            query
+                .routes
+                .iter()
+                .any(|r| r.method == "GET" && r.path == "/api/v1/events/queries/{view}")
         );
     }
 }

@@ -4,7 +4,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use cli::httpc::{Http, Reply};
 use cli::local::LocalStack;
 use serde_json::{Value, json};
-use tests::{events_table, rw_token, stack, token, unique_tenant};
+use tests::{events_table, quiet_stack, rw_token, token, unique_tenant};
 
 const COMMANDS: &str = "/api/v1/events/commands";
 
@@ -55,7 +55,7 @@ async fn items_of(stack: &LocalStack, tenant: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_create_and_extend_streams_with_envelopes() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let http = Http::new(&stack.api_url());
     let tenant = unique_tenant("api");
     let t = rw_token(&tenant);
@@ -131,7 +131,7 @@ async fn commands_create_and_extend_streams_with_envelopes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_pages_with_cursors() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let http = Http::new(&stack.api_url());
     let tenant = unique_tenant("pages");
     let t = rw_token(&tenant);
@@ -207,7 +207,7 @@ async fn history_pages_with_cursors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_and_scopes_are_enforced() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let http = Http::new(&stack.api_url());
     let tenant = unique_tenant("auth");
     let body = cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c"}));
@@ -277,7 +277,7 @@ async fn authentication_and_scopes_are_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_never_see_or_change_each_other() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let http = Http::new(&stack.api_url());
     let (a, b) = (unique_tenant("ta"), unique_tenant("tb"));
     let (ta, tb) = (rw_token(&a), rw_token(&b));
@@ -366,7 +366,7 @@ async fn tenants_never_see_or_change_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_4xx_and_write_nothing() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let http = Http::new(&stack.api_url());
     let tenant = unique_tenant("bad");
     let t = rw_token(&tenant);

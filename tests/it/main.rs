@@ -1,5 +1,10 @@
-//! Integration tests against the serialized moto emulator: the DynamoDB event store and the
-//! command API through the local gateway over real HTTP.
+//! Integration tests against the serialized moto emulator: event store, command and query
+//! APIs over real HTTP, read models, the stream -> SNS -> SQS fan-out and its emulation.
 
 mod api;
+mod e2e;
+mod fanout;
+mod publisher;
+mod query;
+mod readmodels;
 mod store;

@@ -11,7 +11,7 @@ use shop::Inventory;
 use shop::inventory::InventoryCommand;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tests::{events_table, stack, unique_tenant};
+use tests::{events_table, quiet_stack, unique_tenant};
 
 fn ctx(tenant: &str, id: &str) -> CommandContext {
     CommandContext {
@@ -25,7 +25,7 @@ fn ctx(tenant: &str, id: &str) -> CommandContext {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamo_store_passes_the_store_contract() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let store = DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
     eventfold::contract::run_all(&store, &unique_tenant("contract")).await;
 }
@@ -34,7 +34,7 @@ async fn dynamo_store_passes_the_store_contract() {
 async fn concurrent_writers_never_lose_or_duplicate_a_commit() {
     const WRITERS: u64 = 16;
     const COMMANDS: u64 = 50;
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let tenant = unique_tenant("race");
     let stream = StreamId::new(&tenant, "Inventory", "hot-sku").expect("valid");
     let table = events_table(&stack);
@@ -110,7 +110,7 @@ async fn concurrent_writers_never_lose_or_duplicate_a_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_spanning_several_query_pages_loads_completely() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let store = DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
     let tenant = unique_tenant("pages");
     let stream = StreamId::new(&tenant, "Blob", "big").expect("valid");
@@ -150,7 +150,7 @@ async fn a_history_spanning_several_query_pages_loads_completely() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_stream_loads_from_its_snapshot_in_at_most_two_requests() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let table = events_table(&stack);
     let tenant = unique_tenant("snap");
     let stream = StreamId::new(&tenant, "Inventory", "long").expect("valid");
@@ -211,7 +211,7 @@ async fn a_long_stream_loads_from_its_snapshot_in_at_most_two_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_commands_cost_one_request_and_cold_ones_two() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let counter = RequestCounter::new();
     let store = DynamoEventStore::new(
         counted_dynamo_client(&stack.sdk, &counter),
@@ -251,7 +251,7 @@ async fn warm_commands_cost_one_request_and_cold_ones_two() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_commit_is_refused_before_any_write() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let counter = RequestCounter::new();
     let store = DynamoEventStore::new(
         counted_dynamo_client(&stack.sdk, &counter),
@@ -284,7 +284,7 @@ async fn an_oversized_commit_is_refused_before_any_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_written_under_an_old_schema_load_through_upcasters() {
-    let stack = stack().await;
+    let stack = quiet_stack().await;
     let store = Arc::new(DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack)));
     let tenant = unique_tenant("upcast");
     let stream = StreamId::new(&tenant, "Inventory", "old").expect("valid");

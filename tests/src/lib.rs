@@ -119,3 +119,38 @@ pub fn token(tenant: &str, scope: &str) -> String {
 pub fn rw_token(tenant: &str) -> String {
     token(tenant, "events:read events:write")
 }
+
+/// A local stack like [`stack`] (own stack name, shared emulator) with event-source options:
+/// handler overrides, which functions' event sources run, a short SQS visibility timeout.
+pub async fn stack_with(esm: cli::esm::EsmOptions) -> LocalStack {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    stack_named(&format!("{STACK}-{}", &id[id.len() - 10..]), esm).await
+}
+
+/// A local stack named `name` on the shared emulator (a second one with the same name finds
+/// its resources in place).
+pub async fn stack_named(name: &str, esm: cli::esm::EsmOptions) -> LocalStack {
+    LocalStack::start_with(
+        LocalOptions {
+            root: root(),
+            api_addr: "127.0.0.1:0".parse().expect("valid address"),
+            emulator_port: 0,
+            endpoint: Some(endpoint()),
+            stack: name.to_owned(),
+            jwt_secret: cli::jwt::DEV_SECRET.to_owned(),
+        },
+        esm,
+    )
+    .await
+    .expect("local stack starts")
+}
+
+/// A stack without the event-source pollers: for tests of the write side only, so the
+/// emulator is not also busy fanning their commits out.
+pub async fn quiet_stack() -> LocalStack {
+    stack_with(cli::esm::EsmOptions {
+        enabled: false,
+        ..Default::default()
+    })
+    .await
+}

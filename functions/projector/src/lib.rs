@@ -1,1 +1,199 @@
-//! placeholder
+//! The projector: SQS FIFO notifications -> read models, exactly once.
+//!
+//! Owns the Lambda-facing shape of projection: each SQS record is a notification (SNS raw
+//! delivery) handed to an [`eventfold::projection::Projector`], with FIFO partial-failure
+//! semantics from `eventfold_aws::sqs` (a failure stops its message group; other groups go on).
+//! Duplicates, gaps and thin notifications are the projector's business (checkpoints and
+//! catch-up from the events table); the views are the shop's. `main.rs` only wires config and
+//! clients.
+#![forbid(unsafe_code)]
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use eventfold::EventStore;
+use eventfold::projection::{Projector, ReadModelStore};
+use eventfold_aws::config::ConfigError;
+use eventfold_aws::sqs::process_fifo_batch;
+use eventfold_aws::{DynamoEventStore, DynamoReadModelStore, SdkConfig};
+
+/// Settings of the projector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectorConfig {
+    /// The events table (`EVENTS_TABLE`): gaps and thin notifications are read from it.
+    pub events_table: String,
+    /// The read-models table (`READ_MODELS_TABLE`).
+    pub read_models_table: String,
+}
+
+impl ProjectorConfig {
+    /// Reads the settings through `lookup` (the process environment in Lambda).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.is_empty())
+                .ok_or(ConfigError::Missing(name))
+        };
+        Ok(Self {
+            events_table: required("EVENTS_TABLE")?,
+            read_models_table: required("READ_MODELS_TABLE")?,
+        })
+    }
+}
+
+/// Applies SQS batches of notifications through a [`Projector`].
+#[derive(Debug)]
+pub struct ProjectorFunction<E, R> {
+    projector: Projector<E, R>,
+}
+
+/// The projector of every shop view on the DynamoDB tables named through `lookup`
+/// (`EVENTS_TABLE`, `READ_MODELS_TABLE`).
+pub fn from_lookup(
+    sdk: &SdkConfig,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<ProjectorFunction<DynamoEventStore, DynamoReadModelStore>, ConfigError> {
+    let config = ProjectorConfig::from_lookup(lookup)?;
+    let events = DynamoEventStore::from_sdk(sdk, config.events_table);
+    let models = DynamoReadModelStore::from_sdk(sdk, config.read_models_table);
+    Ok(ProjectorFunction::new(shop::views::projector(
+        events, models,
+    )))
+}
+
+impl<E: EventStore, R: ReadModelStore> ProjectorFunction<E, R> {
+    /// A function around `projector`.
+    pub fn new(projector: Projector<E, R>) -> Self {
+        Self { projector }
+    }
+
+    /// The projector.
+    pub fn projector(&self) -> &Projector<E, R> {
+        &self.projector
+    }
+
+    /// Applies every record of `event`; returns the records to redeliver.
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        process_fifo_batch(event, |n| async move {
+            self.projector.handle(&n).await.map(|_| ())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::event::sqs::SqsMessage;
+    use eventfold::projection::{MemoryReadModelStore, Notification};
+    use eventfold::{EventEnvelope, MemoryEventStore, Metadata, NewEvent, StreamId};
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn received(stream: &StreamId, version: u64, quantity: i64) -> EventEnvelope {
+        NewEvent {
+            event_type: "StockReceived".into(),
+            schema_version: 1,
+            data: json!({ "quantity": quantity }),
+        }
+        .into_envelope(
+            stream,
+            version,
+            chrono::Utc::now(),
+            Metadata {
+                tenant: stream.tenant().into(),
+                actor: "tester".into(),
+                correlation_id: "c".into(),
+                causation_id: "c".into(),
+                command_id: format!("cmd-{version}"),
+            },
+        )
+    }
+
+    fn record(id: &str, body: String, group: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = Some(body);
+        m.attributes = HashMap::from([("MessageGroupId".to_owned(), group.to_owned())]);
+        m
+    }
+
+    #[tokio::test]
+    async fn applies_batches_and_stops_a_group_at_its_poison_message() {
+        let events = MemoryEventStore::new();
+        let a = StreamId::new("acme", "Inventory", "sku-a").expect("valid");
+        let b = StreamId::new("acme", "Inventory", "sku-b").expect("valid");
+        let mut notes = HashMap::new();
+        for (stream, quantities) in [(&a, [5, 7]), (&b, [1, 2])] {
+            for (i, q) in quantities.into_iter().enumerate() {
+                let v = i as u64 + 1;
+                let e = received(stream, v, q);
+                events
+                    .append(&stream.to_string(), v - 1, vec![e.clone()], None)
+                    .await
+                    .expect("append");
+                let body =
+                    serde_json::to_string(&Notification::of(&e).expect("valid")).expect("json");
+                notes.insert(format!("{}{v}", stream.id()), body);
+            }
+        }
+        let function =
+            ProjectorFunction::new(shop::views::projector(events, MemoryReadModelStore::new()));
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("1", notes["sku-a1"].clone(), "acme/Inventory-sku-a"),
+            record("2", notes["sku-b2"].clone(), "acme/Inventory-sku-b"),
+            record("3", "{}".into(), "acme/Inventory-sku-a"),
+            record("4", notes["sku-b1"].clone(), "acme/Inventory-sku-b"),
+            record("5", notes["sku-a2"].clone(), "acme/Inventory-sku-a"),
+        ];
+        let response = function.handle(event).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["3", "5"]);
+        let levels = function
+            .projector()
+            .models()
+            .snapshot("acme", shop::views::STOCK_LEVELS);
+        assert_eq!(levels["sku-a"]["on_hand"], 5);
+        assert_eq!(
+            levels["sku-b"]["on_hand"], 3,
+            "the gap was filled from the store, the duplicate ignored"
+        );
+    }
+
+    #[test]
+    fn configuration_needs_both_tables() {
+        let env = |k: &str| match k {
+            "EVENTS_TABLE" => Some("events".to_owned()),
+            "READ_MODELS_TABLE" => Some("models".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            ProjectorConfig::from_lookup(env).expect("configured"),
+            ProjectorConfig {
+                events_table: "events".into(),
+                read_models_table: "models".into()
+            }
+        );
+        let partial =
+            ProjectorConfig::from_lookup(|k| (k == "EVENTS_TABLE").then(|| "e".to_owned()));
+        assert!(matches!(
+            partial,
+            Err(ConfigError::Missing("READ_MODELS_TABLE"))
+        ));
+    }
+
+    #[test]
+    fn the_sample_event_holds_notifications() {
+        let raw = include_str!("../events/sqs.json");
+        let e: SqsEvent = serde_json::from_str(raw).expect("sample is an SQS event");
+        assert!(!e.records.is_empty());
+        for r in &e.records {
+            let body = r.body.as_deref().expect("body");
+            let n: Notification = serde_json::from_str(body).expect("a notification");
+            assert_eq!(r.attributes.get("MessageGroupId"), Some(&n.stream_id));
+        }
+    }
+}

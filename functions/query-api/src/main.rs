@@ -1,1 +1,18 @@
-fn main() {}
+//! Lambda entry point: read config, build clients once, serve view queries.
+#![forbid(unsafe_code)]
+
+use lambda_http::{Error, Request, service_fn};
+use std::convert::Infallible;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    eventfold_aws::init_tracing();
+    let config = query_api::QueryConfig::from_lookup(|k| std::env::var(k).ok())?;
+    let sdk = eventfold_aws::sdk_config().await;
+    let api = query_api::dynamo_api(&sdk, &config);
+    let api = &api;
+    lambda_http::run(service_fn(move |req: Request| async move {
+        Ok::<_, Infallible>(api.handle(req).await)
+    }))
+    .await
+}

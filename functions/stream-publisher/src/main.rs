@@ -1,1 +1,17 @@
-fn main() {}
+//! Lambda entry point: read config, build the SNS client once, publish stream batches.
+#![forbid(unsafe_code)]
+
+use aws_lambda_events::event::dynamodb::Event;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    eventfold_aws::init_tracing();
+    let sdk = eventfold_aws::sdk_config().await;
+    let publisher = stream_publisher::from_lookup(&sdk, |k| std::env::var(k).ok()).await?;
+    let publisher = &publisher;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+        Ok::<_, Error>(publisher.handle(event.payload).await)
+    }))
+    .await
+}

@@ -1,7 +1,9 @@
 //! AWS adapters for eventfold.
 //!
 //! Owns everything that talks to AWS or to Lambda: the DynamoDB event store
-//! ([`DynamoEventStore`]), attribute-value codecs, request counting for cost accounting
+//! ([`DynamoEventStore`]) and read-model store ([`DynamoReadModelStore`]), stream-record
+//! decoding ([`streams`]), SNS publishing ([`sns`]), SQS FIFO batches with partial failures
+//! ([`sqs`]), attribute-value codecs, request counting for cost accounting
 //! ([`RequestCounter`]), configuration from the environment ([`config`]), tracing set-up, and
 //! the single mapping of errors to HTTP problem responses ([`http`]).
 //!
@@ -13,8 +15,14 @@ pub mod config;
 pub mod dynamo;
 pub mod http;
 pub mod metrics;
+pub mod readmodels;
+pub mod sns;
+pub mod sqs;
+pub mod streams;
 
 pub use aws_config::SdkConfig;
 pub use config::{StoreConfig, init_tracing, sdk_config, tokio_backoff};
 pub use dynamo::DynamoEventStore;
 pub use metrics::RequestCounter;
+pub use readmodels::DynamoReadModelStore;
+pub use sns::{NotificationSink, SnsPublisher};

@@ -26,10 +26,11 @@ pub struct DynamoEventStore {
     table: String,
 }
 
-struct Commit {
-    events: Vec<EventEnvelope>,
-    snapshot: Option<Snapshot>,
-    last_version: u64,
+/// A decoded commit item (shared with the stream-record decoder).
+pub(crate) struct Commit {
+    pub(crate) events: Vec<EventEnvelope>,
+    pub(crate) snapshot: Option<Snapshot>,
+    pub(crate) last_version: u64,
 }
 
 fn unavailable<E: std::error::Error + 'static>(e: SdkError<E>) -> StoreError {
@@ -75,7 +76,8 @@ impl DynamoEventStore {
         &self.table
     }
 
-    fn encode(
+    /// The item of a commit (shared with the stream-record codec).
+    pub(crate) fn encode(
         stream_id: &str,
         expected_version: u64,
         events: &[EventEnvelope],
@@ -124,7 +126,12 @@ impl DynamoEventStore {
         item
     }
 
-    fn decode(stream_id: &str, item: &Item, with_events: bool) -> Result<Commit, StoreError> {
+    /// Decodes a commit item (shared with the stream-record decoder).
+    pub(crate) fn decode(
+        stream_id: &str,
+        item: &Item,
+        with_events: bool,
+    ) -> Result<Commit, StoreError> {
         let corrupt = |detail: String| StoreError::Corrupt {
             stream_id: stream_id.to_owned(),
             detail,

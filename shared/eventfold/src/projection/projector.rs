@@ -188,13 +188,27 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         // Every view gets its chance: one view refusing an event must not stall the others
         // (their checkpoints make the redelivery harmless). The first error is reported.
         let mut first_error = None;
-        for view in self.stream_views.iter().filter(|v| v.category() == stream.category()) {
-            if let Err(e) = self.apply_stream_view(view.as_ref(), &stream, n, &mut applied).await {
+        for view in self
+            .stream_views
+            .iter()
+            .filter(|v| v.category() == stream.category())
+        {
+            if let Err(e) = self
+                .apply_stream_view(view.as_ref(), &stream, n, &mut applied)
+                .await
+            {
                 first_error.get_or_insert(e);
             }
         }
-        for view in self.counter_views.iter().filter(|v| v.category() == stream.category()) {
-            if let Err(e) = self.apply_counter_view(view.as_ref(), &stream, n, &mut applied).await {
+        for view in self
+            .counter_views
+            .iter()
+            .filter(|v| v.category() == stream.category())
+        {
+            if let Err(e) = self
+                .apply_counter_view(view.as_ref(), &stream, n, &mut applied)
+                .await
+            {
                 first_error.get_or_insert(e);
             }
         }

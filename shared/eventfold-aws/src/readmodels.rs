@@ -1,0 +1,540 @@
+//! The read-models table: [`ReadModelStore`] on DynamoDB.
+//!
+//! Table keys `pk` (S) + `sk` (S), global secondary index `gsi1` on `gsi1pk` (S) + `gsi1sk` (S)
+//! projecting every attribute. Items:
+//!
+//! - a document: `pk = {tenant}#{view}`, `sk = key`, `checkpoint` (N), `data` (the JSON as a
+//!   native map; absent when the document is `Null`), and when indexed (and not `Null`)
+//!   `gsi1pk = {tenant}#{view}#{partition}`, `gsi1sk = sort`;
+//! - a counter document: same keys, `kind = "counter"`, one top-level number `c_{name}` per
+//!   counter (DynamoDB's `ADD` works on top-level attributes only), read back as
+//!   `data: {name: n, ...}`;
+//! - a counter view's checkpoint per source stream: `pk = _cp#{view}`, `sk = stream_id`,
+//!   `checkpoint` (N).
+//!
+//! A `put` is one conditional `PutItem`; an `add` is one `TransactWriteItems` (the conditional
+//! checkpoint move plus an `ADD` per counter document). Cursors are the URL-safe base64 of the
+//! query's `LastEvaluatedKey` as JSON, checked against the query they continue.
+
+use crate::dynamo::value::{from_attr, to_attr};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use eventfold::projection::{Doc, ListQuery, Page, ReadModelError, ReadModelStore};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+
+/// Name of the list index.
+pub const INDEX: &str = "gsi1";
+/// Prefix of counter attributes on counter documents.
+pub const COUNTER_PREFIX: &str = "c_";
+/// Largest number of counter documents one `add` may touch (one transaction holds 100 items,
+/// one of them the checkpoint).
+pub const MAX_COUNTER_DOCS: usize = 99;
+/// Queries one `list` call may run to fill a page around hidden (`Null`) documents.
+const MAX_QUERIES_PER_PAGE: usize = 8;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Read models in one DynamoDB table (see the module docs for the item layout).
+#[derive(Debug, Clone)]
+pub struct DynamoReadModelStore {
+    client: Client,
+    table: String,
+}
+
+fn unavailable<E, R>(e: SdkError<E, R>) -> ReadModelError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    ReadModelError::Unavailable(DisplayErrorContext(&e).to_string())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn doc_pk(tenant: &str, view: &str) -> String {
+    format!("{tenant}#{view}")
+}
+
+fn checkpoint_pk(view: &str) -> String {
+    format!("_cp#{view}")
+}
+
+fn corrupt(detail: impl Into<String>) -> ReadModelError {
+    ReadModelError::Corrupt(detail.into())
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, ReadModelError> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(corrupt(format!("attribute {name} missing or not a string"))),
+    }
+}
+
+fn get_count(item: &Item, name: &str) -> Result<u64, ReadModelError> {
+    match item.get(name) {
+        None => Ok(0),
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| corrupt(format!("attribute {name}={v} is not a checkpoint"))),
+        Some(_) => Err(corrupt(format!("attribute {name} is not a number"))),
+    }
+}
+
+/// The item of `doc` in `view` for `tenant`.
+fn encode_doc(tenant: &str, view: &str, doc: &Doc) -> Item {
+    let pk = doc_pk(tenant, view);
+    let mut item = HashMap::from([
+        ("sk".to_owned(), s(&doc.key)),
+        ("checkpoint".to_owned(), n(doc.checkpoint)),
+    ]);
+    if !doc.data.is_null() {
+        item.insert("data".to_owned(), to_attr(&doc.data));
+        // A Null document is hidden from lists: it is left out of the (sparse) index too.
+        if let Some((partition, sort)) = &doc.index {
+            item.insert("gsi1pk".to_owned(), s(format!("{pk}#{partition}")));
+            item.insert("gsi1sk".to_owned(), s(sort));
+        }
+    }
+    item.insert("pk".to_owned(), s(pk));
+    item
+}
+
+/// The document an item holds.
+fn decode_doc(item: &Item) -> Result<Doc, ReadModelError> {
+    let pk = get_s(item, "pk")?;
+    let key = get_s(item, "sk")?.to_owned();
+    let checkpoint = get_count(item, "checkpoint")?;
+    let data = if matches!(item.get("kind"), Some(AttributeValue::S(k)) if k == "counter") {
+        let mut counters = Map::new();
+        for (name, value) in item {
+            if let Some(counter) = name.strip_prefix(COUNTER_PREFIX) {
+                let AttributeValue::N(v) = value else {
+                    return Err(corrupt(format!(
+                        "counter {name} of {pk} {key} is not a number"
+                    )));
+                };
+                let v: i64 = v.parse().map_err(|_| {
+                    corrupt(format!(
+                        "counter {name}={v} of {pk} {key} is not an integer"
+                    ))
+                })?;
+                counters.insert(counter.to_owned(), v.into());
+            }
+        }
+        Value::Object(counters)
+    } else {
+        match item.get("data") {
+            None => Value::Null,
+            Some(attr) => from_attr(attr).map_err(corrupt)?,
+        }
+    };
+    let index = match (item.get("gsi1pk"), item.get("gsi1sk")) {
+        (Some(AttributeValue::S(p)), Some(AttributeValue::S(sort))) => {
+            let partition = p
+                .strip_prefix(pk)
+                .and_then(|rest| rest.strip_prefix('#'))
+                .ok_or_else(|| corrupt(format!("index key {p} does not belong to {pk}")))?;
+            Some((partition.to_owned(), sort.clone()))
+        }
+        _ => None,
+    };
+    Ok(Doc {
+        key,
+        data,
+        checkpoint,
+        index,
+    })
+}
+
+/// The cursor of a `LastEvaluatedKey` (string key attributes only).
+fn encode_cursor(key: &Item) -> Result<String, ReadModelError> {
+    let mut map = BTreeMap::new();
+    for (name, value) in key {
+        let AttributeValue::S(v) = value else {
+            return Err(corrupt(format!("key attribute {name} is not a string")));
+        };
+        map.insert(name.as_str(), v.as_str());
+    }
+    let json = serde_json::to_vec(&map).map_err(|e| corrupt(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
+}
+
+/// The start key a cursor stands for, if it continues a query on exactly `expect` (names of
+/// the key attributes, with the value the partition must have for the first one).
+fn decode_cursor(
+    cursor: &str,
+    names: &[&str],
+    partition: (&str, &str),
+) -> Result<Item, ReadModelError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| ReadModelError::InvalidCursor)?;
+    let map: BTreeMap<String, String> =
+        serde_json::from_slice(&bytes).map_err(|_| ReadModelError::InvalidCursor)?;
+    let same_names = map.len() == names.len() && names.iter().all(|n| map.contains_key(*n));
+    if !same_names || map.get(partition.0).map(String::as_str) != Some(partition.1) {
+        return Err(ReadModelError::InvalidCursor);
+    }
+    Ok(map.into_iter().map(|(k, v)| (k, s(v))).collect())
+}
+
+impl DynamoReadModelStore {
+    /// A store on `table` through `client` (build the client once per cold start).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// A store on `table` with a client built from `sdk`.
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), table)
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The conditional move of a counter view's checkpoint from `expected` to `new`.
+    fn checkpoint_update(
+        &self,
+        view: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+    ) -> Result<Update, ReadModelError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(checkpoint_pk(view)))
+            .key("sk", s(stream_id))
+            .update_expression("SET #cp = :new")
+            .expression_attribute_names("#cp", "checkpoint")
+            .expression_attribute_values(":new", n(new));
+        update = if expected == 0 {
+            update.condition_expression("attribute_not_exists(pk)")
+        } else {
+            update
+                .condition_expression("#cp = :expected")
+                .expression_attribute_values(":expected", n(expected))
+        };
+        update.build().map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// `ADD`s `counters` to the counter document `key`.
+    fn counter_update(
+        &self,
+        tenant: &str,
+        view: &str,
+        key: &str,
+        counters: &BTreeMap<String, i64>,
+    ) -> Result<Update, ReadModelError> {
+        let mut expression = "SET #kind = :counter".to_owned();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(doc_pk(tenant, view)))
+            .key("sk", s(key))
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(":counter", s("counter"));
+        for (i, (name, delta)) in counters.iter().enumerate() {
+            expression.push_str(if i == 0 { " ADD " } else { ", " });
+            expression.push_str(&format!("#c{i} :c{i}"));
+            update = update
+                .expression_attribute_names(format!("#c{i}"), format!("{COUNTER_PREFIX}{name}"))
+                .expression_attribute_values(format!(":c{i}"), n(delta));
+        }
+        update
+            .update_expression(expression)
+            .build()
+            .map_err(|e| corrupt(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for DynamoReadModelStore {
+    async fn get(
+        &self,
+        tenant: &str,
+        view: &str,
+        key: &str,
+    ) -> Result<Option<Doc>, ReadModelError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(doc_pk(tenant, view)))
+            .key("sk", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item.as_ref().map(decode_doc).transpose()
+    }
+
+    async fn put(
+        &self,
+        tenant: &str,
+        view: &str,
+        doc: Doc,
+        expected: u64,
+    ) -> Result<(), ReadModelError> {
+        let item = encode_doc(tenant, view, &doc);
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .expression_attribute_names("#cp", "checkpoint")
+            .expression_attribute_values(":expected", n(expected));
+        // A document that exists has a checkpoint: 0 only for counter documents.
+        request = if expected == 0 {
+            request.condition_expression("attribute_not_exists(pk) OR #cp = :expected")
+        } else {
+            request.condition_expression("#cp = :expected")
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_)) => {
+                    Err(ReadModelError::Conflict {
+                        view: view.to_owned(),
+                        key: doc.key,
+                    })
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn checkpoint(&self, view: &str, stream_id: &str) -> Result<u64, ReadModelError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(checkpoint_pk(view)))
+            .key("sk", s(stream_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.item
+            .map_or(Ok(0), |item| get_count(&item, "checkpoint"))
+    }
+
+    async fn add(
+        &self,
+        tenant: &str,
+        view: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        deltas: Vec<(String, BTreeMap<String, i64>)>,
+    ) -> Result<(), ReadModelError> {
+        let conflict = || ReadModelError::Conflict {
+            view: view.to_owned(),
+            key: stream_id.to_owned(),
+        };
+        // One transaction may touch an item once: sum the deltas per document first.
+        let mut docs: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for (key, counters) in deltas {
+            let entry = docs.entry(key).or_default();
+            for (name, delta) in counters {
+                *entry.entry(name).or_default() += delta;
+            }
+        }
+        if docs.len() > MAX_COUNTER_DOCS {
+            return Err(ReadModelError::Unavailable(format!(
+                "one event touches {} documents of {view}; at most {MAX_COUNTER_DOCS} fit one transaction",
+                docs.len()
+            )));
+        }
+        let checkpoint = self.checkpoint_update(view, stream_id, expected, new)?;
+        if docs.is_empty() {
+            // Nothing to add: the checkpoint alone, as a single conditional write.
+            let result = self
+                .client
+                .update_item()
+                .table_name(checkpoint.table_name())
+                .set_key(Some(checkpoint.key().clone()))
+                .update_expression(checkpoint.update_expression())
+                .set_condition_expression(checkpoint.condition_expression().map(str::to_owned))
+                .set_expression_attribute_names(checkpoint.expression_attribute_names().cloned())
+                .set_expression_attribute_values(checkpoint.expression_attribute_values().cloned())
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(()),
+                Err(e) => match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(_)) => Err(conflict()),
+                    _ => Err(unavailable(e)),
+                },
+            };
+        }
+        let mut items = vec![TransactWriteItem::builder().update(checkpoint).build()];
+        for (key, counters) in &docs {
+            let update = self.counter_update(tenant, view, key, counters)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(c))
+                    if c.cancellation_reasons()
+                        .iter()
+                        .any(|r| r.code() == Some("ConditionalCheckFailed"))
+                        || c.message()
+                            .is_some_and(|m| m.contains("ConditionalCheckFailed")) =>
+                {
+                    Err(conflict())
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn list(
+        &self,
+        tenant: &str,
+        view: &str,
+        query: ListQuery,
+    ) -> Result<Page, ReadModelError> {
+        let pk = doc_pk(tenant, view);
+        let limit = query.limit.clamp(1, 1000);
+        let mut start = match (&query.index, &query.cursor) {
+            (_, None) => None,
+            (None, Some(c)) => Some(decode_cursor(c, &["pk", "sk"], ("pk", &pk))?),
+            (Some(partition), Some(c)) => Some(decode_cursor(
+                c,
+                &["gsi1pk", "gsi1sk", "pk", "sk"],
+                ("gsi1pk", &format!("{pk}#{partition}")),
+            )?),
+        };
+        let mut docs = Vec::new();
+        for _ in 0..MAX_QUERIES_PER_PAGE {
+            let want = i32::try_from(limit - docs.len()).unwrap_or(1000);
+            let request = self.client.query().table_name(&self.table).limit(want);
+            let request = match &query.index {
+                // By key: hidden (Null) documents are filtered out, so a query may return fewer
+                // items than it read; the loop tops the page up.
+                None => request
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(&pk))
+                    .filter_expression("attribute_exists(#data) OR attribute_exists(#kind)")
+                    .expression_attribute_names("#data", "data")
+                    .expression_attribute_names("#kind", "kind")
+                    .consistent_read(true),
+                // The index is sparse (no Null documents): newest sort key first.
+                Some(partition) => request
+                    .index_name(INDEX)
+                    .key_condition_expression("gsi1pk = :p")
+                    .expression_attribute_values(":p", s(format!("{pk}#{partition}")))
+                    .scan_index_forward(false),
+            };
+            let out = request
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items() {
+                docs.push(decode_doc(item)?);
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() || docs.len() >= limit {
+                break;
+            }
+        }
+        let next = start.as_ref().map(encode_cursor).transpose()?;
+        Ok(Page { docs, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn documents_round_trip_through_items() {
+        let doc = Doc {
+            key: "o-1".into(),
+            data: json!({"total": 12, "items": [{"sku": "a"}], "note": null}),
+            checkpoint: 4,
+            index: Some(("c-1".into(), "2026-01-01#o-1".into())),
+        };
+        let item = encode_doc("t", "orders", &doc);
+        assert_eq!(item.get("pk"), Some(&s("t#orders")));
+        assert_eq!(item.get("gsi1pk"), Some(&s("t#orders#c-1")));
+        assert_eq!(decode_doc(&item).expect("decodes"), doc);
+
+        let hidden = Doc {
+            data: Value::Null,
+            ..doc
+        };
+        let item = encode_doc("t", "orders", &hidden);
+        assert!(!item.contains_key("data") && !item.contains_key("gsi1pk"));
+        let back = decode_doc(&item).expect("decodes");
+        assert_eq!(
+            (back.data, back.checkpoint, back.index),
+            (Value::Null, 4, None)
+        );
+    }
+
+    #[test]
+    fn counter_items_read_as_maps() {
+        let item = HashMap::from([
+            ("pk".to_owned(), s("t#sales")),
+            ("sk".to_owned(), s("2026-01-01")),
+            ("kind".to_owned(), s("counter")),
+            ("c_orders".to_owned(), n(3)),
+            ("c_cents".to_owned(), n(-40)),
+        ]);
+        let doc = decode_doc(&item).expect("decodes");
+        assert_eq!(doc.data, json!({"orders": 3, "cents": -40}));
+        assert_eq!(doc.checkpoint, 0);
+    }
+
+    #[test]
+    fn cursors_only_continue_their_own_query() {
+        let key = HashMap::from([("pk".to_owned(), s("t#v")), ("sk".to_owned(), s("k9"))]);
+        let cursor = encode_cursor(&key).expect("encodes");
+        assert_eq!(
+            decode_cursor(&cursor, &["pk", "sk"], ("pk", "t#v")).expect("valid"),
+            key
+        );
+        for (names, partition) in [
+            (&["pk", "sk"][..], ("pk", "u#v")),
+            (&["gsi1pk", "gsi1sk", "pk", "sk"][..], ("gsi1pk", "t#v#p")),
+        ] {
+            assert!(matches!(
+                decode_cursor(&cursor, names, partition),
+                Err(ReadModelError::InvalidCursor)
+            ));
+        }
+        assert!(matches!(
+            decode_cursor("!!", &["pk", "sk"], ("pk", "t#v")),
+            Err(ReadModelError::InvalidCursor)
+        ));
+    }
+}

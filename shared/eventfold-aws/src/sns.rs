@@ -1,0 +1,270 @@
+//! Publishing notifications: the [`NotificationSink`] port and its SNS FIFO adapter.
+//!
+//! One message per event: `MessageGroupId` = stream id (per-stream order),
+//! `MessageDeduplicationId` = event id (a republished event is dropped by the topic), String
+//! attributes `event_type`, `category` and `tenant` for subscription filter policies, and the
+//! [`Notification`] JSON as the body. An event too large for SNS travels thin (no payload);
+//! consumers read it from the events table.
+
+use async_trait::async_trait;
+use aws_sdk_sns::Client;
+use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use eventfold::projection::Notification;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// SNS's message size limit, body plus attributes (256 KiB); also the limit of one
+/// `PublishBatch` request's messages together.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Entries per `PublishBatch` call.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+/// Longest `MessageGroupId` SNS accepts.
+pub const MAX_GROUP_ID: usize = 128;
+
+/// Where notifications go.
+#[async_trait]
+pub trait NotificationSink: Send + Sync {
+    /// Publishes `batch` in order: one result per entry, in the same order (`Err` holds why
+    /// that entry was not published).
+    async fn publish(&self, batch: &[Notification]) -> Vec<Result<(), String>>;
+}
+
+/// The FIFO message group of a stream: the stream id itself, or when longer than SNS allows,
+/// a prefix of it and its SHA-256 (still one group per stream).
+pub fn group_id(stream_id: &str) -> String {
+    if stream_id.len() <= MAX_GROUP_ID {
+        return stream_id.to_owned();
+    }
+    let digest = Sha256::digest(stream_id.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut cut = MAX_GROUP_ID - hex.len() - 1;
+    while !stream_id.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{hex}", &stream_id[..cut])
+}
+
+/// The String message attributes of `n`: `(name, value)`.
+pub fn attributes(n: &Notification) -> [(&'static str, &str); 3] {
+    [
+        ("event_type", n.event_type.as_str()),
+        ("category", n.category.as_str()),
+        ("tenant", n.tenant.as_str()),
+    ]
+}
+
+/// The size SNS counts for a message: body plus each attribute's name, type and value.
+pub fn message_size(body: &str, attributes: &[(&str, &str)]) -> usize {
+    body.len()
+        + attributes
+            .iter()
+            .map(|(name, value)| name.len() + "String".len() + value.len())
+            .sum::<usize>()
+}
+
+/// The body `n` travels with: the full notification, or the thin one when the full one would
+/// pass [`MAX_MESSAGE_BYTES`].
+pub fn body(n: &Notification) -> Result<String, String> {
+    let attrs = attributes(n);
+    let full =
+        serde_json::to_string(n).map_err(|e| format!("notification does not serialize: {e}"))?;
+    if message_size(&full, &attrs) <= MAX_MESSAGE_BYTES {
+        return Ok(full);
+    }
+    tracing::info!(
+        stream_id = %n.stream_id,
+        version = n.version,
+        size = full.len(),
+        "event too large for SNS: published thin"
+    );
+    let thin = serde_json::to_string(&n.clone().thin())
+        .map_err(|e| format!("notification does not serialize: {e}"))?;
+    if message_size(&thin, &attrs) > MAX_MESSAGE_BYTES {
+        return Err(format!(
+            "even the thin notification passes {MAX_MESSAGE_BYTES} bytes"
+        ));
+    }
+    Ok(thin)
+}
+
+/// Publishes to an SNS topic with `PublishBatch` (FIFO attributes when the topic is FIFO).
+#[derive(Debug, Clone)]
+pub struct SnsPublisher {
+    client: Client,
+    topic_arn: String,
+    fifo: bool,
+}
+
+impl SnsPublisher {
+    /// A publisher to `topic_arn` through `client` (build the client once per cold start).
+    pub fn new(client: Client, topic_arn: impl Into<String>) -> Self {
+        let topic_arn = topic_arn.into();
+        Self {
+            fifo: topic_arn.ends_with(".fifo"),
+            client,
+            topic_arn,
+        }
+    }
+
+    /// A publisher to `topic_arn` with a client built from `sdk`.
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, topic_arn: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), topic_arn)
+    }
+
+    /// The topic.
+    pub fn topic_arn(&self) -> &str {
+        &self.topic_arn
+    }
+
+    fn entry(
+        &self,
+        id: usize,
+        n: &Notification,
+        body: String,
+    ) -> Result<PublishBatchRequestEntry, String> {
+        let mut entry = PublishBatchRequestEntry::builder()
+            .id(id.to_string())
+            .message(body);
+        if self.fifo {
+            entry = entry
+                .message_group_id(group_id(&n.stream_id))
+                .message_deduplication_id(n.event_id.to_string());
+        }
+        for (name, value) in attributes(n) {
+            // SNS refuses empty attribute values; filter policies then see the attribute absent.
+            if value.is_empty() {
+                continue;
+            }
+            let attr = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| e.to_string())?;
+            entry = entry.message_attributes(name, attr);
+        }
+        entry.build().map_err(|e| e.to_string())
+    }
+
+    /// One `PublishBatch` call with `entries` (position in the caller's batch, entry).
+    async fn call(
+        &self,
+        entries: Vec<(usize, PublishBatchRequestEntry)>,
+        results: &mut [Result<(), String>],
+    ) {
+        let positions: Vec<usize> = entries.iter().map(|(p, _)| *p).collect();
+        let out = self
+            .client
+            .publish_batch()
+            .topic_arn(&self.topic_arn)
+            .set_publish_batch_request_entries(Some(entries.into_iter().map(|(_, e)| e).collect()))
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let why = format!("PublishBatch failed: {}", DisplayErrorContext(&e));
+                for p in positions {
+                    results[p] = Err(why.clone());
+                }
+                return;
+            }
+        };
+        let mut answered: HashMap<usize, Result<(), String>> = HashMap::new();
+        for ok in out.successful() {
+            if let Some(p) = ok.id().and_then(|id| id.parse().ok()) {
+                answered.insert(p, Ok(()));
+            }
+        }
+        for failed in out.failed() {
+            if let Ok(p) = failed.id().parse() {
+                answered.insert(
+                    p,
+                    Err(format!(
+                        "{}: {}",
+                        failed.code(),
+                        failed.message().unwrap_or("no message")
+                    )),
+                );
+            }
+        }
+        for p in positions {
+            results[p] = answered
+                .remove(&p)
+                .unwrap_or_else(|| Err("PublishBatch returned no result for the entry".into()));
+        }
+    }
+}
+
+#[async_trait]
+impl NotificationSink for SnsPublisher {
+    async fn publish(&self, batch: &[Notification]) -> Vec<Result<(), String>> {
+        let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
+        let mut pending: Vec<(usize, PublishBatchRequestEntry)> = Vec::new();
+        let mut pending_bytes = 0;
+        for (p, n) in batch.iter().enumerate() {
+            let prepared = body(n).and_then(|b| {
+                let size = message_size(&b, &attributes(n));
+                self.entry(p, n, b).map(|e| (e, size))
+            });
+            let (entry, size) = match prepared {
+                Ok(x) => x,
+                Err(why) => {
+                    results[p] = Err(why);
+                    continue;
+                }
+            };
+            if pending.len() == MAX_BATCH_ENTRIES || pending_bytes + size > MAX_MESSAGE_BYTES {
+                self.call(std::mem::take(&mut pending), &mut results).await;
+                pending_bytes = 0;
+            }
+            pending.push((p, entry));
+            pending_bytes += size;
+        }
+        if !pending.is_empty() {
+            self.call(pending, &mut results).await;
+        }
+        for (n, r) in batch.iter().zip(&results) {
+            if let Err(why) = r {
+                tracing::warn!(stream_id = %n.stream_id, version = n.version, event_id = %n.event_id, error = %why, "notification not published");
+            }
+        }
+        results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventfold::StreamId;
+    use eventfold::contract::sample_events;
+    use serde_json::json;
+
+    fn notification(data_bytes: usize) -> Notification {
+        let stream = StreamId::new("acme", "Order", "o-1").expect("valid");
+        let mut event = sample_events(&stream, 0, 1).remove(0);
+        event.data = json!({"blob": "x".repeat(data_bytes)});
+        Notification::of(&event).expect("valid stream")
+    }
+
+    #[test]
+    fn large_events_travel_thin() {
+        let small = notification(10);
+        let back: Notification = serde_json::from_str(&body(&small).expect("body")).expect("json");
+        assert_eq!(back, small);
+        let large = notification(MAX_MESSAGE_BYTES);
+        let back: Notification = serde_json::from_str(&body(&large).expect("body")).expect("json");
+        assert_eq!(back, large.clone().thin());
+        assert!(back.event.is_none());
+    }
+
+    #[test]
+    fn group_ids_fit_and_stay_distinct() {
+        assert_eq!(group_id("acme/Order-o-1"), "acme/Order-o-1");
+        let long_a = format!("t/Order-{}a", "x".repeat(200));
+        let long_b = format!("t/Order-{}b", "x".repeat(200));
+        assert_eq!(group_id(&long_a).len(), MAX_GROUP_ID);
+        assert_ne!(group_id(&long_a), group_id(&long_b));
+        assert_eq!(group_id(&long_a), group_id(&long_a));
+    }
+}

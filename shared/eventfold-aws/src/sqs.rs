@@ -1,0 +1,134 @@
+//! SQS FIFO batches of notifications with partial failures (`ReportBatchItemFailures`).
+//!
+//! Records are handled in order. Within a message group, the first failure stops the group:
+//! that record and every later record of the group are reported failed (later ones without
+//! being handled), so the queue redelivers them in order; other groups go on. A body that is
+//! not a [`Notification`] is a poison message: a failure of its record (it reaches the DLQ after
+//! `maxReceiveCount`) and of the rest of its group.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use eventfold::projection::Notification;
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::future::Future;
+
+/// The record attribute naming a FIFO message group.
+pub const GROUP_ATTRIBUTE: &str = "MessageGroupId";
+
+/// The FIFO message group of `record` (`None` on a standard queue).
+pub fn message_group(record: &SqsMessage) -> Option<&str> {
+    record.attributes.get(GROUP_ATTRIBUTE).map(String::as_str)
+}
+
+fn failure(id: String) -> BatchItemFailure {
+    let mut f = BatchItemFailure::default();
+    f.item_identifier = id;
+    f
+}
+
+/// Handles every record's notification with `handle`, in order, stopping each message group
+/// at its first failure; returns the records to redeliver.
+pub async fn process_fifo_batch<F, Fut, E>(event: SqsEvent, mut handle: F) -> SqsBatchResponse
+where
+    F: FnMut(Notification) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let mut failed_groups: HashSet<String> = HashSet::new();
+    let mut failures = Vec::new();
+    let total = event.records.len();
+    for record in &event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let group = message_group(record);
+        if let Some(g) = group
+            && failed_groups.contains(g)
+        {
+            tracing::warn!(message_id = %id, group = g, "not handled: an earlier message of its group failed");
+            failures.push(failure(id));
+            continue;
+        }
+        let outcome =
+            match serde_json::from_str::<Notification>(record.body.as_deref().unwrap_or("")) {
+                Err(e) => Err(format!("poison message: body is not a notification: {e}")),
+                Ok(n) => handle(n).await.map_err(|e| e.to_string()),
+            };
+        if let Err(error) = outcome {
+            tracing::error!(message_id = %id, group = group.unwrap_or(""), %error, "message failed");
+            if let Some(g) = group {
+                failed_groups.insert(g.to_owned());
+            }
+            failures.push(failure(id));
+        }
+    }
+    if !failures.is_empty() {
+        tracing::warn!(
+            failed = failures.len(),
+            total,
+            groups = failed_groups.len(),
+            "batch partly failed"
+        );
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventfold::StreamId;
+    use eventfold::contract::sample_events;
+    use std::collections::HashMap;
+
+    fn record(id: &str, group: &str, body: String) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.to_owned());
+        m.body = Some(body);
+        m.attributes = HashMap::from([(GROUP_ATTRIBUTE.to_owned(), group.to_owned())]);
+        m
+    }
+
+    fn body(stream: &str, version: u64) -> String {
+        let s = StreamId::new("acme", "Order", stream).expect("valid");
+        let e = sample_events(&s, version - 1, 1).remove(0);
+        serde_json::to_string(&Notification::of(&e).expect("valid")).expect("json")
+    }
+
+    #[tokio::test]
+    async fn a_failure_stops_its_group_only() {
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("a1", "a", body("a", 1)),
+            record("b1", "b", body("b", 1)),
+            record("a2", "a", "{not json".into()),
+            record("b2", "b", body("b", 2)),
+            record("a3", "a", body("a", 3)),
+            record("c1", "c", body("c", 1)),
+            record("c2", "c", body("c", 2)),
+            record("c3", "c", body("c", 3)),
+        ];
+        let mut seen = Vec::new();
+        let response = process_fifo_batch(event, |n| {
+            seen.push(format!("{}@{}", n.stream_id, n.version));
+            let fail = n.stream_id.ends_with("-c") && n.version == 2;
+            async move { if fail { Err("refused") } else { Ok(()) } }
+        })
+        .await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["a2", "a3", "c2", "c3"]);
+        assert_eq!(
+            seen,
+            [
+                "acme/Order-a@1",
+                "acme/Order-b@1",
+                "acme/Order-b@2",
+                "acme/Order-c@1",
+                "acme/Order-c@2"
+            ]
+        );
+    }
+}
