@@ -156,7 +156,101 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
         full.events.len(),
         full.requests
     );
+    sns_requests_per_event(&stack, &tag).await?;
+    e2e_latency(&stack, 30).await?;
     stack.stop().await;
+    Ok(())
+}
+
+/// SNS requests the stream publisher needs per event (commits of 3 events).
+async fn sns_requests_per_event(stack: &LocalStack, tag: &str) -> Result<()> {
+    use eventfold::NewEvent;
+    let topic = stack
+        .template
+        .arn("EventsTopic")
+        .context("template has no EventsTopic")?;
+    let counter = RequestCounter::new();
+    let config = aws_sdk_sns::config::Builder::from(&stack.sdk)
+        .interceptor(counter.clone())
+        .build();
+    let sink = eventfold_aws::sns::SnsPublisher::new(aws_sdk_sns::Client::from_conf(config), topic);
+    let publisher = stream_publisher::StreamPublisher::new(sink);
+    let mut records = Vec::new();
+    let commits = 30u64;
+    for c in 0..commits {
+        let stream = StreamId::new("bench", "Order", &format!("{tag}-sns-{c}"))?;
+        let events: Vec<_> = (1..=3)
+            .map(|v| {
+                NewEvent {
+                    event_type: "ItemAdded".into(),
+                    schema_version: 1,
+                    data: serde_json::json!({"sku": "s", "quantity": v}),
+                }
+                .into_envelope(&stream, v, chrono::Utc::now(), ctx(c))
+            })
+            .collect();
+        let record = eventfold_aws::streams::insert_record(&events, &format!("{:021}", c + 1))?;
+        records.push(serde_json::to_value(record)?);
+    }
+    let event = serde_json::from_value(serde_json::json!({ "Records": records }))?;
+    let response = publisher.handle(event).await;
+    anyhow::ensure!(
+        response.batch_item_failures.is_empty(),
+        "publishing failed: {:?}",
+        response.batch_item_failures
+    );
+    println!(
+        "stream publisher         : {:>6.2} SNS requests/event ({} events in commits of 3)",
+        counter.get() as f64 / (commits * 3) as f64,
+        commits * 3
+    );
+    Ok(())
+}
+
+/// Command -> read model latency through HTTP, the stream, SNS, SQS and the projector.
+async fn e2e_latency(stack: &LocalStack, samples: usize) -> Result<()> {
+    let http = crate::httpc::Http::new(&stack.api_url());
+    let tenant = format!("bench{}", chrono::Utc::now().timestamp_millis());
+    let token = crate::jwt::issue(
+        &crate::jwt::secret(),
+        &tenant,
+        "bench",
+        "events:read events:write",
+        600,
+    );
+    let mut latencies = Vec::new();
+    for i in 1..=samples {
+        let body = serde_json::json!({"aggregate_type": "Inventory", "aggregate_id": "sku-lat", "type": "ReceiveStock", "data": {"quantity": 1}});
+        let start = Instant::now();
+        let r = http
+            .post("/api/v1/events/commands", Some(&token), &body)
+            .await?;
+        anyhow::ensure!(r.status < 300, "command failed: {}", r.json);
+        loop {
+            let q = http
+                .get(
+                    "/api/v1/events/queries/stock-levels?sku=sku-lat",
+                    Some(&token),
+                )
+                .await?;
+            if q.json["item"]["version"].as_u64() == Some(i as u64) {
+                break;
+            }
+            anyhow::ensure!(
+                start.elapsed().as_secs() < 60,
+                "read model did not catch up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "local e2e command->view : p50 {:>7.0} ms, p95 {:>7.0} ms ({samples} commands)",
+        pick(0.5),
+        pick(0.95)
+    );
     Ok(())
 }
 
