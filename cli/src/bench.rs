@@ -178,7 +178,7 @@ async fn sns_requests_per_event(stack: &LocalStack, tag: &str) -> Result<()> {
     let mut records = Vec::new();
     let commits = 30u64;
     for c in 0..commits {
-        let stream = StreamId::new("bench", "Order", &format!("{tag}-sns-{c}"))?;
+        let stream = StreamId::new("bench", "BenchNote", &format!("{tag}-sns-{c}"))?;
         let events: Vec<_> = (1..=3)
             .map(|v| {
                 NewEvent {

@@ -37,6 +37,10 @@ pub fn banner(stack: &LocalStack) {
         "  curl -s {}/api/v1/events/aggregates/Order/o-1 -H \"authorization: Bearer $TOKEN\"",
         stack.api_url()
     );
+    println!(
+        "  curl -s '{}/api/v1/events/queries/order-summary?order_id=o-1' -H \"authorization: Bearer $TOKEN\"",
+        stack.api_url()
+    );
 }
 
 /// Places a real order through the HTTP API, printing every step; fails if any step does.
@@ -130,6 +134,55 @@ pub async fn run(stack: &LocalStack) -> Result<()> {
     if state.status != 200 || bad.status != 422 {
         bail!("demo did not behave as expected");
     }
-    println!("Demo done: the order went through create, items, stock, payment, confirm and ship.");
+    // The read side: stream -> SNS FIFO -> SQS FIFO -> projector -> read models -> query API.
+    let start = std::time::Instant::now();
+    let view = loop {
+        let q = http
+            .get(
+                &format!("/api/v1/events/queries/order-summary?order_id={order}"),
+                Some(&token),
+            )
+            .await?;
+        if q.status == 200 && q.json["item"]["status"] == "Shipped" {
+            break q.json;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            bail!(
+                "the order-summary view did not catch up within 60 s: {} {}",
+                q.status,
+                q.json
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    println!(
+        "  GET  queries/order-summary        -> status {} total {} ({} ms after the last command)",
+        view["item"]["status"],
+        view["item"]["total"],
+        start.elapsed().as_millis()
+    );
+    let stock = http
+        .get(
+            &format!("/api/v1/events/queries/stock-levels?sku={sku}"),
+            Some(&token),
+        )
+        .await?;
+    println!(
+        "  GET  queries/stock-levels         -> {}",
+        stock.json["item"]
+    );
+    let day = chrono::Utc::now().format("%Y-%m-%d");
+    let sales = http
+        .get(
+            &format!("/api/v1/events/queries/daily-sales?day={day}"),
+            Some(&token),
+        )
+        .await?;
+    println!(
+        "  GET  queries/daily-sales          -> {}",
+        sales.json["item"]
+    );
+    println!("Demo done: the order went through create, items, stock, payment, confirm and ship,");
+    println!("and the views followed through the stream, SNS FIFO, SQS FIFO and the projector.");
     Ok(())
 }

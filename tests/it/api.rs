@@ -1,33 +1,15 @@
 //! The command API through the local gateway, over real HTTP, on the emulator.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use cli::httpc::{Http, Reply};
+use cli::httpc::Http;
 use cli::local::LocalStack;
 use serde_json::{Value, json};
-use tests::{events_table, quiet_stack, rw_token, token, unique_tenant};
+use tests::{assert_problem, events_table, quiet_stack, rw_token, token, unique_tenant};
 
 const COMMANDS: &str = "/api/v1/events/commands";
 
 fn cmd(aggregate: &str, id: &str, kind: &str, data: Value) -> Value {
     json!({"aggregate_type": aggregate, "aggregate_id": id, "type": kind, "data": data})
-}
-
-fn assert_problem(reply: &Reply, status: u16, slug: &str) {
-    assert_eq!(
-        reply.status,
-        status,
-        "body: {}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    assert_eq!(reply.content_type, "application/problem+json");
-    assert_eq!(
-        reply.json["type"],
-        format!("https://eventfold.dev/problems/{slug}"),
-        "{}",
-        reply.json
-    );
-    assert_eq!(reply.json["status"], status);
-    assert!(reply.json["detail"].as_str().is_some_and(|d| !d.is_empty()));
 }
 
 /// Items stored for `tenant` (every commit of every stream of that tenant).

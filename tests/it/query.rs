@@ -1,27 +1,13 @@
 //! The query API through the local gateway: lookups, lists with cursors, isolation, errors.
 
-use cli::httpc::{Http, Reply};
+use cli::httpc::Http;
 use eventfold::projection::{Doc, ReadModelStore};
 use eventfold_aws::readmodels::DynamoReadModelStore;
 use serde_json::json;
 use std::collections::BTreeMap;
-use tests::{quiet_stack, rw_token, token, unique_tenant};
+use tests::{assert_problem, quiet_stack, rw_token, token, unique_tenant};
 
 const Q: &str = "/api/v1/events/queries";
-
-fn assert_problem(reply: &Reply, status: u16, slug: &str) {
-    assert_eq!(
-        reply.status,
-        status,
-        "body: {}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    assert_eq!(reply.content_type, "application/problem+json");
-    assert_eq!(
-        reply.json["type"],
-        format!("https://eventfold.dev/problems/{slug}")
-    );
-}
 
 async fn seed(models: &DynamoReadModelStore, tenant: &str, orders: usize) {
     for i in 0..orders {

@@ -154,3 +154,28 @@ pub async fn quiet_stack() -> LocalStack {
     })
     .await
 }
+
+/// Asserts `reply` is an RFC 9457 problem with `status` and the stable type `slug`, and a
+/// non-empty detail.
+#[track_caller]
+pub fn assert_problem(reply: &cli::httpc::Reply, status: u16, slug: &str) {
+    assert_eq!(
+        reply.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.content_type, "application/problem+json");
+    assert_eq!(
+        reply.json["type"],
+        format!("https://eventfold.dev/problems/{slug}"),
+        "{}",
+        reply.json
+    );
+    assert_eq!(reply.json["status"], status);
+    assert!(
+        reply.json["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{}",
+        reply.json
+    );
+}
