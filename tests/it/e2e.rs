@@ -11,19 +11,9 @@ use shop::inventory::InventoryCommand;
 use shop::order::OrderCommand;
 use shop::{Inventory, Order};
 use std::time::{Duration, Instant};
-use tests::{events_table, quiet_stack, rw_token, stack, unique_tenant};
+use tests::{events_table, quiet_stack, rw_token, stack, table, unique_tenant};
 
 const COMMANDS: &str = "/api/v1/events/commands";
-
-fn table(stack: &cli::local::LocalStack, logical: &str) -> String {
-    stack
-        .template
-        .tables()
-        .into_iter()
-        .find(|t| t.logical_id == logical)
-        .unwrap_or_else(|| panic!("template defines {logical}"))
-        .name
-}
 
 async fn post(http: &Http, token: &str, aggregate: &str, id: &str, kind: &str, data: Value) {
     let body = json!({"aggregate_type": aggregate, "aggregate_id": id, "type": kind, "data": data});

@@ -45,13 +45,7 @@ async fn seed(models: &DynamoReadModelStore, tenant: &str, orders: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_answer_lookups_and_page_lists_per_tenant() {
     let stack = quiet_stack().await;
-    let table = stack
-        .template
-        .tables()
-        .into_iter()
-        .find(|t| t.logical_id == "ReadModelsTable")
-        .expect("template defines ReadModelsTable")
-        .name;
+    let table = tests::table(&stack, "ReadModelsTable");
     let models = DynamoReadModelStore::from_sdk(&stack.sdk, &table);
     let (a, b) = (unique_tenant("qa"), unique_tenant("qb"));
     seed(&models, &a, 7).await;

@@ -15,13 +15,7 @@ use std::collections::HashMap;
 use tests::{events_table, quiet_stack, unique_tenant};
 
 fn read_models_table(stack: &cli::local::LocalStack) -> String {
-    stack
-        .template
-        .tables()
-        .into_iter()
-        .find(|t| t.logical_id == "ReadModelsTable")
-        .expect("template defines ReadModelsTable")
-        .name
+    tests::table(stack, "ReadModelsTable")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

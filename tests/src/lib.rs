@@ -96,12 +96,17 @@ pub async fn stack() -> LocalStack {
 
 /// The events table's name in the test stack.
 pub fn events_table(stack: &LocalStack) -> String {
+    table(stack, "EventsTable")
+}
+
+/// The physical name of the template's table `logical_id` in the test stack.
+pub fn table(stack: &LocalStack, logical_id: &str) -> String {
     stack
         .template
         .tables()
         .into_iter()
-        .find(|t| t.logical_id == "EventsTable")
-        .expect("template defines EventsTable")
+        .find(|t| t.logical_id == logical_id)
+        .unwrap_or_else(|| panic!("template defines {logical_id}"))
         .name
 }
 
