@@ -2,12 +2,12 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 
-/// A running moto server; killed when dropped (and it exits by itself when we die).
+/// A running moto server, killed when dropped. It also exits by itself when its stdin
+/// closes, so a parent that dies (a test binary, `eventfold local`) leaves no orphan.
 #[derive(Debug)]
 pub struct Emulator {
     child: Child,
@@ -25,8 +25,10 @@ pub fn find_root(start: &Path) -> Result<PathBuf> {
 }
 
 impl Emulator {
-    /// Starts moto on `port` (0: any free port) with the project's `.venv` python.
-    pub async fn start(root: &Path, port: u16) -> Result<Self> {
+    /// Starts moto on `port` (0: any free port) with the project's `.venv` python and waits
+    /// until it listens. Blocking and runtime-free, so test harnesses shared by many tokio
+    /// runtimes can hold one.
+    pub fn start_blocking(root: &Path, port: u16) -> Result<Self> {
         let python = std::env::var_os("EVENTFOLD_PYTHON")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join(".venv/bin/python"));
@@ -42,32 +44,50 @@ impl Emulator {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", python.display()))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(std::time::Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(p) = line.strip_prefix("READY ") {
-                    return Ok::<_, anyhow::Error>(p.trim().parse::<u16>()?);
-                }
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let ready = loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                let _ = child.kill();
+                bail!("moto exited before it was ready");
             }
-            bail!("moto exited before it was ready")
-        })
-        .await
-        .context("moto did not start within 60 s")??;
+            if let Some(p) = line.strip_prefix("READY ") {
+                break p.trim().parse::<u16>()?;
+            }
+        };
         // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
         Ok(Self {
             child,
             endpoint: format!("http://127.0.0.1:{ready}"),
         })
     }
 
+    /// [`Self::start_blocking`] off the async runtime's worker threads.
+    pub async fn start(root: &Path, port: u16) -> Result<Self> {
+        let root = root.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::start_blocking(&root, port)).await?
+    }
+
     /// Stops the emulator.
-    pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+    pub async fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -5,23 +5,15 @@
 //! (run `./scripts/setup`), it is never skipped.
 #![forbid(unsafe_code)]
 
+use cli::emulator::Emulator;
 use cli::local::{LocalOptions, LocalStack};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 /// Prefix of the test stacks' names.
 pub const STACK: &str = "it";
 
-struct Shared {
-    endpoint: String,
-    // Held so the emulator's stdin stays open; it exits when this process does.
-    _stdin: Mutex<ChildStdin>,
-    _child: Mutex<Child>,
-}
-
-static EMULATOR: OnceLock<Shared> = OnceLock::new();
+static EMULATOR: OnceLock<Emulator> = OnceLock::new();
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -32,46 +24,16 @@ pub fn root() -> PathBuf {
 }
 
 /// Endpoint of the shared emulator, started on first use (or `EVENTFOLD_TEST_ENDPOINT`).
+/// It lives until the test binary exits (statics are never dropped; moto then sees its
+/// stdin close and exits).
 pub fn endpoint() -> String {
     if let Ok(e) = std::env::var("EVENTFOLD_TEST_ENDPOINT") {
         return e;
     }
     EMULATOR
         .get_or_init(|| {
-            let python = root().join(".venv/bin/python");
-            assert!(
-                python.exists(),
-                "integration tests need the emulator: {} is missing; run ./scripts/setup",
-                python.display()
-            );
-            let mut child = Command::new(&python)
-                .arg(root().join("scripts/moto_server.py"))
-                .args(["--port", "0", "--watch-stdin"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting the moto emulator");
-            let stdout = child.stdout.take().expect("piped stdout");
-            let mut line = String::new();
-            let mut reader = BufReader::new(stdout);
-            while !line.starts_with("READY ") {
-                line.clear();
-                let n = reader.read_line(&mut line).expect("reading moto's stdout");
-                assert!(n > 0, "moto exited before it was ready");
-            }
-            let port = line.trim_start_matches("READY ").trim().to_owned();
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                    sink.clear();
-                }
-            });
-            Shared {
-                endpoint: format!("http://127.0.0.1:{port}"),
-                _stdin: Mutex::new(child.stdin.take().expect("piped stdin")),
-                _child: Mutex::new(child),
-            }
+            Emulator::start_blocking(&root(), 0)
+                .unwrap_or_else(|e| panic!("integration tests need the emulator: {e:#}"))
         })
         .endpoint
         .clone()

@@ -12,6 +12,23 @@ fn stream(prefix: &str, name: &str) -> StreamId {
     StreamId::new(prefix, "Contract", name).expect("contract stream ids are valid")
 }
 
+/// A payload exercising every JSON shape a store must round-trip (unicode, floats, extremes,
+/// null, empty string, nested empty containers), tagged with `n`.
+pub fn rich_data(n: u64) -> serde_json::Value {
+    json!({
+        "n": n,
+        "text": "ünïcödé ✓",
+        "float": 1.5,
+        "neg": -7,
+        "big": u64::MAX,
+        "flag": true,
+        "none": null,
+        "empty": "",
+        "list": [1, "two", {"three": [3]}],
+        "nested": {"a": {"b": []}, "m": {}}
+    })
+}
+
 /// Builds `count` events for `stream` starting after `after`, as one commit: they share the
 /// commit's metadata (one command id per commit), as [`validate_append`] requires.
 ///
@@ -29,18 +46,7 @@ pub fn sample_events(stream: &StreamId, after: u64, count: u64) -> Vec<EventEnve
             NewEvent {
                 event_type: "Thing Happened".into(),
                 schema_version: 2,
-                data: json!({
-                    "n": after + i,
-                    "text": "ünïcödé ✓",
-                    "float": 1.5,
-                    "neg": -7,
-                    "big": u64::MAX,
-                    "flag": true,
-                    "none": null,
-                    "empty": "",
-                    "list": [1, "two", {"three": [3]}],
-                    "nested": {"a": {"b": []}, "m": {}}
-                }),
+                data: rich_data(after + i),
             }
             .into_envelope(
                 stream,

@@ -29,18 +29,7 @@ fn doc(key: &str, data: Value, checkpoint: u64, index: Option<(&str, &str)>) -> 
 }
 
 fn rich(n: u64) -> Value {
-    json!({
-        "n": n,
-        "text": "ünïcödé ✓",
-        "float": 1.5,
-        "neg": -7,
-        "big": u64::MAX,
-        "flag": true,
-        "none": null,
-        "empty": "",
-        "list": [1, "two", {"three": [3]}],
-        "nested": {"a": {"b": []}, "m": {}}
-    })
+    crate::contract::rich_data(n)
 }
 
 fn is_conflict<T: std::fmt::Debug>(r: &Result<T, ReadModelError>) -> bool {
