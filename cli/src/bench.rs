@@ -24,13 +24,7 @@ pub struct BenchOptions {
 }
 
 fn ctx(n: u64) -> CommandContext {
-    CommandContext {
-        tenant: "bench".into(),
-        actor: "bench".into(),
-        correlation_id: format!("c-{n}"),
-        causation_id: format!("c-{n}"),
-        command_id: format!("c-{n}"),
-    }
+    CommandContext::root("bench", "bench", format!("c-{n}"))
 }
 
 fn receive() -> InventoryCommand {

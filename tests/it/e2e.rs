@@ -3,7 +3,7 @@
 
 use cli::httpc::Http;
 use eventfold::projection::{Notification, ReadModelStore};
-use eventfold::{CommandContext, CommandExecutor, EventStore, ExecutorConfig, StreamId};
+use eventfold::{CommandExecutor, EventStore, ExecutorConfig, StreamId};
 use eventfold_aws::DynamoEventStore;
 use eventfold_aws::readmodels::DynamoReadModelStore;
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use shop::inventory::InventoryCommand;
 use shop::order::OrderCommand;
 use shop::{Inventory, Order};
 use std::time::{Duration, Instant};
-use tests::{events_table, quiet_stack, rw_token, stack, table, unique_tenant};
+use tests::{ctx, events_table, quiet_stack, rw_token, stack, table, unique_tenant};
 
 const COMMANDS: &str = "/api/v1/events/commands";
 
@@ -174,16 +174,6 @@ async fn placed_orders_reach_every_view_through_the_real_fan_out() {
         .await
         .expect("get");
     assert_eq!(r.status, 404);
-}
-
-fn ctx(tenant: &str, id: &str) -> CommandContext {
-    CommandContext {
-        tenant: tenant.into(),
-        actor: "chaos".into(),
-        correlation_id: id.into(),
-        causation_id: id.into(),
-        command_id: id.into(),
-    }
 }
 
 /// A small deterministic generator, so a failing run can be replayed.

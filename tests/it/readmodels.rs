@@ -3,7 +3,7 @@
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use eventfold::projection::{ListQuery, Notification, ReadModelStore};
-use eventfold::{CommandContext, CommandExecutor, EventEnvelope, ExecutorConfig, StreamId};
+use eventfold::{CommandExecutor, EventEnvelope, ExecutorConfig, StreamId};
 use eventfold_aws::{DynamoEventStore, DynamoReadModelStore};
 use projector::ProjectorFunction;
 use serde_json::json;
@@ -12,7 +12,7 @@ use shop::order::OrderCommand;
 use shop::views::{DAILY_SALES, ORDER_SUMMARY, STOCK_LEVELS};
 use shop::{Inventory, Order};
 use std::collections::HashMap;
-use tests::{events_table, quiet_stack, unique_tenant};
+use tests::{ctx, events_table, quiet_stack, unique_tenant};
 
 fn read_models_table(stack: &cli::local::LocalStack) -> String {
     tests::table(stack, "ReadModelsTable")
@@ -23,16 +23,6 @@ async fn dynamo_read_model_store_passes_the_contract() {
     let stack = quiet_stack().await;
     let store = DynamoReadModelStore::from_sdk(&stack.sdk, read_models_table(&stack));
     eventfold::projection::contract::run_all(&store, &unique_tenant("rm")).await;
-}
-
-fn ctx(tenant: &str, id: &str) -> CommandContext {
-    CommandContext {
-        tenant: tenant.into(),
-        actor: "tester".into(),
-        correlation_id: id.into(),
-        causation_id: id.into(),
-        command_id: id.into(),
-    }
 }
 
 /// An SQS record as Lambda hands it over from the projector's FIFO queue (SNS raw delivery).

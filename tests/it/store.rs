@@ -1,8 +1,8 @@
 //! DynamoDB event store: the shared contract, concurrency, paging, snapshots, limits, upcasters.
 
 use eventfold::{
-    Aggregate, CommandContext, CommandError, CommandExecutor, EventStore, ExecutorConfig,
-    LoadOptions, StoreError, StreamId, Upcasters,
+    Aggregate, CommandError, CommandExecutor, EventStore, ExecutorConfig, LoadOptions, StoreError,
+    StreamId, Upcasters,
 };
 use eventfold_aws::metrics::counted_dynamo_client;
 use eventfold_aws::{DynamoEventStore, RequestCounter, tokio_backoff};
@@ -11,17 +11,7 @@ use shop::Inventory;
 use shop::inventory::InventoryCommand;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tests::{events_table, quiet_stack, unique_tenant};
-
-fn ctx(tenant: &str, id: &str) -> CommandContext {
-    CommandContext {
-        tenant: tenant.into(),
-        actor: "tester".into(),
-        correlation_id: id.into(),
-        causation_id: id.into(),
-        command_id: id.into(),
-    }
-}
+use tests::{ctx, events_table, quiet_stack, unique_tenant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamo_store_passes_the_store_contract() {

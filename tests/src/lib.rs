@@ -146,3 +146,8 @@ pub fn assert_problem(reply: &cli::httpc::Reply, status: u16, slug: &str) {
         reply.json
     );
 }
+
+/// The context of a command the tests issue directly (not through HTTP).
+pub fn ctx(tenant: &str, id: &str) -> eventfold::CommandContext {
+    eventfold::CommandContext::root(tenant, "tester", id)
+}

@@ -16,7 +16,7 @@
 //! checkpoint move plus an `ADD` per counter document). Cursors are the URL-safe base64 of the
 //! query's `LastEvaluatedKey` as JSON, checked against the query they continue.
 
-use crate::dynamo::value::{from_attr, to_attr};
+use crate::dynamo::value::{from_attr, n, s, sdk_error_text, to_attr};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
@@ -24,7 +24,6 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventfold::projection::{Doc, ListQuery, Page, ReadModelError, ReadModelStore};
@@ -55,15 +54,7 @@ where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    ReadModelError::Unavailable(DisplayErrorContext(&e).to_string())
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
+    ReadModelError::Unavailable(sdk_error_text(&e))
 }
 
 fn doc_pk(tenant: &str, view: &str) -> String {
@@ -96,14 +87,17 @@ fn get_count(item: &Item, name: &str) -> Result<u64, ReadModelError> {
 }
 
 /// The item of `doc` in `view` for `tenant`.
-fn encode_doc(tenant: &str, view: &str, doc: &Doc) -> Item {
+fn encode_doc(tenant: &str, view: &str, doc: &Doc) -> Result<Item, ReadModelError> {
     let pk = doc_pk(tenant, view);
     let mut item = HashMap::from([
         ("sk".to_owned(), s(&doc.key)),
         ("checkpoint".to_owned(), n(doc.checkpoint)),
     ]);
     if !doc.data.is_null() {
-        item.insert("data".to_owned(), to_attr(&doc.data));
+        item.insert(
+            "data".to_owned(),
+            to_attr(&doc.data).map_err(ReadModelError::Corrupt)?,
+        );
         // A Null document is hidden from lists: it is left out of the (sparse) index too.
         if let Some((partition, sort)) = &doc.index {
             item.insert("gsi1pk".to_owned(), s(format!("{pk}#{partition}")));
@@ -111,7 +105,7 @@ fn encode_doc(tenant: &str, view: &str, doc: &Doc) -> Item {
         }
     }
     item.insert("pk".to_owned(), s(pk));
-    item
+    Ok(item)
 }
 
 /// The document an item holds.
@@ -294,7 +288,7 @@ impl ReadModelStore for DynamoReadModelStore {
         doc: Doc,
         expected: u64,
     ) -> Result<(), ReadModelError> {
-        let item = encode_doc(tenant, view, &doc);
+        let item = encode_doc(tenant, view, &doc)?;
         let mut request = self
             .client
             .put_item()
@@ -483,7 +477,7 @@ mod tests {
             checkpoint: 4,
             index: Some(("c-1".into(), "2026-01-01#o-1".into())),
         };
-        let item = encode_doc("t", "orders", &doc);
+        let item = encode_doc("t", "orders", &doc).expect("encodes");
         assert_eq!(item.get("pk"), Some(&s("t#orders")));
         assert_eq!(item.get("gsi1pk"), Some(&s("t#orders#c-1")));
         assert_eq!(decode_doc(&item).expect("decodes"), doc);
@@ -492,7 +486,7 @@ mod tests {
             data: Value::Null,
             ..doc
         };
-        let item = encode_doc("t", "orders", &hidden);
+        let item = encode_doc("t", "orders", &hidden).expect("encodes");
         assert!(!item.contains_key("data") && !item.contains_key("gsi1pk"));
         let back = decode_doc(&item).expect("decodes");
         assert_eq!(

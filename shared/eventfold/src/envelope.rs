@@ -20,6 +20,25 @@ pub struct Metadata {
     pub command_id: String,
 }
 
+impl Metadata {
+    /// The metadata of a command that starts a conversation of its own (an API request, a
+    /// tool, a test): its id is also the correlation and the causation.
+    pub fn root(
+        tenant: impl Into<String>,
+        actor: impl Into<String>,
+        command_id: impl Into<String>,
+    ) -> Self {
+        let command_id = command_id.into();
+        Self {
+            tenant: tenant.into(),
+            actor: actor.into(),
+            correlation_id: command_id.clone(),
+            causation_id: command_id.clone(),
+            command_id,
+        }
+    }
+}
+
 /// One stored event, exactly as it is persisted and published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventEnvelope {

@@ -4,7 +4,9 @@
 //! (`initial` / `evolve` / `decide`), the [`EventStore`] port with its error kinds, the
 //! [`CommandExecutor`] (load, decide, append, retry on conflict, bounded state cache),
 //! snapshot policy, upcasters, the [`MemoryEventStore`] adapter, a given/when/then kit
-//! ([`testing`]) and the store contract suite every adapter must pass ([`contract`]).
+//! (`testing`) and the store contract suite every adapter must pass (`contract`); those two
+//! (and the read-model contract) exist only with the `testing` feature, which tests and
+//! dev-dependencies enable, so they never compile into a Lambda.
 //!
 //! Must not import: any AWS crate, `lambda_*`, or an async runtime in its public API
 //! (futures are runtime-agnostic; tokio is a dev-dependency only). Business rules live in
@@ -13,12 +15,14 @@
 
 pub mod aggregate;
 pub mod cache;
+#[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod envelope;
 pub mod executor;
 pub mod memory;
 pub mod projection;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod upcast;
 

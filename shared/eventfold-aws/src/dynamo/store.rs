@@ -1,6 +1,6 @@
 //! The event table of DESIGN §2: one item per commit, conditional `PutItem`, newest-first load.
 
-use super::value::{from_attr, item_size, to_attr};
+use super::value::{from_attr, item_size, n, s, sdk_error_text, to_attr};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
@@ -34,23 +34,7 @@ pub(crate) struct Commit {
 }
 
 fn unavailable<E: std::error::Error + 'static>(e: SdkError<E>) -> StoreError {
-    // The display of SdkError is terse ("service error"); the source chain says why.
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    StoreError::Unavailable(msg)
-}
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-fn n(v: u64) -> AttributeValue {
-    AttributeValue::N(v.to_string())
+    StoreError::Unavailable(sdk_error_text(&e))
 }
 
 fn ts(t: &DateTime<Utc>) -> AttributeValue {
@@ -82,20 +66,23 @@ impl DynamoEventStore {
         expected_version: u64,
         events: &[EventEnvelope],
         snapshot: Option<&Snapshot>,
-    ) -> Item {
+    ) -> Result<Item, StoreError> {
         let metadata = &events[0].metadata;
         let list = events
             .iter()
             .map(|e| {
-                AttributeValue::M(HashMap::from([
-                    ("event_id".to_owned(), s(&e.event_id.to_string())),
+                Ok(AttributeValue::M(HashMap::from([
+                    ("event_id".to_owned(), s(e.event_id.to_string())),
                     ("type".to_owned(), s(&e.event_type)),
                     ("schema_version".to_owned(), n(u64::from(e.schema_version))),
-                    ("data".to_owned(), to_attr(&e.data)),
+                    (
+                        "data".to_owned(),
+                        to_attr(&e.data).map_err(StoreError::Invalid)?,
+                    ),
                     ("occurred_at".to_owned(), ts(&e.occurred_at)),
-                ]))
+                ])))
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let mut item = HashMap::from([
             ("stream_id".to_owned(), s(stream_id)),
             ("version".to_owned(), n(expected_version + 1)),
@@ -119,11 +106,14 @@ impl DynamoEventStore {
                 AttributeValue::M(HashMap::from([
                     ("version".to_owned(), n(snap.version)),
                     ("state_schema".to_owned(), n(u64::from(snap.state_schema))),
-                    ("state".to_owned(), to_attr(&snap.state)),
+                    (
+                        "state".to_owned(),
+                        to_attr(&snap.state).map_err(StoreError::Invalid)?,
+                    ),
                 ])),
             );
         }
-        item
+        Ok(item)
     }
 
     /// Decodes a commit item (shared with the stream-record decoder).
@@ -415,7 +405,7 @@ impl EventStore for DynamoEventStore {
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError> {
         validate_append(stream_id, expected_version, &events, snapshot.as_ref())?;
-        let mut item = Self::encode(stream_id, expected_version, &events, snapshot.as_ref());
+        let mut item = Self::encode(stream_id, expected_version, &events, snapshot.as_ref())?;
         let mut size = item_size(&item);
         if size > MAX_ITEM_BYTES && snapshot.is_some() {
             // A snapshot is an optimisation: drop it rather than the commit.

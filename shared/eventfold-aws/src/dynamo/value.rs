@@ -1,53 +1,42 @@
-//! JSON <-> DynamoDB attribute values, and DynamoDB's item-size arithmetic.
+//! JSON <-> DynamoDB attribute values, attribute shorthands, SDK error text, and DynamoDB's
+//! item-size arithmetic: shared by the event store and the read-model store.
 
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde_json::{Map, Number, Value};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use serde_dynamo::aws_sdk_dynamodb_1::{from_attribute_value, to_attribute_value};
+use serde_json::Value;
 use std::collections::HashMap;
 
-/// Converts JSON to an attribute value, keeping maps and lists native (readable in the console).
-pub fn to_attr(value: &Value) -> AttributeValue {
-    match value {
-        Value::Null => AttributeValue::Null(true),
-        Value::Bool(b) => AttributeValue::Bool(*b),
-        Value::Number(n) => AttributeValue::N(n.to_string()),
-        Value::String(s) => AttributeValue::S(s.clone()),
-        Value::Array(items) => AttributeValue::L(items.iter().map(to_attr).collect()),
-        Value::Object(map) => {
-            AttributeValue::M(map.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect())
-        }
-    }
+/// A string attribute.
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
 }
 
-/// Converts an attribute value back to JSON; sets and binary have no JSON form and are refused.
+/// A number attribute.
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// The whole cause chain of an SDK error: its `Display` alone is a terse "service error".
+pub(crate) fn sdk_error_text<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    DisplayErrorContext(e).to_string()
+}
+
+/// Converts JSON to an attribute value, keeping maps and lists native (readable in the
+/// console), through `serde_dynamo`.
+pub fn to_attr(value: &Value) -> Result<AttributeValue, String> {
+    to_attribute_value(value).map_err(|e| format!("JSON value has no attribute form: {e}"))
+}
+
+/// Converts an attribute value back to JSON. Binary has no JSON form and is refused; a set
+/// reads as a list.
 pub fn from_attr(attr: &AttributeValue) -> Result<Value, String> {
-    Ok(match attr {
-        AttributeValue::Null(_) => Value::Null,
-        AttributeValue::Bool(b) => Value::Bool(*b),
-        AttributeValue::S(s) => Value::String(s.clone()),
-        AttributeValue::N(n) => Value::Number(parse_number(n)?),
-        AttributeValue::L(items) => {
-            Value::Array(items.iter().map(from_attr).collect::<Result<_, _>>()?)
-        }
-        AttributeValue::M(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), from_attr(v)?)))
-                .collect::<Result<Map<_, _>, String>>()?,
-        ),
-        other => return Err(format!("attribute {other:?} has no JSON form")),
-    })
-}
-
-fn parse_number(n: &str) -> Result<Number, String> {
-    if let Ok(i) = n.parse::<i64>() {
-        return Ok(i.into());
-    }
-    if let Ok(u) = n.parse::<u64>() {
-        return Ok(u.into());
-    }
-    n.parse::<f64>()
-        .ok()
-        .and_then(Number::from_f64)
-        .ok_or_else(|| format!("number {n} is not representable"))
+    from_attribute_value(attr.clone()).map_err(|e| format!("attribute has no JSON form: {e}"))
 }
 
 /// DynamoDB's billed size of an item: attribute names plus values, lists and maps with their
@@ -81,19 +70,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn json_round_trips_through_attributes() {
-        let v = json!({"a": [1, -2, 1.5, u64::MAX, "s", "", null, true], "m": {"n": {}}, "l": []});
-        assert_eq!(from_attr(&to_attr(&v)).expect("round trip"), v);
+    fn attr(v: &Value) -> AttributeValue {
+        to_attr(v).expect("JSON has an attribute form")
     }
 
     #[test]
-    fn sets_are_refused_and_sizes_grow_with_content() {
-        assert!(from_attr(&AttributeValue::Ss(vec!["a".into()])).is_err());
-        let mut small = HashMap::new();
-        small.insert("k".to_owned(), to_attr(&json!("x")));
-        let mut big = HashMap::new();
-        big.insert("k".to_owned(), to_attr(&json!("x".repeat(1000))));
+    fn json_round_trips_through_attributes() {
+        let v = json!({"a": [1, -2, 1.5, u64::MAX, i64::MIN, "s", "", null, true], "m": {"n": {}}, "l": []});
+        assert_eq!(from_attr(&attr(&v)).expect("round trip"), v);
+        // Maps and lists stay native, numbers are DynamoDB numbers.
+        let AttributeValue::M(m) = attr(&v) else {
+            panic!("an object is a map")
+        };
+        assert!(matches!(&m["l"], AttributeValue::L(l) if l.is_empty()));
+        assert!(matches!(&m["a"], AttributeValue::L(l) if l[2] == n("1.5")));
+    }
+
+    #[test]
+    fn binary_is_refused_sets_read_as_lists_and_sizes_grow_with_content() {
+        assert!(from_attr(&AttributeValue::B(vec![1].into())).is_err());
+        assert_eq!(
+            from_attr(&AttributeValue::Ss(vec!["a".into()])).expect("a set reads"),
+            json!(["a"])
+        );
+        let small = HashMap::from([("k".to_owned(), attr(&json!("x")))]);
+        let big = HashMap::from([("k".to_owned(), attr(&json!("x".repeat(1000))))]);
         assert_eq!(item_size(&small), 2);
         assert!(item_size(&big) >= 1001);
     }

@@ -7,6 +7,7 @@
 //! reading the missing versions from the event store first. The view change and the new
 //! checkpoint are written together, conditionally on the old checkpoint.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod contract;
 mod memory;
 mod projector;

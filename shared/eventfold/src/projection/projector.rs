@@ -188,27 +188,18 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         // Every view gets its chance: one view refusing an event must not stall the others
         // (their checkpoints make the redelivery harmless). The first error is reported.
         let mut first_error = None;
-        for view in self
+        let views = self
             .stream_views
             .iter()
-            .filter(|v| v.category() == stream.category())
-        {
-            if let Err(e) = self
-                .apply_stream_view(view.as_ref(), &stream, n, &mut applied)
-                .await
-            {
-                first_error.get_or_insert(e);
-            }
-        }
-        for view in self
-            .counter_views
-            .iter()
-            .filter(|v| v.category() == stream.category())
-        {
-            if let Err(e) = self
-                .apply_counter_view(view.as_ref(), &stream, n, &mut applied)
-                .await
-            {
+            .map(|v| ViewRef::Stream(v.as_ref()))
+            .chain(
+                self.counter_views
+                    .iter()
+                    .map(|v| ViewRef::Counter(v.as_ref())),
+            )
+            .filter(|v| v.category() == stream.category());
+        for view in views {
+            if let Err(e) = self.apply_view(view, &stream, n, &mut applied).await {
                 first_error.get_or_insert(e);
             }
         }
@@ -227,115 +218,159 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         Ok(applied)
     }
 
-    async fn apply_stream_view(
+    /// Moves `view` past `n`, retrying when another consumer moved its checkpoint first.
+    async fn apply_view(
+        &self,
+        view: ViewRef<'_>,
+        stream: &StreamId,
+        n: &Notification,
+        applied: &mut Applied,
+    ) -> Result<(), ProjectError> {
+        for attempt in 1..=CONFLICT_ATTEMPTS {
+            let step = match view {
+                ViewRef::Stream(v) => self.try_stream_view(v, stream, n, applied).await,
+                ViewRef::Counter(v) => self.try_counter_view(v, stream, n, applied).await,
+            };
+            match step {
+                Ok(Step::Duplicate) => applied.duplicates += 1,
+                Ok(Step::Written) => applied.views_changed += 1,
+                Err(ProjectError::ReadModel(ReadModelError::Conflict { .. }))
+                    if attempt < CONFLICT_ATTEMPTS =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            return Ok(());
+        }
+        Err(ReadModelError::Conflict {
+            view: view.name().to_owned(),
+            key: match view {
+                ViewRef::Stream(_) => stream.id().to_owned(),
+                ViewRef::Counter(_) => n.stream_id.clone(),
+            },
+        }
+        .into())
+    }
+
+    /// One try at a stream view: read its document, fold the missing events, write it back
+    /// conditionally on the checkpoint read.
+    async fn try_stream_view(
         &self,
         view: &dyn StreamView,
         stream: &StreamId,
         n: &Notification,
         applied: &mut Applied,
-    ) -> Result<(), ProjectError> {
+    ) -> Result<Step, ProjectError> {
         let (tenant, key) = (stream.tenant(), stream.id());
-        for attempt in 1..=CONFLICT_ATTEMPTS {
-            let doc = self.models.get(tenant, view.name(), key).await?;
-            let checkpoint = doc.as_ref().map_or(0, |d| d.checkpoint);
-            if n.version <= checkpoint {
-                applied.duplicates += 1;
-                return Ok(());
-            }
-            let events = self
-                .events_between(n, checkpoint + 1, n.version, &mut applied.events_read)
-                .await?;
-            let mut data = doc.map(|d| d.data).filter(|d| !d.is_null());
-            for e in &events {
-                data = view.apply(data, e).map_err(|reason| ViewError {
-                    view: view.name().to_owned(),
-                    stream_id: n.stream_id.clone(),
-                    version: e.version,
-                    event_type: e.event_type.clone(),
-                    reason,
-                })?;
-            }
-            let index = data.as_ref().and_then(|d| view.index(d));
-            let new = Doc {
-                key: key.to_owned(),
-                data: data.unwrap_or(serde_json::Value::Null),
-                checkpoint: n.version,
-                index,
-            };
-            match self.models.put(tenant, view.name(), new, checkpoint).await {
-                Ok(()) => {
-                    applied.views_changed += 1;
-                    return Ok(());
-                }
-                Err(ReadModelError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
-                Err(e) => return Err(e.into()),
-            }
+        let doc = self.models.get(tenant, view.name(), key).await?;
+        let checkpoint = doc.as_ref().map_or(0, |d| d.checkpoint);
+        if n.version <= checkpoint {
+            return Ok(Step::Duplicate);
         }
-        Err(ReadModelError::Conflict {
-            view: view.name().to_owned(),
+        let events = self
+            .events_between(n, checkpoint + 1, n.version, &mut applied.events_read)
+            .await?;
+        let mut data = doc.map(|d| d.data).filter(|d| !d.is_null());
+        for e in &events {
+            data = view
+                .apply(data, e)
+                .map_err(|reason| view_error(view.name(), e, reason))?;
+        }
+        let index = data.as_ref().and_then(|d| view.index(d));
+        let new = Doc {
             key: key.to_owned(),
-        }
-        .into())
+            data: data.unwrap_or(serde_json::Value::Null),
+            checkpoint: n.version,
+            index,
+        };
+        self.models
+            .put(tenant, view.name(), new, checkpoint)
+            .await?;
+        Ok(Step::Written)
     }
 
-    async fn apply_counter_view(
+    /// One try at a counter view: sum the missing events' contributions and add them in one
+    /// write with the checkpoint move.
+    async fn try_counter_view(
         &self,
         view: &dyn CounterView,
         stream: &StreamId,
         n: &Notification,
         applied: &mut Applied,
-    ) -> Result<(), ProjectError> {
-        for attempt in 1..=CONFLICT_ATTEMPTS {
-            let checkpoint = self.models.checkpoint(view.name(), &n.stream_id).await?;
-            if n.version <= checkpoint {
-                applied.duplicates += 1;
-                return Ok(());
-            }
-            let events = self
-                .events_between(n, checkpoint + 1, n.version, &mut applied.events_read)
-                .await?;
-            let mut sums: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-            for e in &events {
-                let contribution = view.contribution(e).map_err(|reason| ViewError {
-                    view: view.name().to_owned(),
-                    stream_id: n.stream_id.clone(),
-                    version: e.version,
-                    event_type: e.event_type.clone(),
-                    reason,
-                })?;
-                if let Some((key, deltas)) = contribution {
-                    let entry = sums.entry(key).or_default();
-                    for (counter, delta) in deltas {
-                        let sum = entry.entry(counter).or_default();
-                        *sum = sum.saturating_add(delta);
-                    }
+    ) -> Result<Step, ProjectError> {
+        let checkpoint = self.models.checkpoint(view.name(), &n.stream_id).await?;
+        if n.version <= checkpoint {
+            return Ok(Step::Duplicate);
+        }
+        let events = self
+            .events_between(n, checkpoint + 1, n.version, &mut applied.events_read)
+            .await?;
+        let mut sums: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for e in &events {
+            let contribution = view
+                .contribution(e)
+                .map_err(|reason| view_error(view.name(), e, reason))?;
+            if let Some((key, deltas)) = contribution {
+                let entry = sums.entry(key).or_default();
+                for (counter, delta) in deltas {
+                    let sum = entry.entry(counter).or_default();
+                    *sum = sum.saturating_add(delta);
                 }
             }
-            let deltas: Vec<_> = sums.into_iter().collect();
-            match self
-                .models
-                .add(
-                    stream.tenant(),
-                    view.name(),
-                    &n.stream_id,
-                    checkpoint,
-                    n.version,
-                    deltas,
-                )
-                .await
-            {
-                Ok(()) => {
-                    applied.views_changed += 1;
-                    return Ok(());
-                }
-                Err(ReadModelError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
-                Err(e) => return Err(e.into()),
-            }
         }
-        Err(ReadModelError::Conflict {
-            view: view.name().to_owned(),
-            key: n.stream_id.clone(),
+        let deltas: Vec<_> = sums.into_iter().collect();
+        self.models
+            .add(
+                stream.tenant(),
+                view.name(),
+                &n.stream_id,
+                checkpoint,
+                n.version,
+                deltas,
+            )
+            .await?;
+        Ok(Step::Written)
+    }
+}
+
+/// A view of either kind, as the projector walks them.
+#[derive(Clone, Copy)]
+enum ViewRef<'a> {
+    Stream(&'a dyn StreamView),
+    Counter(&'a dyn CounterView),
+}
+
+impl ViewRef<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Self::Stream(v) => v.name(),
+            Self::Counter(v) => v.name(),
         }
-        .into())
+    }
+
+    fn category(&self) -> &str {
+        match self {
+            Self::Stream(v) => v.category(),
+            Self::Counter(v) => v.category(),
+        }
+    }
+}
+
+/// How one try at a view ended.
+enum Step {
+    /// The view was already past the notification.
+    Duplicate,
+    /// The view and its checkpoint moved.
+    Written,
+}
+
+fn view_error(view: &str, e: &EventEnvelope, reason: String) -> ViewError {
+    ViewError {
+        view: view.to_owned(),
+        stream_id: e.stream_id.clone(),
+        version: e.version,
+        event_type: e.event_type.clone(),
+        reason,
     }
 }

@@ -157,13 +157,7 @@ pub fn stream(id: &str) -> StreamId {
 }
 
 pub fn ctx(command_id: &str) -> CommandContext {
-    Metadata {
-        tenant: "t1".into(),
-        actor: "tester".into(),
-        correlation_id: "corr".into(),
-        causation_id: "cause".into(),
-        command_id: command_id.into(),
-    }
+    Metadata::root("t1", "tester", command_id)
 }
 
 pub fn add(n: i64) -> CounterCommand {

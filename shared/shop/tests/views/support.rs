@@ -32,13 +32,7 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 pub fn ctx(tenant: &str) -> Metadata {
-    Metadata {
-        tenant: tenant.into(),
-        actor: "tester".into(),
-        correlation_id: "corr".into(),
-        causation_id: "cause".into(),
-        command_id: "cmd".into(),
-    }
+    Metadata::root(tenant, "tester", "cmd")
 }
 
 pub fn order_stream(tenant: &str, id: &str) -> StreamId {
