@@ -156,49 +156,103 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
     Ok(())
 }
 
-/// SNS requests the stream publisher needs per event (commits of 3 events).
-async fn sns_requests_per_event(stack: &LocalStack, tag: &str) -> Result<()> {
+/// Stream records of `commits` commits of `per_commit` events each, over 7 streams.
+fn stream_records(
+    tag: &str,
+    commits: u64,
+    per_commit: u64,
+) -> Result<aws_lambda_events::event::dynamodb::Event> {
     use eventfold::NewEvent;
-    let topic = stack
-        .template
-        .arn("EventsTopic")
-        .context("template has no EventsTopic")?;
-    let counter = RequestCounter::new();
-    let config = aws_sdk_sns::config::Builder::from(&stack.sdk)
-        .interceptor(counter.clone())
-        .build();
-    let sink = eventfold_aws::sns::SnsPublisher::new(aws_sdk_sns::Client::from_conf(config), topic);
-    let publisher = stream_publisher::StreamPublisher::new(sink);
     let mut records = Vec::new();
-    let commits = 30u64;
     for c in 0..commits {
-        let stream = StreamId::new("bench", "BenchNote", &format!("{tag}-sns-{c}"))?;
-        let events: Vec<_> = (1..=3)
+        let stream = StreamId::new("bench", "BenchNote", &format!("{tag}-sns-{}", c % 7))?;
+        let after = (c / 7) * per_commit;
+        let events: Vec<_> = (1..=per_commit)
             .map(|v| {
                 NewEvent {
                     event_type: "ItemAdded".into(),
                     schema_version: 1,
                     data: serde_json::json!({"sku": "s", "quantity": v}),
                 }
-                .into_envelope(&stream, v, chrono::Utc::now(), ctx(c))
+                .into_envelope(&stream, after + v, chrono::Utc::now(), ctx(c))
             })
             .collect();
         let record = eventfold_aws::streams::insert_record(&events, &format!("{:021}", c + 1))?;
         records.push(serde_json::to_value(record)?);
     }
-    let event = serde_json::from_value(serde_json::json!({ "Records": records }))?;
-    let response = publisher.handle(event).await;
-    anyhow::ensure!(
-        response.batch_item_failures.is_empty(),
-        "publishing failed: {:?}",
-        response.batch_item_failures
-    );
+    Ok(serde_json::from_value(
+        serde_json::json!({ "Records": records }),
+    )?)
+}
+
+/// SNS requests the stream publisher needs per event, for commits of 1 and of 3 events, and
+/// its in-process throughput (a sink that only counts).
+async fn sns_requests_per_event(stack: &LocalStack, tag: &str) -> Result<()> {
+    let topic = stack
+        .template
+        .arn("EventsTopic")
+        .context("template has no EventsTopic")?;
+    for (commits, per_commit) in [(90u64, 1u64), (30, 3)] {
+        let counter = RequestCounter::new();
+        let config = aws_sdk_sns::config::Builder::from(&stack.sdk)
+            .interceptor(counter.clone())
+            .build();
+        let sink = eventfold_aws::sns::SnsPublisher::new(
+            aws_sdk_sns::Client::from_conf(config),
+            topic.clone(),
+        );
+        let publisher = stream_publisher::StreamPublisher::new(sink);
+        let event = stream_records(&format!("{tag}-{per_commit}"), commits, per_commit)?;
+        let response = publisher.handle(event).await;
+        anyhow::ensure!(
+            response.batch_item_failures.is_empty(),
+            "publishing failed: {:?}",
+            response.batch_item_failures
+        );
+        println!(
+            "stream publisher         : {:>6.2} SNS requests/event ({} events in commits of {per_commit}, one invocation)",
+            counter.get() as f64 / (commits * per_commit) as f64,
+            commits * per_commit
+        );
+    }
+    let publisher = stream_publisher::StreamPublisher::new(CountingSink::default());
+    let batches = 200u64;
+    let events: Vec<_> = (0..batches)
+        .map(|b| stream_records(&format!("{tag}-mem-{b}"), 100, 1))
+        .collect::<Result<_>>()?;
+    let started = Instant::now();
+    for event in events {
+        let response = publisher.handle(event).await;
+        anyhow::ensure!(
+            response.batch_item_failures.is_empty(),
+            "in-process publish failed"
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let sent = publisher
+        .sink()
+        .sent
+        .load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "stream publisher         : {:>6.2} SNS requests/event ({} events in commits of 3)",
-        counter.get() as f64 / (commits * 3) as f64,
-        commits * 3
+        "stream publisher, in process: {:>8.0} events/s ({sent} single-event commits, batches of 100, counting sink)",
+        sent as f64 / elapsed
     );
     Ok(())
+}
+
+/// A sink that accepts everything and counts it: the publisher's own cost, without SNS.
+#[derive(Debug, Default)]
+struct CountingSink {
+    sent: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl eventfold_aws::sns::NotificationSink for CountingSink {
+    async fn publish(&self, batch: &[eventfold_aws::sns::Outgoing]) -> Vec<Result<(), String>> {
+        self.sent
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        vec![Ok(()); batch.len()]
+    }
 }
 
 /// Command -> read model latency through HTTP, the stream, SNS, SQS and the projector.

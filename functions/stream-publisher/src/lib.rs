@@ -1,14 +1,23 @@
 //! The stream publisher: DynamoDB stream of the events table -> one SNS FIFO message per event.
 //!
 //! Owns the mapping of stream records to notifications and the partial-failure rule of a
-//! stream batch: records are published one after the other, each record's events in order in
-//! `PublishBatch` calls of at most 10 (a call never mixes records); the first record with any
-//! unpublished event
-//! is reported (`batchItemFailures` with its sequence number) and nothing after it is
-//! published, because Lambda retries the batch from that record. Events published before the
-//! failure are published again on the retry and dropped by the topic's deduplication (dedup id
-//! = event id). Decoding lives in `eventfold_aws::streams`, publishing behind
-//! [`NotificationSink`]; `main.rs` only wires config and clients.
+//! stream batch. The events of every `INSERT` commit of one invocation, in stream order, are
+//! packed into `PublishBatch` calls of up to 10 entries and 256 KiB ([`pack`]), mixing
+//! streams, so single-event commits cost about 0.1 request per event. SNS FIFO keeps the
+//! entries' order within a message group (one group per stream), across entries and across
+//! calls made one after the other.
+//!
+//! Partial failures stay exact: the record of the first event that was not published (an
+//! entry the call reports `Failed`, every entry of a call that failed as a whole, or a record
+//! that cannot be decoded) is reported with its sequence number (`batchItemFailures`), and no
+//! further call is made. Lambda retries the batch from that record, so every later record,
+//! of any stream, comes again: publishing other streams' later events now would only publish
+//! them twice. Entries after a failed one in the same call may already be published (SNS
+//! answers per entry); they are published again on the retry and dropped by the topic's
+//! deduplication (dedup id = event id), and consumers checkpoint per stream, so a later
+//! version that arrives before an earlier one is a gap they fill from the table. Decoding
+//! lives in `eventfold_aws::streams`, publishing behind [`NotificationSink`]; `main.rs` only
+//! wires config and clients.
 #![forbid(unsafe_code)]
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
@@ -16,7 +25,7 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use eventfold::projection::Notification;
 use eventfold_aws::SdkConfig;
 use eventfold_aws::config::ConfigError;
-use eventfold_aws::sns::{MAX_BATCH_ENTRIES, NotificationSink, SnsPublisher};
+use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher, pack};
 use eventfold_aws::streams::{Decoded, decode_record};
 
 /// Publishes the events of stream records to a [`NotificationSink`].
@@ -62,41 +71,19 @@ impl<S: NotificationSink> StreamPublisher<S> {
         &self.sink
     }
 
-    /// Publishes the events of one record in calls of at most [`MAX_BATCH_ENTRIES`]; stops at
-    /// the first call with a failure. Returns how many were published, or why not all.
-    async fn publish_record(&self, notifications: &[Notification]) -> Result<usize, String> {
-        let mut published = 0;
-        for chunk in notifications.chunks(MAX_BATCH_ENTRIES) {
-            let results = self.sink.publish(chunk).await;
-            let mut first_error = None;
-            for (i, n) in chunk.iter().enumerate() {
-                // A sink answering fewer results than entries failed the rest.
-                let result = results
-                    .get(i)
-                    .cloned()
-                    .unwrap_or_else(|| Err("no result".into()));
-                if let Err(why) = result {
-                    tracing::warn!(stream_id = %n.stream_id, version = n.version, event_id = %n.event_id, error = %why, "event not published");
-                    first_error.get_or_insert(why);
-                } else {
-                    published += 1;
-                }
-            }
-            if let Some(why) = first_error {
-                return Err(why);
-            }
-        }
-        Ok(published)
-    }
-
-    /// Publishes the events of every `INSERT` commit record of `event`, record by record in
-    /// order; reports the first record with a failure and publishes nothing after it.
+    /// Publishes the events of every `INSERT` commit record of `event`, packed into as few
+    /// calls as SNS allows; reports the first record with an unpublished event and makes no
+    /// call after the one that failed.
     pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
         let records = &event.records;
-        let (mut published, mut skipped) = (0usize, 0usize);
-        let mut response = DynamoDbEventResponse::default();
-        for record in records {
-            let notifications = match decode_record(record) {
+        let mut messages: Vec<Outgoing> = Vec::new();
+        // The record each message comes from.
+        let mut owners: Vec<usize> = Vec::new();
+        let mut skipped = 0usize;
+        // The first record that cannot be published at all; only the ones before it are sent.
+        let mut broken: Option<(usize, String)> = None;
+        for (index, record) in records.iter().enumerate() {
+            let outgoing = match decode_record(record) {
                 Ok(Decoded::Skipped(why)) => {
                     skipped += 1;
                     tracing::debug!(event_id = %record.event_id, reason = why, "record skipped");
@@ -104,30 +91,66 @@ impl<S: NotificationSink> StreamPublisher<S> {
                 }
                 Ok(Decoded::Commit(events)) => events
                     .iter()
-                    .map(|e| Notification::of(e).map_err(|err| err.to_string()))
+                    .map(|e| {
+                        Notification::of(e)
+                            .map_err(|err| err.to_string())
+                            .and_then(Outgoing::new)
+                    })
                     .collect::<Result<Vec<_>, _>>(),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(format!("undecodable record: {e}")),
             };
-            let outcome = match notifications {
-                Ok(n) => self.publish_record(&n).await,
-                Err(error) => Err(format!("undecodable record: {error}")),
-            };
-            match outcome {
-                Ok(count) => published += count,
+            match outgoing {
+                Ok(batch) => {
+                    owners.extend(std::iter::repeat_n(index, batch.len()));
+                    messages.extend(batch);
+                }
                 Err(error) => {
-                    let seq = sequence_number(record);
-                    tracing::error!(sequence_number = %seq, event_id = %record.event_id, records = records.len(), published, %error, "batch stopped at a failed record; Lambda retries from it");
-                    let mut failure = DynamoDbBatchItemFailure::default();
-                    failure.item_identifier = Some(seq);
-                    response.batch_item_failures.push(failure);
-                    return response;
+                    broken = Some((index, error));
+                    break;
                 }
             }
+        }
+        let (mut published, mut calls) = (0usize, 0usize);
+        let mut failed: Option<(usize, String)> = None;
+        for call in pack(&messages) {
+            calls += 1;
+            let results = self.sink.publish(&messages[call.clone()]).await;
+            for (offset, position) in call.enumerate() {
+                // A sink answering fewer results than entries failed the rest.
+                match results.get(offset) {
+                    Some(Ok(())) => published += 1,
+                    other => {
+                        let why = match other {
+                            Some(Err(why)) => why.clone(),
+                            _ => "no result".to_owned(),
+                        };
+                        let n = &messages[position].notification;
+                        tracing::warn!(stream_id = %n.stream_id, version = n.version, event_id = %n.event_id, error = %why, "event not published");
+                        if failed.as_ref().is_none_or(|(r, _)| owners[position] < *r) {
+                            failed = Some((owners[position], why));
+                        }
+                    }
+                }
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        let mut response = DynamoDbEventResponse::default();
+        if let Some((index, error)) = failed.or(broken) {
+            let record = &records[index];
+            let seq = sequence_number(record);
+            tracing::error!(sequence_number = %seq, event_id = %record.event_id, records = records.len(), published, calls, %error, "batch stopped at a failed record; Lambda retries from it");
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(seq);
+            response.batch_item_failures.push(failure);
+            return response;
         }
         tracing::info!(
             records = records.len(),
             published,
             skipped,
+            calls,
             "stream batch published"
         );
         response
@@ -143,10 +166,12 @@ mod tests {
     use eventfold_aws::streams::insert_record;
     use std::sync::Mutex;
 
-    /// Records every call; fails the entries whose `stream@version` is listed.
+    /// Records every call; fails the entries whose `stream@version` is listed, and every
+    /// entry of the calls (counted from 1) listed in `fail_calls`.
     #[derive(Default)]
     struct Fake {
         fail: Vec<String>,
+        fail_calls: Vec<usize>,
         calls: Mutex<Vec<Vec<String>>>,
     }
 
@@ -160,20 +185,39 @@ mod tests {
 
     #[async_trait]
     impl NotificationSink for Fake {
-        async fn publish(&self, batch: &[Notification]) -> Vec<Result<(), String>> {
-            let labels: Vec<String> = batch.iter().map(label).collect();
+        async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
+            let labels: Vec<String> = batch.iter().map(|m| label(&m.notification)).collect();
+            let mut calls = self.calls.lock().expect("lock");
+            let whole = self.fail_calls.contains(&(calls.len() + 1));
             let results = labels
                 .iter()
                 .map(|l| {
-                    if self.fail.contains(l) {
+                    if whole || self.fail.contains(l) {
                         Err("injected".to_owned())
                     } else {
                         Ok(())
                     }
                 })
                 .collect();
-            self.calls.lock().expect("lock").push(labels);
+            calls.push(labels);
             results
+        }
+    }
+
+    impl Fake {
+        fn calls(&self) -> Vec<Vec<String>> {
+            self.calls.lock().expect("lock").clone()
+        }
+
+        /// Labels of the entries that were published (not failed), in call order.
+        fn published(&self) -> Vec<String> {
+            let calls = self.calls();
+            calls
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.fail_calls.contains(&(i + 1)))
+                .flat_map(|(_, c)| c.iter().filter(|l| !self.fail.contains(l)).cloned())
+                .collect()
         }
     }
 
@@ -200,6 +244,14 @@ mod tests {
         ])
     }
 
+    /// 35 single-event commits over 7 streams, round robin: `s{i % 7}@{i / 7 + 1}`, with
+    /// sequence numbers 1..=35.
+    fn single_event_commits() -> Vec<EventRecord> {
+        (0..35u64)
+            .map(|i| record(&format!("s{}", i % 7), i / 7, 1, &(i + 1).to_string()))
+            .collect()
+    }
+
     fn failures(r: &DynamoDbEventResponse) -> Vec<String> {
         r.batch_item_failures
             .iter()
@@ -207,39 +259,63 @@ mod tests {
             .collect()
     }
 
+    /// Versions per stream, in the order they were first published (the topic drops repeats).
+    fn first_deliveries(published: &[String]) -> std::collections::BTreeMap<String, Vec<u64>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for l in published {
+            if seen.insert(l.clone()) {
+                let (stream, version) = l.split_once('@').expect("label");
+                out.entry(stream.to_owned())
+                    .or_default()
+                    .push(version.parse().expect("version"));
+            }
+        }
+        out
+    }
+
     #[tokio::test]
-    async fn publishes_every_event_in_order_one_record_per_call() {
+    async fn packs_events_of_many_commits_into_calls_of_ten_in_stream_order() {
         let publisher = StreamPublisher::new(Fake::default());
         let response = publisher.handle(batch()).await;
         assert!(failures(&response).is_empty());
-        let calls = publisher.sink().calls.lock().expect("lock").clone();
+        let calls = publisher.sink().calls();
         let all: Vec<String> = calls.iter().flatten().cloned().collect();
         let mut expected = vec!["a@1", "a@2", "b@1", "a@3"];
         let b: Vec<String> = (2..=13).map(|v| format!("b@{v}")).collect();
         expected.extend(b.iter().map(String::as_str));
         assert_eq!(all, expected);
-        assert!(calls.iter().all(|c| c.len() <= MAX_BATCH_ENTRIES));
         let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
-        assert_eq!(
-            sizes,
-            [2, 1, 1, 10, 2],
-            "one record per call, at most 10 entries each"
-        );
+        assert_eq!(sizes, [10, 6], "calls mix records, 10 entries at most");
+
+        let publisher = StreamPublisher::new(Fake::default());
+        let response = publisher.handle(event(single_event_commits())).await;
+        assert!(failures(&response).is_empty());
+        let sizes: Vec<usize> = publisher.sink().calls().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 10, 5], "35 events in 4 PublishBatch calls");
+        let delivered = first_deliveries(&publisher.sink().published());
+        assert_eq!(delivered.len(), 7);
+        for versions in delivered.values() {
+            assert_eq!(
+                versions,
+                &[1, 2, 3, 4, 5],
+                "each event once, in stream order"
+            );
+        }
     }
 
     #[tokio::test]
-    async fn stops_at_the_first_record_with_a_failure() {
+    async fn reports_the_record_of_the_first_failed_entry_and_stops_calling() {
         let publisher = StreamPublisher::new(Fake {
             fail: vec!["b@1".into()],
             ..Fake::default()
         });
         let response = publisher.handle(batch()).await;
         assert_eq!(failures(&response), ["20"]);
-        let calls = publisher.sink().calls.lock().expect("lock").clone();
         assert_eq!(
-            calls,
-            [vec!["a@1", "a@2"], vec!["b@1"]],
-            "nothing after the failed record is published"
+            publisher.sink().calls().len(),
+            1,
+            "no call after the failed one"
         );
 
         let publisher = StreamPublisher::new(Fake {
@@ -247,6 +323,66 @@ mod tests {
             ..Fake::default()
         });
         assert_eq!(failures(&publisher.handle(batch()).await), ["40"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_entry_anywhere_is_retried_to_every_event_delivered_once_in_order() {
+        for position in 0..35u64 {
+            let failed = format!("s{}@{}", position % 7, position / 7 + 1);
+            let publisher = StreamPublisher::new(Fake {
+                fail: vec![failed.clone()],
+                ..Fake::default()
+            });
+            let records = single_event_commits();
+            let response = publisher.handle(event(records.clone())).await;
+            let reported = (position + 1).to_string();
+            assert_eq!(failures(&response), [reported.as_str()], "entry {failed}");
+            let calls = publisher.sink().calls();
+            assert_eq!(
+                calls.len() as u64,
+                position / 10 + 1,
+                "stops after the failed call"
+            );
+            let mut published = publisher.sink().published();
+
+            // Lambda retries from the reported record; this time nothing fails.
+            let retry = StreamPublisher::new(Fake::default());
+            let again = retry
+                .handle(event(records[position as usize..].to_vec()))
+                .await;
+            assert!(failures(&again).is_empty());
+            published.extend(retry.sink().published());
+            let delivered = first_deliveries(&published);
+            let all: usize = delivered.values().map(Vec::len).sum();
+            assert_eq!(all, 35, "every event delivered after the retry ({failed})");
+            // Only the failed entry's own stream may see a later version first (published in
+            // the same call); every other stream keeps its order.
+            let failed_stream = failed.split_once('@').expect("label").0;
+            for (stream, versions) in &delivered {
+                let mut sorted = versions.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, [1, 2, 3, 4, 5], "{stream} complete ({failed})");
+                if stream != failed_stream {
+                    assert_eq!(versions, &sorted, "{stream} in order ({failed})");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_failing_as_a_whole_reports_its_first_record() {
+        let publisher = StreamPublisher::new(Fake {
+            fail_calls: vec![2],
+            ..Fake::default()
+        });
+        let response = publisher.handle(event(single_event_commits())).await;
+        assert_eq!(
+            failures(&response),
+            ["11"],
+            "the first record of the failed call"
+        );
+        assert_eq!(publisher.sink().calls().len(), 2);
+        assert_eq!(publisher.sink().published().len(), 10);
     }
 
     #[tokio::test]
@@ -261,8 +397,7 @@ mod tests {
         e.records.insert(2, broken);
         let publisher = StreamPublisher::new(Fake::default());
         assert_eq!(failures(&publisher.handle(e).await), ["25"]);
-        let calls = publisher.sink().calls.lock().expect("lock").clone();
-        assert_eq!(calls, [vec!["a@1", "a@2"], vec!["b@1"]]);
+        assert_eq!(publisher.sink().calls(), [vec!["a@1", "a@2", "b@1"]]);
     }
 
     #[tokio::test]

@@ -26,8 +26,53 @@ pub const MAX_GROUP_ID: usize = 128;
 #[async_trait]
 pub trait NotificationSink: Send + Sync {
     /// Publishes `batch` in order: one result per entry, in the same order (`Err` holds why
-    /// that entry was not published).
-    async fn publish(&self, batch: &[Notification]) -> Vec<Result<(), String>>;
+    /// that entry was not published). Callers pass what one `PublishBatch` call holds (see
+    /// [`pack`]), so that they can stop between calls; a sink may still split a larger batch.
+    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>>;
+}
+
+/// A notification ready to send: the body it travels with (full, or thin when the full one is
+/// too large for SNS) and the size SNS counts for it. Built once per event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// What the message says.
+    pub notification: Notification,
+    /// The message body (the notification's JSON, full or thin).
+    pub body: String,
+    /// Body plus attributes, as SNS counts them against [`MAX_MESSAGE_BYTES`].
+    pub size: usize,
+}
+
+impl Outgoing {
+    /// The message of `n`, or why it cannot travel (even thin, it is too large).
+    pub fn new(n: Notification) -> Result<Self, String> {
+        let body = body(&n)?;
+        let size = message_size(&body, &attributes(&n));
+        Ok(Self {
+            notification: n,
+            body,
+            size,
+        })
+    }
+}
+
+/// Splits `messages` into consecutive `PublishBatch` calls, in order: each call holds at most
+/// [`MAX_BATCH_ENTRIES`] messages of at most [`MAX_MESSAGE_BYTES`] together. Calls mix message
+/// groups freely; SNS FIFO keeps the entries' order within each group.
+pub fn pack(messages: &[Outgoing]) -> Vec<std::ops::Range<usize>> {
+    let mut calls = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, m) in messages.iter().enumerate() {
+        if i > start && (i - start == MAX_BATCH_ENTRIES || bytes + m.size > MAX_MESSAGE_BYTES) {
+            calls.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += m.size;
+    }
+    if start < messages.len() {
+        calls.push(start..messages.len());
+    }
+    calls
 }
 
 /// The FIFO message group of a stream: the stream id itself, or when longer than SNS allows,
@@ -198,34 +243,24 @@ impl SnsPublisher {
 
 #[async_trait]
 impl NotificationSink for SnsPublisher {
-    async fn publish(&self, batch: &[Notification]) -> Vec<Result<(), String>> {
+    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
         let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
-        let mut pending: Vec<(usize, PublishBatchRequestEntry)> = Vec::new();
-        let mut pending_bytes = 0;
-        for (p, n) in batch.iter().enumerate() {
-            let prepared = body(n).and_then(|b| {
-                let size = message_size(&b, &attributes(n));
-                self.entry(p, n, b).map(|e| (e, size))
-            });
-            let (entry, size) = match prepared {
-                Ok(x) => x,
-                Err(why) => {
-                    results[p] = Err(why);
-                    continue;
+        for call in pack(batch) {
+            let mut entries = Vec::with_capacity(call.len());
+            for p in call {
+                let m = &batch[p];
+                match self.entry(p, &m.notification, m.body.clone()) {
+                    Ok(entry) => entries.push((p, entry)),
+                    Err(why) => results[p] = Err(why),
                 }
-            };
-            if pending.len() == MAX_BATCH_ENTRIES || pending_bytes + size > MAX_MESSAGE_BYTES {
-                self.call(std::mem::take(&mut pending), &mut results).await;
-                pending_bytes = 0;
             }
-            pending.push((p, entry));
-            pending_bytes += size;
+            if !entries.is_empty() {
+                self.call(entries, &mut results).await;
+            }
         }
-        if !pending.is_empty() {
-            self.call(pending, &mut results).await;
-        }
-        for (n, r) in batch.iter().zip(&results) {
+        for (m, r) in batch.iter().zip(&results) {
             if let Err(why) = r {
+                let n = &m.notification;
                 tracing::warn!(stream_id = %n.stream_id, version = n.version, event_id = %n.event_id, error = %why, "notification not published");
             }
         }
@@ -256,6 +291,32 @@ mod tests {
         let back: Notification = serde_json::from_str(&body(&large).expect("body")).expect("json");
         assert_eq!(back, large.clone().thin());
         assert!(back.event.is_none());
+    }
+
+    fn outgoing(data_bytes: usize) -> Outgoing {
+        Outgoing::new(notification(data_bytes)).expect("fits")
+    }
+
+    #[test]
+    fn calls_hold_ten_entries_and_256_kib_at_most() {
+        let small: Vec<Outgoing> = (0..35).map(|_| outgoing(10)).collect();
+        assert_eq!(pack(&small), [0..10, 10..20, 20..30, 30..35]);
+        assert!(pack(&[]).is_empty());
+        // 100 KiB each: two fit in a call, a third would pass 256 KiB.
+        let large: Vec<Outgoing> = (0..5).map(|_| outgoing(100 * 1024)).collect();
+        assert_eq!(pack(&large), [0..2, 2..4, 4..5]);
+        // A message of the maximum size travels alone.
+        let mut mixed = vec![outgoing(10), outgoing(MAX_MESSAGE_BYTES), outgoing(10)];
+        mixed[1].size = MAX_MESSAGE_BYTES;
+        assert_eq!(pack(&mixed), [0..1, 1..2, 2..3]);
+        for calls in [pack(&small), pack(&large), pack(&mixed)] {
+            let flat: Vec<usize> = calls.into_iter().flatten().collect();
+            assert_eq!(
+                flat,
+                (0..flat.len()).collect::<Vec<_>>(),
+                "every message once, in order"
+            );
+        }
     }
 
     #[test]
