@@ -1,6 +1,7 @@
 //! The one shape every aggregate takes: `initial` → `evolve` → `decide`.
 
 use crate::envelope::NewEvent;
+use serde::de::value::BorrowedStrDeserializer;
 use serde::{Serialize, de::DeserializeOwned};
 use std::borrow::Cow;
 use std::fmt::Debug;
@@ -66,17 +67,83 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
         })
     }
 
-    /// Joins stored parts (already upcast to the current schema) into the event.
+    /// Joins stored parts (already upcast to the current schema) into the event. The data is
+    /// read where it lies, tag first, so decoding neither copies nor buffers it.
     fn decode(event_type: &str, data: &serde_json::Value) -> Result<Self, CodecError> {
-        let mut map = serde_json::Map::new();
-        map.insert("type".into(), serde_json::Value::String(event_type.into()));
-        if !data.is_null() {
-            map.insert("data".into(), data.clone());
-        }
-        serde_json::from_value(serde_json::Value::Object(map)).map_err(|source| CodecError::Serde {
+        Self::deserialize(Tagged {
+            event_type,
+            data: (!data.is_null()).then_some(data),
+        })
+        .map_err(|source| CodecError::Serde {
             event_type: event_type.to_owned(),
             source,
         })
+    }
+}
+
+/// The stored parts of an event seen as the map `{"type": .., "data": ..}`, tag first and
+/// borrowing the data: serde's adjacently tagged enums then read the variant before its
+/// content and deserialize the content straight from the borrowed JSON. (Through a
+/// `serde_json::Map` the keys come sorted, `data` before `type`, which makes serde buffer the
+/// content and costs a copy of the data besides.)
+struct Tagged<'a> {
+    event_type: &'a str,
+    data: Option<&'a serde_json::Value>,
+}
+
+impl<'de> serde::Deserializer<'de> for Tagged<'de> {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_map(TaggedEntries {
+            tagged: self,
+            read: 0,
+        })
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+/// The entries of a [`Tagged`]: `type`, then `data` when there is any.
+struct TaggedEntries<'a> {
+    tagged: Tagged<'a>,
+    /// Values handed out so far.
+    read: u8,
+}
+
+impl<'de> serde::de::MapAccess<'de> for TaggedEntries<'de> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let key = match (self.read, self.tagged.data) {
+            (0, _) => "type",
+            (1, Some(_)) => "data",
+            _ => return Ok(None),
+        };
+        seed.deserialize(BorrowedStrDeserializer::new(key))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.read += 1;
+        match (self.read, self.tagged.data) {
+            (1, _) => seed.deserialize(BorrowedStrDeserializer::new(self.tagged.event_type)),
+            (_, Some(data)) => seed.deserialize(data),
+            (_, None) => Err(serde::de::Error::custom("no value left")),
+        }
     }
 }
 

@@ -187,7 +187,7 @@ impl<S: EventStore> CommandExecutor<S> {
         envelopes.iter().try_fold(state, |state, env| {
             let (data, _) =
                 self.upcasters
-                    .upcast(&env.event_type, env.schema_version, env.data.clone());
+                    .upcast_ref(&env.event_type, env.schema_version, &env.data);
             let event = A::Event::decode(&env.event_type, &data)?;
             Ok(A::evolve(state, &event))
         })

@@ -1,0 +1,40 @@
+//! Workloads shared by the comparison benchmarks (`cargo bench -p bench`).
+//!
+//! Owns the command streams both sides run, so the libraries compared decide exactly the same
+//! commands. Must not import any other event-sourcing library: those are bench dependencies
+//! of `benches/` only, and never reach a Lambda.
+#![forbid(unsafe_code)]
+
+use shop::order::OrderCommand;
+
+/// The commands of one order: one `CreateOrder`, then `items` `AddItem`s; `AddItem` number `i`
+/// adds one unit of `sku-{i % skus}`, so the order ends with `min(items, skus)` lines.
+pub fn order_commands(customer: u64, items: u64, skus: u64) -> impl Iterator<Item = OrderCommand> {
+    let skus = skus.max(1);
+    std::iter::once(OrderCommand::CreateOrder {
+        customer_id: format!("c-{customer}"),
+    })
+    .chain((0..items).map(move |i| OrderCommand::AddItem {
+        sku: format!("sku-{}", i % skus),
+        quantity: 1,
+        unit_price: 100 + (i % skus) as i64,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_is_created_then_filled() {
+        let commands: Vec<_> = order_commands(7, 3, 10).collect();
+        assert_eq!(commands.len(), 4);
+        assert!(
+            matches!(&commands[0], OrderCommand::CreateOrder { customer_id } if customer_id == "c-7")
+        );
+        assert!(
+            matches!(&commands[3], OrderCommand::AddItem { sku, .. } if sku == "sku-2"),
+            "{commands:?}"
+        );
+    }
+}
