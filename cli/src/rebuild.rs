@@ -239,8 +239,8 @@ pub async fn differences<R: ReadModelStore>(
 }
 
 /// Source category of a stored view.
-pub fn category_of(view: &str) -> Option<&'static str> {
-    registry::stored_view(view).map(ViewImpl::category)
+pub fn category_of(view: &str) -> Option<String> {
+    registry::stored_view(view).map(|v| v.category().to_owned())
 }
 
 /// Where to rebuild.
@@ -272,7 +272,7 @@ pub async fn run(target: &RebuildTarget, view: &str, verify: bool) -> Result<boo
         target.events_table
     );
     let heads = stream_heads(&client, &target.events_table).await?;
-    let report = rebuild(&projector, category, &heads, |done, total| {
+    let report = rebuild(&projector, &category, &heads, |done, total| {
         let width = 30;
         let filled = (done * width).checked_div(total).unwrap_or(width);
         eprint!(
@@ -306,5 +306,52 @@ pub async fn run(target: &RebuildTarget, view: &str, verify: bool) -> Result<boo
             println!("  {d}");
         }
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventfold::MemoryEventStore;
+    use eventfold::projection::MemoryReadModelStore;
+
+    #[test]
+    fn view_names_resolve_to_stored_views_and_their_categories() {
+        assert_eq!(
+            stored_view("orders-by-customer").expect("known"),
+            "order-summary"
+        );
+        assert_eq!(stored_view("daily-sales").expect("known"), "daily-sales");
+        let unknown = stored_view("nope").expect_err("unknown").to_string();
+        assert_eq!(
+            unknown,
+            "unknown view 'nope'; known: order-summary, orders-by-customer, stock-levels, daily-sales"
+        );
+        assert_eq!(category_of("stock-levels").as_deref(), Some("Inventory"));
+        assert_eq!(category_of("daily-sales").as_deref(), Some("Order"));
+        assert_eq!(category_of("orders-by-customer"), None);
+    }
+
+    #[test]
+    fn a_rebuild_projector_writes_only_the_shadow_of_its_view() {
+        for (view, shadow) in [
+            ("order-summary", "order-summary@rebuild"),
+            ("daily-sales", "daily-sales@rebuild"),
+        ] {
+            let p = projector_for(
+                MemoryEventStore::new(),
+                MemoryReadModelStore::new(),
+                view,
+                shadow,
+            );
+            assert_eq!(p.view_names(), [shadow]);
+        }
+        let none = projector_for(
+            MemoryEventStore::new(),
+            MemoryReadModelStore::new(),
+            "orders-by-customer",
+            "x",
+        );
+        assert!(none.view_names().is_empty());
     }
 }
