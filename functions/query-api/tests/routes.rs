@@ -271,3 +271,40 @@ fn the_route_keys_are_the_templates_routes() {
     served.sort();
     assert_eq!(template_route_keys("query-api"), served);
 }
+
+#[test]
+fn the_contract_lists_the_registered_views_and_their_parameters() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/openapi.yaml");
+    let text = std::fs::read_to_string(path).expect("contract readable");
+    let contract: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("contract parses");
+    let params = contract["paths"]["/api/v1/events/queries/{view}"]["get"]["parameters"]
+        .as_sequence()
+        .expect("parameters of the view query");
+    let view = params
+        .iter()
+        .find(|p| p["in"].as_str() == Some("path"))
+        .expect("the view path parameter");
+    let listed: Vec<&str> = view["schema"]["enum"]
+        .as_sequence()
+        .expect("an enum of views")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let registered: Vec<&str> = shop::registry::VIEWS.iter().map(|v| v.name).collect();
+    assert_eq!(listed, registered);
+    let query: Vec<&str> = params
+        .iter()
+        .filter(|p| p["in"].as_str() == Some("query"))
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for spec in shop::registry::VIEWS {
+        for param in spec.key.iter().chain(spec.partition.iter()) {
+            assert!(
+                query.contains(&param.name),
+                "{}: parameter {} is not in the contract",
+                spec.name,
+                param.name
+            );
+        }
+    }
+}
