@@ -82,7 +82,7 @@ enum Cmd {
 enum ProjectionsCmd {
     /// Replay the events table into `<view>@rebuild` from empty checkpoints (resumable).
     Rebuild {
-        /// View: order-summary, orders-by-customer, stock-levels or daily-sales.
+        #[arg(help = format!("View: {}.", shop::registry::view_names()))]
         view: String,
         /// Compare the rebuilt view with the live one; exit 1 when they differ.
         #[arg(long)]

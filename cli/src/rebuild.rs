@@ -6,7 +6,7 @@
 //! and one write per stream, and re-running it resumes (streams already at their head are
 //! duplicates).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use eventfold::projection::{
@@ -14,6 +14,7 @@ use eventfold::projection::{
 };
 use eventfold::{EventEnvelope, EventStore, StreamId};
 use serde_json::Value;
+use shop::registry::{self, ViewImpl};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 pub const SHADOW_SUFFIX: &str = "@rebuild";
 
 struct RenamedStream {
-    inner: Arc<dyn StreamView>,
+    inner: &'static dyn StreamView,
     name: String,
 }
 
@@ -41,7 +42,7 @@ impl StreamView for RenamedStream {
 }
 
 struct RenamedCounter {
-    inner: Arc<dyn CounterView>,
+    inner: &'static dyn CounterView,
     name: String,
 }
 
@@ -62,47 +63,29 @@ impl CounterView for RenamedCounter {
 
 /// The stored view behind a view name (`orders-by-customer` is an index of `order-summary`).
 pub fn stored_view(view: &str) -> Result<&'static str> {
-    Ok(match view {
-        shop::views::ORDER_SUMMARY | shop::views::ORDERS_BY_CUSTOMER => shop::views::ORDER_SUMMARY,
-        shop::views::STOCK_LEVELS => shop::views::STOCK_LEVELS,
-        shop::views::DAILY_SALES => shop::views::DAILY_SALES,
-        other => bail!(
-            "unknown view '{other}'; known: {}, {}, {}, {}",
-            shop::views::ORDER_SUMMARY,
-            shop::views::ORDERS_BY_CUSTOMER,
-            shop::views::STOCK_LEVELS,
-            shop::views::DAILY_SALES
-        ),
-    })
+    registry::view(view)
+        .map(|spec| spec.stored())
+        .ok_or_else(|| anyhow!("unknown view '{view}'; known: {}", registry::view_names()))
 }
 
-/// A projector writing only `view`, under the name `target`.
+/// A projector writing only the stored view `view`, under the name `target`.
 pub fn projector_for<E: EventStore, R: ReadModelStore>(
     events: E,
     models: R,
     view: &str,
     target: &str,
 ) -> Projector<E, R> {
-    let mut p = Projector::new(events, models);
-    for v in shop::views::stream_views()
-        .into_iter()
-        .filter(|v| v.name() == view)
-    {
-        p = p.with_stream_view(Arc::new(RenamedStream {
-            inner: v,
-            name: target.to_owned(),
-        }));
+    let p = Projector::new(events, models);
+    let name = target.to_owned();
+    match registry::stored_view(view) {
+        Some(ViewImpl::Stream(inner)) => {
+            p.with_stream_view(Arc::new(RenamedStream { inner, name }))
+        }
+        Some(ViewImpl::Counter(inner)) => {
+            p.with_counter_view(Arc::new(RenamedCounter { inner, name }))
+        }
+        None => p,
     }
-    for v in shop::views::counter_views()
-        .into_iter()
-        .filter(|v| v.name() == view)
-    {
-        p = p.with_counter_view(Arc::new(RenamedCounter {
-            inner: v,
-            name: target.to_owned(),
-        }));
-    }
-    p
 }
 
 /// Every stream of the events table with its head version (one paged Scan of the keys).
@@ -257,16 +240,7 @@ pub async fn differences<R: ReadModelStore>(
 
 /// Source category of a stored view.
 pub fn category_of(view: &str) -> Option<String> {
-    shop::views::stream_views()
-        .iter()
-        .find(|v| v.name() == view)
-        .map(|v| v.category().to_owned())
-        .or_else(|| {
-            shop::views::counter_views()
-                .iter()
-                .find(|v| v.name() == view)
-                .map(|v| v.category().to_owned())
-        })
+    registry::stored_view(view).map(|v| v.category().to_owned())
 }
 
 /// Where to rebuild.
@@ -332,5 +306,52 @@ pub async fn run(target: &RebuildTarget, view: &str, verify: bool) -> Result<boo
             println!("  {d}");
         }
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventfold::MemoryEventStore;
+    use eventfold::projection::MemoryReadModelStore;
+
+    #[test]
+    fn view_names_resolve_to_stored_views_and_their_categories() {
+        assert_eq!(
+            stored_view("orders-by-customer").expect("known"),
+            "order-summary"
+        );
+        assert_eq!(stored_view("daily-sales").expect("known"), "daily-sales");
+        let unknown = stored_view("nope").expect_err("unknown").to_string();
+        assert_eq!(
+            unknown,
+            "unknown view 'nope'; known: order-summary, orders-by-customer, stock-levels, daily-sales"
+        );
+        assert_eq!(category_of("stock-levels").as_deref(), Some("Inventory"));
+        assert_eq!(category_of("daily-sales").as_deref(), Some("Order"));
+        assert_eq!(category_of("orders-by-customer"), None);
+    }
+
+    #[test]
+    fn a_rebuild_projector_writes_only_the_shadow_of_its_view() {
+        for (view, shadow) in [
+            ("order-summary", "order-summary@rebuild"),
+            ("daily-sales", "daily-sales@rebuild"),
+        ] {
+            let p = projector_for(
+                MemoryEventStore::new(),
+                MemoryReadModelStore::new(),
+                view,
+                shadow,
+            );
+            assert_eq!(p.view_names(), [shadow]);
+        }
+        let none = projector_for(
+            MemoryEventStore::new(),
+            MemoryReadModelStore::new(),
+            "orders-by-customer",
+            "x",
+        );
+        assert!(none.view_names().is_empty());
     }
 }

@@ -1,19 +1,27 @@
 //! The command API: `POST /commands`, aggregate state (with time travel) and paged history.
 //!
-//! Owns HTTP routing and request parsing for commands. Business rules come from `shop`,
-//! mechanics from `eventfold`, AWS and the error-to-HTTP mapping from `eventfold-aws`; this
-//! crate holds none of those itself. `main.rs` only wires config and clients to [`CommandApi`].
+//! Owns request parsing for commands and the mapping of each route API Gateway matched to
+//! its handling. Routes are the function's `HttpApi` events in `infra/template.yaml` (the one
+//! route table, mirrored in [`ROUTE_KEYS`]): requests are dispatched on the `routeKey` and
+//! `pathParameters` the gateway sends, never by parsing the path again. Which aggregates
+//! exist and how their commands parse come from `shop::registry` (this crate names no shop
+//! type), mechanics from `eventfold`, AWS and the error-to-HTTP mapping from `eventfold-aws`.
+//! `main.rs` only wires config and clients to [`CommandApi`].
 #![forbid(unsafe_code)]
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use eventfold::{Aggregate, CommandContext, CommandExecutor, EventStore, ExecutorConfig, StreamId};
+use eventfold::{CommandContext, CommandExecutor, EventStore, ExecutorConfig, StreamId};
 use eventfold_aws::http::{Caller, Problem, caller, correlation_id, json_response};
 use eventfold_aws::{DynamoEventStore, SdkConfig, StoreConfig};
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::json;
-use shop::{CommandParseError, Inventory, Order, Payment};
+use shop::CommandParseError;
+use shop::registry::{self, AggregateVisitor, RegisteredAggregate, UnknownAggregate};
+use std::future::Future;
+use std::pin::Pin;
 use tracing::Instrument;
 
 /// Largest accepted request body.
@@ -23,7 +31,15 @@ pub const DEFAULT_PAGE: usize = 100;
 /// Largest page of `/events`.
 pub const MAX_PAGE: usize = 1000;
 
-const PREFIX: &str = "/api/v1/events";
+/// Route key of `POST /commands`.
+pub const SUBMIT_COMMAND: &str = "POST /api/v1/events/commands";
+/// Route key of an aggregate's state.
+pub const GET_AGGREGATE: &str = "GET /api/v1/events/aggregates/{aggregate_type}/{aggregate_id}";
+/// Route key of an aggregate's history.
+pub const LIST_AGGREGATE_EVENTS: &str =
+    "GET /api/v1/events/aggregates/{aggregate_type}/{aggregate_id}/events";
+/// Every route key this function serves (the template's `HttpApi` events of `CommandApiFunction`).
+pub const ROUTE_KEYS: &[&str] = &[SUBMIT_COMMAND, GET_AGGREGATE, LIST_AGGREGATE_EVENTS];
 
 /// The command API over any event store (DynamoDB in Lambda, memory in unit tests).
 pub struct CommandApi<S> {
@@ -61,13 +77,23 @@ enum Route<'a> {
     Events(&'a str, &'a str),
 }
 
-fn route(path: &str) -> Option<Route<'_>> {
-    let rest = path.strip_prefix(PREFIX)?;
-    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').skip(1).collect();
-    match parts.as_slice() {
-        ["commands"] => Some(Route::Command),
-        ["aggregates", t, id] => Some(Route::State(t, id)),
-        ["aggregates", t, id, "events"] => Some(Route::Events(t, id)),
+/// The `routeKey` API Gateway matched (`METHOD /path/{param}`), if any.
+fn route_key(req: &Request) -> Option<&str> {
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.route_key.as_deref(),
+        _ => None,
+    }
+}
+
+/// The route API Gateway matched (`routeKey`, with its `pathParameters`); `None` for a route
+/// this function does not serve.
+fn route(req: &Request) -> Option<Route<'_>> {
+    let param = |name: &str| req.path_parameters_ref().and_then(|p| p.first(name));
+    let aggregate = || Some((param("aggregate_type")?, param("aggregate_id")?));
+    match route_key(req)? {
+        SUBMIT_COMMAND => Some(Route::Command),
+        GET_AGGREGATE => aggregate().map(|(t, id)| Route::State(t, id)),
+        LIST_AGGREGATE_EVENTS => aggregate().map(|(t, id)| Route::Events(t, id)),
         _ => None,
     }
 }
@@ -88,11 +114,49 @@ fn parse_error(e: CommandParseError) -> Problem {
     }
 }
 
-fn unknown_aggregate(t: &str) -> Problem {
-    Problem::bad_request(
-        "unknown-aggregate-type",
-        format!("unknown aggregate type '{t}'; known: Order, Inventory, Payment"),
-    )
+fn unknown_aggregate(e: UnknownAggregate) -> Problem {
+    Problem::bad_request("unknown-aggregate-type", e.to_string())
+}
+
+/// What the handlers below return; boxed so that one type serves every aggregate.
+type Reply<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, Problem>> + Send + 'a>>;
+
+/// Parses and runs a command on the aggregate the registry finds for its category.
+struct Execute<'a, S> {
+    api: &'a CommandApi<S>,
+    stream: &'a StreamId,
+    expected: Option<u64>,
+    command_type: &'a str,
+    data: serde_json::Value,
+    context: &'a CommandContext,
+}
+
+impl<'a, S: EventStore> AggregateVisitor for Execute<'a, S> {
+    type Output = Reply<'a>;
+
+    fn visit<A: RegisteredAggregate>(self) -> Reply<'a> {
+        Box::pin(async move {
+            let command = A::parse_command(self.command_type, self.data).map_err(parse_error)?;
+            self.api
+                .execute::<A>(self.stream, self.expected, &command, self.context)
+                .await
+        })
+    }
+}
+
+/// Loads and renders the state of a stream of the aggregate the registry finds.
+struct LoadState<'a, S> {
+    api: &'a CommandApi<S>,
+    stream: &'a StreamId,
+    version: Option<u64>,
+}
+
+impl<'a, S: EventStore> AggregateVisitor for LoadState<'a, S> {
+    type Output = Reply<'a>;
+
+    fn visit<A: RegisteredAggregate>(self) -> Reply<'a> {
+        Box::pin(self.api.state::<A>(self.stream, self.version))
+    }
 }
 
 fn stream_of(caller: &Caller, aggregate_type: &str, id: &str) -> Result<StreamId, Problem> {
@@ -142,7 +206,8 @@ impl<S: EventStore> CommandApi<S> {
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let correlation = correlation_id(&req);
-        let span = tracing::info_span!("request", method = %req.method(), path = %path, correlation_id = %correlation);
+        let route = route_key(&req).unwrap_or("-");
+        let span = tracing::info_span!("request", route = %route, path = %path, correlation_id = %correlation);
         async {
             match self.dispatch(&req, &correlation).await {
                 Ok(resp) => resp,
@@ -155,38 +220,29 @@ impl<S: EventStore> CommandApi<S> {
 
     async fn dispatch(&self, req: &Request, correlation: &str) -> Result<Response<Body>, Problem> {
         let caller = caller(req)?;
-        let method = req.method().as_str();
-        match (method, route(req.uri().path())) {
-            ("POST", Some(Route::Command)) => {
+        match route(req) {
+            Some(Route::Command) => {
                 caller.require("events:write")?;
                 self.command(req, &caller, correlation).await
             }
-            ("GET", Some(Route::State(t, id))) => {
+            Some(Route::State(t, id)) => {
                 caller.require("events:read")?;
                 let stream = stream_of(&caller, t, id)?;
                 let version = query_u64(req, "version")?;
-                match t {
-                    "Order" => self.state::<Order>(&stream, version).await,
-                    "Inventory" => self.state::<Inventory>(&stream, version).await,
-                    "Payment" => self.state::<Payment>(&stream, version).await,
-                    other => Err(unknown_aggregate(other)),
-                }
+                let load = LoadState {
+                    api: self,
+                    stream: &stream,
+                    version,
+                };
+                registry::visit(t, load).map_err(unknown_aggregate)?.await
             }
-            ("GET", Some(Route::Events(t, id))) => {
+            Some(Route::Events(t, id)) => {
                 caller.require("events:read")?;
-                if ![Order::CATEGORY, Inventory::CATEGORY, Payment::CATEGORY].contains(&t) {
-                    return Err(unknown_aggregate(t));
-                }
+                registry::aggregate(t).map_err(unknown_aggregate)?;
                 let stream = stream_of(&caller, t, id)?;
                 self.events(req, &stream).await
             }
-            (_, Some(_)) => Err(Problem::new(
-                405,
-                "method-not-allowed",
-                "Method not allowed",
-                format!("{method} is not allowed here"),
-            )),
-            (_, None) => Err(Problem::not_found("no such route")),
+            None => Err(Problem::not_found("no such route")),
         }
     }
 
@@ -221,35 +277,24 @@ impl<S: EventStore> CommandApi<S> {
             command_id,
         };
         let span = tracing::info_span!("command", stream_id = %stream, command_type = %cmd.command_type, command_id = %context.command_id);
-        let data = cmd.data;
+        let run = Execute {
+            api: self,
+            stream: &stream,
+            expected: cmd.expected_version,
+            command_type: &cmd.command_type,
+            data: cmd.data,
+            context: &context,
+        };
         async {
-            match cmd.aggregate_type.as_str() {
-                "Order" => {
-                    let c =
-                        shop::order::parse_command(&cmd.command_type, data).map_err(parse_error)?;
-                    self.execute::<Order>(&stream, cmd.expected_version, &c, &context)
-                        .await
-                }
-                "Inventory" => {
-                    let c = shop::inventory::parse_command(&cmd.command_type, data)
-                        .map_err(parse_error)?;
-                    self.execute::<Inventory>(&stream, cmd.expected_version, &c, &context)
-                        .await
-                }
-                "Payment" => {
-                    let c = shop::payment::parse_command(&cmd.command_type, data)
-                        .map_err(parse_error)?;
-                    self.execute::<Payment>(&stream, cmd.expected_version, &c, &context)
-                        .await
-                }
-                other => Err(unknown_aggregate(other)),
-            }
+            registry::visit(&cmd.aggregate_type, run)
+                .map_err(unknown_aggregate)?
+                .await
         }
         .instrument(span)
         .await
     }
 
-    async fn execute<A: Aggregate>(
+    async fn execute<A: RegisteredAggregate>(
         &self,
         stream: &StreamId,
         expected: Option<u64>,
@@ -274,7 +319,7 @@ impl<S: EventStore> CommandApi<S> {
         ))
     }
 
-    async fn state<A: Aggregate>(
+    async fn state<A: RegisteredAggregate>(
         &self,
         stream: &StreamId,
         version: Option<u64>,

@@ -1,9 +1,12 @@
 //! The query API: `GET /api/v1/events/queries/{view}` over the read models, with cursor paging.
 //!
-//! Owns the HTTP surface of the views (which parameters each view takes, single lookups vs.
-//! lists). The views themselves are defined in `shop::views`; storage is a
-//! [`ReadModelStore`] (DynamoDB in Lambda, memory in unit tests); the error mapping is
-//! `eventfold-aws::http`. `main.rs` only wires config and clients to [`QueryService`].
+//! Owns the HTTP surface of the views: parameter checks, single lookups vs. lists, paging.
+//! Which views exist and which parameters each takes is `shop::registry::VIEWS` (this crate
+//! names no view); the route is the one API Gateway matched (`routeKey` and the `view` path
+//! parameter, as the template's `HttpApi` event declares it), never the raw path parsed
+//! again. Storage is a [`ReadModelStore`] (DynamoDB in Lambda, memory in unit tests); the
+//! error mapping is `eventfold-aws::http`. `main.rs` only wires config and clients to
+//! [`QueryService`].
 #![forbid(unsafe_code)]
 
 use eventfold::projection::{Doc, ListQuery, ReadModelError, ReadModelStore};
@@ -11,8 +14,10 @@ use eventfold_aws::SdkConfig;
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::http::{Problem, caller, correlation_id, json_response};
 use eventfold_aws::readmodels::DynamoReadModelStore;
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
+use shop::registry::{self, Param, ViewSpec};
 use tracing::Instrument;
 
 /// Default page size of lists.
@@ -20,7 +25,10 @@ pub const DEFAULT_LIMIT: usize = 20;
 /// Largest page size of lists.
 pub const MAX_LIMIT: usize = 100;
 
-const PREFIX: &str = "/api/v1/events/queries/";
+/// Route key of a view query.
+pub const GET_QUERY: &str = "GET /api/v1/events/queries/{view}";
+/// Every route key this function serves (the template's `HttpApi` events of `QueryApiFunction`).
+pub const ROUTE_KEYS: &[&str] = &[GET_QUERY];
 
 /// Settings of the query API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,78 +59,31 @@ pub fn dynamo_api(sdk: &SdkConfig, config: &QueryConfig) -> QueryApi {
     ))
 }
 
-/// How a view is queried.
-struct ViewSpec {
-    /// Name in the URL.
-    name: &'static str,
-    /// The stored view it reads.
-    stored: &'static str,
-    /// Parameter naming one document (a lookup), if the view has one.
-    key: Option<&'static str>,
-    /// Parameter naming an index partition (a required list filter), if any.
-    partition: Option<&'static str>,
-    /// Field under which the document key is shown when the document lacks it.
-    key_field: &'static str,
-}
-
-const VIEWS: &[ViewSpec] = &[
-    ViewSpec {
-        name: shop::views::ORDER_SUMMARY,
-        stored: shop::views::ORDER_SUMMARY,
-        key: Some("order_id"),
-        partition: None,
-        key_field: "order_id",
-    },
-    ViewSpec {
-        name: shop::views::ORDERS_BY_CUSTOMER,
-        stored: shop::views::ORDER_SUMMARY,
-        key: None,
-        partition: Some("customer_id"),
-        key_field: "order_id",
-    },
-    ViewSpec {
-        name: shop::views::STOCK_LEVELS,
-        stored: shop::views::STOCK_LEVELS,
-        key: Some("sku"),
-        partition: None,
-        key_field: "sku",
-    },
-    ViewSpec {
-        name: shop::views::DAILY_SALES,
-        stored: shop::views::DAILY_SALES,
-        key: Some("day"),
-        partition: None,
-        key_field: "day",
-    },
-];
-
-fn valid_param(name: &str, value: &str) -> Result<(), Problem> {
-    let ok = match name {
-        "day" => value.len() == 10 && chrono_like_day(value),
-        _ => {
-            (1..=128).contains(&value.len())
-                && value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-        }
-    };
-    if ok {
+fn valid_param(param: Param, value: &str) -> Result<(), Problem> {
+    if param.format.accepts(value) {
         Ok(())
     } else {
         Err(Problem::bad_request(
             "invalid-request",
-            format!("parameter '{name}' has an invalid value"),
+            format!("parameter '{}' has an invalid value", param.name),
         ))
     }
 }
 
-fn chrono_like_day(v: &str) -> bool {
-    let b = v.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10) && {
-        let month: u32 = v[5..7].parse().unwrap_or(0);
-        let day: u32 = v[8..10].parse().unwrap_or(0);
-        (1..=12).contains(&month) && (1..=31).contains(&day)
+/// The `routeKey` API Gateway matched (`METHOD /path/{param}`), if any.
+fn route_key(req: &Request) -> Option<&str> {
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.route_key.as_deref(),
+        _ => None,
+    }
+}
+
+/// The view named by the route API Gateway matched; `None` for a route this function does
+/// not serve.
+fn routed_view(req: &Request) -> Option<&str> {
+    match route_key(req)? {
+        GET_QUERY => req.path_parameters_ref()?.first("view"),
+        _ => None,
     }
 }
 
@@ -172,7 +133,8 @@ impl<R: ReadModelStore> QueryService<R> {
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let correlation = correlation_id(&req);
-        let span = tracing::info_span!("query", path = %path, correlation_id = %correlation);
+        let route = route_key(&req).unwrap_or("-");
+        let span = tracing::info_span!("query", route = %route, path = %path, correlation_id = %correlation);
         async {
             match self.dispatch(&req).await {
                 Ok(resp) => resp,
@@ -185,32 +147,17 @@ impl<R: ReadModelStore> QueryService<R> {
 
     async fn dispatch(&self, req: &Request) -> Result<Response<Body>, Problem> {
         let caller = caller(req)?;
-        let Some(view) = req
-            .uri()
-            .path()
-            .strip_prefix(PREFIX)
-            .map(|v| v.trim_end_matches('/'))
-        else {
+        let Some(view) = routed_view(req) else {
             return Err(Problem::not_found("no such route"));
         };
-        if req.method().as_str() != "GET" {
-            return Err(Problem::new(
-                405,
-                "method-not-allowed",
-                "Method not allowed",
-                "only GET is allowed here",
-            ));
-        }
         caller.require("events:read")?;
-        let spec = VIEWS
-            .iter()
-            .find(|s| s.name == view)
+        let spec = registry::view(view)
             .ok_or_else(|| Problem::not_found(format!("unknown view '{view}'")))?;
         let params = req.query_string_parameters();
         for (name, _) in params.iter() {
             let known = ["limit", "cursor"].contains(&name)
-                || Some(name) == spec.key
-                || Some(name) == spec.partition;
+                || spec.key.is_some_and(|p| p.name == name)
+                || spec.partition.is_some_and(|p| p.name == name);
             if !known {
                 return Err(Problem::bad_request(
                     "invalid-request",
@@ -220,12 +167,12 @@ impl<R: ReadModelStore> QueryService<R> {
         }
         let tenant = caller.tenant.as_str();
         if let Some(key_param) = spec.key
-            && let Some(key) = params.first(key_param)
+            && let Some(key) = params.first(key_param.name)
         {
             valid_param(key_param, key)?;
             let doc = self
                 .models
-                .get(tenant, spec.stored, key)
+                .get(tenant, spec.stored(), key)
                 .await
                 .map_err(store_problem)?;
             return match doc.filter(|d| !d.data.is_null()) {
@@ -234,17 +181,17 @@ impl<R: ReadModelStore> QueryService<R> {
                     &json!({"view": spec.name, "item": present(spec, d)}),
                 )),
                 None => Err(Problem::not_found(format!(
-                    "no {} for {key_param} '{key}'",
-                    spec.name
+                    "no {} for {} '{key}'",
+                    spec.name, key_param.name
                 ))),
             };
         }
         let index = match spec.partition {
             Some(p) => {
-                let value = params.first(p).ok_or_else(|| {
+                let value = params.first(p.name).ok_or_else(|| {
                     Problem::bad_request(
                         "invalid-request",
-                        format!("view '{view}' needs parameter '{p}'"),
+                        format!("view '{view}' needs parameter '{}'", p.name),
                     )
                 })?;
                 valid_param(p, value)?;
@@ -272,7 +219,7 @@ impl<R: ReadModelStore> QueryService<R> {
         };
         let page = self
             .models
-            .list(tenant, spec.stored, query)
+            .list(tenant, spec.stored(), query)
             .await
             .map_err(store_problem)?;
         let items: Vec<Value> = page.docs.into_iter().map(|d| present(spec, d)).collect();

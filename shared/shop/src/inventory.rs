@@ -17,10 +17,12 @@
 //! Already done (no events): `ReserveStock` for an order that already holds a reservation of
 //! the same quantity; `ReleaseStock` for an order that holds no reservation.
 
+use crate::registry::RegisteredAggregate;
 use crate::{CommandParseError, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use strum::VariantNames;
 
 /// The inventory aggregate (stream category `Inventory`, one stream per SKU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,7 +30,7 @@ pub struct Inventory;
 
 /// What callers ask of a SKU's inventory. Adjacently tagged:
 /// `{"type": "ReserveStock", "data": {..}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, VariantNames)]
 #[serde(tag = "type", content = "data", deny_unknown_fields)]
 pub enum InventoryCommand {
     /// Adds units to the stock on hand.
@@ -50,19 +52,16 @@ pub enum InventoryCommand {
     },
 }
 
-/// The command type names [`parse_command`] accepts.
-pub const COMMAND_TYPES: &[&str] = &["ReceiveStock", "ReserveStock", "ReleaseStock"];
-
 /// Builds an inventory command from its type name and JSON data; unknown fields are refused.
 pub fn parse_command(
     command_type: &str,
     data: serde_json::Value,
 ) -> Result<InventoryCommand, CommandParseError> {
-    crate::parse_tagged(Inventory::CATEGORY, COMMAND_TYPES, command_type, data)
+    <Inventory as RegisteredAggregate>::parse_command(command_type, data)
 }
 
 /// What happened to a SKU's stock; the storage format.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, VariantNames)]
 #[serde(tag = "type", content = "data")]
 pub enum InventoryEvent {
     /// Units were added to the stock on hand.

@@ -1,12 +1,15 @@
-//! Eventfold's reference domain: a small shop with three aggregates.
+//! Eventfold's reference domain: a small shop with three aggregates and its read models.
 //!
 //! Owns the business rules of [`order`] (an order's lines and life cycle), [`inventory`]
 //! (stock of one SKU and the reservations held against it) and [`payment`] (authorising and
 //! refunding the payment of one order). Each module has the same shape: commands (serde
-//! enums the HTTP layer parses with its `parse_command`), past-tense events (the storage
-//! format), a state folded from those events and a pure `decide` that returns the events
-//! that carry a command out, no events when it was already done, or the [`Rejection`] of
-//! the rule it breaks.
+//! enums, parsed from a type name and JSON data by its `parse_command`), past-tense events
+//! (the storage format), a state folded from those events and a pure `decide` that returns
+//! the events that carry a command out, no events when it was already done, or the
+//! [`Rejection`] of the rule it breaks. [`views`] holds the read-model projections.
+//!
+//! [`registry`] is the one list of the aggregates and views: the functions and the CLI find
+//! aggregates by category and views by name there and never name a shop type themselves.
 //!
 //! Pure and synchronous. Must not import: any AWS crate, `lambda_*`, tokio or any other
 //! async runtime, clocks, randomness, or anything else that does I/O. The only framework
@@ -36,12 +39,14 @@
 pub mod inventory;
 pub mod order;
 pub mod payment;
+pub mod registry;
 pub mod views;
 
 pub use eventfold::{Aggregate, DomainEvent, Rejection};
 pub use inventory::Inventory;
 pub use order::Order;
 pub use payment::Payment;
+pub use registry::RegisteredAggregate;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};

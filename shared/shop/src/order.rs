@@ -37,18 +37,20 @@
 //! (`unit-price-mismatch`) rather than silently re-pricing the units already in the order;
 //! remove the line and add it again to change the price.
 
+use crate::registry::RegisteredAggregate;
 use crate::{CommandParseError, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use strum::VariantNames;
 
 /// The order aggregate (stream category `Order`, one stream per order id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Order;
 
 /// What callers ask of an order. Adjacently tagged: `{"type": "AddItem", "data": {..}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, VariantNames)]
 #[serde(tag = "type", content = "data", deny_unknown_fields)]
 pub enum OrderCommand {
     /// Opens a draft order for a customer.
@@ -86,28 +88,17 @@ pub enum OrderCommand {
     },
 }
 
-/// The command type names [`parse_command`] accepts.
-pub const COMMAND_TYPES: &[&str] = &[
-    "CreateOrder",
-    "AddItem",
-    "RemoveItem",
-    "PlaceOrder",
-    "ConfirmOrder",
-    "ShipOrder",
-    "CancelOrder",
-];
-
 /// Builds an order command from its type name and JSON data. Commands without fields
 /// accept `null` (absent) or `{}` as data; unknown fields are refused.
 pub fn parse_command(
     command_type: &str,
     data: serde_json::Value,
 ) -> Result<OrderCommand, CommandParseError> {
-    crate::parse_tagged(Order::CATEGORY, COMMAND_TYPES, command_type, data)
+    <Order as RegisteredAggregate>::parse_command(command_type, data)
 }
 
 /// What happened to an order; the storage format.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, VariantNames)]
 #[serde(tag = "type", content = "data")]
 pub enum OrderEvent {
     /// A draft order was opened for a customer.

@@ -24,9 +24,11 @@
 //! `AuthorizePayment` with the same amount and method as the attempt just declined;
 //! `RefundPayment` once refunded.
 
+use crate::registry::RegisteredAggregate;
 use crate::{CommandParseError, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
+use strum::VariantNames;
 
 /// Amounts (minor units) above this are declined.
 pub const AUTHORIZATION_LIMIT: i64 = 1_000_000;
@@ -43,7 +45,7 @@ pub struct Payment;
 
 /// What callers ask of an order's payment. Adjacently tagged:
 /// `{"type": "AuthorizePayment", "data": {..}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, VariantNames)]
 #[serde(tag = "type", content = "data", deny_unknown_fields)]
 pub enum PaymentCommand {
     /// Asks the (simulated) provider to authorise an amount.
@@ -59,20 +61,17 @@ pub enum PaymentCommand {
     RefundPayment {},
 }
 
-/// The command type names [`parse_command`] accepts.
-pub const COMMAND_TYPES: &[&str] = &["AuthorizePayment", "RefundPayment"];
-
 /// Builds a payment command from its type name and JSON data. `RefundPayment` accepts
 /// `null` (absent) or `{}` as data; unknown fields are refused.
 pub fn parse_command(
     command_type: &str,
     data: serde_json::Value,
 ) -> Result<PaymentCommand, CommandParseError> {
-    crate::parse_tagged(Payment::CATEGORY, COMMAND_TYPES, command_type, data)
+    <Payment as RegisteredAggregate>::parse_command(command_type, data)
 }
 
 /// What happened to an order's payment; the storage format.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, VariantNames)]
 #[serde(tag = "type", content = "data")]
 pub enum PaymentEvent {
     /// The amount was authorised.

@@ -4,7 +4,7 @@
 //! |---|---|---|---|---|
 //! | [`ORDER_SUMMARY`] | [`StreamView`] | `Order` | order | order id |
 //! | [`STOCK_LEVELS`] | [`StreamView`] | `Inventory` | SKU | SKU |
-//! | [`DAILY_SALES`] | [`CounterView`] | `Order` | UTC day | `YYYY-MM-DD` |
+//! | [`DAILY_SALES`] | [`CounterView`] | `Order` | UTC day | `YYYY-MM-DD` ([`DAY_FORMAT`]) |
 //!
 //! `order-summary` documents carry the list index [`ORDERS_BY_CUSTOMER`]: partition = the
 //! customer id, sort = `{created_at}#{order_id}`, so a customer's orders list newest first.
@@ -17,12 +17,15 @@
 //! Times are the envelope's `occurred_at` in UTC, written as RFC 3339 with a fixed six
 //! digit fraction (`2024-03-01T09:30:00.000000Z`) so that they also sort as text.
 //!
-//! [`projector`] wires all views into an [`eventfold::projection::Projector`].
+//! Which views exist, and how the query API serves them, is [`crate::registry::VIEWS`];
+//! [`projector`] wires every registered view into an [`eventfold::projection::Projector`].
 
-use crate::inventory::InventoryEvent;
-use crate::order::{OrderEvent, OrderStatus};
-use eventfold::projection::{CounterView, Projector, ReadModelStore, StreamView};
-use eventfold::{DomainEvent, EventEnvelope, EventStore, StreamId};
+use crate::inventory::{Inventory, InventoryEvent};
+use crate::order::{Order, OrderEvent, OrderStatus};
+use crate::registry::{self, RegisteredAggregate, ViewImpl};
+use chrono::NaiveDate;
+use eventfold::projection::{Contribution, CounterView, Projector, ReadModelStore, StreamView};
+use eventfold::{Aggregate, DomainEvent, EventEnvelope, EventStore, StreamId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -42,24 +45,20 @@ pub const STOCK_LEVELS: &str = "stock-levels";
 /// Name of the per-day sales counters ([`DailySales`]).
 pub const DAILY_SALES: &str = "daily-sales";
 
-/// Category of the order streams.
-const ORDER: &str = "Order";
-/// Category of the inventory streams.
-const INVENTORY: &str = "Inventory";
+/// Format of a `daily-sales` key: a UTC day, `YYYY-MM-DD`.
+pub const DAY_FORMAT: &str = "%Y-%m-%d";
 
-/// Event types of [`OrderEvent`]; any other type in an `Order` stream is ignored.
-const ORDER_EVENT_TYPES: &[&str] = &[
-    "OrderCreated",
-    "ItemAdded",
-    "ItemRemoved",
-    "OrderPlaced",
-    "OrderConfirmed",
-    "OrderShipped",
-    "OrderCancelled",
-];
-
-/// Event types of [`InventoryEvent`]; any other type in an `Inventory` stream is ignored.
-const INVENTORY_EVENT_TYPES: &[&str] = &["StockReceived", "StockReserved", "StockReleased"];
+/// The calendar day `value` names, when it is exactly `YYYY-MM-DD` (ten characters, a real
+/// date: `2024-02-30` is none). chrono alone would also take `2024-2-5` or a five-digit
+/// year, which are not keys this view writes, so the day must format back to `value`.
+pub fn parse_day(value: &str) -> Option<NaiveDate> {
+    if value.len() != 10 {
+        return None;
+    }
+    NaiveDate::parse_from_str(value, DAY_FORMAT)
+        .ok()
+        .filter(|day| day.format(DAY_FORMAT).to_string() == value)
+}
 
 /// `occurred_at` as fixed-width RFC 3339 (UTC, microseconds), sortable as text.
 fn timestamp(env: &EventEnvelope) -> String {
@@ -155,11 +154,11 @@ impl StreamView for OrderSummary {
     }
 
     fn category(&self) -> &str {
-        ORDER
+        Order::CATEGORY
     }
 
     fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
-        let Some(event) = decode_known::<OrderEvent>(env, ORDER_EVENT_TYPES)? else {
+        let Some(event) = decode_known::<OrderEvent>(env, Order::EVENT_TYPES)? else {
             return Ok(doc);
         };
         let now = timestamp(env);
@@ -282,11 +281,11 @@ impl StreamView for StockLevels {
     }
 
     fn category(&self) -> &str {
-        INVENTORY
+        Inventory::CATEGORY
     }
 
     fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
-        let Some(event) = decode_known::<InventoryEvent>(env, INVENTORY_EVENT_TYPES)? else {
+        let Some(event) = decode_known::<InventoryEvent>(env, Inventory::EVENT_TYPES)? else {
             return Ok(doc);
         };
         let mut level = match doc {
@@ -337,16 +336,13 @@ impl CounterView for DailySales {
     }
 
     fn category(&self) -> &str {
-        ORDER
+        Order::CATEGORY
     }
 
-    fn contribution(
-        &self,
-        env: &EventEnvelope,
-    ) -> Result<Option<(String, BTreeMap<String, i64>)>, String> {
-        match decode_known::<OrderEvent>(env, ORDER_EVENT_TYPES)? {
+    fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, String> {
+        match decode_known::<OrderEvent>(env, Order::EVENT_TYPES)? {
             Some(OrderEvent::OrderPlaced { total }) => {
-                let day = env.occurred_at.format("%Y-%m-%d").to_string();
+                let day = env.occurred_at.format(DAY_FORMAT).to_string();
                 let deltas =
                     BTreeMap::from([("orders".to_owned(), 1), ("revenue".to_owned(), total)]);
                 Ok(Some((day, deltas)))
@@ -360,14 +356,54 @@ impl CounterView for DailySales {
 // wiring
 // ---------------------------------------------------------------------------------------------
 
-/// The shop's per-stream views: [`OrderSummary`] and [`StockLevels`].
-pub fn stream_views() -> Vec<Arc<dyn StreamView>> {
-    vec![Arc::new(OrderSummary), Arc::new(StockLevels)]
+/// A registry view shared with a projector (which owns its views as `Arc`s).
+struct Registered<V: ?Sized + 'static>(&'static V);
+
+impl StreamView for Registered<dyn StreamView> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn category(&self) -> &str {
+        self.0.category()
+    }
+    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
+        self.0.apply(doc, env)
+    }
+    fn index(&self, doc: &Value) -> Option<(String, String)> {
+        self.0.index(doc)
+    }
 }
 
-/// The shop's counter views: [`DailySales`].
+impl CounterView for Registered<dyn CounterView> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn category(&self) -> &str {
+        self.0.category()
+    }
+    fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, String> {
+        self.0.contribution(env)
+    }
+}
+
+/// The shop's per-stream views (the stream views of [`registry::VIEWS`]).
+pub fn stream_views() -> Vec<Arc<dyn StreamView>> {
+    registry::stored_views()
+        .filter_map(|v| match v {
+            ViewImpl::Stream(view) => Some(Arc::new(Registered(view)) as Arc<dyn StreamView>),
+            ViewImpl::Counter(_) => None,
+        })
+        .collect()
+}
+
+/// The shop's counter views (the counter views of [`registry::VIEWS`]).
 pub fn counter_views() -> Vec<Arc<dyn CounterView>> {
-    vec![Arc::new(DailySales)]
+    registry::stored_views()
+        .filter_map(|v| match v {
+            ViewImpl::Counter(view) => Some(Arc::new(Registered(view)) as Arc<dyn CounterView>),
+            ViewImpl::Stream(_) => None,
+        })
+        .collect()
 }
 
 /// A projector over `events` and `models` with every shop view registered.

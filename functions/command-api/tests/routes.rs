@@ -1,0 +1,405 @@
+//! The command API as API Gateway calls it: payload 2.0 events (through
+//! `lambda_http::request::from_str`, as the Lambda runtime builds the request), routed on the
+//! `routeKey` and `pathParameters` the gateway matched, never on the raw path.
+
+use command_api::{CommandApi, GET_AGGREGATE, LIST_AGGREGATE_EVENTS, ROUTE_KEYS, SUBMIT_COMMAND};
+use eventfold::{CommandExecutor, ExecutorConfig, MemoryEventStore};
+use lambda_http::{Body, Request, Response};
+use serde_json::{Map, Value, json};
+
+/// One HTTP API request as API Gateway (payload format 2.0) hands it to the function.
+struct Call<'a> {
+    route_key: &'a str,
+    raw_path: &'a str,
+    path_parameters: Value,
+    raw_query: &'a str,
+    body: Option<Value>,
+    scope: &'a str,
+}
+
+impl<'a> Call<'a> {
+    fn new(route_key: &'a str, raw_path: &'a str) -> Self {
+        Self {
+            route_key,
+            raw_path,
+            path_parameters: Value::Null,
+            raw_query: "",
+            body: None,
+            scope: "events:read events:write",
+        }
+    }
+
+    fn aggregate(mut self, aggregate_type: &str, aggregate_id: &str) -> Self {
+        self.path_parameters =
+            json!({"aggregate_type": aggregate_type, "aggregate_id": aggregate_id});
+        self
+    }
+
+    fn query(mut self, raw_query: &'a str) -> Self {
+        self.raw_query = raw_query;
+        self
+    }
+
+    fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    fn scope(mut self, scope: &'a str) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    fn request(&self) -> Request {
+        let method = self.route_key.split(' ').next().unwrap_or("GET");
+        let mut query = Map::new();
+        for pair in self.raw_query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            query.insert(k.to_owned(), Value::String(v.to_owned()));
+        }
+        let event = json!({
+            "version": "2.0",
+            "routeKey": self.route_key,
+            "rawPath": self.raw_path,
+            "rawQueryString": self.raw_query,
+            "headers": {"content-type": "application/json", "host": "api.example.com"},
+            "queryStringParameters": if query.is_empty() { Value::Null } else { Value::Object(query) },
+            "pathParameters": self.path_parameters,
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "api",
+                "authorizer": {"jwt": {
+                    "claims": {"sub": "tester", "tenant": "acme", "scope": self.scope},
+                    "scopes": null,
+                }},
+                "domainName": "api.example.com",
+                "domainPrefix": "api",
+                "http": {
+                    "method": method,
+                    "path": self.raw_path,
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": "192.0.2.1",
+                    "userAgent": "routes-test",
+                },
+                "requestId": "req-1",
+                "routeKey": self.route_key,
+                "stage": "$default",
+                "time": "01/Mar/2024:09:30:00 +0000",
+                "timeEpoch": 1_709_285_400_000_i64,
+            },
+            "body": self.body.as_ref().map(Value::to_string),
+            "isBase64Encoded": false,
+        });
+        lambda_http::request::from_str(&event.to_string()).expect("a payload 2.0 event")
+    }
+}
+
+fn api() -> CommandApi<MemoryEventStore> {
+    CommandApi::new(CommandExecutor::new(
+        MemoryEventStore::new(),
+        ExecutorConfig::default(),
+    ))
+}
+
+async fn send(api: &CommandApi<MemoryEventStore>, call: Call<'_>) -> (u16, Value) {
+    let resp: Response<Body> = api.handle(call.request()).await;
+    let status = resp.status().as_u16();
+    let body = match resp.body() {
+        Body::Text(t) => serde_json::from_str(t).expect("JSON body"),
+        Body::Binary(b) => serde_json::from_slice(b).expect("JSON body"),
+        _ => Value::Null,
+    };
+    (status, body)
+}
+
+#[track_caller]
+fn assert_problem(reply: &(u16, Value), status: u16, slug: &str) {
+    assert_eq!(reply.0, status, "{}", reply.1);
+    assert_eq!(
+        reply.1["type"],
+        format!("https://eventfold.dev/problems/{slug}"),
+        "{}",
+        reply.1
+    );
+}
+
+const COMMANDS: &str = "/api/v1/events/commands";
+
+fn command(aggregate_type: &str, id: &str, command_type: &str, data: Value) -> Value {
+    json!({"aggregate_type": aggregate_type, "aggregate_id": id, "type": command_type, "data": data})
+}
+
+async fn create_order(api: &CommandApi<MemoryEventStore>, id: &str) {
+    let created = send(
+        api,
+        Call::new(SUBMIT_COMMAND, COMMANDS).body(command(
+            "Order",
+            id,
+            "CreateOrder",
+            json!({"customer_id": "c-1"}),
+        )),
+    )
+    .await;
+    assert_eq!(created.0, 201, "{}", created.1);
+}
+
+#[tokio::test]
+async fn each_route_key_reaches_its_handler() {
+    let api = api();
+    create_order(&api, "o-1").await;
+    let state = send(
+        &api,
+        Call::new(GET_AGGREGATE, "/api/v1/events/aggregates/Order/o-1").aggregate("Order", "o-1"),
+    )
+    .await;
+    assert_eq!(state.0, 200, "{}", state.1);
+    assert_eq!(state.1["stream_id"], "acme/Order-o-1");
+    assert_eq!(state.1["state"]["customer_id"], "c-1");
+    let events = send(
+        &api,
+        Call::new(
+            LIST_AGGREGATE_EVENTS,
+            "/api/v1/events/aggregates/Order/o-1/events",
+        )
+        .aggregate("Order", "o-1"),
+    )
+    .await;
+    assert_eq!(events.0, 200, "{}", events.1);
+    assert_eq!(events.1["events"][0]["type"], "OrderCreated");
+    let at = send(
+        &api,
+        Call::new(GET_AGGREGATE, "/api/v1/events/aggregates/Order/o-1")
+            .aggregate("Order", "o-1")
+            .query("version=1"),
+    )
+    .await;
+    assert_eq!((at.0, at.1["version"].clone()), (200, json!(1)));
+}
+
+#[tokio::test]
+async fn routing_follows_the_route_key_and_path_parameters_not_the_raw_path() {
+    let api = api();
+    create_order(&api, "o-1").await;
+    // The raw path names the history of another stream; the gateway matched the state route
+    // with these parameters, and that is what is served.
+    let state = send(
+        &api,
+        Call::new(
+            GET_AGGREGATE,
+            "/api/v1/events/aggregates/Inventory/x/events",
+        )
+        .aggregate("Order", "o-1"),
+    )
+    .await;
+    assert_eq!(state.0, 200, "{}", state.1);
+    assert_eq!(state.1["stream_id"], "acme/Order-o-1");
+    assert!(state.1.get("events").is_none(), "{}", state.1);
+    // A raw path no route would match still reaches the command handler by its route key.
+    let created = send(
+        &api,
+        Call::new(SUBMIT_COMMAND, "/stage-prefix/elsewhere").body(command(
+            "Order",
+            "o-2",
+            "CreateOrder",
+            json!({"customer_id": "c-2"}),
+        )),
+    )
+    .await;
+    assert_eq!(created.0, 201, "{}", created.1);
+    // Path parameters arrive decoded: an id is taken as it is, never split or decoded again.
+    let odd = send(
+        &api,
+        Call::new(GET_AGGREGATE, "/api/v1/events/aggregates/Order/o%2F1").aggregate("Order", "o/1"),
+    )
+    .await;
+    assert_problem(&odd, 400, "invalid-id");
+}
+
+#[tokio::test]
+async fn an_unknown_route_key_is_not_found_whatever_the_raw_path() {
+    let api = api();
+    create_order(&api, "o-1").await;
+    for route_key in [
+        "GET /api/v1/events/commands",
+        "POST /api/v1/events/aggregates/{aggregate_type}/{aggregate_id}",
+        "GET /api/v1/events/queries/{view}",
+        "$default",
+        "",
+    ] {
+        let reply = send(
+            &api,
+            Call::new(route_key, "/api/v1/events/aggregates/Order/o-1").aggregate("Order", "o-1"),
+        )
+        .await;
+        assert_problem(&reply, 404, "not-found");
+        assert_eq!(reply.1["instance"], "/api/v1/events/aggregates/Order/o-1");
+    }
+    // A known route key without the parameters its path declares was not matched by it.
+    let bare = send(
+        &api,
+        Call::new(GET_AGGREGATE, "/api/v1/events/aggregates/Order/o-1"),
+    )
+    .await;
+    assert_problem(&bare, 404, "not-found");
+}
+
+#[tokio::test]
+async fn unknown_aggregate_types_are_refused_on_every_route_with_the_known_list() {
+    let api = api();
+    let known = "unknown aggregate type 'Nope'; known: Order, Inventory, Payment";
+    let replies = [
+        send(
+            &api,
+            Call::new(SUBMIT_COMMAND, COMMANDS).body(command(
+                "Nope",
+                "o-1",
+                "CreateOrder",
+                json!({}),
+            )),
+        )
+        .await,
+        send(
+            &api,
+            Call::new(GET_AGGREGATE, "/api/v1/events/aggregates/Nope/o-1").aggregate("Nope", "o-1"),
+        )
+        .await,
+        send(
+            &api,
+            Call::new(
+                LIST_AGGREGATE_EVENTS,
+                "/api/v1/events/aggregates/Nope/o-1/events",
+            )
+            .aggregate("Nope", "o-1"),
+        )
+        .await,
+    ];
+    for reply in &replies {
+        assert_problem(reply, 400, "unknown-aggregate-type");
+        assert_eq!(reply.1["detail"], known);
+    }
+}
+
+#[tokio::test]
+async fn commands_parse_through_the_registry() {
+    let api = api();
+    let unknown = send(
+        &api,
+        Call::new(SUBMIT_COMMAND, COMMANDS).body(command(
+            "Inventory",
+            "sku-1",
+            "CreateOrder",
+            json!({}),
+        )),
+    )
+    .await;
+    assert_problem(&unknown, 400, "unknown-command-type");
+    let detail = unknown.1["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("ReceiveStock, ReserveStock, ReleaseStock"),
+        "{detail}"
+    );
+    let invalid = send(
+        &api,
+        Call::new(SUBMIT_COMMAND, COMMANDS).body(command(
+            "Inventory",
+            "sku-1",
+            "ReceiveStock",
+            json!({"quantity": "many"}),
+        )),
+    )
+    .await;
+    assert_problem(&invalid, 400, "invalid-command-data");
+    for (aggregate, id, command_type, data) in [
+        ("Inventory", "sku-1", "ReceiveStock", json!({"quantity": 5})),
+        (
+            "Payment",
+            "o-1",
+            "AuthorizePayment",
+            json!({"order_id": "o-1", "amount": 100, "method": "card"}),
+        ),
+    ] {
+        let ok = send(
+            &api,
+            Call::new(SUBMIT_COMMAND, COMMANDS).body(command(aggregate, id, command_type, data)),
+        )
+        .await;
+        assert_eq!(ok.0, 201, "{}", ok.1);
+        assert_eq!(ok.1["stream_id"], format!("acme/{aggregate}-{id}"));
+    }
+}
+
+#[tokio::test]
+async fn scopes_are_checked_per_route() {
+    let api = api();
+    let write = send(
+        &api,
+        Call::new(SUBMIT_COMMAND, COMMANDS)
+            .body(command(
+                "Order",
+                "o-1",
+                "CreateOrder",
+                json!({"customer_id": "c"}),
+            ))
+            .scope("events:read"),
+    )
+    .await;
+    assert_problem(&write, 403, "forbidden");
+    let read = send(
+        &api,
+        Call::new(GET_AGGREGATE, "/api/v1/events/aggregates/Order/o-1")
+            .aggregate("Order", "o-1")
+            .scope("events:write"),
+    )
+    .await;
+    assert_problem(&read, 403, "forbidden");
+}
+
+/// The routes of `binary`'s function in `infra/template.yaml`, as `METHOD /path` route keys.
+fn template_route_keys(binary: &str) -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+    let text = std::fs::read_to_string(path).expect("template readable");
+    let template: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("template parses");
+    let resources = template["Resources"].as_mapping().expect("resources");
+    let function = resources
+        .values()
+        .find(|r| r["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary))
+        .expect("the template defines the function");
+    let events = function["Properties"]["Events"]
+        .as_mapping()
+        .expect("events");
+    let mut keys: Vec<String> = events
+        .values()
+        .filter(|e| e["Type"].as_str() == Some("HttpApi"))
+        .map(|e| {
+            let p = &e["Properties"];
+            format!(
+                "{} {}",
+                p["Method"].as_str().expect("method").to_uppercase(),
+                p["Path"].as_str().expect("path")
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn the_route_keys_are_the_templates_routes() {
+    let mut served: Vec<String> = ROUTE_KEYS.iter().map(|k| (*k).to_owned()).collect();
+    served.sort();
+    assert_eq!(template_route_keys("command-api"), served);
+}
+
+#[test]
+fn the_contract_lists_the_registered_aggregate_types() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/openapi.yaml");
+    let text = std::fs::read_to_string(path).expect("contract readable");
+    let contract: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("contract parses");
+    let listed: Vec<&str> = contract["components"]["schemas"]["AggregateType"]["enum"]
+        .as_sequence()
+        .expect("an enum of aggregate types")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(listed, shop::registry::CATEGORIES);
+}

@@ -1,0 +1,310 @@
+//! The query API as API Gateway calls it: payload 2.0 events (through
+//! `lambda_http::request::from_str`, as the Lambda runtime builds the request), routed on the
+//! `routeKey` and the `view` path parameter the gateway matched, never on the raw path.
+
+use eventfold::projection::{Doc, MemoryReadModelStore, ReadModelStore};
+use lambda_http::{Body, Request};
+use query_api::{GET_QUERY, QueryService, ROUTE_KEYS};
+use serde_json::{Map, Value, json};
+
+/// One HTTP API request as API Gateway (payload format 2.0) hands it to the function.
+struct Call<'a> {
+    route_key: &'a str,
+    raw_path: &'a str,
+    view: Option<&'a str>,
+    raw_query: &'a str,
+    scope: &'a str,
+}
+
+impl<'a> Call<'a> {
+    /// `GET /queries/{view}` as the gateway matches it for `view`.
+    fn view(view: &'a str, raw_query: &'a str) -> Self {
+        Self {
+            route_key: GET_QUERY,
+            raw_path: "/api/v1/events/queries/routed-by-parameter",
+            view: Some(view),
+            raw_query,
+            scope: "events:read",
+        }
+    }
+
+    fn request(&self) -> Request {
+        let method = self.route_key.split(' ').next().unwrap_or("GET");
+        let mut query = Map::new();
+        for pair in self.raw_query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            query.insert(k.to_owned(), Value::String(v.to_owned()));
+        }
+        let event = json!({
+            "version": "2.0",
+            "routeKey": self.route_key,
+            "rawPath": self.raw_path,
+            "rawQueryString": self.raw_query,
+            "headers": {"host": "api.example.com"},
+            "queryStringParameters": if query.is_empty() { Value::Null } else { Value::Object(query) },
+            "pathParameters": self.view.map(|v| json!({"view": v})),
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "api",
+                "authorizer": {"jwt": {
+                    "claims": {"sub": "tester", "tenant": "acme", "scope": self.scope},
+                    "scopes": null,
+                }},
+                "domainName": "api.example.com",
+                "domainPrefix": "api",
+                "http": {
+                    "method": method,
+                    "path": self.raw_path,
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": "192.0.2.1",
+                    "userAgent": "routes-test",
+                },
+                "requestId": "req-1",
+                "routeKey": self.route_key,
+                "stage": "$default",
+                "time": "01/Mar/2024:09:30:00 +0000",
+                "timeEpoch": 1_709_285_400_000_i64,
+            },
+            "body": null,
+            "isBase64Encoded": false,
+        });
+        lambda_http::request::from_str(&event.to_string()).expect("a payload 2.0 event")
+    }
+}
+
+fn doc(key: &str, data: Value, index: Option<(&str, &str)>) -> Doc {
+    Doc {
+        key: key.to_owned(),
+        data,
+        checkpoint: 1,
+        index: index.map(|(p, s)| (p.to_owned(), s.to_owned())),
+    }
+}
+
+/// A query API over read models holding one document of each view for tenant `acme`.
+async fn api() -> QueryService<MemoryReadModelStore> {
+    let models = MemoryReadModelStore::new();
+    let put = |view: &'static str, d: Doc| {
+        let models = &models;
+        async move { models.put("acme", view, d, 0).await.expect("put") }
+    };
+    put(
+        "order-summary",
+        doc(
+            "o-1",
+            json!({"order_id": "o-1", "customer_id": "c-1", "status": "Draft"}),
+            Some(("c-1", "2024-03-01T09:30:00.000000Z#o-1")),
+        ),
+    )
+    .await;
+    put("stock-levels", doc("sku-1", json!({"on_hand": 5}), None)).await;
+    put(
+        "daily-sales",
+        doc("2024-02-29", json!({"orders": 1, "revenue": 300}), None),
+    )
+    .await;
+    QueryService::new(models)
+}
+
+async fn send(api: &QueryService<MemoryReadModelStore>, call: Call<'_>) -> (u16, Value) {
+    let resp = api.handle(call.request()).await;
+    let status = resp.status().as_u16();
+    let body = match resp.body() {
+        Body::Text(t) => serde_json::from_str(t).expect("JSON body"),
+        _ => Value::Null,
+    };
+    (status, body)
+}
+
+#[track_caller]
+fn assert_problem(reply: &(u16, Value), status: u16, slug: &str) {
+    assert_eq!(reply.0, status, "{}", reply.1);
+    assert_eq!(
+        reply.1["type"],
+        format!("https://eventfold.dev/problems/{slug}"),
+        "{}",
+        reply.1
+    );
+}
+
+#[tokio::test]
+async fn every_registered_view_is_served_by_its_path_parameter() {
+    let api = api().await;
+    let stock = send(&api, Call::view("stock-levels", "sku=sku-1")).await;
+    assert_eq!(stock.0, 200, "{}", stock.1);
+    assert_eq!(
+        stock.1,
+        json!({"view": "stock-levels", "item": {"on_hand": 5, "sku": "sku-1"}})
+    );
+    let order = send(&api, Call::view("order-summary", "order_id=o-1")).await;
+    assert_eq!(order.1["item"]["customer_id"], "c-1");
+    let by_customer = send(&api, Call::view("orders-by-customer", "customer_id=c-1")).await;
+    assert_eq!(by_customer.0, 200, "{}", by_customer.1);
+    assert_eq!(by_customer.1["view"], "orders-by-customer");
+    assert_eq!(by_customer.1["items"][0]["order_id"], "o-1");
+    let sales = send(&api, Call::view("daily-sales", "day=2024-02-29")).await;
+    assert_eq!(
+        sales.1["item"],
+        json!({"orders": 1, "revenue": 300, "day": "2024-02-29"})
+    );
+    let all = send(&api, Call::view("daily-sales", "")).await;
+    assert_eq!(all.1["items"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn routing_follows_the_route_key_and_path_parameter_not_the_raw_path() {
+    let api = api().await;
+    // The raw path names another view; the gateway matched `{view}` = stock-levels.
+    let mut call = Call::view("stock-levels", "sku=sku-1");
+    call.raw_path = "/api/v1/events/queries/daily-sales";
+    let reply = send(&api, call).await;
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    assert_eq!(reply.1["view"], "stock-levels");
+    assert_eq!(reply.1["item"]["sku"], "sku-1");
+    // A raw path outside the API's prefix is served all the same.
+    let mut elsewhere = Call::view("stock-levels", "sku=sku-1");
+    elsewhere.raw_path = "/somewhere/else";
+    assert_eq!(send(&api, elsewhere).await.0, 200);
+}
+
+#[tokio::test]
+async fn an_unknown_route_key_is_not_found_whatever_the_raw_path() {
+    let api = api().await;
+    for route_key in [
+        "POST /api/v1/events/queries/{view}",
+        "GET /api/v1/events/queries/{name}",
+        "GET /api/v1/events/commands",
+        "$default",
+    ] {
+        let mut call = Call::view("stock-levels", "sku=sku-1");
+        call.route_key = route_key;
+        call.raw_path = "/api/v1/events/queries/stock-levels";
+        let reply = send(&api, call).await;
+        assert_problem(&reply, 404, "not-found");
+        assert_eq!(reply.1["instance"], "/api/v1/events/queries/stock-levels");
+    }
+    let mut no_parameter = Call::view("stock-levels", "sku=sku-1");
+    no_parameter.view = None;
+    assert_problem(&send(&api, no_parameter).await, 404, "not-found");
+}
+
+#[tokio::test]
+async fn unknown_views_and_parameters_are_refused() {
+    let api = api().await;
+    let unknown = send(&api, Call::view("order_summary", "")).await;
+    assert_problem(&unknown, 404, "not-found");
+    assert_eq!(unknown.1["detail"], "unknown view 'order_summary'");
+    assert_problem(
+        &send(&api, Call::view("stock-levels", "day=2024-01-01")).await,
+        400,
+        "invalid-request",
+    );
+    assert_problem(
+        &send(&api, Call::view("orders-by-customer", "")).await,
+        400,
+        "invalid-request",
+    );
+    assert_problem(
+        &send(&api, Call::view("stock-levels", "sku=bad%20sku")).await,
+        400,
+        "invalid-request",
+    );
+    let mut unscoped = Call::view("stock-levels", "sku=sku-1");
+    unscoped.scope = "events:write";
+    assert_problem(&send(&api, unscoped).await, 403, "forbidden");
+}
+
+#[tokio::test]
+async fn days_must_be_calendar_dates() {
+    let api = api().await;
+    for not_a_day in [
+        "2024-02-31",
+        "2023-02-29",
+        "2024-04-31",
+        "2024-13-01",
+        "2024-1-05",
+        "02024-1-01",
+        "yesterday",
+    ] {
+        let query = format!("day={not_a_day}");
+        let reply = send(&api, Call::view("daily-sales", &query)).await;
+        assert_problem(&reply, 400, "invalid-request");
+        assert_eq!(reply.1["detail"], "parameter 'day' has an invalid value");
+    }
+    // A real day without sales is a lookup that finds nothing, not a bad request.
+    let leap = send(&api, Call::view("daily-sales", "day=2028-02-29")).await;
+    assert_problem(&leap, 404, "not-found");
+}
+
+/// The routes of `binary`'s function in `infra/template.yaml`, as `METHOD /path` route keys.
+fn template_route_keys(binary: &str) -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
+    let text = std::fs::read_to_string(path).expect("template readable");
+    let template: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("template parses");
+    let resources = template["Resources"].as_mapping().expect("resources");
+    let function = resources
+        .values()
+        .find(|r| r["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary))
+        .expect("the template defines the function");
+    let events = function["Properties"]["Events"]
+        .as_mapping()
+        .expect("events");
+    let mut keys: Vec<String> = events
+        .values()
+        .filter(|e| e["Type"].as_str() == Some("HttpApi"))
+        .map(|e| {
+            let p = &e["Properties"];
+            format!(
+                "{} {}",
+                p["Method"].as_str().expect("method").to_uppercase(),
+                p["Path"].as_str().expect("path")
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn the_route_keys_are_the_templates_routes() {
+    let mut served: Vec<String> = ROUTE_KEYS.iter().map(|k| (*k).to_owned()).collect();
+    served.sort();
+    assert_eq!(template_route_keys("query-api"), served);
+}
+
+#[test]
+fn the_contract_lists_the_registered_views_and_their_parameters() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/openapi.yaml");
+    let text = std::fs::read_to_string(path).expect("contract readable");
+    let contract: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("contract parses");
+    let params = contract["paths"]["/api/v1/events/queries/{view}"]["get"]["parameters"]
+        .as_sequence()
+        .expect("parameters of the view query");
+    let view = params
+        .iter()
+        .find(|p| p["in"].as_str() == Some("path"))
+        .expect("the view path parameter");
+    let listed: Vec<&str> = view["schema"]["enum"]
+        .as_sequence()
+        .expect("an enum of views")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let registered: Vec<&str> = shop::registry::VIEWS.iter().map(|v| v.name).collect();
+    assert_eq!(listed, registered);
+    let query: Vec<&str> = params
+        .iter()
+        .filter(|p| p["in"].as_str() == Some("query"))
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for spec in shop::registry::VIEWS {
+        for param in spec.key.iter().chain(spec.partition.iter()) {
+            assert!(
+                query.contains(&param.name),
+                "{}: parameter {} is not in the contract",
+                spec.name,
+                param.name
+            );
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The registry's event type names are exactly the tags serde writes and reads, for every
+//! variant of every aggregate (the command names are checked the same way in `parse`).
+
+use shop::inventory::InventoryEvent;
+use shop::order::OrderEvent;
+use shop::payment::PaymentEvent;
+use shop::{DomainEvent, Inventory, Order, Payment, RegisteredAggregate};
+
+/// Each sample encodes under a listed type and decodes back from it, and the samples cover
+/// every listed type exactly once.
+fn assert_names_are_serde_tags<A: RegisteredAggregate>(samples: &[A::Event]) {
+    let mut seen = Vec::new();
+    for event in samples {
+        let written = serde_json::to_value(event).expect("events serialize");
+        let encoded = event.encode().expect("events encode");
+        assert_eq!(written["type"], encoded.event_type.as_str());
+        assert!(
+            A::EVENT_TYPES.contains(&encoded.event_type.as_str()),
+            "{} is not listed for {}",
+            encoded.event_type,
+            A::CATEGORY
+        );
+        let read = A::Event::decode(&encoded.event_type, &encoded.data).expect("decodes");
+        assert_eq!(&read, event);
+        seen.push(encoded.event_type);
+    }
+    seen.sort();
+    let mut listed: Vec<String> = A::EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect();
+    listed.sort();
+    assert_eq!(seen, listed, "one sample per listed {} event", A::CATEGORY);
+}
+
+#[test]
+fn order_event_names_are_serde_tags() {
+    assert_names_are_serde_tags::<Order>(&[
+        OrderEvent::OrderCreated {
+            customer_id: "c".into(),
+        },
+        OrderEvent::ItemAdded {
+            sku: "s".into(),
+            quantity: 1,
+            unit_price: 2,
+        },
+        OrderEvent::ItemRemoved { sku: "s".into() },
+        OrderEvent::OrderPlaced { total: 2 },
+        OrderEvent::OrderConfirmed {},
+        OrderEvent::OrderShipped {
+            tracking_id: "t".into(),
+        },
+        OrderEvent::OrderCancelled { reason: "r".into() },
+    ]);
+}
+
+#[test]
+fn inventory_event_names_are_serde_tags() {
+    assert_names_are_serde_tags::<Inventory>(&[
+        InventoryEvent::StockReceived { quantity: 1 },
+        InventoryEvent::StockReserved {
+            order_id: "o".into(),
+            quantity: 1,
+        },
+        InventoryEvent::StockReleased {
+            order_id: "o".into(),
+            quantity: 1,
+        },
+    ]);
+}
+
+#[test]
+fn payment_event_names_are_serde_tags() {
+    assert_names_are_serde_tags::<Payment>(&[
+        PaymentEvent::PaymentAuthorized {
+            order_id: "o".into(),
+            amount: 1,
+            method: "card".into(),
+        },
+        PaymentEvent::PaymentDeclined {
+            order_id: "o".into(),
+            amount: 1,
+            method: "card_declined".into(),
+            reason: "card-declined".into(),
+        },
+        PaymentEvent::PaymentRefunded {
+            order_id: "o".into(),
+            amount: 1,
+        },
+    ]);
+}
+
+#[test]
+fn a_name_serde_does_not_know_is_not_listed() {
+    assert!(!Order::EVENT_TYPES.contains(&"orderCreated"));
+    assert!(OrderEvent::decode("orderCreated", &serde_json::json!({"customer_id": "c"})).is_err());
+}
