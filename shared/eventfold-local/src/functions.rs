@@ -126,6 +126,16 @@ impl Functions {
         self.entries.keys().map(String::as_str)
     }
 
+    /// Whether `binary` has an HTTP factory.
+    pub fn serves_http(&self, binary: &str) -> bool {
+        self.entries.get(binary).is_some_and(|e| e.http.is_some())
+    }
+
+    /// Whether `binary` has an event factory.
+    pub fn consumes_events(&self, binary: &str) -> bool {
+        self.entries.get(binary).is_some_and(|e| e.events.is_some())
+    }
+
     /// The HTTP handler of `function`, when its binary has an HTTP factory.
     pub fn http_handler(
         &self,
@@ -203,6 +213,9 @@ mod tests {
                 }))
             });
         assert_eq!(functions.binaries().collect::<Vec<_>>(), ["web", "worker"]);
+        assert!(functions.serves_http("web") && !functions.consumes_events("web"));
+        assert!(functions.consumes_events("worker") && !functions.serves_http("worker"));
+        assert!(!functions.serves_http("other") && !functions.consumes_events("other"));
         let web = functions
             .http_handler(&sdk(), &spec("web"))
             .expect("builds")
