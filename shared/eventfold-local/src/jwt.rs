@@ -186,7 +186,8 @@ impl JwtConfig {
         config.issuers = list(lookup(ISSUER_ENV), LOCAL_ISSUER);
         config.audiences = list(lookup(AUDIENCE_ENV), LOCAL_AUDIENCE);
         if let Some(file) = lookup(JWKS_FILE_ENV) {
-            let jwks = load_jwks(Path::new(&file)).context(JWKS_FILE_ENV)?;
+            let jwks = load_jwks(Path::new(&file))
+                .with_context(|| format!("loading the key set {JWKS_FILE_ENV} names"))?;
             config = config.with_jwks(jwks);
         }
         Ok(config)

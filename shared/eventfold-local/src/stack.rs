@@ -37,21 +37,6 @@ pub struct LocalOptions {
     pub auth: JwtConfig,
 }
 
-impl LocalOptions {
-    /// The defaults of `eventfold local` for the repository at `root`: API on
-    /// 127.0.0.1:3000, emulator on 4566, stack `eventfold-local`, the dev JWT secret.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            api_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
-            emulator_port: 4566,
-            endpoint: None,
-            stack: "eventfold-local".to_owned(),
-            auth: JwtConfig::dev(),
-        }
-    }
-}
-
 /// A running local stack; everything stops when it is dropped.
 pub struct LocalStack {
     /// AWS endpoint in use.
