@@ -1,6 +1,5 @@
 //! `eventfold bench`: figures for the command path, printed, never asserted.
 
-use crate::local::{LocalOptions, LocalStack};
 use anyhow::{Context, Result};
 use eventfold::{
     CommandContext, CommandExecutor, EventStore, ExecutorConfig, LoadOptions, MemoryEventStore,
@@ -8,6 +7,8 @@ use eventfold::{
 };
 use eventfold_aws::metrics::counted_dynamo_client;
 use eventfold_aws::{DynamoEventStore, RequestCounter};
+use eventfold_local::httpc::Http;
+use eventfold_local::{LocalOptions, LocalStack};
 use shop::Inventory;
 use shop::inventory::InventoryCommand;
 use std::time::Instant;
@@ -72,7 +73,7 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
     projector_in_process(options.memory_commands / 4).await?;
 
     // 2. DynamoDB on the emulator (or AWS_ENDPOINT_URL).
-    let stack = LocalStack::start(local).await?;
+    let stack = crate::local::start(local).await?;
     let table = stack
         .template
         .tables()
@@ -257,15 +258,12 @@ impl eventfold_aws::sns::NotificationSink for CountingSink {
 
 /// Command -> read model latency through HTTP, the stream, SNS, SQS and the projector.
 async fn e2e_latency(stack: &LocalStack, samples: usize) -> Result<()> {
-    let http = crate::httpc::Http::new(&stack.api_url());
+    let http = Http::new(&stack.api_url());
     let tenant = format!("bench{}", chrono::Utc::now().timestamp_millis());
-    let token = crate::jwt::issue(
-        &crate::jwt::secret(),
-        &tenant,
-        "bench",
-        "events:read events:write",
-        600,
-    );
+    let token = stack
+        .gateway
+        .auth()
+        .issue(&tenant, "bench", "events:read events:write", 600);
     let mut latencies = Vec::new();
     for i in 1..=samples {
         let body = serde_json::json!({"aggregate_type": "Inventory", "aggregate_id": "sku-lat", "type": "ReceiveStock", "data": {"quantity": 1}});

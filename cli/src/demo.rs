@@ -1,9 +1,8 @@
 //! What `eventfold local` prints, and the `--demo` walk through a real order.
 
-use crate::httpc::Http;
-use crate::jwt;
-use crate::local::LocalStack;
 use anyhow::{Result, bail};
+use eventfold_local::LocalStack;
+use eventfold_local::httpc::Http;
 use serde_json::{Value, json};
 
 /// Prints where everything is and how to call it.
@@ -20,13 +19,10 @@ pub fn banner(stack: &LocalStack) {
     for route in stack.gateway.describe() {
         println!("    {route}");
     }
-    let token = jwt::issue(
-        &jwt::secret(),
-        "acme",
-        "dev",
-        "events:read events:write",
-        3600,
-    );
+    let token = stack
+        .gateway
+        .auth()
+        .issue("acme", "dev", "events:read events:write", 3600);
     println!("\nTry it (token valid 1 h; `eventfold token --help` makes others):");
     println!("  TOKEN={token}");
     println!(
@@ -46,13 +42,10 @@ pub fn banner(stack: &LocalStack) {
 /// Places a real order through the HTTP API, printing every step; fails if any step does.
 pub async fn run(stack: &LocalStack) -> Result<()> {
     let http = Http::new(&stack.api_url());
-    let token = jwt::issue(
-        &jwt::secret(),
-        "demo",
-        "demo-user",
-        "events:read events:write",
-        600,
-    );
+    let token = stack
+        .gateway
+        .auth()
+        .issue("demo", "demo-user", "events:read events:write", 600);
     let order = format!("o-{}", chrono::Utc::now().timestamp_millis());
     let sku = format!("sku-{order}");
     let steps: Vec<(&str, &str, &str, Value)> = vec![

@@ -1,19 +1,13 @@
 //! The `eventfold` command-line tool, as a library so the integration tests drive the very
 //! same local stack.
 //!
-//! Owns the local stack (moto emulator process, resources from `infra/template.yaml`, the
-//! API Gateway emulator), dev tokens and the bench. Holds no business rules (those are in
-//! `shop`) and no AWS adapter logic (that is `eventfold-aws`).
+//! Owns the `eventfold` commands (`local`, `token`, `projections`, `bench`) and the wiring of
+//! the shop's functions into the generic local runtime ([`local`]). The runtime itself
+//! (emulator, template, provisioning, event sources, gateway, JWT) is `eventfold-local`; the
+//! business rules are `shop`; AWS adapter logic is `eventfold-aws`.
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod demo;
-pub mod emulator;
-pub mod esm;
-pub mod gateway;
-pub mod httpc;
-pub mod jwt;
 pub mod local;
-pub mod provision;
 pub mod rebuild;
-pub mod template;

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use cli::local::{LocalOptions, LocalStack};
+use eventfold_local::{JwtConfig, LocalOptions};
 use std::net::SocketAddr;
 
 #[derive(Parser)]
@@ -108,14 +108,14 @@ enum ProjectionsCmd {
 
 fn options(stack: StackArgs) -> Result<LocalOptions> {
     Ok(LocalOptions {
-        root: cli::emulator::find_root(&std::env::current_dir()?)?,
+        root: eventfold_local::emulator::find_root(&std::env::current_dir()?)?,
         api_addr: stack.api,
         emulator_port: stack.emulator_port,
         endpoint: std::env::var("AWS_ENDPOINT_URL")
             .ok()
             .filter(|e| !e.is_empty()),
         stack: stack.stack,
-        jwt_secret: cli::jwt::secret(),
+        auth: JwtConfig::from_env()?,
     })
 }
 
@@ -136,11 +136,11 @@ async fn main() -> Result<()> {
         } => {
             println!(
                 "{}",
-                cli::jwt::issue(&cli::jwt::secret(), &tenant, &sub, &scope, ttl)
+                JwtConfig::from_env()?.issue(&tenant, &sub, &scope, ttl)
             );
         }
         Cmd::Local { stack, demo, once } => {
-            let local = LocalStack::start(options(stack)?).await?;
+            let local = cli::local::start(options(stack)?).await?;
             cli::demo::banner(&local);
             if demo {
                 cli::demo::run(&local).await?;
@@ -162,13 +162,16 @@ async fn main() -> Result<()> {
                     endpoint,
                 },
         } => {
-            let root = cli::emulator::find_root(&std::env::current_dir()?)?;
-            let sdk = cli::emulator::local_sdk_config(&endpoint).await;
+            let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
+            let sdk = eventfold_local::emulator::local_sdk_config(&endpoint).await;
             let region = sdk
                 .region()
                 .map_or("us-east-1".to_owned(), ToString::to_string);
-            let template =
-                cli::template::Template::load(&root.join("infra/template.yaml"), &stack, &region)?;
+            let template = eventfold_local::Template::load(
+                &root.join(eventfold_local::stack::TEMPLATE_PATH),
+                &stack,
+                &region,
+            )?;
             let table = |logical: &str| {
                 template
                     .tables()

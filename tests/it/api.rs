@@ -1,8 +1,8 @@
 //! The command API through the local gateway, over real HTTP, on the emulator.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use cli::httpc::Http;
-use cli::local::LocalStack;
+use eventfold_local::LocalStack;
+use eventfold_local::httpc::Http;
 use serde_json::{Value, json};
 use tests::{assert_problem, events_table, quiet_stack, rw_token, token, unique_tenant};
 
@@ -206,7 +206,8 @@ async fn authentication_and_scopes_are_enforced() {
         401,
         "unauthorized",
     );
-    let forged = cli::jwt::issue("another-secret", &tenant, "mallory", "events:write", 600);
+    let forged =
+        eventfold_local::jwt::issue("another-secret", &tenant, "mallory", "events:write", 600);
     assert_problem(
         &http
             .post(COMMANDS, Some(&forged), &body)
@@ -215,7 +216,14 @@ async fn authentication_and_scopes_are_enforced() {
         401,
         "unauthorized",
     );
-    let expired = cli::jwt::issue(cli::jwt::DEV_SECRET, &tenant, "x", "events:write", -5);
+    // Past the authorizer's clock-skew leeway.
+    let expired = eventfold_local::jwt::issue(
+        eventfold_local::jwt::DEV_SECRET,
+        &tenant,
+        "x",
+        "events:write",
+        -(eventfold_local::jwt::LEEWAY_SECS as i64) - 60,
+    );
     assert_problem(
         &http
             .post(COMMANDS, Some(&expired), &body)

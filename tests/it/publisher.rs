@@ -227,7 +227,7 @@ fn versions_by_group(received: &[Received]) -> BTreeMap<String, Vec<u64>> {
 }
 
 struct Setup {
-    stack: cli::local::LocalStack,
+    stack: eventfold_local::LocalStack,
     store: DynamoEventStore,
     dynamo: aws_sdk_dynamodb::Client,
     fanout: Fanout,

@@ -1,8 +1,8 @@
 //! The query API through the local gateway: lookups, lists with cursors, isolation, errors.
 
-use cli::httpc::Http;
 use eventfold::projection::{Doc, ReadModelStore};
 use eventfold_aws::readmodels::DynamoReadModelStore;
+use eventfold_local::httpc::Http;
 use serde_json::json;
 use std::collections::BTreeMap;
 use tests::{assert_problem, quiet_stack, rw_token, token, unique_tenant};

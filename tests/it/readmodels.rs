@@ -14,7 +14,7 @@ use shop::{Inventory, Order};
 use std::collections::HashMap;
 use tests::{ctx, events_table, quiet_stack, unique_tenant};
 
-fn read_models_table(stack: &cli::local::LocalStack) -> String {
+fn read_models_table(stack: &eventfold_local::LocalStack) -> String {
     tests::table(stack, "ReadModelsTable")
 }
 

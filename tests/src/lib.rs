@@ -5,8 +5,8 @@
 //! (run `./scripts/setup`), it is never skipped.
 #![forbid(unsafe_code)]
 
-use cli::emulator::Emulator;
-use cli::local::{LocalOptions, LocalStack};
+use eventfold_local::emulator::Emulator;
+use eventfold_local::{EsmOptions, JwtConfig, LocalOptions, LocalStack};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -44,13 +44,13 @@ pub fn endpoint() -> String {
 /// share them.
 pub async fn stack() -> LocalStack {
     let id = uuid::Uuid::now_v7().simple().to_string();
-    LocalStack::start(LocalOptions {
+    cli::local::start(LocalOptions {
         root: root(),
         api_addr: "127.0.0.1:0".parse().expect("valid address"),
         emulator_port: 0,
         endpoint: Some(endpoint()),
         stack: format!("{STACK}-{}", &id[id.len() - 10..]),
-        jwt_secret: cli::jwt::DEV_SECRET.to_owned(),
+        auth: JwtConfig::dev(),
     })
     .await
     .expect("local stack starts")
@@ -79,7 +79,13 @@ pub fn unique_tenant(prefix: &str) -> String {
 
 /// A token for `tenant` with `scope`.
 pub fn token(tenant: &str, scope: &str) -> String {
-    cli::jwt::issue(cli::jwt::DEV_SECRET, tenant, "tester", scope, 600)
+    eventfold_local::jwt::issue(
+        eventfold_local::jwt::DEV_SECRET,
+        tenant,
+        "tester",
+        scope,
+        600,
+    )
 }
 
 /// A token with read and write scopes.
@@ -89,22 +95,22 @@ pub fn rw_token(tenant: &str) -> String {
 
 /// A local stack like [`stack`] (own stack name, shared emulator) with event-source options:
 /// handler overrides, which functions' event sources run, a short SQS visibility timeout.
-pub async fn stack_with(esm: cli::esm::EsmOptions) -> LocalStack {
+pub async fn stack_with(esm: EsmOptions) -> LocalStack {
     let id = uuid::Uuid::now_v7().simple().to_string();
     stack_named(&format!("{STACK}-{}", &id[id.len() - 10..]), esm).await
 }
 
 /// A local stack named `name` on the shared emulator (a second one with the same name finds
 /// its resources in place).
-pub async fn stack_named(name: &str, esm: cli::esm::EsmOptions) -> LocalStack {
-    LocalStack::start_with(
+pub async fn stack_named(name: &str, esm: EsmOptions) -> LocalStack {
+    cli::local::start_with(
         LocalOptions {
             root: root(),
             api_addr: "127.0.0.1:0".parse().expect("valid address"),
             emulator_port: 0,
             endpoint: Some(endpoint()),
             stack: name.to_owned(),
-            jwt_secret: cli::jwt::DEV_SECRET.to_owned(),
+            auth: JwtConfig::dev(),
         },
         esm,
     )
@@ -115,7 +121,7 @@ pub async fn stack_named(name: &str, esm: cli::esm::EsmOptions) -> LocalStack {
 /// A stack without the event-source pollers: for tests of the write side only, so the
 /// emulator is not also busy fanning their commits out.
 pub async fn quiet_stack() -> LocalStack {
-    stack_with(cli::esm::EsmOptions {
+    stack_with(EsmOptions {
         enabled: false,
         ..Default::default()
     })
@@ -125,7 +131,7 @@ pub async fn quiet_stack() -> LocalStack {
 /// Asserts `reply` is an RFC 9457 problem with `status` and the stable type `slug`, and a
 /// non-empty detail.
 #[track_caller]
-pub fn assert_problem(reply: &cli::httpc::Reply, status: u16, slug: &str) {
+pub fn assert_problem(reply: &eventfold_local::httpc::Reply, status: u16, slug: &str) {
     assert_eq!(
         reply.status,
         status,

@@ -1,0 +1,64 @@
+//! The project's own template, read by the local runtime: the fan-out wiring the shop's
+//! functions rely on (names, redrive, visibility timeout, event sources, subscriptions).
+
+use eventfold_local::template::{EventSourceSpec, Template};
+use std::path::Path;
+
+#[test]
+fn the_project_template_wires_the_fan_out() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+    let t = Template::load(&path, "st", "us-east-1").expect("loads");
+    let topic = t
+        .topics()
+        .into_iter()
+        .find(|t| t.logical_id == "EventsTopic")
+        .expect("EventsTopic");
+    assert!(topic.fifo && !topic.content_based_deduplication);
+    assert_eq!(topic.name, "st-events.fifo");
+    let queues = t.queues();
+    let projector = queues
+        .iter()
+        .find(|q| q.logical_id == "ProjectorQueue")
+        .expect("ProjectorQueue");
+    assert_eq!(projector.name, "st-projector.fifo");
+    let redrive = projector.redrive.as_ref().expect("redrive");
+    assert_eq!(redrive.dead_letter_queue, "ProjectorDeadLetterQueue");
+    assert_eq!(redrive.max_receive_count, 5);
+    let functions = t.functions();
+    let function = |id: &str| {
+        functions
+            .iter()
+            .find(|f| f.logical_id == id)
+            .unwrap_or_else(|| panic!("{id}"))
+    };
+    // Visibility timeout >= 6 x the projector's timeout.
+    let projector_fn = function("ProjectorFunction");
+    assert!(u64::from(projector.visibility_timeout.expect("set")) >= 6 * projector_fn.timeout);
+    assert_eq!(projector_fn.binary, "projector");
+    assert!(matches!(
+        &projector_fn.event_sources[..],
+        [EventSourceSpec::Sqs(s)] if s.queue == "ProjectorQueue" && s.batch_size == 10
+    ));
+    let publisher = function("StreamPublisherFunction");
+    assert_eq!(
+        publisher.environment["EVENTS_TOPIC_ARN"],
+        "arn:aws:sns:us-east-1:123456789012:st-events.fifo"
+    );
+    assert!(matches!(
+        &publisher.event_sources[..],
+        [EventSourceSpec::DynamoDb(s)] if s.table == "EventsTable"
+            && s.on_failure.as_ref().is_some_and(|d| d.target == "StreamFailureQueue")
+    ));
+    let subs = t.subscriptions();
+    assert!(subs.iter().any(|s| s.topic == "EventsTopic"
+        && s.queue.as_deref() == Some("ProjectorQueue")
+        && s.raw_message_delivery));
+    let query = function("QueryApiFunction");
+    assert_eq!(query.environment["READ_MODELS_TABLE"], "st-ReadModelsTable");
+    assert!(
+        query
+            .routes
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/api/v1/events/queries/{view}")
+    );
+}

@@ -1,0 +1,177 @@
+//! Invoking a function as Lambda does, and reading its response against the batch.
+
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A function as an event source mapping invokes it: the Lambda event JSON in, the
+/// function's JSON response out; `Err` means the function failed as a whole.
+pub type EventHandler =
+    Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send>> + Send + Sync>;
+
+/// Wraps an async closure as an [`EventHandler`].
+pub fn event_handler<F, Fut>(f: F) -> EventHandler
+where
+    F: Fn(Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, String>> + Send + 'static,
+{
+    Arc::new(move |event| Box::pin(f(event)))
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Every record succeeded.
+    Success,
+    /// `batchItemFailures` named these records (indexes into the batch, ascending).
+    Partial(Vec<usize>),
+    /// The function failed as a whole (or answered with an unusable failure list).
+    Error(String),
+}
+
+/// Runs `handler` once on `event` as Lambda would: in its own task (a panic is a function
+/// error) and within the function's timeout.
+pub(crate) async fn invoke(
+    handler: &EventHandler,
+    event: Value,
+    timeout: Duration,
+) -> Result<Value, String> {
+    let mut task = tokio::spawn(handler(event));
+    match tokio::time::timeout(timeout, &mut task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(format!("the function crashed: {e}")),
+        Err(_) => {
+            task.abort();
+            Err(format!(
+                "Task timed out after {:.2} seconds",
+                timeout.as_secs_f64()
+            ))
+        }
+    }
+}
+
+/// Reads a function response against the batch's item identifiers, as Lambda does: no
+/// `batchItemFailures` (or an empty list) is success; an entry without a known, non-empty
+/// `itemIdentifier` makes the whole batch a failure. Without `ReportBatchItemFailures` the
+/// response is ignored.
+pub(crate) fn outcome(
+    result: Result<Value, String>,
+    ids: &[&str],
+    report_failures: bool,
+) -> Outcome {
+    let response = match result {
+        Err(e) => return Outcome::Error(e),
+        Ok(r) => r,
+    };
+    if !report_failures {
+        return Outcome::Success;
+    }
+    let failures = match response.get("batchItemFailures") {
+        None | Some(Value::Null) => return Outcome::Success,
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Outcome::Error(format!("batchItemFailures is not a list: {other}"));
+        }
+    };
+    let mut failed = Vec::with_capacity(failures.len());
+    for f in failures {
+        let id = f
+            .get("itemIdentifier")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match ids.iter().position(|i| !id.is_empty() && *i == id) {
+            Some(index) => failed.push(index),
+            None => {
+                return Outcome::Error(format!("batchItemFailures names an unknown item: {f}"));
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Outcome::Success;
+    }
+    failed.sort_unstable();
+    failed.dedup();
+    Outcome::Partial(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_responses_like_lambda() {
+        let ids = ["1", "2", "3"];
+        assert_eq!(outcome(Ok(json!({})), &ids, true), Outcome::Success);
+        assert_eq!(outcome(Ok(Value::Null), &ids, true), Outcome::Success);
+        assert_eq!(
+            outcome(Ok(json!({"batchItemFailures": []})), &ids, true),
+            Outcome::Success
+        );
+        assert_eq!(
+            outcome(
+                Ok(
+                    json!({"batchItemFailures": [{"itemIdentifier": "3"}, {"itemIdentifier": "2"}]})
+                ),
+                &ids,
+                true
+            ),
+            Outcome::Partial(vec![1, 2])
+        );
+        // Ignored without ReportBatchItemFailures.
+        assert_eq!(
+            outcome(
+                Ok(json!({"batchItemFailures": [{"itemIdentifier": "3"}]})),
+                &ids,
+                false
+            ),
+            Outcome::Success
+        );
+        for bad in [
+            json!({"batchItemFailures": [{"itemIdentifier": ""}]}),
+            json!({"batchItemFailures": [{"itemIdentifier": null}]}),
+            json!({"batchItemFailures": [{"id": "1"}]}),
+            json!({"batchItemFailures": [{"itemIdentifier": "9"}]}),
+            json!({"batchItemFailures": "1"}),
+        ] {
+            assert!(
+                matches!(outcome(Ok(bad.clone()), &ids, true), Outcome::Error(_)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            outcome(Err("boom".into()), &ids, true),
+            Outcome::Error(e) if e == "boom"
+        ));
+    }
+
+    #[tokio::test]
+    async fn invoke_turns_panics_and_timeouts_into_function_errors() {
+        let ok = event_handler(|e| async move { Ok(json!({"echo": e})) });
+        assert_eq!(
+            invoke(&ok, json!(1), Duration::from_secs(1)).await,
+            Ok(json!({"echo": 1}))
+        );
+        let panics = event_handler(|_| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok(Value::Null)
+        });
+        assert!(
+            invoke(&panics, json!(1), Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+        let slow = event_handler(|_| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(Value::Null)
+        });
+        let err = invoke(&slow, json!(1), Duration::from_millis(20))
+            .await
+            .expect_err("times out");
+        assert!(err.contains("timed out"), "{err}");
+    }
+}

@@ -1,0 +1,274 @@
+//! The functions a local stack can run in process, keyed by the binary a template function
+//! names (`Metadata.BuildProperties.Binary`).
+//!
+//! The runtime knows no function: the caller registers, per binary, a factory that builds an
+//! HTTP handler (for `HttpApi` routes) and/or an event handler (for `DynamoDB` and `SQS`
+//! event sources) from the SDK configuration and the resolved [`FunctionSpec`] (its
+//! environment with the intrinsics resolved). A template function whose binary has no
+//! factory is reported and skipped.
+
+use crate::esm::EventHandler;
+use crate::template::FunctionSpec;
+use anyhow::{Context, Result};
+use aws_config::SdkConfig;
+use lambda_http::Body;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A function's HTTP handler, as the Lambda runtime would call it.
+pub type HttpHandler = Arc<
+    dyn Fn(
+            lambda_http::Request,
+        ) -> Pin<Box<dyn Future<Output = lambda_http::Response<Body>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Wraps an async closure as an [`HttpHandler`].
+pub fn http_handler<F, Fut>(f: F) -> HttpHandler
+where
+    F: Fn(lambda_http::Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = lambda_http::Response<Body>> + Send + 'static,
+{
+    Arc::new(move |req| Box::pin(f(req)))
+}
+
+/// Adapts a typed Lambda handler (`aws_lambda_events` event in, response out) to an
+/// [`EventHandler`]: the JSON event is deserialized as the Lambda runtime would (a payload
+/// that does not fit is a function error), the response serialized back.
+pub fn typed_handler<E, R, F, Fut>(f: F) -> EventHandler
+where
+    E: serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + Send + 'static,
+    F: Fn(E) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    let f = Arc::new(f);
+    Arc::new(move |event: serde_json::Value| {
+        let f = f.clone();
+        Box::pin(async move {
+            let typed: E = serde_json::from_value(event)
+                .map_err(|e| format!("the event does not deserialize: {e}"))?;
+            let response = f(typed).await;
+            serde_json::to_value(response)
+                .map_err(|e| format!("the response does not serialize: {e}"))
+        })
+    })
+}
+
+type HttpFactory = Arc<dyn Fn(&SdkConfig, &FunctionSpec) -> Result<HttpHandler> + Send + Sync>;
+type EventFactory = Arc<
+    dyn Fn(SdkConfig, FunctionSpec) -> Pin<Box<dyn Future<Output = Result<EventHandler>> + Send>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Default, Clone)]
+struct Entry {
+    http: Option<HttpFactory>,
+    events: Option<EventFactory>,
+}
+
+/// Handler factories by binary name.
+#[derive(Default, Clone)]
+pub struct Functions {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl fmt::Debug for Functions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.entries.iter().map(|(binary, e)| {
+                let kinds = match (e.http.is_some(), e.events.is_some()) {
+                    (true, true) => "http+events",
+                    (true, false) => "http",
+                    (false, true) => "events",
+                    (false, false) => "-",
+                };
+                (binary, kinds)
+            }))
+            .finish()
+    }
+}
+
+impl Functions {
+    /// No functions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves the routes of every function running `binary` with the handler `factory` builds.
+    pub fn http<F>(mut self, binary: &str, factory: F) -> Self
+    where
+        F: Fn(&SdkConfig, &FunctionSpec) -> Result<HttpHandler> + Send + Sync + 'static,
+    {
+        self.entries.entry(binary.to_owned()).or_default().http = Some(Arc::new(factory));
+        self
+    }
+
+    /// Feeds the event sources of every function running `binary` to the handler `factory`
+    /// builds (asynchronously: a function may look things up at cold start).
+    pub fn events<F, Fut>(mut self, binary: &str, factory: F) -> Self
+    where
+        F: Fn(SdkConfig, FunctionSpec) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<EventHandler>> + Send + 'static,
+    {
+        let boxed: EventFactory = Arc::new(move |sdk, function| Box::pin(factory(sdk, function)));
+        self.entries.entry(binary.to_owned()).or_default().events = Some(boxed);
+        self
+    }
+
+    /// The binaries registered.
+    pub fn binaries(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Whether `binary` has an HTTP factory.
+    pub fn serves_http(&self, binary: &str) -> bool {
+        self.entries.get(binary).is_some_and(|e| e.http.is_some())
+    }
+
+    /// Whether `binary` has an event factory.
+    pub fn consumes_events(&self, binary: &str) -> bool {
+        self.entries.get(binary).is_some_and(|e| e.events.is_some())
+    }
+
+    /// The HTTP handler of `function`, when its binary has an HTTP factory.
+    pub fn http_handler(
+        &self,
+        sdk: &SdkConfig,
+        function: &FunctionSpec,
+    ) -> Result<Option<HttpHandler>> {
+        let Some(factory) = self
+            .entries
+            .get(&function.binary)
+            .and_then(|e| e.http.as_ref())
+        else {
+            return Ok(None);
+        };
+        factory(sdk, function)
+            .map(Some)
+            .with_context(|| format!("configuring {}", function.logical_id))
+    }
+
+    /// The event handler of `function`, when its binary has an event factory.
+    pub async fn event_handler(
+        &self,
+        sdk: &SdkConfig,
+        function: &FunctionSpec,
+    ) -> Result<Option<EventHandler>> {
+        let Some(factory) = self
+            .entries
+            .get(&function.binary)
+            .and_then(|e| e.events.clone())
+        else {
+            return Ok(None);
+        };
+        factory(sdk.clone(), function.clone())
+            .await
+            .map(Some)
+            .with_context(|| format!("configuring {}", function.logical_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn spec(binary: &str) -> FunctionSpec {
+        FunctionSpec {
+            logical_id: format!("{binary}Function"),
+            binary: binary.to_owned(),
+            environment: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
+            routes: Vec::new(),
+            timeout: 3,
+            event_sources: Vec::new(),
+        }
+    }
+
+    fn sdk() -> SdkConfig {
+        SdkConfig::builder().build()
+    }
+
+    #[tokio::test]
+    async fn factories_are_found_by_binary_and_see_the_environment() {
+        let functions = Functions::new()
+            .http("web", |_, f| {
+                let greeting = f.env("GREETING").unwrap_or_default();
+                Ok(http_handler(move |_req| {
+                    let greeting = greeting.clone();
+                    async move { lambda_http::Response::new(Body::Text(greeting)) }
+                }))
+            })
+            .events("worker", |_, f| async move {
+                let greeting = f.env("GREETING").unwrap_or_default();
+                Ok(crate::esm::event_handler(move |e| {
+                    let greeting = greeting.clone();
+                    async move { Ok(json!({"greeting": greeting, "event": e})) }
+                }))
+            });
+        assert_eq!(functions.binaries().collect::<Vec<_>>(), ["web", "worker"]);
+        assert!(functions.serves_http("web") && !functions.consumes_events("web"));
+        assert!(functions.consumes_events("worker") && !functions.serves_http("worker"));
+        assert!(!functions.serves_http("other") && !functions.consumes_events("other"));
+        let web = functions
+            .http_handler(&sdk(), &spec("web"))
+            .expect("builds")
+            .expect("registered");
+        let resp = web(lambda_http::Request::default()).await;
+        assert!(matches!(resp.body(), Body::Text(t) if t == "hi"));
+        assert!(
+            functions
+                .http_handler(&sdk(), &spec("worker"))
+                .expect("no error")
+                .is_none()
+        );
+        let worker = functions
+            .event_handler(&sdk(), &spec("worker"))
+            .await
+            .expect("builds")
+            .expect("registered");
+        assert_eq!(
+            worker(json!(1)).await,
+            Ok(json!({"greeting": "hi", "event": 1}))
+        );
+        assert!(
+            functions
+                .event_handler(&sdk(), &spec("other"))
+                .await
+                .expect("no error")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn factory_errors_name_the_function() {
+        let functions = Functions::new().http("web", |_, _| anyhow::bail!("EVENTS_TABLE unset"));
+        let err = functions
+            .http_handler(&sdk(), &spec("web"))
+            .err()
+            .expect("fails");
+        assert!(
+            format!("{err:#}").contains("configuring webFunction"),
+            "{err:#}"
+        );
+        assert!(format!("{err:#}").contains("EVENTS_TABLE unset"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn typed_handlers_deserialize_like_the_lambda_runtime() {
+        #[derive(serde::Deserialize)]
+        struct In {
+            n: u32,
+        }
+        let double = typed_handler(|e: In| async move { json!({"n": e.n * 2}) });
+        assert_eq!(double(json!({"n": 21})).await, Ok(json!({"n": 42})));
+        let err = double(json!({"n": "x"})).await.expect_err("bad payload");
+        assert!(err.contains("does not deserialize"), "{err}");
+    }
+}

@@ -1,0 +1,37 @@
+//! Runs a SAM template against an AWS emulator, in one process, for development and tests.
+//!
+//! Owns:
+//! - [`emulator`]: the moto emulator process (served one request at a time) and SDK
+//!   configuration for any endpoint;
+//! - [`template`]: reading `infra/template.yaml` and resolving it as CloudFormation would
+//!   (intrinsics, physical names, tables, topics, queues, subscriptions, functions with their
+//!   environment, routes and event sources);
+//! - [`provision`]: creating those resources on the endpoint;
+//! - [`esm`]: event-source-mapping emulation (DynamoDB stream and SQS pollers with filter
+//!   criteria, partial batch failures, retries, bisection, on-failure destinations);
+//! - [`gateway`] and [`jwt`]: API Gateway HTTP API emulation (routing, payload 2.0 events,
+//!   the JWT authorizer);
+//! - [`stack`]: all of it started together as a [`LocalStack`];
+//! - [`httpc`]: a small HTTP client for demos and tests.
+//!
+//! It knows no function: callers register handler factories by binary name in
+//! [`Functions`]. It must not import `shop`, any Eventfold function (`command-api`,
+//! `query-api`, `stream-publisher`, `projector`), nor `eventfold`/`eventfold-aws`: the
+//! `eventfold` CLI wires the shop's functions into it.
+#![forbid(unsafe_code)]
+
+pub mod emulator;
+pub mod esm;
+pub mod functions;
+pub mod gateway;
+pub mod httpc;
+pub mod jwt;
+pub mod provision;
+pub mod stack;
+pub mod template;
+
+pub use esm::{EsmOptions, EventHandler, SourceStats, event_handler};
+pub use functions::{Functions, HttpHandler, http_handler, typed_handler};
+pub use jwt::JwtConfig;
+pub use stack::{LocalOptions, LocalStack};
+pub use template::{FunctionSpec, Template};

@@ -1,0 +1,180 @@
+//! A whole local stack in one process: the emulator (or any endpoint), the template's
+//! resources, the HTTP API and the event-source pollers, running the caller's [`Functions`].
+
+use crate::emulator::{Emulator, local_sdk_config};
+use crate::esm::{self, Esm, EsmOptions, EventHandler, SourceStats};
+use crate::functions::Functions;
+use crate::gateway::{Gateway, serve};
+use crate::jwt::JwtConfig;
+use crate::provision::{Provisioned, provision};
+use crate::template::Template;
+use anyhow::{Context, Result};
+use aws_config::SdkConfig;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Where the template lives under the root.
+pub const TEMPLATE_PATH: &str = "infra/template.yaml";
+
+/// How to start the local stack.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Repository root (holds `infra/template.yaml`, `scripts/moto_server.py`, `.venv`).
+    pub root: PathBuf,
+    /// HTTP API address (port 0: any free port).
+    pub api_addr: SocketAddr,
+    /// Emulator port when we start one (0: any free port).
+    pub emulator_port: u16,
+    /// Use this endpoint instead of starting an emulator.
+    pub endpoint: Option<String>,
+    /// Stack name: prefix of every physical name.
+    pub stack: String,
+    /// The gateway's JWT check.
+    pub auth: JwtConfig,
+}
+
+/// A running local stack; everything stops when it is dropped.
+pub struct LocalStack {
+    /// AWS endpoint in use.
+    pub endpoint: String,
+    /// SDK configuration pointing at it.
+    pub sdk: SdkConfig,
+    /// The resolved template.
+    pub template: Template,
+    /// Where the HTTP API listens.
+    pub api_addr: SocketAddr,
+    /// The gateway (routes and handlers).
+    pub gateway: Arc<Gateway>,
+    /// Tables as (name, created now?).
+    pub tables: Vec<(String, bool)>,
+    /// Everything provisioned (tables, topics, queues, subscriptions).
+    pub provisioned: Provisioned,
+    server: JoinHandle<Result<()>>,
+    esm: Esm,
+    emulator: Option<Emulator>,
+}
+
+impl std::fmt::Debug for LocalStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStack")
+            .field("endpoint", &self.endpoint)
+            .field("api_addr", &self.api_addr)
+            .field("tables", &self.tables)
+            .field("event_sources", &self.esm)
+            .finish()
+    }
+}
+
+impl LocalStack {
+    /// Starts (or connects to) the emulator, creates the template's resources, serves the
+    /// routes of the functions `functions` can run and polls their event sources.
+    pub async fn start(
+        options: LocalOptions,
+        functions: &Functions,
+        esm_options: EsmOptions,
+    ) -> Result<Self> {
+        let (endpoint, emulator) = match &options.endpoint {
+            Some(e) => (e.clone(), None),
+            None => {
+                let emu = Emulator::start(&options.root, options.emulator_port).await?;
+                (emu.endpoint.clone(), Some(emu))
+            }
+        };
+        let sdk = local_sdk_config(&endpoint).await;
+        let region = sdk
+            .region()
+            .map_or("us-east-1".to_owned(), ToString::to_string);
+        let mut template =
+            Template::load(&options.root.join(TEMPLATE_PATH), &options.stack, &region)?;
+        // Queues before functions: a queue's Ref (its URL) comes from the emulator.
+        let provisioned = provision(&sdk, &mut template).await?;
+        let tables = provisioned
+            .tables
+            .iter()
+            .map(|(t, created)| (t.name.clone(), *created))
+            .collect();
+        let mut gateway = Gateway::new(options.auth.clone());
+        let mut event_handlers: HashMap<String, EventHandler> = HashMap::new();
+        for function in template.functions() {
+            if !function.routes.is_empty() {
+                match functions.http_handler(&sdk, &function)? {
+                    Some(handler) => {
+                        gateway.add_function(&function.logical_id, &function.routes, handler);
+                    }
+                    None => {
+                        tracing::warn!(function = %function.logical_id, binary = %function.binary, "no local HTTP handler; routes skipped")
+                    }
+                }
+            }
+            if !function.event_sources.is_empty()
+                && esm_options.needs_handler(&function.logical_id)
+                && let Some(handler) = functions.event_handler(&sdk, &function).await?
+            {
+                event_handlers.insert(function.logical_id.clone(), handler);
+            }
+        }
+        let gateway = Arc::new(gateway);
+        let listener = TcpListener::bind(options.api_addr)
+            .await
+            .with_context(|| format!("binding the HTTP API on {}", options.api_addr))?;
+        let api_addr = listener.local_addr()?;
+        let server = tokio::spawn(serve(gateway.clone(), listener));
+        let esm = esm::start(&sdk, &template, &event_handlers, &esm_options)?;
+        Ok(Self {
+            endpoint,
+            sdk,
+            template,
+            api_addr,
+            gateway,
+            tables,
+            provisioned,
+            server,
+            esm,
+            emulator,
+        })
+    }
+
+    /// The running event-source pollers.
+    pub fn esm(&self) -> &Esm {
+        &self.esm
+    }
+
+    /// Event-source counters per function logical id.
+    pub fn esm_stats(&self) -> BTreeMap<String, SourceStats> {
+        self.esm.stats()
+    }
+
+    /// URL of a queue of the template (by logical id).
+    pub fn queue_url(&self, logical_id: &str) -> String {
+        self.template.queue_url(logical_id)
+    }
+
+    /// Physical name of a table, queue or topic of the template (by logical id).
+    pub fn resource_name(&self, logical_id: &str) -> String {
+        self.template.resource_name(logical_id)
+    }
+
+    /// Base URL of the HTTP API.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Stops the API, the pollers (printing their counters) and the emulator.
+    pub async fn stop(mut self) {
+        self.server.abort();
+        self.esm.stop();
+        if let Some(e) = self.emulator.take() {
+            e.stop().await;
+        }
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
