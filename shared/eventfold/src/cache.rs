@@ -69,8 +69,38 @@ impl StateCache {
         Some((version, state))
     }
 
+    /// Takes the version and state of `stream_id` out of the cache (a miss when absent or of
+    /// another type). A command evolves the state it took and puts the result back, so a warm
+    /// command copies no state unless someone else still holds it.
+    pub fn take<S: Send + Sync + 'static>(&self, stream_id: &str) -> Option<(u64, Arc<S>)> {
+        let mut inner = self.lock();
+        let (tick, version, state) = inner.entries.remove(stream_id)?;
+        inner.order.remove(&tick);
+        match state.downcast::<S>() {
+            Ok(state) => Some((version, state)),
+            Err(other) => {
+                // Another type under this stream id: leave it where it was.
+                inner
+                    .entries
+                    .insert(stream_id.to_owned(), (tick, version, other));
+                inner.order.insert(tick, stream_id.to_owned());
+                None
+            }
+        }
+    }
+
     /// Remembers `state` at `version`, evicting the least recently used stream when full.
     pub fn put<S: Send + Sync + 'static>(&self, stream_id: &str, version: u64, state: S) {
+        self.put_shared(stream_id, version, Arc::new(state));
+    }
+
+    /// [`Self::put`] of a state the caller shares (it keeps its own handle).
+    pub fn put_shared<S: Send + Sync + 'static>(
+        &self,
+        stream_id: &str,
+        version: u64,
+        state: Arc<S>,
+    ) {
         if self.capacity == 0 {
             return;
         }
@@ -79,7 +109,7 @@ impl StateCache {
         let tick = inner.tick;
         if let Some((old, _, _)) = inner
             .entries
-            .insert(stream_id.to_owned(), (tick, version, Arc::new(state)))
+            .insert(stream_id.to_owned(), (tick, version, state))
         {
             inner.order.remove(&old);
         }
@@ -121,5 +151,19 @@ mod tests {
         let off = StateCache::new(0);
         off.put("a", 1, 1u8);
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn take_moves_the_state_out_and_leaves_other_types_alone() {
+        let c = StateCache::new(4);
+        c.put("a", 3, String::from("state"));
+        assert_eq!(c.take::<u32>("a"), None, "wrong type: a miss");
+        let (v, s) = c.take::<String>("a").expect("cached");
+        assert_eq!((v, s.as_str()), (3, "state"));
+        assert_eq!(Arc::strong_count(&s), 1, "the cache kept no handle");
+        assert!(c.is_empty());
+        c.put_shared("a", 4, s.clone());
+        assert_eq!(c.get::<String>("a"), Some((4, "state".into())));
+        assert_eq!(Arc::strong_count(&s), 2);
     }
 }

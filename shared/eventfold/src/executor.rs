@@ -5,6 +5,7 @@ use crate::cache::StateCache;
 use crate::envelope::{EventEnvelope, Metadata, StreamId};
 use crate::store::{EventStore, LoadOptions, Snapshot, StoreError};
 use crate::upcast::Upcasters;
+use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -120,8 +121,8 @@ pub struct CommandOutcome<S> {
     pub events: Vec<EventEnvelope>,
     /// True when this command created the stream.
     pub created: bool,
-    /// State after the command.
-    pub state: S,
+    /// State after the command (shared with the executor's cache: no copy is made for it).
+    pub state: Arc<S>,
     /// How many decide/append attempts it took.
     pub attempts: u32,
 }
@@ -199,9 +200,16 @@ impl<S: EventStore> CommandExecutor<S> {
         stream: &StreamId,
     ) -> Result<(u64, A::State), CommandError> {
         let key = stream.to_string();
-        let loaded = self.store.load(&key, self.load_options::<A>()).await?;
+        let (version, state) = self.read::<A>(&key).await?;
+        self.cache.put(&key, version, state.clone());
+        Ok((version, state))
+    }
+
+    /// Reads and folds `key` (snapshot + tail), leaving the cache alone.
+    async fn read<A: Aggregate>(&self, key: &str) -> Result<(u64, A::State), CommandError> {
+        let loaded = self.store.load(key, self.load_options::<A>()).await?;
         let base = match &loaded.snapshot {
-            Some(snap) => serde_json::from_value(snap.state.clone()).map_err(|e| {
+            Some(snap) => A::State::deserialize(&snap.state).map_err(|e| {
                 CommandError::Internal(format!(
                     "snapshot of {key} at {} unreadable: {e}",
                     snap.version
@@ -210,7 +218,6 @@ impl<S: EventStore> CommandExecutor<S> {
             None => A::initial(),
         };
         let state = self.fold_envelopes::<A>(base, &loaded.events)?;
-        self.cache.put(&key, loaded.version, state.clone());
         Ok((loaded.version, state))
     }
 
@@ -230,19 +237,26 @@ impl<S: EventStore> CommandExecutor<S> {
         self.fold_envelopes::<A>(A::initial(), &events).map(Some)
     }
 
-    /// Brings a known state up to date with the commits after `version` (a cheap catch-up
-    /// read instead of a full reload); refreshes the cache.
+    /// Brings a known state up to date with the commits after its version (a cheap catch-up
+    /// read instead of a full reload); the result is confirmed.
     async fn catch_up<A: Aggregate>(
         &self,
         key: &str,
-        version: u64,
-        state: A::State,
-    ) -> Result<(u64, A::State), CommandError> {
-        let tail = self.store.load_after(key, version).await?;
-        let version = tail.last().map_or(version, |e| e.version);
-        let state = self.fold_envelopes::<A>(state, &tail)?;
-        self.cache.put(key, version, state.clone());
-        Ok((version, state))
+        known: Known<A::State>,
+    ) -> Result<Known<A::State>, CommandError> {
+        let tail = self.store.load_after(key, known.version).await?;
+        let Some(last) = tail.last().map(|e| e.version) else {
+            return Ok(Known {
+                confirmed: true,
+                ..known
+            });
+        };
+        let state = self.fold_envelopes::<A>(Arc::unwrap_or_clone(known.state), &tail)?;
+        Ok(Known {
+            version: last,
+            state: Arc::new(state),
+            confirmed: true,
+        })
     }
 
     /// Loads (or takes from the cache), decides `command`, appends the resulting events and,
@@ -260,80 +274,107 @@ impl<S: EventStore> CommandExecutor<S> {
         context: &CommandContext,
     ) -> Result<CommandOutcome<A::State>, CommandError> {
         let key = stream.to_string();
-        let attempts = self.config.max_attempts.max(1);
-        let (mut version, mut state, mut confirmed) = match self.cache.get::<A::State>(&key) {
+        // The state is taken out of the cache and put back with whatever this command learnt,
+        // so a warm command evolves it in place instead of copying it.
+        let (version, state, confirmed) = match self.cache.take::<A::State>(&key) {
             Some((v, s)) => (v, s, false),
             None => {
-                let (v, s) = self.load::<A>(stream).await?;
-                (v, s, true)
+                let (v, s) = self.read::<A>(&key).await?;
+                (v, Arc::new(s), true)
             }
         };
+        let known = Known {
+            version,
+            state,
+            confirmed,
+        };
+        let (result, known) = self
+            .decide_and_append::<A>(stream, expected_version, command, context, known)
+            .await;
+        if let Some(known) = known {
+            self.cache.put_shared(&key, known.version, known.state);
+        }
+        result
+    }
+
+    /// The loop of [`Self::execute`] on a state it owns. Gives back the latest state it knows
+    /// (for the cache), or `None` when the store failed and the state may be behind.
+    async fn decide_and_append<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        expected_version: Option<u64>,
+        command: &A::Command,
+        context: &CommandContext,
+        mut known: Known<A::State>,
+    ) -> (
+        Result<CommandOutcome<A::State>, CommandError>,
+        Option<Known<A::State>>,
+    ) {
+        let key = stream.to_string();
+        let attempts = self.config.max_attempts.max(1);
         let mut attempt = 1;
         loop {
             if let Some(expected) = expected_version
-                && expected != version
+                && expected != known.version
             {
-                if !confirmed {
-                    (version, state) = self.catch_up::<A>(&key, version, state).await?;
-                    confirmed = true;
+                if !known.confirmed {
+                    known = match self.catch_up::<A>(&key, known).await {
+                        Ok(k) => k,
+                        Err(e) => return (Err(e), None),
+                    };
                     continue;
                 }
-                return Err(CommandError::Conflict {
-                    stream_id: key,
-                    expected,
-                    actual: version,
-                });
+                let actual = known.version;
+                return (
+                    Err(CommandError::Conflict {
+                        stream_id: key,
+                        expected,
+                        actual,
+                    }),
+                    Some(known),
+                );
             }
-            let decided = A::decide(&state, command);
-            if !confirmed && !matches!(&decided, Ok(events) if !events.is_empty()) {
+            let decided = A::decide(&known.state, command);
+            if !known.confirmed && !matches!(&decided, Ok(events) if !events.is_empty()) {
                 // No append will reveal a stale cache here: confirm the verdict on fresh state.
-                (version, state) = self.catch_up::<A>(&key, version, state).await?;
-                confirmed = true;
+                known = match self.catch_up::<A>(&key, known).await {
+                    Ok(k) => k,
+                    Err(e) => return (Err(e), None),
+                };
                 continue;
             }
-            let decided = decided.map_err(CommandError::Rejected)?;
+            let decided = match decided {
+                Ok(d) => d,
+                Err(rejection) => return (Err(CommandError::Rejected(rejection)), Some(known)),
+            };
             if decided.is_empty() {
-                return Ok(CommandOutcome {
+                let outcome = CommandOutcome {
                     stream_id: key,
-                    version,
+                    version: known.version,
                     events: Vec::new(),
                     created: false,
-                    state,
+                    state: known.state.clone(),
                     attempts: attempt,
-                });
+                };
+                return (Ok(outcome), Some(known));
             }
-            let now = chrono::Utc::now();
-            let mut envelopes = Vec::with_capacity(decided.len());
-            for (i, event) in decided.iter().enumerate() {
-                let new = event.encode()?;
-                envelopes.push(new.into_envelope(
-                    stream,
-                    version + 1 + i as u64,
-                    now,
-                    context.clone(),
-                ));
-            }
-            let new_state = A::fold(state.clone(), decided.iter());
-            let new_version = version + decided.len() as u64;
-            let every = self.config.snapshot_every;
-            let snapshot = if every > 0 && version / every < new_version / every {
-                Some(Snapshot {
-                    version: new_version,
-                    state_schema: A::STATE_SCHEMA,
-                    state: serde_json::to_value(&new_state).map_err(|e| {
-                        CommandError::Internal(format!("state not serializable: {e}"))
-                    })?,
-                })
-            } else {
-                None
+            let before = known.version;
+            let prepared = self.prepare::<A>(stream, before, &decided, context, &known.state);
+            let (envelopes, snapshot, folded) = match prepared {
+                Ok(p) => p,
+                Err(e) => return (Err(e), Some(known)),
             };
             match self
                 .store
-                .append(&key, version, envelopes.clone(), snapshot)
+                .append(&key, before, envelopes.clone(), snapshot)
                 .await
             {
                 Ok(done) => {
-                    self.cache.put(&key, done.version, new_state.clone());
+                    let new_state = match folded {
+                        Some(s) => s,
+                        None => A::fold(Arc::unwrap_or_clone(known.state), decided.iter()),
+                    };
+                    let state = Arc::new(new_state);
                     tracing::debug!(
                         stream_id = %key,
                         version = done.version,
@@ -343,44 +384,97 @@ impl<S: EventStore> CommandExecutor<S> {
                         correlation_id = %context.correlation_id,
                         "committed"
                     );
-                    return Ok(CommandOutcome {
+                    let outcome = CommandOutcome {
                         stream_id: key,
                         version: done.version,
                         events: envelopes,
-                        created: version == 0,
-                        state: new_state,
+                        created: before == 0,
+                        state: state.clone(),
                         attempts: attempt,
-                    });
+                    };
+                    let known = Known {
+                        version: done.version,
+                        state,
+                        confirmed: true,
+                    };
+                    return (Ok(outcome), Some(known));
                 }
                 Err(StoreError::Conflict { .. }) => {
                     tracing::info!(
                         stream_id = %key,
-                        expected = version,
+                        expected = before,
                         attempt,
                         command_id = %context.command_id,
                         correlation_id = %context.correlation_id,
                         "append conflict, catching up and deciding again"
                     );
-                    if attempt >= attempts {
-                        self.cache.forget(&key);
-                        let (actual, _) = self.catch_up::<A>(&key, version, state).await?;
-                        return Err(CommandError::Conflict {
-                            stream_id: key,
-                            expected: expected_version.unwrap_or(version),
-                            actual,
-                        });
-                    }
-                    if let Some(backoff) = &self.config.backoff {
+                    if attempt < attempts
+                        && let Some(backoff) = &self.config.backoff
+                    {
                         // Full jitter, exponential, capped: spreads contenders out.
                         let ceiling = (5u64 << attempt.min(6)).min(250);
                         backoff(Duration::from_millis(rand::random_range(0..=ceiling))).await;
                     }
-                    (version, state) = self.catch_up::<A>(&key, version, state).await?;
-                    confirmed = true;
+                    known = match self.catch_up::<A>(&key, known).await {
+                        Ok(k) => k,
+                        Err(e) => return (Err(e), None),
+                    };
+                    if attempt >= attempts {
+                        let actual = known.version;
+                        return (
+                            Err(CommandError::Conflict {
+                                stream_id: key,
+                                expected: expected_version.unwrap_or(before),
+                                actual,
+                            }),
+                            Some(known),
+                        );
+                    }
                     attempt += 1;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return (Err(e.into()), Some(known)),
             }
         }
     }
+
+    /// The envelopes of `decided` after `version`, and the snapshot (with the state it
+    /// holds, folded here) when this commit crosses a multiple of `snapshot_every`.
+    #[allow(clippy::type_complexity)]
+    fn prepare<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        decided: &[A::Event],
+        context: &CommandContext,
+        state: &A::State,
+    ) -> Result<(Vec<EventEnvelope>, Option<Snapshot>, Option<A::State>), CommandError> {
+        let now = chrono::Utc::now();
+        let mut envelopes = Vec::with_capacity(decided.len());
+        for (i, event) in decided.iter().enumerate() {
+            let new = event.encode()?;
+            envelopes.push(new.into_envelope(stream, version + 1 + i as u64, now, context.clone()));
+        }
+        let new_version = version + decided.len() as u64;
+        let every = self.config.snapshot_every;
+        if every == 0 || version / every >= new_version / every {
+            return Ok((envelopes, None, None));
+        }
+        // One commit in `every` carries a snapshot: only then is the state copied.
+        let new_state = A::fold(state.clone(), decided.iter());
+        let snapshot = Snapshot {
+            version: new_version,
+            state_schema: A::STATE_SCHEMA,
+            state: serde_json::to_value(&new_state)
+                .map_err(|e| CommandError::Internal(format!("state not serializable: {e}")))?,
+        };
+        Ok((envelopes, Some(snapshot), Some(new_state)))
+    }
+}
+
+/// What the executor knows of a stream while it runs a command: a version, the state there,
+/// and whether a read (not only the cache) vouches for it.
+struct Known<S> {
+    version: u64,
+    state: Arc<S>,
+    confirmed: bool,
 }

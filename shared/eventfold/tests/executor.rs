@@ -94,7 +94,7 @@ async fn the_first_command_creates_the_stream_and_later_ones_extend_it() {
 
     let stored = store.events(&s).await;
     assert_eq!(amounts(&stored), vec![2, 3, 4]);
-    assert_eq!(replay(&stored), second.state);
+    assert_eq!(replay(&stored), *second.state);
 }
 
 #[tokio::test]
@@ -167,7 +167,7 @@ async fn an_empty_decision_appends_nothing_and_reports_the_current_version() {
         (noop.version, noop.events.len(), noop.created),
         (0, 0, false)
     );
-    assert_eq!(noop.state, Counter::initial());
+    assert_eq!(*noop.state, Counter::initial());
     assert_eq!(store.version(&fresh).await, 0);
 }
 
@@ -337,7 +337,7 @@ async fn a_lost_race_is_decided_again_on_fresh_state() {
         expected.push(5);
         let stored = store.events(&s).await;
         assert_eq!(amounts(&stored), expected);
-        assert_eq!(replay(&stored), out.state);
+        assert_eq!(replay(&stored), *out.state);
     }
 }
 
@@ -477,7 +477,7 @@ async fn snapshots_are_stored_at_each_multiple_of_snapshot_every() {
     let key = s.to_string();
     let mut live = Counter::initial();
     for n in 1..=25 {
-        live = run(&exec, &s, add(n)).await.state;
+        live = (*run(&exec, &s, add(n)).await.state).clone();
     }
     assert_eq!(store.snapshot_versions(&key), vec![10, 20]);
 
@@ -537,7 +537,7 @@ async fn a_commit_crossing_a_multiple_carries_the_snapshot() {
     assert_eq!(snap.version, 12);
     assert_eq!(
         serde_json::from_value::<CounterState>(snap.state).expect("state"),
-        out.state
+        *out.state
     );
     assert!(loaded.events.is_empty());
 
@@ -711,7 +711,7 @@ async fn upcasters_lift_old_events_when_loading() {
         CommandExecutor::new(store.clone(), config(16, 100, 8)).with_upcasters(amount_to_n());
     assert_eq!(
         fresh.load::<Counter>(&s).await.expect("mixed schemas load"),
-        (3, out.state)
+        (3, (*out.state).clone())
     );
     let at_1 = fresh
         .state_at::<Counter>(&s, 1)
@@ -754,7 +754,7 @@ async fn state_at_travels_back_and_is_none_past_the_end() {
     let s = stream("history");
     let mut live = Counter::initial();
     for n in 1..=5 {
-        live = run(&exec, &s, add(n)).await.state;
+        live = (*run(&exec, &s, add(n)).await.state).clone();
     }
     let at = |v| {
         let exec = &exec;

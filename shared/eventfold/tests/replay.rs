@@ -56,7 +56,7 @@ async fn check(commands: Vec<CounterCommand>, cache_capacity: usize) -> Result<(
                 prop_assert_eq!(&written, &events);
                 prop_assert_eq!(out.version, version + events.len() as u64);
                 live = Counter::fold(live, events.iter());
-                prop_assert_eq!(&out.state, &live);
+                prop_assert_eq!(&*out.state, &live);
                 version = out.version;
             }
             (Err(CommandError::Rejected(got)), Err(model)) => prop_assert_eq!(got, model),
