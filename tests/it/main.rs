@@ -4,6 +4,7 @@
 mod api;
 mod e2e;
 mod fanout;
+mod packing;
 mod publisher;
 mod query;
 mod readmodels;
