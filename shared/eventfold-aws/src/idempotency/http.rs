@@ -192,6 +192,54 @@ pub fn answer<S: IdempotencyStore>(begin: &Begin<'_, S>, instance: &str) -> Opti
 /// Runs `handler` for `req` at most once per `Idempotency-Key` in `scope`; see the module's
 /// table for what duplicates get. A store failure after the handler ran is logged and the
 /// response still goes out (the record then expires at the invocation's deadline).
+///
+/// Wiring it into an API whose handlers return `Result<Response, Problem>`:
+///
+/// ```
+/// use eventfold::idempotency::{Idempotency, IdempotencyStore, Scope};
+/// use eventfold_aws::http::{Caller, Problem, json_response};
+/// use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
+/// use lambda_http::{Body, Request, Response};
+/// use std::sync::Arc;
+///
+/// struct Api {
+///     // From `StoreConfig::idempotency` (`IdempotencySettings::engine`); `None`: no table.
+///     idempotency: Option<Idempotency<Arc<dyn IdempotencyStore>>>,
+/// }
+///
+/// impl Api {
+///     async fn command(&self, _req: &Request, _caller: &Caller) -> Result<Response<Body>, Problem> {
+///         Ok(json_response(201, &serde_json::json!({"version": 1})))
+///     }
+///
+///     async fn post_command(&self, req: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+///         let Some(idempotency) = &self.idempotency else {
+///             return self.command(req, caller).await;
+///         };
+///         let scope = Scope::new(&caller.tenant, &caller.actor);
+///         Ok(guarded(idempotency, KeyPolicy::Optional, req, &scope, || async {
+///             let path = req.uri().path();
+///             self.command(req, caller).await.unwrap_or_else(|p| p.into_response(path))
+///         })
+///         .await)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use eventfold::idempotency::{IdempotencyConfig, MemoryIdempotencyStore};
+/// # let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryIdempotencyStore::new());
+/// # let api = Api { idempotency: Some(Idempotency::new(store, IdempotencyConfig::default())) };
+/// # let caller = Caller { actor: "alice".into(), tenant: "acme".into(), scopes: vec![] };
+/// # let req = || lambda_http::http::Request::builder().method("POST").uri("/c")
+/// #     .header("idempotency-key", "k-1").body(Body::Text("{}".into())).unwrap();
+/// # let first = api.post_command(&req(), &caller).await.unwrap();
+/// # let again = api.post_command(&req(), &caller).await.unwrap();
+/// # assert_eq!((first.status().as_u16(), again.status().as_u16()), (201, 201));
+/// # assert!(first.headers().get("idempotent-replayed").is_none());
+/// # assert_eq!(again.headers()["idempotent-replayed"], "true");
+/// # }
+/// ```
 pub async fn guarded<S, F, Fut>(
     idempotency: &Idempotency<S>,
     policy: KeyPolicy,

@@ -35,6 +35,7 @@ use eventfold::idempotency::{
     IdempotencyStore, PayloadHash, Status, StoredResponse,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 type Item = HashMap<String, AttributeValue>;
@@ -372,10 +373,11 @@ impl IdempotencySettings {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// The engine on the DynamoDB table these settings name.
-    pub fn engine(&self, sdk: &aws_config::SdkConfig) -> Idempotency<DynamoIdempotencyStore> {
+    /// The engine on the DynamoDB table these settings name. The store is type-erased so a
+    /// handler holds one engine type whether it runs on DynamoDB or, in unit tests, in memory.
+    pub fn engine(&self, sdk: &aws_config::SdkConfig) -> Idempotency<Arc<dyn IdempotencyStore>> {
         Idempotency::new(
-            DynamoIdempotencyStore::from_sdk(sdk, &self.table),
+            Arc::new(DynamoIdempotencyStore::from_sdk(sdk, &self.table)),
             self.config.clone(),
         )
     }
