@@ -157,35 +157,41 @@ pub fn replay_response(stored: &StoredResponse) -> Response<Body> {
     resp
 }
 
+/// 422 `idempotency-key-reused`.
+pub fn key_reused(instance: &str) -> Response<Body> {
+    Problem::new(
+        422,
+        "idempotency-key-reused",
+        "Idempotency key reused",
+        "this Idempotency-Key was used for a different request; use a new key",
+    )
+    .into_response(instance)
+}
+
+/// 409 `idempotency-in-progress` with `Retry-After` (whole seconds, at least 1).
+pub fn in_progress(retry_after: std::time::Duration, instance: &str) -> Response<Body> {
+    let secs = retry_after.as_secs().max(1);
+    let mut resp = Problem::new(
+        409,
+        "idempotency-in-progress",
+        "Request in progress",
+        "a request with this Idempotency-Key is still being processed; retry later",
+    )
+    .with("retry_after", secs)
+    .into_response(instance);
+    resp.headers_mut()
+        .insert("retry-after", HeaderValue::from(secs));
+    resp
+}
+
 /// The answer to a request that must not run: a replay, 422 or 409 with `Retry-After`.
 /// `None` for [`Begin::Run`] (run it).
 pub fn answer<S: IdempotencyStore>(begin: &Begin<'_, S>, instance: &str) -> Option<Response<Body>> {
     match begin {
         Begin::Run(_) => None,
         Begin::Replay(stored) => Some(replay_response(stored)),
-        Begin::KeyReused => Some(
-            Problem::new(
-                422,
-                "idempotency-key-reused",
-                "Idempotency key reused",
-                "this Idempotency-Key was used for a different request; use a new key",
-            )
-            .into_response(instance),
-        ),
-        Begin::InProgress { retry_after } => {
-            let secs = retry_after.as_secs().max(1);
-            let mut resp = Problem::new(
-                409,
-                "idempotency-in-progress",
-                "Request in progress",
-                "a request with this Idempotency-Key is still being processed; retry later",
-            )
-            .with("retry_after", secs)
-            .into_response(instance);
-            resp.headers_mut()
-                .insert("retry-after", HeaderValue::from(secs));
-            Some(resp)
-        }
+        Begin::KeyReused => Some(key_reused(instance)),
+        Begin::InProgress { retry_after } => Some(in_progress(*retry_after, instance)),
     }
 }
 
@@ -269,13 +275,14 @@ where
         Ok(b) => b,
         Err(e) => return Problem::from(&e).into_response(instance),
     };
-    if let Some(resp) = answer(&begin, instance) {
-        tracing::info!(idempotency_key = %key, status = resp.status().as_u16(), "idempotent duplicate answered");
-        return resp;
-    }
-    let Begin::Run(lock) = begin else {
-        return Problem::new(500, "internal", "Internal error", "unreachable")
-            .into_response(instance);
+    let lock = match begin {
+        Begin::Run(lock) => lock,
+        Begin::Replay(stored) => {
+            tracing::info!(idempotency_key = %key, status = stored.status, "idempotent replay");
+            return replay_response(&stored);
+        }
+        Begin::KeyReused => return key_reused(instance),
+        Begin::InProgress { retry_after } => return in_progress(retry_after, instance),
     };
     let resp = handler().await;
     let finished = match stored_response(&resp) {
