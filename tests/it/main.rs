@@ -1,9 +1,11 @@
 //! Integration tests against the serialized moto emulator: event store, command and query
-//! APIs over real HTTP, read models, the stream -> SNS -> SQS fan-out and its emulation.
+//! APIs over real HTTP, read models, the idempotency store, the stream -> SNS -> SQS fan-out
+//! and its emulation.
 
 mod api;
 mod e2e;
 mod fanout;
+mod idempotency;
 mod packing;
 mod publisher;
 mod query;

@@ -410,7 +410,7 @@ async fn failed_entries_and_a_failed_call_are_retried_until_the_views_equal_a_re
     let failed = flaky.failed.lock().expect("lock").clone();
     let injected: usize = failed.iter().map(Vec::len).sum();
     assert!(injected >= 3, "failures were injected: {failed:?}");
-    let invocations = invocations.lock().expect("lock");
+    let invocations: Vec<Invocation> = std::mem::take(&mut *invocations.lock().expect("lock"));
     let mut calls = failed.iter();
     let mut reported_any = 0;
     for inv in invocations.iter() {

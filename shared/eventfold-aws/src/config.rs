@@ -27,6 +27,8 @@ pub struct StoreConfig {
     pub events_table: String,
     /// Snapshot every this many events (`SNAPSHOT_EVERY`, default 100, 0 = off).
     pub snapshot_every: u64,
+    /// `Idempotency-Key` support (`IDEMPOTENCY_TABLE` and friends); `None` without a table.
+    pub idempotency: Option<crate::IdempotencySettings>,
 }
 
 impl StoreConfig {
@@ -46,9 +48,11 @@ impl StoreConfig {
                     reason: e.to_string(),
                 })?,
         };
+        let idempotency = crate::IdempotencySettings::from_lookup(&lookup)?;
         Ok(Self {
             events_table,
             snapshot_every,
+            idempotency,
         })
     }
 
@@ -95,8 +99,19 @@ mod tests {
             cfg,
             StoreConfig {
                 events_table: "t".into(),
-                snapshot_every: 100
+                snapshot_every: 100,
+                idempotency: None,
             }
+        );
+        let with_idempotency = StoreConfig::from_lookup(|k| match k {
+            "EVENTS_TABLE" => Some("t".into()),
+            "IDEMPOTENCY_TABLE" => Some("i".into()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!(
+            with_idempotency.idempotency.map(|s| s.table),
+            Some("i".to_owned())
         );
         assert!(matches!(
             StoreConfig::from_lookup(|_| None),

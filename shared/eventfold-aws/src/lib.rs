@@ -1,11 +1,13 @@
 //! AWS adapters for eventfold.
 //!
 //! Owns everything that talks to AWS or to Lambda: the DynamoDB event store
-//! ([`DynamoEventStore`]) and read-model store ([`DynamoReadModelStore`]), stream-record
+//! ([`DynamoEventStore`]), read-model store ([`DynamoReadModelStore`]) and idempotency store
+//! with its `Idempotency-Key` HTTP glue ([`idempotency`]), stream-record
 //! decoding ([`streams`]), SNS publishing ([`sns`]), SQS FIFO batches with partial failures
 //! ([`sqs`]), attribute-value codecs, request counting for cost accounting
 //! ([`RequestCounter`]), configuration from the environment ([`config`]), tracing set-up, and
-//! the single mapping of errors to HTTP problem responses ([`http`]).
+//! the single mapping of errors to HTTP problem responses ([`http`]; idempotency outcomes in
+//! [`idempotency::http`]).
 //!
 //! Must not import: `shop` or any business rule. Functions (`functions/*`) wire these adapters
 //! to domain code; this crate stays domain-free.
@@ -14,6 +16,7 @@
 pub mod config;
 pub mod dynamo;
 pub mod http;
+pub mod idempotency;
 pub mod metrics;
 pub mod readmodels;
 pub mod sns;
@@ -23,6 +26,7 @@ pub mod streams;
 pub use aws_config::SdkConfig;
 pub use config::{StoreConfig, init_tracing, sdk_config, tokio_backoff};
 pub use dynamo::DynamoEventStore;
+pub use idempotency::{DynamoIdempotencyStore, IdempotencySettings};
 pub use metrics::RequestCounter;
 pub use readmodels::DynamoReadModelStore;
 pub use sns::{NotificationSink, SnsPublisher};

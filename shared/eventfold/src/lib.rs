@@ -3,9 +3,10 @@
 //! Owns the event envelope and stream ids ([`envelope`]), the [`Aggregate`] shape
 //! (`initial` / `evolve` / `decide`), the [`EventStore`] port with its error kinds, the
 //! [`CommandExecutor`] (load, decide, append, retry on conflict, bounded state cache),
-//! snapshot policy, upcasters, the [`MemoryEventStore`] adapter, a given/when/then kit
-//! (`testing`) and the store contract suite every adapter must pass (`contract`); those two
-//! (and the read-model contract) exist only with the `testing` feature, which tests and
+//! snapshot policy, upcasters, the [`MemoryEventStore`] adapter, the idempotency port, engine
+//! and memory store ([`idempotency`]), a given/when/then kit (`testing`) and the store
+//! contract suite every adapter must pass (`contract`); those two (and the read-model and
+//! idempotency contracts) exist only with the `testing` feature, which tests and
 //! dev-dependencies enable, so they never compile into a Lambda.
 //!
 //! Must not import: any AWS crate, `lambda_*`, or an async runtime in its public API
@@ -19,6 +20,7 @@ pub mod cache;
 pub mod contract;
 pub mod envelope;
 pub mod executor;
+pub mod idempotency;
 pub mod memory;
 pub mod projection;
 pub mod store;
