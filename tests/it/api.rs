@@ -567,3 +567,131 @@ async fn bad_requests_get_clear_4xx_and_write_nothing() {
         .expect("get");
     assert_eq!(state.json["version"], 1);
 }
+
+/// `POST /commands` with an `Idempotency-Key`.
+async fn keyed(http: &Http, token: &str, key: &str, body: &Value) -> eventfold_local::httpc::Reply {
+    http.send_with(
+        "POST",
+        COMMANDS,
+        Some(token),
+        &[("idempotency-key", key)],
+        Some(serde_json::to_vec(body).expect("json")),
+    )
+    .await
+    .expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_replays_the_first_answer_and_writes_once() {
+    let stack = quiet_stack().await;
+    let http = Http::new(&stack.api_url());
+    let tenant = unique_tenant("idem");
+    let tok = rw_token(&tenant);
+    let create = cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c-1"}));
+
+    let first = keyed(&http, &tok, "create-o-1", &create).await;
+    assert_eq!(first.status, 201, "{:?}", first.json);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    // Same key, same payload (other whitespace and key order): the stored answer.
+    let reordered = json!({"type": "CreateOrder", "data": {"customer_id": "c-1"},
+                           "aggregate_id": "o-1", "aggregate_type": "Order"});
+    let again = keyed(&http, &tok, "create-o-1", &reordered).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json, first.json, "the same body, event ids included");
+    assert_eq!(items_of(&stack, &tenant).await, 1, "one commit");
+
+    // Same key, other payload: refused, nothing written.
+    let other = cmd("Order", "o-2", "CreateOrder", json!({"customer_id": "c-1"}));
+    let reused = keyed(&http, &tok, "create-o-1", &other).await;
+    assert_problem(&reused, 422, "idempotency-key-reused");
+    assert_eq!(items_of(&stack, &tenant).await, 1);
+
+    // A caller mistake is stored and replayed like a success.
+    let early = cmd("Order", "o-3", "PlaceOrder", json!({}));
+    let rejected = keyed(&http, &tok, "place-o-3", &early).await;
+    assert_problem(&rejected, 422, "rejected");
+    let replayed = keyed(&http, &tok, "place-o-3", &early).await;
+    assert_problem(&replayed, 422, "rejected");
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+
+    // Keys are per caller: another actor of the tenant runs its own request.
+    let bob = eventfold_local::jwt::issue(
+        eventfold_local::jwt::DEV_SECRET,
+        &tenant,
+        "bob",
+        "events:read events:write",
+        600,
+    );
+    let second = cmd("Order", "o-4", "CreateOrder", json!({"customer_id": "c-2"}));
+    let by_bob = keyed(&http, &bob, "create-o-1", &second).await;
+    assert_eq!(by_bob.status, 201, "{:?}", by_bob.json);
+    assert_eq!(by_bob.header("idempotent-replayed"), None);
+    assert_eq!(items_of(&stack, &tenant).await, 2);
+
+    // Without the header nothing changes; a malformed key is a 400 that writes nothing.
+    let plain = http
+        .post(
+            COMMANDS,
+            Some(&tok),
+            &cmd("Order", "o-5", "CreateOrder", json!({"customer_id": "c"})),
+        )
+        .await
+        .expect("request");
+    assert_eq!(plain.status, 201);
+    for bad in ["", "with space", &"k".repeat(256), "caf\u{e9}"] {
+        let reply = keyed(
+            &http,
+            &tok,
+            bad,
+            &cmd("Order", "o-6", "CreateOrder", json!({"customer_id": "c"})),
+        )
+        .await;
+        assert_problem(&reply, 400, "invalid-idempotency-key");
+    }
+    assert_eq!(items_of(&stack, &tenant).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_key_run_once() {
+    let stack = quiet_stack().await;
+    let http = Http::new(&stack.api_url());
+    let tenant = unique_tenant("idemrace");
+    let tok = rw_token(&tenant);
+    let create = cmd("Inventory", "sku-1", "ReceiveStock", json!({"quantity": 5}));
+    let replies = futures_join(
+        (0..4)
+            .map(|_| {
+                let (http, tok, create) = (http.clone(), tok.clone(), create.clone());
+                tokio::spawn(async move { keyed(&http, &tok, "receive-1", &create).await })
+            })
+            .collect(),
+    )
+    .await;
+    let ran: Vec<_> = replies
+        .iter()
+        .filter(|r| r.status == 201 && r.header("idempotent-replayed").is_none())
+        .collect();
+    assert_eq!(ran.len(), 1, "exactly one request ran: {replies:#?}");
+    for r in &replies {
+        match r.status {
+            201 => {}
+            409 => {
+                assert_problem(r, 409, "idempotency-in-progress");
+                assert!(r.header("retry-after").is_some(), "{r:?}");
+            }
+            other => panic!("unexpected {other}: {:?}", r.json),
+        }
+    }
+    assert_eq!(items_of(&stack, &tenant).await, 1, "one commit");
+}
+
+async fn futures_join(
+    handles: Vec<tokio::task::JoinHandle<eventfold_local::httpc::Reply>>,
+) -> Vec<eventfold_local::httpc::Reply> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}

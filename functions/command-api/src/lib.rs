@@ -11,8 +11,10 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use eventfold::idempotency::{Idempotency, IdempotencyStore, Scope};
 use eventfold::{CommandContext, CommandExecutor, EventStore, ExecutorConfig, StreamId};
 use eventfold_aws::http::{Caller, Problem, caller, correlation_id, json_response};
+use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
 use eventfold_aws::{DynamoEventStore, SdkConfig, StoreConfig};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -22,6 +24,7 @@ use shop::CommandParseError;
 use shop::registry::{self, AggregateVisitor, RegisteredAggregate, UnknownAggregate};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use tracing::Instrument;
 
 /// Largest accepted request body.
@@ -41,22 +44,31 @@ pub const LIST_AGGREGATE_EVENTS: &str =
 /// Every route key this function serves (the template's `HttpApi` events of `CommandApiFunction`).
 pub const ROUTE_KEYS: &[&str] = &[SUBMIT_COMMAND, GET_AGGREGATE, LIST_AGGREGATE_EVENTS];
 
+/// The idempotency engine the command API uses, over any store.
+pub type CommandIdempotency = Idempotency<Arc<dyn IdempotencyStore>>;
+
 /// The command API over any event store (DynamoDB in Lambda, memory in unit tests).
 pub struct CommandApi<S> {
     executor: CommandExecutor<S>,
+    /// Honours `Idempotency-Key` on `POST /commands` when set.
+    idempotency: Option<CommandIdempotency>,
 }
 
 /// Builds the API on the DynamoDB event store described by `config`.
 pub fn dynamo_api(sdk: &SdkConfig, config: &StoreConfig) -> CommandApi<DynamoEventStore> {
     let store = DynamoEventStore::from_sdk(sdk, &config.events_table);
-    CommandApi::new(CommandExecutor::new(
+    let api = CommandApi::new(CommandExecutor::new(
         store,
         ExecutorConfig {
             snapshot_every: config.snapshot_every,
             backoff: Some(eventfold_aws::tokio_backoff()),
             ..ExecutorConfig::default()
         },
-    ))
+    ));
+    match &config.idempotency {
+        Some(settings) => api.with_idempotency(settings.engine(sdk)),
+        None => api,
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,7 +206,17 @@ fn decode_cursor(cursor: &str) -> Result<u64, Problem> {
 impl<S: EventStore> CommandApi<S> {
     /// An API deciding through `executor`.
     pub fn new(executor: CommandExecutor<S>) -> Self {
-        Self { executor }
+        Self {
+            executor,
+            idempotency: None,
+        }
+    }
+
+    /// Honours the `Idempotency-Key` header of `POST /commands` through `idempotency`: a
+    /// request without the header costs nothing extra.
+    pub fn with_idempotency(mut self, idempotency: CommandIdempotency) -> Self {
+        self.idempotency = Some(idempotency);
+        self
     }
 
     /// The executor (and through it the store).
@@ -223,7 +245,16 @@ impl<S: EventStore> CommandApi<S> {
         match route(req) {
             Some(Route::Command) => {
                 caller.require("events:write")?;
-                self.command(req, &caller, correlation).await
+                let Some(idempotency) = &self.idempotency else {
+                    return self.command(req, &caller, correlation).await;
+                };
+                let scope = Scope::new(&caller.tenant, &caller.actor);
+                let run = || async {
+                    self.command(req, &caller, correlation)
+                        .await
+                        .unwrap_or_else(|problem| problem.into_response(req.uri().path()))
+                };
+                Ok(guarded(idempotency, KeyPolicy::Optional, req, &scope, run).await)
             }
             Some(Route::State(t, id)) => {
                 caller.require("events:read")?;

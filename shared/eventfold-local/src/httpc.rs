@@ -19,6 +19,15 @@ pub struct Reply {
     pub json: Value,
     /// Raw body.
     pub body: Bytes,
+    /// Response headers by lower-case name (repeated ones joined with `, `).
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl Reply {
+    /// The header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
 }
 
 /// Keep-alive HTTP client bound to a base URL.
@@ -45,12 +54,27 @@ impl Http {
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<Reply> {
+        self.send_with(method, path, token, &[], body).await
+    }
+
+    /// [`Self::send`] with extra request headers.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply> {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header("content-type", "application/json");
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let resp = self
@@ -65,6 +89,17 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        let mut headers = std::collections::BTreeMap::<String, String>::new();
+        for (name, value) in resp.headers() {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            headers
+                .entry(name.as_str().to_owned())
+                .and_modify(|v| {
+                    v.push_str(", ");
+                    v.push_str(&value);
+                })
+                .or_insert(value);
+        }
         let body = resp.into_body().collect().await?.to_bytes();
         let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
         Ok(Reply {
@@ -72,6 +107,7 @@ impl Http {
             content_type,
             json,
             body,
+            headers,
         })
     }
 
