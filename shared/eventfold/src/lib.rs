@@ -23,6 +23,7 @@ pub mod executor;
 pub mod idempotency;
 pub mod memory;
 pub mod projection;
+pub mod saga;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -32,5 +33,6 @@ pub use aggregate::{Aggregate, DomainEvent, Rejection};
 pub use envelope::{EventEnvelope, Metadata, NewEvent, StreamId, StreamIdError};
 pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome, ExecutorConfig};
 pub use memory::MemoryEventStore;
+pub use saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
 pub use store::{AppendOutcome, EventStore, LoadOptions, LoadedStream, Snapshot, StoreError};
 pub use upcast::Upcasters;
