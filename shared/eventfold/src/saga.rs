@@ -6,7 +6,10 @@
 //! aggregate. A [`Saga`] is therefore an [`Aggregate`] whose commands are the saga's *inputs*
 //! (what happened elsewhere, a refusal of a command it sent, a passed deadline), plus:
 //!
-//! - [`Saga::input`]: which instance an event of another stream concerns, and as what input;
+//! - [`Saga::input`]: which instance an event of another stream concerns, and as what input.
+//!   An event that cannot say enough alone (an `OrderPlaced` written before it carried its
+//!   lines) asks for its stream's history ([`Saga::needs_history`]), which the runner reads
+//!   from the event store, upcast, up to and including the event;
 //! - [`Saga::pending`]: the commands its state calls for (steps recorded whose outcome it has
 //!   not yet seen). A runner records the step first (appends the saga's events), then sends
 //!   every pending command, each under a command id derived from the saga and the step
@@ -32,10 +35,20 @@ pub trait Saga: Aggregate {
     /// What the saga asks of other aggregates.
     type Send: SagaCommand;
 
+    /// Whether `event` needs the history of its stream to become an input (default: no).
+    fn needs_history(_event: &EventEnvelope) -> bool {
+        false
+    }
+
     /// The instance id (the saga stream's id within the event's tenant) an event of another
     /// stream concerns, with the input it makes; `Ok(None)` when the saga ignores the event.
-    /// An `Err` is a known event type whose data does not decode (not acknowledged).
-    fn input(event: &EventEnvelope) -> Result<Option<(String, Self::Command)>, String>;
+    /// `history` is the event's stream from version 1 up to and including `event`, upcast,
+    /// when [`Self::needs_history`] asked for it, else empty. An `Err` is a known event type
+    /// whose data does not decode (not acknowledged).
+    fn input(
+        event: &EventEnvelope,
+        history: &[EventEnvelope],
+    ) -> Result<Option<(String, Self::Command)>, String>;
 
     /// Every command `state` calls for: steps recorded and not yet answered. Deterministic,
     /// and each command must be idempotent at its target.
