@@ -236,33 +236,13 @@ async fn days_must_be_calendar_dates() {
     assert_problem(&leap, 404, "not-found");
 }
 
-/// The routes of `binary`'s function in `infra/template.yaml`, as `METHOD /path` route keys.
+/// The routes of `binary`'s function in `infra/template.yaml`, as `METHOD /path` route keys,
+/// read the way the local runtime reads the template.
 fn template_route_keys(binary: &str) -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/template.yaml");
-    let text = std::fs::read_to_string(path).expect("template readable");
-    let template: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("template parses");
-    let resources = template["Resources"].as_mapping().expect("resources");
-    let function = resources
-        .values()
-        .find(|r| r["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary))
-        .expect("the template defines the function");
-    let events = function["Properties"]["Events"]
-        .as_mapping()
-        .expect("events");
-    let mut keys: Vec<String> = events
-        .values()
-        .filter(|e| e["Type"].as_str() == Some("HttpApi"))
-        .map(|e| {
-            let p = &e["Properties"];
-            format!(
-                "{} {}",
-                p["Method"].as_str().expect("method").to_uppercase(),
-                p["Path"].as_str().expect("path")
-            )
-        })
-        .collect();
-    keys.sort();
-    keys
+    eventfold_local::Template::load(std::path::Path::new(path), "test", "us-east-1")
+        .expect("template loads")
+        .route_keys(binary)
 }
 
 #[test]

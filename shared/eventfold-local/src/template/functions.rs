@@ -38,7 +38,27 @@ impl FunctionSpec {
     }
 }
 
+impl RouteSpec {
+    /// The route key API Gateway sends for this route: `METHOD /path/{param}`.
+    pub fn route_key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
 impl Template {
+    /// The route keys of the function that runs `binary`, sorted (empty when no function
+    /// runs it): what a function's own route table must equal.
+    pub fn route_keys(&self, binary: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .functions()
+            .iter()
+            .filter(|f| f.binary == binary)
+            .flat_map(|f| f.routes.iter().map(RouteSpec::route_key))
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Every serverless function, with Globals merged in.
     pub fn functions(&self) -> Vec<FunctionSpec> {
         let globals = self.root.get("Globals").and_then(|g| g.get("Function"));
