@@ -11,6 +11,7 @@ use eventfold_local::httpc::Http;
 use eventfold_local::{LocalOptions, LocalStack};
 use shop::Inventory;
 use shop::inventory::InventoryCommand;
+use shop::order::OrderCommand;
 use std::time::Instant;
 
 /// What to measure.
@@ -121,6 +122,37 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
     println!(
         "dynamodb (moto), warm   : {warm_requests:>6.2} requests/command, {:>7.1} ms/command",
         warm_secs * 1000.0 / n as f64
+    );
+
+    // Fresh aggregates on a warm executor: CreateOrder + AddItem each. `CreateOrder` is
+    // assumed to start its stream (one append, no read), `AddItem` finds the state cached.
+    let fresh = CommandExecutor::new(store(), ExecutorConfig::default());
+    let before = counter.get();
+    let start = Instant::now();
+    let orders = 50u64;
+    for i in 0..orders {
+        let order = StreamId::new("bench", "Order", &format!("{tag}-fresh-{i}"))?;
+        let commands = [
+            OrderCommand::CreateOrder {
+                customer_id: format!("c-{i}"),
+            },
+            OrderCommand::AddItem {
+                sku: "book".into(),
+                quantity: 1,
+                unit_price: 1250,
+            },
+        ];
+        for command in &commands {
+            fresh
+                .execute::<shop::Order>(&order, None, command, &ctx(i))
+                .await?;
+        }
+    }
+    let fresh_secs = start.elapsed().as_secs_f64();
+    println!(
+        "dynamodb (moto), fresh  : {:>6.2} requests/command, {:>7.1} ms/command ({orders} new orders x CreateOrder + AddItem, warm)",
+        (counter.get() - before) as f64 / (orders * 2) as f64,
+        fresh_secs * 1000.0 / (orders * 2) as f64
     );
 
     // 3. A long stream with snapshots.

@@ -170,6 +170,16 @@ pub trait Aggregate: 'static {
     /// "already done" and is how redelivered commands stay harmless.
     fn decide(state: &Self::State, command: &Self::Command) -> Result<Vec<Self::Event>, Rejection>;
 
+    /// True when `command` is normally the first of its stream (`CreateOrder`, say): with no
+    /// cached state, the executor then decides on [`Self::initial`] at version 0 without
+    /// reading, and appends; if the stream exists after all, the conditional append fails, and
+    /// it reads the stream and decides again. A verdict of "rejected" or "already done" on the
+    /// assumed state is always confirmed by a read. So a command that creates a stream costs
+    /// one request. Default: never assume.
+    fn assume_new(_command: &Self::Command) -> bool {
+        false
+    }
+
     /// Folds events onto a state.
     fn fold<'a>(
         state: Self::State,

@@ -278,6 +278,8 @@ impl<S: EventStore> CommandExecutor<S> {
         // so a warm command evolves it in place instead of copying it.
         let (version, state, confirmed) = match self.cache.take::<A::State>(&key) {
             Some((v, s)) => (v, s, false),
+            // Unconfirmed, like a cached state: the append, or a read, checks the assumption.
+            None if A::assume_new(command) => (0, Arc::new(A::initial()), false),
             None => {
                 let (v, s) = self.read::<A>(&key).await?;
                 (v, Arc::new(s), true)

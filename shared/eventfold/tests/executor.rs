@@ -11,7 +11,7 @@ use common::{
 use eventfold::executor::Backoff;
 use eventfold::{
     Aggregate, CommandError, CommandExecutor, CommandOutcome, DomainEvent, EventStore,
-    ExecutorConfig, LoadOptions, NewEvent, Snapshot, StreamId, Upcasters,
+    ExecutorConfig, LoadOptions, NewEvent, Rejection, Snapshot, StreamId, Upcasters,
 };
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -776,4 +776,99 @@ async fn state_at_travels_back_and_is_none_past_the_end() {
         .await
         .expect("time travel works");
     assert_eq!(unknown, None);
+}
+
+/// `Counter`, but every command is assumed to start its stream.
+struct AssumingCounter;
+
+impl Aggregate for AssumingCounter {
+    const CATEGORY: &'static str = "Counter";
+    type Event = CounterEvent;
+    type State = CounterState;
+    type Command = CounterCommand;
+
+    fn initial() -> CounterState {
+        Counter::initial()
+    }
+    fn evolve(state: CounterState, event: &CounterEvent) -> CounterState {
+        Counter::evolve(state, event)
+    }
+    fn decide(
+        state: &CounterState,
+        command: &CounterCommand,
+    ) -> Result<Vec<CounterEvent>, Rejection> {
+        Counter::decide(state, command)
+    }
+    fn assume_new(_: &CounterCommand) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_command_assumed_to_create_its_stream_appends_without_reading() {
+    let store = Probe::new();
+    let exec = CommandExecutor::new(store.clone(), config(0, 100, 4));
+    let s = stream("fresh");
+    let out = exec
+        .execute::<AssumingCounter>(&s, None, &add(2), &ctx("c1"))
+        .await
+        .expect("created");
+    assert_eq!((out.version, out.created, out.state.total), (1, true, 2));
+    assert_eq!(
+        (store.loads(), store.catch_ups()),
+        (0, 0),
+        "one append, no read"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_assumption_reads_and_decides_again() {
+    let store = Probe::new();
+    let writer = CommandExecutor::new(store.clone(), config(0, 100, 4));
+    let s = stream("exists");
+    run(&writer, &s, add(5)).await;
+    run(&writer, &s, CounterCommand::SetOnce { id: "a".into() }).await;
+    let loads = store.loads();
+
+    // The stream exists: the append at version 0 conflicts, the executor catches up and
+    // decides on the real state.
+    let exec = CommandExecutor::new(store.clone(), config(0, 100, 4));
+    let out = exec
+        .execute::<AssumingCounter>(&s, None, &add(1), &ctx("c2"))
+        .await
+        .expect("appended after catching up");
+    assert_eq!((out.version, out.created, out.state.total), (3, false, 6));
+    // "Already done" on the assumed state would be wrong here; on the real one it is right.
+    let again = exec
+        .execute::<AssumingCounter>(
+            &s,
+            None,
+            &CounterCommand::SetOnce { id: "a".into() },
+            &ctx("c3"),
+        )
+        .await
+        .expect("already done");
+    assert!(again.events.is_empty());
+    assert_eq!(again.version, 3);
+    // A rejection on the assumed state is confirmed by a read before it is answered.
+    let cold = CommandExecutor::new(store.clone(), config(0, 100, 4));
+    let before = store.catch_ups();
+    let err = cold
+        .execute::<AssumingCounter>(&s, None, &add(0), &ctx("c4"))
+        .await
+        .expect_err("amount-not-zero");
+    assert!(matches!(err, CommandError::Rejected(r) if r.rule == "amount-not-zero"));
+    assert_eq!(store.catch_ups(), before + 1, "confirmed by a read");
+    assert_eq!(store.loads(), loads, "never a full load");
+    assert_eq!(
+        replay(
+            &store
+                .inner()
+                .load_range(&s.to_string(), 1, None, None)
+                .await
+                .expect("history")
+        )
+        .total,
+        6
+    );
 }

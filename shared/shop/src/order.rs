@@ -276,6 +276,11 @@ impl Aggregate for Order {
         state
     }
 
+    /// `CreateOrder` starts an order's stream: decided without reading it first.
+    fn assume_new(command: &OrderCommand) -> bool {
+        matches!(command, OrderCommand::CreateOrder { .. })
+    }
+
     fn decide(state: &OrderState, command: &OrderCommand) -> Result<Vec<OrderEvent>, Rejection> {
         match command {
             OrderCommand::CreateOrder { customer_id } => decide_create(state, customer_id),
