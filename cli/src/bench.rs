@@ -155,6 +155,8 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
         fresh_secs * 1000.0 / (orders * 2) as f64
     );
 
+    hot_stream(&store, &tag, 16, 25).await?;
+
     // 3. A long stream with snapshots.
     let long = stream(&format!("{tag}-long"), 0)?;
     let writer = CommandExecutor::new(store(), ExecutorConfig::default());
@@ -186,6 +188,55 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
     sns_requests_per_event(&stack, &tag).await?;
     e2e_latency(&stack, 30).await?;
     stack.stop().await;
+    Ok(())
+}
+
+/// `writers` executors (each its own "Lambda instance") sending `commands` each to one
+/// stream at once, as the command API runs them (retry budget, no expected version): how
+/// many went through at the first call, and the commit rate the stream reached.
+async fn hot_stream(
+    store: &(impl Fn() -> DynamoEventStore + Sync),
+    tag: &str,
+    writers: u64,
+    commands: u64,
+) -> Result<()> {
+    let hot = stream(&format!("{tag}-hot"), 0)?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let exec = CommandExecutor::new(
+            store(),
+            ExecutorConfig {
+                backoff: Some(eventfold_aws::tokio_backoff()),
+                retry_budget: Some(command_api::RETRY_BUDGET),
+                ..ExecutorConfig::default()
+            },
+        );
+        let hot = hot.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            for i in 0..commands {
+                if exec
+                    .execute::<Inventory>(&hot, None, &receive(), &ctx(w * 1000 + i))
+                    .await
+                    .is_ok()
+                {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "hot stream (moto)       : {ok}/{} commands committed at the first call, {:>6.1} commits/s on one stream ({writers} writers)",
+        writers * commands,
+        ok as f64 / secs
+    );
     Ok(())
 }
 

@@ -25,7 +25,16 @@ use shop::registry::{self, AggregateVisitor, RegisteredAggregate, UnknownAggrega
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
+
+/// How long a command without `expected_version` keeps retrying lost races on a hot stream.
+/// In Lambda the invocation's deadline (the function timeout), less [`ANSWER_MARGIN`], stops
+/// it sooner; this bound keeps the answer inside API Gateway's 30 s integration timeout
+/// wherever no deadline is known.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(25);
+/// Time kept back from the Lambda deadline to answer.
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -62,6 +71,7 @@ pub fn dynamo_api(sdk: &SdkConfig, config: &StoreConfig) -> CommandApi<DynamoEve
         ExecutorConfig {
             snapshot_every: config.snapshot_every,
             backoff: Some(eventfold_aws::tokio_backoff()),
+            retry_budget: Some(RETRY_BUDGET),
             ..ExecutorConfig::default()
         },
     ));
@@ -110,6 +120,16 @@ fn route(req: &Request) -> Option<Route<'_>> {
     }
 }
 
+/// The Lambda deadline of `req` (when the runtime gave one) less [`ANSWER_MARGIN`], as an
+/// instant of this process's clock.
+fn answer_by(req: &Request) -> Option<Instant> {
+    let deadline = eventfold_aws::idempotency::http::deadline_of(req)?;
+    let left = (deadline - chrono::Utc::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO);
+    Some(Instant::now() + left.saturating_sub(ANSWER_MARGIN))
+}
+
 fn body_bytes(req: &Request) -> &[u8] {
     match req.body() {
         Body::Empty => &[],
@@ -141,6 +161,8 @@ struct Execute<'a, S> {
     command_type: &'a str,
     data: serde_json::Value,
     context: &'a CommandContext,
+    /// When conflict retries must stop so the answer still goes out in time.
+    answer_by: Option<Instant>,
 }
 
 impl<'a, S: EventStore> AggregateVisitor for Execute<'a, S> {
@@ -150,7 +172,13 @@ impl<'a, S: EventStore> AggregateVisitor for Execute<'a, S> {
         Box::pin(async move {
             let command = A::parse_command(self.command_type, self.data).map_err(parse_error)?;
             self.api
-                .execute::<A>(self.stream, self.expected, &command, self.context)
+                .execute::<A>(
+                    self.stream,
+                    self.expected,
+                    &command,
+                    self.context,
+                    self.answer_by,
+                )
                 .await
         })
     }
@@ -315,6 +343,7 @@ impl<S: EventStore> CommandApi<S> {
             command_type: &cmd.command_type,
             data: cmd.data,
             context: &context,
+            answer_by: answer_by(req),
         };
         async {
             registry::visit(&cmd.aggregate_type, run)
@@ -331,10 +360,11 @@ impl<S: EventStore> CommandApi<S> {
         expected: Option<u64>,
         command: &A::Command,
         context: &CommandContext,
+        answer_by: Option<Instant>,
     ) -> Result<Response<Body>, Problem> {
         let out = self
             .executor
-            .execute::<A>(stream, expected, command, context)
+            .execute_within::<A>(stream, expected, command, context, answer_by)
             .await
             .map_err(|e| Problem::from(&e))?;
         tracing::info!(

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The request context a command runs under; stamped on every event it produces.
 pub type CommandContext = Metadata;
@@ -22,8 +22,14 @@ pub type Backoff = Arc<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Sen
 pub struct ExecutorConfig {
     /// Take a snapshot in the commit that crosses each multiple of this many events (0: never).
     pub snapshot_every: u64,
-    /// Attempts per command before a conflict is reported (at least 1).
+    /// Attempts per command before a conflict is reported (at least 1), unless a retry
+    /// budget applies.
     pub max_attempts: u32,
+    /// For a command without `expected_version`: retry conflicts for this long after it
+    /// started (or until the caller's deadline, when sooner), however many attempts that
+    /// takes, so a hot stream slows its writers down instead of failing them. `None`:
+    /// `max_attempts` bounds the retries.
+    pub retry_budget: Option<Duration>,
     /// Streams whose latest state is kept in memory (0: no cache).
     pub cache_capacity: usize,
     /// Sleep between conflict retries; `None` retries at once.
@@ -35,6 +41,7 @@ impl std::fmt::Debug for ExecutorConfig {
         f.debug_struct("ExecutorConfig")
             .field("snapshot_every", &self.snapshot_every)
             .field("max_attempts", &self.max_attempts)
+            .field("retry_budget", &self.retry_budget)
             .field("cache_capacity", &self.cache_capacity)
             .field("backoff", &self.backoff.is_some())
             .finish()
@@ -46,6 +53,7 @@ impl Default for ExecutorConfig {
         Self {
             snapshot_every: 100,
             max_attempts: 8,
+            retry_budget: None,
             cache_capacity: 1024,
             backoff: None,
         }
@@ -273,6 +281,20 @@ impl<S: EventStore> CommandExecutor<S> {
         command: &A::Command,
         context: &CommandContext,
     ) -> Result<CommandOutcome<A::State>, CommandError> {
+        self.execute_within::<A>(stream, expected_version, command, context, None)
+            .await
+    }
+
+    /// [`Self::execute`] that stops retrying conflicts by `deadline` (an invocation's end,
+    /// less the time it needs to answer), even within the configured retry budget.
+    pub async fn execute_within<A: Aggregate>(
+        &self,
+        stream: &StreamId,
+        expected_version: Option<u64>,
+        command: &A::Command,
+        context: &CommandContext,
+        deadline: Option<Instant>,
+    ) -> Result<CommandOutcome<A::State>, CommandError> {
         let key = stream.to_string();
         // The state is taken out of the cache and put back with whatever this command learnt,
         // so a warm command evolves it in place instead of copying it.
@@ -290,8 +312,23 @@ impl<S: EventStore> CommandExecutor<S> {
             state,
             confirmed,
         };
+        let started = Instant::now();
+        let give_up_at = match (expected_version, self.config.retry_budget) {
+            // A stale expected version is the caller's to resolve: no budget for it.
+            (Some(_), _) | (None, None) => None,
+            (None, Some(budget)) => {
+                Some(deadline.map_or(started + budget, |d| d.min(started + budget)))
+            }
+        };
         let (result, known) = self
-            .decide_and_append::<A>(stream, expected_version, command, context, known)
+            .decide_and_append::<A>(
+                stream,
+                expected_version,
+                command,
+                context,
+                known,
+                give_up_at,
+            )
             .await;
         if let Some(known) = known {
             self.cache.put_shared(&key, known.version, known.state);
@@ -308,6 +345,7 @@ impl<S: EventStore> CommandExecutor<S> {
         command: &A::Command,
         context: &CommandContext,
         mut known: Known<A::State>,
+        give_up_at: Option<Instant>,
     ) -> (
         Result<CommandOutcome<A::State>, CommandError>,
         Option<Known<A::State>>,
@@ -315,6 +353,7 @@ impl<S: EventStore> CommandExecutor<S> {
         let key = stream.to_string();
         let attempts = self.config.max_attempts.max(1);
         let mut attempt = 1;
+        let mut pause = Duration::ZERO;
         loop {
             if let Some(expected) = expected_version
                 && expected != known.version
@@ -410,18 +449,19 @@ impl<S: EventStore> CommandExecutor<S> {
                         correlation_id = %context.correlation_id,
                         "append conflict, catching up and deciding again"
                     );
-                    if attempt < attempts
-                        && let Some(backoff) = &self.config.backoff
-                    {
-                        // Full jitter, exponential, capped: spreads contenders out.
-                        let ceiling = (5u64 << attempt.min(6)).min(250);
-                        backoff(Duration::from_millis(rand::random_range(0..=ceiling))).await;
+                    pause = decorrelated_jitter(pause);
+                    let retry = match give_up_at {
+                        Some(at) => attempt < MAX_BUDGETED_ATTEMPTS && Instant::now() + pause < at,
+                        None => attempt < attempts,
+                    };
+                    if retry && let Some(backoff) = &self.config.backoff {
+                        backoff(pause).await;
                     }
                     known = match self.catch_up::<A>(&key, known).await {
                         Ok(k) => k,
                         Err(e) => return (Err(e), None),
                     };
-                    if attempt >= attempts {
+                    if !retry {
                         let actual = known.version;
                         return (
                             Err(CommandError::Conflict {
@@ -471,6 +511,22 @@ impl<S: EventStore> CommandExecutor<S> {
         };
         Ok((envelopes, Some(snapshot), Some(new_state)))
     }
+}
+
+/// Shortest and longest pause between conflict retries.
+const PAUSE_FLOOR: Duration = Duration::from_millis(5);
+const PAUSE_CEILING: Duration = Duration::from_millis(250);
+/// A bound on attempts even within a retry budget (with no backoff they would spin).
+const MAX_BUDGETED_ATTEMPTS: u32 = 10_000;
+
+/// The next pause after `previous` ("decorrelated jitter": random between the floor and three
+/// times the last pause, capped), which spreads contending writers apart better than a fixed
+/// exponential schedule.
+fn decorrelated_jitter(previous: Duration) -> Duration {
+    let floor = PAUSE_FLOOR.as_micros() as u64;
+    let upper = (previous.as_micros() as u64).saturating_mul(3).max(floor);
+    let pause = Duration::from_micros(rand::random_range(floor..=upper));
+    pause.min(PAUSE_CEILING)
 }
 
 /// What the executor knows of a stream while it runs a command: a version, the state there,

@@ -17,11 +17,13 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 fn config(cache_capacity: usize, snapshot_every: u64, max_attempts: u32) -> ExecutorConfig {
     ExecutorConfig {
         snapshot_every,
         max_attempts,
+        retry_budget: None,
         cache_capacity,
         backoff: None,
     }
@@ -871,4 +873,64 @@ async fn a_wrong_assumption_reads_and_decides_again() {
         .total,
         6
     );
+}
+
+#[tokio::test]
+async fn a_retry_budget_outlasts_max_attempts_but_not_its_deadline() {
+    let store = Probe::new();
+    let waits = Arc::new(AtomicU32::new(0));
+    let counter = waits.clone();
+    let backoff: Backoff = Arc::new(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
+    });
+    let budgeted = |budget: Duration| {
+        CommandExecutor::new(
+            store.clone(),
+            ExecutorConfig {
+                backoff: Some(backoff.clone()),
+                retry_budget: Some(budget),
+                ..config(16, 100, 2)
+            },
+        )
+    };
+    let s = stream("budget");
+    let exec = budgeted(Duration::from_secs(30));
+    run(&exec, &s, add(1)).await;
+
+    // Ten lost races, with max_attempts 2: the budget keeps the command going.
+    store.inject_conflicts(10);
+    let out = run(&exec, &s, add(5)).await;
+    assert_eq!((out.attempts, out.version), (11, 12));
+    assert_eq!(waits.load(Ordering::SeqCst), 10);
+
+    // A caller's deadline that has passed ends the retries at the first conflict.
+    store.inject_conflicts(3);
+    let err = exec
+        .execute_within::<Counter>(
+            &s,
+            None,
+            &add(5),
+            &ctx("d"),
+            Some(std::time::Instant::now()),
+        )
+        .await
+        .expect_err("no time left");
+    assert!(matches!(err, CommandError::Conflict { .. }), "{err}");
+
+    // With an expected version, a conflict is the caller's: no budget applies.
+    let head = exec.load::<Counter>(&s).await.expect("load").0;
+    store.inject_conflicts(1);
+    let stale = exec
+        .execute::<Counter>(&s, Some(head), &add(5), &ctx("e"))
+        .await
+        .expect_err("stale expected version");
+    assert!(matches!(err_kind(&stale), "conflict"), "{stale}");
+}
+
+fn err_kind(e: &CommandError) -> &'static str {
+    match e {
+        CommandError::Conflict { .. } => "conflict",
+        _ => "other",
+    }
 }

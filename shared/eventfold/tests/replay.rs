@@ -27,6 +27,7 @@ fn config(cache_capacity: usize) -> ExecutorConfig {
     ExecutorConfig {
         snapshot_every: SNAPSHOT_EVERY,
         max_attempts: 3,
+        retry_budget: None,
         cache_capacity,
         backoff: None,
     }
