@@ -695,3 +695,76 @@ async fn futures_join(
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_tenant_cannot_own_streams_is_unauthorized_and_writes_nothing() {
+    let stack = quiet_stack().await;
+    let http = Http::new(&stack.api_url());
+    let create = cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c-1"}));
+    // `_cp` names the read models' checkpoint rows; the others are not tenant names at all.
+    for tenant in ["_cp", "_due", "a b", "acme/x", &"t".repeat(65)] {
+        let reply = http
+            .post(COMMANDS, Some(&rw_token(tenant)), &create)
+            .await
+            .expect("request");
+        assert_problem(&reply, 401, "unauthorized");
+        let read = http
+            .get(
+                "/api/v1/events/aggregates/Order/o-1",
+                Some(&token(tenant, "events:read")),
+            )
+            .await
+            .expect("request");
+        assert_problem(&read, 401, "unauthorized");
+    }
+    for tenant in ["_cp", "_due"] {
+        assert_eq!(
+            items_of(&stack, tenant).await,
+            0,
+            "nothing written for {tenant}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_past_the_head_is_an_empty_page() {
+    let stack = quiet_stack().await;
+    let http = Http::new(&stack.api_url());
+    let tenant = unique_tenant("far");
+    let tok = rw_token(&tenant);
+    let created = http
+        .post(
+            COMMANDS,
+            Some(&tok),
+            &cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c"})),
+        )
+        .await
+        .expect("request");
+    assert_eq!(created.status, 201);
+    for from in [
+        "2",
+        "1000",
+        "9223372036854775807",
+        "18446744073709551614",
+        "18446744073709551615",
+    ] {
+        let page = http
+            .get(
+                &format!("/api/v1/events/aggregates/Order/o-1/events?from_version={from}"),
+                Some(&tok),
+            )
+            .await
+            .expect("request");
+        assert_eq!(page.status, 200, "from {from}: {:?}", page.json);
+        assert_eq!(page.json["events"], json!([]), "from {from}");
+        assert_eq!(page.json["next"], Value::Null);
+    }
+    let missing = http
+        .get(
+            "/api/v1/events/aggregates/Order/o-2/events?from_version=18446744073709551615",
+            Some(&tok),
+        )
+        .await
+        .expect("request");
+    assert_problem(&missing, 404, "not-found");
+}

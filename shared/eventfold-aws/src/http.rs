@@ -189,6 +189,9 @@ pub fn caller(req: &Request) -> Result<Caller, Problem> {
     let get = |k: &str| claims.get(k).filter(|v| !v.is_empty()).cloned();
     let actor = get("sub").ok_or_else(|| unauthorized("token has no 'sub' claim"))?;
     let tenant = get("tenant").ok_or_else(|| unauthorized("token has no 'tenant' claim"))?;
+    // A token whose tenant cannot own streams is a bad credential, not a bad request.
+    eventfold::StreamId::check_tenant(&tenant)
+        .map_err(|e| unauthorized(&format!("the token's tenant claim is not usable: {e}")))?;
     let scopes = get("scope")
         .map(|s| s.split_whitespace().map(str::to_owned).collect())
         .unwrap_or_default();

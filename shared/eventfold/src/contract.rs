@@ -217,6 +217,22 @@ pub async fn commits_are_atomic_and_ranges_cut_through_them(store: &dyn EventSto
     );
     let past = store.load_range(&key, 11, None, None).await.expect("range");
     assert!(past.is_empty());
+    // Far past the head, up to the largest version there is: empty, never a wrap-around.
+    for from in [1_000, i64::MAX as u64, u64::MAX - 1, u64::MAX] {
+        let far = store
+            .load_range(&key, from, None, Some(10))
+            .await
+            .expect("range");
+        assert!(far.is_empty(), "from {from}: {far:?}");
+    }
+    let open_ended = store
+        .load_range(&key, 10, Some(u64::MAX), None)
+        .await
+        .expect("range");
+    assert_eq!(
+        open_ended.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![10]
+    );
 }
 
 /// A load stops at the newest snapshot of the requested schema and ignores other schemas.

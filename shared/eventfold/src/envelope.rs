@@ -97,8 +97,12 @@ impl NewEvent {
 /// Why a stream id or one of its parts was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StreamIdError {
-    /// Tenant empty, too long or with characters outside `[A-Za-z0-9_-]`.
-    #[error("invalid tenant '{0}': 1-64 characters of A-Z a-z 0-9 _ -")]
+    /// Tenant empty, too long, with characters outside `[A-Za-z0-9_-]`, or not starting with a
+    /// letter or digit (names starting with `_` or `-` are reserved for the system's own rows,
+    /// such as the read models' `_cp` checkpoints).
+    #[error(
+        "invalid tenant '{0}': 1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit"
+    )]
     Tenant(String),
     /// Category empty, too long, not starting with a capital or with characters outside `[A-Za-z0-9]`.
     #[error("invalid category '{0}': 1-64 letters or digits, starting with a capital")]
@@ -121,6 +125,7 @@ pub struct StreamId {
 
 fn valid_tenant(s: &str) -> bool {
     (1..=64).contains(&s.len())
+        && s.as_bytes()[0].is_ascii_alphanumeric()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
@@ -154,6 +159,15 @@ impl StreamId {
             category: category.to_owned(),
             id: id.to_owned(),
         })
+    }
+
+    /// Checks that `tenant` can own streams (the rule [`Self::new`] applies to the tenant part).
+    pub fn check_tenant(tenant: &str) -> Result<(), StreamIdError> {
+        if valid_tenant(tenant) {
+            Ok(())
+        } else {
+            Err(StreamIdError::Tenant(tenant.to_owned()))
+        }
     }
 
     /// Parses `{tenant}/{Category}-{id}`; the category ends at the first `-`.
@@ -203,6 +217,11 @@ mod tests {
             StreamId::new("a/b", "Order", "1"),
             Err(StreamIdError::Tenant(_))
         ));
+        for reserved in ["_cp", "-x", "_due"] {
+            assert!(StreamId::check_tenant(reserved).is_err(), "{reserved}");
+            assert!(StreamId::new(reserved, "Order", "1").is_err(), "{reserved}");
+        }
+        assert!(StreamId::check_tenant("acme_1-b").is_ok());
         assert!(matches!(
             StreamId::new("t", "order", "1"),
             Err(StreamIdError::Category(_))

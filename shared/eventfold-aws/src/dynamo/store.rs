@@ -306,7 +306,9 @@ impl EventStore for DynamoEventStore {
         limit: Option<usize>,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
         let from = from_version.max(1);
-        let to = to_version.unwrap_or(u64::MAX);
+        // Versions are stored as numbers the table compares as signed 64-bit: none is past
+        // `i64::MAX`, so a range starting there is empty without a request.
+        let to = to_version.unwrap_or(u64::MAX).min(i64::MAX as u64);
         let want = limit.unwrap_or(usize::MAX);
         if from > to || want == 0 {
             return Ok(Vec::new());
@@ -335,7 +337,7 @@ impl EventStore for DynamoEventStore {
             }
         }
         let condition = "stream_id = :s AND #v BETWEEN :lo AND :hi";
-        let lower = if from > 1 { from + 1 } else { 1 };
+        let lower = if from > 1 { from.saturating_add(1) } else { 1 };
         let page_limit = limit.map(|l| i32::try_from(l.min(1000)).unwrap_or(1000));
         let mut start = None;
         while out.len() < want && lower <= to {
@@ -343,7 +345,7 @@ impl EventStore for DynamoEventStore {
                 .query_page(
                     stream_id,
                     condition,
-                    &[(":lo", lower), (":hi", to.min(i64::MAX as u64))],
+                    &[(":lo", lower), (":hi", to)],
                     true,
                     page_limit,
                     start.take(),
