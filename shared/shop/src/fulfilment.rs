@@ -317,9 +317,7 @@ pub enum FulfilmentInput {
 // ---------------------------------------------------------------------------------------------
 
 /// What the instance was waiting for when its deadline passed.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum WaitingFor {
     /// Answers to the reservations.
     Stock,
@@ -867,7 +865,14 @@ impl Aggregate for OrderFulfilment {
                 total,
                 payment_method,
                 placed_at,
-            } => start(order_id, customer_id, lines, *total, payment_method, *placed_at),
+            } => start(
+                order_id,
+                customer_id,
+                lines,
+                *total,
+                payment_method,
+                *placed_at,
+            ),
             // An event about an order with no instance (a reservation made by hand, say) is
             // none of the saga's business.
             _ if !state.is_started() => return Ok(vec![]),

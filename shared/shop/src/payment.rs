@@ -360,10 +360,12 @@ fn attempt(order_id: &str, amount: i64, method: &str) -> PaymentEvent {
 
 fn decide_refund(state: &PaymentState) -> Result<Vec<PaymentEvent>, Rejection> {
     match state.status {
-        Some(PaymentStatus::Authorized | PaymentStatus::Received) => Ok(vec![PaymentEvent::PaymentRefunded {
-            order_id: state.order_id.clone().unwrap_or_default(),
-            amount: state.amount,
-        }]),
+        Some(PaymentStatus::Authorized | PaymentStatus::Received) => {
+            Ok(vec![PaymentEvent::PaymentRefunded {
+                order_id: state.order_id.clone().unwrap_or_default(),
+                amount: state.amount,
+            }])
+        }
         Some(PaymentStatus::Refunded) => Ok(vec![]),
         Some(PaymentStatus::Declined) => Err(Rejection::new(
             "payment-not-authorized",

@@ -326,9 +326,7 @@ fn an_empty_order_cannot_be_placed() {
 #[test]
 fn placing_a_placed_order_again_is_already_done() {
     for history in [placed(), confirmed(), shipped()] {
-        given::<Order>(history)
-            .when(place())
-            .then_nothing();
+        given::<Order>(history).when(place()).then_nothing();
     }
 }
 

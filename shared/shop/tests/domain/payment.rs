@@ -324,7 +324,10 @@ fn void_a_payment_whose_money_was_not_received() {
         (vec![], 0),
         (vec![pending(500)], 500),
         (vec![authorized(500)], 500),
-        (vec![declined(500, "card_declined", DECLINE_CARD_DECLINED)], 500),
+        (
+            vec![declined(500, "card_declined", DECLINE_CARD_DECLINED)],
+            500,
+        ),
     ] {
         let state = given::<Payment>(history)
             .when(void())
@@ -372,7 +375,11 @@ fn a_voided_payment_takes_no_money() {
     let rejection = given::<Payment>([pending(500), voided(500)])
         .when(receive(500))
         .then_rejected("payment-voided");
-    assert!(rejection.message.contains("voided"), "{}", rejection.message);
+    assert!(
+        rejection.message.contains("voided"),
+        "{}",
+        rejection.message
+    );
     for method in ["card", "bank_transfer"] {
         given::<Payment>([voided(0)])
             .when(authorize(500, method))

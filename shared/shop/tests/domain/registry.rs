@@ -27,7 +27,10 @@ fn probe(command_type: &str, data: serde_json::Value) -> Probe<'_> {
 
 #[test]
 fn every_category_visits_its_own_aggregate() {
-    assert_eq!(CATEGORIES, ["Order", "Inventory", "Payment", "OrderFulfilment"]);
+    assert_eq!(
+        CATEGORIES,
+        ["Order", "Inventory", "Payment", "OrderFulfilment"]
+    );
     for category in CATEGORIES {
         let (visited, _) = registry::visit(category, probe("x", json!({}))).expect("registered");
         assert_eq!(visited, *category);
@@ -75,7 +78,10 @@ impl AggregateVisitor for HttpProbe<'_> {
 #[test]
 fn the_saga_is_registered_but_takes_no_commands_over_http() {
     assert_eq!(registry::HTTP_CATEGORIES, ["Order", "Inventory", "Payment"]);
-    assert_eq!(registry::aggregate("OrderFulfilment"), Ok("OrderFulfilment"));
+    assert_eq!(
+        registry::aggregate("OrderFulfilment"),
+        Ok("OrderFulfilment")
+    );
     let timed_out = json!({"at": "2024-03-01T09:30:00Z"});
     // The system can build its inputs ...
     let (_, internal) = registry::visit("OrderFulfilment", probe("TimedOut", timed_out.clone()))
@@ -91,7 +97,10 @@ fn the_saga_is_registered_but_takes_no_commands_over_http() {
         assert!(!accepts);
         match parsed {
             Err(shop::CommandParseError::UnknownType(m)) => {
-                assert!(m.contains("OrderFulfilment accepts no commands over HTTP"), "{m}");
+                assert!(
+                    m.contains("OrderFulfilment accepts no commands over HTTP"),
+                    "{m}"
+                );
                 assert!(m.contains(command_type), "{m}");
             }
             other => panic!("expected an unknown type, got {other:?}"),
@@ -104,9 +113,8 @@ fn the_saga_is_registered_but_takes_no_commands_over_http() {
             data: json!({"quantity": 3}),
         };
         let (accepts, parsed) = registry::visit(category, http).expect("registered");
-        let (_, inside) =
-            registry::visit(category, probe("ReceiveStock", json!({"quantity": 3})))
-                .expect("registered");
+        let (_, inside) = registry::visit(category, probe("ReceiveStock", json!({"quantity": 3})))
+            .expect("registered");
         assert!(accepts);
         assert_eq!(parsed, inside);
     }
