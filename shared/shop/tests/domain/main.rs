@@ -12,3 +12,4 @@ mod parse;
 mod payment;
 mod properties;
 mod registry;
+mod upcast;
