@@ -1145,41 +1145,44 @@ impl Saga for OrderFulfilment {
         let stream = StreamId::parse(&event.stream_id).map_err(|e| e.to_string())?;
         let id = stream.id().to_owned();
         let version = event.version;
+        let of = |types: &[&str]| types.contains(&event.event_type.as_str());
         Ok(match stream.category() {
-            c if c == Order::CATEGORY => match decode::<OrderEvent>(event)? {
-                OrderEvent::OrderPlaced {
-                    total,
-                    payment_method,
-                } => Some((
-                    id.clone(),
-                    placed(&id, event, history, total, payment_method)?,
-                )),
-                OrderEvent::OrderConfirmed {} => Some((
-                    id,
-                    FulfilmentInput::OrderObserved {
-                        version,
-                        order: ObservedOrder::Confirmed,
-                    },
-                )),
-                OrderEvent::OrderCancelled { reason } => {
-                    let saga_stream = format!("{}/{}-{id}", stream.tenant(), Self::CATEGORY);
-                    let own = Pending {
-                        step: CANCEL_STEP.to_owned(),
-                        command: (),
-                    }
-                    .command_id(&saga_stream);
-                    let by_saga = event.metadata.command_id == own;
-                    Some((
+            c if c == Order::CATEGORY && of(Order::EVENT_TYPES) => {
+                match decode::<OrderEvent>(event)? {
+                    OrderEvent::OrderPlaced {
+                        total,
+                        payment_method,
+                    } => Some((
+                        id.clone(),
+                        placed(&id, event, history, total, payment_method)?,
+                    )),
+                    OrderEvent::OrderConfirmed {} => Some((
                         id,
                         FulfilmentInput::OrderObserved {
                             version,
-                            order: ObservedOrder::Cancelled { reason, by_saga },
+                            order: ObservedOrder::Confirmed,
                         },
-                    ))
+                    )),
+                    OrderEvent::OrderCancelled { reason } => {
+                        let saga_stream = format!("{}/{}-{id}", stream.tenant(), Self::CATEGORY);
+                        let own = Pending {
+                            step: CANCEL_STEP.to_owned(),
+                            command: (),
+                        }
+                        .command_id(&saga_stream);
+                        let by_saga = event.metadata.command_id == own;
+                        Some((
+                            id,
+                            FulfilmentInput::OrderObserved {
+                                version,
+                                order: ObservedOrder::Cancelled { reason, by_saga },
+                            },
+                        ))
+                    }
+                    _ => None,
                 }
-                _ => None,
-            },
-            c if c == Inventory::CATEGORY => {
+            }
+            c if c == Inventory::CATEGORY && of(Inventory::EVENT_TYPES) => {
                 let (order_id, stock) = match decode::<InventoryEvent>(event)? {
                     InventoryEvent::StockReserved { order_id, quantity } => (
                         order_id,
@@ -1202,7 +1205,7 @@ impl Saga for OrderFulfilment {
                     },
                 ))
             }
-            c if c == Payment::CATEGORY => {
+            c if c == Payment::CATEGORY && of(Payment::EVENT_TYPES) => {
                 let payment = match decode::<PaymentEvent>(event)? {
                     PaymentEvent::PaymentPending { amount, .. } => {
                         ObservedPayment::Pending { amount }

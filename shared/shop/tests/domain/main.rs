@@ -12,4 +12,5 @@ mod parse;
 mod payment;
 mod properties;
 mod registry;
+mod saga_input;
 mod upcast;
