@@ -13,4 +13,5 @@ mod payment;
 mod properties;
 mod registry;
 mod saga_input;
+mod saga_properties;
 mod upcast;
