@@ -401,7 +401,9 @@ async fn projector_in_process(orders: u64) -> Result<()> {
                 quantity: 2,
                 unit_price: 150,
             },
-            OrderCommand::PlaceOrder {},
+            OrderCommand::PlaceOrder {
+                payment_method: None,
+            },
         ] {
             let out = exec
                 .execute::<shop::Order>(&order, None, &cmd, &ctx(i))

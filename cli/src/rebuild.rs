@@ -75,7 +75,7 @@ pub fn projector_for<E: EventStore, R: ReadModelStore>(
     view: &str,
     target: &str,
 ) -> Projector<E, R> {
-    let p = Projector::new(events, models);
+    let p = Projector::new(events, models).with_upcasters(registry::upcasters());
     let name = target.to_owned();
     match registry::stored_view(view) {
         Some(ViewImpl::Stream(inner)) => {

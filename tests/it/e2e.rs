@@ -251,7 +251,10 @@ async fn duplicated_shuffled_and_dropped_notifications_still_equal_a_rebuild() {
         .await
         .expect("reserve");
         if o % 4 != 3 {
-            run(OrderCommand::PlaceOrder {}).await;
+            run(OrderCommand::PlaceOrder {
+                payment_method: None,
+            })
+            .await;
             placed += 1;
             revenue += qty * price;
         }

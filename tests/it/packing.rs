@@ -300,7 +300,9 @@ async fn failed_entries_and_a_failed_call_are_retried_until_the_views_equal_a_re
                 quantity: 1 + o % 3,
                 unit_price: 250,
             },
-            OrderCommand::PlaceOrder {},
+            OrderCommand::PlaceOrder {
+                payment_method: None,
+            },
         ];
         for (i, c) in commands.iter().enumerate() {
             let out = exec

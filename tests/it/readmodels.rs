@@ -99,7 +99,9 @@ async fn projector_function_applies_other_groups_and_stops_a_group_at_its_poison
             quantity: 2,
             unit_price: 250,
         },
-        OrderCommand::PlaceOrder {},
+        OrderCommand::PlaceOrder {
+            payment_method: None,
+        },
     ]
     .iter()
     .enumerate()

@@ -66,7 +66,7 @@ pub struct CommandApi<S> {
 /// Builds the API on the DynamoDB event store described by `config`.
 pub fn dynamo_api(sdk: &SdkConfig, config: &StoreConfig) -> CommandApi<DynamoEventStore> {
     let store = DynamoEventStore::from_sdk(sdk, &config.events_table);
-    let api = CommandApi::new(CommandExecutor::new(
+    let executor = CommandExecutor::new(
         store,
         ExecutorConfig {
             snapshot_every: config.snapshot_every,
@@ -74,7 +74,9 @@ pub fn dynamo_api(sdk: &SdkConfig, config: &StoreConfig) -> CommandApi<DynamoEve
             retry_budget: Some(RETRY_BUDGET),
             ..ExecutorConfig::default()
         },
-    ));
+    )
+    .with_upcasters(registry::upcasters());
+    let api = CommandApi::new(executor);
     match &config.idempotency {
         Some(settings) => api.with_idempotency(settings.engine(sdk)),
         None => api,
@@ -170,7 +172,9 @@ impl<'a, S: EventStore> AggregateVisitor for Execute<'a, S> {
 
     fn visit<A: RegisteredAggregate>(self) -> Reply<'a> {
         Box::pin(async move {
-            let command = A::parse_command(self.command_type, self.data).map_err(parse_error)?;
+            // A client's command: an aggregate only the system drives (a saga) takes none.
+            let command =
+                A::parse_http_command(self.command_type, self.data).map_err(parse_error)?;
             self.api
                 .execute::<A>(
                     self.stream,

@@ -246,7 +246,7 @@ async fn an_unknown_route_key_is_not_found_whatever_the_raw_path() {
 #[tokio::test]
 async fn unknown_aggregate_types_are_refused_on_every_route_with_the_known_list() {
     let api = api();
-    let known = "unknown aggregate type 'Nope'; known: Order, Inventory, Payment";
+    let known = "unknown aggregate type 'Nope'; known: Order, Inventory, Payment, OrderFulfilment";
     let replies = [
         send(
             &api,
@@ -382,4 +382,91 @@ fn the_contract_lists_the_registered_aggregate_types() {
         .filter_map(|v| v.as_str())
         .collect();
     assert_eq!(listed, shop::registry::CATEGORIES);
+}
+
+#[test]
+fn the_contract_lists_the_aggregate_types_clients_command() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/openapi.yaml");
+    let text = std::fs::read_to_string(path).expect("contract readable");
+    let contract: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("contract parses");
+    let listed: Vec<&str> = contract["components"]["schemas"]["CommandAggregateType"]["enum"]
+        .as_sequence()
+        .expect("an enum of aggregate types")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(listed, shop::registry::HTTP_CATEGORIES);
+    assert_eq!(
+        contract["components"]["schemas"]["Command"]["properties"]["aggregate_type"]["$ref"]
+            .as_str(),
+        Some("#/components/schemas/CommandAggregateType")
+    );
+}
+
+/// The saga's streams are served like any aggregate's, but its inputs are the system's:
+/// a client cannot submit one.
+#[tokio::test]
+async fn the_saga_log_is_readable_but_takes_no_commands() {
+    let api = api();
+    let stream = eventfold::StreamId::new("acme", "OrderFulfilment", "o-1").expect("valid");
+    let placed = shop::fulfilment::parse_input(
+        "OrderPlaced",
+        json!({
+            "order_id": "o-1", "customer_id": "c-1",
+            "lines": [{"sku": "apple", "quantity": 2}], "total": 300,
+            "payment_method": "card", "placed_at": "2024-03-01T09:30:00Z",
+        }),
+    )
+    .expect("an input");
+    api.executor()
+        .execute::<shop::OrderFulfilment>(
+            &stream,
+            None,
+            &placed,
+            &eventfold::Metadata::root("acme", "saga", "cmd-1"),
+        )
+        .await
+        .expect("the runner records the start");
+    for (input_type, data) in [
+        ("TimedOut", json!({"at": "2024-03-01T10:00:00Z"})),
+        ("OrderPlaced", json!({})),
+    ] {
+        let refused = send(
+            &api,
+            Call::new(SUBMIT_COMMAND, COMMANDS).body(command(
+                "OrderFulfilment",
+                "o-1",
+                input_type,
+                data,
+            )),
+        )
+        .await;
+        assert_problem(&refused, 400, "unknown-command-type");
+        let detail = refused.1["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("accepts no commands over HTTP"), "{detail}");
+    }
+    let state = send(
+        &api,
+        Call::new(
+            GET_AGGREGATE,
+            "/api/v1/events/aggregates/OrderFulfilment/o-1",
+        )
+        .aggregate("OrderFulfilment", "o-1"),
+    )
+    .await;
+    assert_eq!(state.0, 200, "{}", state.1);
+    assert_eq!(state.1["state"]["order_id"], "o-1");
+    assert_eq!(state.1["state"]["lines"]["apple"]["quantity"], 2);
+    let log = send(
+        &api,
+        Call::new(
+            LIST_AGGREGATE_EVENTS,
+            "/api/v1/events/aggregates/OrderFulfilment/o-1/events",
+        )
+        .aggregate("OrderFulfilment", "o-1"),
+    )
+    .await;
+    assert_eq!(log.0, 200, "{}", log.1);
+    assert_eq!(log.1["events"][0]["type"], "FulfilmentStarted");
+    assert_eq!(log.1["events"].as_array().map(Vec::len), Some(1));
 }

@@ -15,13 +15,22 @@
 //! | `reservation-quantity-mismatch` | `ReserveStock` for an order that already holds a reservation of another quantity |
 //!
 //! Already done (no events): `ReserveStock` for an order that already holds a reservation of
-//! the same quantity; `ReleaseStock` for an order that holds no reservation.
+//! the same quantity; `ReserveStock` for an order whose reservation here was released;
+//! `ReleaseStock` for an order that holds no reservation.
+//!
+//! A released reservation stays released: the order-fulfilment saga releases an order's
+//! stock when it gives the order up, and a `ReserveStock` it sent earlier may still arrive
+//! afterwards (two saga invocations for one order run concurrently when inputs come from
+//! different streams). Reserving again would hold that stock for an order nobody fulfils, so
+//! the inventory remembers every order it released ([`InventoryState::released`]) and treats
+//! a later reservation for it as already done. The price is state that only grows: one order
+//! id per released reservation of the SKU, kept in every snapshot of the stream.
 
 use crate::registry::RegisteredAggregate;
 use crate::{CommandParseError, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use strum::VariantNames;
 
 /// The inventory aggregate (stream category `Inventory`, one stream per SKU).
@@ -94,6 +103,8 @@ pub struct InventoryState {
     pub on_hand: i64,
     /// Units reserved, by order id (in order id order).
     pub reservations: BTreeMap<String, i64>,
+    /// Orders whose reservation was released: they cannot reserve here again.
+    pub released: BTreeSet<String>,
 }
 
 impl InventoryState {
@@ -112,6 +123,8 @@ impl InventoryState {
 
 impl Aggregate for Inventory {
     const CATEGORY: &'static str = "Inventory";
+    // 2: the state remembers released orders; older snapshots do not.
+    const STATE_SCHEMA: u32 = 2;
 
     type Event = InventoryEvent;
     type State = InventoryState;
@@ -131,6 +144,7 @@ impl Aggregate for Inventory {
             }
             InventoryEvent::StockReleased { order_id, .. } => {
                 state.reservations.remove(order_id);
+                state.released.insert(order_id.clone());
             }
         }
         state
@@ -177,6 +191,9 @@ fn decide_reserve(
 ) -> Result<Vec<InventoryEvent>, Rejection> {
     require_text(order_id, "order-id-required", "order id")?;
     require_positive(quantity)?;
+    if state.released.contains(order_id) {
+        return Ok(vec![]);
+    }
     match state.reservations.get(order_id) {
         Some(held) if *held == quantity => Ok(vec![]),
         Some(held) => Err(Rejection::new(

@@ -1,8 +1,11 @@
-//! Eventfold's reference domain: a small shop with three aggregates and its read models.
+//! Eventfold's reference domain: a small shop with three aggregates, the saga that fulfils
+//! its orders, and its read models.
 //!
 //! Owns the business rules of [`order`] (an order's lines and life cycle), [`inventory`]
-//! (stock of one SKU and the reservations held against it) and [`payment`] (authorising and
-//! refunding the payment of one order). Each module has the same shape: commands (serde
+//! (stock of one SKU and the reservations held against it), [`payment`] (authorising,
+//! receiving, voiding and refunding the payment of one order) and [`fulfilment`] (the
+//! order-fulfilment saga: reserve, pay, confirm, and compensate on failure, as an aggregate
+//! whose commands are its inputs). Each module has the same shape: commands (serde
 //! enums, parsed from a type name and JSON data by its `parse_command`), past-tense events
 //! (the storage format), a state folded from those events and a pure `decide` that returns
 //! the events that carry a command out, no events when it was already done, or the
@@ -32,10 +35,13 @@
 //! given::<Order>([OrderEvent::OrderCreated { customer_id: "c-1".into() }])
 //!     .when(command)
 //!     .then([OrderEvent::ItemAdded { sku: "apple".into(), quantity: 2, unit_price: 150 }]);
-//! given::<Order>([]).when(OrderCommand::PlaceOrder {}).then_rejected("order-not-created");
+//! given::<Order>([])
+//!     .when(OrderCommand::PlaceOrder { payment_method: None })
+//!     .then_rejected("order-not-created");
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod fulfilment;
 pub mod inventory;
 pub mod order;
 pub mod payment;
@@ -43,6 +49,7 @@ pub mod registry;
 pub mod views;
 
 pub use eventfold::{Aggregate, DomainEvent, Rejection};
+pub use fulfilment::OrderFulfilment;
 pub use inventory::Inventory;
 pub use order::Order;
 pub use payment::Payment;

@@ -24,13 +24,20 @@
 //! | `order-not-confirmed` | `ShipOrder` of a draft or a placed (unconfirmed) order |
 //! | `tracking-id-required` | `ShipOrder` with an empty tracking id |
 //! | `order-already-shipped` | `CancelOrder` of a shipped order; `ShipOrder` with another tracking id |
-//! | `order-already-cancelled` | `CancelOrder` of a cancelled order |
+//! | `order-already-cancelled` | `CancelOrder` of an order cancelled for another reason |
 //! | `order-cancelled` | `PlaceOrder` / `ConfirmOrder` / `ShipOrder` of a cancelled order |
 //! | `reason-required` | `CancelOrder` with an empty reason |
+//! | `payment-method-required` | `PlaceOrder` with an empty payment method |
 //!
 //! Already done (no events): `CreateOrder` again for the same customer; `PlaceOrder` of an
 //! order that is placed or further along; `ConfirmOrder` of a confirmed or shipped order;
-//! `ShipOrder` of an order shipped with the same tracking id.
+//! `ShipOrder` of an order shipped with the same tracking id; `CancelOrder` of an order
+//! cancelled for the same reason (a repeat; another reason is `order-already-cancelled`).
+//!
+//! `PlaceOrder` names how the order will be paid (`payment_method`, [`DEFAULT_PAYMENT_METHOD`]
+//! when absent) and `OrderPlaced` carries it to the order-fulfilment saga. That made
+//! `OrderPlaced` schema 2; events written as schema 1 (no method) read through
+//! [`upcast_order_placed_v1`], which adds the default, so every reader sees one shape.
 //!
 //! Adding a sku that is already in the order adds to its quantity. The unit price of a line
 //! is fixed by its first `AddItem`: adding the same sku at another price is rejected
@@ -73,7 +80,12 @@ pub enum OrderCommand {
         sku: String,
     },
     /// Submits a non-empty draft.
-    PlaceOrder {},
+    PlaceOrder {
+        /// How the order will be paid, e.g. `card` or `bank_transfer`; absent means
+        /// [`DEFAULT_PAYMENT_METHOD`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_method: Option<String>,
+    },
     /// Accepts a placed order.
     ConfirmOrder {},
     /// Hands a confirmed order to the carrier.
@@ -86,6 +98,23 @@ pub enum OrderCommand {
         /// Why the order is cancelled.
         reason: String,
     },
+}
+
+/// The payment method of an order placed without one.
+pub const DEFAULT_PAYMENT_METHOD: &str = "card";
+
+/// The schema version `OrderPlaced` is written in: 2 added `payment_method`.
+pub const ORDER_PLACED_SCHEMA: u32 = 2;
+
+/// Lifts `OrderPlaced` data of schema 1 (`{"total"}`) to schema 2 by adding the method every
+/// order was paid with before orders could choose: [`DEFAULT_PAYMENT_METHOD`].
+pub fn upcast_order_placed_v1(mut data: serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::Object(fields) = &mut data {
+        fields
+            .entry("payment_method")
+            .or_insert_with(|| serde_json::Value::String(DEFAULT_PAYMENT_METHOD.to_owned()));
+    }
+    data
 }
 
 /// Builds an order command from its type name and JSON data. Commands without fields
@@ -120,10 +149,13 @@ pub enum OrderEvent {
         /// The stock keeping unit.
         sku: String,
     },
-    /// The order was submitted.
+    /// The order was submitted (schema [`ORDER_PLACED_SCHEMA`]).
     OrderPlaced {
         /// The order total in minor units at the time it was placed.
         total: i64,
+        /// How the order will be paid (added in schema 2; schema 1 reads as
+        /// [`DEFAULT_PAYMENT_METHOD`]).
+        payment_method: String,
     },
     /// The order was accepted.
     OrderConfirmed {},
@@ -139,7 +171,15 @@ pub enum OrderEvent {
     },
 }
 
-impl DomainEvent for OrderEvent {}
+impl DomainEvent for OrderEvent {
+    fn schema_version(event_type: &str) -> u32 {
+        if event_type == "OrderPlaced" {
+            ORDER_PLACED_SCHEMA
+        } else {
+            1
+        }
+    }
+}
 
 /// Where an order is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +244,8 @@ pub struct OrderState {
     pub tracking_id: Option<String>,
     /// Why the order was cancelled, once cancelled.
     pub cancel_reason: Option<String>,
+    /// How the order will be paid, once placed.
+    pub payment_method: Option<String>,
 }
 
 impl OrderState {
@@ -232,6 +274,8 @@ fn checked_total<'a>(lines: impl IntoIterator<Item = &'a OrderLine>) -> Option<i
 
 impl Aggregate for Order {
     const CATEGORY: &'static str = "Order";
+    // 2: the state learnt the payment method; older snapshots lack it.
+    const STATE_SCHEMA: u32 = 2;
 
     type Event = OrderEvent;
     type State = OrderState;
@@ -262,7 +306,10 @@ impl Aggregate for Order {
             OrderEvent::ItemRemoved { sku } => {
                 state.lines.remove(sku);
             }
-            OrderEvent::OrderPlaced { .. } => state.status = Some(OrderStatus::Placed),
+            OrderEvent::OrderPlaced { payment_method, .. } => {
+                state.status = Some(OrderStatus::Placed);
+                state.payment_method = Some(payment_method.clone());
+            }
             OrderEvent::OrderConfirmed {} => state.status = Some(OrderStatus::Confirmed),
             OrderEvent::OrderShipped { tracking_id } => {
                 state.status = Some(OrderStatus::Shipped);
@@ -290,7 +337,10 @@ impl Aggregate for Order {
                 unit_price,
             } => decide_add_item(state, sku, *quantity, *unit_price),
             OrderCommand::RemoveItem { sku } => decide_remove_item(state, sku),
-            OrderCommand::PlaceOrder {} => decide_place(state),
+            OrderCommand::PlaceOrder { payment_method } => decide_place(
+                state,
+                payment_method.as_deref().unwrap_or(DEFAULT_PAYMENT_METHOD),
+            ),
             OrderCommand::ConfirmOrder {} => decide_confirm(state),
             OrderCommand::ShipOrder { tracking_id } => decide_ship(state, tracking_id),
             OrderCommand::CancelOrder { reason } => decide_cancel(state, reason),
@@ -410,9 +460,10 @@ fn decide_remove_item(state: &OrderState, sku: &str) -> Result<Vec<OrderEvent>, 
     }])
 }
 
-fn decide_place(state: &OrderState) -> Result<Vec<OrderEvent>, Rejection> {
+fn decide_place(state: &OrderState, payment_method: &str) -> Result<Vec<OrderEvent>, Rejection> {
     match created(state)? {
         OrderStatus::Draft => {
+            require_text(payment_method, "payment-method-required", "payment method")?;
             if state.lines.is_empty() {
                 return Err(Rejection::new(
                     "order-not-empty",
@@ -422,7 +473,10 @@ fn decide_place(state: &OrderState) -> Result<Vec<OrderEvent>, Rejection> {
             let total = state
                 .checked_total()
                 .ok_or_else(|| Rejection::new("amount-overflow", "the order total overflows"))?;
-            Ok(vec![OrderEvent::OrderPlaced { total }])
+            Ok(vec![OrderEvent::OrderPlaced {
+                total,
+                payment_method: payment_method.to_owned(),
+            }])
         }
         OrderStatus::Placed | OrderStatus::Confirmed | OrderStatus::Shipped => Ok(vec![]),
         OrderStatus::Cancelled => Err(cancelled()),
@@ -470,9 +524,15 @@ fn decide_cancel(state: &OrderState, reason: &str) -> Result<Vec<OrderEvent>, Re
             "order-already-shipped",
             "a shipped order cannot be cancelled",
         )),
+        // A repeat (the same reason) is already done, so a sender that retries (the saga)
+        // does not see an error; another reason is another cancellation, which is refused.
+        OrderStatus::Cancelled if state.cancel_reason.as_deref() == Some(reason) => Ok(vec![]),
         OrderStatus::Cancelled => Err(Rejection::new(
             "order-already-cancelled",
-            "the order is already cancelled",
+            format!(
+                "the order is already cancelled ({})",
+                state.cancel_reason.as_deref().unwrap_or_default()
+            ),
         )),
         OrderStatus::Draft | OrderStatus::Placed | OrderStatus::Confirmed => {
             require_text(reason, "reason-required", "cancel reason")?;

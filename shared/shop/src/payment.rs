@@ -1,4 +1,5 @@
-//! The `Payment` aggregate: authorising and refunding the payment of one order.
+//! The `Payment` aggregate: authorising, receiving, voiding and refunding the payment of
+//! one order.
 //!
 //! Stream: `{tenant}/Payment-{order_id}` (the aggregate id is the order id). The payment
 //! provider is simulated by a deterministic rule so that `decide` stays pure: an
@@ -8,21 +9,35 @@
 //! [`PaymentEvent::PaymentDeclined`], which the order saga reacts to. After a decline the
 //! payment may be attempted again with another amount or method.
 //!
+//! Asynchronous payment: an authorisation by [`PENDING_METHOD`] (`bank_transfer`) is
+//! neither authorised nor declined but pending ([`PaymentEvent::PaymentPending`]) until the
+//! money arrives: `ReceivePayment` of exactly the pending amount
+//! ([`PaymentEvent::PaymentReceived`]). `VoidPayment` gives up a payment whose money has not
+//! been received (none yet, pending, declined or authorised): after it the payment is over,
+//! and money that arrives later, or a late authorisation, is refused (`payment-voided`).
+//! Received money goes back with `RefundPayment`.
+//!
 //! Rules (the `rule` of each [`Rejection`]):
 //!
 //! | rule | when |
 //! |---|---|
-//! | `order-id-required` | `AuthorizePayment` with an empty order id |
+//! | `order-id-required` | `AuthorizePayment` / `VoidPayment` with an empty order id |
 //! | `method-required` | `AuthorizePayment` with an empty method |
-//! | `amount-must-be-positive` | `AuthorizePayment` with amount ≤ 0 |
-//! | `order-id-mismatch` | `AuthorizePayment` for another order than earlier attempts |
+//! | `amount-must-be-positive` | `AuthorizePayment` / `ReceivePayment` with amount ≤ 0 |
+//! | `order-id-mismatch` | `AuthorizePayment` / `VoidPayment` for another order than earlier attempts |
 //! | `payment-already-authorized` | `AuthorizePayment` of another amount once authorised |
-//! | `payment-already-refunded` | `AuthorizePayment` once refunded |
-//! | `payment-not-authorized` | `RefundPayment` of a payment that was never authorised (none or declined) |
+//! | `payment-pending` | `AuthorizePayment` of another amount while a payment is pending |
+//! | `payment-already-received` | `AuthorizePayment` of another amount, or `VoidPayment`, once the money was received |
+//! | `payment-already-refunded` | `AuthorizePayment` / `ReceivePayment` once refunded |
+//! | `payment-voided` | `AuthorizePayment` / `ReceivePayment` / `RefundPayment` once voided |
+//! | `payment-not-pending` | `ReceivePayment` when no payment is pending (none, declined or authorised) |
+//! | `payment-amount-mismatch` | `ReceivePayment` of another amount than the pending (or received) one |
+//! | `payment-not-authorized` | `RefundPayment` of a payment whose money was never taken (none, declined or pending) |
 //!
-//! Already done (no events): `AuthorizePayment` of the same amount once authorised;
-//! `AuthorizePayment` with the same amount and method as the attempt just declined;
-//! `RefundPayment` once refunded.
+//! Already done (no events): `AuthorizePayment` of the same amount once authorised, pending
+//! or received; `AuthorizePayment` with the same amount and method as the attempt just
+//! declined; `ReceivePayment` of the received amount once received; `VoidPayment` once
+//! voided or refunded; `RefundPayment` once refunded.
 
 use crate::registry::RegisteredAggregate;
 use crate::{CommandParseError, require_text};
@@ -38,6 +53,8 @@ pub const DECLINED_METHOD: &str = "card_declined";
 pub const DECLINE_AMOUNT_OVER_LIMIT: &str = "amount-over-limit";
 /// Decline reason when the method is [`DECLINED_METHOD`].
 pub const DECLINE_CARD_DECLINED: &str = "card-declined";
+/// The payment method that stays pending until `ReceivePayment`.
+pub const PENDING_METHOD: &str = "bank_transfer";
 
 /// The payment aggregate (stream category `Payment`, one stream per order id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,8 +74,18 @@ pub enum PaymentCommand {
         /// Payment method, e.g. `card`.
         method: String,
     },
-    /// Gives an authorised payment back.
+    /// Gives an authorised (or received) payment back.
     RefundPayment {},
+    /// Records that the pending amount arrived (e.g. the bank transfer was credited).
+    ReceivePayment {
+        /// Amount received in minor units; must be the pending amount.
+        amount: i64,
+    },
+    /// Gives up a payment whose money has not been received; later money is refused.
+    VoidPayment {
+        /// The order being paid (the aggregate id).
+        order_id: String,
+    },
 }
 
 /// Builds a payment command from its type name and JSON data. `RefundPayment` accepts
@@ -101,6 +128,29 @@ pub enum PaymentEvent {
         /// Amount refunded in minor units.
         amount: i64,
     },
+    /// The attempt waits for the money ([`PENDING_METHOD`]).
+    PaymentPending {
+        /// The order being paid.
+        order_id: String,
+        /// Amount due in minor units.
+        amount: i64,
+        /// Payment method, e.g. [`PENDING_METHOD`].
+        method: String,
+    },
+    /// The pending amount arrived.
+    PaymentReceived {
+        /// The order that was paid.
+        order_id: String,
+        /// Amount received in minor units.
+        amount: i64,
+    },
+    /// The payment was given up before any money was received.
+    PaymentVoided {
+        /// The order that was to be paid.
+        order_id: String,
+        /// Amount of the attempt voided in minor units (0 when none was made).
+        amount: i64,
+    },
 }
 
 impl DomainEvent for PaymentEvent {}
@@ -112,8 +162,14 @@ pub enum PaymentStatus {
     Authorized,
     /// The last attempt was declined (another may follow).
     Declined,
-    /// The authorised amount was refunded.
+    /// The authorised (or received) amount was refunded.
     Refunded,
+    /// Waiting for the money of the last attempt.
+    Pending,
+    /// The pending amount arrived.
+    Received,
+    /// Given up before money was received.
+    Voided,
 }
 
 /// What an order's payment knows, folded from its events.
@@ -170,6 +226,24 @@ impl Aggregate for Payment {
             PaymentEvent::PaymentRefunded { .. } => {
                 state.status = Some(PaymentStatus::Refunded);
             }
+            PaymentEvent::PaymentPending {
+                order_id,
+                amount,
+                method,
+            } => {
+                state.status = Some(PaymentStatus::Pending);
+                state.order_id = Some(order_id.clone());
+                state.amount = *amount;
+                state.method = Some(method.clone());
+                state.decline_reason = None;
+            }
+            PaymentEvent::PaymentReceived { .. } => {
+                state.status = Some(PaymentStatus::Received);
+            }
+            PaymentEvent::PaymentVoided { order_id, .. } => {
+                state.status = Some(PaymentStatus::Voided);
+                state.order_id = Some(order_id.clone());
+            }
         }
         state
     }
@@ -185,6 +259,8 @@ impl Aggregate for Payment {
                 method,
             } => decide_authorize(state, order_id, *amount, method),
             PaymentCommand::RefundPayment {} => decide_refund(state),
+            PaymentCommand::ReceivePayment { amount } => decide_receive(state, *amount),
+            PaymentCommand::VoidPayment { order_id } => decide_void(state, order_id),
         }
     }
 }
@@ -203,14 +279,7 @@ fn decide_authorize(
             format!("amount must be greater than zero, got {amount}"),
         ));
     }
-    if let Some(existing) = &state.order_id
-        && existing != order_id
-    {
-        return Err(Rejection::new(
-            "order-id-mismatch",
-            format!("this payment is for order '{existing}', not '{order_id}'"),
-        ));
-    }
+    require_same_order(state, order_id)?;
     match state.status {
         None => Ok(vec![attempt(order_id, amount, method)]),
         Some(PaymentStatus::Declined)
@@ -224,10 +293,39 @@ fn decide_authorize(
             "payment-already-authorized",
             format!("the payment is already authorised for {}", state.amount),
         )),
-        Some(PaymentStatus::Refunded) => Err(Rejection::new(
-            "payment-already-refunded",
-            "the payment was refunded",
+        Some(PaymentStatus::Pending) if state.amount == amount => Ok(vec![]),
+        Some(PaymentStatus::Pending) => Err(Rejection::new(
+            "payment-pending",
+            format!("a payment of {} is pending", state.amount),
         )),
+        Some(PaymentStatus::Received) if state.amount == amount => Ok(vec![]),
+        Some(PaymentStatus::Received) => Err(Rejection::new(
+            "payment-already-received",
+            format!("a payment of {} was received", state.amount),
+        )),
+        Some(PaymentStatus::Refunded) => Err(refunded()),
+        Some(PaymentStatus::Voided) => Err(voided()),
+    }
+}
+
+fn refunded() -> Rejection {
+    Rejection::new("payment-already-refunded", "the payment was refunded")
+}
+
+fn voided() -> Rejection {
+    Rejection::new(
+        "payment-voided",
+        "the payment was voided (timed out or given up): nothing is due",
+    )
+}
+
+fn require_same_order(state: &PaymentState, order_id: &str) -> Result<(), Rejection> {
+    match &state.order_id {
+        Some(existing) if existing != order_id => Err(Rejection::new(
+            "order-id-mismatch",
+            format!("this payment is for order '{existing}', not '{order_id}'"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -247,6 +345,11 @@ fn attempt(order_id: &str, amount: i64, method: &str) -> PaymentEvent {
             method: method.to_owned(),
             reason: reason.to_owned(),
         },
+        None if method == PENDING_METHOD => PaymentEvent::PaymentPending {
+            order_id: order_id.to_owned(),
+            amount,
+            method: method.to_owned(),
+        },
         None => PaymentEvent::PaymentAuthorized {
             order_id: order_id.to_owned(),
             amount,
@@ -257,18 +360,76 @@ fn attempt(order_id: &str, amount: i64, method: &str) -> PaymentEvent {
 
 fn decide_refund(state: &PaymentState) -> Result<Vec<PaymentEvent>, Rejection> {
     match state.status {
-        Some(PaymentStatus::Authorized) => Ok(vec![PaymentEvent::PaymentRefunded {
-            order_id: state.order_id.clone().unwrap_or_default(),
-            amount: state.amount,
-        }]),
+        Some(PaymentStatus::Authorized | PaymentStatus::Received) => {
+            Ok(vec![PaymentEvent::PaymentRefunded {
+                order_id: state.order_id.clone().unwrap_or_default(),
+                amount: state.amount,
+            }])
+        }
         Some(PaymentStatus::Refunded) => Ok(vec![]),
         Some(PaymentStatus::Declined) => Err(Rejection::new(
             "payment-not-authorized",
             "a declined payment cannot be refunded",
         )),
+        Some(PaymentStatus::Pending) => Err(Rejection::new(
+            "payment-not-authorized",
+            "a pending payment has not been received; void it instead",
+        )),
+        Some(PaymentStatus::Voided) => Err(voided()),
         None => Err(Rejection::new(
             "payment-not-authorized",
             "no payment has been authorised",
+        )),
+    }
+}
+
+fn decide_receive(state: &PaymentState, amount: i64) -> Result<Vec<PaymentEvent>, Rejection> {
+    if amount <= 0 {
+        return Err(Rejection::new(
+            "amount-must-be-positive",
+            format!("amount must be greater than zero, got {amount}"),
+        ));
+    }
+    let mismatch = || {
+        Rejection::new(
+            "payment-amount-mismatch",
+            format!("the payment is of {}, not {amount}", state.amount),
+        )
+    };
+    match state.status {
+        Some(PaymentStatus::Pending) if state.amount == amount => {
+            Ok(vec![PaymentEvent::PaymentReceived {
+                order_id: state.order_id.clone().unwrap_or_default(),
+                amount,
+            }])
+        }
+        Some(PaymentStatus::Received) if state.amount == amount => Ok(vec![]),
+        Some(PaymentStatus::Pending | PaymentStatus::Received) => Err(mismatch()),
+        Some(PaymentStatus::Voided) => Err(voided()),
+        Some(PaymentStatus::Refunded) => Err(refunded()),
+        None | Some(PaymentStatus::Declined | PaymentStatus::Authorized) => Err(Rejection::new(
+            "payment-not-pending",
+            "no payment is waiting for money",
+        )),
+    }
+}
+
+fn decide_void(state: &PaymentState, order_id: &str) -> Result<Vec<PaymentEvent>, Rejection> {
+    require_text(order_id, "order-id-required", "order id")?;
+    require_same_order(state, order_id)?;
+    match state.status {
+        None
+        | Some(PaymentStatus::Declined | PaymentStatus::Pending | PaymentStatus::Authorized) => {
+            Ok(vec![PaymentEvent::PaymentVoided {
+                order_id: order_id.to_owned(),
+                amount: state.amount,
+            }])
+        }
+        // Nothing is held any more: what a void asks for is already the case.
+        Some(PaymentStatus::Voided | PaymentStatus::Refunded) => Ok(vec![]),
+        Some(PaymentStatus::Received) => Err(Rejection::new(
+            "payment-already-received",
+            format!("{} was received: refund it instead", state.amount),
         )),
     }
 }

@@ -5,7 +5,12 @@
 //! aggregate or a view touches `shop` and nothing else:
 //!
 //! - **aggregate**: write its module (an [`Aggregate`] whose command and event enums derive
-//!   `strum::VariantNames` next to serde), and add its type to the `aggregates!` list below.
+//!   `strum::VariantNames` next to serde), and add its type to the `aggregates!` list below:
+//!   `http:` when clients submit its commands (`POST /commands`), `internal:` when only the
+//!   system does (a saga, whose commands are its inputs): its streams are still served by
+//!   the read routes, but [`RegisteredAggregate::parse_http_command`] refuses every command.
+//! - **event schema change**: bump the event's `DomainEvent::schema_version` and add the
+//!   step from the old schema to [`upcasters`], which every reader of stored events uses.
 //! - **view**: write its [`StreamView`] or [`CounterView`] in [`crate::views`], and add a
 //!   [`ViewSpec`] row to [`VIEWS`] (one more row per extra query of the same stored view,
 //!   e.g. an index).
@@ -28,18 +33,19 @@
 //!     }
 //! }
 //!
-//! assert_eq!(registry::visit("Payment", CountCommands), Ok(2));
+//! assert_eq!(registry::visit("Payment", CountCommands), Ok(4));
 //! let unknown = registry::visit("Nope", CountCommands).unwrap_err();
 //! assert_eq!(
 //!     unknown.to_string(),
-//!     "unknown aggregate type 'Nope'; known: Order, Inventory, Payment"
+//!     "unknown aggregate type 'Nope'; known: Order, Inventory, Payment, OrderFulfilment"
 //! );
 //! ```
 
+use crate::fulfilment::OrderFulfilment;
 use crate::views::{self, DailySales, OrderSummary, StockLevels};
-use crate::{CommandParseError, Inventory, Order, Payment};
-use eventfold::Aggregate;
+use crate::{CommandParseError, Inventory, Order, Payment, order};
 use eventfold::projection::{CounterView, StreamView};
+use eventfold::{Aggregate, Upcasters};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt;
@@ -61,10 +67,31 @@ pub trait RegisteredAggregate:
     /// The event type names of the aggregate's streams, in declaration order.
     const EVENT_TYPES: &'static [&'static str] = <Self::Event as VariantNames>::VARIANTS;
 
+    /// Whether clients may submit the aggregate's commands over HTTP (`POST /commands`).
+    /// False for an aggregate only the system drives (a saga: its commands are its inputs).
+    const ACCEPTS_HTTP_COMMANDS: bool = true;
+
     /// Builds a command from its type name and JSON data (`{"type": .., "data": ..}` split in
     /// two). `null` data means "no fields"; unknown fields are refused.
     fn parse_command(command_type: &str, data: Value) -> Result<Self::Command, CommandParseError> {
         crate::parse_tagged(Self::CATEGORY, Self::COMMAND_TYPES, command_type, data)
+    }
+
+    /// [`Self::parse_command`] for a command a client submitted over HTTP: an aggregate that
+    /// does not [accept](Self::ACCEPTS_HTTP_COMMANDS) them knows no command type there
+    /// ([`CommandParseError::UnknownType`], HTTP 400 `unknown-command-type`).
+    fn parse_http_command(
+        command_type: &str,
+        data: Value,
+    ) -> Result<Self::Command, CommandParseError> {
+        if !Self::ACCEPTS_HTTP_COMMANDS {
+            return Err(CommandParseError::UnknownType(format!(
+                "'{command_type}': {} accepts no commands over HTTP (the system writes its \
+                 streams; read them through the aggregates API)",
+                Self::CATEGORY
+            )));
+        }
+        Self::parse_command(command_type, data)
     }
 }
 
@@ -97,14 +124,23 @@ impl fmt::Display for UnknownAggregate {
 
 impl std::error::Error for UnknownAggregate {}
 
-/// The one list of aggregates: registers each type and generates [`CATEGORIES`] and
-/// [`visit`] from the same list, so they cannot drift apart.
+/// The one list of aggregates: registers each type and generates [`CATEGORIES`],
+/// [`HTTP_CATEGORIES`] and [`visit`] from the same list, so they cannot drift apart.
 macro_rules! aggregates {
-    ($($aggregate:ty),+ $(,)?) => {
-        $(impl RegisteredAggregate for $aggregate {})+
+    (http: $($http:ty),+ ; internal: $($internal:ty),+ $(,)?) => {
+        $(impl RegisteredAggregate for $http {})+
+        $(impl RegisteredAggregate for $internal {
+            const ACCEPTS_HTTP_COMMANDS: bool = false;
+        })+
 
         /// The category of every registered aggregate, in registration order.
-        pub const CATEGORIES: &[&str] = &[$(<$aggregate as Aggregate>::CATEGORY),+];
+        pub const CATEGORIES: &[&str] = &[
+            $(<$http as Aggregate>::CATEGORY,)+
+            $(<$internal as Aggregate>::CATEGORY,)+
+        ];
+
+        /// The categories whose commands clients submit over HTTP, in registration order.
+        pub const HTTP_CATEGORIES: &[&str] = &[$(<$http as Aggregate>::CATEGORY),+];
 
         /// Runs `visitor` with the aggregate whose category is `category` (exact match).
         pub fn visit<V: AggregateVisitor>(
@@ -112,8 +148,13 @@ macro_rules! aggregates {
             visitor: V,
         ) -> Result<V::Output, UnknownAggregate> {
             $(
-                if category == <$aggregate as Aggregate>::CATEGORY {
-                    return Ok(visitor.visit::<$aggregate>());
+                if category == <$http as Aggregate>::CATEGORY {
+                    return Ok(visitor.visit::<$http>());
+                }
+            )+
+            $(
+                if category == <$internal as Aggregate>::CATEGORY {
+                    return Ok(visitor.visit::<$internal>());
                 }
             )+
             Err(UnknownAggregate {
@@ -123,7 +164,18 @@ macro_rules! aggregates {
     };
 }
 
-aggregates!(Order, Inventory, Payment);
+aggregates!(http: Order, Inventory, Payment; internal: OrderFulfilment);
+
+/// Every upcaster of the shop's events: what each reader of stored events (the command
+/// executor, the projector, a rebuild, the saga runner) must be given so that events written
+/// under an old schema read in the current one.
+///
+/// | event | from | to | step |
+/// |---|---|---|---|
+/// | `OrderPlaced` | 1 | 2 | adds `payment_method` = `"card"` ([`order::upcast_order_placed_v1`]) |
+pub fn upcasters() -> Upcasters {
+    Upcasters::new().register("OrderPlaced", 1, order::upcast_order_placed_v1)
+}
 
 /// `category` itself when it is registered, else [`UnknownAggregate`].
 pub fn aggregate(category: &str) -> Result<&'static str, UnknownAggregate> {

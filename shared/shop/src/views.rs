@@ -221,7 +221,7 @@ impl StreamView for OrderSummary {
                 summary.lines.retain(|line| line.sku != sku);
                 summary.recompute_total();
             }
-            OrderEvent::OrderPlaced { total } => {
+            OrderEvent::OrderPlaced { total, .. } => {
                 summary.status = OrderStatus::Placed;
                 summary.total = total;
                 summary.placed_at = Some(now.clone());
@@ -341,7 +341,7 @@ impl CounterView for DailySales {
 
     fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, String> {
         match decode_known::<OrderEvent>(env, Order::EVENT_TYPES)? {
-            Some(OrderEvent::OrderPlaced { total }) => {
+            Some(OrderEvent::OrderPlaced { total, .. }) => {
                 let day = env.occurred_at.format(DAY_FORMAT).to_string();
                 let deltas =
                     BTreeMap::from([("orders".to_owned(), 1), ("revenue".to_owned(), total)]);
@@ -406,11 +406,13 @@ pub fn counter_views() -> Vec<Arc<dyn CounterView>> {
         .collect()
 }
 
-/// A projector over `events` and `models` with every shop view registered.
+/// A projector over `events` and `models` with every shop view registered, reading old event
+/// schemas through the shop's [upcasters](registry::upcasters).
 pub fn projector<E: EventStore, R: ReadModelStore>(events: E, models: R) -> Projector<E, R> {
-    let projector = stream_views()
-        .into_iter()
-        .fold(Projector::new(events, models), Projector::with_stream_view);
+    let projector = stream_views().into_iter().fold(
+        Projector::new(events, models).with_upcasters(registry::upcasters()),
+        Projector::with_stream_view,
+    );
     counter_views()
         .into_iter()
         .fold(projector, Projector::with_counter_view)

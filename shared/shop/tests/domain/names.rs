@@ -42,7 +42,10 @@ fn order_event_names_are_serde_tags() {
             unit_price: 2,
         },
         OrderEvent::ItemRemoved { sku: "s".into() },
-        OrderEvent::OrderPlaced { total: 2 },
+        OrderEvent::OrderPlaced {
+            total: 2,
+            payment_method: "card".into(),
+        },
         OrderEvent::OrderConfirmed {},
         OrderEvent::OrderShipped {
             tracking_id: "t".into(),
@@ -83,6 +86,19 @@ fn payment_event_names_are_serde_tags() {
         PaymentEvent::PaymentRefunded {
             order_id: "o".into(),
             amount: 1,
+        },
+        PaymentEvent::PaymentPending {
+            order_id: "o".into(),
+            amount: 1,
+            method: "bank_transfer".into(),
+        },
+        PaymentEvent::PaymentReceived {
+            order_id: "o".into(),
+            amount: 1,
+        },
+        PaymentEvent::PaymentVoided {
+            order_id: "o".into(),
+            amount: 0,
         },
     ]);
 }

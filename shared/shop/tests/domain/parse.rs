@@ -103,13 +103,40 @@ fn order_commands_without_fields_accept_null_or_empty_data() {
     for data in [Value::Null, json!({})] {
         assert_eq!(
             order::parse_command("PlaceOrder", data.clone()),
-            Ok(OrderCommand::PlaceOrder {})
+            Ok(OrderCommand::PlaceOrder {
+                payment_method: None
+            })
         );
         assert_eq!(
             order::parse_command("ConfirmOrder", data),
             Ok(OrderCommand::ConfirmOrder {})
         );
     }
+}
+
+#[test]
+fn place_order_takes_an_optional_payment_method() {
+    assert_eq!(
+        order::parse_command("PlaceOrder", json!({"payment_method": "bank_transfer"})),
+        Ok(OrderCommand::PlaceOrder {
+            payment_method: Some("bank_transfer".into())
+        })
+    );
+    let with_method = OrderCommand::PlaceOrder {
+        payment_method: Some("card".into()),
+    };
+    let value = serde_json::to_value(&with_method).expect("serializes");
+    assert_eq!(value["data"], json!({"payment_method": "card"}));
+    // Absent, it is not written either (so old clients' `{}` and new ones' agree).
+    let without = serde_json::to_value(OrderCommand::PlaceOrder {
+        payment_method: None,
+    })
+    .expect("serializes");
+    assert_eq!(without["data"], json!({}));
+    assert_invalid_data(order::parse_command(
+        "PlaceOrder",
+        json!({"payment_method": 3}),
+    ));
 }
 
 #[test]
@@ -124,7 +151,9 @@ fn order_commands_round_trip_through_json() {
             unit_price: 2,
         },
         OrderCommand::RemoveItem { sku: "s".into() },
-        OrderCommand::PlaceOrder {},
+        OrderCommand::PlaceOrder {
+            payment_method: None,
+        },
         OrderCommand::ConfirmOrder {},
         OrderCommand::ShipOrder {
             tracking_id: "t".into(),
@@ -271,6 +300,23 @@ fn payment_commands_parse() {
             Ok(PaymentCommand::RefundPayment {})
         );
     }
+    // What a client sends when the bank transfer arrives.
+    assert_eq!(
+        payment::parse_command("ReceivePayment", json!({"amount": 380})),
+        Ok(PaymentCommand::ReceivePayment { amount: 380 })
+    );
+    assert_eq!(
+        payment::parse_command("VoidPayment", json!({"order_id": "o-1"})),
+        Ok(PaymentCommand::VoidPayment {
+            order_id: "o-1".into()
+        })
+    );
+    assert_invalid_data(payment::parse_command("ReceivePayment", json!({})));
+    assert_invalid_data(payment::parse_command(
+        "ReceivePayment",
+        json!({"amount": 380, "order_id": "o-1"}),
+    ));
+    assert_invalid_data(payment::parse_command("VoidPayment", Value::Null));
 }
 
 #[test]
@@ -282,6 +328,10 @@ fn payment_commands_round_trip_through_json() {
             method: "card".into(),
         },
         PaymentCommand::RefundPayment {},
+        PaymentCommand::ReceivePayment { amount: 5 },
+        PaymentCommand::VoidPayment {
+            order_id: "o".into(),
+        },
     ];
     assert_round_trips(&commands, Payment::COMMAND_TYPES, payment::parse_command);
 }

@@ -3,7 +3,7 @@
 use eventfold::testing::given;
 use shop::payment::{
     AUTHORIZATION_LIMIT, DECLINE_AMOUNT_OVER_LIMIT, DECLINE_CARD_DECLINED, DECLINED_METHOD,
-    Payment, PaymentCommand as C, PaymentEvent as E, PaymentStatus,
+    PENDING_METHOD, Payment, PaymentCommand as C, PaymentEvent as E, PaymentStatus,
 };
 
 fn authorize(amount: i64, method: &str) -> C {
@@ -35,6 +35,38 @@ fn refunded(amount: i64) -> E {
     E::PaymentRefunded {
         order_id: "o-1".into(),
         amount,
+    }
+}
+
+fn pending(amount: i64) -> E {
+    E::PaymentPending {
+        order_id: "o-1".into(),
+        amount,
+        method: PENDING_METHOD.into(),
+    }
+}
+
+fn received(amount: i64) -> E {
+    E::PaymentReceived {
+        order_id: "o-1".into(),
+        amount,
+    }
+}
+
+fn voided(amount: i64) -> E {
+    E::PaymentVoided {
+        order_id: "o-1".into(),
+        amount,
+    }
+}
+
+fn receive(amount: i64) -> C {
+    C::ReceivePayment { amount }
+}
+
+fn void() -> C {
+    C::VoidPayment {
+        order_id: "o-1".into(),
     }
 }
 
@@ -170,4 +202,187 @@ fn a_payment_that_was_never_authorized_cannot_be_refunded() {
     given::<Payment>([declined(2_000_000, "card", DECLINE_AMOUNT_OVER_LIMIT)])
         .when(C::RefundPayment {})
         .then_rejected("payment-not-authorized");
+}
+
+#[test]
+fn a_pending_payment_cannot_be_refunded() {
+    given::<Payment>([pending(500)])
+        .when(C::RefundPayment {})
+        .then_rejected("payment-not-authorized");
+}
+
+#[test]
+fn refund_a_received_payment() {
+    let state = given::<Payment>([pending(500), received(500)])
+        .when(C::RefundPayment {})
+        .then([refunded(500)]);
+    assert_eq!(state.status, Some(PaymentStatus::Refunded));
+}
+
+#[test]
+fn a_voided_payment_cannot_be_refunded() {
+    given::<Payment>([authorized(500), voided(500)])
+        .when(C::RefundPayment {})
+        .then_rejected("payment-voided");
+}
+
+// --- bank transfer: pending until ReceivePayment ----------------------------------------------
+
+#[test]
+fn a_bank_transfer_is_pending_not_authorized() {
+    assert_eq!(PENDING_METHOD, "bank_transfer");
+    let state = given::<Payment>([])
+        .when(authorize(500, "bank_transfer"))
+        .then([pending(500)]);
+    assert_eq!(state.status, Some(PaymentStatus::Pending));
+    assert_eq!(state.amount, 500);
+}
+
+#[test]
+fn a_bank_transfer_over_the_limit_is_declined() {
+    given::<Payment>([])
+        .when(authorize(1_000_001, "bank_transfer"))
+        .then([declined(
+            1_000_001,
+            "bank_transfer",
+            DECLINE_AMOUNT_OVER_LIMIT,
+        )]);
+}
+
+#[test]
+fn authorizing_a_pending_payment_again() {
+    given::<Payment>([pending(500)])
+        .when(authorize(500, "bank_transfer"))
+        .then_nothing();
+    given::<Payment>([pending(500)])
+        .when(authorize(600, "bank_transfer"))
+        .then_rejected("payment-pending");
+    given::<Payment>([pending(500), received(500)])
+        .when(authorize(500, "bank_transfer"))
+        .then_nothing();
+    given::<Payment>([pending(500), received(500)])
+        .when(authorize(600, "card"))
+        .then_rejected("payment-already-received");
+}
+
+#[test]
+fn receive_the_pending_amount() {
+    let state = given::<Payment>([pending(500)])
+        .when(receive(500))
+        .then([received(500)]);
+    assert_eq!(state.status, Some(PaymentStatus::Received));
+}
+
+#[test]
+fn receiving_again_is_already_done() {
+    given::<Payment>([pending(500), received(500)])
+        .when(receive(500))
+        .then_nothing();
+}
+
+#[test]
+fn receiving_another_amount_is_rejected() {
+    for amount in [499, 501] {
+        let rejection = given::<Payment>([pending(500)])
+            .when(receive(amount))
+            .then_rejected("payment-amount-mismatch");
+        assert!(rejection.message.contains("500"), "{}", rejection.message);
+        given::<Payment>([pending(500), received(500)])
+            .when(receive(amount))
+            .then_rejected("payment-amount-mismatch");
+    }
+}
+
+#[test]
+fn receive_needs_a_positive_amount() {
+    given::<Payment>([pending(500)])
+        .when(receive(0))
+        .then_rejected("amount-must-be-positive");
+}
+
+#[test]
+fn only_a_pending_payment_receives_money() {
+    for history in [
+        vec![],
+        vec![authorized(500)],
+        vec![declined(500, "card_declined", DECLINE_CARD_DECLINED)],
+    ] {
+        given::<Payment>(history)
+            .when(receive(500))
+            .then_rejected("payment-not-pending");
+    }
+    given::<Payment>([pending(500), received(500), refunded(500)])
+        .when(receive(500))
+        .then_rejected("payment-already-refunded");
+}
+
+// --- VoidPayment ---------------------------------------------------------------------------
+
+#[test]
+fn void_a_payment_whose_money_was_not_received() {
+    for (history, amount) in [
+        (vec![], 0),
+        (vec![pending(500)], 500),
+        (vec![authorized(500)], 500),
+        (
+            vec![declined(500, "card_declined", DECLINE_CARD_DECLINED)],
+            500,
+        ),
+    ] {
+        let state = given::<Payment>(history)
+            .when(void())
+            .then([voided(amount)]);
+        assert_eq!(state.status, Some(PaymentStatus::Voided));
+        assert_eq!(state.order_id.as_deref(), Some("o-1"));
+    }
+}
+
+#[test]
+fn voiding_again_or_after_a_refund_is_already_done() {
+    given::<Payment>([pending(500), voided(500)])
+        .when(void())
+        .then_nothing();
+    given::<Payment>([authorized(500), refunded(500)])
+        .when(void())
+        .then_nothing();
+}
+
+#[test]
+fn received_money_is_refunded_not_voided() {
+    given::<Payment>([pending(500), received(500)])
+        .when(void())
+        .then_rejected("payment-already-received");
+}
+
+#[test]
+fn void_needs_the_orders_id() {
+    given::<Payment>([])
+        .when(C::VoidPayment {
+            order_id: " ".into(),
+        })
+        .then_rejected("order-id-required");
+    given::<Payment>([pending(500)])
+        .when(C::VoidPayment {
+            order_id: "o-2".into(),
+        })
+        .then_rejected("order-id-mismatch");
+}
+
+/// The deadline passed and the payment was voided: the transfer that arrives now, or an
+/// authorisation sent before the void, is refused, not taken.
+#[test]
+fn a_voided_payment_takes_no_money() {
+    let rejection = given::<Payment>([pending(500), voided(500)])
+        .when(receive(500))
+        .then_rejected("payment-voided");
+    assert!(
+        rejection.message.contains("voided"),
+        "{}",
+        rejection.message
+    );
+    for method in ["card", "bank_transfer"] {
+        given::<Payment>([voided(0)])
+            .when(authorize(500, method))
+            .then_rejected("payment-voided");
+    }
 }

@@ -92,13 +92,21 @@ fn check_codec<A: Aggregate>(events: &[A::Event]) -> Result<(), TestCaseError> {
         let stored = event
             .encode()
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        prop_assert_eq!(stored.schema_version, 1);
+        prop_assert_eq!(stored.schema_version, expected_schema(&stored.event_type));
         prop_assert!(stored.data.is_object(), "{:?} has no data object", stored);
         let decoded = A::Event::decode(&stored.event_type, &stored.data)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&decoded, event);
     }
     Ok(())
+}
+
+/// The schema each event type is written in (what upcasters lift older data to).
+fn expected_schema(event_type: &str) -> u32 {
+    match event_type {
+        "OrderPlaced" => 2,
+        _ => 1,
+    }
 }
 
 /// The event types a strategy's command sequences reach when run live.
@@ -159,7 +167,8 @@ fn order_command() -> impl Strategy<Value = OrderCommand> {
             OrderCommand::AddItem { sku, quantity, unit_price }
         }),
         1 => sku().prop_map(|sku| OrderCommand::RemoveItem { sku }),
-        2 => Just(OrderCommand::PlaceOrder {}),
+        2 => select(vec![None, Some("card"), Some("bank_transfer"), Some("")])
+            .prop_map(|m| OrderCommand::PlaceOrder { payment_method: m.map(String::from) }),
         2 => Just(OrderCommand::ConfirmOrder {}),
         2 => select(vec!["T-1", "T-2", ""]).prop_map(|t| OrderCommand::ShipOrder { tracking_id: t.into() }),
         1 => select(vec!["why", ""]).prop_map(|r| OrderCommand::CancelOrder { reason: r.into() }),
@@ -192,7 +201,10 @@ fn order_event() -> impl Strategy<Value = OrderEvent> {
             }
         }),
         text().prop_map(|sku| OrderEvent::ItemRemoved { sku }),
-        number().prop_map(|total| OrderEvent::OrderPlaced { total }),
+        (number(), text()).prop_map(|(total, payment_method)| OrderEvent::OrderPlaced {
+            total,
+            payment_method
+        }),
         Just(OrderEvent::OrderConfirmed {}),
         text().prop_map(|tracking_id| OrderEvent::OrderShipped { tracking_id }),
         text().prop_map(|reason| OrderEvent::OrderCancelled { reason }),
@@ -208,16 +220,28 @@ fn order_invariant(state: &OrderState) -> bool {
         .all(|l| l.quantity > 0 && l.unit_price >= 0);
     let shipped_has_tracking =
         state.status != Some(OrderStatus::Shipped) || state.tracking_id.is_some();
-    created_or_blank && lines_valid && shipped_has_tracking && state.checked_total().is_some()
+    let placed_has_method = !matches!(
+        state.status,
+        Some(OrderStatus::Placed | OrderStatus::Confirmed | OrderStatus::Shipped)
+    ) || state
+        .payment_method
+        .as_deref()
+        .is_some_and(|m| !m.trim().is_empty());
+    created_or_blank
+        && lines_valid
+        && shipped_has_tracking
+        && placed_has_method
+        && state.checked_total().is_some()
 }
 
 fn order_idempotent(command: &OrderCommand) -> bool {
     matches!(
         command,
         OrderCommand::CreateOrder { .. }
-            | OrderCommand::PlaceOrder {}
+            | OrderCommand::PlaceOrder { .. }
             | OrderCommand::ConfirmOrder {}
             | OrderCommand::ShipOrder { .. }
+            | OrderCommand::CancelOrder { .. }
     )
 }
 
@@ -269,7 +293,7 @@ fn payment_command() -> impl Strategy<Value = PaymentCommand> {
         4 => (
             select(vec!["o-1", "o-1", "o-1", "o-2", ""]),
             prop_oneof![3 => select(vec![500i64, 700]), 1 => amount()],
-            select(vec!["card", "card_declined", ""]),
+            select(vec!["card", "card_declined", "bank_transfer", ""]),
         )
             .prop_map(|(order_id, amount, method)| PaymentCommand::AuthorizePayment {
                 order_id: order_id.into(),
@@ -277,6 +301,10 @@ fn payment_command() -> impl Strategy<Value = PaymentCommand> {
                 method: method.into(),
             }),
         1 => Just(PaymentCommand::RefundPayment {}),
+        2 => prop_oneof![3 => select(vec![500i64, 700]), 1 => amount()]
+            .prop_map(|amount| PaymentCommand::ReceivePayment { amount }),
+        1 => select(vec!["o-1", "o-1", "o-2", ""])
+            .prop_map(|order_id| PaymentCommand::VoidPayment { order_id: order_id.into() }),
     ]
 }
 
@@ -303,23 +331,42 @@ fn payment_event() -> impl Strategy<Value = PaymentEvent> {
         }),
         (text(), number())
             .prop_map(|(order_id, amount)| PaymentEvent::PaymentRefunded { order_id, amount }),
+        (text(), number(), text()).prop_map(|(order_id, amount, method)| {
+            PaymentEvent::PaymentPending {
+                order_id,
+                amount,
+                method,
+            }
+        }),
+        (text(), number())
+            .prop_map(|(order_id, amount)| PaymentEvent::PaymentReceived { order_id, amount }),
+        (text(), number())
+            .prop_map(|(order_id, amount)| PaymentEvent::PaymentVoided { order_id, amount }),
     ]
 }
 
 fn payment_invariant(state: &PaymentState) -> bool {
     match state.status {
         None => state.order_id.is_none() && state.amount == 0,
-        Some(PaymentStatus::Authorized | PaymentStatus::Refunded) => {
-            state.order_id.is_some() && (1..=AUTHORIZATION_LIMIT).contains(&state.amount)
-        }
+        Some(
+            PaymentStatus::Authorized
+            | PaymentStatus::Refunded
+            | PaymentStatus::Pending
+            | PaymentStatus::Received,
+        ) => state.order_id.is_some() && (1..=AUTHORIZATION_LIMIT).contains(&state.amount),
         Some(PaymentStatus::Declined) => state.order_id.is_some() && state.decline_reason.is_some(),
+        // A void may come before any attempt (amount 0) or after one, a declined one too.
+        Some(PaymentStatus::Voided) => state.order_id.is_some() && state.amount >= 0,
     }
 }
 
 fn payment_idempotent(command: &PaymentCommand) -> bool {
     matches!(
         command,
-        PaymentCommand::AuthorizePayment { .. } | PaymentCommand::RefundPayment {}
+        PaymentCommand::AuthorizePayment { .. }
+            | PaymentCommand::RefundPayment {}
+            | PaymentCommand::ReceivePayment { .. }
+            | PaymentCommand::VoidPayment { .. }
     )
 }
 
@@ -417,6 +464,13 @@ fn generated_inventory_commands_reach_every_event() {
 fn generated_payment_commands_reach_every_event() {
     assert_eq!(
         reached_event_types::<Payment>(payment_commands()),
-        names(&["PaymentAuthorized", "PaymentDeclined", "PaymentRefunded"])
+        names(&[
+            "PaymentAuthorized",
+            "PaymentDeclined",
+            "PaymentRefunded",
+            "PaymentPending",
+            "PaymentReceived",
+            "PaymentVoided",
+        ])
     );
 }

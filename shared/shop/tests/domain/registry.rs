@@ -27,7 +27,10 @@ fn probe(command_type: &str, data: serde_json::Value) -> Probe<'_> {
 
 #[test]
 fn every_category_visits_its_own_aggregate() {
-    assert_eq!(CATEGORIES, ["Order", "Inventory", "Payment"]);
+    assert_eq!(
+        CATEGORIES,
+        ["Order", "Inventory", "Payment", "OrderFulfilment"]
+    );
     for category in CATEGORIES {
         let (visited, _) = registry::visit(category, probe("x", json!({}))).expect("registered");
         assert_eq!(visited, *category);
@@ -57,6 +60,66 @@ fn a_visit_parses_the_command_of_that_aggregate() {
     }
 }
 
+/// Parses a command as `POST /commands` does.
+struct HttpProbe<'a> {
+    command_type: &'a str,
+    data: serde_json::Value,
+}
+
+impl AggregateVisitor for HttpProbe<'_> {
+    type Output = (bool, Result<String, shop::CommandParseError>);
+
+    fn visit<A: RegisteredAggregate>(self) -> Self::Output {
+        let parsed = A::parse_http_command(self.command_type, self.data).map(|c| format!("{c:?}"));
+        (A::ACCEPTS_HTTP_COMMANDS, parsed)
+    }
+}
+
+#[test]
+fn the_saga_is_registered_but_takes_no_commands_over_http() {
+    assert_eq!(registry::HTTP_CATEGORIES, ["Order", "Inventory", "Payment"]);
+    assert_eq!(
+        registry::aggregate("OrderFulfilment"),
+        Ok("OrderFulfilment")
+    );
+    let timed_out = json!({"at": "2024-03-01T09:30:00Z"});
+    // The system can build its inputs ...
+    let (_, internal) = registry::visit("OrderFulfilment", probe("TimedOut", timed_out.clone()))
+        .expect("registered");
+    assert!(internal.expect("parses").starts_with("TimedOut"));
+    // ... clients cannot, whatever the type.
+    for command_type in ["TimedOut", "OrderPlaced", "Nope"] {
+        let http = HttpProbe {
+            command_type,
+            data: timed_out.clone(),
+        };
+        let (accepts, parsed) = registry::visit("OrderFulfilment", http).expect("registered");
+        assert!(!accepts);
+        match parsed {
+            Err(shop::CommandParseError::UnknownType(m)) => {
+                assert!(
+                    m.contains("OrderFulfilment accepts no commands over HTTP"),
+                    "{m}"
+                );
+                assert!(m.contains(command_type), "{m}");
+            }
+            other => panic!("expected an unknown type, got {other:?}"),
+        }
+    }
+    // Every other aggregate parses over HTTP exactly as it does inside.
+    for category in registry::HTTP_CATEGORIES {
+        let http = HttpProbe {
+            command_type: "ReceiveStock",
+            data: json!({"quantity": 3}),
+        };
+        let (accepts, parsed) = registry::visit(category, http).expect("registered");
+        let (_, inside) = registry::visit(category, probe("ReceiveStock", json!({"quantity": 3})))
+            .expect("registered");
+        assert!(accepts);
+        assert_eq!(parsed, inside);
+    }
+}
+
 #[test]
 fn unknown_categories_are_refused_with_the_known_list() {
     for unknown in ["Nope", "order", "", "Order "] {
@@ -64,7 +127,10 @@ fn unknown_categories_are_refused_with_the_known_list() {
         assert_eq!(err.category, unknown);
         assert_eq!(
             err.to_string(),
-            format!("unknown aggregate type '{unknown}'; known: Order, Inventory, Payment")
+            format!(
+                "unknown aggregate type '{unknown}'; known: Order, Inventory, Payment, \
+                 OrderFulfilment"
+            )
         );
         assert_eq!(registry::aggregate(unknown), Err(err));
     }

@@ -263,7 +263,7 @@ async fn placed_per_day(world: &World) -> BTreeMap<(String, String), (i64, i64)>
             if e.event_type != "OrderPlaced" {
                 continue;
             }
-            let OrderEvent::OrderPlaced { total } =
+            let OrderEvent::OrderPlaced { total, .. } =
                 OrderEvent::decode(&e.event_type, &e.data).expect("decodes")
             else {
                 unreachable!("an OrderPlaced")

@@ -62,7 +62,9 @@ pub fn remove(sku: &str) -> OrderCommand {
 }
 
 pub fn place() -> OrderCommand {
-    OrderCommand::PlaceOrder {}
+    OrderCommand::PlaceOrder {
+        payment_method: None,
+    }
 }
 
 pub fn confirm() -> OrderCommand {
