@@ -147,7 +147,10 @@ mod tests {
         assert!(texts.windows(2).all(|w| w[0] < w[1]), "{texts:?}");
         assert!(texts.iter().all(|t| t.len() == texts[0].len()), "{texts:?}");
         let key = format!("{}#acme/Saga-x", texts[1]);
-        assert!(key < format!("{}$", texts[1]), "due exactly at the bound is listed");
+        assert!(
+            key < format!("{}$", texts[1]),
+            "due exactly at the bound is listed"
+        );
         assert!(key > format!("{}$", texts[0]));
     }
 }
