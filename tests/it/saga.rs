@@ -451,7 +451,7 @@ async fn each_saga_step_costs_a_known_number_of_dynamodb_requests() {
         .expect("tick");
     assert_eq!(ticked.timed_out, 1);
     measure(
-        "tick with one instance due: load, timeout, index delete, refund to a warm target",
+        "tick with one instance due: load, timeout, index cleared, refund to a warm target",
         before,
         &counter,
     );
@@ -501,8 +501,8 @@ async fn each_saga_step_costs_a_known_number_of_dynamodb_requests() {
     // index + 1 Query target + 1 PutItem target + 1 UpdateItem checkpoint = 8;
     // duplicate: the checkpoint GetItem; the answer: GetItem + Query gap + PutItem saga +
     // PutItem index + UpdateItem = 5; an idle tick: one Query of the index; a due instance:
-    // Query index + Query load + PutItem saga + DeleteItem index + PutItem target = 5; an
-    // input in order: GetItem + PutItem saga + DeleteItem index + UpdateItem = 4, plus one
+    // Query index + Query load + PutItem saga + PutItem index (no deadline) + PutItem target = 5; an
+    // input in order: GetItem + PutItem saga + PutItem index (no deadline) + UpdateItem = 4, plus one
     // catch-up Query when a pending command is resent and found done at its target.
     assert_eq!(got, [8, 1, 5, 1, 5, 5, 4], "{costs:?}");
 }

@@ -23,11 +23,13 @@ const TENANT: &str = "acme";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The memory store, except that the next append to a stream of a category in `fail_once`
-/// fails as an unavailable store would (then the category is forgotten).
+/// fails as an unavailable store would (then the category is forgotten), and that a
+/// `competitor` commit lands on its stream just before the next append there.
 #[derive(Debug, Default)]
 struct Flaky {
     inner: MemoryEventStore,
     fail_once: Mutex<HashSet<String>>,
+    competitor: Mutex<Option<EventEnvelope>>,
 }
 
 impl Flaky {
@@ -36,6 +38,10 @@ impl Flaky {
             .lock()
             .expect("lock")
             .insert(category.to_owned());
+    }
+
+    fn race_next_append_with(&self, event: EventEnvelope) {
+        *self.competitor.lock().expect("lock") = Some(event);
     }
 }
 
@@ -73,6 +79,16 @@ impl EventStore for Flaky {
             .unwrap_or_default();
         if self.fail_once.lock().expect("lock").remove(&category) {
             return Err(StoreError::Unavailable("injected: the process died".into()));
+        }
+        let competitor = {
+            let mut slot = self.competitor.lock().expect("lock");
+            slot.take_if(|e| e.stream_id == stream_id)
+        };
+        if let Some(e) = competitor {
+            self.inner
+                .append(stream_id, e.version - 1, vec![e], None)
+                .await
+                .expect("the competitor commits first");
         }
         self.inner
             .append(stream_id, expected_version, events, snapshot)
@@ -551,7 +567,7 @@ async fn a_passed_deadline_compensates_once_and_a_late_approval_changes_nothing(
 }
 
 #[tokio::test]
-async fn the_tick_corrects_index_entries_its_instances_disagree_with() {
+async fn the_tick_corrects_index_entries_their_instances_disagree_with() {
     let r = runner();
     open(&r, "a", 100).await;
     open(&r, "b", 0).await;
@@ -568,10 +584,16 @@ async fn the_tick_corrects_index_entries_its_instances_disagree_with() {
         due_at: since,
         correlation_id: "corr-waits".into(),
     };
-    // An entry for an instance that does not wait, and one that is too early.
+    // Entries as another timeout setting left them, at the instances' current versions: one
+    // for an instance that does not wait (any more), one too early.
     for id in ["done", "waits"] {
+        let (version, _) = r
+            .executor()
+            .load::<Transfer>(&stream("Transfer", id))
+            .await
+            .expect("load");
         r.models()
-            .set_deadline(&name, &saga_stream(id), Some(&early))
+            .set_deadline(&name, &saga_stream(id), version, Some(&early))
             .await
             .expect("set");
     }
@@ -592,6 +614,63 @@ async fn the_tick_corrects_index_entries_its_instances_disagree_with() {
         saga(&r, "waits").await.phase,
         Phase::AwaitingApproval { .. }
     ));
+}
+
+#[tokio::test]
+async fn a_timeout_never_lands_on_a_state_newer_than_the_one_found_due() {
+    let r = runner();
+    open(&r, "a", 100).await;
+    open(&r, "b", 0).await;
+    write(&r, &toy::request(TENANT, "t1", "a", "b", 30, false)).await;
+    deliver_all(&r, &all_streams("t1", &["a", "b"]), false).await;
+    let (version, state) = r
+        .executor()
+        .load::<Transfer>(&stream("Transfer", "t1"))
+        .await
+        .expect("load");
+    let Phase::AwaitingApproval { since } = state.phase else {
+        panic!("waits");
+    };
+    let timeout = TimeDelta::from_std(TIMEOUT).expect("fits");
+    let now = since + timeout;
+    // While the tick decides, the instance starts waiting anew (a later start of the wait).
+    let later = now + TimeDelta::seconds(5);
+    let competitor = TransferEvent::DebitRecorded { at: later }
+        .encode()
+        .expect("encodes")
+        .into_envelope(
+            &stream("Transfer", "t1"),
+            version + 1,
+            Utc::now(),
+            Metadata::root(TENANT, "tester", "competitor"),
+        );
+    r.executor().store().race_next_append_with(competitor);
+    let ticked = r.tick(now).await.expect("tick");
+    assert_eq!(
+        (ticked.due, ticked.timed_out, ticked.stale),
+        (1, 0, 1),
+        "{ticked:?}"
+    );
+    assert_eq!(
+        types(&events_of(&r, &saga_stream("t1")).await),
+        ["Started", "DebitRecorded", "DebitRecorded"],
+        "no timeout recorded on the newer wait"
+    );
+    assert_eq!(
+        due_entries(&r).await,
+        [(
+            saga_stream("t1"),
+            Deadline {
+                due_at: later + timeout,
+                correlation_id: "corr-t1".into()
+            }
+        )],
+        "the newer wait's deadline is indexed"
+    );
+    assert_eq!(
+        types(&events_of(&r, &account_stream("a")).await),
+        ["Opened", "Debited"]
+    );
 }
 
 #[tokio::test]

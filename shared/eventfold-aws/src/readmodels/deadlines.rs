@@ -1,10 +1,15 @@
 //! The sagas' deadline index in the read-models table ([`DeadlineIndex`]).
 //!
-//! One item per waiting instance: `pk = _saga#{saga}`, `sk = {saga stream}`, `due_at` (S,
+//! One item per instance: `pk = _saga#{saga}`, `sk = {saga stream}`, `version` (N, the saga
+//! stream's version the entry was written for) and, while the instance waits, `due_at` (S,
 //! RFC 3339 with nanoseconds, fixed width, so text order is time order), `correlation_id`
-//! (S), and the list index keys `gsi1pk = _due#{saga}`, `gsi1sk = {due_at}#{saga stream}`.
-//! Setting a deadline is one unconditional `PutItem` (it replaces the instance's earlier one:
-//! no read of the old due time is needed), removing it one `DeleteItem`; a tick's `due` is
+//! (S) and the list index keys `gsi1pk = _due#{saga}`, `gsi1sk = {due_at}#{saga stream}`.
+//! An instance that does not wait keeps the item without them (out of the sparse index), so
+//! its version still turns away older writes.
+//!
+//! Setting or removing a deadline is one `PutItem`, conditional on the stored version being
+//! at most the written one (it replaces the instance's earlier entry: no read of the old due
+//! time is needed; a refused write was for an older state and is dropped); a tick's `due` is
 //! one `Query` of the index up to the due time, whatever the number of open instances.
 //!
 //! The index is eventually consistent: a tick may miss a deadline set a moment ago (the next
@@ -12,8 +17,9 @@
 //! instance's state before acting).
 
 use super::{DynamoReadModelStore, INDEX, corrupt, get_s, unavailable};
-use crate::dynamo::value::s;
+use crate::dynamo::value::{n, s};
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 use eventfold::projection::ReadModelError;
@@ -53,36 +59,40 @@ impl DeadlineIndex for DynamoReadModelStore {
         &self,
         saga: &str,
         stream_id: &str,
+        version: u64,
         deadline: Option<&Deadline>,
     ) -> Result<(), ReadModelError> {
-        match deadline {
-            None => {
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .key("pk", s(instance_pk(saga)))
-                    .key("sk", s(stream_id))
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-            }
-            Some(d) => {
-                let due_at = time_text(d.due_at);
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .item("pk", s(instance_pk(saga)))
-                    .item("sk", s(stream_id))
-                    .item("due_at", s(&due_at))
-                    .item("correlation_id", s(&d.correlation_id))
-                    .item("gsi1pk", s(index_pk(saga)))
-                    .item("gsi1sk", s(format!("{due_at}#{stream_id}")))
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-            }
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(instance_pk(saga)))
+            .item("sk", s(stream_id))
+            .item("version", n(version))
+            .condition_expression("attribute_not_exists(pk) OR #v <= :v")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":v", n(version));
+        if let Some(d) = deadline {
+            let due_at = time_text(d.due_at);
+            request = request
+                .item("due_at", s(&due_at))
+                .item("correlation_id", s(&d.correlation_id))
+                .item("gsi1pk", s(index_pk(saga)))
+                .item("gsi1sk", s(format!("{due_at}#{stream_id}")));
         }
-        Ok(())
+        match request.send().await {
+            Ok(_) => Ok(()),
+            // A newer state's entry is in place: this one is out of date.
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn due(

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 struct Inner {
     docs: BTreeMap<(String, String, String), Doc>, // (tenant, view, key)
     checkpoints: HashMap<(String, String), u64>,   // (view, stream)
-    deadlines: BTreeMap<(String, String), Deadline>, // (saga, stream)
+    deadlines: BTreeMap<(String, String), (u64, Option<Deadline>)>, // (saga, stream): as of version
 }
 
 /// Views in a process-local map.
@@ -187,14 +187,17 @@ impl DeadlineIndex for MemoryReadModelStore {
         &self,
         saga: &str,
         stream_id: &str,
+        version: u64,
         deadline: Option<&Deadline>,
     ) -> Result<(), ReadModelError> {
         let mut inner = self.lock();
-        let key = (saga.to_owned(), stream_id.to_owned());
-        match deadline {
-            Some(d) => inner.deadlines.insert(key, d.clone()),
-            None => inner.deadlines.remove(&key),
-        };
+        let entry = inner
+            .deadlines
+            .entry((saga.to_owned(), stream_id.to_owned()))
+            .or_insert((0, None));
+        if entry.0 <= version {
+            *entry = (version, deadline.cloned());
+        }
         Ok(())
     }
 
@@ -208,10 +211,12 @@ impl DeadlineIndex for MemoryReadModelStore {
         let mut due: Vec<DueInstance> = inner
             .deadlines
             .iter()
-            .filter(|((s, _), d)| s == saga && d.due_at <= until)
-            .map(|((_, stream), d)| DueInstance {
-                stream_id: stream.clone(),
-                deadline: d.clone(),
+            .filter_map(|((s, stream), (_, d))| {
+                let d = d.as_ref().filter(|d| s == saga && d.due_at <= until)?;
+                Some(DueInstance {
+                    stream_id: stream.clone(),
+                    deadline: d.clone(),
+                })
             })
             .collect();
         due.sort_by(|a, b| {

@@ -10,6 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 /// `-`; at most 40 characters).
 pub async fn run_all(index: &dyn DeadlineIndex, prefix: &str) {
     deadlines_are_set_replaced_and_removed(index, prefix).await;
+    writes_for_older_versions_are_ignored(index, prefix).await;
     due_lists_the_earliest_first_up_to_the_limit(index, prefix).await;
     sagas_are_isolated(index, prefix).await;
 }
@@ -28,11 +29,22 @@ fn deadline(seconds: i64, correlation: &str) -> Deadline {
     }
 }
 
-async fn set(index: &dyn DeadlineIndex, saga: &str, stream: &str, d: Option<&Deadline>) {
+async fn set_at(
+    index: &dyn DeadlineIndex,
+    saga: &str,
+    stream: &str,
+    version: u64,
+    d: Option<&Deadline>,
+) {
     index
-        .set_deadline(saga, stream, d)
+        .set_deadline(saga, stream, version, d)
         .await
-        .unwrap_or_else(|e| panic!("set_deadline {saga} {stream} {d:?}: {e}"));
+        .unwrap_or_else(|e| panic!("set_deadline {saga} {stream} v{version} {d:?}: {e}"));
+}
+
+/// Sets a deadline as of version 1 (the checks that do not race).
+async fn set(index: &dyn DeadlineIndex, saga: &str, stream: &str, d: Option<&Deadline>) {
+    set_at(index, saga, stream, 1, d).await;
 }
 
 async fn due(index: &dyn DeadlineIndex, saga: &str, until: i64, limit: usize) -> Vec<DueInstance> {
@@ -90,6 +102,36 @@ pub async fn deadlines_are_set_replaced_and_removed(index: &dyn DeadlineIndex, p
         "a removed deadline is still listed"
     );
     set(index, &saga, &stream, None).await;
+}
+
+/// A write for an older version than the stored one changes nothing (neither a deadline nor
+/// a removal); one for the same version replaces, one for a newer version too, and a removal
+/// remembers its version.
+pub async fn writes_for_older_versions_are_ignored(index: &dyn DeadlineIndex, prefix: &str) {
+    let saga = format!("{prefix}-race");
+    let stream = format!("{prefix}/Saga-raced");
+    let listed = |due: Vec<DueInstance>| -> Vec<String> {
+        due.into_iter().map(|d| d.deadline.correlation_id).collect()
+    };
+    set_at(index, &saga, &stream, 5, Some(&deadline(10, "v5"))).await;
+    set_at(index, &saga, &stream, 4, Some(&deadline(20, "v4"))).await;
+    set_at(index, &saga, &stream, 3, None).await;
+    assert_eq!(
+        listed(due(index, &saga, 1000, 10).await),
+        ["v5"],
+        "an older write replaced or removed a newer deadline"
+    );
+    set_at(index, &saga, &stream, 5, Some(&deadline(30, "v5-again"))).await;
+    assert_eq!(listed(due(index, &saga, 1000, 10).await), ["v5-again"]);
+    set_at(index, &saga, &stream, 7, None).await;
+    set_at(index, &saga, &stream, 6, Some(&deadline(40, "v6"))).await;
+    assert!(
+        due(index, &saga, 1000, 10).await.is_empty(),
+        "an older deadline came back after a newer removal"
+    );
+    set_at(index, &saga, &stream, 8, Some(&deadline(50, "v8"))).await;
+    assert_eq!(listed(due(index, &saga, 1000, 10).await), ["v8"]);
+    set_at(index, &saga, &stream, 9, None).await;
 }
 
 /// `due` lists the earliest first (ties by stream id), never more than `limit`, and only up

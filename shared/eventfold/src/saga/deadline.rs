@@ -30,12 +30,16 @@ pub struct DueInstance {
 /// Storage of the deadlines of waiting saga instances, per saga.
 #[async_trait]
 pub trait DeadlineIndex: Send + Sync {
-    /// Sets the deadline of the instance `stream_id` of saga `saga`, replacing any earlier
-    /// one; `None` removes it (the instance does not wait). Idempotent.
+    /// Sets the deadline of the instance `stream_id` of saga `saga` as of its stream's
+    /// `version`, replacing any earlier one; `None` removes it (the instance does not wait).
+    /// A write for an older version than the one stored is ignored (not an error): when a
+    /// tick and an input race, the deadline of the newer state stays, whatever the order of
+    /// their writes. Idempotent.
     async fn set_deadline(
         &self,
         saga: &str,
         stream_id: &str,
+        version: u64,
         deadline: Option<&Deadline>,
     ) -> Result<(), ReadModelError>;
 

@@ -156,6 +156,9 @@ pub struct Ticked {
     pub failed: Vec<(String, String)>,
 }
 
+/// Times a tick re-reads an instance that moved while its timeout was being decided.
+const CONFLICT_ATTEMPTS: u32 = 4;
+
 /// A boxed future, as the visitor that sends a command to its target returns it.
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -344,7 +347,8 @@ where
         Ok(ticked)
     }
 
-    /// Handles one due entry: checks it against the instance's state, then times it out.
+    /// Handles one due entry: checks it against the instance's state, then times it out, at
+    /// exactly the version checked (an input that lands in between makes it check again).
     async fn fire(
         &self,
         name: &str,
@@ -359,48 +363,58 @@ where
             stream_id: entry.stream_id.clone(),
             source,
         };
-        // A fresh read: the entry may be older than the instance's last step.
-        let (version, state) = self
-            .executor
-            .load::<G>(&stream)
-            .await
-            .map_err(command_error)?;
-        let due_at = self.due_at(&state);
-        if due_at.is_none_or(|d| d > now) {
-            let deadline = due_at.map(|due_at| Deadline {
-                due_at,
-                correlation_id: entry.deadline.correlation_id.clone(),
-            });
-            self.models
-                .set_deadline(name, &entry.stream_id, deadline.as_ref())
-                .await?;
-            ticked.stale += 1;
-            return Ok(());
-        }
         let correlation_id = entry.deadline.correlation_id.clone();
-        let command_id = format!(
-            "{}:deadline@{}",
-            entry.stream_id,
-            entry.deadline.due_at.to_rfc3339()
-        );
-        let context = Metadata {
-            tenant: stream.tenant().to_owned(),
-            actor: Self::actor(),
-            correlation_id: correlation_id.clone(),
-            causation_id: command_id.clone(),
-            command_id,
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            // A fresh read: the entry may be older than the instance's last step.
+            let (version, state) = self
+                .executor
+                .load::<G>(&stream)
+                .await
+                .map_err(command_error)?;
+            let due_at = self.due_at(&state);
+            if due_at.is_none_or(|d| d > now) {
+                let deadline = due_at.map(|due_at| Deadline {
+                    due_at,
+                    correlation_id: correlation_id.clone(),
+                });
+                self.models
+                    .set_deadline(name, &entry.stream_id, version, deadline.as_ref())
+                    .await?;
+                ticked.stale += 1;
+                return Ok(());
+            }
+            let command_id = format!(
+                "{}:deadline@{}",
+                entry.stream_id,
+                entry.deadline.due_at.to_rfc3339()
+            );
+            let context = Metadata {
+                tenant: stream.tenant().to_owned(),
+                actor: Self::actor(),
+                correlation_id: correlation_id.clone(),
+                causation_id: command_id.clone(),
+                command_id,
+            };
+            // The deadline was judged on `version`: the timeout must not land on a newer
+            // state (one that may wait for something else, or not at all).
+            match self
+                .executor
+                .execute::<G>(&stream, Some(version), &G::timed_out(now), &context)
+                .await
+            {
+                Ok(outcome) => break outcome,
+                Err(CommandError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
+                Err(source) => return Err(command_error(source)),
+            }
         };
-        let outcome = self
-            .executor
-            .execute::<G>(&stream, None, &G::timed_out(now), &context)
-            .await
-            .map_err(command_error)?;
         ticked.timed_out += 1;
         ticked.handled.saga_events += outcome.events.len();
         let instance = Instance {
             stream,
             last_event: outcome.events.last().map(|e| e.event_id.to_string()),
-            version: outcome.version.max(version),
+            version: outcome.version,
             state: outcome.state,
             correlation_id,
         };
@@ -615,7 +629,12 @@ where
             correlation_id: instance.correlation_id.clone(),
         });
         self.models
-            .set_deadline(name, &instance.stream.to_string(), deadline.as_ref())
+            .set_deadline(
+                name,
+                &instance.stream.to_string(),
+                instance.version,
+                deadline.as_ref(),
+            )
             .await?;
         Ok(())
     }
