@@ -8,11 +8,17 @@
 //! then every [`Saga::pending`] command goes through the same executor to its target (reached
 //! by [`SagaCommand::visit`]), under [`Pending::command_id`]. A refusal is fed back as
 //! [`Saga::refused`] and the new pending commands are sent, a bounded number of rounds. The
-//! deadline index is brought up to date, and only then does the checkpoint move.
+//! deadline index is brought up to date (right after the input, and again when refusals moved
+//! the state), and only then does the checkpoint move.
 //!
 //! Every write is idempotent (the executor's decide says "already done", the index is set, not
 //! added to), so a crash anywhere before the checkpoint move only means the next delivery does
 //! the same again, and sends what was recorded but not sent.
+//!
+//! Deadlines: [`SagaRunner::tick`] lists the instances due (a range read of the index, not of
+//! the open instances), re-reads each, and feeds [`Saga::timed_out`] only at the version it
+//! found due; index entries carry the instance's version, so a tick and an input racing on
+//! one instance leave the newer state's deadline.
 //!
 //! Metadata: every command the runner issues carries the triggering event's correlation id;
 //! an input's causation and command id are the triggering event's id; a sent command's
