@@ -15,6 +15,22 @@ pub fn banner(stack: &LocalStack) {
             if *created { " (created)" } else { " (exists)" }
         );
     }
+    let parameters: Vec<String> = stack
+        .template
+        .parameter_names()
+        .into_iter()
+        .filter_map(|name| {
+            let value = stack.template.parameter(&name)?;
+            Some(format!("{name}={value}"))
+        })
+        .collect();
+    println!("  parameters   : {}", parameters.join(" "));
+    for source in stack.esm().sources() {
+        println!(
+            "  event source : {} {} ({})",
+            source.function, source.source, source.kind
+        );
+    }
     println!("  HTTP API     : {}", stack.api_url());
     for route in stack.gateway.describe() {
         println!("    {route}");

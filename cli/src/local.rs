@@ -5,9 +5,12 @@
 use anyhow::Result;
 use eventfold_aws::StoreConfig;
 use eventfold_local::{
-    EsmOptions, Functions, LocalOptions, LocalStack, http_handler, typed_handler,
+    EsmOptions, Functions, LocalOptions, LocalStack, event_handler, http_handler, typed_handler,
 };
 use std::sync::Arc;
+
+/// The saga the `saga` function runs locally (as `functions/saga/src/main.rs` deploys it).
+pub type Saga = shop::fulfilment::OrderFulfilment;
 
 /// The shop's functions, by the binary the template names: the HTTP APIs and the
 /// event-source consumers, each configured from its resolved template environment.
@@ -42,6 +45,14 @@ pub fn shop_functions() -> Functions {
             Ok(typed_handler(move |event| {
                 let projector = projector.clone();
                 async move { projector.handle(event).await }
+            }))
+        })
+        .events("saga", |sdk, function| async move {
+            let saga = Arc::new(saga::from_lookup::<Saga>(&sdk, |k| function.env(k))?);
+            // SQS batches and scheduled events arrive at the same function: told by shape.
+            Ok(event_handler(move |payload| {
+                let saga = saga.clone();
+                async move { saga.handle(saga::Invocation::from_json(payload)?).await }
             }))
         })
 }

@@ -27,6 +27,10 @@ struct StackArgs {
     /// Prefix of physical resource names.
     #[arg(long, default_value = "eventfold-local")]
     stack: String,
+    /// Template parameters, as `sam deploy` takes them: `Name=Value` pairs (or
+    /// `ParameterKey=Name,ParameterValue=Value`), e.g. `PaymentTimeoutSeconds=5`.
+    #[arg(long, num_args = 1.., value_name = "NAME=VALUE")]
+    parameter_overrides: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +120,9 @@ fn options(stack: StackArgs) -> Result<LocalOptions> {
             .filter(|e| !e.is_empty()),
         stack: stack.stack,
         auth: JwtConfig::from_env()?,
+        parameter_overrides: eventfold_local::template::parse_parameter_overrides(
+            &stack.parameter_overrides,
+        )?,
     })
 }
 

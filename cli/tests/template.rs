@@ -62,3 +62,90 @@ fn the_project_template_wires_the_fan_out() {
             .any(|r| r.method == "GET" && r.path == "/api/v1/events/queries/{view}")
     );
 }
+
+/// The event types the saga's queue receives (the saga's inputs).
+
+#[test]
+fn the_project_template_wires_the_saga() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+    let mut t = Template::load(&path, "st", "us-east-1").expect("loads");
+    let queues = t.queues();
+    let queue = queues
+        .iter()
+        .find(|q| q.logical_id == "SagaQueue")
+        .expect("SagaQueue");
+    assert_eq!(queue.name, "st-saga.fifo");
+    assert!(queue.fifo);
+    let redrive = queue.redrive.as_ref().expect("redrive");
+    assert_eq!(redrive.dead_letter_queue, "SagaDeadLetterQueue");
+    assert_eq!(redrive.max_receive_count, 5);
+    let dlq = queues
+        .iter()
+        .find(|q| q.logical_id == "SagaDeadLetterQueue")
+        .expect("SagaDeadLetterQueue");
+    assert_eq!(dlq.name, "st-saga-dlq.fifo");
+
+    let subs = t.subscriptions();
+    let sub = subs
+        .iter()
+        .find(|s| s.queue.as_deref() == Some("SagaQueue"))
+        .expect("the saga queue is subscribed");
+    assert_eq!(sub.topic, "EventsTopic");
+    assert!(sub.raw_message_delivery);
+    assert_eq!(
+        sub.filter_policy_scope.as_deref(),
+        Some("MessageAttributes")
+    );
+    let policy: serde_json::Value =
+        serde_json::from_str(sub.filter_policy.as_deref().expect("a filter policy")).expect("json");
+    assert_eq!(
+        policy,
+        serde_json::json!({ "event_type": shop::fulfilment::INPUT_EVENT_TYPES })
+    );
+
+    let functions = t.functions();
+    let saga = functions
+        .iter()
+        .find(|f| f.logical_id == "SagaFunction")
+        .expect("SagaFunction");
+    assert_eq!(saga.binary, "saga");
+    assert!(u64::from(queue.visibility_timeout.expect("set")) >= 6 * saga.timeout);
+    assert_eq!(saga.environment["EVENTS_TABLE"], "st-EventsTable");
+    assert_eq!(saga.environment["READ_MODELS_TABLE"], "st-ReadModelsTable");
+    assert_eq!(saga.environment["SAGA_TIMEOUT_SECONDS"], "900");
+    let sqs = saga.event_sources.iter().find_map(|e| match e {
+        EventSourceSpec::Sqs(s) => Some(s),
+        _ => None,
+    });
+    assert!(
+        sqs.is_some_and(|s| s.queue == "SagaQueue" && s.batch_size == 10),
+        "{:?}",
+        saga.event_sources
+    );
+    assert!(
+        saga.event_sources
+            .iter()
+            .any(|e| matches!(e, EventSourceSpec::Sqs(_)) && e.reports_batch_item_failures())
+    );
+    let schedule = saga.event_sources.iter().find_map(|e| match e {
+        EventSourceSpec::Schedule(s) => Some(s),
+        _ => None,
+    });
+    assert!(
+        schedule.is_some_and(|s| s.expression == "rate(1 minute)"
+            && s.period == Some(std::time::Duration::from_secs(60))
+            && s.enabled),
+        "{:?}",
+        saga.event_sources
+    );
+
+    t.override_parameter("PaymentTimeoutSeconds", "5")
+        .expect("a valid override");
+    let saga = t
+        .functions()
+        .into_iter()
+        .find(|f| f.logical_id == "SagaFunction")
+        .expect("SagaFunction");
+    assert_eq!(saga.environment["SAGA_TIMEOUT_SECONDS"], "5");
+    assert!(t.override_parameter("PaymentTimeoutSeconds", "0").is_err());
+}

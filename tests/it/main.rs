@@ -1,6 +1,7 @@
 //! Integration tests against the serialized moto emulator: event store, command and query
 //! APIs over real HTTP, read models, the idempotency store, the stream -> SNS -> SQS fan-out
-//! and its emulation.
+//! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
+//! DynamoDB).
 
 mod api;
 mod e2e;
@@ -10,4 +11,5 @@ mod packing;
 mod publisher;
 mod query;
 mod readmodels;
+mod saga;
 mod store;

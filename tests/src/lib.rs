@@ -51,6 +51,7 @@ pub async fn stack() -> LocalStack {
         endpoint: Some(endpoint()),
         stack: format!("{STACK}-{}", &id[id.len() - 10..]),
         auth: JwtConfig::dev(),
+        parameter_overrides: Vec::new(),
     })
     .await
     .expect("local stack starts")
@@ -111,6 +112,7 @@ pub async fn stack_named(name: &str, esm: EsmOptions) -> LocalStack {
             endpoint: Some(endpoint()),
             stack: name.to_owned(),
             auth: JwtConfig::dev(),
+            parameter_overrides: Vec::new(),
         },
         esm,
     )

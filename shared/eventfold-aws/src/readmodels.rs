@@ -13,8 +13,12 @@
 //!   `checkpoint` (N).
 //!
 //! A `put` is one conditional `PutItem`; an `add` is one `TransactWriteItems` (the conditional
-//! checkpoint move plus an `ADD` per counter document). Cursors are the URL-safe base64 of the
+//! checkpoint move plus an `ADD` per counter document), or one conditional `UpdateItem` when
+//! it adds nothing (a plain checkpoint move, as the saga runner makes per source stream). The
+//! sagas' deadline index lives in the same table (its [`DeadlineIndex`](eventfold::saga::DeadlineIndex) implementation). Cursors are the URL-safe base64 of the
 //! query's `LastEvaluatedKey` as JSON, checked against the query they continue.
+
+mod deadlines;
 
 use crate::dynamo::value::{from_attr, n, s, sdk_error_text, to_attr};
 use async_trait::async_trait;

@@ -4,11 +4,13 @@
 //! - [`emulator`]: the moto emulator process (served one request at a time) and SDK
 //!   configuration for any endpoint;
 //! - [`template`]: reading `infra/template.yaml` and resolving it as CloudFormation would
-//!   (intrinsics, physical names, tables, topics, queues, subscriptions, functions with their
-//!   environment, routes and event sources);
+//!   (intrinsics, parameters with `--parameter-overrides` as SAM takes them, physical names,
+//!   tables, topics, queues, subscriptions, functions with their environment, routes and
+//!   event sources);
 //! - [`provision`]: creating those resources on the endpoint;
 //! - [`esm`]: event-source-mapping emulation (DynamoDB stream and SQS pollers with filter
-//!   criteria, partial batch failures, retries, bisection, on-failure destinations);
+//!   criteria, partial batch failures, retries, bisection, on-failure destinations) and the
+//!   `Schedule` events' rules (scheduled events at their `rate(...)`);
 //! - [`gateway`] and [`jwt`]: API Gateway HTTP API emulation (routing, payload 2.0 events,
 //!   the JWT authorizer);
 //! - [`stack`]: all of it started together as a [`LocalStack`];
@@ -16,7 +18,7 @@
 //!
 //! It knows no function: callers register handler factories by binary name in
 //! [`Functions`]. It must not import `shop`, any Eventfold function (`command-api`,
-//! `query-api`, `stream-publisher`, `projector`), nor `eventfold`/`eventfold-aws`: the
+//! `query-api`, `stream-publisher`, `projector`, `saga`), nor `eventfold`/`eventfold-aws`: the
 //! `eventfold` CLI wires the shop's functions into it.
 #![forbid(unsafe_code)]
 

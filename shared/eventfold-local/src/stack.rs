@@ -35,6 +35,9 @@ pub struct LocalOptions {
     pub stack: String,
     /// The gateway's JWT check.
     pub auth: JwtConfig,
+    /// Template parameters to override, as `sam deploy --parameter-overrides` gives them
+    /// (name, value; see [`crate::template::parse_parameter_overrides`]).
+    pub parameter_overrides: Vec<(String, String)>,
 }
 
 /// A running local stack; everything stops when it is dropped.
@@ -90,6 +93,7 @@ impl LocalStack {
             .map_or("us-east-1".to_owned(), ToString::to_string);
         let mut template =
             Template::load(&options.root.join(TEMPLATE_PATH), &options.stack, &region)?;
+        template.override_parameters(&options.parameter_overrides)?;
         // Queues before functions: a queue's Ref (its URL) comes from the emulator.
         let provisioned = provision(&sdk, &mut template).await?;
         let tables = provisioned

@@ -313,13 +313,60 @@ impl<S: EventStore> CommandExecutor<S> {
         context: &CommandContext,
         deadline: Option<Instant>,
     ) -> Result<CommandOutcome<A::State>, CommandError> {
+        let decide = |state: &A::State| A::decide(state, command).map_err(CommandError::Rejected);
+        let assume_new = A::assume_new(command);
+        self.run::<A, _>(
+            stream,
+            expected_version,
+            &decide,
+            assume_new,
+            context,
+            deadline,
+        )
+        .await
+    }
+
+    /// [`Self::execute`] with the decision given as a function of the state: the same load,
+    /// append, retry and cache, for callers that reach a command only through a visitor (a
+    /// saga's commands to other aggregates). `decide` may run more than once (after a lost
+    /// race); a [`CommandError::Rejected`] it returns is a rejection like `A::decide`'s, any
+    /// other error ends the command at once.
+    pub async fn execute_with<A, F>(
+        &self,
+        stream: &StreamId,
+        expected_version: Option<u64>,
+        decide: F,
+        context: &CommandContext,
+    ) -> Result<CommandOutcome<A::State>, CommandError>
+    where
+        A: Aggregate,
+        F: Fn(&A::State) -> Result<Vec<A::Event>, CommandError> + Send + Sync,
+    {
+        self.run::<A, F>(stream, expected_version, &decide, false, context, None)
+            .await
+    }
+
+    /// The command path behind [`Self::execute_within`] and [`Self::execute_with`].
+    async fn run<A, F>(
+        &self,
+        stream: &StreamId,
+        expected_version: Option<u64>,
+        decide: &F,
+        assume_new: bool,
+        context: &CommandContext,
+        deadline: Option<Instant>,
+    ) -> Result<CommandOutcome<A::State>, CommandError>
+    where
+        A: Aggregate,
+        F: Fn(&A::State) -> Result<Vec<A::Event>, CommandError> + Send + Sync,
+    {
         let key = stream.to_string();
         // The state is taken out of the cache and put back with whatever this command learnt,
         // so a warm command evolves it in place instead of copying it.
         let (version, state, confirmed) = match self.cache.take::<A::State>(&key) {
             Some((v, s)) => (v, s, false),
             // Unconfirmed, like a cached state: the append, or a read, checks the assumption.
-            None if A::assume_new(command) => (0, Arc::new(A::initial()), false),
+            None if assume_new => (0, Arc::new(A::initial()), false),
             None => {
                 let (v, s) = self.read::<A>(&key).await?;
                 (v, Arc::new(s), true)
@@ -339,14 +386,7 @@ impl<S: EventStore> CommandExecutor<S> {
             }
         };
         let (result, known) = self
-            .decide_and_append::<A>(
-                stream,
-                expected_version,
-                command,
-                context,
-                known,
-                give_up_at,
-            )
+            .decide_and_append::<A, F>(stream, expected_version, decide, context, known, give_up_at)
             .await;
         if let Some(known) = known {
             self.cache.put_shared(&key, known.version, known.state);
@@ -356,18 +396,22 @@ impl<S: EventStore> CommandExecutor<S> {
 
     /// The loop of [`Self::execute`] on a state it owns. Gives back the latest state it knows
     /// (for the cache), or `None` when the store failed and the state may be behind.
-    async fn decide_and_append<A: Aggregate>(
+    async fn decide_and_append<A, F>(
         &self,
         stream: &StreamId,
         expected_version: Option<u64>,
-        command: &A::Command,
+        decide: &F,
         context: &CommandContext,
         mut known: Known<A::State>,
         give_up_at: Option<Instant>,
     ) -> (
         Result<CommandOutcome<A::State>, CommandError>,
         Option<Known<A::State>>,
-    ) {
+    )
+    where
+        A: Aggregate,
+        F: Fn(&A::State) -> Result<Vec<A::Event>, CommandError> + Send + Sync,
+    {
         let key = stream.to_string();
         let attempts = self.config.max_attempts.max(1);
         let mut attempt = 1;
@@ -393,7 +437,12 @@ impl<S: EventStore> CommandExecutor<S> {
                     Some(known),
                 );
             }
-            let decided = A::decide(&known.state, command);
+            let decided = match decide(&known.state) {
+                // Not a verdict on the state (the decision itself failed): fresh state would
+                // not change it.
+                Err(e) if !matches!(e, CommandError::Rejected(_)) => return (Err(e), Some(known)),
+                decided => decided,
+            };
             if !known.confirmed && !matches!(&decided, Ok(events) if !events.is_empty()) {
                 // No append will reveal a stale cache here: confirm the verdict on fresh state.
                 known = match self.catch_up::<A>(&key, known).await {
@@ -404,7 +453,7 @@ impl<S: EventStore> CommandExecutor<S> {
             }
             let decided = match decided {
                 Ok(d) => d,
-                Err(rejection) => return (Err(CommandError::Rejected(rejection)), Some(known)),
+                Err(e) => return (Err(e), Some(known)),
             };
             if decided.is_empty() {
                 let outcome = CommandOutcome {

@@ -4,10 +4,12 @@
 //! (`initial` / `evolve` / `decide`), the [`EventStore`] port with its error kinds, the
 //! [`CommandExecutor`] (load, decide, append, retry on conflict, bounded state cache),
 //! snapshot policy, upcasters, the [`MemoryEventStore`] adapter, the idempotency port, engine
-//! and memory store ([`idempotency`]), a given/when/then kit (`testing`) and the store
-//! contract suite every adapter must pass (`contract`); those two (and the read-model and
-//! idempotency contracts) exist only with the `testing` feature, which tests and
-//! dev-dependencies enable, so they never compile into a Lambda.
+//! and memory store ([`idempotency`]), the saga port and its runner ([`saga`]: checkpoints,
+//! commands through the executor, refusals, the deadline index and tick), a given/when/then
+//! kit (`testing`) and the store contract suite every adapter must pass (`contract`); those two
+//! (and the read-model, idempotency and deadline-index contracts, and the toy saga) exist only
+//! with the `testing` feature, which tests and dev-dependencies enable, so they never compile
+//! into a Lambda.
 //!
 //! Must not import: any AWS crate, `lambda_*`, or an async runtime in its public API
 //! (futures are runtime-agnostic; tokio is a dev-dependency only). Business rules live in

@@ -24,6 +24,23 @@
 //! no I/O. The commands a saga sends go to other aggregates through [`SagaCommand`], which
 //! names the target stream and lets a runner reach the target's [`Aggregate`] type through a
 //! visitor (the same pattern as a registry of aggregates).
+//!
+//! [`SagaRunner`] ([`runner`]) is that runner: notifications in (checkpoint per saga and source
+//! stream, gaps read from the event store), commands out through the
+//! [`CommandExecutor`](crate::CommandExecutor), deadlines through a [`DeadlineIndex`] (the
+//! read-model store's; [`MemoryReadModelStore`](crate::projection::MemoryReadModelStore) has
+//! one) and a tick. With the `testing` feature, [`toy`] holds a small saga to test runners with
+//! and [`contract`] the suite every deadline index must pass.
+
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
+mod deadline;
+pub mod runner;
+#[cfg(any(test, feature = "testing"))]
+pub mod toy;
+
+pub use deadline::{Deadline, DeadlineIndex, DueInstance};
+pub use runner::{Handled, RunnerConfig, SagaError, SagaRunner, Ticked};
 
 use crate::aggregate::{Aggregate, Rejection};
 use crate::envelope::EventEnvelope;

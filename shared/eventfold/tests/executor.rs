@@ -344,6 +344,58 @@ async fn a_lost_race_is_decided_again_on_fresh_state() {
 }
 
 #[tokio::test]
+async fn a_decision_given_as_a_function_runs_the_same_path() {
+    let store = Probe::new();
+    let (exec, _) = counting_executor(&store, 4);
+    let s = stream("with");
+    run(&exec, &s, add(1)).await;
+
+    // A lost race: the function decides again, on the state the winner left.
+    store.inject_conflicts(1);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let out = exec
+        .execute_with::<Counter, _>(
+            &s,
+            None,
+            |state| {
+                seen.lock().expect("lock").push(state.total);
+                Ok(vec![CounterEvent::Added { n: 2 }])
+            },
+            &ctx("with"),
+        )
+        .await
+        .expect("goes through");
+    assert_eq!(*seen.lock().expect("lock"), [1, 1 + FOREIGN]);
+    assert_eq!((out.attempts, out.state.total), (2, 3 + FOREIGN));
+
+    // A rejection is one; any other error ends the command at once, writing nothing.
+    let rejected = exec
+        .execute_with::<Counter, _>(
+            &s,
+            None,
+            |state| Counter::decide(state, &add(0)).map_err(CommandError::Rejected),
+            &ctx("zero"),
+        )
+        .await;
+    assert!(matches!(rejected, Err(CommandError::Rejected(r)) if r.rule == "amount-not-zero"));
+    let calls = AtomicU32::new(0);
+    let failed = exec
+        .execute_with::<Counter, _>(
+            &s,
+            None,
+            |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(CommandError::Internal("cannot decide".into()))
+            },
+            &ctx("broken"),
+        )
+        .await;
+    assert!(matches!(failed, Err(CommandError::Internal(m)) if m == "cannot decide"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
+    assert_eq!(store.version(&s).await, 3);
+}
+
+#[tokio::test]
 async fn losing_the_race_to_create_a_stream_is_not_creating_it() {
     let store = Probe::new();
     let exec = executor(&store);

@@ -1,7 +1,9 @@
 //! The event-source-mapping emulator: polls the DynamoDB streams and SQS queues the template
 //! maps to functions and invokes the functions' handlers with the JSON payloads Lambda would
 //! send, honouring batch size, filter criteria, partial batch failures
-//! (`ReportBatchItemFailures`), retries, bisection, record age and on-failure destinations.
+//! (`ReportBatchItemFailures`), retries, bisection, record age and on-failure destinations;
+//! and runs the functions' `Schedule` events ([`schedule`]) at their rate (or at
+//! [`EsmOptions::schedule_period`]).
 //!
 //! A handler is an [`EventHandler`]: Lambda event JSON in, the function's JSON response out,
 //! `Err` when the function failed as a whole (error, panic or timeout). Pollers never stop on
@@ -10,6 +12,7 @@
 pub mod filter;
 mod invoke;
 mod options;
+pub mod schedule;
 pub mod sqs;
 mod stats;
 pub mod stream;
@@ -38,7 +41,7 @@ pub struct SourceInfo {
     pub function: String,
     /// The event's key under the function's `Events`.
     pub source: String,
-    /// `DynamoDB` or `SQS`.
+    /// `DynamoDB`, `SQS` or `Schedule`.
     pub kind: &'static str,
     counters: Arc<Counters>,
 }
@@ -149,11 +152,7 @@ pub fn start(
             .arn(&function.logical_id)
             .unwrap_or_else(|| function.logical_id.clone());
         for source in &function.event_sources {
-            let enabled = match source {
-                EventSourceSpec::DynamoDb(s) => s.enabled,
-                EventSourceSpec::Sqs(s) => s.enabled,
-            };
-            if !enabled {
+            if !source.enabled() {
                 continue;
             }
             let counters = Arc::new(Counters::default());
@@ -215,6 +214,28 @@ pub fn start(
                         },
                     ))
                 }
+                EventSourceSpec::Schedule(spec) => {
+                    let Some(period) = options.schedule_period.or(spec.period) else {
+                        tracing::warn!(function = %function.logical_id, event = %spec.name, expression = %spec.expression, "schedule not run locally");
+                        continue;
+                    };
+                    tokio::spawn(schedule::run(schedule::ScheduleSource {
+                        function: function.logical_id.clone(),
+                        rule_arn: schedule::rule_arn(
+                            &template.region,
+                            &template.stack,
+                            &function.logical_id,
+                            &spec.name,
+                        ),
+                        region: template.region.clone(),
+                        period,
+                        input: spec.input.clone(),
+                        handler: handler.clone(),
+                        timeout,
+                        counters: counters.clone(),
+                        tuning,
+                    }))
+                }
             };
             esm.tasks.push(task);
             esm.sources.push(SourceInfo {
@@ -223,6 +244,7 @@ pub fn start(
                 kind: match source {
                     EventSourceSpec::DynamoDb(_) => "DynamoDB",
                     EventSourceSpec::Sqs(_) => "SQS",
+                    EventSourceSpec::Schedule(_) => "Schedule",
                 },
                 counters,
             });

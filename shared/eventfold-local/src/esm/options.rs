@@ -24,6 +24,9 @@ pub struct EsmOptions {
     pub retry_backoff: Duration,
     /// Print the counters this often when they changed (and once on stop); `None`: never.
     pub report_every: Option<Duration>,
+    /// Period of every `Schedule` event instead of its `rate(...)` (tests run a
+    /// `rate(1 minute)` in milliseconds); `None`: the template's.
+    pub schedule_period: Option<Duration>,
 }
 
 impl Default for EsmOptions {
@@ -36,6 +39,7 @@ impl Default for EsmOptions {
             idle_poll: Duration::from_millis(150),
             retry_backoff: Duration::from_millis(100),
             report_every: Some(Duration::from_secs(5)),
+            schedule_period: None,
         }
     }
 }
@@ -53,6 +57,7 @@ impl fmt::Debug for EsmOptions {
             .field("idle_poll", &self.idle_poll)
             .field("retry_backoff", &self.retry_backoff)
             .field("report_every", &self.report_every)
+            .field("schedule_period", &self.schedule_period)
             .finish()
     }
 }

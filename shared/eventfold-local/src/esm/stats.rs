@@ -42,12 +42,14 @@ impl Counters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SourceStats {
     /// Records read from the source that passed the filter (SQS: every receive, so a
-    /// redelivered message counts again).
+    /// redelivered message counts again; schedules: every tick).
     pub records_in: u64,
-    /// Records the function processed successfully (stream: checkpointed; SQS: deleted).
+    /// Records the function processed successfully (stream: checkpointed; SQS: deleted;
+    /// schedules: ticks whose invocation succeeded, after retries or not).
     pub ok: u64,
     /// Records that failed: stream records given up on (retries or age exhausted, described
-    /// on the on-failure destination); SQS messages left for redelivery, per delivery.
+    /// on the on-failure destination); SQS messages left for redelivery, per delivery;
+    /// schedule ticks given up on after the retries.
     pub failed: u64,
     /// Records the filter criteria dropped (SQS: deleted, as Lambda does).
     pub filtered: u64,
@@ -55,7 +57,7 @@ pub struct SourceStats {
     pub invocations: u64,
     /// Invocations that failed as a whole (error, panic, timeout).
     pub function_errors: u64,
-    /// Stream records invoked again after a failure.
+    /// Stream records (or schedule ticks) invoked again after a failure.
     pub retried: u64,
     /// Stream records described on the on-failure destination.
     pub sent_to_on_failure: u64,

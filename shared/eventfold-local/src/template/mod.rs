@@ -1,6 +1,6 @@
 //! Reads `infra/template.yaml` and resolves what the local stack needs from it: tables,
 //! SNS topics, SQS queues (with redrive policies), subscriptions, and functions with their
-//! environment, HTTP routes and event sources (DynamoDB streams, SQS queues). The template is
+//! environment, HTTP routes and event sources (DynamoDB streams, SQS queues, schedules). The template is
 //! the only list of resources; nothing here names a table, a queue or a route.
 //!
 //! Intrinsics resolve as CloudFormation would: `!Ref` of a topic is its ARN, of a queue its
@@ -8,14 +8,19 @@
 
 mod functions;
 mod intrinsics;
+mod parameters;
 mod resources;
 mod sources;
 
 pub use functions::{FunctionSpec, RouteSpec};
+pub use parameters::parse_parameter_overrides;
 pub use resources::{
     IndexSpec, KeyPart, QueueSpec, RedriveSpec, SubscriptionSpec, TableSpec, TopicSpec,
 };
-pub use sources::{DestinationSpec, EventSourceSpec, SqsSourceSpec, StreamSourceSpec};
+pub use sources::{
+    DestinationSpec, EventSourceSpec, ScheduleSourceSpec, SqsSourceSpec, StreamSourceSpec,
+    rate_period,
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Map, Value};
@@ -170,7 +175,8 @@ impl Template {
             .get("Properties")
     }
 
-    /// Overrides a parameter value.
+    /// Overrides a parameter value, unchecked ([`Self::override_parameter`] checks it against
+    /// the declaration).
     pub fn set_parameter(&mut self, name: &str, value: &str) {
         self.parameters.insert(name.to_owned(), value.to_owned());
     }
@@ -316,5 +322,9 @@ Resources:
           Properties:
             Queue: !GetAtt Failures.Arn
             MaximumRetryAttempts: -1
+        Tick:
+          Type: Schedule
+          Properties:
+            Schedule: rate(5 minutes)
 "#;
 }

@@ -1,8 +1,10 @@
 //! Event sources of functions: `DynamoDB` streams and `SQS` queues with their mapping
-//! settings (batch size, filters, partial failures, retries, destinations).
+//! settings (batch size, filters, partial failures, retries, destinations), and `Schedule`
+//! events (an EventBridge rule invoking the function at a rate).
 
 use super::{Template, flag, target_of, text};
 use serde_json::Value;
+use std::time::Duration;
 
 /// Where a stream event source describes the batches it gives up on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,22 @@ pub struct SqsSourceSpec {
     pub enabled: bool,
 }
 
+/// A function's `Schedule` event (an EventBridge rule with a schedule expression).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSourceSpec {
+    /// The event's key under `Events`.
+    pub name: String,
+    /// `Schedule`, e.g. `rate(1 minute)`.
+    pub expression: String,
+    /// The period of a `rate(...)` expression; `None` for what the local runtime does not
+    /// run (`cron(...)`, malformed).
+    pub period: Option<Duration>,
+    /// `Input`: the JSON the rule sends instead of the scheduled event, if set.
+    pub input: Option<Value>,
+    /// `Enabled` (default true; `State: DISABLED` also disables it).
+    pub enabled: bool,
+}
+
 /// An event source of a function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventSourceSpec {
@@ -64,6 +82,23 @@ pub enum EventSourceSpec {
     DynamoDb(StreamSourceSpec),
     /// An SQS queue.
     Sqs(SqsSourceSpec),
+    /// A schedule.
+    Schedule(ScheduleSourceSpec),
+}
+
+/// The period of an EventBridge `rate(value unit)` expression (`minute[s]`, `hour[s]`,
+/// `day[s]`; value a positive integer); `None` for anything else.
+pub fn rate_period(expression: &str) -> Option<Duration> {
+    let inner = expression.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+    let (value, unit) = inner.trim().split_once(' ')?;
+    let value: u64 = value.parse().ok().filter(|v| *v > 0)?;
+    let seconds = match unit.trim() {
+        "minute" | "minutes" => 60,
+        "hour" | "hours" => 3600,
+        "day" | "days" => 86_400,
+        _ => return None,
+    };
+    value.checked_mul(seconds).map(Duration::from_secs)
 }
 
 impl EventSourceSpec {
@@ -72,6 +107,16 @@ impl EventSourceSpec {
         match self {
             Self::DynamoDb(s) => &s.name,
             Self::Sqs(s) => &s.name,
+            Self::Schedule(s) => &s.name,
+        }
+    }
+
+    /// Whether the source is enabled.
+    pub fn enabled(&self) -> bool {
+        match self {
+            Self::DynamoDb(s) => s.enabled,
+            Self::Sqs(s) => s.enabled,
+            Self::Schedule(s) => s.enabled,
         }
     }
 
@@ -80,6 +125,7 @@ impl EventSourceSpec {
         let types = match self {
             Self::DynamoDb(s) => &s.function_response_types,
             Self::Sqs(s) => &s.function_response_types,
+            Self::Schedule(_) => return false,
         };
         types.iter().any(|t| t == "ReportBatchItemFailures")
     }
@@ -182,6 +228,32 @@ impl Template {
                     enabled,
                 }))
             }
+            "Schedule" => {
+                let Some(expression) = props.get("Schedule").and_then(|v| self.resolve(v)) else {
+                    tracing::warn!(%function, event = %name, "Schedule event without a Schedule expression; ignored");
+                    return None;
+                };
+                let period = rate_period(&expression);
+                if period.is_none() {
+                    tracing::warn!(%function, event = %name, %expression, "schedule expression not run locally (only rate(...) is)");
+                }
+                let input = props.get("Input").and_then(|v| self.resolve(v)).and_then(|t| {
+                    serde_json::from_str(&t)
+                        .inspect_err(|e| tracing::warn!(%function, event = %name, error = %e, "schedule Input is not JSON; ignored"))
+                        .ok()
+                });
+                let state_enabled = props
+                    .get("State")
+                    .and_then(|v| self.resolve(v))
+                    .is_none_or(|s| !s.eq_ignore_ascii_case("DISABLED"));
+                Some(EventSourceSpec::Schedule(ScheduleSourceSpec {
+                    name: name.to_owned(),
+                    expression,
+                    period,
+                    input,
+                    enabled: enabled && state_enabled,
+                }))
+            }
             _ => None,
         }
     }
@@ -234,11 +306,35 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 EventSourceSpec::Sqs(s) => Some(s),
-                EventSourceSpec::DynamoDb(_) => None,
+                _ => None,
             })
             .collect();
         sqs.sort_by(|a, b| a.name.cmp(&b.name));
         assert_eq!(sqs.len(), 2);
+        let schedules: Vec<&ScheduleSourceSpec> = consumer
+            .event_sources
+            .iter()
+            .filter_map(|e| match e {
+                EventSourceSpec::Schedule(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            schedules,
+            [&ScheduleSourceSpec {
+                name: "Tick".into(),
+                expression: "rate(5 minutes)".into(),
+                period: Some(Duration::from_secs(300)),
+                input: None,
+                enabled: true,
+            }]
+        );
+        assert!(
+            !consumer
+                .event_sources
+                .iter()
+                .any(|e| e.name() == "Tick" && e.reports_batch_item_failures())
+        );
         assert_eq!(sqs[1].name, "Q");
         assert_eq!(sqs[1].queue, "Work");
         assert_eq!(sqs[1].batch_size, 10);
@@ -253,5 +349,70 @@ mod tests {
                 .iter()
                 .any(|e| e.name() == "Other" && e.reports_batch_item_failures())
         );
+    }
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_as_periods_and_the_rest_is_not_run() {
+        for (expression, seconds) in [
+            ("rate(1 minute)", 60),
+            ("rate(5 minutes)", 300),
+            ("rate(2 hours)", 7200),
+            ("rate(1 day)", 86_400),
+            (" rate( 3 minutes ) ", 180),
+        ] {
+            assert_eq!(
+                rate_period(expression),
+                Some(Duration::from_secs(seconds)),
+                "{expression}"
+            );
+        }
+        for expression in [
+            "cron(0 12 * * ? *)",
+            "rate(0 minutes)",
+            "rate(-1 minutes)",
+            "rate(1 second)",
+            "rate(minutes)",
+            "rate(1 fortnight)",
+            "every minute",
+        ] {
+            assert_eq!(rate_period(expression), None, "{expression}");
+        }
+    }
+
+    #[test]
+    fn schedules_keep_their_input_and_state() {
+        let raw = r#"
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties:
+      Events:
+        Off:
+          Type: Schedule
+          Properties: { Schedule: rate(1 hour), Enabled: false }
+        Stopped:
+          Type: Schedule
+          Properties: { Schedule: rate(1 hour), State: DISABLED }
+        WithInput:
+          Type: Schedule
+          Properties: { Schedule: "cron(0 * * * ? *)", Input: '{"job": "sweep"}' }
+"#;
+        let t = Template::parse(raw, "st", "us-east-1").expect("parses");
+        let f = &t.functions()[0];
+        let by_name = |n: &str| match f.event_sources.iter().find(|e| e.name() == n) {
+            Some(EventSourceSpec::Schedule(s)) => s.clone(),
+            other => panic!("{n}: {other:?}"),
+        };
+        assert!(!by_name("Off").enabled);
+        assert!(!by_name("Stopped").enabled);
+        let with_input = by_name("WithInput");
+        assert!(with_input.enabled);
+        assert_eq!(with_input.period, None, "cron is not run locally");
+        assert_eq!(with_input.input, Some(serde_json::json!({"job": "sweep"})));
     }
 }

@@ -13,6 +13,7 @@ pub async fn run_all(store: &dyn ReadModelStore, tenant_prefix: &str) {
     put_and_get_follow_the_expected_checkpoint(store, tenant_prefix).await;
     null_data_keeps_the_checkpoint_but_hides_the_doc(store, tenant_prefix).await;
     counters_add_and_move_the_checkpoint_atomically(store, tenant_prefix).await;
+    an_empty_add_is_a_plain_conditional_checkpoint_move(store, tenant_prefix).await;
     list_by_key_pages_through_every_doc_once_in_order(store, tenant_prefix).await;
     list_by_index_pages_newest_first(store, tenant_prefix).await;
     tenants_are_isolated(store, tenant_prefix).await;
@@ -329,6 +330,51 @@ pub async fn counters_add_and_move_the_checkpoint_atomically(
             ("2026-01-01".to_owned(), json!({"orders": 7, "cents": 300})),
             ("2026-01-02".to_owned(), json!({"orders": 1})),
         ]
+    );
+}
+
+/// An `add` without deltas is a plain conditional checkpoint move (what a saga runner keeps
+/// per source stream): it creates the checkpoint from 0, moves it only from the expected
+/// value, and writes no document.
+pub async fn an_empty_add_is_a_plain_conditional_checkpoint_move(
+    store: &dyn ReadModelStore,
+    prefix: &str,
+) {
+    let (tenant, view) = (prefix, "contract-checkpoint");
+    let stream = format!("{prefix}/Contract-moved");
+    store
+        .add(tenant, view, &stream, 0, 1, Vec::new())
+        .await
+        .expect("first move from 0");
+    assert_eq!(
+        store.checkpoint(view, &stream).await.expect("checkpoint"),
+        1
+    );
+    for expected in [0, 2, 5] {
+        let r = store
+            .add(tenant, view, &stream, expected, 7, Vec::new())
+            .await;
+        assert!(
+            is_conflict(&r),
+            "empty add at checkpoint 1 expecting {expected}: {r:?}"
+        );
+    }
+    assert_eq!(
+        store.checkpoint(view, &stream).await.expect("checkpoint"),
+        1,
+        "a refused move moved the checkpoint"
+    );
+    store
+        .add(tenant, view, &stream, 1, 7, Vec::new())
+        .await
+        .expect("move from 1");
+    assert_eq!(
+        store.checkpoint(view, &stream).await.expect("checkpoint"),
+        7
+    );
+    assert!(
+        list_all(store, tenant, view, None, 10).await.is_empty(),
+        "a checkpoint move wrote a document"
     );
 }
 

@@ -1,7 +1,10 @@
-//! In-memory read-model store for unit tests; same contract as the DynamoDB one.
+//! In-memory read-model store for unit tests; same contract as the DynamoDB one. It also
+//! holds the sagas' deadline index, as the read-models table does.
 
 use super::{Doc, ListQuery, Page, ReadModelError, ReadModelStore};
+use crate::saga::{Deadline, DeadlineIndex, DueInstance};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -10,6 +13,7 @@ use std::sync::Mutex;
 struct Inner {
     docs: BTreeMap<(String, String, String), Doc>, // (tenant, view, key)
     checkpoints: HashMap<(String, String), u64>,   // (view, stream)
+    deadlines: BTreeMap<(String, String), (u64, Option<Deadline>)>, // (saga, stream): as of version
 }
 
 /// Views in a process-local map.
@@ -174,5 +178,51 @@ impl ReadModelStore for MemoryReadModelStore {
             docs: page.into_iter().map(|(_, d)| (*d).clone()).collect(),
             next,
         })
+    }
+}
+
+#[async_trait]
+impl DeadlineIndex for MemoryReadModelStore {
+    async fn set_deadline(
+        &self,
+        saga: &str,
+        stream_id: &str,
+        version: u64,
+        deadline: Option<&Deadline>,
+    ) -> Result<(), ReadModelError> {
+        let mut inner = self.lock();
+        let entry = inner
+            .deadlines
+            .entry((saga.to_owned(), stream_id.to_owned()))
+            .or_insert((0, None));
+        if entry.0 <= version {
+            *entry = (version, deadline.cloned());
+        }
+        Ok(())
+    }
+
+    async fn due(
+        &self,
+        saga: &str,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueInstance>, ReadModelError> {
+        let inner = self.lock();
+        let mut due: Vec<DueInstance> = inner
+            .deadlines
+            .iter()
+            .filter_map(|((s, stream), (_, d))| {
+                let d = d.as_ref().filter(|d| s == saga && d.due_at <= until)?;
+                Some(DueInstance {
+                    stream_id: stream.clone(),
+                    deadline: d.clone(),
+                })
+            })
+            .collect();
+        due.sort_by(|a, b| {
+            (a.deadline.due_at, &a.stream_id).cmp(&(b.deadline.due_at, &b.stream_id))
+        });
+        due.truncate(limit);
+        Ok(due)
     }
 }

@@ -1,0 +1,554 @@
+//! The saga function: SQS FIFO notifications -> a saga's steps and the commands they send,
+//! and the schedule's tick -> the deadlines that passed.
+//!
+//! Owns the Lambda-facing shape of a saga, for any [`Saga`]: each SQS record is a
+//! notification (SNS raw delivery through the queue's `event_type` filter policy) handed to an
+//! [`eventfold::saga::SagaRunner`], with FIFO partial-failure semantics from
+//! `eventfold_aws::sqs` (a failure stops its message group; other groups go on); a scheduled
+//! event (EventBridge's `Scheduled Event`) runs the runner's tick at the event's time. Which
+//! payload is which is told by its shape ([`Invocation`]). Checkpoints, gaps, refusals and
+//! deadlines are the runner's business; the saga itself is the domain's. `main.rs` only reads
+//! config, builds clients and names the saga it deploys.
+//!
+//! Must not import: business rules (a saga arrives as a type parameter).
+#![forbid(unsafe_code)]
+
+use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use eventfold::projection::ReadModelStore;
+use eventfold::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner, Ticked};
+use eventfold::{CommandExecutor, EventStore, ExecutorConfig};
+use eventfold_aws::config::ConfigError;
+use eventfold_aws::sqs::process_fifo_batch;
+use eventfold_aws::{DynamoEventStore, DynamoReadModelStore, SdkConfig, StoreConfig};
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+
+/// The `detail-type` of EventBridge's scheduled events.
+pub const SCHEDULED_EVENT: &str = "Scheduled Event";
+
+/// Default of `SAGA_TIMEOUT_SECONDS`: how long an instance may wait.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 900;
+
+/// Settings of the saga function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaConfig {
+    /// The events table (`EVENTS_TABLE`, `SNAPSHOT_EVERY`): saga streams, targets, sources.
+    pub store: StoreConfig,
+    /// The read-models table (`READ_MODELS_TABLE`): checkpoints and the deadline index.
+    pub read_models_table: String,
+    /// How long an instance may wait before its deadline passes (`SAGA_TIMEOUT_SECONDS`,
+    /// default 900; the template passes its `PaymentTimeoutSeconds` parameter).
+    pub timeout: Duration,
+}
+
+impl SagaConfig {
+    /// Reads the settings through `lookup` (the process environment in Lambda).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let store = StoreConfig::from_lookup(&lookup)?;
+        let read_models_table = lookup("READ_MODELS_TABLE")
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Missing("READ_MODELS_TABLE"))?;
+        let timeout = match lookup("SAGA_TIMEOUT_SECONDS") {
+            None => DEFAULT_TIMEOUT_SECONDS,
+            Some(v) => match v.parse::<u64>() {
+                Ok(s) if s > 0 => s,
+                Ok(_) => {
+                    return Err(ConfigError::Invalid {
+                        name: "SAGA_TIMEOUT_SECONDS",
+                        value: v,
+                        reason: "must be at least 1".into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(ConfigError::Invalid {
+                        name: "SAGA_TIMEOUT_SECONDS",
+                        value: v.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            },
+        };
+        Ok(Self {
+            store,
+            read_models_table,
+            timeout: Duration::from_secs(timeout),
+        })
+    }
+}
+
+/// What the function was invoked with, told apart by the payload's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    /// An SQS batch of notifications (`{"Records": [...]}`).
+    Batch(SqsEvent),
+    /// A scheduled event (`"detail-type": "Scheduled Event"`).
+    Tick(CloudWatchEvent),
+}
+
+impl Invocation {
+    /// Reads a Lambda payload; anything but an SQS batch or a scheduled event is refused.
+    pub fn from_json(payload: Value) -> Result<Self, String> {
+        if payload.get("Records").is_some() {
+            return serde_json::from_value(payload)
+                .map(Self::Batch)
+                .map_err(|e| format!("not an SQS event: {e}"));
+        }
+        if payload.get("detail-type").and_then(Value::as_str) == Some(SCHEDULED_EVENT) {
+            return serde_json::from_value(payload)
+                .map(Self::Tick)
+                .map_err(|e| format!("not a scheduled event: {e}"));
+        }
+        Err("neither an SQS batch nor a scheduled event".to_owned())
+    }
+}
+
+/// What a tick reports (the function's response to a scheduled event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TickResponse {
+    /// Deadline index entries found due.
+    pub due: usize,
+    /// Instances fed their timeout.
+    pub timed_out: usize,
+    /// Entries corrected instead (the instance no longer waited, or waited longer).
+    pub stale: usize,
+    /// Commands the timeouts sent.
+    pub commands_sent: usize,
+}
+
+impl From<&Ticked> for TickResponse {
+    fn from(t: &Ticked) -> Self {
+        Self {
+            due: t.due,
+            timed_out: t.timed_out,
+            stale: t.stale,
+            commands_sent: t.handled.commands_sent,
+        }
+    }
+}
+
+/// Runs saga `G` on SQS batches and scheduled ticks.
+pub struct SagaFunction<G, E, R> {
+    runner: SagaRunner<G, E, R>,
+}
+
+impl<G: Saga, E, R> std::fmt::Debug for SagaFunction<G, E, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaFunction")
+            .field("runner", &self.runner)
+            .finish()
+    }
+}
+
+/// The function of saga `G` on the DynamoDB tables named through `lookup` (`EVENTS_TABLE`,
+/// `READ_MODELS_TABLE`, `SNAPSHOT_EVERY`, `SAGA_TIMEOUT_SECONDS`).
+pub fn from_lookup<G: Saga>(
+    sdk: &SdkConfig,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<SagaFunction<G, DynamoEventStore, DynamoReadModelStore>, ConfigError> {
+    let config = SagaConfig::from_lookup(lookup)?;
+    let events = DynamoEventStore::from_sdk(sdk, &config.store.events_table);
+    let models = DynamoReadModelStore::from_sdk(sdk, &config.read_models_table);
+    let executor = CommandExecutor::new(
+        events,
+        ExecutorConfig {
+            snapshot_every: config.store.snapshot_every,
+            backoff: Some(eventfold_aws::tokio_backoff()),
+            ..ExecutorConfig::default()
+        },
+    );
+    Ok(SagaFunction::new(SagaRunner::new(
+        executor,
+        models,
+        RunnerConfig {
+            timeout: config.timeout,
+            ..RunnerConfig::default()
+        },
+    )))
+}
+
+impl<G, E, R> SagaFunction<G, E, R>
+where
+    G: Saga,
+    E: EventStore,
+    R: ReadModelStore + DeadlineIndex,
+{
+    /// A function around `runner`.
+    pub fn new(runner: SagaRunner<G, E, R>) -> Self {
+        Self { runner }
+    }
+
+    /// The runner.
+    pub fn runner(&self) -> &SagaRunner<G, E, R> {
+        &self.runner
+    }
+
+    /// Handles every record of `event`; returns the records to redeliver.
+    pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
+        process_fifo_batch(event, |n| async move {
+            self.runner.handle(&n).await.map(|_| ())
+        })
+        .await
+    }
+
+    /// Runs the deadlines due at the scheduled event's time. Instances that failed make the
+    /// invocation fail (after every other due instance was handled), so the failure shows in
+    /// the function's errors; the next tick tries them again.
+    pub async fn tick(&self, event: CloudWatchEvent) -> Result<TickResponse, String> {
+        let ticked = self
+            .runner
+            .tick(event.time)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some((stream, error)) = ticked.failed.first() {
+            return Err(format!(
+                "{} of {} due instances failed; first {stream}: {error}",
+                ticked.failed.len(),
+                ticked.due
+            ));
+        }
+        Ok(TickResponse::from(&ticked))
+    }
+
+    /// Handles either kind of invocation; the response as the Lambda runtime returns it.
+    pub async fn handle(&self, invocation: Invocation) -> Result<Value, String> {
+        let response = match invocation {
+            Invocation::Batch(batch) => serde_json::to_value(self.handle_batch(batch).await),
+            Invocation::Tick(event) => serde_json::to_value(self.tick(event).await?),
+        };
+        response.map_err(|e| format!("the response does not serialize: {e}"))
+    }
+}
+
+/// A saga that reacts to nothing, for the tests of the function's own mechanics (dispatch,
+/// batch responses) apart from any domain.
+#[cfg(test)]
+pub mod stub {
+    use chrono::{DateTime, Utc};
+    use eventfold::saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
+    use eventfold::{Aggregate, DomainEvent, EventEnvelope, Rejection};
+    use serde::{Deserialize, Serialize};
+
+    /// Takes no event as input, so it never has an instance, a command or a deadline.
+    #[derive(Debug)]
+    pub struct ReactsToNothing;
+
+    /// It records nothing.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    pub enum Nothing {}
+
+    impl DomainEvent for Nothing {}
+
+    /// It sends nothing.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum NoCommand {}
+
+    impl SagaCommand for NoCommand {
+        fn visit<V: SagaCommandVisitor>(&self, _visitor: V) -> V::Output {
+            match *self {}
+        }
+    }
+
+    impl Aggregate for ReactsToNothing {
+        const CATEGORY: &'static str = "ReactsToNothing";
+        type Event = Nothing;
+        type State = ();
+        type Command = ();
+
+        fn initial() {}
+
+        fn evolve(_state: (), event: &Nothing) {
+            match *event {}
+        }
+
+        fn decide(_state: &(), _input: &()) -> Result<Vec<Nothing>, Rejection> {
+            Ok(Vec::new())
+        }
+    }
+
+    impl Saga for ReactsToNothing {
+        type Send = NoCommand;
+
+        fn input(
+            _event: &EventEnvelope,
+            _history: &[EventEnvelope],
+        ) -> Result<Option<(String, ())>, String> {
+            Ok(None)
+        }
+
+        fn pending(_state: &()) -> Vec<Pending<NoCommand>> {
+            Vec::new()
+        }
+
+        fn refused(_command: &Pending<NoCommand>, _rejection: &Rejection) {}
+
+        fn waiting_since(_state: &()) -> Option<DateTime<Utc>> {
+            None
+        }
+
+        fn timed_out(_now: DateTime<Utc>) {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::event::sqs::SqsMessage;
+    use chrono::{TimeDelta, Utc};
+    use eventfold::projection::{MemoryReadModelStore, Notification};
+    use eventfold::saga::toy::{self, Account, AccountCommand, Phase, Transfer};
+    use eventfold::{EventEnvelope, MemoryEventStore, Metadata, StreamId};
+    use std::collections::HashMap;
+
+    type Toy = SagaFunction<Transfer, MemoryEventStore, MemoryReadModelStore>;
+
+    fn toy_function() -> Toy {
+        SagaFunction::new(SagaRunner::new(
+            CommandExecutor::new(MemoryEventStore::new(), ExecutorConfig::default()),
+            MemoryReadModelStore::new(),
+            RunnerConfig {
+                timeout: Duration::from_secs(60),
+                ..RunnerConfig::default()
+            },
+        ))
+    }
+
+    fn record(id: &str, group: &str, body: String) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = Some(body);
+        m.attributes = HashMap::from([("MessageGroupId".to_owned(), group.to_owned())]);
+        m
+    }
+
+    fn body(e: &EventEnvelope) -> String {
+        serde_json::to_string(&Notification::of(e).expect("valid")).expect("json")
+    }
+
+    async fn setup(f: &Toy, requests: &[(&str, bool)]) -> Vec<Vec<EventEnvelope>> {
+        let exec = f.runner().executor();
+        for (account, balance) in [("a", 100), ("b", 0)] {
+            exec.execute::<Account>(
+                &StreamId::new("acme", "Account", account).expect("valid"),
+                None,
+                &AccountCommand::Open { balance },
+                &Metadata::root("acme", "tester", account),
+            )
+            .await
+            .expect("open");
+        }
+        let mut out = Vec::new();
+        for (id, approved) in requests {
+            let events = toy::request("acme", id, "a", "b", 10, *approved);
+            for e in &events {
+                exec.store()
+                    .append(&e.stream_id, e.version - 1, vec![e.clone()], None)
+                    .await
+                    .expect("append");
+            }
+            out.push(events);
+        }
+        out
+    }
+
+    fn batch(records: Vec<SqsMessage>) -> SqsEvent {
+        let mut event = SqsEvent::default();
+        event.records = records;
+        event
+    }
+
+    fn failed(response: &SqsBatchResponse) -> Vec<&str> {
+        response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect()
+    }
+
+    async fn phase(f: &Toy, id: &str) -> Phase {
+        f.runner()
+            .executor()
+            .load::<Transfer>(&StreamId::new("acme", "Transfer", id).expect("valid"))
+            .await
+            .expect("load")
+            .1
+            .phase
+    }
+
+    #[tokio::test]
+    async fn batches_run_the_saga_and_a_failure_stops_its_group_only() {
+        let f = toy_function();
+        let requests = setup(&f, &[("t1", true), ("t2", true)]).await;
+        let (g1, g2) = (&requests[0][0].stream_id, &requests[1][0].stream_id);
+        let response = f
+            .handle_batch(batch(vec![
+                record("t1-submitted", g1, body(&requests[0][2])),
+                record("poison", g2, "{\"stream_id\":".into()),
+                record("t2-submitted", g2, body(&requests[1][2])),
+                record("t1-approved", g1, body(&requests[0][3])),
+            ]))
+            .await;
+        assert_eq!(failed(&response), ["poison", "t2-submitted"]);
+        assert_eq!(phase(&f, "t1").await, Phase::Debiting);
+        assert_eq!(
+            phase(&f, "t2").await,
+            Phase::New,
+            "later in the failed group"
+        );
+
+        let retry = f
+            .handle_batch(batch(vec![record(
+                "t2-submitted",
+                g2,
+                body(&requests[1][2]),
+            )]))
+            .await;
+        assert!(failed(&retry).is_empty());
+        assert_eq!(phase(&f, "t2").await, Phase::Debiting);
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_event_runs_the_deadlines_due_at_its_time() {
+        let f = toy_function();
+        let requests = setup(&f, &[("t1", false)]).await;
+        let group = requests[0][0].stream_id.clone();
+        let response = f
+            .handle_batch(batch(vec![record("s", &group, body(&requests[0][2]))]))
+            .await;
+        assert!(failed(&response).is_empty());
+        let debited = f
+            .runner()
+            .executor()
+            .store()
+            .load_range("acme/Account-a", 2, Some(2), None)
+            .await
+            .expect("read")
+            .remove(0);
+        let response = f
+            .handle_batch(batch(vec![record("d", "acme/Account-a", body(&debited))]))
+            .await;
+        assert!(failed(&response).is_empty());
+        assert!(matches!(
+            phase(&f, "t1").await,
+            Phase::AwaitingApproval { .. }
+        ));
+
+        let mut schedule: CloudWatchEvent =
+            serde_json::from_str(include_str!("../events/schedule.json")).expect("sample");
+        schedule.time = Utc::now();
+        let early = f.tick(schedule.clone()).await.expect("tick");
+        assert_eq!((early.due, early.timed_out), (0, 0));
+        schedule.time = Utc::now() + TimeDelta::seconds(61);
+        let invocation =
+            Invocation::from_json(serde_json::to_value(&schedule).expect("json")).expect("a tick");
+        let response = f.handle(invocation).await.expect("tick");
+        assert_eq!(
+            response,
+            serde_json::json!({"due": 1, "timed_out": 1, "stale": 0, "commands_sent": 1})
+        );
+        assert_eq!(phase(&f, "t1").await, Phase::Refunding);
+    }
+
+    #[tokio::test]
+    async fn the_stub_takes_every_event_and_does_nothing() {
+        let f = SagaFunction::new(SagaRunner::<stub::ReactsToNothing, _, _>::new(
+            CommandExecutor::new(MemoryEventStore::new(), ExecutorConfig::default()),
+            MemoryReadModelStore::new(),
+            RunnerConfig::default(),
+        ));
+        let sample = Invocation::from_json(
+            serde_json::from_str(include_str!("../events/sqs.json")).expect("json"),
+        )
+        .expect("a batch");
+        // The table holds the sample's stream up to its event (v4).
+        let Invocation::Batch(batch) = &sample else {
+            panic!("a batch");
+        };
+        let n: Notification = serde_json::from_str(batch.records[0].body.as_deref().expect("body"))
+            .expect("a notification");
+        let stream = StreamId::parse(&n.stream_id).expect("valid");
+        let store = f.runner().executor().store();
+        let earlier = eventfold::contract::sample_events(&stream, 0, 3);
+        store
+            .append(&n.stream_id, 0, earlier, None)
+            .await
+            .expect("append");
+        let carried = n.event.clone().expect("carried");
+        store
+            .append(&n.stream_id, 3, vec![carried], None)
+            .await
+            .expect("append");
+        let response = f.handle(sample).await.expect("handled");
+        assert_eq!(response["batchItemFailures"], serde_json::json!([]));
+        let tick = Invocation::from_json(
+            serde_json::from_str(include_str!("../events/schedule.json")).expect("json"),
+        )
+        .expect("a tick");
+        let response = f.handle(tick).await.expect("ticked");
+        assert_eq!(response["due"], 0);
+    }
+
+    #[test]
+    fn invocations_are_told_apart_by_their_shape() {
+        let sqs: Value = serde_json::from_str(include_str!("../events/sqs.json")).expect("json");
+        let Ok(Invocation::Batch(batch)) = Invocation::from_json(sqs) else {
+            panic!("the SQS sample is a batch");
+        };
+        for r in &batch.records {
+            let n: Notification =
+                serde_json::from_str(r.body.as_deref().expect("body")).expect("a notification");
+            assert_eq!(r.attributes.get("MessageGroupId"), Some(&n.stream_id));
+        }
+        let schedule: Value =
+            serde_json::from_str(include_str!("../events/schedule.json")).expect("json");
+        let Ok(Invocation::Tick(tick)) = Invocation::from_json(schedule) else {
+            panic!("the schedule sample is a tick");
+        };
+        assert_eq!(tick.source.as_deref(), Some("aws.events"));
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"Records": 5}),
+            serde_json::json!({"detail-type": "Scheduled Event"}),
+            serde_json::json!({"detail-type": "Other", "time": "2026-01-01T00:00:00Z"}),
+        ] {
+            assert!(Invocation::from_json(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn configuration_reads_tables_and_the_timeout() {
+        let env = |timeout: Option<&'static str>| {
+            move |k: &str| match k {
+                "EVENTS_TABLE" => Some("events".to_owned()),
+                "READ_MODELS_TABLE" => Some("models".to_owned()),
+                "SAGA_TIMEOUT_SECONDS" => timeout.map(str::to_owned),
+                _ => None,
+            }
+        };
+        let config = SagaConfig::from_lookup(env(None)).expect("configured");
+        assert_eq!(config.store.events_table, "events");
+        assert_eq!(config.read_models_table, "models");
+        assert_eq!(config.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECONDS));
+        let short = SagaConfig::from_lookup(env(Some("5"))).expect("configured");
+        assert_eq!(short.timeout, Duration::from_secs(5));
+        for bad in ["0", "-1", "soon"] {
+            assert!(
+                matches!(
+                    SagaConfig::from_lookup(env(Some(bad))),
+                    Err(ConfigError::Invalid {
+                        name: "SAGA_TIMEOUT_SECONDS",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        let partial = SagaConfig::from_lookup(|k| (k == "EVENTS_TABLE").then(|| "e".to_owned()));
+        assert!(matches!(
+            partial,
+            Err(ConfigError::Missing("READ_MODELS_TABLE"))
+        ));
+    }
+}

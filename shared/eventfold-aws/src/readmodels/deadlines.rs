@@ -1,0 +1,166 @@
+//! The sagas' deadline index in the read-models table ([`DeadlineIndex`]).
+//!
+//! One item per instance: `pk = _saga#{saga}`, `sk = {saga stream}`, `version` (N, the saga
+//! stream's version the entry was written for) and, while the instance waits, `due_at` (S,
+//! RFC 3339 with nanoseconds, fixed width, so text order is time order), `correlation_id`
+//! (S) and the list index keys `gsi1pk = _due#{saga}`, `gsi1sk = {due_at}#{saga stream}`.
+//! An instance that does not wait keeps the item without them (out of the sparse index), so
+//! its version still turns away older writes.
+//!
+//! Setting or removing a deadline is one `PutItem`, conditional on the stored version being
+//! at most the written one (it replaces the instance's earlier entry: no read of the old due
+//! time is needed; a refused write was for an older state and is dropped); a tick's `due` is
+//! one `Query` of the index up to the due time, whatever the number of open instances.
+//!
+//! The index is eventually consistent: a tick may miss a deadline set a moment ago (the next
+//! tick finds it) or list one just removed (the runner checks every entry against the
+//! instance's state before acting).
+
+use super::{DynamoReadModelStore, INDEX, corrupt, get_s, unavailable};
+use crate::dynamo::value::{n, s};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, SecondsFormat, Utc};
+use eventfold::projection::ReadModelError;
+use eventfold::saga::{Deadline, DeadlineIndex, DueInstance};
+use std::collections::HashMap;
+
+fn instance_pk(saga: &str) -> String {
+    format!("_saga#{saga}")
+}
+
+fn index_pk(saga: &str) -> String {
+    format!("_due#{saga}")
+}
+
+/// The fixed-width text of `t` (e.g. `2031-05-06T07:08:09.123456789Z`).
+fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+fn decode(item: &HashMap<String, AttributeValue>) -> Result<DueInstance, ReadModelError> {
+    let due_at = get_s(item, "due_at")?;
+    let due_at = DateTime::parse_from_rfc3339(due_at)
+        .map_err(|e| corrupt(format!("due_at {due_at}: {e}")))?
+        .with_timezone(&Utc);
+    Ok(DueInstance {
+        stream_id: get_s(item, "sk")?.to_owned(),
+        deadline: Deadline {
+            due_at,
+            correlation_id: get_s(item, "correlation_id")?.to_owned(),
+        },
+    })
+}
+
+#[async_trait]
+impl DeadlineIndex for DynamoReadModelStore {
+    async fn set_deadline(
+        &self,
+        saga: &str,
+        stream_id: &str,
+        version: u64,
+        deadline: Option<&Deadline>,
+    ) -> Result<(), ReadModelError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(instance_pk(saga)))
+            .item("sk", s(stream_id))
+            .item("version", n(version))
+            .condition_expression("attribute_not_exists(pk) OR #v <= :v")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":v", n(version));
+        if let Some(d) = deadline {
+            let due_at = time_text(d.due_at);
+            request = request
+                .item("due_at", s(&due_at))
+                .item("correlation_id", s(&d.correlation_id))
+                .item("gsi1pk", s(index_pk(saga)))
+                .item("gsi1sk", s(format!("{due_at}#{stream_id}")));
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            // A newer state's entry is in place: this one is out of date.
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn due(
+        &self,
+        saga: &str,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueInstance>, ReadModelError> {
+        // `#` follows the due time in every sort key and sorts before `$`: everything due at
+        // or before `until` sorts before "{until}$".
+        let bound = format!("{}$", time_text(until));
+        let mut out = Vec::new();
+        let mut start = None;
+        while out.len() < limit {
+            let want = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(INDEX)
+                .key_condition_expression("gsi1pk = :p AND gsi1sk < :bound")
+                .expression_attribute_values(":p", s(index_pk(saga)))
+                .expression_attribute_values(":bound", s(&bound))
+                .scan_index_forward(true)
+                .limit(want)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                out.push(decode(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_times_sort_as_text_in_time_order() {
+        let times = [
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00.5Z",
+            "2026-01-01T00:00:01Z",
+            "2026-01-01T09:59:59.999999999Z",
+            "2026-01-01T10:00:00Z",
+        ]
+        .map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .expect("valid")
+                .with_timezone(&Utc)
+        });
+        let texts: Vec<String> = times.iter().map(|t| time_text(*t)).collect();
+        assert!(texts.windows(2).all(|w| w[0] < w[1]), "{texts:?}");
+        assert!(texts.iter().all(|t| t.len() == texts[0].len()), "{texts:?}");
+        let key = format!("{}#acme/Saga-x", texts[1]);
+        assert!(
+            key < format!("{}$", texts[1]),
+            "due exactly at the bound is listed"
+        );
+        assert!(key > format!("{}$", texts[0]));
+    }
+}
