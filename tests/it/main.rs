@@ -6,6 +6,7 @@
 mod api;
 mod e2e;
 mod fanout;
+mod fulfilment;
 mod idempotency;
 mod packing;
 mod publisher;
