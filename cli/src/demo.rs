@@ -4,6 +4,7 @@ use anyhow::{Result, bail};
 use eventfold_local::LocalStack;
 use eventfold_local::httpc::Http;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 /// Prints where everything is and how to call it.
 pub fn banner(stack: &LocalStack) {
@@ -55,57 +56,20 @@ pub fn banner(stack: &LocalStack) {
     );
 }
 
-/// Places a real order through the HTTP API, printing every step; fails if any step does.
-pub async fn run(stack: &LocalStack) -> Result<()> {
-    let http = Http::new(&stack.api_url());
-    let token = stack
-        .gateway
-        .auth()
-        .issue("demo", "demo-user", "events:read events:write", 600);
-    let order = format!("o-{}", chrono::Utc::now().timestamp_millis());
-    let sku = format!("sku-{order}");
-    let steps: Vec<(&str, &str, &str, Value)> = vec![
-        ("Inventory", &sku, "ReceiveStock", json!({"quantity": 10})),
-        (
-            "Order",
-            &order,
-            "CreateOrder",
-            json!({"customer_id": "c-42"}),
-        ),
-        (
-            "Order",
-            &order,
-            "AddItem",
-            json!({"sku": sku, "quantity": 2, "unit_price": 1250}),
-        ),
-        (
-            "Inventory",
-            &sku,
-            "ReserveStock",
-            json!({"order_id": order, "quantity": 2}),
-        ),
-        ("Order", &order, "PlaceOrder", json!({})),
-        (
-            "Payment",
-            &order,
-            "AuthorizePayment",
-            json!({"order_id": order, "amount": 2500, "method": "card"}),
-        ),
-        ("Order", &order, "ConfirmOrder", json!({})),
-        (
-            "Order",
-            &order,
-            "ShipOrder",
-            json!({"tracking_id": "TRK-1"}),
-        ),
-    ];
-    println!("\nDemo: placing order {order} through {}", stack.api_url());
-    for (aggregate, id, command, data) in steps {
+const COMMANDS: &str = "/api/v1/events/commands";
+
+/// The demo's HTTP client and token.
+struct Client {
+    http: Http,
+    token: String,
+}
+
+impl Client {
+    /// Sends a command; fails the demo unless it is accepted. Prints it with its events.
+    async fn send(&self, aggregate: &str, id: &str, command: &str, data: Value) -> Result<()> {
         let body =
             json!({"aggregate_type": aggregate, "aggregate_id": id, "type": command, "data": data});
-        let reply = http
-            .post("/api/v1/events/commands", Some(&token), &body)
-            .await?;
+        let reply = self.http.post(COMMANDS, Some(&self.token), &body).await?;
         let types: Vec<&str> = reply.json["events"]
             .as_array()
             .into_iter()
@@ -122,76 +86,194 @@ pub async fn run(stack: &LocalStack) -> Result<()> {
                 String::from_utf8_lossy(&reply.body)
             );
         }
+        Ok(())
     }
-    let state = http
-        .get(
-            &format!("/api/v1/events/aggregates/Order/{order}"),
-            Some(&token),
+
+    async fn get(&self, path: &str) -> Result<eventfold_local::httpc::Reply> {
+        self.http.get(path, Some(&self.token)).await
+    }
+
+    /// Polls `path` until `done` accepts the JSON, for at most `limit`.
+    async fn until(
+        &self,
+        path: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let start = Instant::now();
+        loop {
+            let r = self.get(path).await?;
+            if r.status == 200 && done(&r.json) {
+                return Ok(r.json);
+            }
+            if start.elapsed() > limit {
+                bail!("{path} did not get there within {limit:?}: {} {}", r.status, r.json);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates and places order `id` with `lines` (sku, quantity, unit price).
+    async fn place(&self, id: &str, lines: &[(&str, i64, i64)], method: &str) -> Result<()> {
+        self.send("Order", id, "CreateOrder", json!({"customer_id": "c-42"}))
+            .await?;
+        for (sku, quantity, unit_price) in lines {
+            let data = json!({"sku": sku, "quantity": quantity, "unit_price": unit_price});
+            self.send("Order", id, "AddItem", data).await?;
+        }
+        self.send("Order", id, "PlaceOrder", json!({"payment_method": method}))
+            .await
+    }
+
+    /// Waits for order `id`'s saga to end, then prints its outcome and its log.
+    async fn saga(&self, id: &str, limit: Duration) -> Result<String> {
+        let done = self
+            .until(
+                &format!("/api/v1/events/aggregates/OrderFulfilment/{id}"),
+                limit,
+                |j| j["state"]["outcome"].is_string(),
+            )
+            .await?;
+        let outcome = done["state"]["outcome"].as_str().unwrap_or("?").to_owned();
+        let log = self
+            .get(&format!(
+                "/api/v1/events/aggregates/OrderFulfilment/{id}/events?limit=1000"
+            ))
+            .await?;
+        let steps: Vec<&str> = log.json["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["type"].as_str())
+            .collect();
+        let order = self
+            .get(&format!("/api/v1/events/aggregates/Order/{id}"))
+            .await?;
+        println!(
+            "  saga OrderFulfilment/{id}: {outcome}; order {} {}",
+            order.json["state"]["status"],
+            order.json["state"]["cancel_reason"]
+        );
+        println!("    log: {}", steps.join(" > "));
+        Ok(outcome)
+    }
+}
+
+/// Places real orders through the HTTP API and lets the order-fulfilment saga take them to
+/// their outcome (confirmed; cancelled for short stock; declined; payment timed out),
+/// printing every step and each saga's log; then ships the confirmed one and reads the views.
+/// Fails if anything does not behave.
+pub async fn run(stack: &LocalStack) -> Result<()> {
+    let client = Client {
+        http: Http::new(&stack.api_url()),
+        token: stack
+            .gateway
+            .auth()
+            .issue("demo", "demo-user", "events:read events:write", 600),
+    };
+    let c = &client;
+    let run = chrono::Utc::now().timestamp_millis();
+    let (book, pen) = (format!("book-{run}"), format!("pen-{run}"));
+    let timeout: u64 = stack
+        .template
+        .parameter("PaymentTimeoutSeconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(900);
+    println!("\nDemo: stock, then four orders through {}", stack.api_url());
+    c.send("Inventory", &book, "ReceiveStock", json!({"quantity": 10}))
+        .await?;
+    c.send("Inventory", &pen, "ReceiveStock", json!({"quantity": 1}))
+        .await?;
+    let (ok, short, declined, late) = (
+        format!("o-{run}-ok"),
+        format!("o-{run}-short"),
+        format!("o-{run}-declined"),
+        format!("o-{run}-late"),
+    );
+    c.place(&ok, &[(&book, 2, 1250)], "card").await?;
+    c.place(&short, &[(&book, 1, 1250), (&pen, 5, 300)], "card")
+        .await?;
+    c.place(&declined, &[(&book, 1, 1250)], "card_declined")
+        .await?;
+    c.place(&late, &[(&book, 1, 1250)], "bank_transfer").await?;
+
+    println!("\nThe saga reserves stock, takes payment and confirms, or undoes what it did:");
+    let quick = Duration::from_secs(60);
+    let outcomes = [
+        c.saga(&ok, quick).await?,
+        c.saga(&short, quick).await?,
+        c.saga(&declined, quick).await?,
+    ];
+    println!(
+        "  waiting for {late}'s bank transfer: it times out after PaymentTimeoutSeconds={timeout} s, at the next tick of the saga's schedule"
+    );
+    let late_outcome = c.saga(&late, Duration::from_secs(timeout + 90)).await?;
+    let paid_late = client
+        .http
+        .post(
+            COMMANDS,
+            Some(&client.token),
+            &json!({"aggregate_type": "Payment", "aggregate_id": late, "type": "ReceivePayment", "data": {"amount": 1250}}),
         )
         .await?;
     println!(
-        "  GET  Order/{order} -> {} {}",
-        state.status, state.json["state"]
+        "  POST Payment/{late} ReceivePayment (too late) -> {} {}",
+        paid_late.status, paid_late.json["rule"]
     );
-    let bad = http
-        .post("/api/v1/events/commands", Some(&token), &json!({"aggregate_type": "Order", "aggregate_id": order, "type": "AddItem", "data": {"sku": "x", "quantity": 1, "unit_price": 1}}))
+    if outcomes != ["Confirmed", "Cancelled", "Cancelled"]
+        || late_outcome != "Cancelled"
+        || paid_late.status != 422
+    {
+        bail!("the sagas did not end as expected: {outcomes:?} {late_outcome}");
+    }
+
+    println!("\nShipping the confirmed order; the views follow:");
+    c.send("Order", &ok, "ShipOrder", json!({"tracking_id": "TRK-1"}))
+        .await?;
+    let bad = client
+        .http
+        .post(COMMANDS, Some(&client.token), &json!({"aggregate_type": "Order", "aggregate_id": ok, "type": "AddItem", "data": {"sku": "x", "quantity": 1, "unit_price": 1}}))
         .await?;
     println!(
         "  POST AddItem after shipping        -> {} {}",
         bad.status, bad.json["type"]
     );
-    if state.status != 200 || bad.status != 422 {
-        bail!("demo did not behave as expected");
+    if bad.status != 422 {
+        bail!("an item was added to a shipped order");
     }
     // The read side: stream -> SNS FIFO -> SQS FIFO -> projector -> read models -> query API.
-    let start = std::time::Instant::now();
-    let view = loop {
-        let q = http
-            .get(
-                &format!("/api/v1/events/queries/order-summary?order_id={order}"),
-                Some(&token),
-            )
-            .await?;
-        if q.status == 200 && q.json["item"]["status"] == "Shipped" {
-            break q.json;
-        }
-        if start.elapsed() > std::time::Duration::from_secs(60) {
-            bail!(
-                "the order-summary view did not catch up within 60 s: {} {}",
-                q.status,
-                q.json
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let start = Instant::now();
+    let view = c
+        .until(
+            &format!("/api/v1/events/queries/order-summary?order_id={ok}"),
+            quick,
+            |j| j["item"]["status"] == "Shipped",
+        )
+        .await?;
     println!(
         "  GET  queries/order-summary        -> status {} total {} ({} ms after the last command)",
         view["item"]["status"],
         view["item"]["total"],
         start.elapsed().as_millis()
     );
-    let stock = http
-        .get(
-            &format!("/api/v1/events/queries/stock-levels?sku={sku}"),
-            Some(&token),
+    // Compensation left nothing reserved: only the confirmed order's 2 books.
+    let stock = c
+        .until(
+            &format!("/api/v1/events/queries/stock-levels?sku={book}"),
+            quick,
+            |j| j["item"]["reserved"] == 2,
         )
         .await?;
-    println!(
-        "  GET  queries/stock-levels         -> {}",
-        stock.json["item"]
-    );
+    println!("  GET  queries/stock-levels         -> {}", stock["item"]);
     let day = chrono::Utc::now().format("%Y-%m-%d");
-    let sales = http
-        .get(
-            &format!("/api/v1/events/queries/daily-sales?day={day}"),
-            Some(&token),
-        )
+    let sales = c
+        .get(&format!("/api/v1/events/queries/daily-sales?day={day}"))
         .await?;
     println!(
         "  GET  queries/daily-sales          -> {}",
         sales.json["item"]
     );
-    println!("Demo done: the order went through create, items, stock, payment, confirm and ship,");
+    println!("Demo done: four orders went to their outcome through the saga, one was shipped,");
     println!("and the views followed through the stream, SNS FIFO, SQS FIFO and the projector.");
     Ok(())
 }
