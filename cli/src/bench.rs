@@ -187,6 +187,7 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
     );
     sns_requests_per_event(&stack, &tag).await?;
     e2e_latency(&stack, 30).await?;
+    saga_latency(&stack, 30).await?;
     stack.stop().await;
     Ok(())
 }
@@ -337,6 +338,67 @@ impl eventfold_aws::sns::NotificationSink for CountingSink {
             .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
         vec![Ok(()); batch.len()]
     }
+}
+
+/// `PlaceOrder` -> order confirmed by the saga, through HTTP, the stream, SNS, the saga's
+/// queue and function, and the commands it sends (reserve, authorize, confirm).
+async fn saga_latency(stack: &LocalStack, samples: usize) -> Result<()> {
+    let http = Http::new(&stack.api_url());
+    let tenant = format!("saga{}", chrono::Utc::now().timestamp_millis());
+    let token = stack
+        .gateway
+        .auth()
+        .issue(&tenant, "bench", "events:read events:write", 600);
+    let post = |body: serde_json::Value| {
+        let (http, token) = (&http, &token);
+        async move {
+            let r = http
+                .post("/api/v1/events/commands", Some(token), &body)
+                .await?;
+            anyhow::ensure!(r.status < 300, "command failed: {}", r.json);
+            Ok(())
+        }
+    };
+    post(serde_json::json!({"aggregate_type": "Inventory", "aggregate_id": "book", "type": "ReceiveStock", "data": {"quantity": 1000}})).await?;
+    let mut latencies = Vec::new();
+    for i in 0..samples {
+        let id = format!("o-{i}");
+        let order = |kind: &str, data: serde_json::Value| serde_json::json!({"aggregate_type": "Order", "aggregate_id": id, "type": kind, "data": data});
+        post(order(
+            "CreateOrder",
+            serde_json::json!({"customer_id": "c"}),
+        ))
+        .await?;
+        post(order(
+            "AddItem",
+            serde_json::json!({"sku": "book", "quantity": 1, "unit_price": 1250}),
+        ))
+        .await?;
+        let start = Instant::now();
+        post(order("PlaceOrder", serde_json::json!({}))).await?;
+        loop {
+            let q = http
+                .get(
+                    &format!("/api/v1/events/aggregates/Order/{id}"),
+                    Some(&token),
+                )
+                .await?;
+            if q.json["state"]["status"] == "Confirmed" {
+                break;
+            }
+            anyhow::ensure!(start.elapsed().as_secs() < 60, "order {id} not confirmed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "local PlaceOrder->confirmed: p50 {:>7.0} ms, p95 {:>7.0} ms ({samples} orders through the saga)",
+        pick(0.5),
+        pick(0.95)
+    );
+    Ok(())
 }
 
 /// Command -> read model latency through HTTP, the stream, SNS, SQS and the projector.

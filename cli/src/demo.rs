@@ -107,7 +107,11 @@ impl Client {
                 return Ok(r.json);
             }
             if start.elapsed() > limit {
-                bail!("{path} did not get there within {limit:?}: {} {}", r.status, r.json);
+                bail!(
+                    "{path} did not get there within {limit:?}: {} {}",
+                    r.status,
+                    r.json
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -151,8 +155,7 @@ impl Client {
             .await?;
         println!(
             "  saga OrderFulfilment/{id}: {outcome}; order {} {}",
-            order.json["state"]["status"],
-            order.json["state"]["cancel_reason"]
+            order.json["state"]["status"], order.json["state"]["cancel_reason"]
         );
         println!("    log: {}", steps.join(" > "));
         Ok(outcome)
@@ -179,7 +182,10 @@ pub async fn run(stack: &LocalStack) -> Result<()> {
         .parameter("PaymentTimeoutSeconds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(900);
-    println!("\nDemo: stock, then four orders through {}", stack.api_url());
+    println!(
+        "\nDemo: stock, then four orders through {}",
+        stack.api_url()
+    );
     c.send("Inventory", &book, "ReceiveStock", json!({"quantity": 10}))
         .await?;
     c.send("Inventory", &pen, "ReceiveStock", json!({"quantity": 1}))
