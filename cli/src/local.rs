@@ -48,7 +48,11 @@ pub fn shop_functions() -> Functions {
             }))
         })
         .events("saga", |sdk, function| async move {
-            let saga = Arc::new(saga::from_lookup::<Saga>(&sdk, |k| function.env(k))?);
+            let saga = Arc::new(saga::from_lookup::<Saga>(
+                &sdk,
+                |k| function.env(k),
+                shop::registry::upcasters(),
+            )?);
             // SQS batches and scheduled events arrive at the same function: told by shape.
             Ok(event_handler(move |payload| {
                 let saga = saga.clone();

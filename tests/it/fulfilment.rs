@@ -305,12 +305,52 @@ async fn orders_are_confirmed_or_compensated_by_the_saga() {
         "Confirmed"
     );
 
-    // Nothing is left reserved by the compensated orders: book holds o-ok's 2 and o-bank's 1.
+    // An order placed before PlaceOrder took a payment method (an OrderPlaced of schema 1 in
+    // the table) is read through the upcasters everywhere and goes through with `card`.
+    let store = eventfold_aws::DynamoEventStore::from_sdk(&stack.sdk, tests::events_table(&stack));
+    let old = eventfold::StreamId::new(&tenant, "Order", "o-v1").expect("valid");
+    let now = chrono::Utc::now();
+    let legacy = [
+        ("OrderCreated", json!({"customer_id": "c-1"})),
+        (
+            "ItemAdded",
+            json!({"sku": "book", "quantity": 1, "unit_price": 1250}),
+        ),
+        ("OrderPlaced", json!({"total": 1250})),
+    ];
+    for (i, (kind, data)) in legacy.into_iter().enumerate() {
+        let event = eventfold::NewEvent {
+            event_type: kind.into(),
+            schema_version: 1,
+            data,
+        }
+        .into_envelope(
+            &old,
+            i as u64 + 1,
+            now,
+            tests::ctx(&tenant, &format!("v1-{i}")),
+        );
+        eventfold::EventStore::append(&store, &old.to_string(), i as u64, vec![event], None)
+            .await
+            .expect("legacy append");
+    }
+    assert_eq!(outcome(&http, &tok, "o-v1").await, "Confirmed");
+    assert_eq!(
+        state(&http, &tok, "Order", "o-v1").await["payment_method"],
+        "card"
+    );
+    assert_eq!(
+        state(&http, &tok, "Payment", "o-v1").await["method"],
+        "card"
+    );
+
+    // Nothing is left reserved by the compensated orders: book holds o-ok's 2, o-bank's 1
+    // and o-v1's 1.
     let book = eventually(
         &http,
         &tok,
         "/api/v1/events/queries/stock-levels?sku=book",
-        |j| j["item"]["reserved"] == 3,
+        |j| j["item"]["reserved"] == 4,
     )
     .await;
     assert_eq!(book["item"]["on_hand"], 10);

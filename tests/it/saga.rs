@@ -156,7 +156,11 @@ async fn the_schedule_ticks_the_function_whose_environment_has_the_overridden_ti
     let functions = Functions::new().events("saga", move |sdk, function| {
         let log = log.clone();
         async move {
-            let f = Arc::new(saga::from_lookup::<Transfer>(&sdk, |k| function.env(k))?);
+            let f = Arc::new(saga::from_lookup::<Transfer>(
+                &sdk,
+                |k| function.env(k),
+                eventfold::Upcasters::new(),
+            )?);
             {
                 let mut seen = log.lock().expect("seen");
                 seen.timeout_env = function.env("SAGA_TIMEOUT_SECONDS");

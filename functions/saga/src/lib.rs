@@ -17,7 +17,7 @@ use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use eventfold::projection::ReadModelStore;
 use eventfold::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner, Ticked};
-use eventfold::{CommandExecutor, EventStore, ExecutorConfig};
+use eventfold::{CommandExecutor, EventStore, ExecutorConfig, Upcasters};
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sqs::process_fifo_batch;
 use eventfold_aws::{DynamoEventStore, DynamoReadModelStore, SdkConfig, StoreConfig};
@@ -142,10 +142,12 @@ impl<G: Saga, E, R> std::fmt::Debug for SagaFunction<G, E, R> {
 }
 
 /// The function of saga `G` on the DynamoDB tables named through `lookup` (`EVENTS_TABLE`,
-/// `READ_MODELS_TABLE`, `SNAPSHOT_EVERY`, `SAGA_TIMEOUT_SECONDS`).
+/// `READ_MODELS_TABLE`, `SNAPSHOT_EVERY`, `SAGA_TIMEOUT_SECONDS`), reading old event schemas
+/// through `upcasters` (the domain's: source events, the saga's and its targets' streams).
 pub fn from_lookup<G: Saga>(
     sdk: &SdkConfig,
     lookup: impl Fn(&str) -> Option<String>,
+    upcasters: Upcasters,
 ) -> Result<SagaFunction<G, DynamoEventStore, DynamoReadModelStore>, ConfigError> {
     let config = SagaConfig::from_lookup(lookup)?;
     let events = DynamoEventStore::from_sdk(sdk, &config.store.events_table);
@@ -157,15 +159,19 @@ pub fn from_lookup<G: Saga>(
             backoff: Some(eventfold_aws::tokio_backoff()),
             ..ExecutorConfig::default()
         },
-    );
-    Ok(SagaFunction::new(SagaRunner::new(
-        executor,
-        models,
-        RunnerConfig {
-            timeout: config.timeout,
-            ..RunnerConfig::default()
-        },
-    )))
+    )
+    .with_upcasters(upcasters.clone());
+    Ok(SagaFunction::new(
+        SagaRunner::new(
+            executor,
+            models,
+            RunnerConfig {
+                timeout: config.timeout,
+                ..RunnerConfig::default()
+            },
+        )
+        .with_upcasters(upcasters),
+    ))
 }
 
 impl<G, E, R> SagaFunction<G, E, R>

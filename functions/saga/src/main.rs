@@ -13,7 +13,11 @@ type Deployed = shop::fulfilment::OrderFulfilment;
 async fn main() -> Result<(), Error> {
     eventfold_aws::init_tracing();
     let sdk = eventfold_aws::sdk_config().await;
-    let function = saga::from_lookup::<Deployed>(&sdk, |k| std::env::var(k).ok())?;
+    let function = saga::from_lookup::<Deployed>(
+        &sdk,
+        |k| std::env::var(k).ok(),
+        shop::registry::upcasters(),
+    )?;
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation::from_json(event.payload)?;
