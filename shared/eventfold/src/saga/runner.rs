@@ -25,22 +25,23 @@
 //! causation is the saga event that recorded its step (the last one of the instance's stream
 //! when it is sent), its id the step's command id.
 
-use super::deadline::{Deadline, DeadlineIndex, DueInstance};
-use super::{Pending, Saga, SagaCommand, SagaCommandVisitor};
-use crate::aggregate::Aggregate;
+use super::deadline::DeadlineIndex;
+use super::{Pending, Saga, SagaCommand};
 use crate::envelope::{EventEnvelope, Metadata, StreamId};
 use crate::executor::{CommandError, CommandExecutor};
 use crate::projection::{Notification, ReadModelError, ReadModelStore};
 use crate::store::{EventStore, StoreError};
 use crate::upcast::Upcasters;
-use chrono::{DateTime, TimeDelta, Utc};
-use std::any::{Any, TypeId};
 use std::collections::HashSet;
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod send;
+mod tick;
+
+use send::Sender;
+pub use tick::Ticked;
 
 /// Tuning of a [`SagaRunner`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,27 +147,6 @@ impl Handled {
         self.refusals += o.refusals;
     }
 }
-
-/// What one tick did.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Ticked {
-    /// Index entries found due.
-    pub due: usize,
-    /// Instances fed their timeout.
-    pub timed_out: usize,
-    /// Entries that were out of date (the instance no longer waits, or waits longer): fixed.
-    pub stale: usize,
-    /// What the timeouts caused (saga events, commands sent, refusals).
-    pub handled: Handled,
-    /// Instances that failed, with the error; the others were handled regardless.
-    pub failed: Vec<(String, String)>,
-}
-
-/// Times a tick re-reads an instance that moved while its timeout was being decided.
-const CONFLICT_ATTEMPTS: u32 = 4;
-
-/// A boxed future, as the visitor that sends a command to its target returns it.
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs saga `G` over an event store `E` (through one [`CommandExecutor`], for the saga's
 /// streams and its targets alike) and a read-model store `R` (checkpoints, deadline index).
@@ -318,114 +298,6 @@ where
             "notification handled"
         );
         Ok(handled)
-    }
-
-    /// Feeds [`Saga::timed_out`] to every instance whose deadline is at or before `now` (at
-    /// most [`RunnerConfig::tick_batch`] of them) and sends what that calls for. Entries that
-    /// no longer match their instance are corrected instead. One instance failing does not
-    /// stop the others; the failures are listed.
-    pub async fn tick(&self, now: DateTime<Utc>) -> Result<Ticked, SagaError> {
-        let name = checkpoint_name::<G>();
-        let due = self
-            .models
-            .due(&name, now, self.config.tick_batch.max(1))
-            .await?;
-        let mut ticked = Ticked {
-            due: due.len(),
-            ..Ticked::default()
-        };
-        for entry in &due {
-            if let Err(e) = self.fire(&name, entry, now, &mut ticked).await {
-                tracing::error!(saga = G::CATEGORY, stream_id = %entry.stream_id, error = %e, "deadline not handled");
-                ticked.failed.push((entry.stream_id.clone(), e.to_string()));
-            }
-        }
-        if ticked.due > 0 {
-            tracing::info!(
-                saga = G::CATEGORY,
-                due = ticked.due,
-                timed_out = ticked.timed_out,
-                stale = ticked.stale,
-                failed = ticked.failed.len(),
-                "tick"
-            );
-        }
-        Ok(ticked)
-    }
-
-    /// Handles one due entry: checks it against the instance's state, then times it out, at
-    /// exactly the version checked (an input that lands in between makes it check again).
-    async fn fire(
-        &self,
-        name: &str,
-        entry: &DueInstance,
-        now: DateTime<Utc>,
-        ticked: &mut Ticked,
-    ) -> Result<(), SagaError> {
-        let stream = StreamId::parse(&entry.stream_id).map_err(|e| {
-            SagaError::BadNotification(format!("deadline index entry {}: {e}", entry.stream_id))
-        })?;
-        let command_error = |source| SagaError::Command {
-            stream_id: entry.stream_id.clone(),
-            source,
-        };
-        let correlation_id = entry.deadline.correlation_id.clone();
-        let mut attempt = 0;
-        let outcome = loop {
-            attempt += 1;
-            // A fresh read: the entry may be older than the instance's last step.
-            let (version, state) = self
-                .executor
-                .load::<G>(&stream)
-                .await
-                .map_err(command_error)?;
-            let due_at = self.due_at(&state);
-            if due_at.is_none_or(|d| d > now) {
-                let deadline = due_at.map(|due_at| Deadline {
-                    due_at,
-                    correlation_id: correlation_id.clone(),
-                });
-                self.models
-                    .set_deadline(name, &entry.stream_id, version, deadline.as_ref())
-                    .await?;
-                ticked.stale += 1;
-                return Ok(());
-            }
-            let command_id = format!(
-                "{}:deadline@{}",
-                entry.stream_id,
-                entry.deadline.due_at.to_rfc3339()
-            );
-            let context = Metadata {
-                tenant: stream.tenant().to_owned(),
-                actor: Self::actor(),
-                correlation_id: correlation_id.clone(),
-                causation_id: command_id.clone(),
-                command_id,
-            };
-            // The deadline was judged on `version`: the timeout must not land on a newer
-            // state (one that may wait for something else, or not at all).
-            match self
-                .executor
-                .execute::<G>(&stream, Some(version), &G::timed_out(now), &context)
-                .await
-            {
-                Ok(outcome) => break outcome,
-                Err(CommandError::Conflict { .. }) if attempt < CONFLICT_ATTEMPTS => continue,
-                Err(source) => return Err(command_error(source)),
-            }
-        };
-        ticked.timed_out += 1;
-        ticked.handled.saga_events += outcome.events.len();
-        let instance = Instance {
-            stream,
-            last_event: outcome.events.last().map(|e| e.event_id.to_string()),
-            version: outcome.version,
-            state: outcome.state,
-            correlation_id,
-        };
-        self.index(name, &instance).await?;
-        self.settle(name, instance, &mut ticked.handled).await
     }
 
     /// Runs one input on its instance, indexes the instance's deadline and sends what its
@@ -621,30 +493,6 @@ where
         ))
     }
 
-    /// When the instance in `state` is due, if it waits.
-    fn due_at(&self, state: &G::State) -> Option<DateTime<Utc>> {
-        let since = G::waiting_since(state)?;
-        let timeout = TimeDelta::from_std(self.config.timeout).ok()?;
-        since.checked_add_signed(timeout)
-    }
-
-    /// Sets the instance's entry in the deadline index from its state.
-    async fn index(&self, name: &str, instance: &Instance<G::State>) -> Result<(), SagaError> {
-        let deadline = self.due_at(&instance.state).map(|due_at| Deadline {
-            due_at,
-            correlation_id: instance.correlation_id.clone(),
-        });
-        self.models
-            .set_deadline(
-                name,
-                &instance.stream.to_string(),
-                instance.version,
-                deadline.as_ref(),
-            )
-            .await?;
-        Ok(())
-    }
-
     /// Moves the checkpoint of `source` from `from` to `to`. When another consumer moved it
     /// first, its position is taken if it is at least `to`.
     async fn advance(
@@ -720,84 +568,5 @@ where
             });
         }
         Ok(self.upcast_all(raw))
-    }
-}
-
-/// Sends one saga command to its target through the executor (the visitor learns the target
-/// type; the command itself is reached again, by reference, inside the decision).
-struct Sender<'a, E, C> {
-    executor: &'a CommandExecutor<E>,
-    tenant: &'a str,
-    command: &'a C,
-    context: &'a Metadata,
-}
-
-impl<'a, E: EventStore, C: SagaCommand> SagaCommandVisitor for Sender<'a, E, C> {
-    /// The target stream, and how the command went.
-    type Output = BoxFuture<'a, (String, Result<(), CommandError>)>;
-
-    fn visit<A: Aggregate>(self, id: &str, _command: &A::Command) -> Self::Output {
-        let target = StreamId::new(self.tenant, A::CATEGORY, id);
-        let shown = format!("{}/{}-{id}", self.tenant, A::CATEGORY);
-        let Sender {
-            executor,
-            command,
-            context,
-            ..
-        } = self;
-        Box::pin(async move {
-            let target = match target {
-                Ok(t) => t,
-                Err(e) => return (shown, Err(CommandError::Internal(e.to_string()))),
-            };
-            // The visitor cannot keep `_command` (it is only lent for the call), so the
-            // decision visits the saga command again, with the target's state.
-            let result = executor
-                .execute_with::<A, _>(
-                    &target,
-                    None,
-                    |state| command.visit(DecideAs::<A> { state }),
-                    context,
-                )
-                .await;
-            (shown, result.map(|_| ()))
-        })
-    }
-}
-
-/// Decides a saga command against the state of its target `A` (the type the first visit
-/// found).
-struct DecideAs<'s, A: Aggregate> {
-    state: &'s A::State,
-}
-
-impl<A: Aggregate> SagaCommandVisitor for DecideAs<'_, A> {
-    type Output = Result<Vec<A::Event>, CommandError>;
-
-    fn visit<B: Aggregate>(self, _id: &str, command: &B::Command) -> Self::Output {
-        let changed = || {
-            CommandError::Internal(format!(
-                "a saga command's target changed from {} to {} between two visits",
-                A::CATEGORY,
-                B::CATEGORY
-            ))
-        };
-        if TypeId::of::<A>() != TypeId::of::<B>() {
-            return Err(changed());
-        }
-        // A and B are the same type, so these casts cannot fail.
-        let state: &dyn Any = self.state;
-        let state = state.downcast_ref::<B::State>().ok_or_else(changed)?;
-        B::decide(state, command)
-            .map_err(CommandError::Rejected)?
-            .into_iter()
-            .map(|event| {
-                let event: Box<dyn Any> = Box::new(event);
-                event
-                    .downcast::<A::Event>()
-                    .map(|e| *e)
-                    .map_err(|_| changed())
-            })
-            .collect()
     }
 }
