@@ -768,3 +768,67 @@ async fn history_past_the_head_is_an_empty_page() {
         .expect("request");
     assert_problem(&missing, 404, "not-found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_that_would_poison_a_view_are_refused_at_the_door() {
+    let stack = quiet_stack().await;
+    let http = Http::new(&stack.api_url());
+    let tenant = unique_tenant("door");
+    let tok = rw_token(&tenant);
+    // A 3 KB customer id used to be accepted and then broke the orders-by-customer index.
+    let huge = "c".repeat(3 * 1024);
+    let reply = http
+        .post(
+            COMMANDS,
+            Some(&tok),
+            &cmd("Order", "o-1", "CreateOrder", json!({"customer_id": huge})),
+        )
+        .await
+        .expect("request");
+    assert_problem(&reply, 422, "rejected");
+    assert_eq!(reply.json["rule"], "customer-id-invalid");
+    assert_eq!(items_of(&stack, &tenant).await, 0, "nothing written");
+    let created = http
+        .post(
+            COMMANDS,
+            Some(&tok),
+            &cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c-1"})),
+        )
+        .await
+        .expect("request");
+    assert_eq!(created.status, 201);
+    let sku = http
+        .post(
+            COMMANDS,
+            Some(&tok),
+            &cmd(
+                "Order",
+                "o-1",
+                "AddItem",
+                json!({"sku": "a b", "quantity": 1, "unit_price": 1}),
+            ),
+        )
+        .await
+        .expect("request");
+    assert_problem(&sku, 422, "rejected");
+    assert_eq!(sku.json["rule"], "sku-invalid");
+    let reason = http
+        .post(
+            COMMANDS,
+            Some(&tok),
+            &cmd(
+                "Order",
+                "o-1",
+                "CancelOrder",
+                json!({"reason": "r".repeat(501)}),
+            ),
+        )
+        .await
+        .expect("request");
+    assert_eq!(reason.json["rule"], "reason-too-long");
+    assert_eq!(
+        items_of(&stack, &tenant).await,
+        1,
+        "only the valid CreateOrder"
+    );
+}

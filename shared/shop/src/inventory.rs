@@ -11,6 +11,7 @@
 //! | `quantity-must-be-positive` | `ReceiveStock` / `ReserveStock` with quantity ≤ 0 |
 //! | `quantity-overflow` | `ReceiveStock` would make the stock on hand overflow |
 //! | `order-id-required` | `ReserveStock` / `ReleaseStock` with an empty order id |
+//! | `order-id-invalid` | the order id is not 1-128 characters of `A-Z a-z 0-9 _ . : -` |
 //! | `insufficient-stock` | `ReserveStock` of more than is available |
 //! | `reservation-quantity-mismatch` | `ReserveStock` for an order that already holds a reservation of another quantity |
 //!
@@ -27,7 +28,7 @@
 //! id per released reservation of the SKU, kept in every snapshot of the stream.
 
 use crate::registry::RegisteredAggregate;
-use crate::{CommandParseError, require_text};
+use crate::{CommandParseError, require_key, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -190,6 +191,7 @@ fn decide_reserve(
     quantity: i64,
 ) -> Result<Vec<InventoryEvent>, Rejection> {
     require_text(order_id, "order-id-required", "order id")?;
+    require_key(order_id, "order-id-invalid", "order id")?;
     require_positive(quantity)?;
     if state.released.contains(order_id) {
         return Ok(vec![]);
@@ -221,6 +223,7 @@ fn decide_release(
     order_id: &str,
 ) -> Result<Vec<InventoryEvent>, Rejection> {
     require_text(order_id, "order-id-required", "order id")?;
+    require_key(order_id, "order-id-invalid", "order id")?;
     Ok(match state.reservations.get(order_id) {
         Some(quantity) => vec![InventoryEvent::StockReleased {
             order_id: order_id.to_owned(),

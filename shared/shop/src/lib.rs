@@ -111,6 +111,43 @@ pub(crate) fn parse_tagged<C: DeserializeOwned>(
         .map_err(|e| CommandParseError::InvalidData(format!("{command_type}: {e}")))
 }
 
+/// Longest id-like field (a customer id, a sku, a tracking id, an order id, a payment
+/// method): what stream ids, index keys and the query API's parameters take, so every view
+/// can store and find what the write side accepts.
+pub const MAX_KEY_LEN: usize = 128;
+
+/// Longest free-text field (a cancel reason), well inside any read model's item.
+pub const MAX_TEXT_LEN: usize = 500;
+
+/// A rejection by `rule` unless `value` is 1 to [`MAX_KEY_LEN`] characters of
+/// `A-Z a-z 0-9 _ . : -` (the characters of a stream id's id).
+pub(crate) fn require_key(value: &str, rule: &'static str, what: &str) -> Result<(), Rejection> {
+    let ok = (1..=MAX_KEY_LEN).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            rule,
+            format!("{what} must be 1-{MAX_KEY_LEN} characters of A-Z a-z 0-9 _ . : -"),
+        ))
+    }
+}
+
+/// A rejection by `rule` when `value` is longer than [`MAX_TEXT_LEN`] characters.
+pub(crate) fn require_short(value: &str, rule: &'static str, what: &str) -> Result<(), Rejection> {
+    if value.chars().count() > MAX_TEXT_LEN {
+        Err(Rejection::new(
+            rule,
+            format!("{what} must be at most {MAX_TEXT_LEN} characters"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// A rejection unless `value` has at least one non-whitespace character.
 pub(crate) fn require_text(value: &str, rule: &'static str, what: &str) -> Result<(), Rejection> {
     if value.trim().is_empty() {

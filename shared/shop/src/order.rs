@@ -28,6 +28,8 @@
 //! | `order-cancelled` | `PlaceOrder` / `ConfirmOrder` / `ShipOrder` of a cancelled order |
 //! | `reason-required` | `CancelOrder` with an empty reason |
 //! | `payment-method-required` | `PlaceOrder` with an empty payment method |
+//! | `customer-id-invalid`, `sku-invalid`, `tracking-id-invalid`, `payment-method-invalid` | the field is not 1-128 characters of `A-Z a-z 0-9 _ . : -` ([`crate::MAX_KEY_LEN`]) |
+//! | `reason-too-long` | `CancelOrder` with a reason over 500 characters ([`crate::MAX_TEXT_LEN`]) |
 //!
 //! Already done (no events): `CreateOrder` again for the same customer; `PlaceOrder` of an
 //! order that is placed or further along; `ConfirmOrder` of a confirmed or shipped order;
@@ -45,7 +47,7 @@
 //! remove the line and add it again to change the price.
 
 use crate::registry::RegisteredAggregate;
-use crate::{CommandParseError, require_text};
+use crate::{CommandParseError, require_key, require_short, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -368,6 +370,7 @@ fn decide_create(state: &OrderState, customer_id: &str) -> Result<Vec<OrderEvent
         )),
         None => {
             require_text(customer_id, "customer-id-required", "customer id")?;
+            require_key(customer_id, "customer-id-invalid", "customer id")?;
             Ok(vec![OrderEvent::OrderCreated {
                 customer_id: customer_id.to_owned(),
             }])
@@ -394,6 +397,7 @@ fn decide_add_item(
 ) -> Result<Vec<OrderEvent>, Rejection> {
     let status = created(state)?;
     require_text(sku, "sku-required", "sku")?;
+    require_key(sku, "sku-invalid", "sku")?;
     if quantity <= 0 {
         return Err(Rejection::new(
             "quantity-must-be-positive",
@@ -464,6 +468,7 @@ fn decide_place(state: &OrderState, payment_method: &str) -> Result<Vec<OrderEve
     match created(state)? {
         OrderStatus::Draft => {
             require_text(payment_method, "payment-method-required", "payment method")?;
+            require_key(payment_method, "payment-method-invalid", "payment method")?;
             if state.lines.is_empty() {
                 return Err(Rejection::new(
                     "order-not-empty",
@@ -498,6 +503,7 @@ fn decide_confirm(state: &OrderState) -> Result<Vec<OrderEvent>, Rejection> {
 fn decide_ship(state: &OrderState, tracking_id: &str) -> Result<Vec<OrderEvent>, Rejection> {
     let status = created(state)?;
     require_text(tracking_id, "tracking-id-required", "tracking id")?;
+    require_key(tracking_id, "tracking-id-invalid", "tracking id")?;
     match status {
         OrderStatus::Draft | OrderStatus::Placed => Err(Rejection::new(
             "order-not-confirmed",
@@ -536,6 +542,7 @@ fn decide_cancel(state: &OrderState, reason: &str) -> Result<Vec<OrderEvent>, Re
         )),
         OrderStatus::Draft | OrderStatus::Placed | OrderStatus::Confirmed => {
             require_text(reason, "reason-required", "cancel reason")?;
+            require_short(reason, "reason-too-long", "cancel reason")?;
             Ok(vec![OrderEvent::OrderCancelled {
                 reason: reason.to_owned(),
             }])

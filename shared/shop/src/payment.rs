@@ -22,6 +22,7 @@
 //! | rule | when |
 //! |---|---|
 //! | `order-id-required` | `AuthorizePayment` / `VoidPayment` with an empty order id |
+//! | `order-id-invalid`, `method-invalid` | `AuthorizePayment` with an order id or method that is not 1-128 characters of `A-Z a-z 0-9 _ . : -` |
 //! | `method-required` | `AuthorizePayment` with an empty method |
 //! | `amount-must-be-positive` | `AuthorizePayment` / `ReceivePayment` with amount ≤ 0 |
 //! | `order-id-mismatch` | `AuthorizePayment` / `VoidPayment` for another order than earlier attempts |
@@ -40,7 +41,7 @@
 //! voided or refunded; `RefundPayment` once refunded.
 
 use crate::registry::RegisteredAggregate;
-use crate::{CommandParseError, require_text};
+use crate::{CommandParseError, require_key, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use strum::VariantNames;
@@ -273,6 +274,8 @@ fn decide_authorize(
 ) -> Result<Vec<PaymentEvent>, Rejection> {
     require_text(order_id, "order-id-required", "order id")?;
     require_text(method, "method-required", "payment method")?;
+    require_key(order_id, "order-id-invalid", "order id")?;
+    require_key(method, "method-invalid", "payment method")?;
     if amount <= 0 {
         return Err(Rejection::new(
             "amount-must-be-positive",

@@ -185,3 +185,16 @@ fn an_order_cannot_reserve_again_after_releasing() {
         .when(release("o-1"))
         .then_nothing();
 }
+
+#[test]
+fn order_ids_are_bounded_ids() {
+    let long = "o".repeat(shop::MAX_KEY_LEN + 1);
+    for bad in [long.as_str(), "o 1", "o/1"] {
+        given::<Inventory>([received(5)])
+            .when(reserve(bad, 1))
+            .then_rejected("order-id-invalid");
+        given::<Inventory>([received(5)])
+            .when(release(bad))
+            .then_rejected("order-id-invalid");
+    }
+}

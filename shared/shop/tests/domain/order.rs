@@ -480,3 +480,60 @@ fn happy_path_from_creation_to_shipping() {
     assert_eq!(state.customer_id.as_deref(), Some("alice"));
     assert_eq!(state.cancel_reason, None);
 }
+
+#[test]
+fn fields_that_become_keys_downstream_are_bounded_ids() {
+    let long = "x".repeat(shop::MAX_KEY_LEN + 1);
+    for bad in [long.as_str(), "a b", "a/b", "a#b", "ünï"] {
+        given::<Order>([])
+            .when(C::CreateOrder {
+                customer_id: bad.into(),
+            })
+            .then_rejected("customer-id-invalid");
+        given::<Order>([created()])
+            .when(add(bad, 1, 100))
+            .then_rejected("sku-invalid");
+        given::<Order>([created(), added("apple", 1, 100)])
+            .when(C::PlaceOrder {
+                payment_method: Some(bad.into()),
+            })
+            .then_rejected("payment-method-invalid");
+        given::<Order>([
+            created(),
+            added("apple", 1, 100),
+            E::OrderPlaced {
+                total: 100,
+                payment_method: "card".into(),
+            },
+            E::OrderConfirmed {},
+        ])
+        .when(ship(bad))
+        .then_rejected("tracking-id-invalid");
+    }
+    let edge = "c".repeat(shop::MAX_KEY_LEN);
+    given::<Order>([])
+        .when(C::CreateOrder {
+            customer_id: edge.clone(),
+        })
+        .then([E::OrderCreated { customer_id: edge }]);
+    given::<Order>([])
+        .when(C::CreateOrder {
+            customer_id: "c-1.a:b_C".into(),
+        })
+        .then([E::OrderCreated {
+            customer_id: "c-1.a:b_C".into(),
+        }]);
+}
+
+#[test]
+fn a_cancel_reason_is_free_text_of_bounded_length() {
+    let at_limit = "é".repeat(shop::MAX_TEXT_LEN);
+    given::<Order>([created()])
+        .when(cancel(&at_limit))
+        .then([E::OrderCancelled {
+            reason: at_limit.clone(),
+        }]);
+    given::<Order>([created()])
+        .when(cancel(&format!("{at_limit}!")))
+        .then_rejected("reason-too-long");
+}

@@ -386,3 +386,18 @@ fn a_voided_payment_takes_no_money() {
             .then_rejected("payment-voided");
     }
 }
+
+#[test]
+fn order_ids_and_methods_are_bounded_ids() {
+    let long = "m".repeat(shop::MAX_KEY_LEN + 1);
+    given::<Payment>([])
+        .when(authorize(100, &long))
+        .then_rejected("method-invalid");
+    given::<Payment>([])
+        .when(C::AuthorizePayment {
+            order_id: "o 1".into(),
+            amount: 100,
+            method: "card".into(),
+        })
+        .then_rejected("order-id-invalid");
+}
