@@ -57,6 +57,15 @@ impl Upcasters {
             .is_none_or(|versions| !versions.contains_key(&schema_version))
     }
 
+    /// `event` with its data lifted as far as registered steps go (and its schema version set
+    /// to where they end).
+    pub fn upcast_envelope(&self, mut event: crate::EventEnvelope) -> crate::EventEnvelope {
+        let (data, schema) = self.upcast(&event.event_type, event.schema_version, event.data);
+        event.data = data;
+        event.schema_version = schema;
+        event
+    }
+
     /// [`Self::upcast`] on borrowed data: borrowed back when no step applies, so the common
     /// case (an event written under the current schema) costs no copy.
     pub fn upcast_ref<'a>(

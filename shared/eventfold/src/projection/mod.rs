@@ -45,6 +45,54 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// The stream it names, provided the event it carries (if any) is the one it announces;
+    /// else why the notification is unusable.
+    pub fn checked_stream(&self) -> Result<crate::StreamId, String> {
+        let stream = crate::StreamId::parse(&self.stream_id).map_err(|e| e.to_string())?;
+        if let Some(e) = &self.event
+            && (e.stream_id != self.stream_id || e.version != self.version)
+        {
+            return Err(format!(
+                "carried event {}@{} does not match {}@{}",
+                e.stream_id, e.version, self.stream_id, self.version
+            ));
+        }
+        Ok(stream)
+    }
+
+    /// Events `from..=to` of its stream, upcast: the carried event when it is exactly the one
+    /// needed, else read from `store` (a gap, or a thin notification), counting the events
+    /// read into `read`. `None` when the store does not (yet) hold all of them.
+    pub(crate) async fn events_between(
+        &self,
+        store: &(impl crate::EventStore + ?Sized),
+        upcasters: &crate::Upcasters,
+        (from, to): (u64, u64),
+        read: &mut usize,
+    ) -> Result<Option<Vec<EventEnvelope>>, crate::StoreError> {
+        let raw = match &self.event {
+            Some(e) if from == to && e.version == to => vec![e.clone()],
+            _ => {
+                let got = store.load_range(&self.stream_id, from, Some(to), None).await?;
+                *read += got.len();
+                got
+            }
+        };
+        let contiguous = raw.len() as u64 == to + 1 - from
+            && raw
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.version == from + i as u64);
+        if !contiguous {
+            return Ok(None);
+        }
+        Ok(Some(
+            raw.into_iter()
+                .map(|e| upcasters.upcast_envelope(e))
+                .collect(),
+        ))
+    }
+
     /// A full notification for `event`.
     pub fn of(event: &EventEnvelope) -> Result<Self, crate::StreamIdError> {
         let stream = crate::StreamId::parse(&event.stream_id)?;

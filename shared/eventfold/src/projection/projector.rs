@@ -127,8 +127,7 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         &self.events
     }
 
-    /// Events `from..=to` of the notification's stream: the carried event when it is exactly
-    /// the one needed, else read from the table (gap or thin notification). Upcast.
+    /// Events `from..=to` of the notification's stream (see [`Notification::events_between`]).
     async fn events_between(
         &self,
         n: &Notification,
@@ -136,54 +135,18 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         to: u64,
         read: &mut usize,
     ) -> Result<Vec<EventEnvelope>, ProjectError> {
-        let raw = match &n.event {
-            Some(e) if from == to && e.version == to => vec![e.clone()],
-            _ => {
-                let got = self
-                    .events
-                    .load_range(&n.stream_id, from, Some(to), None)
-                    .await?;
-                *read += got.len();
-                got
-            }
-        };
-        let contiguous = raw.len() as u64 == to + 1 - from
-            && raw
-                .iter()
-                .enumerate()
-                .all(|(i, e)| e.version == from + i as u64);
-        if !contiguous {
-            return Err(ProjectError::Missing {
+        n.events_between(&self.events, &self.upcasters, (from, to), read)
+            .await?
+            .ok_or_else(|| ProjectError::Missing {
                 stream_id: n.stream_id.clone(),
                 from,
                 to,
-            });
-        }
-        Ok(raw
-            .into_iter()
-            .map(|mut e| {
-                let (data, schema) = self
-                    .upcasters
-                    .upcast(&e.event_type, e.schema_version, e.data);
-                e.data = data;
-                e.schema_version = schema;
-                e
             })
-            .collect())
     }
 
     /// Applies `n` to every view of its category, exactly once per view.
     pub async fn handle(&self, n: &Notification) -> Result<Applied, ProjectError> {
-        let stream = StreamId::parse(&n.stream_id)
-            .map_err(|e| ProjectError::BadNotification(e.to_string()))?;
-        if let Some(e) = &n.event
-            && (e.stream_id != n.stream_id || e.version != n.version)
-        {
-            return Err(ProjectError::BadNotification(format!(
-                "carried event {}@{} does not match {}@{}",
-                e.stream_id, e.version, n.stream_id, n.version
-            )));
-        }
+        let stream = n.checked_stream().map_err(ProjectError::BadNotification)?;
         let mut applied = Applied::default();
         // Every view gets its chance: one view refusing an event must not stall the others
         // (their checkpoints make the redelivery harmless). The first error is reported.

@@ -230,16 +230,7 @@ where
     /// Offers every event of `n`'s stream up to `n.version` that the saga has not seen to
     /// [`Saga::input`], handling each input fully before moving the checkpoint past it.
     pub async fn handle(&self, n: &Notification) -> Result<Handled, SagaError> {
-        let source =
-            StreamId::parse(&n.stream_id).map_err(|e| SagaError::BadNotification(e.to_string()))?;
-        if let Some(e) = &n.event
-            && (e.stream_id != n.stream_id || e.version != n.version)
-        {
-            return Err(SagaError::BadNotification(format!(
-                "carried event {}@{} does not match {}@{}",
-                e.stream_id, e.version, n.stream_id, n.version
-            )));
-        }
+        let source = n.checked_stream().map_err(SagaError::BadNotification)?;
         let name = checkpoint_name::<G>();
         let mut handled = Handled::default();
         let checkpoint = self.models.checkpoint(&name, &n.stream_id).await?;
@@ -523,19 +514,11 @@ where
 
     fn upcast_all(&self, raw: Vec<EventEnvelope>) -> Vec<EventEnvelope> {
         raw.into_iter()
-            .map(|mut e| {
-                let (data, schema) = self
-                    .upcasters
-                    .upcast(&e.event_type, e.schema_version, e.data);
-                e.data = data;
-                e.schema_version = schema;
-                e
-            })
+            .map(|e| self.upcasters.upcast_envelope(e))
             .collect()
     }
 
-    /// Events `from..=to` of the notification's stream: the carried event when it is exactly
-    /// the one needed, else read from the table (gap or thin notification). Upcast.
+    /// Events `from..=to` of the notification's stream (see [`Notification::events_between`]).
     async fn events_between(
         &self,
         n: &Notification,
@@ -543,30 +526,17 @@ where
         to: u64,
         handled: &mut Handled,
     ) -> Result<Vec<EventEnvelope>, SagaError> {
-        let raw = match &n.event {
-            Some(e) if from == to && e.version == to => vec![e.clone()],
-            _ => {
-                let got = self
-                    .executor
-                    .store()
-                    .load_range(&n.stream_id, from, Some(to), None)
-                    .await?;
-                handled.events_read += got.len();
-                got
-            }
-        };
-        let contiguous = raw.len() as u64 == to + 1 - from
-            && raw
-                .iter()
-                .enumerate()
-                .all(|(i, e)| e.version == from + i as u64);
-        if !contiguous {
-            return Err(SagaError::Missing {
-                stream_id: n.stream_id.clone(),
-                from,
-                to,
-            });
-        }
-        Ok(self.upcast_all(raw))
+        n.events_between(
+            self.executor.store(),
+            &self.upcasters,
+            (from, to),
+            &mut handled.events_read,
+        )
+        .await?
+        .ok_or_else(|| SagaError::Missing {
+            stream_id: n.stream_id.clone(),
+            from,
+            to,
+        })
     }
 }
