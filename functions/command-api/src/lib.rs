@@ -13,10 +13,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventfold::idempotency::{Idempotency, IdempotencyStore, Scope};
 use eventfold::{CommandContext, CommandExecutor, EventStore, ExecutorConfig, StreamId};
-use eventfold_aws::http::{Caller, Problem, caller, correlation_id, json_response};
+use eventfold_aws::http::{Caller, Problem, caller, correlation_id, json_response, route_key};
 use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
 use eventfold_aws::{DynamoEventStore, SdkConfig, StoreConfig};
-use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -101,14 +100,6 @@ enum Route<'a> {
     Events(&'a str, &'a str),
 }
 
-/// The `routeKey` API Gateway matched (`METHOD /path/{param}`), if any.
-fn route_key(req: &Request) -> Option<&str> {
-    match req.request_context_ref()? {
-        RequestContext::ApiGatewayV2(ctx) => ctx.route_key.as_deref(),
-        _ => None,
-    }
-}
-
 /// The route API Gateway matched (`routeKey`, with its `pathParameters`); `None` for a route
 /// this function does not serve.
 fn route(req: &Request) -> Option<Route<'_>> {
@@ -125,7 +116,7 @@ fn route(req: &Request) -> Option<Route<'_>> {
 /// The Lambda deadline of `req` (when the runtime gave one) less [`ANSWER_MARGIN`], as an
 /// instant of this process's clock.
 fn answer_by(req: &Request) -> Option<Instant> {
-    let deadline = eventfold_aws::idempotency::http::deadline_of(req)?;
+    let deadline = eventfold_aws::http::lambda_deadline(req)?;
     let left = (deadline - chrono::Utc::now())
         .to_std()
         .unwrap_or(Duration::ZERO);

@@ -12,9 +12,8 @@
 use eventfold::projection::{Doc, ListQuery, ReadModelError, ReadModelStore};
 use eventfold_aws::SdkConfig;
 use eventfold_aws::config::ConfigError;
-use eventfold_aws::http::{Problem, caller, correlation_id, json_response};
+use eventfold_aws::http::{Problem, caller, correlation_id, json_response, route_key};
 use eventfold_aws::readmodels::DynamoReadModelStore;
-use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 use shop::registry::{self, Param, ViewSpec};
@@ -67,14 +66,6 @@ fn valid_param(param: Param, value: &str) -> Result<(), Problem> {
             "invalid-request",
             format!("parameter '{}' has an invalid value", param.name),
         ))
-    }
-}
-
-/// The `routeKey` API Gateway matched (`METHOD /path/{param}`), if any.
-fn route_key(req: &Request) -> Option<&str> {
-    match req.request_context_ref()? {
-        RequestContext::ApiGatewayV2(ctx) => ctx.route_key.as_deref(),
-        _ => None,
     }
 }
 

@@ -202,6 +202,24 @@ pub fn caller(req: &Request) -> Result<Caller, Problem> {
     })
 }
 
+/// The `routeKey` API Gateway matched (`METHOD /path/{param}`), if any: what a function
+/// routes on, so the template's routes are its one route table.
+pub fn route_key(req: &Request) -> Option<&str> {
+    match req.request_context_ref()? {
+        lambda_http::request::RequestContext::ApiGatewayV2(ctx) => ctx.route_key.as_deref(),
+        _ => None,
+    }
+}
+
+/// The invocation's deadline from the Lambda context; `None` outside Lambda.
+pub fn lambda_deadline(req: &Request) -> Option<chrono::DateTime<chrono::Utc>> {
+    req.lambda_context_ref()
+        .map(|c| c.deadline)
+        .filter(|d| *d > 0)
+        .and_then(|d| i64::try_from(d).ok())
+        .and_then(chrono::DateTime::from_timestamp_millis)
+}
+
 /// The correlation id of a request: the caller's `x-correlation-id` when it is sane, else the
 /// gateway's request id, else a fresh one.
 pub fn correlation_id(req: &Request) -> String {

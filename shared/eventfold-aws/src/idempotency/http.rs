@@ -12,14 +12,13 @@
 //! | [`Begin::Replay`] | the stored status, headers and body, `Idempotent-Replayed: true` |
 //! | [`Begin::Run`] | the handler's response; stored when < 500, else the record is deleted |
 
-use crate::http::Problem;
-use chrono::{DateTime, Utc};
+use crate::http::{Problem, lambda_deadline};
 use eventfold::idempotency::{
     Begin, Idempotency, IdempotencyError, IdempotencyKey, IdempotencyStore, PayloadHash, Scope,
     StoredResponse, payload_hash, validate_key,
 };
 use lambda_http::http::{HeaderName, HeaderValue, StatusCode};
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use std::future::Future;
 
 /// The request header naming the key (HTTP header names are case-insensitive).
@@ -89,15 +88,6 @@ pub fn key_of(req: &Request) -> Result<Option<IdempotencyKey>, IdempotencyError>
         .to_str()
         .map_err(|_| IdempotencyError::Invalid("not visible ASCII".into()))?;
     validate_key(text).map(Some)
-}
-
-/// The invocation's deadline from the Lambda context; `None` outside Lambda.
-pub fn deadline_of(req: &Request) -> Option<DateTime<Utc>> {
-    req.lambda_context_ref()
-        .map(|c| c.deadline)
-        .filter(|d| *d > 0)
-        .and_then(|d| i64::try_from(d).ok())
-        .and_then(DateTime::from_timestamp_millis)
 }
 
 fn body_bytes(req: &Request) -> &[u8] {
@@ -269,7 +259,7 @@ where
         (Err(e), _) => return Problem::from(&e).into_response(instance),
     };
     let begin = match idempotency
-        .begin(scope, &key, &request_hash(req), deadline_of(req))
+        .begin(scope, &key, &request_hash(req), lambda_deadline(req))
         .await
     {
         Ok(b) => b,
@@ -303,7 +293,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
     use eventfold::idempotency::{Clock, IdempotencyConfig, ManualClock, MemoryIdempotencyStore};
+    use lambda_http::RequestExt;
     use lambda_http::http;
     use std::cell::Cell;
     use std::sync::Arc;
@@ -497,15 +489,15 @@ mod tests {
     #[test]
     fn the_deadline_comes_from_the_lambda_context() {
         let mut ctx = lambda_http::Context::default();
-        assert_eq!(deadline_of(&request(None, "")), None);
+        assert_eq!(lambda_deadline(&request(None, "")), None);
         assert_eq!(
-            deadline_of(&request(None, "").with_lambda_context(ctx.clone())),
+            lambda_deadline(&request(None, "").with_lambda_context(ctx.clone())),
             None
         );
         ctx.deadline = 1_800_000_000_123;
         let req = request(None, "").with_lambda_context(ctx);
         assert_eq!(
-            deadline_of(&req).map(|d| d.timestamp_millis()),
+            lambda_deadline(&req).map(|d| d.timestamp_millis()),
             Some(1_800_000_000_123)
         );
     }

@@ -73,7 +73,9 @@ impl Notification {
         let raw = match &self.event {
             Some(e) if from == to && e.version == to => vec![e.clone()],
             _ => {
-                let got = store.load_range(&self.stream_id, from, Some(to), None).await?;
+                let got = store
+                    .load_range(&self.stream_id, from, Some(to), None)
+                    .await?;
                 *read += got.len();
                 got
             }
