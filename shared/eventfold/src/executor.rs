@@ -589,7 +589,7 @@ const MAX_BUDGETED_ATTEMPTS: u32 = 10_000;
 /// The next pause after `previous` ("decorrelated jitter": random between the floor and three
 /// times the last pause, capped), which spreads contending writers apart better than a fixed
 /// exponential schedule.
-fn decorrelated_jitter(previous: Duration) -> Duration {
+pub(crate) fn decorrelated_jitter(previous: Duration) -> Duration {
     let floor = PAUSE_FLOOR.as_micros() as u64;
     let upper = (previous.as_micros() as u64).saturating_mul(3).max(floor);
     let pause = Duration::from_micros(rand::random_range(floor..=upper));

@@ -27,6 +27,7 @@ pub mod memory;
 pub mod projection;
 pub mod saga;
 pub mod store;
+pub mod streaming;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod upcast;

@@ -43,6 +43,10 @@ fn version_of(commits: &[Commit]) -> u64 {
 
 #[async_trait]
 impl EventStore for MemoryEventStore {
+    async fn head(&self, stream_id: &str) -> Result<u64, StoreError> {
+        Ok(self.with_streams(|streams| streams.get(stream_id).map_or(0, |c| version_of(c))))
+    }
+
     async fn load(
         &self,
         stream_id: &str,

@@ -129,6 +129,30 @@ pub trait EventStore: Send + Sync {
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError>;
+
+    /// The stream's version (0: no events): what the next append expects. Defaults to a
+    /// full [`Self::load`]; adapters answer from the newest commit alone.
+    async fn head(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let options = LoadOptions {
+            state_schema: None,
+            snapshot_every: 0,
+        };
+        Ok(self.load(stream_id, options).await?.version)
+    }
+
+    /// [`Self::append`] (without snapshot) of a commit the store may drop after
+    /// `expires_at` (streaming records past their retention). Adapters without expiry keep
+    /// it, which is what the default does.
+    async fn append_expiring(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        events: Vec<EventEnvelope>,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let _ = expires_at;
+        self.append(stream_id, expected_version, events, None).await
+    }
 }
 
 /// Checks an append request's shape; shared by adapters so they agree on what is invalid.
@@ -214,6 +238,22 @@ impl<T: EventStore + ?Sized> EventStore for std::sync::Arc<T> {
     ) -> Result<AppendOutcome, StoreError> {
         (**self)
             .append(stream_id, expected_version, events, snapshot)
+            .await
+    }
+
+    async fn head(&self, stream_id: &str) -> Result<u64, StoreError> {
+        (**self).head(stream_id).await
+    }
+
+    async fn append_expiring(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        events: Vec<EventEnvelope>,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<AppendOutcome, StoreError> {
+        (**self)
+            .append_expiring(stream_id, expected_version, events, expires_at)
             .await
     }
 }
