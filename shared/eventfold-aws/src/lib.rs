@@ -2,7 +2,8 @@
 //!
 //! Owns everything that talks to AWS or to Lambda: the DynamoDB event store
 //! ([`DynamoEventStore`]), read-model store ([`DynamoReadModelStore`]) and idempotency store
-//! with its `Idempotency-Key` HTTP glue ([`idempotency`]), stream-record
+//! with its `Idempotency-Key` HTTP glue ([`idempotency`]), the streaming topics and
+//! consumer-group tables ([`streaming`]), stream-record
 //! decoding ([`streams`]), SNS publishing ([`sns`]), SQS FIFO batches with partial failures
 //! ([`sqs`]), attribute-value codecs, request counting for cost accounting
 //! ([`RequestCounter`]), configuration from the environment ([`config`]), tracing set-up, and
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod readmodels;
 pub mod sns;
 pub mod sqs;
+pub mod streaming;
 pub mod streams;
 
 pub use aws_config::SdkConfig;
@@ -30,3 +32,4 @@ pub use idempotency::{DynamoIdempotencyStore, IdempotencySettings};
 pub use metrics::RequestCounter;
 pub use readmodels::DynamoReadModelStore;
 pub use sns::{NotificationSink, SnsPublisher};
+pub use streaming::{DynamoGroupStore, DynamoTopicCatalogue, StreamingConfig};

@@ -174,6 +174,27 @@ async fn bad_records_write_nothing() {
         ((0..101).map(|i| record("t", None, i)).collect(), "invalid"),
         (
             vec![NewRecord {
+                data: (0..30).fold(json!(1), |inner, _| json!([inner])),
+                ..record("t", None, 0)
+            }],
+            "too deep for the store",
+        ),
+        (
+            vec![NewRecord {
+                data: json!({"n": 1e200}),
+                ..record("t", None, 0)
+            }],
+            "a number the store cannot hold",
+        ),
+        (
+            vec![NewRecord {
+                data: json!({"": 1}),
+                ..record("t", None, 0)
+            }],
+            "an empty key",
+        ),
+        (
+            vec![NewRecord {
                 key: Some(String::new()),
                 ..record("t", None, 0)
             }],

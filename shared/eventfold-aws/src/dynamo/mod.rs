@@ -3,4 +3,4 @@
 mod store;
 pub mod value;
 
-pub use store::{DynamoEventStore, MAX_ITEM_BYTES};
+pub use store::{DynamoEventStore, EXPIRES_AT, MAX_ITEM_BYTES};

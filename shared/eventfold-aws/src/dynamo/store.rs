@@ -14,6 +14,10 @@ use eventfold::{
 };
 use std::collections::HashMap;
 
+/// The events table's TTL attribute (epoch seconds), set on streaming records only: their
+/// topic's retention. Commits of aggregates never expire.
+pub const EXPIRES_AT: &str = "expires_at";
+
 /// DynamoDB's item size limit (400 KB).
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 
@@ -406,8 +410,49 @@ impl EventStore for DynamoEventStore {
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError> {
+        self.put_commit(stream_id, expected_version, events, snapshot, None)
+            .await
+    }
+
+    async fn head(&self, stream_id: &str) -> Result<u64, StoreError> {
+        // The newest commit alone: one consistent Query of one item, whatever the length.
+        let (items, _) = self
+            .query_page(stream_id, "stream_id = :s", &[], false, Some(1), None)
+            .await?;
+        match items.first() {
+            Some(item) => Ok(Self::decode(stream_id, item, false)?.last_version),
+            None => Ok(0),
+        }
+    }
+
+    async fn append_expiring(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        events: Vec<EventEnvelope>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.put_commit(stream_id, expected_version, events, None, expires_at)
+            .await
+    }
+}
+
+impl DynamoEventStore {
+    /// The conditional `PutItem` of a commit; `expires_at` sets the table's TTL attribute
+    /// ([`EXPIRES_AT`], epoch seconds), which only streaming records carry.
+    async fn put_commit(
+        &self,
+        stream_id: &str,
+        expected_version: u64,
+        events: Vec<EventEnvelope>,
+        snapshot: Option<Snapshot>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<AppendOutcome, StoreError> {
         validate_append(stream_id, expected_version, &events, snapshot.as_ref())?;
         let mut item = Self::encode(stream_id, expected_version, &events, snapshot.as_ref())?;
+        if let Some(at) = expires_at {
+            item.insert(EXPIRES_AT.to_owned(), n(at.timestamp().max(0)));
+        }
         let mut size = item_size(&item);
         if size > MAX_ITEM_BYTES && snapshot.is_some() {
             // A snapshot is an optimisation: drop it rather than the commit.

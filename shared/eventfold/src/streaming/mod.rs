@@ -20,8 +20,8 @@ pub use ports::{
     TopicCatalogue, TopicPage, Versioned,
 };
 pub use service::{
-    ConsumeRequest, Consumed, HistoryPage, HistoryQuery, NewRecord, PartitionInfo, PartitionLag,
-    Published, RECORD_SCHEMA, Record, SeekTo, Streams, StreamsConfig, TopicInfo,
+    ConsumeRequest, Consumed, HistoryPage, HistoryQuery, MAX_DATA_DEPTH, NewRecord, PartitionInfo,
+    PartitionLag, Published, RECORD_SCHEMA, Record, SeekTo, Streams, StreamsConfig, TopicInfo,
 };
 
 use crate::envelope::StreamId;

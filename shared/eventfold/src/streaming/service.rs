@@ -106,6 +106,7 @@ impl NewRecord {
                 )));
             }
         }
+        check_storable(&self.data, 0)?;
         let size = serde_json::to_vec(&self.data).map_or(usize::MAX, |v| v.len());
         if size > MAX_DATA_BYTES {
             return Err(StreamingError::TooLarge(format!(
@@ -113,6 +114,45 @@ impl NewRecord {
             )));
         }
         Ok(size)
+    }
+}
+
+/// Deepest nesting of a record's `data`: the store nests it four levels down, and DynamoDB
+/// takes 32.
+pub const MAX_DATA_DEPTH: usize = 24;
+
+/// Refuses what JSON allows but a store cannot hold, so a record that passes is written:
+/// nesting past [`MAX_DATA_DEPTH`], numbers outside DynamoDB's range (magnitude 1e-130 to
+/// 9.99e125, 38 digits), empty object keys.
+fn check_storable(value: &Value, depth: usize) -> Result<(), StreamingError> {
+    let refuse = |m: String| Err(StreamingError::Invalid(format!("data: {m}")));
+    if depth > MAX_DATA_DEPTH {
+        return refuse(format!("nested deeper than {MAX_DATA_DEPTH} levels"));
+    }
+    match value {
+        Value::Number(num) => {
+            let text = num.to_string();
+            let digits = text
+                .split(['e', 'E'])
+                .next()
+                .unwrap_or("")
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .count();
+            let magnitude = num.as_f64().map_or(0.0, f64::abs);
+            if digits > 38 || magnitude >= 9.99e125 || (magnitude != 0.0 && magnitude < 1e-130) {
+                return refuse(format!("number {text} is outside the storable range"));
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| check_storable(v, depth + 1)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            if k.is_empty() {
+                return refuse("an object key is empty".into());
+            }
+            check_storable(v, depth + 1)
+        }),
+        _ => Ok(()),
     }
 }
 
