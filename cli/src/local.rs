@@ -32,6 +32,14 @@ pub fn shop_functions() -> Functions {
                 async move { api.handle(req).await }
             }))
         })
+        .http("streams-api", |sdk, function| {
+            let config = eventfold_aws::StreamingConfig::from_lookup(|k| function.env(k))?;
+            let api = Arc::new(streams_api::dynamo_api(sdk, &config));
+            Ok(http_handler(move |req| {
+                let api = api.clone();
+                async move { api.handle(req).await }
+            }))
+        })
         .events("stream-publisher", |sdk, function| async move {
             let publisher =
                 Arc::new(stream_publisher::from_lookup(&sdk, |k| function.env(k)).await?);

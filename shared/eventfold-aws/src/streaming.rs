@@ -384,4 +384,9 @@ impl StreamingConfig {
             idempotency: crate::IdempotencySettings::from_lookup(&lookup)?,
         })
     }
+
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
 }

@@ -1,0 +1,18 @@
+//! Lambda entry point: read config, build clients once, serve HTTP requests.
+#![forbid(unsafe_code)]
+
+use lambda_http::{Error, Request, service_fn};
+use std::convert::Infallible;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    eventfold_aws::init_tracing();
+    let config = eventfold_aws::StreamingConfig::from_env()?;
+    let sdk = eventfold_aws::sdk_config().await;
+    let api = streams_api::dynamo_api(&sdk, &config);
+    let api = &api;
+    lambda_http::run(service_fn(move |req: Request| async move {
+        Ok::<_, Infallible>(api.handle(req).await)
+    }))
+    .await
+}
