@@ -1,7 +1,7 @@
 //! Integration tests against the serialized moto emulator: event store, command and query
 //! APIs over real HTTP, read models, the idempotency store, the stream -> SNS -> SQS fan-out
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
-//! DynamoDB).
+//! DynamoDB), the streaming API (topics, publish, consumer groups, history).
 
 mod api;
 mod e2e;
@@ -14,3 +14,4 @@ mod query;
 mod readmodels;
 mod saga;
 mod store;
+mod streaming;
