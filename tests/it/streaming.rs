@@ -654,3 +654,147 @@ async fn topic_records_fan_out_with_attributes_and_skip_the_saga() {
     let stats = stack.esm_stats()["StreamPublisherFunction"];
     assert_eq!((stats.ok, stats.failed), (2, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dynamo_catalogue_and_group_store_pass_the_contract() {
+    let stack = quiet_stack().await;
+    let client = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let topics = eventfold_aws::DynamoTopicCatalogue::new(
+        client.clone(),
+        tests::table(&stack, "TopicsTable"),
+    );
+    let groups =
+        eventfold_aws::DynamoGroupStore::new(client, tests::table(&stack, "ConsumerGroupsTable"));
+    let prefix = unique_tenant("contract");
+    eventfold::streaming::contract::run_catalogue(&topics, &prefix).await;
+    eventfold::streaming::contract::run_groups(&groups, &prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_with_an_idempotency_key_is_written_once() {
+    let stack = quiet_stack().await;
+    let http = Http::new(&stack.api_url());
+    let tenant = unique_tenant("idem");
+    let t = token(&tenant, ALL);
+    let body = json!({"topic": "user-events", "event_type": "user.created", "key": "u-1", "data": {"n": 1}})
+        .to_string()
+        .into_bytes();
+    let send = |body: Vec<u8>| {
+        let http = http.clone();
+        let t = t.clone();
+        async move {
+            http.send_with(
+                "POST",
+                &path("/publish"),
+                Some(&t),
+                &[("idempotency-key", "pub-1")],
+                Some(body),
+            )
+            .await
+            .expect("send")
+        }
+    };
+    let first = send(body.clone()).await;
+    let again = send(body).await;
+    assert_eq!((first.status, again.status), (201, 201), "{}", again.json);
+    assert_eq!(first.json, again.json, "the stored answer");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let other = send(br#"{"topic": "user-events", "event_type": "t", "data": 2}"#.to_vec()).await;
+    assert_problem(&other, 422, "idempotency-key-reused");
+    let history = get(&http, &t, "/history?topic=user-events").await;
+    assert_eq!(history.json["records"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_records_all_expired_never_reuses_an_offset() {
+    use eventfold::Metadata;
+    use eventfold::streaming::{NewRecord, Streams, StreamsConfig, TopicSettings};
+    let stack = quiet_stack().await;
+    let client = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let events = events_table(&stack);
+    let streams = Streams::new(
+        eventfold_aws::DynamoEventStore::new(client.clone(), &events),
+        eventfold_aws::DynamoTopicCatalogue::new(
+            client.clone(),
+            tests::table(&stack, "TopicsTable"),
+        ),
+        eventfold_aws::DynamoGroupStore::new(
+            client.clone(),
+            tests::table(&stack, "ConsumerGroupsTable"),
+        ),
+        StreamsConfig {
+            floor_block: 3,
+            ..StreamsConfig::default()
+        },
+    );
+    let tenant = unique_tenant("ttl");
+    let one = TopicSettings {
+        partitions: 1,
+        ..TopicSettings::default()
+    };
+    streams
+        .create_topic(&tenant, "tester", "short", one)
+        .await
+        .expect("create");
+    let record = |n: u64| NewRecord {
+        event_type: "t".into(),
+        data: json!({"n": n}),
+        key: None,
+        headers: BTreeMap::new(),
+    };
+    let context = Metadata::root(&tenant, "tester", "c-1");
+    let placed = streams
+        .publish(&context, "short", (0..5).map(record).collect(), None)
+        .await
+        .expect("publish");
+    assert_eq!(placed.last().map(|p| p.offset), Some(5));
+    // Every commit carries its expiry (the table's TTL attribute).
+    let stream = format!("{tenant}/Topic-short.0");
+    let items = client
+        .query()
+        .table_name(&events)
+        .key_condition_expression("stream_id = :s")
+        .expression_attribute_values(":s", AttributeValue::S(stream.clone()))
+        .send()
+        .await
+        .expect("query")
+        .items
+        .unwrap_or_default();
+    assert!(!items.is_empty());
+    for item in &items {
+        let Some(AttributeValue::N(at)) = item.get(eventfold_aws::dynamo::EXPIRES_AT) else {
+            panic!("a topic commit without expiry: {item:?}");
+        };
+        let at: i64 = at.parse().expect("epoch seconds");
+        let days = (at - chrono::Utc::now().timestamp()) / 86_400;
+        assert!((6..=7).contains(&days), "7 days of retention: {days}");
+    }
+    // TTL removes them all (here by hand); a fresh process publishes again.
+    for item in items {
+        client
+            .delete_item()
+            .table_name(&events)
+            .key("stream_id", item["stream_id"].clone())
+            .key("version", item["version"].clone())
+            .send()
+            .await
+            .expect("delete");
+    }
+    let fresh = Streams::new(
+        eventfold_aws::DynamoEventStore::new(client.clone(), &events),
+        eventfold_aws::DynamoTopicCatalogue::new(
+            client.clone(),
+            tests::table(&stack, "TopicsTable"),
+        ),
+        eventfold_aws::DynamoGroupStore::new(client, tests::table(&stack, "ConsumerGroupsTable")),
+        StreamsConfig {
+            floor_block: 3,
+            ..StreamsConfig::default()
+        },
+    );
+    let again = fresh
+        .publish(&context, "short", vec![record(9)], None)
+        .await
+        .expect("publish");
+    assert!(again[0].offset > 5, "offset {} reused", again[0].offset);
+}
