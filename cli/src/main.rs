@@ -66,7 +66,8 @@ enum Cmd {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
-    /// Print figures: commands/s in process, DynamoDB requests per command, events folded per load.
+    /// Print figures: commands/s in process, DynamoDB requests per command, events folded per load
+    /// (`bench streaming`: publish throughput, requests per record, consume cost, long-poll wake-up).
     Bench {
         #[command(flatten)]
         stack: StackArgs,
@@ -79,6 +80,15 @@ enum Cmd {
         /// Events in the long stream.
         #[arg(long, default_value_t = 1000)]
         long_stream: u64,
+        /// `streaming`: the streaming API's figures instead of the command path's.
+        #[arg(value_parser = ["streaming"])]
+        mode: Option<String>,
+        /// Records per streaming publish run.
+        #[arg(long, default_value_t = 400)]
+        records: u64,
+        /// Long-poll wake-up samples.
+        #[arg(long, default_value_t = 20)]
+        wakeups: usize,
     },
 }
 
@@ -199,9 +209,19 @@ async fn main() -> Result<()> {
         }
         Cmd::Bench {
             stack,
+            mode: Some(_),
+            records,
+            wakeups,
+            ..
+        } => {
+            cli::bench_streaming::run(options(stack)?, records, wakeups).await?;
+        }
+        Cmd::Bench {
+            stack,
             memory_commands,
             dynamo_commands,
             long_stream,
+            ..
         } => {
             cli::bench::run(
                 options(stack)?,
