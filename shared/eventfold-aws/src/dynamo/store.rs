@@ -319,50 +319,54 @@ impl EventStore for DynamoEventStore {
         }
         let keep = |e: &EventEnvelope| e.version >= from && e.version <= to;
         let mut out = Vec::new();
-        // The commit holding `from` may start before it: find it first.
-        if from > 1 {
-            let (items, _) = self
-                .query_page(
-                    stream_id,
-                    "stream_id = :s AND #v <= :from",
-                    &[(":from", from)],
-                    false,
-                    Some(1),
-                    None,
-                )
-                .await?;
-            for item in &items {
-                out.extend(
-                    Self::decode(stream_id, item, true)?
-                        .events
-                        .into_iter()
-                        .filter(keep),
-                );
-            }
-        }
         let condition = "stream_id = :s AND #v BETWEEN :lo AND :hi";
-        let lower = if from > 1 { from.saturating_add(1) } else { 1 };
         let page_limit = limit.map(|l| i32::try_from(l.min(1000)).unwrap_or(1000));
         let mut start = None;
-        while out.len() < want && lower <= to {
+        let mut first_page = true;
+        while out.len() < want {
             let (items, next) = self
                 .query_page(
                     stream_id,
                     condition,
-                    &[(":lo", lower), (":hi", to)],
+                    &[(":lo", from), (":hi", to)],
                     true,
                     page_limit,
                     start.take(),
                 )
                 .await?;
+            let mut page = Vec::new();
             for item in &items {
-                out.extend(
+                page.extend(
                     Self::decode(stream_id, item, true)?
                         .events
                         .into_iter()
                         .filter(keep),
                 );
             }
+            if first_page && from > 1 && page.first().is_none_or(|e| e.version != from) {
+                // `from` is inside an earlier commit (or gone): read the commit before it.
+                // Usually a range starts at a commit, and this second request is not needed.
+                let (before, _) = self
+                    .query_page(
+                        stream_id,
+                        "stream_id = :s AND #v < :from",
+                        &[(":from", from)],
+                        false,
+                        Some(1),
+                        None,
+                    )
+                    .await?;
+                for item in &before {
+                    out.extend(
+                        Self::decode(stream_id, item, true)?
+                            .events
+                            .into_iter()
+                            .filter(keep),
+                    );
+                }
+            }
+            first_page = false;
+            out.extend(page);
             match next {
                 Some(key) => start = Some(key),
                 None => break,
