@@ -5,9 +5,11 @@
 //! [`CommandExecutor`] (load, decide, append, retry on conflict, bounded state cache),
 //! snapshot policy, upcasters, the [`MemoryEventStore`] adapter, the idempotency port, engine
 //! and memory store ([`idempotency`]), the saga port and its runner ([`saga`]: checkpoints,
-//! commands through the executor, refusals, the deadline index and tick), a given/when/then
+//! commands through the executor, refusals, the deadline index and tick), streaming without a
+//! broker ([`streaming`]: topics whose partitions are streams, publish, consumer groups,
+//! history, with the topic-catalogue and group-store ports and memory adapters), a given/when/then
 //! kit (`testing`) and the store contract suite every adapter must pass (`contract`); those two
-//! (and the read-model, idempotency and deadline-index contracts, and the toy saga) exist only
+//! (and the read-model, idempotency, deadline-index and streaming contracts, and the toy saga) exist only
 //! with the `testing` feature, which tests and dev-dependencies enable, so they never compile
 //! into a Lambda.
 //!

@@ -104,7 +104,10 @@ pub async fn revisions_guard_every_write(g: &dyn GroupStore, prefix: &str) {
         delivered: [(1, 2)].into(),
         updated_at: DateTime::from_timestamp_millis(1_700_000_000_123),
     };
-    assert!(g.put(prefix, "t", "g", &first, 1).await.expect("put") == false);
+    assert!(
+        !g.put(prefix, "t", "g", &first, 1).await.expect("put"),
+        "no record at 1 yet"
+    );
     assert!(g.put(prefix, "t", "g", &first, 0).await.expect("put"));
     let got = g.get(prefix, "t", "g").await.expect("get").expect("stored");
     assert_eq!((got.value.clone(), got.revision), (first.clone(), 1));

@@ -408,6 +408,13 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         &self.groups
     }
 
+    /// Now, in whole milliseconds: what every catalogue stores exactly, so a topic reads back
+    /// as it was answered.
+    fn now_millis() -> DateTime<Utc> {
+        let now = Utc::now();
+        DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+    }
+
     fn default_topic(name: &str) -> Topic {
         Topic {
             name: name.to_owned(),
@@ -415,7 +422,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
                 description: format!("default topic {name}"),
                 ..TopicSettings::default()
             },
-            created_at: Utc::now(),
+            created_at: Self::now_millis(),
             created_by: "system".into(),
         }
     }
@@ -455,7 +462,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         let topic = Topic {
             name: name.to_owned(),
             settings,
-            created_at: Utc::now(),
+            created_at: Self::now_millis(),
             created_by: actor.to_owned(),
         };
         let (topic, created) = match self.topics.create(tenant, &topic).await? {
