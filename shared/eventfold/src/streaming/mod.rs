@@ -9,8 +9,10 @@
 //! any [`EventStore`], [`TopicCatalogue`] and [`GroupStore`]; the HTTP shape lives in the
 //! function that serves it.
 
+mod consume;
 mod ports;
 mod service;
+mod types;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
@@ -19,9 +21,10 @@ pub use ports::{
     CatalogueError, CreateOutcome, GroupState, GroupStore, MemoryGroupStore, MemoryTopicCatalogue,
     TopicCatalogue, TopicPage, Versioned,
 };
-pub use service::{
+pub use service::Streams;
+pub use types::{
     ConsumeRequest, Consumed, HistoryPage, HistoryQuery, MAX_DATA_DEPTH, NewRecord, PartitionInfo,
-    PartitionLag, Published, RECORD_SCHEMA, Record, SeekTo, Streams, StreamsConfig, TopicInfo,
+    PartitionLag, Published, RECORD_SCHEMA, Record, SeekTo, StreamsConfig, TopicInfo,
 };
 
 use crate::envelope::StreamId;
