@@ -13,7 +13,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventfold::idempotency::{Idempotency, IdempotencyStore, Scope};
 use eventfold::{CommandContext, CommandExecutor, EventStore, ExecutorConfig, StreamId};
-use eventfold_aws::http::{Caller, Problem, caller, correlation_id, json_response, route_key};
+use eventfold_aws::http::{
+    Caller, Problem, caller, correlation_id, json_response, route_key, trace_header,
+};
 use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
 use eventfold_aws::{DynamoEventStore, SdkConfig, StoreConfig};
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -252,7 +254,8 @@ impl<S: EventStore> CommandApi<S> {
         let path = req.uri().path().to_owned();
         let correlation = correlation_id(&req);
         let route = route_key(&req).unwrap_or("-");
-        let span = tracing::info_span!("request", route = %route, path = %path, correlation_id = %correlation);
+        let trace = trace_header(&req);
+        let span = tracing::info_span!("request", route = %route, path = %path, correlation_id = %correlation, trace = trace.as_deref().unwrap_or("-"));
         async {
             match self.dispatch(&req, &correlation).await {
                 Ok(resp) => resp,
@@ -329,8 +332,10 @@ impl<S: EventStore> CommandApi<S> {
             correlation_id: correlation.to_owned(),
             causation_id: command_id.clone(),
             command_id,
+            // The commit keeps the request's trace: every message it causes joins it.
+            trace: trace_header(req),
         };
-        let span = tracing::info_span!("command", stream_id = %stream, command_type = %cmd.command_type, command_id = %context.command_id);
+        let span = tracing::info_span!("command", stream_id = %stream, command_type = %cmd.command_type, command_id = %context.command_id, causation_id = %context.causation_id);
         let run = Execute {
             api: self,
             stream: &stream,

@@ -104,6 +104,7 @@ mod tests {
                 correlation_id: "c".into(),
                 causation_id: "c".into(),
                 command_id: format!("cmd-{version}"),
+                trace: None,
             },
         )
     }

@@ -180,6 +180,8 @@ struct Instance<S> {
     /// Id of the newest saga event known (the causation of the commands sent next).
     last_event: Option<String>,
     correlation_id: String,
+    /// Trace header of the input being handled: the commands it causes join its trace.
+    trace: Option<String>,
 }
 
 impl<G, E, R> SagaRunner<G, E, R>
@@ -320,6 +322,7 @@ where
             correlation_id: correlation_id.clone(),
             causation_id: event.event_id.to_string(),
             command_id: event.event_id.to_string(),
+            trace: event.metadata.trace.clone(),
         };
         let outcome = match self
             .executor
@@ -346,6 +349,7 @@ where
             version: outcome.version,
             state: outcome.state,
             correlation_id,
+            trace: event.metadata.trace.clone(),
         };
         // Indexed before sending: a target that keeps failing must not keep the deadline off.
         self.index(&name, &instance).await?;
@@ -392,6 +396,7 @@ where
                     correlation_id: instance.correlation_id.clone(),
                     causation_id: causation_id.clone(),
                     command_id: command_id.clone(),
+                    trace: instance.trace.clone(),
                 };
                 let (target, result) = p
                     .command
@@ -427,6 +432,7 @@ where
                     correlation_id: instance.correlation_id.clone(),
                     causation_id: command_id.clone(),
                     command_id: format!("{command_id}:refused"),
+                    trace: instance.trace.clone(),
                 };
                 let input = G::refused(p, &rejection);
                 match self
