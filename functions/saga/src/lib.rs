@@ -20,6 +20,7 @@ use eventfold::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner, Ticked};
 use eventfold::{CommandExecutor, EventStore, ExecutorConfig, Upcasters};
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sqs::process_fifo_batch;
+use eventfold_aws::telemetry;
 use eventfold_aws::{DynamoEventStore, DynamoReadModelStore, SdkConfig, StoreConfig};
 use serde::Serialize;
 use serde_json::Value;
@@ -193,7 +194,11 @@ where
     /// Handles every record of `event`; returns the records to redeliver.
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         process_fifo_batch(event, |n| async move {
-            self.runner.handle(&n).await.map(|_| ())
+            let handled = self.runner.handle(&n).await?;
+            if !handled.duplicate {
+                telemetry::event_consumed(telemetry::SAGA, n.event.as_ref(), handled.behind);
+            }
+            Ok::<_, eventfold::saga::SagaError>(())
         })
         .await
     }

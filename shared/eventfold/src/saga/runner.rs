@@ -128,6 +128,9 @@ pub struct Handled {
     pub duplicate: bool,
     /// Events read from the event store (gaps, thin notifications, histories).
     pub events_read: usize,
+    /// Versions of the source stream not seen before this notification (`version -
+    /// checkpoint - 1`, 0 when in order): how far a catch-up reached back.
+    pub behind: u64,
     /// Events the saga took as inputs.
     pub inputs: usize,
     /// Events appended to saga streams (inputs and refusals).
@@ -141,6 +144,7 @@ pub struct Handled {
 impl Handled {
     fn add(&mut self, o: Self) {
         self.events_read += o.events_read;
+        self.behind = self.behind.max(o.behind);
         self.inputs += o.inputs;
         self.saga_events += o.saga_events;
         self.commands_sent += o.commands_sent;
@@ -240,6 +244,7 @@ where
             handled.duplicate = true;
             return Ok(handled);
         }
+        handled.behind = n.version - checkpoint - 1;
         let events = self
             .events_between(n, checkpoint + 1, n.version, &mut handled)
             .await?;
