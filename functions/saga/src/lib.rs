@@ -473,7 +473,7 @@ mod tests {
             serde_json::from_str(include_str!("../events/sqs.json")).expect("json"),
         )
         .expect("a batch");
-        // The table holds the sample's stream up to its event (v4).
+        // The table holds the sample's stream up to its event.
         let Invocation::Batch(batch) = &sample else {
             panic!("a batch");
         };
@@ -481,14 +481,15 @@ mod tests {
             .expect("a notification");
         let stream = StreamId::parse(&n.stream_id).expect("valid");
         let store = f.runner().executor().store();
-        let earlier = eventfold::contract::sample_events(&stream, 0, 3);
+        let before = n.version - 1;
+        let earlier = eventfold::contract::sample_events(&stream, 0, before);
         store
             .append(&n.stream_id, 0, earlier, None)
             .await
             .expect("append");
         let carried = n.event.clone().expect("carried");
         store
-            .append(&n.stream_id, 3, vec![carried], None)
+            .append(&n.stream_id, before, vec![carried], None)
             .await
             .expect("append");
         let response = f.handle(sample).await.expect("handled");
