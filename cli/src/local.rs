@@ -61,6 +61,27 @@ pub fn shop_functions() -> Functions {
         })
 }
 
+/// The `KEY=value` environment of `function` (binary or logical id) against the stack
+/// `options` describe: what `eventfold local` with the same options hands it, plus the
+/// emulator's endpoint, region and dummy credentials.
+pub fn print_env(options: &LocalOptions, function: &str) -> Result<String> {
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|_| "us-east-1".to_owned());
+    let mut template = eventfold_local::Template::load(
+        &options.root.join(eventfold_local::stack::TEMPLATE_PATH),
+        &options.stack,
+        &region,
+    )?;
+    template.override_parameters(&options.parameter_overrides)?;
+    let endpoint = options
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", options.emulator_port));
+    let env = eventfold_local::runtime_api::standalone_env(&template, function, &endpoint, &region)?;
+    Ok(eventfold_local::runtime_api::env_file(&env))
+}
+
 /// Starts the local stack with the shop's functions and default event-source options.
 pub async fn start(options: LocalOptions) -> Result<LocalStack> {
     start_with(options, EsmOptions::default()).await

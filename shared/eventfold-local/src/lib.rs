@@ -14,7 +14,10 @@
 //! - [`gateway`] and [`jwt`]: API Gateway HTTP API emulation (routing, payload 2.0 events,
 //!   the JWT authorizer);
 //! - [`stack`]: all of it started together as a [`LocalStack`];
-//! - [`httpc`]: a small HTTP client for demos and tests.
+//! - [`httpc`]: a small HTTP client for demos and tests;
+//! - [`runtime_api`]: the Lambda runtime API emulated, so a function's real binary runs as
+//!   Lambda runs it, and the environment each function gets from the stack
+//!   ([`runtime_api::standalone_env`], for `cargo lambda watch --env-file` too).
 //!
 //! It knows no function: callers register handler factories by binary name in
 //! [`Functions`]. It must not import `shop`, any Eventfold function (`command-api`,
@@ -29,6 +32,7 @@ pub mod gateway;
 pub mod httpc;
 pub mod jwt;
 pub mod provision;
+pub mod runtime_api;
 pub mod stack;
 pub mod template;
 
