@@ -15,6 +15,8 @@
 //!   the JWT authorizer);
 //! - [`stack`]: all of it started together as a [`LocalStack`];
 //! - [`httpc`]: a small HTTP client for demos and tests;
+//! - [`emf`]: the CloudWatch Embedded Metric Format as its specification states it, to check
+//!   the metric lines a function prints;
 //! - [`runtime_api`]: the Lambda runtime API emulated, so a function's real binary runs as
 //!   Lambda runs it, and the environment each function gets from the stack
 //!   ([`runtime_api::standalone_env`], for `cargo lambda watch --env-file` too).
@@ -25,6 +27,7 @@
 //! `eventfold` CLI wires the shop's functions into it.
 #![forbid(unsafe_code)]
 
+pub mod emf;
 pub mod emulator;
 pub mod esm;
 pub mod functions;

@@ -298,6 +298,170 @@ pub fn standalone_env(
     Ok(env)
 }
 
+/// A function's binary running against a [`RuntimeApi`] with the environment the local
+/// stack gives it, its stdout and stderr collected line by line; killed when dropped.
+pub struct FunctionProcess {
+    api: RuntimeApi,
+    child: tokio::process::Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for FunctionProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionProcess")
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
+fn collect_lines(
+    reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> Arc<Mutex<Vec<String>>> {
+    use tokio::io::AsyncBufReadExt;
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(reader).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(line);
+        }
+    });
+    lines
+}
+
+impl FunctionProcess {
+    /// Starts `binary` as the template function `name` of `stack` would run in Lambda: the
+    /// [`standalone_env`] only (the process environment is not inherited), the runtime's own
+    /// variables, and `AWS_LAMBDA_RUNTIME_API` pointing at a fresh [`RuntimeApi`].
+    pub async fn start(
+        binary: &std::path::Path,
+        stack: &crate::LocalStack,
+        name: &str,
+    ) -> Result<Self> {
+        let region = stack
+            .sdk
+            .region()
+            .map_or("us-east-1".to_owned(), ToString::to_string);
+        let env = standalone_env(&stack.template, name, &stack.endpoint, &region)?;
+        let function = stack
+            .template
+            .functions()
+            .into_iter()
+            .find(|f| f.binary == name || f.logical_id == name)
+            .ok_or_else(|| anyhow!("no function {name}"))?;
+        let physical = stack.template.physical_name(&function.logical_id);
+        let arn = stack
+            .template
+            .arn(&function.logical_id)
+            .unwrap_or_else(|| physical.clone());
+        Self::spawn(binary, env, &physical, &arn).await
+    }
+
+    /// Starts `binary` with exactly `env` (plus the runtime's variables for a function named
+    /// `function_name` with ARN `arn`) against a fresh [`RuntimeApi`].
+    pub async fn spawn(
+        binary: &std::path::Path,
+        env: Vec<(String, String)>,
+        function_name: &str,
+        arn: &str,
+    ) -> Result<Self> {
+        let physical = function_name;
+        let api = RuntimeApi::start(arn).await?;
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .env_clear()
+            .envs(env)
+            // Credentials and region are given: never ask an instance metadata service.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_LAMBDA_RUNTIME_API", api.address())
+            .env("AWS_LAMBDA_FUNCTION_NAME", physical)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{physical}"))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = collect_lines(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
+        let stderr = collect_lines(child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?);
+        Ok(Self {
+            api,
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Invokes the function with `payload` (and `trace` as the invocation's X-Ray header);
+    /// waits at most 30 s. Fails with the function's stderr when the process has exited.
+    pub async fn invoke(&mut self, payload: &Value, trace: Option<&str>) -> Result<Answer> {
+        let answer = self
+            .api
+            .invoke(payload, trace, Duration::from_secs(30))
+            .await;
+        if answer.is_err()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            bail!(
+                "the function exited ({status}): {}",
+                self.stderr().join("\n")
+            );
+        }
+        answer
+    }
+
+    /// The lines it printed on stdout so far (JSON logs and EMF metrics).
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The lines it printed on stderr so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself (a function that cannot start).
+    pub async fn exited(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
+/// The template's resources on an emulator of their own, with no in-process handler and no
+/// event-source poller: the stack a function runs against as a process ([`FunctionProcess`]),
+/// consuming nothing behind its back. `root` is the repository root.
+pub async fn provisioned_stack(root: &std::path::Path) -> Result<crate::LocalStack> {
+    let options = crate::LocalOptions {
+        root: root.to_path_buf(),
+        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        emulator_port: 0,
+        endpoint: None,
+        stack: "eventfold-local".to_owned(),
+        auth: crate::JwtConfig::dev(),
+        parameter_overrides: Vec::new(),
+    };
+    let esm = crate::EsmOptions {
+        enabled: false,
+        ..crate::EsmOptions::default()
+    };
+    crate::LocalStack::start(options, &crate::Functions::new(), esm).await
+}
+
 /// `KEY=value` lines, as `cargo lambda watch --env-file` and `env $(...)` read them.
 pub fn env_file(env: &[(String, String)]) -> String {
     env.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
