@@ -78,7 +78,8 @@ pub fn print_env(options: &LocalOptions, function: &str) -> Result<String> {
         .endpoint
         .clone()
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", options.emulator_port));
-    let env = eventfold_local::runtime_api::standalone_env(&template, function, &endpoint, &region)?;
+    let env =
+        eventfold_local::runtime_api::standalone_env(&template, function, &endpoint, &region)?;
     Ok(eventfold_local::runtime_api::env_file(&env))
 }
 

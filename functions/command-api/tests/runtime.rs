@@ -57,19 +57,34 @@ async fn sample_events_run_through_the_lambda_runtime_api() {
     assert_eq!(created["stream_id"], "acme/Order-o-1001");
     assert_eq!(created["version"], 1);
     let (status, added) = call(&mut f, "add-item").await;
-    assert_eq!((status, &added["version"]), (200, &Value::from(2)), "{added}");
+    assert_eq!(
+        (status, &added["version"]),
+        (200, &Value::from(2)),
+        "{added}"
+    );
     let (status, placed) = call(&mut f, "place-order").await;
     assert_eq!(status, 200, "{placed}");
     assert_eq!(placed["version"], 3);
     assert_eq!(placed["events"][0]["type"], "OrderPlaced");
     let (status, order) = call(&mut f, "get-order").await;
-    assert_eq!((status, &order["version"]), (200, &Value::from(3)), "{order}");
+    assert_eq!(
+        (status, &order["version"]),
+        (200, &Value::from(3)),
+        "{order}"
+    );
     let (status, first) = call(&mut f, "get-order-at-version").await;
-    assert_eq!((status, &first["version"]), (200, &Value::from(1)), "{first}");
+    assert_eq!(
+        (status, &first["version"]),
+        (200, &Value::from(1)),
+        "{first}"
+    );
     let (status, history) = call(&mut f, "order-events").await;
     assert_eq!(status, 200, "{history}");
     assert_eq!(history["events"].as_array().map(Vec::len), Some(2));
-    assert!(history["next"].is_string(), "a third event is left: {history}");
+    assert!(
+        history["next"].is_string(),
+        "a third event is left: {history}"
+    );
 
     // Each commit keeps the trace of the invocation that wrote it.
     let table = stack.resource_name("EventsTable");
@@ -77,17 +92,17 @@ async fn sample_events_run_through_the_lambda_runtime_api() {
         .load_range("acme/Order-o-1001", 1, None, None)
         .await
         .expect("loads");
-    let traces: Vec<Option<&str>> = events
-        .iter()
-        .map(|e| e.metadata.trace.as_deref())
-        .collect();
+    let traces: Vec<Option<&str>> = events.iter().map(|e| e.metadata.trace.as_deref()).collect();
     let expected: Vec<String> = ["create-order", "add-item", "place-order"]
         .iter()
         .map(|s| trace_of(&sample(s)))
         .collect();
     assert_eq!(
         traces,
-        expected.iter().map(|t| Some(t.as_str())).collect::<Vec<_>>()
+        expected
+            .iter()
+            .map(|t| Some(t.as_str()))
+            .collect::<Vec<_>>()
     );
 
     // The metrics it printed are valid EMF, in one namespace, per function.

@@ -148,7 +148,9 @@ pub fn events_published(n: usize) {
 pub fn event_consumed(consumer: &'static str, event: Option<&EventEnvelope>, behind: u64) {
     metrics::counter!(EVENTS_CONSUMED, "consumer" => consumer).increment(1);
     if let Some(e) = event {
-        let lag = (chrono::Utc::now() - e.occurred_at).num_milliseconds().max(0);
+        let lag = (chrono::Utc::now() - e.occurred_at)
+            .num_milliseconds()
+            .max(0);
         metrics::histogram!(CONSUMER_LAG, "consumer" => consumer).record(lag as f64);
     }
     if behind > 0 {

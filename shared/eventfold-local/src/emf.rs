@@ -71,7 +71,11 @@ pub fn parse_line(line: &str) -> Result<Vec<Datum>, String> {
         .ok_or("no _aws object")?;
     match aws.get("Timestamp") {
         Some(Value::Number(n)) if n.as_u64().is_some() => {}
-        other => return Err(format!("_aws.Timestamp is not epoch milliseconds: {other:?}")),
+        other => {
+            return Err(format!(
+                "_aws.Timestamp is not epoch milliseconds: {other:?}"
+            ));
+        }
     }
     let directives = aws
         .get("CloudWatchMetrics")
@@ -113,7 +117,9 @@ pub fn parse_line(line: &str) -> Result<Vec<Datum>, String> {
             return Err("a directive defines more than 100 metrics".into());
         }
         for metric in metrics {
-            let m = metric.as_object().ok_or("a metric definition is not an object")?;
+            let m = metric
+                .as_object()
+                .ok_or("a metric definition is not an object")?;
             let name = text(m, "Name", "metric")?;
             if !(1..=1024).contains(&name.len()) {
                 return Err("a metric Name must be 1-1024 characters".into());
@@ -121,15 +127,24 @@ pub fn parse_line(line: &str) -> Result<Vec<Datum>, String> {
             let unit = match m.get("Unit") {
                 None => None,
                 Some(Value::String(u)) if UNITS.contains(&u.as_str()) => Some(u.clone()),
-                Some(other) => return Err(format!("{name}: Unit {other} is not a CloudWatch unit")),
+                Some(other) => {
+                    return Err(format!("{name}: Unit {other} is not a CloudWatch unit"));
+                }
             };
             let values = match root.get(name) {
                 Some(Value::Number(n)) => vec![n.as_f64().ok_or("value out of range")?],
                 Some(Value::Array(a)) if !a.is_empty() && a.len() <= 100 => a
                     .iter()
-                    .map(|v| v.as_f64().ok_or_else(|| format!("{name}: a value is not a number")))
+                    .map(|v| {
+                        v.as_f64()
+                            .ok_or_else(|| format!("{name}: a value is not a number"))
+                    })
                     .collect::<Result<_, _>>()?,
-                other => return Err(format!("{name}: no number or array of 1-100 numbers at the root: {other:?}")),
+                other => {
+                    return Err(format!(
+                        "{name}: no number or array of 1-100 numbers at the root: {other:?}"
+                    ));
+                }
             };
             data.push(Datum {
                 namespace: namespace.to_owned(),
@@ -185,7 +200,10 @@ mod tests {
             GOOD.replace("Milliseconds", "Millis"),
             GOOD.replace(r#","events_consumed":2"#, ""),
             GOOD.replace(r#""Namespace":"Eventfold","#, ""),
-            GOOD.replace(r#""CloudWatchMetrics":[{"#, r#""CloudWatchMetrics":[],"x":[{"#),
+            GOOD.replace(
+                r#""CloudWatchMetrics":[{"#,
+                r#""CloudWatchMetrics":[],"x":[{"#,
+            ),
         ];
         for line in bad {
             assert!(parse_line(&line).is_err(), "accepted: {line}");

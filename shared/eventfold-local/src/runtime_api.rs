@@ -253,7 +253,10 @@ async fn next(shared: &Shared) -> hyper::Response<Full<Bytes>> {
     };
     set("content-type", "application/json");
     set("lambda-runtime-aws-request-id", &pending.request_id);
-    set("lambda-runtime-deadline-ms", &pending.deadline_ms.to_string());
+    set(
+        "lambda-runtime-deadline-ms",
+        &pending.deadline_ms.to_string(),
+    );
     set("lambda-runtime-invoked-function-arn", &shared.function_arn);
     if let Some(trace) = &pending.trace {
         set("lambda-runtime-trace-id", trace);
@@ -380,7 +383,10 @@ impl FunctionProcess {
             .env("AWS_LAMBDA_FUNCTION_NAME", physical)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{physical}"))
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{physical}"),
+            )
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -507,17 +513,32 @@ Resources:
         assert_eq!(get("AWS_ENDPOINT_URL"), Some("http://127.0.0.1:4566"));
         assert_eq!(get("AWS_REGION"), Some("us-east-1"));
         let by_id = standalone_env(&template, "WorkerFunction", "e", "r").expect("known");
-        assert_eq!(by_id.len(), standalone_env(&template, "worker", "e", "r").expect("k").len());
+        assert_eq!(
+            by_id.len(),
+            standalone_env(&template, "worker", "e", "r")
+                .expect("k")
+                .len()
+        );
         let text = env_file(&env);
-        assert!(text.contains("THINGS_TABLE=eventfold-local-Things\n"), "{text}");
+        assert!(
+            text.contains("THINGS_TABLE=eventfold-local-Things\n"),
+            "{text}"
+        );
         let err = standalone_env(&template, "nope", "e", "r").expect_err("unknown");
         assert!(err.to_string().contains("known: worker"), "{err}");
     }
 
     /// A minimal runtime client, as a bootstrap speaks to the API.
-    async fn call(addr: &str, method: &str, path: &str, body: &str) -> (u16, HashMap<String, String>, String) {
+    async fn call(
+        addr: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, HashMap<String, String>, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connects");
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
         let req = format!(
             "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
@@ -558,7 +579,8 @@ Resources:
                 } else {
                     format!("/2018-06-01/runtime/invocation/{id}/response")
                 };
-                let answer = json!({"echo": event, "trace": headers.get("lambda-runtime-trace-id")});
+                let answer =
+                    json!({"echo": event, "trace": headers.get("lambda-runtime-trace-id")});
                 let (status, _, _) = call(&addr, "POST", &path, &answer.to_string()).await;
                 assert_eq!(status, 202);
                 // A second answer to the same invocation is refused.
@@ -577,18 +599,30 @@ Resources:
             ok,
             Answer::Response(json!({"echo": {"n": 1}, "trace": "Root=1-a"}))
         );
-        let failed = api.invoke(&json!({"fail": true}), None, wait).await.expect("answered");
+        let failed = api
+            .invoke(&json!({"fail": true}), None, wait)
+            .await
+            .expect("answered");
         assert!(matches!(failed, Answer::Error(_)), "{failed:?}");
         assert!(failed.response().is_err());
         let arns = client.await.expect("client");
         assert!(arns.iter().all(|a| a.ends_with(":function:worker")));
-        let (status, _, _) = call(&api.address(), "POST", "/2018-06-01/runtime/init/error", "{\"errorType\":\"x\"}").await;
+        let (status, _, _) = call(
+            &api.address(),
+            "POST",
+            "/2018-06-01/runtime/init/error",
+            "{\"errorType\":\"x\"}",
+        )
+        .await;
         assert_eq!(status, 202);
         assert_eq!(api.init_error(), Some(json!({"errorType": "x"})));
         let unanswered = api
             .invoke(&json!({}), None, Duration::from_millis(200))
             .await
             .expect_err("nobody polls");
-        assert!(unanswered.to_string().contains("initialize"), "{unanswered}");
+        assert!(
+            unanswered.to_string().contains("initialize"),
+            "{unanswered}"
+        );
     }
 }
