@@ -70,7 +70,10 @@ async fn a_commands_trace_reaches_the_consumers_queues() {
         if let Some(m) = found {
             break m;
         }
-        assert!(Instant::now() < until, "the notification never reached the queue");
+        assert!(
+            Instant::now() < until,
+            "the notification never reached the queue"
+        );
     };
     let attribute = record
         .message_attributes
@@ -86,6 +89,9 @@ async fn a_commands_trace_reaches_the_consumers_queues() {
         serde_json::from_value(json!({"stringValue": TRACE, "dataType": "String"}))
             .expect("an attribute"),
     );
-    assert_eq!(eventfold_aws::sqs::record_trace(&lambda_record), Some(TRACE));
+    assert_eq!(
+        eventfold_aws::sqs::record_trace(&lambda_record),
+        Some(TRACE)
+    );
     stack.stop().await;
 }

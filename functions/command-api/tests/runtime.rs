@@ -105,6 +105,23 @@ async fn sample_events_run_through_the_lambda_runtime_api() {
             .collect::<Vec<_>>()
     );
 
+    // Its JSON logs name the correlation, the causation and the trace of each command.
+    let create = sample("create-order");
+    let accepted: Value = f
+        .stdout()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "command accepted")
+        .expect("a log line per accepted command");
+    let spans = accepted["spans"].as_array().expect("the span list");
+    let field = |name: &str| spans.iter().find_map(|s| s.get(name).cloned());
+    assert_eq!(
+        field("correlation_id"),
+        Some(create["requestContext"]["requestId"].clone())
+    );
+    assert!(field("causation_id").is_some_and(|c| c.is_string()));
+    assert_eq!(field("trace"), Some(Value::from(trace_of(&create))));
+
     // The metrics it printed are valid EMF, in one namespace, per function.
     let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
     assert!(data.iter().all(|d| d.namespace == "Eventfold"));
