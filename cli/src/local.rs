@@ -61,9 +61,13 @@ pub fn shop_functions() -> Functions {
         })
 }
 
-/// The `KEY=value` environment of `function` (binary or logical id) against the stack
-/// `options` describe: what `eventfold local` with the same options hands it, plus the
-/// emulator's endpoint, region and dummy credentials.
+/// What `--print-env all` names: every function's environment in one file, for one
+/// `cargo lambda watch` serving every binary.
+pub const ALL_FUNCTIONS: &str = "all";
+
+/// The `KEY=value` environment of `function` (binary or logical id, or [`ALL_FUNCTIONS`])
+/// against the stack `options` describe: what `eventfold local` with the same options hands
+/// it, plus the emulator's endpoint, region and dummy credentials.
 pub fn print_env(options: &LocalOptions, function: &str) -> Result<String> {
     let region = std::env::var("AWS_REGION")
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
@@ -78,8 +82,28 @@ pub fn print_env(options: &LocalOptions, function: &str) -> Result<String> {
         .endpoint
         .clone()
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", options.emulator_port));
-    let env =
-        eventfold_local::runtime_api::standalone_env(&template, function, &endpoint, &region)?;
+    let env = if function == ALL_FUNCTIONS {
+        // One template resolves every reference the same way, so the functions' variables
+        // agree wherever they share a name; a disagreement would make the union a lie.
+        let mut union = std::collections::BTreeMap::new();
+        for f in template.functions() {
+            for (k, v) in eventfold_local::runtime_api::standalone_env(
+                &template,
+                &f.logical_id,
+                &endpoint,
+                &region,
+            )? {
+                if let Some(old) = union.insert(k.clone(), v.clone())
+                    && old != v
+                {
+                    anyhow::bail!("{k} differs between functions ({old} and {v}): print one");
+                }
+            }
+        }
+        union.into_iter().collect()
+    } else {
+        eventfold_local::runtime_api::standalone_env(&template, function, &endpoint, &region)?
+    };
     Ok(eventfold_local::runtime_api::env_file(&env))
 }
 

@@ -45,8 +45,9 @@ enum Cmd {
         /// Exit after start-up (and the demo) instead of serving until Ctrl-C.
         #[arg(long)]
         once: bool,
-        /// Print the environment FUNCTION (binary or logical id) gets from this stack as
-        /// `KEY=value` lines, and exit: for `cargo lambda watch --env-file`.
+        /// Print the environment FUNCTION (binary or logical id; `all`: every function's)
+        /// gets from this stack as `KEY=value` lines, and exit: for `cargo lambda watch
+        /// --env-file`.
         #[arg(long, value_name = "FUNCTION")]
         print_env: Option<String>,
     },
