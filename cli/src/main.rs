@@ -45,6 +45,11 @@ enum Cmd {
         /// Exit after start-up (and the demo) instead of serving until Ctrl-C.
         #[arg(long)]
         once: bool,
+        /// Print the environment FUNCTION (binary or logical id; `all`: every function's)
+        /// gets from this stack as `KEY=value` lines, and exit: for `cargo lambda watch
+        /// --env-file`.
+        #[arg(long, value_name = "FUNCTION")]
+        print_env: Option<String>,
     },
     /// Print a development JWT for the local gateway.
     Token {
@@ -146,7 +151,16 @@ async fn main() -> Result<()> {
                 JwtConfig::from_env()?.issue(&tenant, &sub, &scope, ttl)
             );
         }
-        Cmd::Local { stack, demo, once } => {
+        Cmd::Local {
+            stack,
+            print_env: Some(function),
+            ..
+        } => {
+            print!("{}", cli::local::print_env(&options(stack)?, &function)?);
+        }
+        Cmd::Local {
+            stack, demo, once, ..
+        } => {
             let local = cli::local::start(options(stack)?).await?;
             cli::demo::banner(&local);
             if demo {

@@ -1,7 +1,7 @@
 //! Integration tests against the serialized moto emulator: event store, command and query
 //! APIs over real HTTP, read models, the idempotency store, the stream -> SNS -> SQS fan-out
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
-//! DynamoDB).
+//! DynamoDB), and one trace from a command to the consumers' queues.
 
 mod api;
 mod e2e;
@@ -14,3 +14,4 @@ mod query;
 mod readmodels;
 mod saga;
 mod store;
+mod trace;

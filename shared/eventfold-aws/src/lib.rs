@@ -5,7 +5,8 @@
 //! with its `Idempotency-Key` HTTP glue ([`idempotency`]), stream-record
 //! decoding ([`streams`]), SNS publishing ([`sns`]), SQS FIFO batches with partial failures
 //! ([`sqs`]), attribute-value codecs, request counting for cost accounting
-//! ([`RequestCounter`]), configuration from the environment ([`config`]), tracing set-up, and
+//! ([`RequestCounter`]), CloudWatch EMF metrics ([`telemetry`]), configuration from the
+//! environment ([`config`]), tracing set-up, and
 //! the single mapping of errors to HTTP problem responses ([`http`]; idempotency outcomes in
 //! [`idempotency::http`]).
 //!
@@ -22,6 +23,7 @@ pub mod readmodels;
 pub mod sns;
 pub mod sqs;
 pub mod streams;
+pub mod telemetry;
 
 pub use aws_config::SdkConfig;
 pub use config::{StoreConfig, init_tracing, sdk_config, tokio_backoff};
@@ -30,3 +32,4 @@ pub use idempotency::{DynamoIdempotencyStore, IdempotencySettings};
 pub use metrics::RequestCounter;
 pub use readmodels::DynamoReadModelStore;
 pub use sns::{NotificationSink, SnsPublisher};
+pub use telemetry::{Telemetry, init_metrics};
