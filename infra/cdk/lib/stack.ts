@@ -353,20 +353,54 @@ export class EventfoldStack extends cdk.Stack {
     // --------------------------------------------------------------------- Alarms
     this.functionErrorsAlarm("CommandApiErrorsAlarm", commandApi);
     this.functionErrorsAlarm("SagaErrorsAlarm", saga);
+    this.functionErrorsAlarm("StreamPublisherErrorsAlarm", streamPublisher);
+    this.functionErrorsAlarm("ProjectorErrorsAlarm", projector);
+    this.functionErrorsAlarm("QueryApiErrorsAlarm", queryApi);
+    // Answered failures (503, 500) do not count as Lambda Errors; API Gateway's 5xx does.
+    this.alarm("HttpApi5xxAlarm", "AWS/ApiGateway", "5xx", { ApiId: api.ref, Stage: "$default" }, {
+      statistic: "Sum",
+      period: 300,
+      evaluationPeriods: 1,
+      threshold: 5,
+      comparisonOperator: "GreaterThanOrEqualToThreshold",
+    });
+    // Consumer lag (EMF, namespace Eventfold): a minute for 5 minutes means a stuck fan-out.
+    for (const [id, consumer] of [
+      ["ProjectorLagAlarm", "projector"],
+      ["SagaLagAlarm", "saga"],
+    ]) {
+      this.alarm(id, "Eventfold", "consumer_lag", { function: consumer, consumer }, {
+        statistic: "Maximum",
+        period: 60,
+        evaluationPeriods: 5,
+        threshold: 60000,
+        comparisonOperator: "GreaterThanThreshold",
+      });
+    }
+    // A stopped consumer reports no lag: the oldest message's age catches it.
+    for (const [id, queue] of [
+      ["ProjectorQueueAgeAlarm", projectorQueue],
+      ["SagaQueueAgeAlarm", sagaQueue],
+    ] as const) {
+      this.alarm(id, "AWS/SQS", "ApproximateAgeOfOldestMessage", { QueueName: queue.attrQueueName }, {
+        statistic: "Maximum",
+        period: 60,
+        evaluationPeriods: 5,
+        threshold: 300,
+        comparisonOperator: "GreaterThanThreshold",
+      });
+    }
     this.queueDepthAlarm("ProjectorDeadLettersAlarm", projectorDlq);
     this.queueDepthAlarm("SagaDeadLettersAlarm", sagaDlq);
     this.queueDepthAlarm("StreamFailuresAlarm", streamFailureQueue);
-    new cloudwatch.CfnAlarm(this, "StreamPublisherIteratorAgeAlarm", {
-      alarmDescription: "The stream-publisher lags the events stream by more than a minute.",
-      namespace: "AWS/Lambda",
-      metricName: "IteratorAge",
-      dimensions: [{ name: "FunctionName", value: streamPublisher.functionName }],
+    this.alarm("StreamPublisherIteratorAgeAlarm", "AWS/Lambda", "IteratorAge", {
+      FunctionName: streamPublisher.functionName,
+    }, {
       statistic: "Maximum",
       period: 60,
       evaluationPeriods: 5,
       threshold: 60000,
       comparisonOperator: "GreaterThanThreshold",
-      treatMissingData: "notBreaching",
     });
 
     // -------------------------------------------------------------------- Outputs
@@ -548,31 +582,45 @@ export class EventfoldStack extends cdk.Stack {
     });
   }
 
-  private functionErrorsAlarm(id: string, fn: lambda.Function): void {
+  /** An alarm on one metric; missing data (no traffic) is not a breach. */
+  private alarm(
+    id: string,
+    namespace: string,
+    metricName: string,
+    dimensions: Record<string, string>,
+    rule: Pick<
+      cloudwatch.CfnAlarmProps,
+      "statistic" | "period" | "evaluationPeriods" | "threshold" | "comparisonOperator"
+    >,
+  ): void {
     new cloudwatch.CfnAlarm(this, id, {
-      namespace: "AWS/Lambda",
-      metricName: "Errors",
-      dimensions: [{ name: "FunctionName", value: fn.functionName }],
+      namespace,
+      metricName,
+      dimensions: Object.entries(dimensions).map(([name, value]) => ({ name, value })),
+      ...rule,
+      treatMissingData: "notBreaching",
+    });
+  }
+
+  /** Any failed invocation of `fn` in 5 minutes. */
+  private functionErrorsAlarm(id: string, fn: lambda.Function): void {
+    this.alarm(id, "AWS/Lambda", "Errors", { FunctionName: fn.functionName }, {
       statistic: "Sum",
       period: 300,
       evaluationPeriods: 1,
       threshold: 1,
       comparisonOperator: "GreaterThanOrEqualToThreshold",
-      treatMissingData: "notBreaching",
     });
   }
 
+  /** Anything waiting in `queue` (a DLQ or the stream's on-failure queue). */
   private queueDepthAlarm(id: string, queue: sqs.CfnQueue): void {
-    new cloudwatch.CfnAlarm(this, id, {
-      namespace: "AWS/SQS",
-      metricName: "ApproximateNumberOfMessagesVisible",
-      dimensions: [{ name: "QueueName", value: queue.attrQueueName }],
+    this.alarm(id, "AWS/SQS", "ApproximateNumberOfMessagesVisible", { QueueName: queue.attrQueueName }, {
       statistic: "Maximum",
       period: 300,
       evaluationPeriods: 1,
       threshold: 1,
       comparisonOperator: "GreaterThanOrEqualToThreshold",
-      treatMissingData: "notBreaching",
     });
   }
 }
