@@ -112,6 +112,11 @@ enum ProjectionsCmd {
             default_value = "http://127.0.0.1:4566"
         )]
         endpoint: String,
+        /// A deployed stack: the AWS SDK's own endpoint, region and credentials (profile,
+        /// SSO, environment) instead of the emulator; give both tables (the stack outputs
+        /// EventsTableName and ReadModelsTableName).
+        #[arg(long, conflicts_with = "endpoint", requires_all = ["events_table", "read_models_table"])]
+        aws: bool,
     },
 }
 
@@ -181,10 +186,15 @@ async fn main() -> Result<()> {
                     events_table,
                     read_models_table,
                     endpoint,
+                    aws,
                 },
         } => {
             let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
-            let sdk = eventfold_local::emulator::local_sdk_config(&endpoint).await;
+            let sdk = if aws {
+                eventfold_aws::sdk_config().await
+            } else {
+                eventfold_local::emulator::local_sdk_config(&endpoint).await
+            };
             let region = sdk
                 .region()
                 .map_or("us-east-1".to_owned(), ToString::to_string);
