@@ -69,6 +69,52 @@ pub fn shop_functions() -> Functions {
         })
 }
 
+/// What `--print-env all` names: every function's environment in one file, for one
+/// `cargo lambda watch` serving every binary.
+pub const ALL_FUNCTIONS: &str = "all";
+
+/// The `KEY=value` environment of `function` (binary or logical id, or [`ALL_FUNCTIONS`])
+/// against the stack `options` describe: what `eventfold local` with the same options hands
+/// it, plus the emulator's endpoint, region and dummy credentials.
+pub fn print_env(options: &LocalOptions, function: &str) -> Result<String> {
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|_| "us-east-1".to_owned());
+    let mut template = eventfold_local::Template::load(
+        &options.root.join(eventfold_local::stack::TEMPLATE_PATH),
+        &options.stack,
+        &region,
+    )?;
+    template.override_parameters(&options.parameter_overrides)?;
+    let endpoint = options
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", options.emulator_port));
+    let env = if function == ALL_FUNCTIONS {
+        // One template resolves every reference the same way, so the functions' variables
+        // agree wherever they share a name; a disagreement would make the union a lie.
+        let mut union = std::collections::BTreeMap::new();
+        for f in template.functions() {
+            for (k, v) in eventfold_local::runtime_api::standalone_env(
+                &template,
+                &f.logical_id,
+                &endpoint,
+                &region,
+            )? {
+                if let Some(old) = union.insert(k.clone(), v.clone())
+                    && old != v
+                {
+                    anyhow::bail!("{k} differs between functions ({old} and {v}): print one");
+                }
+            }
+        }
+        union.into_iter().collect()
+    } else {
+        eventfold_local::runtime_api::standalone_env(&template, function, &endpoint, &region)?
+    };
+    Ok(eventfold_local::runtime_api::env_file(&env))
+}
+
 /// Starts the local stack with the shop's functions and default event-source options.
 pub async fn start(options: LocalOptions) -> Result<LocalStack> {
     start_with(options, EsmOptions::default()).await

@@ -45,6 +45,11 @@ enum Cmd {
         /// Exit after start-up (and the demo) instead of serving until Ctrl-C.
         #[arg(long)]
         once: bool,
+        /// Print the environment FUNCTION (binary or logical id; `all`: every function's)
+        /// gets from this stack as `KEY=value` lines, and exit: for `cargo lambda watch
+        /// --env-file`.
+        #[arg(long, value_name = "FUNCTION")]
+        print_env: Option<String>,
     },
     /// Print a development JWT for the local gateway.
     Token {
@@ -117,6 +122,11 @@ enum ProjectionsCmd {
             default_value = "http://127.0.0.1:4566"
         )]
         endpoint: String,
+        /// A deployed stack: the AWS SDK's own endpoint, region and credentials (profile,
+        /// SSO, environment) instead of the emulator; give both tables (the stack outputs
+        /// EventsTableName and ReadModelsTableName).
+        #[arg(long, conflicts_with = "endpoint", requires_all = ["events_table", "read_models_table"])]
+        aws: bool,
     },
 }
 
@@ -156,7 +166,16 @@ async fn main() -> Result<()> {
                 JwtConfig::from_env()?.issue(&tenant, &sub, &scope, ttl)
             );
         }
-        Cmd::Local { stack, demo, once } => {
+        Cmd::Local {
+            stack,
+            print_env: Some(function),
+            ..
+        } => {
+            print!("{}", cli::local::print_env(&options(stack)?, &function)?);
+        }
+        Cmd::Local {
+            stack, demo, once, ..
+        } => {
             let local = cli::local::start(options(stack)?).await?;
             cli::demo::banner(&local);
             if demo {
@@ -177,10 +196,15 @@ async fn main() -> Result<()> {
                     events_table,
                     read_models_table,
                     endpoint,
+                    aws,
                 },
         } => {
             let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
-            let sdk = eventfold_local::emulator::local_sdk_config(&endpoint).await;
+            let sdk = if aws {
+                eventfold_aws::sdk_config().await
+            } else {
+                eventfold_local::emulator::local_sdk_config(&endpoint).await
+            };
             let region = sdk
                 .region()
                 .map_or("us-east-1".to_owned(), ToString::to_string);

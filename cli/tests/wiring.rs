@@ -45,3 +45,44 @@ fn gateway_problems_use_the_functions_problem_base() {
         eventfold_aws::http::PROBLEM_BASE
     );
 }
+
+#[test]
+fn print_env_gives_each_function_what_it_reads() {
+    let options = eventfold_local::LocalOptions {
+        root: Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+        api_addr: "127.0.0.1:0".parse().expect("address"),
+        emulator_port: 4599,
+        endpoint: None,
+        stack: "eventfold-local".into(),
+        auth: eventfold_local::JwtConfig::dev(),
+        parameter_overrides: vec![("PaymentTimeoutSeconds".into(), "5".into())],
+    };
+    let env = |f: &str| cli::local::print_env(&options, f).expect("known function");
+    let publisher = env("stream-publisher");
+    let topic = publisher
+        .lines()
+        .find_map(|l| l.strip_prefix("EVENTS_TOPIC_ARN="))
+        .expect("the publisher needs its topic");
+    assert!(
+        topic.starts_with("arn:aws:sns:") && topic.ends_with(":eventfold-local-events.fifo"),
+        "{topic}"
+    );
+    assert!(publisher.contains("AWS_ENDPOINT_URL=http://127.0.0.1:4599\n"));
+    assert!(!publisher.contains("READ_MODELS_TABLE="));
+    let projector = env("projector");
+    assert!(projector.contains("READ_MODELS_TABLE=eventfold-local-ReadModelsTable\n"));
+    assert!(projector.contains("EVENTS_TABLE=eventfold-local-EventsTable\n"));
+    assert!(
+        env("saga").contains("SAGA_TIMEOUT_SECONDS=5\n"),
+        "overrides apply"
+    );
+    let all = env(cli::local::ALL_FUNCTIONS);
+    for line in publisher
+        .lines()
+        .chain(projector.lines())
+        .chain(env("command-api").lines())
+    {
+        assert!(all.lines().any(|l| l == line), "{line} missing from all");
+    }
+    assert!(cli::local::print_env(&options, "nope").is_err());
+}

@@ -1,7 +1,8 @@
 //! Integration tests against the serialized moto emulator: event store, command and query
 //! APIs over real HTTP, read models, the idempotency store, the stream -> SNS -> SQS fan-out
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
-//! DynamoDB), the streaming API (topics, publish, consumer groups, history).
+//! DynamoDB), the streaming API (topics, publish, consumer groups, history), and one trace
+//! from a command to the consumers' queues.
 
 mod api;
 mod e2e;
@@ -15,3 +16,4 @@ mod readmodels;
 mod saga;
 mod store;
 mod streaming;
+mod trace;

@@ -12,10 +12,14 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventfold::idempotency::{Idempotency, IdempotencyStore, Scope};
-use eventfold::{CommandContext, CommandExecutor, EventStore, ExecutorConfig, StreamId};
-use eventfold_aws::http::{Caller, Problem, caller, correlation_id, json_response, route_key};
+use eventfold::{
+    CommandContext, CommandError, CommandExecutor, EventStore, ExecutorConfig, StreamId,
+};
+use eventfold_aws::http::{
+    Caller, Problem, caller, correlation_id, json_response, route_key, trace_header,
+};
 use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
-use eventfold_aws::{DynamoEventStore, SdkConfig, StoreConfig};
+use eventfold_aws::{DynamoEventStore, SdkConfig, StoreConfig, telemetry};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -132,6 +136,17 @@ fn body_bytes(req: &Request) -> &[u8] {
     }
 }
 
+/// The `outcome` dimension of a command the executor refused or failed.
+fn command_outcome(e: &CommandError) -> &'static str {
+    match e {
+        CommandError::Rejected(_) => "rejected",
+        CommandError::Conflict { .. } => "conflict",
+        CommandError::TooLarge { .. } => "too_large",
+        CommandError::Unavailable(_) => "unavailable",
+        CommandError::Internal(_) => "error",
+    }
+}
+
 fn parse_error(e: CommandParseError) -> Problem {
     match e {
         CommandParseError::UnknownType(m) => Problem::bad_request("unknown-command-type", m),
@@ -168,6 +183,7 @@ impl<'a, S: EventStore> AggregateVisitor for Execute<'a, S> {
                 A::parse_http_command(self.command_type, self.data).map_err(parse_error)?;
             self.api
                 .execute::<A>(
+                    self.command_type,
                     self.stream,
                     self.expected,
                     &command,
@@ -252,7 +268,8 @@ impl<S: EventStore> CommandApi<S> {
         let path = req.uri().path().to_owned();
         let correlation = correlation_id(&req);
         let route = route_key(&req).unwrap_or("-");
-        let span = tracing::info_span!("request", route = %route, path = %path, correlation_id = %correlation);
+        let trace = trace_header(&req);
+        let span = tracing::info_span!("request", route = %route, path = %path, correlation_id = %correlation, trace = trace.as_deref().unwrap_or("-"));
         async {
             match self.dispatch(&req, &correlation).await {
                 Ok(resp) => resp,
@@ -329,8 +346,10 @@ impl<S: EventStore> CommandApi<S> {
             correlation_id: correlation.to_owned(),
             causation_id: command_id.clone(),
             command_id,
+            // The commit keeps the request's trace: every message it causes joins it.
+            trace: trace_header(req),
         };
-        let span = tracing::info_span!("command", stream_id = %stream, command_type = %cmd.command_type, command_id = %context.command_id);
+        let span = tracing::info_span!("command", stream_id = %stream, command_type = %cmd.command_type, command_id = %context.command_id, causation_id = %context.causation_id);
         let run = Execute {
             api: self,
             stream: &stream,
@@ -340,17 +359,25 @@ impl<S: EventStore> CommandApi<S> {
             context: &context,
             answer_by: answer_by(req),
         };
-        async {
+        let result = async {
             registry::visit(&cmd.aggregate_type, run)
                 .map_err(unknown_aggregate)?
                 .await
         }
         .instrument(span)
-        .await
+        .await;
+        if let Err(p) = &result
+            && p.status == 400
+        {
+            // The type may be anything the caller sent: not a dimension.
+            telemetry::command_handled("-", "invalid", 0, false);
+        }
+        result
     }
 
     async fn execute<A: RegisteredAggregate>(
         &self,
+        command_type: &str,
         stream: &StreamId,
         expected: Option<u64>,
         command: &A::Command,
@@ -361,7 +388,21 @@ impl<S: EventStore> CommandApi<S> {
             .executor
             .execute_within::<A>(stream, expected, command, context, answer_by)
             .await
-            .map_err(|e| Problem::from(&e))?;
+            .map_err(|e| {
+                telemetry::command_handled(
+                    command_type,
+                    command_outcome(&e),
+                    0,
+                    matches!(e, CommandError::Conflict { .. }),
+                );
+                Problem::from(&e)
+            })?;
+        telemetry::command_handled(
+            command_type,
+            "accepted",
+            out.attempts.saturating_sub(1),
+            false,
+        );
         tracing::info!(
             version = out.version,
             events = out.events.len(),

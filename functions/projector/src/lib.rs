@@ -13,6 +13,7 @@ use eventfold::EventStore;
 use eventfold::projection::{Projector, ReadModelStore};
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sqs::process_fifo_batch;
+use eventfold_aws::telemetry;
 use eventfold_aws::{DynamoEventStore, DynamoReadModelStore, SdkConfig};
 
 /// Settings of the projector.
@@ -73,7 +74,12 @@ impl<E: EventStore, R: ReadModelStore> ProjectorFunction<E, R> {
     /// Applies every record of `event`; returns the records to redeliver.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
         process_fifo_batch(event, |n| async move {
-            self.projector.handle(&n).await.map(|_| ())
+            let applied = self.projector.handle(&n).await?;
+            // A notification every view had seen already is a redelivery, not consumption.
+            if applied.views_changed > 0 {
+                telemetry::event_consumed(telemetry::PROJECTOR, n.event.as_ref(), applied.behind);
+            }
+            Ok::<_, eventfold::projection::ProjectError>(())
         })
         .await
     }
@@ -104,6 +110,7 @@ mod tests {
                 correlation_id: "c".into(),
                 causation_id: "c".into(),
                 command_id: format!("cmd-{version}"),
+                trace: None,
             },
         )
     }

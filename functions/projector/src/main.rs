@@ -7,11 +7,12 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     eventfold_aws::init_tracing();
+    let telemetry = eventfold_aws::init_metrics("projector");
     let sdk = eventfold_aws::sdk_config().await;
     let function = projector::from_lookup(&sdk, |k| std::env::var(k).ok())?;
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(function.handle(event.payload).await)
+        Ok::<_, Error>(telemetry.invocation(function.handle(event.payload)).await)
     }))
     .await
 }

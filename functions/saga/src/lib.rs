@@ -20,6 +20,7 @@ use eventfold::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner, Ticked};
 use eventfold::{CommandExecutor, EventStore, ExecutorConfig, Upcasters};
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sqs::process_fifo_batch;
+use eventfold_aws::telemetry;
 use eventfold_aws::{DynamoEventStore, DynamoReadModelStore, SdkConfig, StoreConfig};
 use serde::Serialize;
 use serde_json::Value;
@@ -193,7 +194,11 @@ where
     /// Handles every record of `event`; returns the records to redeliver.
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         process_fifo_batch(event, |n| async move {
-            self.runner.handle(&n).await.map(|_| ())
+            let handled = self.runner.handle(&n).await?;
+            if !handled.duplicate {
+                telemetry::event_consumed(telemetry::SAGA, n.event.as_ref(), handled.behind);
+            }
+            Ok::<_, eventfold::saga::SagaError>(())
         })
         .await
     }
@@ -468,7 +473,7 @@ mod tests {
             serde_json::from_str(include_str!("../events/sqs.json")).expect("json"),
         )
         .expect("a batch");
-        // The table holds the sample's stream up to its event (v4).
+        // The table holds the sample's stream up to its event.
         let Invocation::Batch(batch) = &sample else {
             panic!("a batch");
         };
@@ -476,14 +481,15 @@ mod tests {
             .expect("a notification");
         let stream = StreamId::parse(&n.stream_id).expect("valid");
         let store = f.runner().executor().store();
-        let earlier = eventfold::contract::sample_events(&stream, 0, 3);
+        let before = n.version - 1;
+        let earlier = eventfold::contract::sample_events(&stream, 0, before);
         store
             .append(&n.stream_id, 0, earlier, None)
             .await
             .expect("append");
         let carried = n.event.clone().expect("carried");
         store
-            .append(&n.stream_id, 3, vec![carried], None)
+            .append(&n.stream_id, before, vec![carried], None)
             .await
             .expect("append");
         let response = f.handle(sample).await.expect("handled");

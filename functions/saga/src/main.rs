@@ -12,6 +12,7 @@ type Deployed = shop::fulfilment::OrderFulfilment;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     eventfold_aws::init_tracing();
+    let telemetry = eventfold_aws::init_metrics("saga");
     let sdk = eventfold_aws::sdk_config().await;
     let function = saga::from_lookup::<Deployed>(
         &sdk,
@@ -21,7 +22,7 @@ async fn main() -> Result<(), Error> {
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation::from_json(event.payload)?;
-        Ok::<_, Error>(function.handle(invocation).await?)
+        Ok::<_, Error>(telemetry.invocation(function.handle(invocation)).await?)
     }))
     .await
 }

@@ -136,6 +136,7 @@ impl<S: NotificationSink> StreamPublisher<S> {
                 break;
             }
         }
+        eventfold_aws::telemetry::events_published(published);
         let mut response = DynamoDbEventResponse::default();
         if let Some((index, error)) = failed.or(broken) {
             let record = &records[index];

@@ -7,11 +7,12 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     eventfold_aws::init_tracing();
+    let telemetry = eventfold_aws::init_metrics("stream-publisher");
     let sdk = eventfold_aws::sdk_config().await;
     let publisher = stream_publisher::from_lookup(&sdk, |k| std::env::var(k).ok()).await?;
     let publisher = &publisher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
-        Ok::<_, Error>(publisher.handle(event.payload).await)
+        Ok::<_, Error>(telemetry.invocation(publisher.handle(event.payload)).await)
     }))
     .await
 }

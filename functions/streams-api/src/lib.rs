@@ -21,7 +21,9 @@ use eventfold::streaming::{
     StreamingError, Streams, StreamsConfig, TopicCatalogue, TopicSettings,
 };
 use eventfold::{EventStore, Metadata};
-use eventfold_aws::http::{Caller, Problem, caller, correlation_id, json_response, route_key};
+use eventfold_aws::http::{
+    Caller, Problem, caller, correlation_id, json_response, route_key, trace_header,
+};
 use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
 use eventfold_aws::{
     DynamoEventStore, DynamoGroupStore, DynamoTopicCatalogue, SdkConfig, StreamingConfig,
@@ -304,7 +306,8 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
         let path = req.uri().path().to_owned();
         let correlation = correlation_id(&req);
         let route = route_key(&req).unwrap_or("-");
-        let span = tracing::info_span!("request", route = %route, path = %path, correlation_id = %correlation);
+        let trace = trace_header(&req);
+        let span = tracing::info_span!("request", route = %route, path = %path, correlation_id = %correlation, trace = trace.as_deref().unwrap_or("-"));
         async {
             match self.dispatch(&req, &correlation).await {
                 Ok(resp) => resp,
@@ -487,6 +490,8 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
             correlation_id: correlation.to_owned(),
             causation_id: command_id.clone(),
             command_id,
+            // The records keep the request's trace: the fan-out and its consumers join it.
+            trace: trace_header(req),
         };
         let placed = self
             .streams

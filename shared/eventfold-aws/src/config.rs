@@ -2,11 +2,15 @@
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
-/// A required setting was missing or malformed.
-#[derive(Debug, thiserror::Error)]
+/// A required setting was missing or malformed. Its `Debug` form is its message: a `main`
+/// that returns it prints which variable to set, not a variant name.
+#[derive(thiserror::Error)]
 pub enum ConfigError {
     /// The variable is not set.
-    #[error("missing required setting {0}")]
+    #[error(
+        "missing required setting {0}: set it in the function's environment (against the local \
+         stack, `eventfold local --print-env <function>` prints every variable a function needs)"
+    )]
     Missing(&'static str),
     /// The variable is set to something unusable.
     #[error("invalid setting {name}={value}: {reason}")]
@@ -18,6 +22,12 @@ pub enum ConfigError {
         /// Why it was refused.
         reason: String,
     },
+}
+
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Settings of the command path.
@@ -122,5 +132,10 @@ mod tests {
             _ => Some("lots".into()),
         });
         assert!(matches!(bad, Err(ConfigError::Invalid { .. })));
+        let missing = format!("{:?}", ConfigError::Missing("EVENTS_TABLE"));
+        assert!(
+            missing.starts_with("missing required setting EVENTS_TABLE:"),
+            "{missing}"
+        );
     }
 }

@@ -282,3 +282,58 @@ pub fn correlation_id(req: &Request) -> String {
     }
     .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
+
+/// Longest trace header kept: X-Ray's is about 100 characters; anything far longer is not one
+/// and must not ride on every commit and message.
+const MAX_TRACE_HEADER: usize = 256;
+
+/// Whether `v` can be an X-Ray trace header (`Root=1-...;Parent=...;Sampled=...`): printable
+/// ASCII of a sane length carrying a `Root=` entry.
+pub fn is_trace_header(v: &str) -> bool {
+    (1..=MAX_TRACE_HEADER).contains(&v.len())
+        && v.bytes().all(|b| b.is_ascii_graphic())
+        && v.split(';').any(|part| part.starts_with("Root="))
+}
+
+/// The X-Ray trace header of the invocation: the Lambda context's (the runtime's
+/// `Lambda-Runtime-Trace-Id`, also in `_X_AMZN_TRACE_ID`), else the request's
+/// `X-Amzn-Trace-Id` (API Gateway's, or a caller's through the local gateway).
+pub fn trace_header(req: &Request) -> Option<String> {
+    let from_context = req
+        .lambda_context_ref()
+        .and_then(|c| c.xray_trace_id.clone());
+    from_context
+        .or_else(|| {
+            req.headers()
+                .get("x-amzn-trace-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .filter(|v| is_trace_header(v))
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::*;
+
+    #[test]
+    fn trace_headers_come_from_the_context_else_the_request() {
+        let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        let mut req = Request::default();
+        assert_eq!(trace_header(&req), None);
+        req.headers_mut().insert(
+            "x-amzn-trace-id",
+            lambda_http::http::HeaderValue::from_static(header),
+        );
+        assert_eq!(trace_header(&req).as_deref(), Some(header));
+        let mut ctx = lambda_http::Context::default();
+        ctx.xray_trace_id = Some("Root=1-00000000-000000000000000000000001".to_owned());
+        let req = req.with_lambda_context(ctx);
+        assert_eq!(
+            trace_header(&req).as_deref(),
+            Some("Root=1-00000000-000000000000000000000001")
+        );
+        assert!(!is_trace_header("not a trace"));
+        assert!(!is_trace_header(&format!("Root={}", "x".repeat(300))));
+    }
+}

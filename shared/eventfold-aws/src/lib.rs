@@ -6,7 +6,8 @@
 //! consumer-group tables ([`streaming`]), stream-record
 //! decoding ([`streams`]), SNS publishing ([`sns`]), SQS FIFO batches with partial failures
 //! ([`sqs`]), attribute-value codecs, request counting for cost accounting
-//! ([`RequestCounter`]), configuration from the environment ([`config`]), tracing set-up, and
+//! ([`RequestCounter`]), CloudWatch EMF metrics ([`telemetry`]), configuration from the
+//! environment ([`config`]), tracing set-up, and
 //! the single mapping of errors to HTTP problem responses ([`http`]; idempotency outcomes in
 //! [`idempotency::http`]).
 //!
@@ -24,6 +25,7 @@ pub mod sns;
 pub mod sqs;
 pub mod streaming;
 pub mod streams;
+pub mod telemetry;
 
 pub use aws_config::SdkConfig;
 pub use config::{StoreConfig, init_tracing, sdk_config, tokio_backoff};
@@ -33,3 +35,4 @@ pub use metrics::RequestCounter;
 pub use readmodels::DynamoReadModelStore;
 pub use sns::{NotificationSink, SnsPublisher};
 pub use streaming::{DynamoGroupStore, DynamoTopicCatalogue, StreamingConfig};
+pub use telemetry::{Telemetry, init_metrics};

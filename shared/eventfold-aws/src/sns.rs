@@ -2,7 +2,8 @@
 //!
 //! One message per event: `MessageGroupId` = stream id (per-stream order),
 //! `MessageDeduplicationId` = event id (a republished event is dropped by the topic), String
-//! attributes `event_type`, `category` and `tenant` for subscription filter policies, and the
+//! attributes `event_type`, `category` and `tenant` for subscription filter policies, `trace`
+//! (the commit's X-Ray trace header, [`TRACE_ATTRIBUTE`]) when it has one, and the
 //! [`Notification`] JSON as the body. An event too large for SNS travels thin (no payload);
 //! consumers read it from the events table.
 
@@ -90,13 +91,24 @@ pub fn group_id(stream_id: &str) -> String {
     format!("{}~{hex}", &stream_id[..cut])
 }
 
-/// The String message attributes of `n`: `(name, value)`.
-pub fn attributes(n: &Notification) -> [(&'static str, &str); 3] {
-    [
+/// The message attribute carrying the commit's X-Ray trace header. SNS's `PublishBatch` has
+/// no `AWSTraceHeader` system attribute to set (only active tracing sets it, and only for the
+/// publisher's own segment), so the header travels as a message attribute, which raw delivery
+/// hands to the SQS record's `messageAttributes`.
+pub const TRACE_ATTRIBUTE: &str = "trace";
+
+/// The String message attributes of `n`: `(name, value)`; `trace` only when the event's
+/// commit carries one.
+pub fn attributes(n: &Notification) -> Vec<(&'static str, &str)> {
+    let mut attrs = vec![
         ("event_type", n.event_type.as_str()),
         ("category", n.category.as_str()),
         ("tenant", n.tenant.as_str()),
-    ]
+    ];
+    if let Some(trace) = n.event.as_ref().and_then(|e| e.metadata.trace.as_deref()) {
+        attrs.push((TRACE_ATTRIBUTE, trace));
+    }
+    attrs
 }
 
 /// The size SNS counts for a message: body plus each attribute's name, type and value.

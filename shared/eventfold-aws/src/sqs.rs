@@ -5,12 +5,17 @@
 //! being handled), so the queue redelivers them in order; other groups go on. A body that is
 //! not a [`Notification`] is a poison message: a failure of its record (it reaches the DLQ after
 //! `maxReceiveCount`) and of the rest of its group.
+//!
+//! Each record is handled inside a `message` span naming its stream, version, correlation and
+//! causation ids and the X-Ray trace header it carries ([`record_trace`]), so a consumer's log
+//! lines join the trace of the command that caused them.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use eventfold::projection::Notification;
 use std::collections::HashSet;
 use std::fmt::Display;
 use std::future::Future;
+use tracing::Instrument;
 
 /// The record attribute naming a FIFO message group.
 pub const GROUP_ATTRIBUTE: &str = "MessageGroupId";
@@ -18,6 +23,38 @@ pub const GROUP_ATTRIBUTE: &str = "MessageGroupId";
 /// The FIFO message group of `record` (`None` on a standard queue).
 pub fn message_group(record: &SqsMessage) -> Option<&str> {
     record.attributes.get(GROUP_ATTRIBUTE).map(String::as_str)
+}
+
+/// The system attribute SQS sets for X-Ray when the sender traced the message.
+pub const AWS_TRACE_HEADER: &str = "AWSTraceHeader";
+
+/// The X-Ray trace header a record carries: the `trace` message attribute the stream
+/// publisher sets ([`crate::sns::TRACE_ATTRIBUTE`]), else the `AWSTraceHeader` system
+/// attribute SQS sets under active tracing.
+pub fn record_trace(record: &SqsMessage) -> Option<&str> {
+    record
+        .message_attributes
+        .get(crate::sns::TRACE_ATTRIBUTE)
+        .and_then(|a| a.string_value.as_deref())
+        .or_else(|| record.attributes.get(AWS_TRACE_HEADER).map(String::as_str))
+        .filter(|t| crate::http::is_trace_header(t))
+}
+
+fn message_span(id: &str, record: &SqsMessage, n: &Notification) -> tracing::Span {
+    let metadata = n.event.as_ref().map(|e| &e.metadata);
+    let trace = record_trace(record)
+        .or_else(|| metadata.and_then(|m| m.trace.as_deref()))
+        .unwrap_or("-");
+    tracing::info_span!(
+        "message",
+        message_id = %id,
+        stream_id = %n.stream_id,
+        version = n.version,
+        event_type = %n.event_type,
+        correlation_id = metadata.map_or("-", |m| m.correlation_id.as_str()),
+        causation_id = metadata.map_or("-", |m| m.causation_id.as_str()),
+        trace = trace,
+    )
 }
 
 fn failure(id: String) -> BatchItemFailure {
@@ -50,7 +87,10 @@ where
         let outcome =
             match serde_json::from_str::<Notification>(record.body.as_deref().unwrap_or("")) {
                 Err(e) => Err(format!("poison message: body is not a notification: {e}")),
-                Ok(n) => handle(n).await.map_err(|e| e.to_string()),
+                Ok(n) => {
+                    let span = message_span(&id, record, &n);
+                    handle(n).instrument(span).await.map_err(|e| e.to_string())
+                }
             };
         if let Err(error) = outcome {
             tracing::error!(message_id = %id, group = group.unwrap_or(""), %error, "message failed");

@@ -14,7 +14,12 @@
 //! - [`gateway`] and [`jwt`]: API Gateway HTTP API emulation (routing, payload 2.0 events,
 //!   the JWT authorizer);
 //! - [`stack`]: all of it started together as a [`LocalStack`];
-//! - [`httpc`]: a small HTTP client for demos and tests.
+//! - [`httpc`]: a small HTTP client for demos and tests;
+//! - [`emf`]: the CloudWatch Embedded Metric Format as its specification states it, to check
+//!   the metric lines a function prints;
+//! - [`runtime_api`]: the Lambda runtime API emulated, so a function's real binary runs as
+//!   Lambda runs it, and the environment each function gets from the stack
+//!   ([`runtime_api::standalone_env`], for `cargo lambda watch --env-file` too).
 //!
 //! It knows no function: callers register handler factories by binary name in
 //! [`Functions`]. It must not import `shop`, any Eventfold function (`command-api`,
@@ -22,6 +27,7 @@
 //! `eventfold` CLI wires the shop's functions into it.
 #![forbid(unsafe_code)]
 
+pub mod emf;
 pub mod emulator;
 pub mod esm;
 pub mod functions;
@@ -29,6 +35,7 @@ pub mod gateway;
 pub mod httpc;
 pub mod jwt;
 pub mod provision;
+pub mod runtime_api;
 pub mod stack;
 pub mod template;
 

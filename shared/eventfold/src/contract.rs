@@ -40,6 +40,7 @@ pub fn sample_events(stream: &StreamId, after: u64, count: u64) -> Vec<EventEnve
         correlation_id: "corr-1".into(),
         causation_id: "cause-1".into(),
         command_id: format!("cmd-{}", after + 1),
+        trace: None,
     };
     (1..=count)
         .map(|i| {

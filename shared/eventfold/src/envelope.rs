@@ -18,6 +18,11 @@ pub struct Metadata {
     pub causation_id: String,
     /// Id of the command that produced this commit (derived ids make redelivery harmless).
     pub command_id: String,
+    /// The X-Ray trace header of the request that caused the commit (`Root=1-...;Parent=...;
+    /// Sampled=...`), carried on to every message the commit causes so that one order's path
+    /// is one trace. `None` outside a traced invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 impl Metadata {
@@ -35,7 +40,14 @@ impl Metadata {
             correlation_id: command_id.clone(),
             causation_id: command_id.clone(),
             command_id,
+            trace: None,
         }
+    }
+
+    /// The same metadata carrying `trace` (an X-Ray trace header) when there is one.
+    pub fn with_trace(mut self, trace: Option<String>) -> Self {
+        self.trace = trace;
+        self
     }
 }
 

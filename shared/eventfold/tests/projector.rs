@@ -193,6 +193,15 @@ fn applied(views_changed: usize, duplicates: usize, events_read: usize) -> Appli
         views_changed,
         duplicates,
         events_read,
+        behind: 0,
+    }
+}
+
+/// [`applied`] by a catch-up that reached `behind` versions back.
+fn caught_up(views_changed: usize, events_read: usize, behind: u64) -> Applied {
+    Applied {
+        behind,
+        ..applied(views_changed, 0, events_read)
     }
 }
 
@@ -271,7 +280,7 @@ async fn a_gap_is_filled_from_the_event_store_like_in_order_application() {
     let p = projector(&events, MemoryReadModelStore::new());
     handle(&p, &ns[0]).await;
     // v4 after v1: v2..=v4 are read from the table, once per view.
-    assert_eq!(handle(&p, &ns[3]).await, applied(2, 0, 6));
+    assert_eq!(handle(&p, &ns[3]).await, caught_up(2, 6, 2));
     assert_eq!(p.models().checkpoint("totals", THING).await.expect("cp"), 4);
     // The notifications of the gap arrive late: duplicates.
     assert_eq!(handle(&p, &ns[1]).await, applied(0, 2, 0));
@@ -281,7 +290,7 @@ async fn a_gap_is_filled_from_the_event_store_like_in_order_application() {
 
     // A first notification past version 1 reads everything before it.
     let fresh = projector(&events, MemoryReadModelStore::new());
-    assert_eq!(handle(&fresh, &ns[4]).await, applied(2, 0, 10));
+    assert_eq!(handle(&fresh, &ns[4]).await, caught_up(2, 10, 4));
     assert_eq!(views(fresh.models()), in_order(&events, &ns).await);
 }
 
@@ -322,7 +331,7 @@ async fn a_version_the_store_lacks_is_missing_and_writes_nothing() {
     // Once the table has it, the same notification applies.
     let late = write(&events, THING, &[added(4)]).await;
     assert_eq!(late[0].version, 3);
-    assert_eq!(handle(&p, &ahead).await, applied(2, 0, 4));
+    assert_eq!(handle(&p, &ahead).await, caught_up(2, 4, 1));
     assert_eq!(
         views(p.models()),
         in_order(&events, &[ns, late].concat()).await
@@ -733,7 +742,7 @@ async fn upcasters_apply_before_views_see_the_data() {
     handle(&p, &ns[2]).await;
     let fresh = projector(&events, MemoryReadModelStore::new()).with_upcasters(upcasters());
     handle(&fresh, &ns[0]).await;
-    assert_eq!(handle(&fresh, &ns[2]).await, applied(2, 0, 4));
+    assert_eq!(handle(&fresh, &ns[2]).await, caught_up(2, 4, 1));
 
     for models in [p.models(), fresh.models()] {
         let (log, totals) = views(models);

@@ -87,21 +87,23 @@ impl DynamoEventStore {
                 ])))
             })
             .collect::<Result<_, StoreError>>()?;
+        let mut metadata_map = HashMap::from([
+            ("tenant".to_owned(), s(&metadata.tenant)),
+            ("actor".to_owned(), s(&metadata.actor)),
+            ("correlation_id".to_owned(), s(&metadata.correlation_id)),
+            ("causation_id".to_owned(), s(&metadata.causation_id)),
+            ("command_id".to_owned(), s(&metadata.command_id)),
+        ]);
+        // Absent rather than empty: commits written before traces existed look the same.
+        if let Some(trace) = &metadata.trace {
+            metadata_map.insert("trace".to_owned(), s(trace));
+        }
         let mut item = HashMap::from([
             ("stream_id".to_owned(), s(stream_id)),
             ("version".to_owned(), n(expected_version + 1)),
             ("count".to_owned(), n(events.len() as u64)),
             ("events".to_owned(), AttributeValue::L(list)),
-            (
-                "metadata".to_owned(),
-                AttributeValue::M(HashMap::from([
-                    ("tenant".to_owned(), s(&metadata.tenant)),
-                    ("actor".to_owned(), s(&metadata.actor)),
-                    ("correlation_id".to_owned(), s(&metadata.correlation_id)),
-                    ("causation_id".to_owned(), s(&metadata.causation_id)),
-                    ("command_id".to_owned(), s(&metadata.command_id)),
-                ])),
-            ),
+            ("metadata".to_owned(), AttributeValue::M(metadata_map)),
             ("committed_at".to_owned(), ts(&Utc::now())),
         ]);
         if let Some(snap) = snapshot {
@@ -175,6 +177,10 @@ impl DynamoEventStore {
                 correlation_id: get_s(&md, "correlation_id")?,
                 causation_id: get_s(&md, "causation_id")?,
                 command_id: get_s(&md, "command_id")?,
+                trace: match md.get("trace") {
+                    Some(AttributeValue::S(t)) => Some(t.clone()),
+                    _ => None,
+                },
             };
             let Some(AttributeValue::L(list)) = item.get("events") else {
                 return Err(corrupt("attribute events missing or not a list".into()));

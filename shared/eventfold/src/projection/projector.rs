@@ -48,6 +48,9 @@ pub struct Applied {
     pub duplicates: usize,
     /// Events read from the event store (gaps and thin notifications).
     pub events_read: usize,
+    /// Versions the furthest-behind view had not seen before this one (`version - checkpoint
+    /// - 1`, 0 when in order): how far a catch-up reached back.
+    pub behind: u64,
 }
 
 /// Applies notifications to a set of views over a read-model store.
@@ -231,6 +234,7 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         if n.version <= checkpoint {
             return Ok(Step::Duplicate);
         }
+        applied.behind = applied.behind.max(n.version - checkpoint - 1);
         let events = self
             .events_between(n, checkpoint + 1, n.version, &mut applied.events_read)
             .await?;
@@ -266,6 +270,7 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         if n.version <= checkpoint {
             return Ok(Step::Duplicate);
         }
+        applied.behind = applied.behind.max(n.version - checkpoint - 1);
         let events = self
             .events_between(n, checkpoint + 1, n.version, &mut applied.events_read)
             .await?;

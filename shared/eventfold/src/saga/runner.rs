@@ -128,6 +128,9 @@ pub struct Handled {
     pub duplicate: bool,
     /// Events read from the event store (gaps, thin notifications, histories).
     pub events_read: usize,
+    /// Versions of the source stream not seen before this notification (`version -
+    /// checkpoint - 1`, 0 when in order): how far a catch-up reached back.
+    pub behind: u64,
     /// Events the saga took as inputs.
     pub inputs: usize,
     /// Events appended to saga streams (inputs and refusals).
@@ -141,6 +144,7 @@ pub struct Handled {
 impl Handled {
     fn add(&mut self, o: Self) {
         self.events_read += o.events_read;
+        self.behind = self.behind.max(o.behind);
         self.inputs += o.inputs;
         self.saga_events += o.saga_events;
         self.commands_sent += o.commands_sent;
@@ -180,6 +184,8 @@ struct Instance<S> {
     /// Id of the newest saga event known (the causation of the commands sent next).
     last_event: Option<String>,
     correlation_id: String,
+    /// Trace header of the input being handled: the commands it causes join its trace.
+    trace: Option<String>,
 }
 
 impl<G, E, R> SagaRunner<G, E, R>
@@ -238,6 +244,7 @@ where
             handled.duplicate = true;
             return Ok(handled);
         }
+        handled.behind = n.version - checkpoint - 1;
         let events = self
             .events_between(n, checkpoint + 1, n.version, &mut handled)
             .await?;
@@ -320,6 +327,7 @@ where
             correlation_id: correlation_id.clone(),
             causation_id: event.event_id.to_string(),
             command_id: event.event_id.to_string(),
+            trace: event.metadata.trace.clone(),
         };
         let outcome = match self
             .executor
@@ -346,6 +354,7 @@ where
             version: outcome.version,
             state: outcome.state,
             correlation_id,
+            trace: event.metadata.trace.clone(),
         };
         // Indexed before sending: a target that keeps failing must not keep the deadline off.
         self.index(&name, &instance).await?;
@@ -392,6 +401,7 @@ where
                     correlation_id: instance.correlation_id.clone(),
                     causation_id: causation_id.clone(),
                     command_id: command_id.clone(),
+                    trace: instance.trace.clone(),
                 };
                 let (target, result) = p
                     .command
@@ -427,6 +437,7 @@ where
                     correlation_id: instance.correlation_id.clone(),
                     causation_id: command_id.clone(),
                     command_id: format!("{command_id}:refused"),
+                    trace: instance.trace.clone(),
                 };
                 let input = G::refused(p, &rejection);
                 match self

@@ -115,6 +115,8 @@ where
                 correlation_id: correlation_id.clone(),
                 causation_id: command_id.clone(),
                 command_id,
+                // A deadline is caused by the clock, not by a traced request.
+                trace: None,
             };
             // The deadline was judged on `version`: the timeout must not land on a newer
             // state (one that may wait for something else, or not at all).
@@ -136,6 +138,7 @@ where
             version: outcome.version,
             state: outcome.state,
             correlation_id,
+            trace: None,
         };
         self.index(name, &instance).await?;
         self.settle(name, instance, &mut ticked.handled).await

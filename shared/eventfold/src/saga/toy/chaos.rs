@@ -48,6 +48,7 @@ pub fn request(
                     correlation_id: format!("corr-{id}"),
                     causation_id: format!("req-{id}"),
                     command_id: format!("req-{id}-{i}"),
+                    trace: None,
                 },
             )
         })
@@ -72,6 +73,7 @@ pub fn approval(tenant: &str, id: &str, version: u64) -> EventEnvelope {
             correlation_id: format!("corr-{id}"),
             causation_id: format!("approve-{id}"),
             command_id: format!("approve-{id}"),
+            trace: None,
         },
     )
 }

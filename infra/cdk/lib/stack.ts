@@ -1,0 +1,656 @@
+// The Eventfold stack in CDK: the same resources, settings and logical ids as
+// infra/template.yaml after SAM's translation (scripts/check-cdk compares the two, so they
+// cannot drift). Logical ids are pinned to SAM's names: the local tool, the alarms and the
+// CLI's ops commands find resources by them, and a stack moved from SAM to CDK keeps its
+// tables instead of replacing them.
+//
+// Level-1 constructs (Cfn*) where a level-2 construct would add something SAM does not
+// (grants folded into a DefaultPolicy, generated names, extra permissions); level-2 where it
+// maps one to one (functions and their code assets, roles).
+
+import * as path from "node:path";
+import * as fs from "node:fs";
+import * as cdk from "aws-cdk-lib";
+import { Construct } from "constructs";
+import * as apigw from "aws-cdk-lib/aws-apigatewayv2";
+import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
+import * as dynamodb from "aws-cdk-lib/aws-dynamodb";
+import * as events from "aws-cdk-lib/aws-events";
+import * as iam from "aws-cdk-lib/aws-iam";
+import * as lambda from "aws-cdk-lib/aws-lambda";
+import * as logs from "aws-cdk-lib/aws-logs";
+import * as sns from "aws-cdk-lib/aws-sns";
+import * as sqs from "aws-cdk-lib/aws-sqs";
+
+/** Settings of the stack that are not template parameters. */
+export interface EventfoldStackProps extends cdk.StackProps {
+  /**
+   * Directory holding one `<LogicalId>/bootstrap` per function: the output of `sam build`
+   * (`scripts/build-functions`), so SAM and CDK deploy the same binaries.
+   */
+  readonly functionsDir: string;
+}
+
+/** What every function statement list is made of (IAM JSON, as in the SAM template). */
+type Statement = Record<string, unknown>;
+
+interface FunctionSpec {
+  /** Logical id, as in the SAM template (`CommandApiFunction`, ...). */
+  readonly id: string;
+  readonly description: string;
+  readonly environment: Record<string, string>;
+  readonly statements: Statement[];
+  /** AWS managed policies SAM attaches for the function's event sources. */
+  readonly eventSourcePolicies?: string[];
+  /**
+   * Further inline policies by name: SAM adds one for an event source's on-failure
+   * destination (`<Function><Event>SQSPolicy`).
+   */
+  readonly extraPolicies?: Record<string, Statement[]>;
+  /** Seconds; the Globals default is 10. */
+  readonly timeout?: number;
+}
+
+const LAMBDA_BASIC = "service-role/AWSLambdaBasicExecutionRole";
+const XRAY_WRITE = "AWSXrayWriteOnlyAccess";
+const SQS_EXECUTION = "service-role/AWSLambdaSQSQueueExecutionRole";
+const DYNAMODB_EXECUTION = "service-role/AWSLambdaDynamoDBExecutionRole";
+
+/** The whole Eventfold system: event store, fan-out, read side, saga, HTTP API, alarms. */
+export class EventfoldStack extends cdk.Stack {
+  constructor(scope: Construct, id: string, props: EventfoldStackProps) {
+    super(scope, id, props);
+    this.templateOptions.description =
+      "Eventfold - event sourcing on AWS serverless (CDK app; same stack as infra/template.yaml).";
+
+    // ------------------------------------------------------------------ Parameters
+    const jwtIssuer = new cdk.CfnParameter(this, "JwtIssuer", {
+      type: "String",
+      description:
+        "Issuer (iss) of the accepted access tokens, e.g. https://auth.example.com/ (API Gateway requires an https URL with a reachable OIDC discovery document).",
+      allowedPattern: "^https://\\S+$",
+      constraintDescription: "must be an https URL",
+    });
+    const jwtAudience = new cdk.CfnParameter(this, "JwtAudience", {
+      type: "CommaDelimitedList",
+      description: "Accepted audience (aud) values of the access tokens, comma-separated.",
+    });
+    const logLevel = new cdk.CfnParameter(this, "LogLevel", {
+      type: "String",
+      default: "info",
+      allowedValues: ["error", "warn", "info", "debug", "trace"],
+      description: "Log level of the functions (RUST_LOG).",
+    });
+    const snapshotEvery = new cdk.CfnParameter(this, "SnapshotEvery", {
+      type: "Number",
+      default: 100,
+      minValue: 0,
+      description: "Write a state snapshot every this many events of a stream (0 = never).",
+    });
+    const paymentTimeout = new cdk.CfnParameter(this, "PaymentTimeoutSeconds", {
+      type: "Number",
+      default: 900,
+      minValue: 1,
+      description:
+        "How long the order-fulfilment saga waits for an asynchronous payment (or any other step with a deadline) before it compensates, in seconds.",
+    });
+    const idempotencyExpires = new cdk.CfnParameter(this, "IdempotencyExpiresSeconds", {
+      type: "Number",
+      default: 3600,
+      minValue: 1,
+      description:
+        "How long a completed request's response is replayed to retries with the same Idempotency-Key, in seconds.",
+    });
+
+    // ---------------------------------------------------------------- Event store
+    const eventsTable = new dynamodb.CfnTable(this, "EventsTable", {
+      billingMode: "PAY_PER_REQUEST",
+      attributeDefinitions: [
+        { attributeName: "stream_id", attributeType: "S" },
+        { attributeName: "version", attributeType: "N" },
+      ],
+      keySchema: [
+        { attributeName: "stream_id", keyType: "HASH" },
+        { attributeName: "version", keyType: "RANGE" },
+      ],
+      streamSpecification: { streamViewType: "NEW_IMAGE" },
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      sseSpecification: { sseEnabled: true },
+      deletionProtectionEnabled: true,
+    });
+    retain(eventsTable);
+
+    const idempotencyTable = new dynamodb.CfnTable(this, "IdempotencyTable", {
+      billingMode: "PAY_PER_REQUEST",
+      attributeDefinitions: [{ attributeName: "pk", attributeType: "S" }],
+      keySchema: [{ attributeName: "pk", keyType: "HASH" }],
+      timeToLiveSpecification: { attributeName: "expires_at_epoch", enabled: true },
+      sseSpecification: { sseEnabled: true },
+    });
+    disposable(idempotencyTable);
+
+    // ------------------------------------------------------------------ Read side
+    const readModelsTable = new dynamodb.CfnTable(this, "ReadModelsTable", {
+      billingMode: "PAY_PER_REQUEST",
+      attributeDefinitions: [
+        { attributeName: "pk", attributeType: "S" },
+        { attributeName: "sk", attributeType: "S" },
+        { attributeName: "gsi1pk", attributeType: "S" },
+        { attributeName: "gsi1sk", attributeType: "S" },
+      ],
+      keySchema: [
+        { attributeName: "pk", keyType: "HASH" },
+        { attributeName: "sk", keyType: "RANGE" },
+      ],
+      globalSecondaryIndexes: [
+        {
+          indexName: "gsi1",
+          keySchema: [
+            { attributeName: "gsi1pk", keyType: "HASH" },
+            { attributeName: "gsi1sk", keyType: "RANGE" },
+          ],
+          projection: { projectionType: "ALL" },
+        },
+      ],
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      sseSpecification: { sseEnabled: true },
+    });
+    retain(readModelsTable);
+
+    // -------------------------------------------------------------------- Fan-out
+    const eventsTopic = new sns.CfnTopic(this, "EventsTopic", {
+      topicName: cdk.Fn.sub("${AWS::StackName}-events.fifo"),
+      fifoTopic: true,
+      contentBasedDeduplication: false,
+    });
+
+    const projectorDlq = this.deadLetterQueue("ProjectorDeadLetterQueue", "projector-dlq");
+    const projectorQueue = this.consumerQueue("ProjectorQueue", "projector", projectorDlq);
+    this.subscribe("ProjectorSubscription", "ProjectorQueuePolicy", eventsTopic, projectorQueue);
+
+    const sagaDlq = this.deadLetterQueue("SagaDeadLetterQueue", "saga-dlq");
+    const sagaQueue = this.consumerQueue("SagaQueue", "saga", sagaDlq);
+    this.subscribe("SagaSubscription", "SagaQueuePolicy", eventsTopic, sagaQueue, {
+      event_type: [
+        "OrderPlaced",
+        "OrderConfirmed",
+        "OrderCancelled",
+        "StockReserved",
+        "StockReleased",
+        "PaymentAuthorized",
+        "PaymentDeclined",
+        "PaymentPending",
+        "PaymentReceived",
+        "PaymentVoided",
+        "PaymentRefunded",
+      ],
+    });
+
+    const streamFailureQueue = new sqs.CfnQueue(this, "StreamFailureQueue", {
+      messageRetentionPeriod: 1209600,
+      sqsManagedSseEnabled: true,
+    });
+
+    // ------------------------------------------------------------------ Functions
+    const rustLog = logLevel.valueAsString;
+    const commandApi = this.rustFunction(props.functionsDir, rustLog, {
+      id: "CommandApiFunction",
+      description: "HTTP commands and aggregate reads (state, time travel, history).",
+      environment: {
+        EVENTS_TABLE: eventsTable.ref,
+        SNAPSHOT_EVERY: snapshotEvery.valueAsString,
+        IDEMPOTENCY_TABLE: idempotencyTable.ref,
+        IDEMPOTENCY_EXPIRES_SECONDS: idempotencyExpires.valueAsString,
+      },
+      statements: [
+        allow("EventStoreReadAppend", ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:GetItem"], eventsTable.attrArn),
+        allow(
+          "IdempotencyRecordsCrud",
+          ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"],
+          idempotencyTable.attrArn,
+        ),
+      ],
+    });
+
+    const streamPublisher = this.rustFunction(props.functionsDir, rustLog, {
+      id: "StreamPublisherFunction",
+      description: "Events-table stream (INSERT records) -> one SNS FIFO message per event.",
+      environment: { EVENTS_TOPIC_ARN: eventsTopic.ref },
+      statements: [
+        allow("PublishEvents", "sns:Publish", eventsTopic.ref),
+        allow(
+          "ReadEventsStream",
+          ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+          eventsTable.attrStreamArn,
+        ),
+        allow("ListEventsStreams", "dynamodb:ListStreams", cdk.Fn.sub("${EventsTable.Arn}/stream/*")),
+        allow("StreamOnFailureDestination", "sqs:SendMessage", streamFailureQueue.attrArn),
+      ],
+      eventSourcePolicies: [DYNAMODB_EXECUTION],
+      extraPolicies: {
+        StreamPublisherFunctionEventsStreamSQSPolicy: [
+          { Action: "sqs:SendMessage", Effect: "Allow", Resource: streamFailureQueue.attrArn },
+        ],
+      },
+    });
+    new lambda.CfnEventSourceMapping(this, "StreamPublisherFunctionEventsStream", {
+      functionName: streamPublisher.functionName,
+      eventSourceArn: eventsTable.attrStreamArn,
+      startingPosition: "TRIM_HORIZON",
+      batchSize: 100,
+      filterCriteria: { filters: [{ pattern: '{"eventName": ["INSERT"]}' }] },
+      functionResponseTypes: ["ReportBatchItemFailures"],
+      bisectBatchOnFunctionError: true,
+      maximumRetryAttempts: 5,
+      maximumRecordAgeInSeconds: 3600,
+      destinationConfig: { onFailure: { destination: streamFailureQueue.attrArn } },
+    });
+
+    const projector = this.rustFunction(props.functionsDir, rustLog, {
+      id: "ProjectorFunction",
+      description: "Event notifications (SQS FIFO) -> read models, with per-stream checkpoints.",
+      environment: { EVENTS_TABLE: eventsTable.ref, READ_MODELS_TABLE: readModelsTable.ref },
+      statements: [
+        allow("EventStoreRead", ["dynamodb:Query", "dynamodb:GetItem"], eventsTable.attrArn),
+        allow(
+          "ReadModelsWrite",
+          [
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+            "dynamodb:ConditionCheckItem",
+          ],
+          [readModelsTable.attrArn, cdk.Fn.sub("${ReadModelsTable.Arn}/index/gsi1")],
+        ),
+        consume("ConsumeProjectorQueue", projectorQueue),
+      ],
+      eventSourcePolicies: [SQS_EXECUTION],
+    });
+    this.sqsSource("ProjectorFunctionNotifications", projector, projectorQueue);
+
+    const saga = this.rustFunction(props.functionsDir, rustLog, {
+      id: "SagaFunction",
+      description:
+        "Saga inputs (SQS FIFO) -> saga steps and the commands they send, exactly once in effect; a schedule runs the deadlines.",
+      environment: {
+        EVENTS_TABLE: eventsTable.ref,
+        READ_MODELS_TABLE: readModelsTable.ref,
+        SNAPSHOT_EVERY: snapshotEvery.valueAsString,
+        SAGA_TIMEOUT_SECONDS: paymentTimeout.valueAsString,
+      },
+      statements: [
+        allow("EventStoreReadAppend", ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:GetItem"], eventsTable.attrArn),
+        allow(
+          "ReadModelsCheckpointsAndDeadlines",
+          [
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:Query",
+          ],
+          [readModelsTable.attrArn, cdk.Fn.sub("${ReadModelsTable.Arn}/index/gsi1")],
+        ),
+        consume("ConsumeSagaQueue", sagaQueue),
+      ],
+      eventSourcePolicies: [SQS_EXECUTION],
+    });
+    this.sqsSource("SagaFunctionInputs", saga, sagaQueue);
+    this.schedule("SagaFunctionDeadlines", saga, "rate(1 minute)", "Runs the saga deadlines that have passed.");
+
+    const queryApi = this.rustFunction(props.functionsDir, rustLog, {
+      id: "QueryApiFunction",
+      description: "HTTP reads of the read models (cursor paging).",
+      environment: { READ_MODELS_TABLE: readModelsTable.ref },
+      statements: [
+        allow(
+          "ReadModelsRead",
+          ["dynamodb:GetItem", "dynamodb:Query"],
+          [readModelsTable.attrArn, cdk.Fn.sub("${ReadModelsTable.Arn}/index/gsi1")],
+        ),
+      ],
+    });
+
+    // ------------------------------------------------------------------- HTTP API
+    const accessLogs = new logs.CfnLogGroup(this, "HttpApiAccessLogGroup", { retentionInDays: 14 });
+    disposable(accessLogs);
+    const api = new apigw.CfnApi(this, "HttpApi", {
+      name: cdk.Aws.STACK_NAME,
+      protocolType: "HTTP",
+      description: "Eventfold command and aggregate API (contract in infra/openapi.yaml).",
+      failOnWarnings: true,
+    });
+    new apigw.CfnStage(this, "HttpApiApiGatewayDefaultStage", {
+      apiId: api.ref,
+      stageName: "$default",
+      autoDeploy: true,
+      accessLogSettings: {
+        destinationArn: accessLogs.attrArn,
+        format:
+          '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp", "requestTime":"$context.requestTime","httpMethod":"$context.httpMethod", "routeKey":"$context.routeKey","path":"$context.path","status":"$context.status", "protocol":"$context.protocol","responseLength":"$context.responseLength", "integrationLatency":"$context.integrationLatency", "integrationStatus":"$context.integrationStatus", "integrationError":"$context.integrationErrorMessage", "authorizerError":"$context.authorizer.error", "sub":"$context.authorizer.claims.sub"}',
+      },
+    });
+    const authorizer = new apigw.CfnAuthorizer(this, "HttpApiJwtAuth", {
+      apiId: api.ref,
+      name: "JwtAuth",
+      authorizerType: "JWT",
+      identitySource: ["$request.header.Authorization"],
+      jwtConfiguration: { issuer: jwtIssuer.valueAsString, audience: jwtAudience.valueAsList },
+    });
+    const route = (fn: lambda.Function, name: string, method: string, routePath: string) =>
+      this.route(api, authorizer, fn, name, method, routePath);
+    route(commandApi, "SubmitCommand", "POST", "/api/v1/events/commands");
+    route(commandApi, "GetAggregate", "GET", "/api/v1/events/aggregates/{aggregate_type}/{aggregate_id}");
+    route(
+      commandApi,
+      "ListAggregateEvents",
+      "GET",
+      "/api/v1/events/aggregates/{aggregate_type}/{aggregate_id}/events",
+    );
+    route(queryApi, "GetQuery", "GET", "/api/v1/events/queries/{view}");
+
+    // --------------------------------------------------------------------- Alarms
+    this.functionErrorsAlarm("CommandApiErrorsAlarm", commandApi);
+    this.functionErrorsAlarm("SagaErrorsAlarm", saga);
+    this.functionErrorsAlarm("StreamPublisherErrorsAlarm", streamPublisher);
+    this.functionErrorsAlarm("ProjectorErrorsAlarm", projector);
+    this.functionErrorsAlarm("QueryApiErrorsAlarm", queryApi);
+    // Answered failures (503, 500) do not count as Lambda Errors; API Gateway's 5xx does.
+    this.alarm("HttpApi5xxAlarm", "AWS/ApiGateway", "5xx", { ApiId: api.ref, Stage: "$default" }, {
+      statistic: "Sum",
+      period: 300,
+      evaluationPeriods: 1,
+      threshold: 5,
+      comparisonOperator: "GreaterThanOrEqualToThreshold",
+    });
+    // Consumer lag (EMF, namespace Eventfold): a minute for 5 minutes means a stuck fan-out.
+    for (const [id, consumer] of [
+      ["ProjectorLagAlarm", "projector"],
+      ["SagaLagAlarm", "saga"],
+    ]) {
+      this.alarm(id, "Eventfold", "consumer_lag", { function: consumer, consumer }, {
+        statistic: "Maximum",
+        period: 60,
+        evaluationPeriods: 5,
+        threshold: 60000,
+        comparisonOperator: "GreaterThanThreshold",
+      });
+    }
+    // A stopped consumer reports no lag: the oldest message's age catches it.
+    for (const [id, queue] of [
+      ["ProjectorQueueAgeAlarm", projectorQueue],
+      ["SagaQueueAgeAlarm", sagaQueue],
+    ] as const) {
+      this.alarm(id, "AWS/SQS", "ApproximateAgeOfOldestMessage", { QueueName: queue.attrQueueName }, {
+        statistic: "Maximum",
+        period: 60,
+        evaluationPeriods: 5,
+        threshold: 300,
+        comparisonOperator: "GreaterThanThreshold",
+      });
+    }
+    this.queueDepthAlarm("ProjectorDeadLettersAlarm", projectorDlq);
+    this.queueDepthAlarm("SagaDeadLettersAlarm", sagaDlq);
+    this.queueDepthAlarm("StreamFailuresAlarm", streamFailureQueue);
+    this.alarm("StreamPublisherIteratorAgeAlarm", "AWS/Lambda", "IteratorAge", {
+      FunctionName: streamPublisher.functionName,
+    }, {
+      statistic: "Maximum",
+      period: 60,
+      evaluationPeriods: 5,
+      threshold: 60000,
+      comparisonOperator: "GreaterThanThreshold",
+    });
+
+    // -------------------------------------------------------------------- Outputs
+    const output = (name: string, description: string, value: string) =>
+      new cdk.CfnOutput(this, name, { description, value });
+    output(
+      "ApiUrl",
+      "Base URL of the HTTP API ($default stage).",
+      cdk.Fn.sub("https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/"),
+    );
+    output("EventsTableName", "Name of the events table.", eventsTable.ref);
+    output("EventsTableStreamArn", "ARN of the events table's DynamoDB stream (NEW_IMAGE).", eventsTable.attrStreamArn);
+    output("EventsTopicArn", "ARN of the SNS FIFO topic carrying one message per event.", eventsTopic.ref);
+    output("ProjectorQueueUrl", "URL of the projector's SQS FIFO queue.", projectorQueue.ref);
+    output("SagaQueueUrl", "URL of the saga's SQS FIFO queue (filtered saga inputs).", sagaQueue.ref);
+    output("ReadModelsTableName", "Name of the read-models table.", readModelsTable.ref);
+    output("IdempotencyTableName", "Name of the idempotency table (Idempotency-Key records).", idempotencyTable.ref);
+  }
+
+  /** A Rust function (`provided.al2023`, arm64) with its role and its log group. */
+  private rustFunction(functionsDir: string, rustLog: string, spec: FunctionSpec): lambda.Function {
+    const managed = [LAMBDA_BASIC, XRAY_WRITE, ...(spec.eventSourcePolicies ?? [])];
+    const role = new iam.Role(this, `${spec.id}Role`, {
+      assumedBy: new iam.ServicePrincipal("lambda.amazonaws.com"),
+      managedPolicies: managed.map((name) => iam.ManagedPolicy.fromAwsManagedPolicyName(name)),
+      inlinePolicies: {
+        [`${spec.id}RolePolicy0`]: iam.PolicyDocument.fromJson({
+          Version: "2012-10-17",
+          Statement: spec.statements,
+        }),
+        ...Object.fromEntries(
+          Object.entries(spec.extraPolicies ?? {}).map(([name, statements]) => [
+            name,
+            iam.PolicyDocument.fromJson({ Statement: statements }),
+          ]),
+        ),
+      },
+    });
+    pin(role, `${spec.id}Role`);
+    const code = path.join(functionsDir, spec.id);
+    if (!fs.existsSync(path.join(code, "bootstrap"))) {
+      throw new Error(`${code}/bootstrap not found: run scripts/build-functions first (sam build)`);
+    }
+    const fn = new lambda.Function(this, spec.id, {
+      runtime: lambda.Runtime.PROVIDED_AL2023,
+      architecture: lambda.Architecture.ARM_64,
+      handler: "bootstrap",
+      code: lambda.Code.fromAsset(code),
+      memorySize: 256,
+      timeout: cdk.Duration.seconds(spec.timeout ?? 10),
+      description: spec.description,
+      // The role's policies are the statements above, exactly: no grants folded in.
+      role: role.withoutPolicyUpdates(),
+      environment: { RUST_LOG: rustLog, ...spec.environment },
+    });
+    const cfn = pin(fn, spec.id) as lambda.CfnFunction;
+    cfn.tracingConfig = { mode: "Active" };
+    const logGroup = new logs.CfnLogGroup(this, spec.id.replace(/Function$/, "LogGroup"), {
+      logGroupName: cdk.Fn.sub(`/aws/lambda/\${${spec.id}}`),
+      retentionInDays: 14,
+    });
+    disposable(logGroup);
+    return fn;
+  }
+
+  private deadLetterQueue(id: string, name: string): sqs.CfnQueue {
+    return new sqs.CfnQueue(this, id, {
+      queueName: cdk.Fn.sub(`\${AWS::StackName}-${name}.fifo`),
+      fifoQueue: true,
+      contentBasedDeduplication: false,
+      messageRetentionPeriod: 1209600,
+      sqsManagedSseEnabled: true,
+    });
+  }
+
+  /** A consumer's high-throughput FIFO queue, redriving to `dlq` after 5 receives. */
+  private consumerQueue(id: string, name: string, dlq: sqs.CfnQueue): sqs.CfnQueue {
+    return new sqs.CfnQueue(this, id, {
+      queueName: cdk.Fn.sub(`\${AWS::StackName}-${name}.fifo`),
+      fifoQueue: true,
+      contentBasedDeduplication: false,
+      deduplicationScope: "messageGroup",
+      fifoThroughputLimit: "perMessageGroupId",
+      // 6 x the consumer's timeout (10 s), as Lambda recommends.
+      visibilityTimeout: 60,
+      messageRetentionPeriod: 345600,
+      sqsManagedSseEnabled: true,
+      redrivePolicy: { deadLetterTargetArn: dlq.attrArn, maxReceiveCount: 5 },
+    });
+  }
+
+  /** Raw delivery of `topic` into `queue` (optionally filtered), and the queue policy it needs. */
+  private subscribe(
+    id: string,
+    policyId: string,
+    topic: sns.CfnTopic,
+    queue: sqs.CfnQueue,
+    filterPolicy?: Record<string, string[]>,
+  ): void {
+    new sns.CfnSubscription(this, id, {
+      topicArn: topic.ref,
+      protocol: "sqs",
+      endpoint: queue.attrArn,
+      rawMessageDelivery: true,
+      ...(filterPolicy ? { filterPolicyScope: "MessageAttributes", filterPolicy } : {}),
+    });
+    new sqs.CfnQueuePolicy(this, policyId, {
+      queues: [queue.ref],
+      policyDocument: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "EventsTopicDelivers",
+            Effect: "Allow",
+            Principal: { Service: "sns.amazonaws.com" },
+            Action: "sqs:SendMessage",
+            Resource: queue.attrArn,
+            Condition: { ArnEquals: { "aws:SourceArn": topic.ref } },
+          },
+        ],
+      },
+    });
+  }
+
+  private sqsSource(id: string, fn: lambda.Function, queue: sqs.CfnQueue): void {
+    new lambda.CfnEventSourceMapping(this, id, {
+      functionName: fn.functionName,
+      eventSourceArn: queue.attrArn,
+      batchSize: 10,
+      functionResponseTypes: ["ReportBatchItemFailures"],
+    });
+  }
+
+  private schedule(id: string, fn: lambda.Function, expression: string, description: string): void {
+    const rule = new events.CfnRule(this, id, {
+      description,
+      scheduleExpression: expression,
+      state: "ENABLED",
+      targets: [{ arn: fn.functionArn, id: `${id}LambdaTarget` }],
+    });
+    new lambda.CfnPermission(this, `${id}Permission`, {
+      action: "lambda:InvokeFunction",
+      functionName: fn.functionName,
+      principal: "events.amazonaws.com",
+      sourceArn: rule.attrArn,
+    });
+  }
+
+  /** One route of the HTTP API to `fn` (Lambda proxy, payload 2.0), behind the JWT authorizer. */
+  private route(
+    api: apigw.CfnApi,
+    authorizer: apigw.CfnAuthorizer,
+    fn: lambda.Function,
+    name: string,
+    method: string,
+    routePath: string,
+  ): void {
+    const integration = new apigw.CfnIntegration(this, `${fn.node.id}${name}Integration`, {
+      apiId: api.ref,
+      integrationType: "AWS_PROXY",
+      integrationUri: fn.functionArn,
+      payloadFormatVersion: "2.0",
+    });
+    new apigw.CfnRoute(this, `${fn.node.id}${name}Route`, {
+      apiId: api.ref,
+      routeKey: `${method} ${routePath}`,
+      target: cdk.Fn.join("/", ["integrations", integration.ref]),
+      authorizationType: "JWT",
+      authorizerId: authorizer.ref,
+    });
+    new lambda.CfnPermission(this, `${fn.node.id}${name}Permission`, {
+      action: "lambda:InvokeFunction",
+      functionName: fn.functionName,
+      principal: "apigateway.amazonaws.com",
+      sourceArn: cdk.Fn.sub(
+        // Path parameters match any segment in the invocation ARN.
+        `arn:\${AWS::Partition}:execute-api:\${AWS::Region}:\${AWS::AccountId}:\${HttpApi}/*/${method}${routePath.replace(/\{[^}]+\}/g, "*")}`,
+      ),
+    });
+  }
+
+  /** An alarm on one metric; missing data (no traffic) is not a breach. */
+  private alarm(
+    id: string,
+    namespace: string,
+    metricName: string,
+    dimensions: Record<string, string>,
+    rule: Pick<
+      cloudwatch.CfnAlarmProps,
+      "statistic" | "period" | "evaluationPeriods" | "threshold" | "comparisonOperator"
+    >,
+  ): void {
+    new cloudwatch.CfnAlarm(this, id, {
+      namespace,
+      metricName,
+      dimensions: Object.entries(dimensions).map(([name, value]) => ({ name, value })),
+      ...rule,
+      treatMissingData: "notBreaching",
+    });
+  }
+
+  /** Any failed invocation of `fn` in 5 minutes. */
+  private functionErrorsAlarm(id: string, fn: lambda.Function): void {
+    this.alarm(id, "AWS/Lambda", "Errors", { FunctionName: fn.functionName }, {
+      statistic: "Sum",
+      period: 300,
+      evaluationPeriods: 1,
+      threshold: 1,
+      comparisonOperator: "GreaterThanOrEqualToThreshold",
+    });
+  }
+
+  /** Anything waiting in `queue` (a DLQ or the stream's on-failure queue). */
+  private queueDepthAlarm(id: string, queue: sqs.CfnQueue): void {
+    this.alarm(id, "AWS/SQS", "ApproximateNumberOfMessagesVisible", { QueueName: queue.attrQueueName }, {
+      statistic: "Maximum",
+      period: 300,
+      evaluationPeriods: 1,
+      threshold: 1,
+      comparisonOperator: "GreaterThanOrEqualToThreshold",
+    });
+  }
+}
+
+/** An IAM statement as the SAM template writes it. */
+function allow(sid: string, action: string | string[], resource: string | string[]): Statement {
+  return { Sid: sid, Effect: "Allow", Action: action, Resource: resource };
+}
+
+function consume(sid: string, queue: sqs.CfnQueue): Statement {
+  return allow(
+    sid,
+    ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+    queue.attrArn,
+  );
+}
+
+/** Pins the CloudFormation logical id of `construct`'s resource to `id` (SAM's name). */
+function pin(construct: Construct, id: string): cdk.CfnResource {
+  const cfn = construct.node.defaultChild as cdk.CfnResource;
+  cfn.overrideLogicalId(id);
+  return cfn;
+}
+
+/** Data that must outlive the stack (and a replacement): the events and the read models. */
+function retain(resource: cdk.CfnResource): void {
+  resource.applyRemovalPolicy(cdk.RemovalPolicy.RETAIN);
+}
+
+/** Bounded, rebuildable or expiring data: removed with the stack. */
+function disposable(resource: cdk.CfnResource): void {
+  resource.applyRemovalPolicy(cdk.RemovalPolicy.DESTROY);
+}
