@@ -26,7 +26,7 @@ use eventfold_aws::http::{
 };
 use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
 use eventfold_aws::{
-    DynamoEventStore, DynamoGroupStore, DynamoTopicCatalogue, SdkConfig, StreamingConfig,
+    DynamoEventStore, DynamoGroupStore, DynamoTopicCatalogue, SdkConfig, StreamingConfig, telemetry,
 };
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
@@ -308,14 +308,18 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
         let route = route_key(&req).unwrap_or("-");
         let trace = trace_header(&req);
         let span = tracing::info_span!("request", route = %route, path = %path, correlation_id = %correlation, trace = trace.as_deref().unwrap_or("-"));
-        async {
+        let response = async {
             match self.dispatch(&req, &correlation).await {
                 Ok(resp) => resp,
                 Err(problem) => problem.into_response(&path),
             }
         }
         .instrument(span)
-        .await
+        .await;
+        // Publishes, commits, seeks and auto-commits all race on versions: one count for all.
+        let races = self.streams.take_contention();
+        telemetry::contention(races.lost, races.retried);
+        response
     }
 
     async fn dispatch(&self, req: &Request, correlation: &str) -> Result<Response<Body>, Problem> {
@@ -498,6 +502,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
             .publish(&context, &body.topic, records, answer_by(req))
             .await
             .map_err(problem)?;
+        telemetry::records_published(placed.len());
         tracing::info!(topic = %body.topic, records = placed.len(), "published");
         let mut out = json!({"topic": body.topic, "records": placed});
         if single && let (Value::Object(map), Some(first)) = (&mut out, placed.first()) {
@@ -528,6 +533,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
             .consume(tenant, &request, answer_by(req))
             .await
             .map_err(problem)?;
+        telemetry::consumed(got.records.len());
         Ok(json_response(
             200,
             &json!({"topic": topic, "group_id": group, "records": got.records, "committed": got.committed}),

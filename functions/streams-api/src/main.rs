@@ -7,12 +7,13 @@ use std::convert::Infallible;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     eventfold_aws::init_tracing();
+    let telemetry = eventfold_aws::init_metrics("streams-api");
     let config = eventfold_aws::StreamingConfig::from_env()?;
     let sdk = eventfold_aws::sdk_config().await;
     let api = streams_api::dynamo_api(&sdk, &config);
     let api = &api;
     lambda_http::run(service_fn(move |req: Request| async move {
-        Ok::<_, Infallible>(api.handle(req).await)
+        Ok::<_, Infallible>(telemetry.invocation(api.handle(req)).await)
     }))
     .await
 }

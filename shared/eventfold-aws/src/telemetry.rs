@@ -8,7 +8,8 @@
 //!
 //! The metric names and their few labels (each label becomes a dimension) live here, so that
 //! every function reports the same way: `consumer` (projector, saga), `command_type` (only
-//! types the registry parsed, never raw input) and `outcome`. Without [`init_metrics`] (unit
+//! types the registry parsed, never raw input) and `outcome`. The streaming API's metrics
+//! carry no label: topics and groups are caller input, never dimensions. Without [`init_metrics`] (unit
 //! tests, the in-process local stack) the facade's calls do nothing.
 
 use eventfold::EventEnvelope;
@@ -43,6 +44,12 @@ pub const CONFLICTS: &str = "conflicts";
 pub const RETRIES: &str = "retries";
 /// Messages that reached a dead-letter destination (label `source`).
 pub const DEAD_LETTERS: &str = "dead_letters";
+/// Records the streaming API appended to topic partitions.
+pub const RECORDS_PUBLISHED: &str = "records_published";
+/// Consume calls the streaming API answered.
+pub const CONSUMES: &str = "consumes";
+/// Records the streaming API's consume calls returned.
+pub const RECORDS_CONSUMED: &str = "records_consumed";
 
 /// The `consumer` label of the projector.
 pub const PROJECTOR: &str = "projector";
@@ -60,6 +67,9 @@ fn describe() {
         CONFLICTS,
         RETRIES,
         DEAD_LETTERS,
+        RECORDS_PUBLISHED,
+        CONSUMES,
+        RECORDS_CONSUMED,
     ] {
         metrics::describe_counter!(name, Unit::Count, "");
     }
@@ -178,5 +188,32 @@ pub fn command_handled(command_type: &str, outcome: &'static str, retries: u32, 
 pub fn dead_letters(source: &'static str, n: u64) {
     if n > 0 {
         metrics::counter!(DEAD_LETTERS, "source" => source).increment(n);
+    }
+}
+
+/// Counts `n` records a publish appended to topic partitions.
+pub fn records_published(n: usize) {
+    if n > 0 {
+        metrics::counter!(RECORDS_PUBLISHED).increment(n as u64);
+    }
+}
+
+/// Counts one answered consume call and the `records` it returned.
+pub fn consumed(records: usize) {
+    metrics::counter!(CONSUMES).increment(1);
+    if records > 0 {
+        metrics::counter!(RECORDS_CONSUMED).increment(records as u64);
+    }
+}
+
+/// Records `lost` optimistic-concurrency races, `retried` of which were followed by another
+/// attempt (the others ended in a conflict): each lost race is a [`CONFLICTS`], each retry a
+/// [`RETRIES`], as for commands.
+pub fn contention(lost: u64, retried: u64) {
+    if lost > 0 {
+        metrics::counter!(CONFLICTS).increment(lost);
+    }
+    if retried > 0 {
+        metrics::counter!(RETRIES).increment(retried);
     }
 }

@@ -566,3 +566,45 @@ async fn a_long_poll_returns_when_a_record_arrives() {
     assert!(nothing.records.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(250), "it waited");
 }
+
+#[tokio::test]
+async fn lost_races_are_counted_once_each() {
+    // Two processes on one store: each caches the heads it wrote, so the second one's
+    // append makes the first one's cached head stale.
+    let store = Arc::new(MemoryEventStore::new());
+    let topics = Arc::new(MemoryTopicCatalogue::new());
+    let groups = Arc::new(MemoryGroupStore::new());
+    let process = || {
+        Streams::new(
+            store.clone(),
+            topics.clone(),
+            groups.clone(),
+            StreamsConfig::default(),
+        )
+    };
+    let (a, b) = (process(), process());
+    let one = TopicSettings {
+        partitions: 1,
+        ..TopicSettings::default()
+    };
+    a.create_topic("acme", "alice", "orders", one)
+        .await
+        .expect("created");
+    let records = |n| vec![record("t", Some("k"), n)];
+    a.publish(&ctx("acme"), "orders", records(1), None)
+        .await
+        .expect("a publishes");
+    b.publish(&ctx("acme"), "orders", records(2), None)
+        .await
+        .expect("b publishes after a");
+    assert_eq!(a.take_contention(), Default::default());
+    let placed = a
+        .publish(&ctx("acme"), "orders", records(3), None)
+        .await
+        .expect("a retries past b's record");
+    assert_eq!(placed[0].offset, 3);
+    let taken = a.take_contention();
+    assert_eq!((taken.lost, taken.retried), (1, 1));
+    assert_eq!(a.take_contention(), Default::default(), "taken once");
+    assert_eq!(b.take_contention(), Default::default());
+}

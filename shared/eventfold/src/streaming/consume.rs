@@ -116,7 +116,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         mut current: Versioned<GroupState>,
         change: impl Fn(&GroupState) -> GroupState,
     ) -> Result<GroupState, StreamingError> {
-        for _ in 0..GROUP_ATTEMPTS {
+        for attempt in 1..=GROUP_ATTEMPTS {
             let mut next = change(&current.value);
             if next == current.value && current.revision > 0 {
                 return Ok(next);
@@ -129,6 +129,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             {
                 return Ok(next);
             }
+            self.lost_race(attempt < GROUP_ATTEMPTS);
             current = self.group_state(tenant, topic, group).await?;
         }
         Err(StreamingError::Conflict(format!(

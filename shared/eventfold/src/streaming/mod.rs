@@ -23,8 +23,9 @@ pub use ports::{
 };
 pub use service::Streams;
 pub use types::{
-    ConsumeRequest, Consumed, HistoryPage, HistoryQuery, MAX_DATA_DEPTH, NewRecord, PartitionInfo,
-    PartitionLag, Published, RECORD_SCHEMA, Record, SeekTo, StreamsConfig, TopicInfo,
+    ConsumeRequest, Consumed, Contention, HistoryPage, HistoryQuery, MAX_DATA_DEPTH, NewRecord,
+    PartitionInfo, PartitionLag, Published, RECORD_SCHEMA, Record, SeekTo, StreamsConfig,
+    TopicInfo,
 };
 
 use crate::envelope::StreamId;

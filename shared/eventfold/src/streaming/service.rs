@@ -2,7 +2,9 @@
 //! group side (consume, commit, seek, lag) and history are in `consume`.
 
 use super::ports::{CatalogueError, CreateOutcome, GroupStore, TopicCatalogue};
-use super::types::{NewRecord, PartitionInfo, Published, RECORD_SCHEMA, StreamsConfig, TopicInfo};
+use super::types::{
+    Contention, NewRecord, PartitionInfo, Published, RECORD_SCHEMA, StreamsConfig, TopicInfo,
+};
 use super::{
     DEFAULT_TOPICS, MAX_BATCH, StreamingError, Topic, TopicSettings, partition_for,
     partition_stream, validate_topic_name,
@@ -14,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -41,6 +43,9 @@ pub struct Streams<E, C, G> {
     /// The head of each partition this process last saw: the next append's expectation.
     pub(super) heads: Mutex<HashMap<String, u64>>,
     pub(super) round_robin: AtomicU32,
+    /// Races lost since the last [`Streams::take_contention`], and how many were retried.
+    pub(super) lost_races: AtomicU64,
+    pub(super) retried_races: AtomicU64,
 }
 
 impl<E, C, G> std::fmt::Debug for Streams<E, C, G> {
@@ -79,6 +84,26 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             seeded: Mutex::new(HashSet::new()),
             heads: Mutex::new(HashMap::new()),
             round_robin: AtomicU32::new(0),
+            lost_races: AtomicU64::new(0),
+            retried_races: AtomicU64::new(0),
+        }
+    }
+
+    /// The races lost since the last call, which starts the count again. Taken rather than
+    /// read, so that concurrent callers (several requests of one process) count each race
+    /// once.
+    pub fn take_contention(&self) -> Contention {
+        Contention {
+            lost: self.lost_races.swap(0, Ordering::Relaxed),
+            retried: self.retried_races.swap(0, Ordering::Relaxed),
+        }
+    }
+
+    /// Counts one lost race; `retried` when another attempt follows.
+    pub(super) fn lost_race(&self, retried: bool) {
+        self.lost_races.fetch_add(1, Ordering::Relaxed);
+        if retried {
+            self.retried_races.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -361,7 +386,9 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
                 }
                 Err(StoreError::Conflict { .. }) => {
                     pause = decorrelated_jitter(pause);
-                    if Instant::now() + pause >= give_up_at {
+                    let retry = Instant::now() + pause < give_up_at;
+                    self.lost_race(retry);
+                    if !retry {
                         lock(&self.heads).remove(&key);
                         return Err(StreamingError::Conflict(format!(
                             "partition {p} of '{}' stayed contended past the retry budget",

@@ -150,6 +150,16 @@ fn check_storable(value: &Value, depth: usize) -> Result<(), StreamingError> {
     }
 }
 
+/// Optimistic-concurrency races a [`Streams`](super::Streams) lost (partition appends that
+/// found a newer head, group writes that found a newer revision), for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Contention {
+    /// Races lost.
+    pub lost: u64,
+    /// Of those, the ones followed by another attempt (the rest ended in a conflict).
+    pub retried: u64,
+}
+
 /// Where a published record went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Published {
