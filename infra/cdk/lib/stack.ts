@@ -114,6 +114,8 @@ export class EventfoldStack extends cdk.Stack {
         { attributeName: "version", keyType: "RANGE" },
       ],
       streamSpecification: { streamViewType: "NEW_IMAGE" },
+      // Only streaming records (topic partitions) carry expires_at: their topic's retention.
+      timeToLiveSpecification: { attributeName: "expires_at", enabled: true },
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       sseSpecification: { sseEnabled: true },
       deletionProtectionEnabled: true,
@@ -157,6 +159,29 @@ export class EventfoldStack extends cdk.Stack {
     });
     retain(readModelsTable);
 
+    // ------------------------------------------------------------------ Streaming
+    // Topics per tenant (pk = tenant, sk = name) and consumer-group offsets
+    // (pk = {tenant}/{topic}, sk = group id); the records are streams of the events table.
+    const streamingTable = (id: string) => {
+      const table = new dynamodb.CfnTable(this, id, {
+        billingMode: "PAY_PER_REQUEST",
+        attributeDefinitions: [
+          { attributeName: "pk", attributeType: "S" },
+          { attributeName: "sk", attributeType: "S" },
+        ],
+        keySchema: [
+          { attributeName: "pk", keyType: "HASH" },
+          { attributeName: "sk", keyType: "RANGE" },
+        ],
+        pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+        sseSpecification: { sseEnabled: true },
+      });
+      retain(table);
+      return table;
+    };
+    const topicsTable = streamingTable("TopicsTable");
+    const groupsTable = streamingTable("ConsumerGroupsTable");
+
     // -------------------------------------------------------------------- Fan-out
     const eventsTopic = new sns.CfnTopic(this, "EventsTopic", {
       topicName: cdk.Fn.sub("${AWS::StackName}-events.fifo"),
@@ -171,6 +196,8 @@ export class EventfoldStack extends cdk.Stack {
     const sagaDlq = this.deadLetterQueue("SagaDeadLetterQueue", "saga-dlq");
     const sagaQueue = this.consumerQueue("SagaQueue", "saga", sagaDlq);
     this.subscribe("SagaSubscription", "SagaQueuePolicy", eventsTopic, sagaQueue, {
+      // Streaming records (category Topic) may carry any event type: never saga inputs.
+      category: [{ "anything-but": ["Topic"] }],
       event_type: [
         "OrderPlaced",
         "OrderConfirmed",
@@ -312,6 +339,34 @@ export class EventfoldStack extends cdk.Stack {
       ],
     });
 
+    const streamsApi = this.rustFunction(props.functionsDir, rustLog, {
+      id: "StreamsApiFunction",
+      description: "The event-streaming HTTP API: topics, publish, consume with consumer groups, lag, history.",
+      environment: {
+        EVENTS_TABLE: eventsTable.ref,
+        TOPICS_TABLE: topicsTable.ref,
+        CONSUMER_GROUPS_TABLE: groupsTable.ref,
+        IDEMPOTENCY_TABLE: idempotencyTable.ref,
+        IDEMPOTENCY_EXPIRES_SECONDS: idempotencyExpires.valueAsString,
+      },
+      statements: [
+        allow("EventStoreReadAppend", ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:GetItem"], eventsTable.attrArn),
+        allow(
+          "TopicsCatalogue",
+          ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+          topicsTable.attrArn,
+        ),
+        allow("ConsumerGroupOffsets", ["dynamodb:GetItem", "dynamodb:PutItem"], groupsTable.attrArn),
+        allow(
+          "IdempotencyRecordsCrud",
+          ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"],
+          idempotencyTable.attrArn,
+        ),
+      ],
+      // A consume long-polls up to 20 s and must still answer within API Gateway's 30 s.
+      timeout: 28,
+    });
+
     // ------------------------------------------------------------------- HTTP API
     const accessLogs = new logs.CfnLogGroup(this, "HttpApiAccessLogGroup", { retentionInDays: 14 });
     disposable(accessLogs);
@@ -349,6 +404,15 @@ export class EventfoldStack extends cdk.Stack {
       "/api/v1/events/aggregates/{aggregate_type}/{aggregate_id}/events",
     );
     route(queryApi, "GetQuery", "GET", "/api/v1/events/queries/{view}");
+    route(streamsApi, "ListTopics", "GET", "/api/v1/events/topics");
+    route(streamsApi, "CreateTopic", "POST", "/api/v1/events/topics");
+    route(streamsApi, "GetTopic", "GET", "/api/v1/events/topics/{topic}");
+    route(streamsApi, "Publish", "POST", "/api/v1/events/publish");
+    route(streamsApi, "Consume", "GET", "/api/v1/events/consume");
+    route(streamsApi, "CommitOffsets", "POST", "/api/v1/events/consume/commit");
+    route(streamsApi, "SeekGroup", "POST", "/api/v1/events/consume/seek");
+    route(streamsApi, "GroupLag", "GET", "/api/v1/events/consume/lag");
+    route(streamsApi, "History", "GET", "/api/v1/events/history");
 
     // --------------------------------------------------------------------- Alarms
     this.functionErrorsAlarm("CommandApiErrorsAlarm", commandApi);
@@ -356,6 +420,7 @@ export class EventfoldStack extends cdk.Stack {
     this.functionErrorsAlarm("StreamPublisherErrorsAlarm", streamPublisher);
     this.functionErrorsAlarm("ProjectorErrorsAlarm", projector);
     this.functionErrorsAlarm("QueryApiErrorsAlarm", queryApi);
+    this.functionErrorsAlarm("StreamsApiErrorsAlarm", streamsApi);
     // Answered failures (503, 500) do not count as Lambda Errors; API Gateway's 5xx does.
     this.alarm("HttpApi5xxAlarm", "AWS/ApiGateway", "5xx", { ApiId: api.ref, Stage: "$default" }, {
       statistic: "Sum",
@@ -418,6 +483,8 @@ export class EventfoldStack extends cdk.Stack {
     output("SagaQueueUrl", "URL of the saga's SQS FIFO queue (filtered saga inputs).", sagaQueue.ref);
     output("ReadModelsTableName", "Name of the read-models table.", readModelsTable.ref);
     output("IdempotencyTableName", "Name of the idempotency table (Idempotency-Key records).", idempotencyTable.ref);
+    output("TopicsTableName", "Name of the streaming topics table.", topicsTable.ref);
+    output("ConsumerGroupsTableName", "Name of the consumer-group offsets table.", groupsTable.ref);
   }
 
   /** A Rust function (`provided.al2023`, arm64) with its role and its log group. */
@@ -498,7 +565,7 @@ export class EventfoldStack extends cdk.Stack {
     policyId: string,
     topic: sns.CfnTopic,
     queue: sqs.CfnQueue,
-    filterPolicy?: Record<string, string[]>,
+    filterPolicy?: Record<string, unknown[]>,
   ): void {
     new sns.CfnSubscription(this, id, {
       topicArn: topic.ref,
