@@ -5,7 +5,7 @@ use eventfold_aws::readmodels::DynamoReadModelStore;
 use eventfold_local::httpc::Http;
 use serde_json::json;
 use std::collections::BTreeMap;
-use tests::{assert_problem, quiet_stack, rw_token, token, unique_tenant};
+use tests::{assert_gateway, assert_problem, quiet_stack, rw_token, token, unique_tenant};
 
 const Q: &str = "/api/v1/events/queries";
 
@@ -145,13 +145,13 @@ async fn views_answer_lookups_and_page_lists_per_tenant() {
     );
 
     // Errors.
-    assert_problem(
+    assert_gateway(
         &http
             .get(&format!("{Q}/order-summary"), None)
             .await
             .expect("get"),
         401,
-        "unauthorized",
+        "Unauthorized",
     );
     assert_problem(
         &http
