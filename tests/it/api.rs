@@ -161,6 +161,14 @@ async fn history_pages_with_cursors() {
             .await
             .expect("get"),
         400,
+        "invalid-cursor",
+    );
+    assert_problem(
+        &http
+            .get(&format!("{base}?from_version=0"), Some(&t))
+            .await
+            .expect("get"),
+        400,
         "invalid-request",
     );
     assert_problem(

@@ -233,7 +233,7 @@ fn encode_cursor(next_version: u64) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<u64, Problem> {
-    let bad = || Problem::bad_request("invalid-request", "cursor is not one this API issued");
+    let bad = || Problem::bad_request("invalid-cursor", "cursor is not one this API issued");
     let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = std::str::from_utf8(&raw).map_err(|_| bad())?;
     text.strip_prefix("v1:")
@@ -477,8 +477,14 @@ impl<S: EventStore> CommandApi<S> {
             .map(decode_cursor)
             .transpose()?;
         let from = match (cursor, query_u64(req, "from_version")?) {
+            (_, Some(0)) => {
+                return Err(Problem::bad_request(
+                    "invalid-request",
+                    "from_version starts at 1",
+                ));
+            }
             (Some(c), _) => c,
-            (None, Some(v)) => v.max(1),
+            (None, Some(v)) => v,
             (None, None) => 1,
         };
         let key = stream.to_string();

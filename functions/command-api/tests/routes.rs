@@ -370,39 +370,6 @@ fn the_route_keys_are_the_templates_routes() {
     assert_eq!(template_route_keys("command-api"), served);
 }
 
-#[test]
-fn the_contract_lists_the_registered_aggregate_types() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/openapi.yaml");
-    let text = std::fs::read_to_string(path).expect("contract readable");
-    let contract: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("contract parses");
-    let listed: Vec<&str> = contract["components"]["schemas"]["AggregateType"]["enum"]
-        .as_sequence()
-        .expect("an enum of aggregate types")
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
-    assert_eq!(listed, shop::registry::CATEGORIES);
-}
-
-#[test]
-fn the_contract_lists_the_aggregate_types_clients_command() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../infra/openapi.yaml");
-    let text = std::fs::read_to_string(path).expect("contract readable");
-    let contract: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("contract parses");
-    let listed: Vec<&str> = contract["components"]["schemas"]["CommandAggregateType"]["enum"]
-        .as_sequence()
-        .expect("an enum of aggregate types")
-        .iter()
-        .filter_map(|v| v.as_str())
-        .collect();
-    assert_eq!(listed, shop::registry::HTTP_CATEGORIES);
-    assert_eq!(
-        contract["components"]["schemas"]["Command"]["properties"]["aggregate_type"]["$ref"]
-            .as_str(),
-        Some("#/components/schemas/CommandAggregateType")
-    );
-}
-
 /// The saga's streams are served like any aggregate's, but its inputs are the system's:
 /// a client cannot submit one.
 #[tokio::test]
