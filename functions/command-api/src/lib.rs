@@ -147,6 +147,36 @@ fn command_outcome(e: &CommandError) -> &'static str {
     }
 }
 
+/// Rewrites every number with no fractional part (`905.0`) as the integer it is, in place.
+/// JSON (and JSON Schema's `integer`) does not tell `905.0` from `905`, but serde's integer
+/// fields refuse a float: without this, a body the contract allows would be refused.
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Within ±2^63 (or below 2^64 for the positive) the cast is exact for an
+            // integral float; outside, the float stays and the field's type refuses it.
+            let integer = if f.fract() != 0.0 {
+                None
+            } else if (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&f) {
+                Some(serde_json::Number::from(f as i64))
+            } else if (0.0..1.844_674_407_370_955_2e19).contains(&f) {
+                Some(serde_json::Number::from(f as u64))
+            } else {
+                None
+            };
+            if let Some(i) = integer {
+                *n = i;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(integral_numbers_as_integers);
+        }
+        _ => {}
+    }
+}
+
 fn parse_error(e: CommandParseError) -> Problem {
     match e {
         CommandParseError::UnknownType(m) => Problem::bad_request("unknown-command-type", m),
@@ -332,12 +362,11 @@ impl<S: EventStore> CommandApi<S> {
                 format!("body of {} bytes exceeds {MAX_BODY_BYTES}", body.len()),
             ));
         }
-        let cmd: CommandRequest = serde_json::from_slice(body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                Problem::bad_request("invalid-request", e.to_string())
-            }
-            _ => Problem::bad_request("malformed-json", e.to_string()),
-        })?;
+        let mut json: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| Problem::bad_request("malformed-json", e.to_string()))?;
+        integral_numbers_as_integers(&mut json);
+        let cmd: CommandRequest = serde_json::from_value(json)
+            .map_err(|e| Problem::bad_request("invalid-request", e.to_string()))?;
         let stream = stream_of(caller, &cmd.aggregate_type, &cmd.aggregate_id)?;
         let command_id = uuid::Uuid::now_v7().to_string();
         let context = CommandContext {

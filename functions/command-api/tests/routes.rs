@@ -437,3 +437,42 @@ async fn the_saga_log_is_readable_but_takes_no_commands() {
     assert_eq!(log.1["events"][0]["type"], "FulfilmentStarted");
     assert_eq!(log.1["events"].as_array().map(Vec::len), Some(1));
 }
+
+/// JSON does not tell `3.0` from `3` (JSON Schema's `integer` takes both): an integral float
+/// is the integer, anywhere in the body; a fraction is still refused.
+#[tokio::test]
+async fn integral_floats_are_integers() {
+    let api = api();
+    let mut body = command(
+        "Inventory",
+        "sku-1",
+        "ReceiveStock",
+        json!({"quantity": 3.0}),
+    );
+    body["expected_version"] = json!(0.0);
+    let received = send(&api, Call::new(SUBMIT_COMMAND, COMMANDS).body(body)).await;
+    assert_eq!(received.0, 201, "{}", received.1);
+    assert_eq!(received.1["events"][0]["data"]["quantity"], json!(3));
+    let half = send(
+        &api,
+        Call::new(SUBMIT_COMMAND, COMMANDS).body(command(
+            "Inventory",
+            "sku-1",
+            "ReceiveStock",
+            json!({"quantity": 2.5}),
+        )),
+    )
+    .await;
+    assert_problem(&half, 400, "invalid-command-data");
+    let huge = send(
+        &api,
+        Call::new(SUBMIT_COMMAND, COMMANDS).body(command(
+            "Inventory",
+            "sku-1",
+            "ReceiveStock",
+            json!({"quantity": 1e19}),
+        )),
+    )
+    .await;
+    assert_problem(&huge, 400, "invalid-command-data");
+}
