@@ -158,9 +158,9 @@ fn integral_numbers_as_integers(value: &mut serde_json::Value) {
             // integral float; outside, the float stays and the field's type refuses it.
             let integer = if f.fract() != 0.0 {
                 None
-            } else if (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&f) {
+            } else if (-(2f64.powi(63))..2f64.powi(63)).contains(&f) {
                 Some(serde_json::Number::from(f as i64))
-            } else if (0.0..1.844_674_407_370_955_2e19).contains(&f) {
+            } else if (0.0..2f64.powi(64)).contains(&f) {
                 Some(serde_json::Number::from(f as u64))
             } else {
                 None
