@@ -4,6 +4,7 @@
 //! DynamoDB), and one trace from a command to the consumers' queues.
 
 mod api;
+mod contract;
 mod e2e;
 mod fanout;
 mod fulfilment;
