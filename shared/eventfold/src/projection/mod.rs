@@ -13,7 +13,8 @@ mod memory;
 mod projector;
 
 pub use memory::MemoryReadModelStore;
-pub use projector::{Applied, ProjectError, Projector};
+pub(crate) use projector::page_end;
+pub use projector::{Applied, CATCH_UP_PAGE, ProjectError, Projector};
 
 use crate::envelope::EventEnvelope;
 use async_trait::async_trait;
