@@ -33,8 +33,16 @@ pub(crate) struct Commit {
     pub(crate) last_version: u64,
 }
 
-fn unavailable<E: std::error::Error + 'static>(e: SdkError<E>) -> StoreError {
-    StoreError::Unavailable(sdk_error_text(&e))
+/// A failed request as the port's error: an outage is `Unavailable`, a refusal (see
+/// [`crate::faults`]) is `Invalid`.
+fn unavailable<E>(e: SdkError<E>) -> StoreError
+where
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
+{
+    match crate::faults::classify(&e) {
+        crate::faults::Fault::Transient => StoreError::Unavailable(sdk_error_text(&e)),
+        crate::faults::Fault::Permanent => StoreError::Invalid(sdk_error_text(&e)),
+    }
 }
 
 fn ts(t: &DateTime<Utc>) -> AttributeValue {
