@@ -4,7 +4,8 @@
 //! ([`DynamoEventStore`]), read-model store ([`DynamoReadModelStore`]) and idempotency store
 //! with its `Idempotency-Key` HTTP glue ([`idempotency`]), dead-letter store
 //! ([`deadletters`]), stream-record
-//! decoding ([`streams`]), SNS publishing ([`sns`]), SQS FIFO batches with partial failures
+//! decoding ([`streams`]), SNS publishing ([`sns`]), the DLQ processor's queue sending and
+//! stream-range reading ([`redrive`]), SQS FIFO batches with partial failures
 //! ([`sqs`]), attribute-value codecs, request counting for cost accounting
 //! ([`RequestCounter`]), configuration from the environment ([`config`]), tracing set-up, and
 //! the one classification of AWS errors as transient or permanent ([`faults`]), the
@@ -23,6 +24,7 @@ pub mod http;
 pub mod idempotency;
 pub mod metrics;
 pub mod readmodels;
+pub mod redrive;
 pub mod sns;
 pub mod sqs;
 pub mod streams;
