@@ -51,7 +51,11 @@ impl QueueSender for SqsSender {
         group: Option<&str>,
         dedup: &str,
     ) -> Result<(), String> {
-        let mut send = self.client.send_message().queue_url(queue_url).message_body(body);
+        let mut send = self
+            .client
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body);
         if queue_url.ends_with(".fifo") {
             send = send
                 .message_group_id(group.unwrap_or("dead-letters"))

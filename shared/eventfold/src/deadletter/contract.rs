@@ -193,7 +193,7 @@ async fn lists_filter_by_consumer_status_and_tenant(store: &dyn DeadLetterStore,
         .list(Some(&tenant), &open_projector, 10)
         .await
         .expect("list");
-    assert_eq!(ids(listed), [a.id.clone()]);
+    assert_eq!(ids(listed), vec![a.id.clone()]);
     let limited = store
         .list(Some(&tenant), &Filter::default(), 2)
         .await
