@@ -1,9 +1,10 @@
 //! Integration tests against the serialized moto emulator: event store, command and query
 //! APIs over real HTTP, read models, the idempotency store, the stream -> SNS -> SQS fan-out
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
-//! DynamoDB).
+//! DynamoDB), the recovery path (dead letters, the DLQ processor, SNS outages).
 
 mod api;
+mod dlq;
 mod e2e;
 mod fanout;
 mod fulfilment;

@@ -241,7 +241,7 @@ impl DlqProcessor {
         let body = record.body.clone().unwrap_or_default();
         let announced = serde_json::from_str::<Notification>(&body)
             .ok()
-            .and_then(|n| n.checked_stream().ok().map(|s| (n, s)));
+            .and_then(|n| StreamId::parse(&n.stream_id).ok().map(|s| (n, s)));
         let note = self.letters.note_of(consumer, &message_id).await?;
         let now = Utc::now();
         let mut attributes: BTreeMap<String, String> = record
