@@ -134,7 +134,10 @@ async fn a_poison_message_among_a_thousand_is_a_dead_letter_with_the_consumers_e
         .await
         .expect("send");
     write_stock(&store, &tenant, POISON_STREAMS, POISON_COMMITS).await;
-    println!("poison test: commits written after {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "poison test: commits written after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let letters = letters(&stack);
     let dead = {
@@ -154,7 +157,10 @@ async fn a_poison_message_among_a_thousand_is_a_dead_letter_with_the_consumers_e
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    println!("poison test: dead letter after {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "poison test: dead letter after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(dead.consumer, "projector");
     assert_eq!(dead.status, Status::Open);
     assert_eq!(dead.stream_id.as_deref(), Some(bad.to_string().as_str()));
@@ -430,12 +436,25 @@ async fn converges_after_the_mapping_gives_up(drops: fn(&Notification) -> bool, 
         },
     )
     .await;
-    let failures = stack
-        .esm()
-        .source_stats("StreamPublisherFunction", "EventsStream")
-        .expect("stream source");
+    // ...and is done with every record: each went out or was given up on.
+    let done = Instant::now();
+    let failures = loop {
+        let stats = stack
+            .esm()
+            .source_stats("StreamPublisherFunction", "EventsStream")
+            .expect("stream source");
+        if stats.records_in == STREAMS as u64 * COMMITS
+            && stats.ok + stats.failed == stats.records_in
+        {
+            break stats;
+        }
+        assert!(
+            done.elapsed() < Duration::from_secs(60),
+            "the mapping is not done: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(failures.sent_to_on_failure >= 1, "{failures:?}");
-
     down.store(false, Ordering::SeqCst);
     let back = Instant::now();
     let models = models(&stack);
@@ -486,7 +505,9 @@ async fn converges_after_the_mapping_gives_up(drops: fn(&Notification) -> bool, 
         + stats.table_reads.load(Ordering::Relaxed)
         + stats.range_reads.load(Ordering::Relaxed);
     println!(
-        "{label}: views converged {:.2} s after SNS returned; {:.2} processor requests per recovered commit ({requests} requests, {recovered} commits; outage attempts included, stream-range GetRecords pages counted once per range)",
+        "{label}: the mapping gave up on {} of {} records; views converged {:.2} s after SNS returned; {:.2} processor requests per recovered commit ({requests} requests for {recovered} commits, the outage's failed attempts included)",
+        failures.failed,
+        failures.records_in,
         converged.as_secs_f64(),
         requests as f64 / recovered as f64
     );
