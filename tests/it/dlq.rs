@@ -87,7 +87,7 @@ async fn write_stock(store: &DynamoEventStore, tenant: &str, streams: usize, per
             store
                 .append(
                     &stream.to_string(),
-                    v - 1,
+                    eventfold::ExpectedVersion::assumed(v - 1),
                     vec![received(&stream, v, v as i64)],
                     None,
                 )

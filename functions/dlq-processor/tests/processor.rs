@@ -259,7 +259,12 @@ async fn dlq_messages_become_letters_with_the_consumers_error_blocked_behind_the
 async fn commit(events: &MemoryEventStore, id: &str, after: u64, count: u64) -> CommitKey {
     let s = stream(id);
     events
-        .append(&s.to_string(), after, sample_events(&s, after, count), None)
+        .append(
+            &s.to_string(),
+            eventfold::ExpectedVersion::assumed(after),
+            sample_events(&s, after, count),
+            None,
+        )
         .await
         .expect("append");
     CommitKey {

@@ -159,7 +159,12 @@ mod tests {
                 let v = i as u64 + 1;
                 let e = received(stream, v, q);
                 events
-                    .append(&stream.to_string(), v - 1, vec![e.clone()], None)
+                    .append(
+                        &stream.to_string(),
+                        eventfold::ExpectedVersion::assumed(v - 1),
+                        vec![e.clone()],
+                        None,
+                    )
                     .await
                     .expect("append");
                 let body =

@@ -51,7 +51,12 @@ async fn a_ten_thousand_commit_gap_is_caught_up_in_bounded_pages() {
     for v in 1..=GAP {
         let e = received(&stream, v);
         events
-            .append(&stream.to_string(), v - 1, vec![e.clone()], None)
+            .append(
+                &stream.to_string(),
+                eventfold::ExpectedVersion::assumed(v - 1),
+                vec![e.clone()],
+                None,
+            )
             .await
             .expect("append");
         last = Some(e);

@@ -382,7 +382,12 @@ mod tests {
             let events = toy::request("acme", id, "a", "b", 10, *approved);
             for e in &events {
                 exec.store()
-                    .append(&e.stream_id, e.version - 1, vec![e.clone()], None)
+                    .append(
+                        &e.stream_id,
+                        eventfold::ExpectedVersion::assumed(e.version - 1),
+                        vec![e.clone()],
+                        None,
+                    )
                     .await
                     .expect("append");
             }
@@ -510,12 +515,22 @@ mod tests {
         let store = f.runner().executor().store();
         let earlier = eventfold::contract::sample_events(&stream, 0, 3);
         store
-            .append(&n.stream_id, 0, earlier, None)
+            .append(
+                &n.stream_id,
+                eventfold::ExpectedVersion::assumed(0),
+                earlier,
+                None,
+            )
             .await
             .expect("append");
         let carried = n.event.clone().expect("carried");
         store
-            .append(&n.stream_id, 3, vec![carried], None)
+            .append(
+                &n.stream_id,
+                eventfold::ExpectedVersion::assumed(3),
+                vec![carried],
+                None,
+            )
             .await
             .expect("append");
         let response = f.handle(sample).await.expect("handled");

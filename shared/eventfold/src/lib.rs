@@ -38,5 +38,7 @@ pub use envelope::{EventEnvelope, Metadata, NewEvent, StreamId, StreamIdError};
 pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome, ExecutorConfig};
 pub use memory::MemoryEventStore;
 pub use saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
-pub use store::{AppendOutcome, EventStore, LoadOptions, LoadedStream, Snapshot, StoreError};
+pub use store::{
+    AppendOutcome, EventStore, ExpectedVersion, LoadOptions, LoadedStream, Snapshot, StoreError,
+};
 pub use upcast::Upcasters;

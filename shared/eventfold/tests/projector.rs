@@ -148,7 +148,12 @@ async fn write(events: &Events, stream: &str, items: &[(&str, Value)]) -> Vec<No
         let version = start + 1 + i as u64;
         let e = envelope(stream, version, event_type, data.clone());
         events
-            .append(stream, version - 1, vec![e.clone()], None)
+            .append(
+                stream,
+                eventfold::ExpectedVersion::assumed(version - 1),
+                vec![e.clone()],
+                None,
+            )
             .await
             .expect("append");
         out.push(Notification::of(&e).expect("valid stream"));
@@ -782,7 +787,7 @@ impl EventStore for Widest {
     async fn append(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected_version: eventfold::ExpectedVersion,
         events: Vec<EventEnvelope>,
         snapshot: Option<eventfold::Snapshot>,
     ) -> Result<eventfold::AppendOutcome, eventfold::StoreError> {

@@ -70,7 +70,7 @@ impl EventStore for Flaky {
     async fn append(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected_version: eventfold::ExpectedVersion,
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError> {
@@ -86,7 +86,12 @@ impl EventStore for Flaky {
         };
         if let Some(e) = competitor {
             self.inner
-                .append(stream_id, e.version - 1, vec![e], None)
+                .append(
+                    stream_id,
+                    eventfold::ExpectedVersion::assumed(e.version - 1),
+                    vec![e],
+                    None,
+                )
                 .await
                 .expect("the competitor commits first");
         }
@@ -142,7 +147,12 @@ async fn write(r: &Runner, events: &[EventEnvelope]) {
     for e in events {
         r.executor()
             .store()
-            .append(&e.stream_id, e.version - 1, vec![e.clone()], None)
+            .append(
+                &e.stream_id,
+                eventfold::ExpectedVersion::assumed(e.version - 1),
+                vec![e.clone()],
+                None,
+            )
             .await
             .expect("append");
     }
