@@ -606,3 +606,171 @@ async fn a_projector_killed_mid_batch_loses_nothing_and_applies_nothing_twice() 
         );
     }
 }
+
+/// A stack name, an SDK configuration and the template resolved for that name, before the
+/// stack starts (so handler overrides can be built on its real resources).
+async fn planned() -> (String, aws_config::SdkConfig, eventfold_local::Template) {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let name = format!("{}-{}", tests::STACK, &id[id.len() - 10..]);
+    let sdk = eventfold_local::emulator::local_sdk_config(&tests::endpoint()).await;
+    let template = eventfold_local::Template::load(
+        &tests::root().join(eventfold_local::stack::TEMPLATE_PATH),
+        &name,
+        "us-east-1",
+    )
+    .expect("template");
+    (name, sdk, template)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_blocks_only_its_stream_and_one_redrive_after_the_fix_unblocks_it() {
+    let (name, sdk, template) = planned().await;
+    let function = template
+        .functions()
+        .into_iter()
+        .find(|f| f.binary == "projector")
+        .expect("projector");
+    let config = projector::ProjectorConfig::from_lookup(|k| function.env(k)).expect("config");
+    let notes: Arc<dyn DeadLetterStore> = Arc::new(DynamoDeadLetterStore::from_sdk(
+        &sdk,
+        config.dead_letters_table.clone().expect("notes table"),
+    ));
+    let build = |fixed: bool| {
+        let events = DynamoEventStore::from_sdk(&sdk, &config.events_table);
+        let models = DynamoReadModelStore::from_sdk(&sdk, &config.read_models_table);
+        let mut p = shop::views::projector(events, models);
+        if fixed {
+            // The fix: a reader for the schema a bad deployment wrote.
+            p = p.with_upcasters(shop::registry::upcasters().register(
+                "StockReceived",
+                7,
+                |d| json!({ "quantity": d["qty"] }),
+            ));
+        }
+        Arc::new(projector::ProjectorFunction::new(p).with_notes(notes.clone()))
+    };
+    let (broken, fixed) = (build(false), build(true));
+    let deployed = Arc::new(AtomicBool::new(false));
+    let mut options = fast();
+    let d = deployed.clone();
+    options.handler_overrides.insert(
+        "ProjectorFunction".into(),
+        typed_handler(move |event: aws_lambda_events::event::sqs::SqsEvent| {
+            let f = if d.load(Ordering::SeqCst) {
+                fixed.clone()
+            } else {
+                broken.clone()
+            };
+            async move { f.handle(event).await }
+        }),
+    );
+    let stack = tests::stack_named(&name, options).await;
+    let tenant = unique_tenant("block");
+    let store = DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
+    write_stock(&store, &tenant, 3, 3).await;
+    let blocked = StreamId::new(&tenant, "Inventory", "blocked").expect("valid");
+    let mut poison = received(&blocked, 2, 0);
+    poison.schema_version = 7;
+    poison.data = json!({ "qty": 3 });
+    for e in [
+        received(&blocked, 1, 1),
+        poison,
+        received(&blocked, 3, 1),
+        received(&blocked, 4, 1),
+    ] {
+        let after = eventfold::ExpectedVersion::assumed(e.version - 1);
+        store
+            .append(&blocked.to_string(), after, vec![e], None)
+            .await
+            .expect("append");
+    }
+
+    let letters = letters(&stack);
+    let mut found = Vec::new();
+    let start = Instant::now();
+    while found.len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "three letters: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        found = letters
+            .list(Some(&tenant), &Filter::default(), 10)
+            .await
+            .expect("list");
+    }
+    found.sort_by_key(|l| l.first_version);
+    let versions: Vec<Option<u64>> = found.iter().map(|l| l.first_version).collect();
+    assert_eq!(versions, [Some(2), Some(3), Some(4)]);
+    let first = &found[0];
+    assert!(
+        first
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("StockReceived v2")),
+        "{first:?}"
+    );
+    for later in &found[1..] {
+        assert_eq!(
+            later.blocked_behind.as_deref(),
+            Some(first.id.as_str()),
+            "{later:?}"
+        );
+    }
+    // The other streams flowed; the blocked one stopped before its poison event.
+    let models = models(&stack);
+    for s in 0..3 {
+        assert_eq!(
+            on_hand(&models, &tenant, &format!("sku-{s}")).await,
+            Some(total(3))
+        );
+    }
+    assert_eq!(on_hand(&models, &tenant, "blocked").await, Some(1));
+
+    // After the fix, one redrive (of the first letter, through the API) applies 2, 3 and 4
+    // once each, in order.
+    deployed.store(true, Ordering::SeqCst);
+    let http = Http::new(&stack.api_url());
+    let r = http
+        .post(
+            &format!("/api/v1/events/dead-letters/{}/redrive", first.id),
+            Some(&token(&tenant, "events:admin")),
+            &json!({}),
+        )
+        .await
+        .expect("redrive");
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(
+        r.json["sent"],
+        found[2].id.as_str(),
+        "the newest message goes back"
+    );
+    assert_eq!(r.json["redriven"].as_array().map(Vec::len), Some(3));
+    wait_for(
+        Duration::from_secs(30),
+        "the blocked stream caught up",
+        || {
+            let models = &models;
+            let tenant = &tenant;
+            async move { on_hand(models, tenant, "blocked").await == Some(1 + 3 + 1 + 1) }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        on_hand(&models, &tenant, "blocked").await,
+        Some(6),
+        "once each"
+    );
+    let open = Filter {
+        status: Some(Status::Open),
+        ..Filter::default()
+    };
+    assert!(
+        letters
+            .list(Some(&tenant), &open, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}

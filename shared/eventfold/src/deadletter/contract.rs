@@ -224,6 +224,24 @@ async fn later_letters_of_a_stream_are_blocked_behind_the_first(
         .expect("record");
     assert_eq!(second.blocked_behind.as_deref(), Some(first.id.as_str()));
     assert_eq!(third.blocked_behind.as_deref(), Some(first.id.as_str()));
+    // Out of order: a lower version arriving later becomes the blocker of the others.
+    let earlier = record_blocking(store, letter(&tenant, "projector", "p", 3, 4))
+        .await
+        .expect("record");
+    assert_eq!(earlier.blocked_behind, None);
+    for l in [&first, &second, &third] {
+        let now = store
+            .get(Some(&tenant), &l.id)
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!(
+            now.blocked_behind.as_deref(),
+            Some(earlier.id.as_str()),
+            "{}",
+            l.id
+        );
+    }
     let elsewhere = record_blocking(store, letter(&tenant, "saga", "p", 5, 3))
         .await
         .expect("record");
@@ -238,11 +256,11 @@ async fn later_letters_of_a_stream_are_blocked_behind_the_first(
         "the highest version catches the stream up"
     );
     let covered: Vec<&str> = plan.covers.iter().map(|l| l.id.as_str()).collect();
-    assert_eq!(covered, [&first.id, &second.id, &third.id]);
+    assert_eq!(covered, [&earlier.id, &first.id, &second.id, &third.id]);
     let from_blocked = redrive_plan(store, &tenant, &second.id)
         .await
         .expect("plan");
-    assert_eq!(from_blocked.covers.len(), 3);
+    assert_eq!(from_blocked.covers.len(), 4);
     let change = Change {
         to: Status::Discarded,
         by: "ops".into(),

@@ -280,27 +280,44 @@ pub fn letter_id(parts: &[&str]) -> String {
 }
 
 /// Records `letter`, naming in `blocked_behind` the open letter of the same tenant, consumer
-/// and stream at the lowest version below it (the one that stopped the stream).
+/// and stream at the lowest version (the one that stopped the stream). Letters may arrive out
+/// of order (a DLQ does not promise it across receives): when `letter` is now the lowest, the
+/// other open letters of its stream are re-pointed at it.
 pub async fn record_blocking(
     store: &(impl DeadLetterStore + ?Sized),
     mut letter: DeadLetter,
 ) -> Result<DeadLetter, DeadLetterError> {
-    if let (Some(stream), Some(version)) = (&letter.stream_id, letter.first_version) {
-        let filter = Filter {
-            consumer: Some(letter.consumer.clone()),
-            status: Some(Status::Open),
-            stream_id: Some(stream.clone()),
-        };
-        let open = store
-            .list(Some(&letter.tenant), &filter, usize::MAX)
-            .await?;
-        letter.blocked_behind = open
-            .into_iter()
-            .filter(|l| l.id != letter.id && l.first_version.is_some_and(|v| v < version))
-            .min_by_key(|l| l.first_version)
-            .map(|l| l.id);
+    let (Some(stream), Some(version)) = (letter.stream_id.clone(), letter.first_version) else {
+        return store.record(letter).await;
+    };
+    let filter = Filter {
+        consumer: Some(letter.consumer.clone()),
+        status: Some(Status::Open),
+        stream_id: Some(stream),
+    };
+    let others: Vec<DeadLetter> = store
+        .list(Some(&letter.tenant), &filter, usize::MAX)
+        .await?
+        .into_iter()
+        .filter(|l| l.id != letter.id)
+        .collect();
+    let lowest = others
+        .iter()
+        .filter(|l| l.first_version.is_some_and(|v| v < version))
+        .min_by_key(|l| l.first_version);
+    letter.blocked_behind = lowest.map(|l| l.id.clone());
+    let recorded = store.record(letter).await?;
+    if recorded.blocked_behind.is_none() {
+        for mut later in others {
+            if later.first_version.is_some_and(|v| v > version)
+                && later.blocked_behind.as_deref() != Some(recorded.id.as_str())
+            {
+                later.blocked_behind = Some(recorded.id.clone());
+                store.record(later).await?;
+            }
+        }
     }
-    store.record(letter).await
+    Ok(recorded)
 }
 
 /// What one redrive sends and closes.
