@@ -20,6 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tests::{events_table, stack_with, table, token, unique_tenant};
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dynamodb_dead_letter_store_passes_the_contract() {
+    let stack = tests::quiet_stack().await;
+    eventfold::deadletter::contract::run_all(&letters(&stack), &unique_tenant("dl")).await;
+}
+
 /// Fast pollers, a short visibility timeout (moto waits it out per receive), no printing.
 fn fast() -> EsmOptions {
     EsmOptions {
