@@ -97,7 +97,7 @@ fn store_problem(e: ReadModelError) -> Problem {
             "Service unavailable",
             "the read models are unavailable; retry later",
         ),
-        ReadModelError::Corrupt(m) => Problem::new(
+        ReadModelError::Corrupt(m) | ReadModelError::Refused(m) => Problem::new(
             500,
             "internal",
             "Internal error",
