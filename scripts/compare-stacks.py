@@ -8,7 +8,8 @@ gets deployed remain:
 - intrinsics become strings (`{"Ref": "X"}` -> `${X}`, GetAtt -> `${X.Attr}`, Sub and Join
   are expanded), and `${AWS::Partition}` reads `aws` (SAM's offline translation writes
   managed-policy ARNs literally);
-- IAM documents: a one-element list equals its element (`"Action": "x"` == `["x"]`);
+- IAM documents: a one-element list equals its element (`"Action": "x"` == `["x"]`), and
+  statements compare in any order;
 - the HTTP API: SAM writes one `AWS::ApiGatewayV2::Api` with an OpenAPI `Body`, CDK writes
   the Api plus Authorizer, Integration and Route resources. Both become one model: name,
   settings, authorizers (type, identity source, issuer, audience) and routes (route key ->
@@ -98,6 +99,9 @@ def iam_document(doc):
         return v
 
     doc = norm(doc)
+    # Statement order means nothing to IAM.
+    if isinstance(doc, dict) and isinstance(doc.get("Statement"), list):
+        doc["Statement"] = sorted(doc["Statement"], key=lambda st: json.dumps(st, sort_keys=True))
     # SAM writes its own statements (an on-failure destination's SQSPolicy) without a
     # Version; CDK always writes 2012-10-17. The two differ only for policy variables
     # (${aws:username}, ...), which no policy here uses.

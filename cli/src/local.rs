@@ -67,6 +67,28 @@ pub fn shop_functions() -> Functions {
                 async move { saga.handle(saga::Invocation::from_json(payload)?).await }
             }))
         })
+        // One function: the DLQs and the stream's on-failure queue, and the dead-letters API.
+        .events("dlq-processor", |sdk, function| async move {
+            let processor = Arc::new(dlq_processor::from_lookup(&sdk, |k| function.env(k))?);
+            Ok(typed_handler(move |event| {
+                let processor = processor.clone();
+                async move {
+                    let processed = processor.process(event).await;
+                    // `eventfold local` shows dead letters as they arrive.
+                    for letter in &processed.recorded {
+                        println!("{}", dlq_processor::describe(letter));
+                    }
+                    processed.response
+                }
+            }))
+        })
+        .http("dlq-processor", |sdk, function| {
+            let processor = Arc::new(dlq_processor::from_lookup(sdk, |k| function.env(k))?);
+            Ok(http_handler(move |req| {
+                let processor = processor.clone();
+                async move { processor.handle_http(req).await }
+            }))
+        })
 }
 
 /// What `--print-env all` names: every function's environment in one file, for one

@@ -71,6 +71,22 @@ enum Cmd {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
+    /// Dead letters of every tenant: list, show, redrive, discard (operators).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCmd,
+        /// Stack name (physical names are `{stack}-{LogicalId}`).
+        #[arg(long, default_value = "eventfold-local", global = true)]
+        stack: String,
+        /// AWS endpoint (the local emulator by default).
+        #[arg(
+            long,
+            env = "AWS_ENDPOINT_URL",
+            default_value = "http://127.0.0.1:4566",
+            global = true
+        )]
+        endpoint: String,
+    },
     /// Print figures: commands/s in process, DynamoDB requests per command, events folded per load
     /// (`bench streaming`: publish throughput, requests per record, consume cost, long-poll wake-up).
     Bench {
@@ -127,6 +143,43 @@ enum ProjectionsCmd {
         /// EventsTableName and ReadModelsTableName).
         #[arg(long, conflicts_with = "endpoint", requires_all = ["events_table", "read_models_table"])]
         aws: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// List dead letters, oldest failure first.
+    List {
+        /// Only this consumer's (projector, saga, stream-publisher).
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Only with this status (open, redriven, discarded).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one dead letter in full.
+    Show {
+        /// The letter's id.
+        id: String,
+    },
+    /// Send a dead letter (with the open letters of its stream) or all open ones back.
+    Redrive {
+        /// The letter's id.
+        id: Option<String>,
+        /// Every open letter.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// With --all: only this consumer's.
+        #[arg(long, requires = "all")]
+        consumer: Option<String>,
+    },
+    /// Give up on a dead letter.
+    Discard {
+        /// The letter's id.
+        id: String,
+        /// Why (kept on the letter).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -230,6 +283,34 @@ async fn main() -> Result<()> {
             if !cli::rebuild::run(&target, &view, verify).await? {
                 std::process::exit(1);
             }
+        }
+        Cmd::Dlq {
+            command,
+            stack,
+            endpoint,
+        } => {
+            let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
+            let sdk = eventfold_local::emulator::local_sdk_config(&endpoint).await;
+            let region = sdk
+                .region()
+                .map_or("us-east-1".to_owned(), ToString::to_string);
+            let template = eventfold_local::Template::load(
+                &root.join(eventfold_local::stack::TEMPLATE_PATH),
+                &stack,
+                &region,
+            )?;
+            let processor = cli::dlq::processor(&sdk, &template)?;
+            let command = match command {
+                DlqCmd::List { consumer, status } => {
+                    cli::dlq::DlqCommand::List { consumer, status }
+                }
+                DlqCmd::Show { id } => cli::dlq::DlqCommand::Show { id },
+                DlqCmd::Redrive { id, all, consumer } => {
+                    cli::dlq::DlqCommand::Redrive { id, all, consumer }
+                }
+                DlqCmd::Discard { id, reason } => cli::dlq::DlqCommand::Discard { id, reason },
+            };
+            cli::dlq::run(&processor, command).await?;
         }
         Cmd::Bench {
             stack,

@@ -39,14 +39,6 @@ fn every_template_function_has_a_local_handler() {
 }
 
 #[test]
-fn gateway_problems_use_the_functions_problem_base() {
-    assert_eq!(
-        eventfold_local::gateway::DEFAULT_PROBLEM_BASE,
-        eventfold_aws::http::PROBLEM_BASE
-    );
-}
-
-#[test]
 fn print_env_gives_each_function_what_it_reads() {
     let options = eventfold_local::LocalOptions {
         root: Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),

@@ -4,7 +4,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use eventfold_local::LocalStack;
 use eventfold_local::httpc::Http;
 use serde_json::{Value, json};
-use tests::{assert_problem, events_table, quiet_stack, rw_token, token, unique_tenant};
+use tests::{
+    assert_gateway, assert_problem, events_table, quiet_stack, rw_token, token, unique_tenant,
+};
 
 const COMMANDS: &str = "/api/v1/events/commands";
 
@@ -159,6 +161,14 @@ async fn history_pages_with_cursors() {
             .await
             .expect("get"),
         400,
+        "invalid-cursor",
+    );
+    assert_problem(
+        &http
+            .get(&format!("{base}?from_version=0"), Some(&t))
+            .await
+            .expect("get"),
+        400,
         "invalid-request",
     );
     assert_problem(
@@ -193,28 +203,28 @@ async fn authentication_and_scopes_are_enforced() {
     let http = Http::new(&stack.api_url());
     let tenant = unique_tenant("auth");
     let body = cmd("Order", "o-1", "CreateOrder", json!({"customer_id": "c"}));
-    assert_problem(
+    assert_gateway(
         &http.post(COMMANDS, None, &body).await.expect("post"),
         401,
-        "unauthorized",
+        "Unauthorized",
     );
-    assert_problem(
+    assert_gateway(
         &http
             .post(COMMANDS, Some("not.a.jwt"), &body)
             .await
             .expect("post"),
         401,
-        "unauthorized",
+        "Unauthorized",
     );
     let forged =
         eventfold_local::jwt::issue("another-secret", &tenant, "mallory", "events:write", 600);
-    assert_problem(
+    assert_gateway(
         &http
             .post(COMMANDS, Some(&forged), &body)
             .await
             .expect("post"),
         401,
-        "unauthorized",
+        "Unauthorized",
     );
     // Past the authorizer's clock-skew leeway.
     let expired = eventfold_local::jwt::issue(
@@ -224,21 +234,21 @@ async fn authentication_and_scopes_are_enforced() {
         "events:write",
         -(eventfold_local::jwt::LEEWAY_SECS as i64) - 60,
     );
-    assert_problem(
+    assert_gateway(
         &http
             .post(COMMANDS, Some(&expired), &body)
             .await
             .expect("post"),
         401,
-        "unauthorized",
+        "Unauthorized",
     );
-    assert_problem(
+    assert_gateway(
         &http
             .get("/api/v1/events/aggregates/Order/o-1", None)
             .await
             .expect("get"),
         401,
-        "unauthorized",
+        "Unauthorized",
     );
     let read_only = token(&tenant, "events:read");
     assert_problem(
@@ -548,13 +558,14 @@ async fn bad_requests_get_clear_4xx_and_write_nothing() {
         404,
         "not-found",
     );
-    assert_problem(
+    // No route: API Gateway's own 404, before any function.
+    assert_gateway(
         &http
             .get("/api/v1/events/nowhere", Some(&t))
             .await
             .expect("get"),
         404,
-        "not-found",
+        "Not Found",
     );
     assert_eq!(
         items_of(&stack, &tenant).await,

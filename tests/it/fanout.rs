@@ -508,7 +508,12 @@ async fn the_real_stream_publisher_fans_commits_out_to_the_projector_queue() {
     let second = sample_events(&a, 3, 2);
     for (stream, after, events) in [(&a, 0, &first), (&b, 0, &big), (&a, 3, &second)] {
         store
-            .append(&stream.to_string(), after, events.clone(), None)
+            .append(
+                &stream.to_string(),
+                eventfold::ExpectedVersion::assumed(after),
+                events.clone(),
+                None,
+            )
             .await
             .expect("append");
     }

@@ -330,9 +330,15 @@ async fn orders_are_confirmed_or_compensated_by_the_saga() {
             now,
             tests::ctx(&tenant, &format!("v1-{i}")),
         );
-        eventfold::EventStore::append(&store, &old.to_string(), i as u64, vec![event], None)
-            .await
-            .expect("legacy append");
+        eventfold::EventStore::append(
+            &store,
+            &old.to_string(),
+            eventfold::ExpectedVersion::assumed(i as u64),
+            vec![event],
+            None,
+        )
+        .await
+        .expect("legacy append");
     }
     assert_eq!(outcome(&http, &tok, "o-v1").await, "Confirmed");
     assert_eq!(

@@ -1,10 +1,13 @@
 //! Integration tests against the serialized moto emulator: event store, command and query
 //! APIs over real HTTP, read models, the idempotency store, the stream -> SNS -> SQS fan-out
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
-//! DynamoDB), the streaming API (topics, publish, consumer groups, history), and one trace
+//! DynamoDB), the streaming API (topics, publish, consumer groups, history), the recovery path
+//! (dead letters, the DLQ processor, SNS outages), and one trace
 //! from a command to the consumers' queues.
 
 mod api;
+mod contract;
+mod dlq;
 mod e2e;
 mod fanout;
 mod fulfilment;

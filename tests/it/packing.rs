@@ -136,7 +136,7 @@ async fn thirty_five_single_event_commits_take_four_publish_batch_calls() {
         store
             .append(
                 &stream.to_string(),
-                version,
+                eventfold::ExpectedVersion::assumed(version),
                 sample_events(stream, version, 1),
                 None,
             )

@@ -168,7 +168,12 @@ async fn commit(
     let stream_id = events[0].stream_id.clone();
     let first = events[0].version;
     store
-        .append(&stream_id, first - 1, events, None)
+        .append(
+            &stream_id,
+            eventfold::ExpectedVersion::assumed(first - 1),
+            events,
+            None,
+        )
         .await
         .expect("append");
     let item = dynamo

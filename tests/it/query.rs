@@ -5,7 +5,7 @@ use eventfold_aws::readmodels::DynamoReadModelStore;
 use eventfold_local::httpc::Http;
 use serde_json::json;
 use std::collections::BTreeMap;
-use tests::{assert_problem, quiet_stack, rw_token, token, unique_tenant};
+use tests::{assert_gateway, assert_problem, quiet_stack, rw_token, token, unique_tenant};
 
 const Q: &str = "/api/v1/events/queries";
 
@@ -145,13 +145,13 @@ async fn views_answer_lookups_and_page_lists_per_tenant() {
     );
 
     // Errors.
-    assert_problem(
+    assert_gateway(
         &http
             .get(&format!("{Q}/order-summary"), None)
             .await
             .expect("get"),
         401,
-        "unauthorized",
+        "Unauthorized",
     );
     assert_problem(
         &http
@@ -210,8 +210,16 @@ async fn views_answer_lookups_and_page_lists_per_tenant() {
             .await
             .expect("get"),
         400,
-        "invalid-request",
+        "invalid-cursor",
     );
+    // A lookup ignores limit and cursor but still refuses bad ones.
+    for bad in ["limit=0", "cursor=not%20base64"] {
+        let reply = http
+            .get(&format!("{Q}/order-summary?order_id=o-01&{bad}"), Some(&ta))
+            .await
+            .expect("get");
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.json);
+    }
     assert_problem(
         &http
             .get(&format!("{Q}/order-summary?colour=red"), Some(&ta))

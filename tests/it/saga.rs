@@ -377,7 +377,12 @@ async fn open_accounts<E: EventStore>(executor: &CommandExecutor<E>, tenant: &st
 async fn write<E: EventStore>(store: &E, events: &[EventEnvelope]) {
     for e in events {
         store
-            .append(&e.stream_id, e.version - 1, vec![e.clone()], None)
+            .append(
+                &e.stream_id,
+                eventfold::ExpectedVersion::assumed(e.version - 1),
+                vec![e.clone()],
+                None,
+            )
             .await
             .expect("append");
     }

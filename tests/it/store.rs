@@ -123,7 +123,10 @@ async fn a_history_spanning_several_query_pages_loads_completely() {
     for v in 0..10u64 {
         let mut events = eventfold::contract::sample_events(&stream, v, 1);
         events[0].data = json!({"n": v + 1, "blob": blob});
-        store.append(&key, v, events, None).await.expect("append");
+        store
+            .append(&key, eventfold::ExpectedVersion::assumed(v), events, None)
+            .await
+            .expect("append");
     }
     let loaded = store
         .load(&key, LoadOptions::default())
@@ -266,7 +269,12 @@ async fn an_oversized_commit_is_refused_before_any_write() {
     events[0].data = json!({"blob": "y".repeat(420 * 1024)});
     let before = counter.get();
     let err = store
-        .append(&stream.to_string(), 0, events, None)
+        .append(
+            &stream.to_string(),
+            eventfold::ExpectedVersion::assumed(0),
+            events,
+            None,
+        )
         .await
         .expect_err("too large");
     assert!(
@@ -299,7 +307,12 @@ async fn events_written_under_an_old_schema_load_through_upcasters() {
         e.data = json!({"qty": 5});
     }
     store
-        .append(&stream.to_string(), 0, old, None)
+        .append(
+            &stream.to_string(),
+            eventfold::ExpectedVersion::assumed(0),
+            old,
+            None,
+        )
         .await
         .expect("append old events");
     let plain = CommandExecutor::new(store.clone(), ExecutorConfig::default());

@@ -155,6 +155,21 @@ pub fn assert_problem(reply: &eventfold_local::httpc::Reply, status: u16, slug: 
     );
 }
 
+/// Asserts that `reply` is API Gateway's own answer (not a function's problem document):
+/// `status` with `{"message": message}` as `application/json`.
+pub fn assert_gateway(reply: &eventfold_local::httpc::Reply, status: u16, message: &str) {
+    assert_eq!(
+        (reply.status, reply.content_type.as_str(), &reply.json),
+        (
+            status,
+            "application/json",
+            &serde_json::json!({ "message": message })
+        ),
+        "body: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+}
+
 /// The context of a command the tests issue directly (not through HTTP).
 pub fn ctx(tenant: &str, id: &str) -> eventfold::CommandContext {
     eventfold::CommandContext::root(tenant, "tester", id)

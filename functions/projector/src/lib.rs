@@ -10,11 +10,16 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use eventfold::EventStore;
+use eventfold::deadletter::DeadLetterStore;
 use eventfold::projection::{Projector, ReadModelStore};
 use eventfold_aws::config::ConfigError;
-use eventfold_aws::sqs::process_fifo_batch;
+use eventfold_aws::sqs::{Notes, process_fifo_batch_noting};
 use eventfold_aws::telemetry;
-use eventfold_aws::{DynamoEventStore, DynamoReadModelStore, SdkConfig};
+use eventfold_aws::{DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig};
+use std::sync::Arc;
+
+/// The consumer name in failure notes and dead letters.
+pub const CONSUMER: &str = "projector";
 
 /// Settings of the projector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +28,8 @@ pub struct ProjectorConfig {
     pub events_table: String,
     /// The read-models table (`READ_MODELS_TABLE`).
     pub read_models_table: String,
+    /// The dead-letters table (`DEAD_LETTERS_TABLE`, optional): where failure notes go.
+    pub dead_letters_table: Option<String>,
 }
 
 impl ProjectorConfig {
@@ -36,14 +43,24 @@ impl ProjectorConfig {
         Ok(Self {
             events_table: required("EVENTS_TABLE")?,
             read_models_table: required("READ_MODELS_TABLE")?,
+            dead_letters_table: lookup("DEAD_LETTERS_TABLE").filter(|v| !v.is_empty()),
         })
     }
 }
 
 /// Applies SQS batches of notifications through a [`Projector`].
-#[derive(Debug)]
 pub struct ProjectorFunction<E, R> {
     projector: Projector<E, R>,
+    notes: Option<Arc<dyn DeadLetterStore>>,
+}
+
+impl<E, R> std::fmt::Debug for ProjectorFunction<E, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectorFunction")
+            .field("projector", &self.projector)
+            .field("notes", &self.notes.is_some())
+            .finish()
+    }
 }
 
 /// The projector of every shop view on the DynamoDB tables named through `lookup`
@@ -55,15 +72,26 @@ pub fn from_lookup(
     let config = ProjectorConfig::from_lookup(lookup)?;
     let events = DynamoEventStore::from_sdk(sdk, config.events_table);
     let models = DynamoReadModelStore::from_sdk(sdk, config.read_models_table);
-    Ok(ProjectorFunction::new(shop::views::projector(
-        events, models,
-    )))
+    let function = ProjectorFunction::new(shop::views::projector(events, models));
+    Ok(match config.dead_letters_table {
+        Some(table) => function.with_notes(Arc::new(DynamoDeadLetterStore::from_sdk(sdk, table))),
+        None => function,
+    })
 }
 
 impl<E: EventStore, R: ReadModelStore> ProjectorFunction<E, R> {
     /// A function around `projector`.
     pub fn new(projector: Projector<E, R>) -> Self {
-        Self { projector }
+        Self {
+            projector,
+            notes: None,
+        }
+    }
+
+    /// Leaves a failure note in `store` for each message it fails.
+    pub fn with_notes(mut self, store: Arc<dyn DeadLetterStore>) -> Self {
+        self.notes = Some(store);
+        self
     }
 
     /// The projector.
@@ -73,7 +101,11 @@ impl<E: EventStore, R: ReadModelStore> ProjectorFunction<E, R> {
 
     /// Applies every record of `event`; returns the records to redeliver.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        process_fifo_batch(event, |n| async move {
+        let notes = self.notes.as_deref().map(|store| Notes {
+            consumer: CONSUMER,
+            store,
+        });
+        process_fifo_batch_noting(event, notes, |n| async move {
             let applied = self.projector.handle(&n).await?;
             // A notification every view had seen already is a redelivery, not consumption.
             if applied.views_changed > 0 {
@@ -134,7 +166,12 @@ mod tests {
                 let v = i as u64 + 1;
                 let e = received(stream, v, q);
                 events
-                    .append(&stream.to_string(), v - 1, vec![e.clone()], None)
+                    .append(
+                        &stream.to_string(),
+                        eventfold::ExpectedVersion::assumed(v - 1),
+                        vec![e.clone()],
+                        None,
+                    )
                     .await
                     .expect("append");
                 let body =
@@ -181,7 +218,8 @@ mod tests {
             ProjectorConfig::from_lookup(env).expect("configured"),
             ProjectorConfig {
                 events_table: "events".into(),
-                read_models_table: "models".into()
+                read_models_table: "models".into(),
+                dead_letters_table: None,
             }
         );
         let partial =

@@ -90,21 +90,41 @@ fn present(spec: &ViewSpec, doc: Doc) -> Value {
 
 fn store_problem(e: ReadModelError) -> Problem {
     match e {
-        ReadModelError::InvalidCursor => {
-            Problem::bad_request("invalid-request", "cursor is not one this API issued")
-        }
+        ReadModelError::InvalidCursor => invalid_cursor(),
         ReadModelError::Unavailable(_) | ReadModelError::Conflict { .. } => Problem::new(
             503,
             "unavailable",
             "Service unavailable",
             "the read models are unavailable; retry later",
         ),
-        ReadModelError::Corrupt(m) => Problem::new(
+        ReadModelError::Corrupt(m) | ReadModelError::Refused(m) => Problem::new(
             500,
             "internal",
             "Internal error",
             format!("unreadable read model: {m}"),
         ),
+    }
+}
+
+/// Longest cursor accepted (the store's are far shorter).
+pub const MAX_CURSOR_LEN: usize = 2048;
+
+fn invalid_cursor() -> Problem {
+    Problem::bad_request("invalid-cursor", "cursor is not one this API issued")
+}
+
+/// A cursor's shape: the URL-safe base64 the stores issue. Checked before a lookup too,
+/// which ignores the cursor, so that what is refused does not depend on the other
+/// parameters.
+fn cursor_shape(cursor: &str) -> Result<&str, Problem> {
+    let ok = (1..=MAX_CURSOR_LEN).contains(&cursor.len())
+        && cursor
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(cursor)
+    } else {
+        Err(invalid_cursor())
     }
 }
 
@@ -156,6 +176,22 @@ impl<R: ReadModelStore> QueryService<R> {
                 ));
             }
         }
+        // Checked before a lookup, which ignores them, so that a bad value is refused the
+        // same way with or without a key.
+        let limit = match params.first("limit") {
+            None => DEFAULT_LIMIT,
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=MAX_LIMIT).contains(l))
+                .ok_or_else(|| {
+                    Problem::bad_request(
+                        "invalid-request",
+                        format!("limit must be 1..={MAX_LIMIT}"),
+                    )
+                })?,
+        };
+        let cursor = params.first("cursor").map(cursor_shape).transpose()?;
         let tenant = caller.tenant.as_str();
         if let Some(key_param) = spec.key
             && let Some(key) = params.first(key_param.name)
@@ -190,22 +226,9 @@ impl<R: ReadModelStore> QueryService<R> {
             }
             None => None,
         };
-        let limit = match params.first("limit") {
-            None => DEFAULT_LIMIT,
-            Some(l) => l
-                .parse::<usize>()
-                .ok()
-                .filter(|l| (1..=MAX_LIMIT).contains(l))
-                .ok_or_else(|| {
-                    Problem::bad_request(
-                        "invalid-request",
-                        format!("limit must be 1..={MAX_LIMIT}"),
-                    )
-                })?,
-        };
         let query = ListQuery {
             index,
-            cursor: params.first("cursor").map(str::to_owned),
+            cursor: cursor.map(str::to_owned),
             limit,
         };
         let page = self

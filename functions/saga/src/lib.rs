@@ -15,13 +15,20 @@
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use eventfold::deadletter::DeadLetterStore;
 use eventfold::projection::ReadModelStore;
 use eventfold::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner, Ticked};
 use eventfold::{CommandExecutor, EventStore, ExecutorConfig, Upcasters};
 use eventfold_aws::config::ConfigError;
-use eventfold_aws::sqs::process_fifo_batch;
+use eventfold_aws::sqs::{Notes, process_fifo_batch_noting};
 use eventfold_aws::telemetry;
-use eventfold_aws::{DynamoEventStore, DynamoReadModelStore, SdkConfig, StoreConfig};
+use eventfold_aws::{
+    DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig, StoreConfig,
+};
+use std::sync::Arc;
+
+/// The consumer name in failure notes and dead letters.
+pub const CONSUMER: &str = "saga";
 use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
@@ -42,6 +49,8 @@ pub struct SagaConfig {
     /// How long an instance may wait before its deadline passes (`SAGA_TIMEOUT_SECONDS`,
     /// default 900; the template passes its `PaymentTimeoutSeconds` parameter).
     pub timeout: Duration,
+    /// The dead-letters table (`DEAD_LETTERS_TABLE`, optional): where failure notes go.
+    pub dead_letters_table: Option<String>,
 }
 
 impl SagaConfig {
@@ -75,6 +84,7 @@ impl SagaConfig {
             store,
             read_models_table,
             timeout: Duration::from_secs(timeout),
+            dead_letters_table: lookup("DEAD_LETTERS_TABLE").filter(|v| !v.is_empty()),
         })
     }
 }
@@ -132,6 +142,7 @@ impl From<&Ticked> for TickResponse {
 /// Runs saga `G` on SQS batches and scheduled ticks.
 pub struct SagaFunction<G, E, R> {
     runner: SagaRunner<G, E, R>,
+    notes: Option<Arc<dyn DeadLetterStore>>,
 }
 
 impl<G: Saga, E, R> std::fmt::Debug for SagaFunction<G, E, R> {
@@ -162,7 +173,11 @@ pub fn from_lookup<G: Saga>(
         },
     )
     .with_upcasters(upcasters.clone());
-    Ok(SagaFunction::new(
+    let notes = config
+        .dead_letters_table
+        .clone()
+        .map(|t| Arc::new(DynamoDeadLetterStore::from_sdk(sdk, t)) as Arc<dyn DeadLetterStore>);
+    let function = SagaFunction::new(
         SagaRunner::new(
             executor,
             models,
@@ -172,7 +187,11 @@ pub fn from_lookup<G: Saga>(
             },
         )
         .with_upcasters(upcasters),
-    ))
+    );
+    Ok(match notes {
+        Some(store) => function.with_notes(store),
+        None => function,
+    })
 }
 
 impl<G, E, R> SagaFunction<G, E, R>
@@ -183,7 +202,16 @@ where
 {
     /// A function around `runner`.
     pub fn new(runner: SagaRunner<G, E, R>) -> Self {
-        Self { runner }
+        Self {
+            runner,
+            notes: None,
+        }
+    }
+
+    /// Leaves a failure note in `store` for each message it fails.
+    pub fn with_notes(mut self, store: Arc<dyn DeadLetterStore>) -> Self {
+        self.notes = Some(store);
+        self
     }
 
     /// The runner.
@@ -193,7 +221,11 @@ where
 
     /// Handles every record of `event`; returns the records to redeliver.
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        process_fifo_batch(event, |n| async move {
+        let notes = self.notes.as_deref().map(|store| Notes {
+            consumer: CONSUMER,
+            store,
+        });
+        process_fifo_batch_noting(event, notes, |n| async move {
             let handled = self.runner.handle(&n).await?;
             if !handled.duplicate {
                 telemetry::event_consumed(telemetry::SAGA, n.event.as_ref(), handled.behind);
@@ -355,7 +387,12 @@ mod tests {
             let events = toy::request("acme", id, "a", "b", 10, *approved);
             for e in &events {
                 exec.store()
-                    .append(&e.stream_id, e.version - 1, vec![e.clone()], None)
+                    .append(
+                        &e.stream_id,
+                        eventfold::ExpectedVersion::assumed(e.version - 1),
+                        vec![e.clone()],
+                        None,
+                    )
                     .await
                     .expect("append");
             }
@@ -484,12 +521,22 @@ mod tests {
         let before = n.version - 1;
         let earlier = eventfold::contract::sample_events(&stream, 0, before);
         store
-            .append(&n.stream_id, 0, earlier, None)
+            .append(
+                &n.stream_id,
+                eventfold::ExpectedVersion::assumed(0),
+                earlier,
+                None,
+            )
             .await
             .expect("append");
         let carried = n.event.clone().expect("carried");
         store
-            .append(&n.stream_id, before, vec![carried], None)
+            .append(
+                &n.stream_id,
+                eventfold::ExpectedVersion::assumed(before),
+                vec![carried],
+                None,
+            )
             .await
             .expect("append");
         let response = f.handle(sample).await.expect("handled");

@@ -50,12 +50,22 @@ async fn sample_events_run_through_the_lambda_runtime_api() {
             Metadata::root("acme", "user-42", format!("cmd-{v}")),
         );
         store
-            .append(&n.stream_id, v - 1, vec![e], None)
+            .append(
+                &n.stream_id,
+                eventfold::ExpectedVersion::assumed(v - 1),
+                vec![e],
+                None,
+            )
             .await
             .expect("append");
     }
     store
-        .append(&n.stream_id, 2, vec![placed], None)
+        .append(
+            &n.stream_id,
+            eventfold::ExpectedVersion::assumed(2),
+            vec![placed],
+            None,
+        )
         .await
         .expect("append");
 

@@ -159,6 +159,24 @@ export class EventfoldStack extends cdk.Stack {
     });
     retain(readModelsTable);
 
+    // What the consumers gave up on (tenant-scoped), with their failure notes.
+    const deadLettersTable = new dynamodb.CfnTable(this, "DeadLettersTable", {
+      billingMode: "PAY_PER_REQUEST",
+      attributeDefinitions: [
+        { attributeName: "pk", attributeType: "S" },
+        { attributeName: "sk", attributeType: "S" },
+      ],
+      keySchema: [
+        { attributeName: "pk", keyType: "HASH" },
+        { attributeName: "sk", keyType: "RANGE" },
+      ],
+      timeToLiveSpecification: { attributeName: "expires_at_epoch", enabled: true },
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      sseSpecification: { sseEnabled: true },
+    });
+    retain(deadLettersTable);
+    const failureNotes = allow("FailureNotes", "dynamodb:PutItem", deadLettersTable.attrArn);
+
     // ------------------------------------------------------------------ Streaming
     // Topics per tenant (pk = tenant, sk = name) and consumer-group offsets
     // (pk = {tenant}/{topic}, sk = group id); the records are streams of the events table.
@@ -214,6 +232,9 @@ export class EventfoldStack extends cdk.Stack {
     });
 
     const streamFailureQueue = new sqs.CfnQueue(this, "StreamFailureQueue", {
+      // The DLQ processor republishes a description's commits; one whose commits still
+      // fail comes back after 6 x the processor's timeout.
+      visibilityTimeout: 60,
       messageRetentionPeriod: 1209600,
       sqsManagedSseEnabled: true,
     });
@@ -276,7 +297,11 @@ export class EventfoldStack extends cdk.Stack {
     const projector = this.rustFunction(props.functionsDir, rustLog, {
       id: "ProjectorFunction",
       description: "Event notifications (SQS FIFO) -> read models, with per-stream checkpoints.",
-      environment: { EVENTS_TABLE: eventsTable.ref, READ_MODELS_TABLE: readModelsTable.ref },
+      environment: {
+        EVENTS_TABLE: eventsTable.ref,
+        READ_MODELS_TABLE: readModelsTable.ref,
+        DEAD_LETTERS_TABLE: deadLettersTable.ref,
+      },
       statements: [
         allow("EventStoreRead", ["dynamodb:Query", "dynamodb:GetItem"], eventsTable.attrArn),
         allow(
@@ -291,6 +316,7 @@ export class EventfoldStack extends cdk.Stack {
           [readModelsTable.attrArn, cdk.Fn.sub("${ReadModelsTable.Arn}/index/gsi1")],
         ),
         consume("ConsumeProjectorQueue", projectorQueue),
+        failureNotes,
       ],
       eventSourcePolicies: [SQS_EXECUTION],
     });
@@ -305,6 +331,7 @@ export class EventfoldStack extends cdk.Stack {
         READ_MODELS_TABLE: readModelsTable.ref,
         SNAPSHOT_EVERY: snapshotEvery.valueAsString,
         SAGA_TIMEOUT_SECONDS: paymentTimeout.valueAsString,
+        DEAD_LETTERS_TABLE: deadLettersTable.ref,
       },
       statements: [
         allow("EventStoreReadAppend", ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:GetItem"], eventsTable.attrArn),
@@ -320,6 +347,7 @@ export class EventfoldStack extends cdk.Stack {
           [readModelsTable.attrArn, cdk.Fn.sub("${ReadModelsTable.Arn}/index/gsi1")],
         ),
         consume("ConsumeSagaQueue", sagaQueue),
+        failureNotes,
       ],
       eventSourcePolicies: [SQS_EXECUTION],
     });
@@ -338,6 +366,45 @@ export class EventfoldStack extends cdk.Stack {
         ),
       ],
     });
+
+    // The DLQs and the stream's on-failure queue -> dead letters; the dead-letters API.
+    const dlqProcessor = this.rustFunction(props.functionsDir, rustLog, {
+      id: "DlqProcessorFunction",
+      description:
+        "DLQs and the stream's on-failure queue -> dead letters (failed stream batches republished automatically); the dead-letters API (list, show, redrive, discard).",
+      environment: {
+        DEAD_LETTERS_TABLE: deadLettersTable.ref,
+        EVENTS_TABLE: eventsTable.ref,
+        EVENTS_TOPIC_ARN: eventsTopic.ref,
+        PROJECTOR_DLQ_ARN: projectorDlq.attrArn,
+        SAGA_DLQ_ARN: sagaDlq.attrArn,
+        STREAM_FAILURE_QUEUE_ARN: streamFailureQueue.attrArn,
+        PROJECTOR_QUEUE_URL: projectorQueue.ref,
+        SAGA_QUEUE_URL: sagaQueue.ref,
+        STREAM_RETRY_RECEIVES: "10",
+      },
+      statements: [
+        allow(
+          "DeadLetters",
+          ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan"],
+          deadLettersTable.attrArn,
+        ),
+        allow("EventStoreRead", "dynamodb:Query", eventsTable.attrArn),
+        allow("ReadEventsStream", ["dynamodb:GetRecords", "dynamodb:GetShardIterator"], eventsTable.attrStreamArn),
+        allow("Republish", "sns:Publish", eventsTopic.ref),
+        allow("Redrive", "sqs:SendMessage", [projectorQueue.attrArn, sagaQueue.attrArn]),
+        allow(
+          "ConsumeDeadLetterQueues",
+          ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+          [projectorDlq.attrArn, sagaDlq.attrArn, streamFailureQueue.attrArn],
+        ),
+      ],
+      eventSourcePolicies: [SQS_EXECUTION],
+    });
+    this.sqsSource("DlqProcessorFunctionProjectorDeadLetters", dlqProcessor, projectorDlq);
+    this.sqsSource("DlqProcessorFunctionSagaDeadLetters", dlqProcessor, sagaDlq);
+    // One failed stream batch at a time: each is a republish with its own backoff.
+    this.sqsSource("DlqProcessorFunctionStreamFailures", dlqProcessor, streamFailureQueue, 1);
 
     const streamsApi = this.rustFunction(props.functionsDir, rustLog, {
       id: "StreamsApiFunction",
@@ -404,6 +471,10 @@ export class EventfoldStack extends cdk.Stack {
       "/api/v1/events/aggregates/{aggregate_type}/{aggregate_id}/events",
     );
     route(queryApi, "GetQuery", "GET", "/api/v1/events/queries/{view}");
+    route(dlqProcessor, "ListDeadLetters", "GET", "/api/v1/events/dead-letters");
+    route(dlqProcessor, "ShowDeadLetter", "GET", "/api/v1/events/dead-letters/{id}");
+    route(dlqProcessor, "RedriveDeadLetter", "POST", "/api/v1/events/dead-letters/{id}/redrive");
+    route(dlqProcessor, "DiscardDeadLetter", "POST", "/api/v1/events/dead-letters/{id}/discard");
     route(streamsApi, "ListTopics", "GET", "/api/v1/events/topics");
     route(streamsApi, "CreateTopic", "POST", "/api/v1/events/topics");
     route(streamsApi, "GetTopic", "GET", "/api/v1/events/topics/{topic}");
@@ -468,6 +539,38 @@ export class EventfoldStack extends cdk.Stack {
       comparisonOperator: "GreaterThanThreshold",
     });
 
+    this.functionErrorsAlarm("DlqProcessorErrorsAlarm", dlqProcessor);
+    // Any dead letter recorded (EMF dead_letters per consumer, each missing series as 0).
+    const deadLetters = (consumer: string) => ({
+      metric: {
+        namespace: "Eventfold",
+        metricName: "dead_letters",
+        dimensions: [
+          { name: "function", value: "dlq-processor" },
+          { name: "consumer", value: consumer },
+        ],
+      },
+      period: 300,
+      stat: "Sum",
+    });
+    new cloudwatch.CfnAlarm(this, "DeadLettersRecordedAlarm", {
+      metrics: [
+        {
+          id: "total",
+          label: "dead letters recorded",
+          expression: "FILL(projector, 0) + FILL(saga, 0) + FILL(stream, 0)",
+          returnData: true,
+        },
+        { id: "projector", returnData: false, metricStat: deadLetters("projector") },
+        { id: "saga", returnData: false, metricStat: deadLetters("saga") },
+        { id: "stream", returnData: false, metricStat: deadLetters("stream-publisher") },
+      ],
+      evaluationPeriods: 1,
+      threshold: 1,
+      comparisonOperator: "GreaterThanOrEqualToThreshold",
+      treatMissingData: "notBreaching",
+    });
+
     // -------------------------------------------------------------------- Outputs
     const output = (name: string, description: string, value: string) =>
       new cdk.CfnOutput(this, name, { description, value });
@@ -482,6 +585,11 @@ export class EventfoldStack extends cdk.Stack {
     output("ProjectorQueueUrl", "URL of the projector's SQS FIFO queue.", projectorQueue.ref);
     output("SagaQueueUrl", "URL of the saga's SQS FIFO queue (filtered saga inputs).", sagaQueue.ref);
     output("ReadModelsTableName", "Name of the read-models table.", readModelsTable.ref);
+    output(
+      "DeadLettersTableName",
+      "Name of the dead-letters table (what the consumers gave up on).",
+      deadLettersTable.ref,
+    );
     output("IdempotencyTableName", "Name of the idempotency table (Idempotency-Key records).", idempotencyTable.ref);
     output("TopicsTableName", "Name of the streaming topics table.", topicsTable.ref);
     output("ConsumerGroupsTableName", "Name of the consumer-group offsets table.", groupsTable.ref);
@@ -592,11 +700,11 @@ export class EventfoldStack extends cdk.Stack {
     });
   }
 
-  private sqsSource(id: string, fn: lambda.Function, queue: sqs.CfnQueue): void {
+  private sqsSource(id: string, fn: lambda.Function, queue: sqs.CfnQueue, batchSize = 10): void {
     new lambda.CfnEventSourceMapping(this, id, {
       functionName: fn.functionName,
       eventSourceArn: queue.attrArn,
-      batchSize: 10,
+      batchSize,
       functionResponseTypes: ["ReportBatchItemFailures"],
     });
   }

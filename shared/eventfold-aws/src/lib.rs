@@ -3,12 +3,14 @@
 //! Owns everything that talks to AWS or to Lambda: the DynamoDB event store
 //! ([`DynamoEventStore`]), read-model store ([`DynamoReadModelStore`]) and idempotency store
 //! with its `Idempotency-Key` HTTP glue ([`idempotency`]), the streaming topics and
-//! consumer-group tables ([`streaming`]), stream-record
-//! decoding ([`streams`]), SNS publishing ([`sns`]), SQS FIFO batches with partial failures
+//! consumer-group tables ([`streaming`]), dead-letter store ([`deadletters`]), stream-record
+//! decoding ([`streams`]), SNS publishing ([`sns`]), the DLQ processor's queue sending and
+//! stream-range reading ([`redrive`]), SQS FIFO batches with partial failures
 //! ([`sqs`]), attribute-value codecs, request counting for cost accounting
 //! ([`RequestCounter`]), CloudWatch EMF metrics ([`telemetry`]), configuration from the
-//! environment ([`config`]), tracing set-up, and
-//! the single mapping of errors to HTTP problem responses ([`http`]; idempotency outcomes in
+//! environment ([`config`]), tracing set-up, the one classification of AWS errors as
+//! transient or permanent ([`faults`]), and the
+//! single mapping of errors to HTTP problem responses ([`http`]; idempotency outcomes in
 //! [`idempotency::http`]).
 //!
 //! Must not import: `shop` or any business rule. Functions (`functions/*`) wire these adapters
@@ -16,11 +18,14 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod deadletters;
 pub mod dynamo;
+pub mod faults;
 pub mod http;
 pub mod idempotency;
 pub mod metrics;
 pub mod readmodels;
+pub mod redrive;
 pub mod sns;
 pub mod sqs;
 pub mod streaming;
@@ -29,6 +34,7 @@ pub mod telemetry;
 
 pub use aws_config::SdkConfig;
 pub use config::{StoreConfig, init_tracing, sdk_config, tokio_backoff};
+pub use deadletters::DynamoDeadLetterStore;
 pub use dynamo::DynamoEventStore;
 pub use idempotency::{DynamoIdempotencyStore, IdempotencySettings};
 pub use metrics::RequestCounter;

@@ -53,12 +53,17 @@ pub struct DynamoReadModelStore {
     table: String,
 }
 
+/// A failed request as the port's error: an outage is `Unavailable`, a refusal (see
+/// [`crate::faults`]) is `Refused`.
 fn unavailable<E, R>(e: SdkError<E, R>) -> ReadModelError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
-    ReadModelError::Unavailable(sdk_error_text(&e))
+    match crate::faults::classify(&e) {
+        crate::faults::Fault::Transient => ReadModelError::Unavailable(sdk_error_text(&e)),
+        crate::faults::Fault::Permanent => ReadModelError::Refused(sdk_error_text(&e)),
+    }
 }
 
 fn doc_pk(tenant: &str, view: &str) -> String {

@@ -11,6 +11,7 @@
 //! lines join the trace of the command that caused them.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use eventfold::deadletter::{DeadLetterStore, FailureNote};
 use eventfold::projection::Notification;
 use std::collections::HashSet;
 use std::fmt::Display;
@@ -65,7 +66,33 @@ fn failure(id: String) -> BatchItemFailure {
 
 /// Handles every record's notification with `handle`, in order, stopping each message group
 /// at its first failure; returns the records to redeliver.
-pub async fn process_fifo_batch<F, Fut, E>(event: SqsEvent, mut handle: F) -> SqsBatchResponse
+pub async fn process_fifo_batch<F, Fut, E>(event: SqsEvent, handle: F) -> SqsBatchResponse
+where
+    F: FnMut(Notification) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    process_fifo_batch_noting(event, None, handle).await
+}
+
+/// Where a consumer leaves its failure notes: its name and the store.
+#[derive(Clone, Copy)]
+pub struct Notes<'a> {
+    /// The consumer (`projector`, `saga`).
+    pub consumer: &'a str,
+    /// The dead-letter store the DLQ processor joins the notes from.
+    pub store: &'a dyn DeadLetterStore,
+}
+
+/// [`process_fifo_batch`], leaving a bounded [`FailureNote`] in `notes` for each record it
+/// fails itself (one write per failure; none for a success, nor for the later records of a
+/// group it only holds back). A note that cannot be written is logged: the message is
+/// redelivered anyway, and its dead letter then says only what the queue knows.
+pub async fn process_fifo_batch_noting<F, Fut, E>(
+    event: SqsEvent,
+    notes: Option<Notes<'_>>,
+    mut handle: F,
+) -> SqsBatchResponse
 where
     F: FnMut(Notification) -> Fut,
     Fut: Future<Output = Result<(), E>>,
@@ -84,16 +111,26 @@ where
             failures.push(failure(id));
             continue;
         }
+        let mut announced: Option<(String, u64)> = None;
         let outcome =
             match serde_json::from_str::<Notification>(record.body.as_deref().unwrap_or("")) {
                 Err(e) => Err(format!("poison message: body is not a notification: {e}")),
                 Ok(n) => {
+                    announced = Some((n.stream_id.clone(), n.version));
                     let span = message_span(&id, record, &n);
                     handle(n).instrument(span).await.map_err(|e| e.to_string())
                 }
             };
         if let Err(error) = outcome {
             tracing::error!(message_id = %id, group = group.unwrap_or(""), %error, "message failed");
+            if let Some(notes) = notes {
+                let stream = announced.as_ref().map(|(s, v)| (s.as_str(), *v));
+                let note =
+                    FailureNote::new(notes.consumer, &id, stream, &error, chrono::Utc::now());
+                if let Err(e) = notes.store.note(&note).await {
+                    tracing::warn!(message_id = %id, error = %e, "failure note not written");
+                }
+            }
             if let Some(g) = group {
                 failed_groups.insert(g.to_owned());
             }
@@ -132,6 +169,58 @@ mod tests {
         let s = StreamId::new("acme", "Order", stream).expect("valid");
         let e = sample_events(&s, version - 1, 1).remove(0);
         serde_json::to_string(&Notification::of(&e).expect("valid")).expect("json")
+    }
+
+    #[tokio::test]
+    async fn failures_leave_one_bounded_note_each_and_successes_none() {
+        use eventfold::deadletter::{MAX_NOTE_ERROR, MemoryDeadLetterStore};
+        let store = MemoryDeadLetterStore::new();
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("ok", "a", body("a", 1)),
+            record("bad", "a", body("a", 2)),
+            record("held", "a", body("a", 3)),
+            record("poison", "b", "{".into()),
+        ];
+        let notes = Notes {
+            consumer: "projector",
+            store: &store,
+        };
+        let long = "e".repeat(MAX_NOTE_ERROR * 2);
+        let response = process_fifo_batch_noting(event, Some(notes), |n| {
+            let fail = n.version == 2;
+            let long = long.clone();
+            async move { if fail { Err(long) } else { Ok(()) } }
+        })
+        .await;
+        assert_eq!(response.batch_item_failures.len(), 3);
+        let bad = store
+            .note_of("projector", "bad")
+            .await
+            .expect("note")
+            .expect("written");
+        assert_eq!(bad.stream_id.as_deref(), Some("acme/Order-a"));
+        assert_eq!(bad.version, Some(2));
+        assert_eq!(bad.tenant.as_deref(), Some("acme"));
+        assert!(bad.error.chars().count() <= MAX_NOTE_ERROR + 1);
+        let poison = store
+            .note_of("projector", "poison")
+            .await
+            .expect("note")
+            .expect("written");
+        assert!(
+            poison.error.starts_with("poison message"),
+            "{}",
+            poison.error
+        );
+        assert_eq!(poison.stream_id, None);
+        for quiet in ["ok", "held"] {
+            assert_eq!(
+                store.note_of("projector", quiet).await.expect("note"),
+                None,
+                "{quiet}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! A small bounded LRU of recent stream states, so a warm function can decide without reading.
 
+use crate::store::ExpectedVersion;
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -8,8 +9,8 @@ type Shared = Arc<dyn Any + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, (u64, u64, Shared)>, // stream -> (tick, version, state)
-    order: BTreeMap<u64, String>,                 // tick -> stream, oldest first
+    entries: HashMap<String, (u64, ExpectedVersion, Shared)>, // stream -> (tick, version, state)
+    order: BTreeMap<u64, String>,                             // tick -> stream, oldest first
     tick: u64,
 }
 
@@ -56,7 +57,10 @@ impl StateCache {
     }
 
     /// The cached version and state of `stream_id`, if present and of type `S`.
-    pub fn get<S: Clone + Send + Sync + 'static>(&self, stream_id: &str) -> Option<(u64, S)> {
+    pub fn get<S: Clone + Send + Sync + 'static>(
+        &self,
+        stream_id: &str,
+    ) -> Option<(ExpectedVersion, S)> {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
@@ -72,7 +76,10 @@ impl StateCache {
     /// Takes the version and state of `stream_id` out of the cache (a miss when absent or of
     /// another type). A command evolves the state it took and puts the result back, so a warm
     /// command copies no state unless someone else still holds it.
-    pub fn take<S: Send + Sync + 'static>(&self, stream_id: &str) -> Option<(u64, Arc<S>)> {
+    pub fn take<S: Send + Sync + 'static>(
+        &self,
+        stream_id: &str,
+    ) -> Option<(ExpectedVersion, Arc<S>)> {
         let mut inner = self.lock();
         let (tick, version, state) = inner.entries.remove(stream_id)?;
         inner.order.remove(&tick);
@@ -90,7 +97,12 @@ impl StateCache {
     }
 
     /// Remembers `state` at `version`, evicting the least recently used stream when full.
-    pub fn put<S: Send + Sync + 'static>(&self, stream_id: &str, version: u64, state: S) {
+    pub fn put<S: Send + Sync + 'static>(
+        &self,
+        stream_id: &str,
+        version: ExpectedVersion,
+        state: S,
+    ) {
         self.put_shared(stream_id, version, Arc::new(state));
     }
 
@@ -98,7 +110,7 @@ impl StateCache {
     pub fn put_shared<S: Send + Sync + 'static>(
         &self,
         stream_id: &str,
-        version: u64,
+        version: ExpectedVersion,
         state: Arc<S>,
     ) {
         if self.capacity == 0 {
@@ -135,35 +147,39 @@ impl StateCache {
 mod tests {
     use super::*;
 
+    fn v(n: u64) -> ExpectedVersion {
+        ExpectedVersion::assumed(n)
+    }
+
     #[test]
     fn evicts_least_recently_used_and_misses_on_wrong_type() {
         let c = StateCache::new(2);
-        c.put("a", 1, 10u32);
-        c.put("b", 2, 20u32);
-        assert_eq!(c.get::<u32>("a"), Some((1, 10))); // a is now most recent
-        c.put("c", 3, 30u32); // evicts b
+        c.put("a", v(1), 10u32);
+        c.put("b", v(2), 20u32);
+        assert_eq!(c.get::<u32>("a"), Some((v(1), 10))); // a is now most recent
+        c.put("c", v(3), 30u32); // evicts b
         assert_eq!(c.get::<u32>("b"), None);
-        assert_eq!(c.get::<u32>("a"), Some((1, 10)));
+        assert_eq!(c.get::<u32>("a"), Some((v(1), 10)));
         assert_eq!(c.get::<String>("c"), None);
         assert_eq!(c.len(), 2);
         c.forget("a");
         assert_eq!(c.get::<u32>("a"), None);
         let off = StateCache::new(0);
-        off.put("a", 1, 1u8);
+        off.put("a", v(1), 1u8);
         assert!(off.is_empty());
     }
 
     #[test]
     fn take_moves_the_state_out_and_leaves_other_types_alone() {
         let c = StateCache::new(4);
-        c.put("a", 3, String::from("state"));
+        c.put("a", v(3), String::from("state"));
         assert_eq!(c.take::<u32>("a"), None, "wrong type: a miss");
-        let (v, s) = c.take::<String>("a").expect("cached");
-        assert_eq!((v, s.as_str()), (3, "state"));
+        let (version, s) = c.take::<String>("a").expect("cached");
+        assert_eq!((version, s.as_str()), (v(3), "state"));
         assert_eq!(Arc::strong_count(&s), 1, "the cache kept no handle");
         assert!(c.is_empty());
-        c.put_shared("a", 4, s.clone());
-        assert_eq!(c.get::<String>("a"), Some((4, "state".into())));
+        c.put_shared("a", v(4), s.clone());
+        assert_eq!(c.get::<String>("a"), Some((v(4), "state".into())));
         assert_eq!(Arc::strong_count(&s), 2);
     }
 }

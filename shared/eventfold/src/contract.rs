@@ -4,7 +4,7 @@
 //! broken rule.
 
 use crate::envelope::{EventEnvelope, Metadata, NewEvent, StreamId};
-use crate::store::{EventStore, LoadOptions, Snapshot, StoreError};
+use crate::store::{EventStore, ExpectedVersion, LoadOptions, Snapshot, StoreError};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 
@@ -78,6 +78,89 @@ pub async fn run_all(store: &dyn EventStore, prefix: &str) {
     snapshots_shorten_loads_only_for_their_schema(store, prefix).await;
     malformed_appends_are_invalid(store, prefix).await;
     catch_up_reads_exactly_the_commits_after_a_boundary(store, prefix).await;
+    observed_versions_are_commit_boundaries_at_the_head(store, prefix).await;
+}
+
+/// The versions the port hands out to append after are commit boundaries at the head: never
+/// the middle of a commit, never past the end. After commits of 3 and 2 events a load and
+/// the appends report 3 and 5, not 1, 2 or 4; a catch-up read from a boundary ends at the
+/// head; a version the stream has since passed (a stale one, the only wrong version a
+/// writer can hold) conflicts and writes nothing.
+pub async fn observed_versions_are_commit_boundaries_at_the_head(
+    store: &dyn EventStore,
+    prefix: &str,
+) {
+    let s = stream(prefix, "boundaries");
+    let key = s.to_string();
+    let three = store
+        .append(&key, ExpectedVersion::NEW, sample_events(&s, 0, 3), None)
+        .await
+        .expect("append")
+        .expected();
+    assert_eq!(three.get(), 3, "an append reports the end of its commit");
+    let loaded = store.load(&key, all()).await.expect("load");
+    assert_eq!(loaded.expected(), three, "a load reports the head");
+    let tail = store
+        .load_after(&key, ExpectedVersion::NEW)
+        .await
+        .expect("catch up");
+    assert_eq!(
+        ExpectedVersion::NEW.after(&tail),
+        Some(three),
+        "a catch-up ends at the head"
+    );
+    let five = store
+        .append(&key, three, sample_events(&s, 3, 2), None)
+        .await
+        .expect("append")
+        .expected();
+    assert_eq!(five.get(), 5);
+    let tail = store.load_after(&key, three).await.expect("catch up");
+    assert_eq!(three.after(&tail), Some(five));
+    assert_eq!(
+        three.after(&tail[1..]),
+        None,
+        "a tail with a hole is not a catch-up"
+    );
+    let stale = store
+        .append(&key, three, sample_events(&s, 3, 1), None)
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { expected: 3, .. })),
+        "{stale:?}"
+    );
+    assert_eq!(store.load(&key, all()).await.expect("load").version, 5);
+}
+
+/// For stores that check it themselves (the memory store does; DynamoDB's single
+/// conditional `PutItem` cannot see other commits, so there only the type guards it): a
+/// version no load or append reported, in the middle of a commit or past the head, is a
+/// conflict and writes nothing.
+pub async fn unobserved_versions_are_refused(store: &dyn EventStore, prefix: &str) {
+    let s = stream(prefix, "unobserved");
+    let key = s.to_string();
+    store
+        .append(&key, ExpectedVersion::NEW, sample_events(&s, 0, 3), None)
+        .await
+        .expect("append");
+    for wrong in [1, 2, 4, 10] {
+        let v = ExpectedVersion::assumed(wrong);
+        let refused = store
+            .append(&key, v, sample_events(&s, wrong, 1), None)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict { .. })),
+            "appending after {wrong} of a 3-event stream: {refused:?}"
+        );
+    }
+    let versions: Vec<u64> = store
+        .load_range(&key, 1, None, None)
+        .await
+        .expect("range")
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3], "nothing written");
 }
 
 /// `load_after` a commit boundary returns every later event, in order, and nothing at the head.
@@ -87,15 +170,23 @@ pub async fn catch_up_reads_exactly_the_commits_after_a_boundary(
 ) {
     let s = stream(prefix, "catchup");
     let key = s.to_string();
-    let mut version = 0;
+    let mut version = ExpectedVersion::NEW;
+    let mut observed = vec![version];
     for size in [2, 1, 3, 1, 1, 2, 1] {
         version = store
-            .append(&key, version, sample_events(&s, version, size), None)
+            .append(&key, version, sample_events(&s, version.get(), size), None)
             .await
             .expect("append")
-            .version;
+            .expected();
+        observed.push(version);
     }
-    assert_eq!(version, 11);
+    assert_eq!(version.get(), 11);
+    let at = |v: u64| {
+        *observed
+            .iter()
+            .find(|o| o.get() == v)
+            .unwrap_or_else(|| panic!("{v} is a commit boundary"))
+    };
     for (boundary, expected) in [
         (0, 1..=11),
         (2, 3..=11),
@@ -103,7 +194,10 @@ pub async fn catch_up_reads_exactly_the_commits_after_a_boundary(
         (8, 9..=11),
         (10, 11..=11),
     ] {
-        let tail = store.load_after(&key, boundary).await.expect("catch up");
+        let tail = store
+            .load_after(&key, at(boundary))
+            .await
+            .expect("catch up");
         assert_eq!(
             tail.iter().map(|e| e.version).collect::<Vec<_>>(),
             expected.collect::<Vec<_>>(),
@@ -112,7 +206,7 @@ pub async fn catch_up_reads_exactly_the_commits_after_a_boundary(
     }
     assert!(
         store
-            .load_after(&key, 11)
+            .load_after(&key, version)
             .await
             .expect("catch up")
             .is_empty()
@@ -137,12 +231,13 @@ pub async fn appended_events_round_trip_exactly(store: &dyn EventStore, prefix: 
     let s = stream(prefix, "roundtrip");
     let events = sample_events(&s, 0, 2);
     let done = store
-        .append(&s.to_string(), 0, events.clone(), None)
+        .append(&s.to_string(), ExpectedVersion::NEW, events.clone(), None)
         .await
         .expect("first append succeeds");
     assert_eq!(done.version, 2);
     let loaded = store.load(&s.to_string(), all()).await.expect("load works");
     assert_eq!(loaded.version, 2);
+    assert_eq!(loaded.expected(), done.expected());
     assert_eq!(loaded.events, events, "envelopes must round-trip exactly");
 }
 
@@ -153,21 +248,22 @@ pub async fn stale_expected_version_conflicts_and_writes_nothing(
 ) {
     let s = stream(prefix, "conflict");
     let key = s.to_string();
-    store
-        .append(&key, 0, sample_events(&s, 0, 1), None)
+    let first = store
+        .append(&key, ExpectedVersion::NEW, sample_events(&s, 0, 1), None)
         .await
-        .expect("first append succeeds");
+        .expect("first append succeeds")
+        .expected();
     store
-        .append(&key, 1, sample_events(&s, 1, 2), None)
+        .append(&key, first, sample_events(&s, 1, 2), None)
         .await
         .expect("second append succeeds");
-    for stale in [0, 1] {
+    for stale in [ExpectedVersion::NEW, first] {
         let err = store
-            .append(&key, stale, sample_events(&s, stale, 1), None)
+            .append(&key, stale, sample_events(&s, stale.get(), 1), None)
             .await
             .expect_err("stale append must fail");
         assert!(
-            matches!(err, StoreError::Conflict { expected, .. } if expected == stale),
+            matches!(err, StoreError::Conflict { expected, .. } if expected == stale.get()),
             "{err:?}"
         );
     }
@@ -181,20 +277,20 @@ pub async fn stale_expected_version_conflicts_and_writes_nothing(
 pub async fn commits_are_atomic_and_ranges_cut_through_them(store: &dyn EventStore, prefix: &str) {
     let s = stream(prefix, "ranges");
     let key = s.to_string();
-    let mut expected_version = 0;
+    let mut expected_version = ExpectedVersion::NEW;
     for size in [3, 1, 4, 2] {
         let done = store
             .append(
                 &key,
                 expected_version,
-                sample_events(&s, expected_version, size),
+                sample_events(&s, expected_version.get(), size),
                 None,
             )
             .await
             .expect("append succeeds");
-        expected_version = done.version;
+        expected_version = done.expected();
     }
-    assert_eq!(expected_version, 10);
+    assert_eq!(expected_version.get(), 10);
     let mid = store
         .load_range(&key, 2, Some(6), None)
         .await
@@ -240,21 +336,23 @@ pub async fn commits_are_atomic_and_ranges_cut_through_them(store: &dyn EventSto
 pub async fn snapshots_shorten_loads_only_for_their_schema(store: &dyn EventStore, prefix: &str) {
     let s = stream(prefix, "snapshots");
     let key = s.to_string();
-    store
-        .append(&key, 0, sample_events(&s, 0, 2), None)
+    let two = store
+        .append(&key, ExpectedVersion::NEW, sample_events(&s, 0, 2), None)
         .await
-        .expect("append");
+        .expect("append")
+        .expected();
     let snap = Snapshot {
         version: 4,
         state_schema: 7,
         state: json!({"sum": 10, "items": ["a", "b"]}),
     };
-    store
-        .append(&key, 2, sample_events(&s, 2, 2), Some(snap.clone()))
+    let four = store
+        .append(&key, two, sample_events(&s, 2, 2), Some(snap.clone()))
         .await
-        .expect("append with snapshot");
+        .expect("append with snapshot")
+        .expected();
     store
-        .append(&key, 4, sample_events(&s, 4, 1), None)
+        .append(&key, four, sample_events(&s, 4, 1), None)
         .await
         .expect("append");
     let fast = store
@@ -294,13 +392,14 @@ pub async fn snapshots_shorten_loads_only_for_their_schema(store: &dyn EventStor
 pub async fn malformed_appends_are_invalid(store: &dyn EventStore, prefix: &str) {
     let s = stream(prefix, "invalid");
     let key = s.to_string();
-    let empty = store.append(&key, 0, vec![], None).await;
+    let new = ExpectedVersion::NEW;
+    let empty = store.append(&key, new, vec![], None).await;
     assert!(matches!(empty, Err(StoreError::Invalid(_))), "{empty:?}");
-    let gap = store.append(&key, 0, sample_events(&s, 1, 1), None).await;
+    let gap = store.append(&key, new, sample_events(&s, 1, 1), None).await;
     assert!(matches!(gap, Err(StoreError::Invalid(_))), "{gap:?}");
     let other = stream(prefix, "other");
     let foreign = store
-        .append(&key, 0, sample_events(&other, 0, 1), None)
+        .append(&key, new, sample_events(&other, 0, 1), None)
         .await;
     assert!(
         matches!(foreign, Err(StoreError::Invalid(_))),
@@ -312,7 +411,7 @@ pub async fn malformed_appends_are_invalid(store: &dyn EventStore, prefix: &str)
         state: json!({}),
     };
     let misplaced = store
-        .append(&key, 0, sample_events(&s, 0, 1), Some(bad_snap))
+        .append(&key, new, sample_events(&s, 0, 1), Some(bad_snap))
         .await;
     assert!(
         matches!(misplaced, Err(StoreError::Invalid(_))),

@@ -3,7 +3,7 @@
 use crate::aggregate::{Aggregate, CodecError, DomainEvent, Rejection};
 use crate::cache::StateCache;
 use crate::envelope::{EventEnvelope, Metadata, StreamId};
-use crate::store::{EventStore, LoadOptions, Snapshot, StoreError};
+use crate::store::{EventStore, ExpectedVersion, LoadOptions, Snapshot, StoreError};
 use crate::upcast::Upcasters;
 use serde::Deserialize;
 use std::future::Future;
@@ -217,11 +217,14 @@ impl<S: EventStore> CommandExecutor<S> {
         let key = stream.to_string();
         let (version, state) = self.read::<A>(&key).await?;
         self.cache.put(&key, version, state.clone());
-        Ok((version, state))
+        Ok((version.get(), state))
     }
 
     /// Reads and folds `key` (snapshot + tail), leaving the cache alone.
-    async fn read<A: Aggregate>(&self, key: &str) -> Result<(u64, A::State), CommandError> {
+    async fn read<A: Aggregate>(
+        &self,
+        key: &str,
+    ) -> Result<(ExpectedVersion, A::State), CommandError> {
         let loaded = self.store.load(key, self.load_options::<A>()).await?;
         let base = match &loaded.snapshot {
             None => A::initial(),
@@ -237,14 +240,16 @@ impl<S: EventStore> CommandExecutor<S> {
                         "snapshot unreadable: replaying the whole stream"
                     );
                     let events = self.store.load_range(key, 1, None, None).await?;
-                    let version = events.last().map_or(0, |e| e.version);
+                    let version = ExpectedVersion::NEW.after(&events).ok_or_else(|| {
+                        CommandError::Internal(format!("{key}: the stream's versions have holes"))
+                    })?;
                     let state = self.fold_envelopes::<A>(A::initial(), &events)?;
                     return Ok((version, state));
                 }
             },
         };
         let state = self.fold_envelopes::<A>(base, &loaded.events)?;
-        Ok((loaded.version, state))
+        Ok((loaded.expected(), state))
     }
 
     /// The state as of `version` (time travel); `None` when the stream is shorter than that.
@@ -271,12 +276,18 @@ impl<S: EventStore> CommandExecutor<S> {
         known: Known<A::State>,
     ) -> Result<Known<A::State>, CommandError> {
         let tail = self.store.load_after(key, known.version).await?;
-        let Some(last) = tail.last().map(|e| e.version) else {
+        if tail.is_empty() {
             return Ok(Known {
                 confirmed: true,
                 ..known
             });
-        };
+        }
+        let last = known.version.after(&tail).ok_or_else(|| {
+            CommandError::Internal(format!(
+                "{key}: the commits after version {} do not follow it",
+                known.version
+            ))
+        })?;
         let state = self.fold_envelopes::<A>(Arc::unwrap_or_clone(known.state), &tail)?;
         Ok(Known {
             version: last,
@@ -366,7 +377,7 @@ impl<S: EventStore> CommandExecutor<S> {
         let (version, state, confirmed) = match self.cache.take::<A::State>(&key) {
             Some((v, s)) => (v, s, false),
             // Unconfirmed, like a cached state: the append, or a read, checks the assumption.
-            None if assume_new => (0, Arc::new(A::initial()), false),
+            None if assume_new => (ExpectedVersion::NEW, Arc::new(A::initial()), false),
             None => {
                 let (v, s) = self.read::<A>(&key).await?;
                 (v, Arc::new(s), true)
@@ -418,7 +429,7 @@ impl<S: EventStore> CommandExecutor<S> {
         let mut pause = Duration::ZERO;
         loop {
             if let Some(expected) = expected_version
-                && expected != known.version
+                && expected != known.version.get()
             {
                 if !known.confirmed {
                     known = match self.catch_up::<A>(&key, known).await {
@@ -427,7 +438,7 @@ impl<S: EventStore> CommandExecutor<S> {
                     };
                     continue;
                 }
-                let actual = known.version;
+                let actual = known.version.get();
                 return (
                     Err(CommandError::Conflict {
                         stream_id: key,
@@ -458,7 +469,7 @@ impl<S: EventStore> CommandExecutor<S> {
             if decided.is_empty() {
                 let outcome = CommandOutcome {
                     stream_id: key,
-                    version: known.version,
+                    version: known.version.get(),
                     events: Vec::new(),
                     created: false,
                     state: known.state.clone(),
@@ -467,7 +478,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 return (Ok(outcome), Some(known));
             }
             let before = known.version;
-            let prepared = self.prepare::<A>(stream, before, &decided, context, &known.state);
+            let prepared = self.prepare::<A>(stream, before.get(), &decided, context, &known.state);
             let (envelopes, snapshot, folded) = match prepared {
                 Ok(p) => p,
                 Err(e) => return (Err(e), Some(known)),
@@ -496,12 +507,12 @@ impl<S: EventStore> CommandExecutor<S> {
                         stream_id: key,
                         version: done.version,
                         events: envelopes,
-                        created: before == 0,
+                        created: before == ExpectedVersion::NEW,
                         state: state.clone(),
                         attempts: attempt,
                     };
                     let known = Known {
-                        version: done.version,
+                        version: done.expected(),
                         state,
                         confirmed: true,
                     };
@@ -510,7 +521,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 Err(StoreError::Conflict { .. }) => {
                     tracing::info!(
                         stream_id = %key,
-                        expected = before,
+                        expected = before.get(),
                         attempt,
                         command_id = %context.command_id,
                         correlation_id = %context.correlation_id,
@@ -529,11 +540,11 @@ impl<S: EventStore> CommandExecutor<S> {
                         Err(e) => return (Err(e), None),
                     };
                     if !retry {
-                        let actual = known.version;
+                        let actual = known.version.get();
                         return (
                             Err(CommandError::Conflict {
                                 stream_id: key,
-                                expected: expected_version.unwrap_or(before),
+                                expected: expected_version.unwrap_or(before.get()),
                                 actual,
                             }),
                             Some(known),
@@ -599,7 +610,7 @@ pub(crate) fn decorrelated_jitter(previous: Duration) -> Duration {
 /// What the executor knows of a stream while it runs a command: a version, the state there,
 /// and whether a read (not only the cache) vouches for it.
 struct Known<S> {
-    version: u64,
+    version: ExpectedVersion,
     state: Arc<S>,
     confirmed: bool,
 }

@@ -4,7 +4,8 @@
 //! (`initial` / `evolve` / `decide`), the [`EventStore`] port with its error kinds, the
 //! [`CommandExecutor`] (load, decide, append, retry on conflict, bounded state cache),
 //! snapshot policy, upcasters, the [`MemoryEventStore`] adapter, the idempotency port, engine
-//! and memory store ([`idempotency`]), the saga port and its runner ([`saga`]: checkpoints,
+//! and memory store ([`idempotency`]), the dead-letter port, its mechanics and memory store
+//! ([`deadletter`]), the saga port and its runner ([`saga`]: checkpoints,
 //! commands through the executor, refusals, the deadline index and tick), streaming without a
 //! broker ([`streaming`]: topics whose partitions are streams, publish, consumer groups,
 //! history, with the topic-catalogue and group-store ports and memory adapters), a given/when/then
@@ -22,6 +23,7 @@ pub mod aggregate;
 pub mod cache;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+pub mod deadletter;
 pub mod envelope;
 pub mod executor;
 pub mod idempotency;
@@ -39,5 +41,7 @@ pub use envelope::{EventEnvelope, Metadata, NewEvent, StreamId, StreamIdError};
 pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome, ExecutorConfig};
 pub use memory::MemoryEventStore;
 pub use saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
-pub use store::{AppendOutcome, EventStore, LoadOptions, LoadedStream, Snapshot, StoreError};
+pub use store::{
+    AppendOutcome, EventStore, ExpectedVersion, LoadOptions, LoadedStream, Snapshot, StoreError,
+};
 pub use upcast::Upcasters;

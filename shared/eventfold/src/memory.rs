@@ -2,7 +2,8 @@
 
 use crate::envelope::EventEnvelope;
 use crate::store::{
-    AppendOutcome, EventStore, LoadOptions, LoadedStream, Snapshot, StoreError, validate_append,
+    AppendOutcome, EventStore, ExpectedVersion, LoadOptions, LoadedStream, Snapshot, StoreError,
+    validate_append,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -100,10 +101,11 @@ impl EventStore for MemoryEventStore {
     async fn append(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected: ExpectedVersion,
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError> {
+        let expected_version = expected.get();
         validate_append(stream_id, expected_version, &events, snapshot.as_ref())?;
         self.with_streams(|streams| {
             let commits = streams.entry(stream_id.to_owned()).or_default();

@@ -33,6 +33,58 @@ impl Default for LoadOptions {
     }
 }
 
+/// The version a writer appends after: the end of a stream as the writer observed it.
+///
+/// It can only come from the store itself (a load's [`LoadedStream::expected`], an append's
+/// [`AppendOutcome::expected`], or the end of a catch-up read, [`ExpectedVersion::after`]), or
+/// be [`ExpectedVersion::NEW`] for a stream not written yet. So it is always a commit boundary
+/// at (or behind) the head: adapters key commits by their first version and need not guard
+/// against an append in the middle of a commit or past the end of a stream, which a bare
+/// number would allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExpectedVersion(u64);
+
+impl ExpectedVersion {
+    /// A stream with no events yet.
+    pub const NEW: Self = Self(0);
+
+    /// The version as a number (0: a new stream).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The end after reading `tail`, the events that follow this version in its stream
+    /// (a catch-up read): the last one's version, or this one when `tail` is empty.
+    /// `None` when `tail` does not continue this version contiguously.
+    pub fn after(self, tail: &[EventEnvelope]) -> Option<Self> {
+        let contiguous = tail
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.version == self.0 + 1 + i as u64);
+        contiguous.then(|| Self(self.0 + tail.len() as u64))
+    }
+
+    /// The head of a stream as a store's [`EventStore::head`] read it, or the offset floor
+    /// a topic catalogue keeps for a partition whose records all expired (streaming): a
+    /// commit boundary the writer observed, like a load's. Never build one from input.
+    pub fn at_head(version: u64) -> Self {
+        Self(version)
+    }
+
+    /// A version taken on trust, for tests and the adapters' contract suite (which check
+    /// what stores do with versions no load or append reported).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn assumed(version: u64) -> Self {
+        Self(version)
+    }
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// What a load returns: the newest usable snapshot (if any) and every event after it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LoadedStream {
@@ -46,11 +98,25 @@ pub struct LoadedStream {
     pub requests: u32,
 }
 
+impl LoadedStream {
+    /// The version to append after, as this load observed the stream.
+    pub fn expected(&self) -> ExpectedVersion {
+        ExpectedVersion(self.version)
+    }
+}
+
 /// A successful append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
     /// Stream version after the commit.
     pub version: u64,
+}
+
+impl AppendOutcome {
+    /// The version to append the next commit after.
+    pub fn expected(&self) -> ExpectedVersion {
+        ExpectedVersion(self.version)
+    }
 }
 
 /// Why the store could not do what was asked; callers branch on these.
@@ -90,9 +156,10 @@ pub enum StoreError {
 
 /// Storage of event streams with optimistic concurrency, one commit at a time.
 ///
-/// Versions are 1-based and contiguous. `expected_version` must be a version the caller
-/// observed from a load (0 for a new stream): adapters key commits by their first version and
-/// rely on appends happening only at observed stream ends.
+/// Versions are 1-based and contiguous. An append names the version it follows as an
+/// [`ExpectedVersion`], which only a load, an append or a catch-up read can produce (or
+/// [`ExpectedVersion::NEW`]): adapters key commits by their first version and rely on appends
+/// happening only at observed stream ends.
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Loads a stream for deciding: newest usable snapshot plus the events after it.
@@ -109,14 +176,15 @@ pub trait EventStore: Send + Sync {
         limit: Option<usize>,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
 
-    /// Events after `version`, which must be a version observed from a load or an append (a
-    /// commit boundary): the cheap catch-up after a lost race. Defaults to [`Self::load_range`].
+    /// Events after `version`, a version observed from a load or an append (a commit
+    /// boundary): the cheap catch-up after a lost race. Defaults to [`Self::load_range`].
     async fn load_after(
         &self,
         stream_id: &str,
-        version: u64,
+        version: ExpectedVersion,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
-        self.load_range(stream_id, version + 1, None, None).await
+        self.load_range(stream_id, version.get() + 1, None, None)
+            .await
     }
 
     /// Appends `events` (versions `expected_version + 1 ..`) atomically, with an optional
@@ -125,7 +193,7 @@ pub trait EventStore: Send + Sync {
     async fn append(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected_version: ExpectedVersion,
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError>;
@@ -146,12 +214,12 @@ pub trait EventStore: Send + Sync {
     async fn append_expiring(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected: ExpectedVersion,
         events: Vec<EventEnvelope>,
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<AppendOutcome, StoreError> {
         let _ = expires_at;
-        self.append(stream_id, expected_version, events, None).await
+        self.append(stream_id, expected, events, None).await
     }
 }
 
@@ -224,7 +292,7 @@ impl<T: EventStore + ?Sized> EventStore for std::sync::Arc<T> {
     async fn load_after(
         &self,
         stream_id: &str,
-        version: u64,
+        version: ExpectedVersion,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
         (**self).load_after(stream_id, version).await
     }
@@ -232,7 +300,7 @@ impl<T: EventStore + ?Sized> EventStore for std::sync::Arc<T> {
     async fn append(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected_version: ExpectedVersion,
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError> {
@@ -248,12 +316,12 @@ impl<T: EventStore + ?Sized> EventStore for std::sync::Arc<T> {
     async fn append_expiring(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected: ExpectedVersion,
         events: Vec<EventEnvelope>,
         expires_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<AppendOutcome, StoreError> {
         (**self)
-            .append_expiring(stream_id, expected_version, events, expires_at)
+            .append_expiring(stream_id, expected, events, expires_at)
             .await
     }
 }

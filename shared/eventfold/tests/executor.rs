@@ -661,7 +661,12 @@ async fn loads_use_snapshots_of_their_own_state_schema_only() {
     };
     store
         .inner()
-        .append(&key, 25, vec![event], Some(snapshot))
+        .append(
+            &key,
+            eventfold::ExpectedVersion::assumed(25),
+            vec![event],
+            Some(snapshot),
+        )
         .await
         .expect("append works");
 
@@ -744,7 +749,7 @@ async fn upcasters_lift_old_events_when_loading() {
         .inner()
         .append(
             &key,
-            0,
+            eventfold::ExpectedVersion::assumed(0),
             vec![legacy_added(&s, 1, 5), legacy_added(&s, 2, 7)],
             None,
         )
@@ -780,7 +785,12 @@ async fn old_events_without_their_upcaster_are_an_internal_error() {
     let s = stream("legacy-bare");
     store
         .inner()
-        .append(&s.to_string(), 0, vec![legacy_added(&s, 1, 5)], None)
+        .append(
+            &s.to_string(),
+            eventfold::ExpectedVersion::assumed(0),
+            vec![legacy_added(&s, 1, 5)],
+            None,
+        )
         .await
         .expect("raw append works");
 
@@ -1011,7 +1021,12 @@ async fn an_unreadable_snapshot_falls_back_to_a_full_replay() {
     };
     store
         .inner()
-        .append(&key, 4, vec![event], Some(snapshot))
+        .append(
+            &key,
+            eventfold::ExpectedVersion::assumed(4),
+            vec![event],
+            Some(snapshot),
+        )
         .await
         .expect("append works");
 

@@ -148,7 +148,12 @@ async fn write(events: &Events, stream: &str, items: &[(&str, Value)]) -> Vec<No
         let version = start + 1 + i as u64;
         let e = envelope(stream, version, event_type, data.clone());
         events
-            .append(stream, version - 1, vec![e.clone()], None)
+            .append(
+                stream,
+                eventfold::ExpectedVersion::assumed(version - 1),
+                vec![e.clone()],
+                None,
+            )
             .await
             .expect("append");
         out.push(Notification::of(&e).expect("valid stream"));
@@ -752,4 +757,91 @@ async fn upcasters_apply_before_views_see_the_data() {
         );
         assert_eq!(totals["any"], json!({"count": 3, "n": 15}));
     }
+}
+
+/// The memory store, remembering the most events one read returned.
+#[derive(Default)]
+struct Widest {
+    inner: Events,
+    widest: AtomicUsize,
+    reads: AtomicUsize,
+}
+
+#[async_trait]
+impl EventStore for Widest {
+    async fn load(
+        &self,
+        stream_id: &str,
+        options: eventfold::LoadOptions,
+    ) -> Result<eventfold::LoadedStream, eventfold::StoreError> {
+        self.inner.load(stream_id, options).await
+    }
+
+    async fn load_range(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        to_version: Option<u64>,
+        limit: Option<usize>,
+    ) -> Result<Vec<EventEnvelope>, eventfold::StoreError> {
+        let got = self
+            .inner
+            .load_range(stream_id, from_version, to_version, limit)
+            .await?;
+        self.widest.fetch_max(got.len(), Ordering::SeqCst);
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        Ok(got)
+    }
+
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected_version: eventfold::ExpectedVersion,
+        events: Vec<EventEnvelope>,
+        snapshot: Option<eventfold::Snapshot>,
+    ) -> Result<eventfold::AppendOutcome, eventfold::StoreError> {
+        self.inner
+            .append(stream_id, expected_version, events, snapshot)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_long_gap_is_read_and_checkpointed_a_page_at_a_time() {
+    use eventfold::projection::CATCH_UP_PAGE;
+    let store = Widest::default();
+    let mut items: Vec<(&str, Value)> = (1..=1000).map(added).collect();
+    // Version 950 is refused by both views: pages before it are kept.
+    items[949] = ("Added", json!({"m": 1}));
+    let ns = write(&store.inner, THING, &items).await;
+    let p = Projector::new(store, MemoryReadModelStore::new())
+        .with_stream_view(Arc::new(Log))
+        .with_counter_view(Arc::new(Totals));
+    let err = p
+        .handle(&ns[999])
+        .await
+        .expect_err("version 950 is refused");
+    assert_eq!(variant(&err), "View");
+    let widest = p.events().widest.load(Ordering::SeqCst);
+    assert!(
+        widest as u64 <= CATCH_UP_PAGE,
+        "at most one page per read, got {widest}"
+    );
+    let doc = p
+        .models()
+        .get(TENANT, "log", "a")
+        .await
+        .expect("get")
+        .expect("doc");
+    assert_eq!(
+        doc.checkpoint, 900,
+        "every full page before the poison is kept"
+    );
+    assert_eq!(
+        p.models().checkpoint("totals", THING).await.expect("cp"),
+        900
+    );
+    assert_eq!(doc.data["sum"], (1..=900).sum::<i64>());
+    // Reads: nine pages per view up to 900, plus the refused page of each.
+    assert_eq!(p.events().reads.load(Ordering::SeqCst), 20);
 }

@@ -70,7 +70,7 @@ impl EventStore for Flaky {
     async fn append(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected_version: eventfold::ExpectedVersion,
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError> {
@@ -86,7 +86,12 @@ impl EventStore for Flaky {
         };
         if let Some(e) = competitor {
             self.inner
-                .append(stream_id, e.version - 1, vec![e], None)
+                .append(
+                    stream_id,
+                    eventfold::ExpectedVersion::assumed(e.version - 1),
+                    vec![e],
+                    None,
+                )
                 .await
                 .expect("the competitor commits first");
         }
@@ -142,7 +147,12 @@ async fn write(r: &Runner, events: &[EventEnvelope]) {
     for e in events {
         r.executor()
             .store()
-            .append(&e.stream_id, e.version - 1, vec![e.clone()], None)
+            .append(
+                &e.stream_id,
+                eventfold::ExpectedVersion::assumed(e.version - 1),
+                vec![e.clone()],
+                None,
+            )
             .await
             .expect("append");
     }
@@ -781,4 +791,53 @@ async fn redelivered_shuffled_and_dropped_notifications_have_exactly_one_effect_
 #[tokio::test]
 async fn the_memory_store_passes_the_deadline_index_contract() {
     eventfold::saga::contract::run_all(&MemoryReadModelStore::new(), "mem").await;
+}
+
+#[tokio::test]
+async fn a_long_gap_is_read_a_page_at_a_time_and_each_page_moves_the_checkpoint() {
+    use eventfold::projection::CATCH_UP_PAGE;
+    let r = runner();
+    open(&r, "a", 100).await;
+    open(&r, "b", 0).await;
+    let mut request = toy::request(TENANT, "t1", "a", "b", 30, false);
+    let stream = StreamId::new(TENANT, "Request", "t1").expect("valid");
+    // 250 notes the saga ignores, then the approval: a gap of 254 versions.
+    for v in 4..254 {
+        request.push(
+            eventfold::NewEvent {
+                event_type: "Noted".into(),
+                schema_version: 1,
+                data: serde_json::json!({"text": format!("note {v}")}),
+            }
+            .into_envelope(&stream, v, Utc::now(), request[1].metadata.clone()),
+        );
+    }
+    request.push(toy::approval(TENANT, "t1", 254));
+    write(&r, &request).await;
+    let name = checkpoint_name::<Transfer>();
+    let source = stream.to_string();
+
+    // The submission is seen; then the approval, 251 versions later, cannot be recorded on
+    // the last page: the pages before it are kept.
+    r.handle(&note(&request[2])).await.expect("submitted");
+    r.executor().store().fail_next_append_to("Transfer");
+    let failed = r.handle(&note(&request[253])).await;
+    assert!(failed.is_err(), "recording the approval failed");
+    let kept = r.models().checkpoint(&name, &source).await.expect("cp");
+    assert_eq!(
+        kept,
+        3 + 2 * CATCH_UP_PAGE,
+        "two full pages applied and checkpointed"
+    );
+    assert!(!saga(&r, "t1").await.approved);
+
+    let done = r.handle(&note(&request[253])).await.expect("redelivered");
+    assert_eq!(done.inputs, 1, "only the approval is new");
+    assert_eq!(
+        r.models().checkpoint(&name, &source).await.expect("cp"),
+        254
+    );
+    deliver_all(&r, &all_streams("t1", &["a", "b"]), false).await;
+    assert_eq!(saga(&r, "t1").await.phase, Phase::Done);
+    assert_eq!(account(&r, "b").await.balance, 30, "credited once");
 }

@@ -22,7 +22,7 @@
 //! | rule | when |
 //! |---|---|
 //! | `order-id-required` | `AuthorizePayment` / `VoidPayment` with an empty order id |
-//! | `order-id-invalid`, `method-invalid` | `AuthorizePayment` with an order id or method that is not 1-128 characters of `A-Z a-z 0-9 _ . : -` |
+//! | `order-id-invalid`, `method-invalid` | `AuthorizePayment` (or `VoidPayment`, for the order id) with an order id or method that is not 1-128 characters of `A-Z a-z 0-9 _ . : -` |
 //! | `method-required` | `AuthorizePayment` with an empty method |
 //! | `amount-must-be-positive` | `AuthorizePayment` / `ReceivePayment` with amount ≤ 0 |
 //! | `order-id-mismatch` | `AuthorizePayment` / `VoidPayment` for another order than earlier attempts |
@@ -419,6 +419,9 @@ fn decide_receive(state: &PaymentState, amount: i64) -> Result<Vec<PaymentEvent>
 
 fn decide_void(state: &PaymentState, order_id: &str) -> Result<Vec<PaymentEvent>, Rejection> {
     require_text(order_id, "order-id-required", "order id")?;
+    // A void of a payment never attempted starts the stream: its order id is a key as in
+    // `AuthorizePayment`.
+    require_key(order_id, "order-id-invalid", "order id")?;
     require_same_order(state, order_id)?;
     match state.status {
         None

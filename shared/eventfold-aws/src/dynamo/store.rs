@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 use eventfold::store::validate_append;
 use eventfold::{
-    AppendOutcome, EventEnvelope, EventStore, LoadOptions, LoadedStream, Metadata, Snapshot,
-    StoreError,
+    AppendOutcome, EventEnvelope, EventStore, ExpectedVersion, LoadOptions, LoadedStream, Metadata,
+    Snapshot, StoreError,
 };
 use std::collections::HashMap;
 
@@ -37,8 +37,16 @@ pub(crate) struct Commit {
     pub(crate) last_version: u64,
 }
 
-fn unavailable<E: std::error::Error + 'static>(e: SdkError<E>) -> StoreError {
-    StoreError::Unavailable(sdk_error_text(&e))
+/// A failed request as the port's error: an outage is `Unavailable`, a refusal (see
+/// [`crate::faults`]) is `Invalid`.
+fn unavailable<E>(e: SdkError<E>) -> StoreError
+where
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
+{
+    match crate::faults::classify(&e) {
+        crate::faults::Fault::Transient => StoreError::Unavailable(sdk_error_text(&e)),
+        crate::faults::Fault::Permanent => StoreError::Invalid(sdk_error_text(&e)),
+    }
 }
 
 fn ts(t: &DateTime<Utc>) -> AttributeValue {
@@ -385,11 +393,13 @@ impl EventStore for DynamoEventStore {
     async fn load_after(
         &self,
         stream_id: &str,
-        version: u64,
+        version: ExpectedVersion,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
         // After a lost race the winners are usually one or two commits: fetch them by key
-        // (consistent GetItem, O(1) and cheaper than a Query), then query if far behind.
-        let mut next = version + 1;
+        // (consistent GetItem, O(1) and cheaper than a Query), then query if far behind. The
+        // version is a commit boundary (the type says so), so the next commit is keyed by
+        // the version after it.
+        let mut next = version.get() + 1;
         let mut out = Vec::new();
         for _ in 0..4 {
             let got = self
@@ -416,11 +426,11 @@ impl EventStore for DynamoEventStore {
     async fn append(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected: ExpectedVersion,
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError> {
-        self.put_commit(stream_id, expected_version, events, snapshot, None)
+        self.put_commit(stream_id, expected, events, snapshot, None)
             .await
     }
 
@@ -438,11 +448,11 @@ impl EventStore for DynamoEventStore {
     async fn append_expiring(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected: ExpectedVersion,
         events: Vec<EventEnvelope>,
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<AppendOutcome, StoreError> {
-        self.put_commit(stream_id, expected_version, events, None, expires_at)
+        self.put_commit(stream_id, expected, events, None, expires_at)
             .await
     }
 }
@@ -453,11 +463,12 @@ impl DynamoEventStore {
     async fn put_commit(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected: ExpectedVersion,
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<AppendOutcome, StoreError> {
+        let expected_version = expected.get();
         validate_append(stream_id, expected_version, &events, snapshot.as_ref())?;
         let mut item = Self::encode(stream_id, expected_version, &events, snapshot.as_ref())?;
         if let Some(at) = expires_at {

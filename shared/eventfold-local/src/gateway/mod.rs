@@ -2,9 +2,12 @@
 //! and the same `lambda_http` request the Lambda runtime would build from the HTTP API's
 //! payload format 2.0 event.
 //!
-//! The gateway's own refusals (no route: 404, no or bad token: 401, a request the event
-//! cannot carry: 400) are RFC 9457 `application/problem+json` documents whose `type` is a
-//! slug under [`DEFAULT_PROBLEM_BASE`] (or the base given to [`Gateway::with_problem_base`]).
+//! The gateway's own refusals are what API Gateway itself answers before any function runs,
+//! so local tests assert what production does: `{"message":"Not Found"}` (404) for a method
+//! and path no route matches, `{"message":"Unauthorized"}` (401, with `WWW-Authenticate`)
+//! from the JWT authorizer, `{"message":"Request Entity Too Large"}` (413) past the HTTP
+//! API's 10 MB payload, `{"message":"Bad Request"}` (400) for a request the event cannot
+//! carry. Problem documents (`application/problem+json`) are the functions' answers only.
 
 mod event;
 mod routes;
@@ -28,9 +31,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Base of the problem `type` URIs of the gateway's own errors.
-pub const DEFAULT_PROBLEM_BASE: &str = "https://eventfold.dev/problems/";
-
 /// API Gateway's payload limit.
 const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
 
@@ -39,7 +39,6 @@ pub struct Gateway {
     routes: Vec<Route>,
     handlers: HashMap<String, HttpHandler>,
     auth: JwtConfig,
-    problem_base: String,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -58,14 +57,7 @@ impl Gateway {
             routes: Vec::new(),
             handlers: HashMap::new(),
             auth,
-            problem_base: DEFAULT_PROBLEM_BASE.to_owned(),
         }
-    }
-
-    /// Uses `base` (ending in `/`) for the `type` of the gateway's problem documents.
-    pub fn with_problem_base(mut self, base: impl Into<String>) -> Self {
-        self.problem_base = base.into();
-        self
     }
 
     /// The JWT check in force.
@@ -92,32 +84,6 @@ impl Gateway {
             .collect()
     }
 
-    fn problem(
-        &self,
-        status: u16,
-        slug: &str,
-        detail: &str,
-        path: &str,
-    ) -> hyper::Response<Full<Bytes>> {
-        let title = match status {
-            401 => "Unauthorized",
-            404 => "Not found",
-            _ => "Bad request",
-        };
-        let body = json!({
-            "type": format!("{}{slug}", self.problem_base),
-            "title": title, "status": status, "detail": detail, "instance": path,
-        });
-        let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
-        *resp.status_mut() =
-            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
-        resp.headers_mut().insert(
-            "content-type",
-            hyper::header::HeaderValue::from_static("application/problem+json"),
-        );
-        resp
-    }
-
     /// Handles one HTTP request end to end.
     pub async fn call(
         &self,
@@ -125,14 +91,10 @@ impl Gateway {
         peer: SocketAddr,
     ) -> hyper::Response<Full<Bytes>> {
         let path = req.uri().path().to_owned();
+        // An unrouted method is a 404 too: API Gateway has no 405.
         let Some((route, params)) = routes::select(&self.routes, req.method().as_str(), &path)
         else {
-            return self.problem(
-                404,
-                "not-found",
-                "no route matches this method and path",
-                &path,
-            );
+            return gateway_answer(404, "Not Found");
         };
         // The JWT authorizer runs before the function, as in API Gateway.
         let token = req
@@ -146,29 +108,22 @@ impl Gateway {
         let claims = match token.map(|t| self.auth.verify(t.trim())) {
             Some(Ok(c)) => c,
             Some(Err(e)) => {
-                return self.problem(
-                    401,
-                    "unauthorized",
-                    &format!("invalid bearer token: {e}"),
-                    &path,
-                );
+                tracing::debug!(path = %path, error = %e, "bearer token refused");
+                return unauthorized("Bearer error=\"invalid_token\"");
             }
-            None => return self.problem(401, "unauthorized", "missing bearer token", &path),
+            None => return unauthorized("Bearer"),
         };
         let event = event::api_gateway_v2_event(&req, route, &params, &claims, peer);
         let lambda_req = match lambda_http::request::from_str(&event.to_string()) {
             Ok(r) => r,
             Err(e) => {
-                return self.problem(
-                    400,
-                    "invalid-request",
-                    &format!("request not representable: {e}"),
-                    &path,
-                );
+                tracing::debug!(path = %path, error = %e, "request not representable as an event");
+                return gateway_answer(400, "Bad Request");
             }
         };
+        // API Gateway's answer when its integration cannot be invoked.
         let Some(handler) = self.handlers.get(&route.function) else {
-            return self.problem(404, "not-found", "function not available locally", &path);
+            return gateway_answer(500, "Internal Server Error");
         };
         let resp = handler(lambda_req).await;
         let (parts, body) = resp.into_parts();
@@ -180,6 +135,30 @@ impl Gateway {
         };
         hyper::Response::from_parts(parts, Full::new(bytes))
     }
+}
+
+/// An answer of API Gateway itself (not of a function): `{"message": ..}` as
+/// `application/json`, as the HTTP API writes it.
+fn gateway_answer(status: u16, message: &str) -> hyper::Response<Full<Bytes>> {
+    let body = json!({ "message": message }).to_string();
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The JWT authorizer's refusal, with the `WWW-Authenticate` challenge it sends.
+fn unauthorized(challenge: &'static str) -> hyper::Response<Full<Bytes>> {
+    let mut resp = gateway_answer(401, "Unauthorized");
+    resp.headers_mut().insert(
+        "www-authenticate",
+        hyper::header::HeaderValue::from_static(challenge),
+    );
+    resp
 }
 
 /// Serves `gateway` on `listener` until the task is dropped.
@@ -200,13 +179,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> Result<()> {
                             )
                             .await
                         }
-                        Err(_) => {
-                            let mut r = hyper::Response::new(Full::new(Bytes::from_static(
-                                b"{\"message\":\"Request Entity Too Large\"}",
-                            )));
-                            *r.status_mut() = hyper::StatusCode::PAYLOAD_TOO_LARGE;
-                            r
-                        }
+                        Err(_) => gateway_answer(413, "Request Entity Too Large"),
                     };
                     Ok::<_, Infallible>(resp)
                 }
@@ -246,16 +219,41 @@ mod tests {
         gw
     }
 
-    async fn send(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, Bytes) {
-        let mut b = hyper::Request::builder().uri(path);
+    async fn send_method(
+        gw: &Gateway,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> hyper::Response<Full<Bytes>> {
+        let mut b = hyper::Request::builder().method(method).uri(path);
         if let Some(t) = token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
         let req = b.body(Bytes::new()).expect("request");
-        let resp = gw.call(req, "127.0.0.1:1".parse().expect("addr")).await;
+        gw.call(req, "127.0.0.1:1".parse().expect("addr")).await
+    }
+
+    async fn send(gw: &Gateway, path: &str, token: Option<&str>) -> (u16, Bytes) {
+        let resp = send_method(gw, "GET", path, token).await;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         (status, body)
+    }
+
+    /// The status, `content-type`, `www-authenticate` and JSON body of an answer.
+    async fn answer(resp: hyper::Response<Full<Bytes>>) -> (u16, String, String, Value) {
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (content_type, challenge) = (header("content-type"), header("www-authenticate"));
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let json = serde_json::from_slice(&body).expect("json");
+        (status, content_type, challenge, json)
     }
 
     #[tokio::test]
@@ -265,22 +263,84 @@ mod tests {
         let (status, body) = send(&gw, "/things/a%20b", Some(&token)).await;
         assert_eq!(status, 200);
         assert_eq!(&body[..], b"a b");
-        let (status, body) = send(&gw, "/things/x", None).await;
-        assert_eq!(status, 401);
-        let problem: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(
-            problem["type"],
-            "https://eventfold.dev/problems/unauthorized"
-        );
         let forged = crate::jwt::issue("other", "acme", "alice", "events:read", 60);
         assert_eq!(send(&gw, "/things/x", Some(&forged)).await.0, 401);
-        let (status, body) = send(&gw, "/nothing", Some(&token)).await;
-        assert_eq!(status, 404);
-        let problem: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(problem["type"], "https://eventfold.dev/problems/not-found");
-        let other = gateway().with_problem_base("urn:x:");
-        let (_, body) = send(&other, "/nothing", None).await;
-        let problem: Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(problem["type"], "urn:x:not-found");
+    }
+
+    /// What API Gateway answers by itself, before any function runs: its own JSON, never a
+    /// function's problem document.
+    #[tokio::test]
+    async fn the_gateways_own_refusals_are_api_gateways() {
+        let gw = gateway();
+        let token = crate::jwt::issue(crate::jwt::DEV_SECRET, "acme", "alice", "events:read", 60);
+        let unauthorized = json!({"message": "Unauthorized"});
+        let missing = answer(send_method(&gw, "GET", "/things/x", None).await).await;
+        assert_eq!(
+            missing,
+            (
+                401,
+                "application/json".into(),
+                "Bearer".into(),
+                unauthorized.clone()
+            )
+        );
+        let forged = crate::jwt::issue("other", "acme", "alice", "events:read", 60);
+        let invalid = answer(send_method(&gw, "GET", "/things/x", Some(&forged)).await).await;
+        assert_eq!(
+            invalid,
+            (
+                401,
+                "application/json".into(),
+                "Bearer error=\"invalid_token\"".into(),
+                unauthorized
+            )
+        );
+        let not_found = json!({"message": "Not Found"});
+        for (method, path, token) in [
+            ("GET", "/nothing", Some(token.as_str())),
+            ("GET", "/nothing", None),
+            // An unrouted method on a routed path: 404, as API Gateway has no 405.
+            ("DELETE", "/things/x", Some(token.as_str())),
+            ("POST", "/things/x", None),
+        ] {
+            let (status, content_type, _, body) =
+                answer(send_method(&gw, method, path, token).await).await;
+            assert_eq!((status, &body), (404, &not_found), "{method} {path}");
+            assert_eq!(content_type, "application/json");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_payload_limit_is_api_gateways_413() {
+        let mut gw = Gateway::new(JwtConfig::dev());
+        let echo = http_handler(|_req: lambda_http::Request| async move {
+            lambda_http::Response::new(Body::Text("ran".into()))
+        });
+        gw.add_function(
+            "Echo",
+            &[RouteSpec {
+                method: "POST".into(),
+                path: "/things".into(),
+            }],
+            echo,
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(serve(Arc::new(gw), listener));
+        let token = crate::jwt::issue(crate::jwt::DEV_SECRET, "acme", "alice", "events:write", 60);
+        let http = crate::httpc::Http::new(&format!("http://{addr}"));
+        let big = Value::String("x".repeat(MAX_PAYLOAD));
+        let reply = http
+            .post("/things", Some(&token), &big)
+            .await
+            .expect("post");
+        assert_eq!(reply.status, 413);
+        assert_eq!(reply.json, json!({"message": "Request Entity Too Large"}));
+        let small = http
+            .post("/things", Some(&token), &json!("x"))
+            .await
+            .expect("post");
+        assert_eq!(small.status, 200);
+        server.abort();
     }
 }

@@ -13,7 +13,8 @@ mod memory;
 mod projector;
 
 pub use memory::MemoryReadModelStore;
-pub use projector::{Applied, ProjectError, Projector};
+pub(crate) use projector::page_end;
+pub use projector::{Applied, CATCH_UP_PAGE, ProjectError, Projector};
 
 use crate::envelope::EventEnvelope;
 use async_trait::async_trait;
@@ -215,6 +216,10 @@ pub enum ReadModelError {
     /// Stored data could not be read.
     #[error("corrupt read model: {0}")]
     Corrupt(String),
+    /// The store refused the request as malformed (a key too long, an item too large):
+    /// retrying the same request will not help.
+    #[error("read-model store refused the request: {0}")]
+    Refused(String),
 }
 
 /// Storage of views, per tenant, with conditional checkpointed writes.

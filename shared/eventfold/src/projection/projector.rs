@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 /// Attempts per view when another consumer moves the checkpoint under us.
 const CONFLICT_ATTEMPTS: u32 = 4;
+/// Events a gap is read and applied in at most, per page (each page moves the checkpoint).
+pub const CATCH_UP_PAGE: u64 = 100;
 
 /// Why a notification could not be applied; it stays unacknowledged (and is retried).
 #[derive(Debug, thiserror::Error)]
@@ -230,30 +232,36 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
     ) -> Result<Step, ProjectError> {
         let (tenant, key) = (stream.tenant(), stream.id());
         let doc = self.models.get(tenant, view.name(), key).await?;
-        let checkpoint = doc.as_ref().map_or(0, |d| d.checkpoint);
+        let mut checkpoint = doc.as_ref().map_or(0, |d| d.checkpoint);
         if n.version <= checkpoint {
             return Ok(Step::Duplicate);
         }
         applied.behind = applied.behind.max(n.version - checkpoint - 1);
-        let events = self
-            .events_between(n, checkpoint + 1, n.version, &mut applied.events_read)
-            .await?;
         let mut data = doc.map(|d| d.data).filter(|d| !d.is_null());
-        for e in &events {
-            data = view
-                .apply(data, e)
-                .map_err(|reason| view_error(view.name(), e, reason))?;
+        // A long gap is read and written a page at a time, so memory stays bounded and
+        // every page's progress is kept even if a later page fails.
+        while checkpoint < n.version {
+            let to = page_end(checkpoint, n.version);
+            let events = self
+                .events_between(n, checkpoint + 1, to, &mut applied.events_read)
+                .await?;
+            for e in &events {
+                data = view
+                    .apply(data, e)
+                    .map_err(|reason| view_error(view.name(), e, reason))?;
+            }
+            let index = data.as_ref().and_then(|d| view.index(d));
+            let new = Doc {
+                key: key.to_owned(),
+                data: data.clone().unwrap_or(serde_json::Value::Null),
+                checkpoint: to,
+                index,
+            };
+            self.models
+                .put(tenant, view.name(), new, checkpoint)
+                .await?;
+            checkpoint = to;
         }
-        let index = data.as_ref().and_then(|d| view.index(d));
-        let new = Doc {
-            key: key.to_owned(),
-            data: data.unwrap_or(serde_json::Value::Null),
-            checkpoint: n.version,
-            index,
-        };
-        self.models
-            .put(tenant, view.name(), new, checkpoint)
-            .await?;
         Ok(Step::Written)
     }
 
@@ -266,40 +274,49 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         n: &Notification,
         applied: &mut Applied,
     ) -> Result<Step, ProjectError> {
-        let checkpoint = self.models.checkpoint(view.name(), &n.stream_id).await?;
+        let mut checkpoint = self.models.checkpoint(view.name(), &n.stream_id).await?;
         if n.version <= checkpoint {
             return Ok(Step::Duplicate);
         }
         applied.behind = applied.behind.max(n.version - checkpoint - 1);
-        let events = self
-            .events_between(n, checkpoint + 1, n.version, &mut applied.events_read)
-            .await?;
-        let mut sums: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-        for e in &events {
-            let contribution = view
-                .contribution(e)
-                .map_err(|reason| view_error(view.name(), e, reason))?;
-            if let Some((key, deltas)) = contribution {
-                let entry = sums.entry(key).or_default();
-                for (counter, delta) in deltas {
-                    let sum = entry.entry(counter).or_default();
-                    *sum = sum.saturating_add(delta);
+        while checkpoint < n.version {
+            let to = page_end(checkpoint, n.version);
+            let events = self
+                .events_between(n, checkpoint + 1, to, &mut applied.events_read)
+                .await?;
+            let mut sums: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+            for e in &events {
+                let contribution = view
+                    .contribution(e)
+                    .map_err(|reason| view_error(view.name(), e, reason))?;
+                if let Some((key, deltas)) = contribution {
+                    let entry = sums.entry(key).or_default();
+                    for (counter, delta) in deltas {
+                        let sum = entry.entry(counter).or_default();
+                        *sum = sum.saturating_add(delta);
+                    }
                 }
             }
+            let deltas: Vec<_> = sums.into_iter().collect();
+            self.models
+                .add(
+                    stream.tenant(),
+                    view.name(),
+                    &n.stream_id,
+                    checkpoint,
+                    to,
+                    deltas,
+                )
+                .await?;
+            checkpoint = to;
         }
-        let deltas: Vec<_> = sums.into_iter().collect();
-        self.models
-            .add(
-                stream.tenant(),
-                view.name(),
-                &n.stream_id,
-                checkpoint,
-                n.version,
-                deltas,
-            )
-            .await?;
         Ok(Step::Written)
     }
+}
+
+/// The last version of the catch-up page that starts after `checkpoint`, towards `target`.
+pub(crate) fn page_end(checkpoint: u64, target: u64) -> u64 {
+    target.min(checkpoint.saturating_add(CATCH_UP_PAGE))
 }
 
 /// A view of either kind, as the projector walks them.

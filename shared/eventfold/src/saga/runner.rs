@@ -245,45 +245,48 @@ where
             return Ok(handled);
         }
         handled.behind = n.version - checkpoint - 1;
-        let events = self
-            .events_between(n, checkpoint + 1, n.version, &mut handled)
-            .await?;
         let mut at = checkpoint;
-        for (i, event) in events.iter().enumerate() {
-            if event.version <= at {
-                continue; // another consumer handled it meanwhile
-            }
-            let history = if G::needs_history(event) {
-                // The events read so far are the stream's start when the checkpoint was 0.
-                if checkpoint == 0 {
-                    events[..=i].to_vec()
-                } else {
-                    let raw = self
-                        .executor
-                        .store()
-                        .load_range(&n.stream_id, 1, Some(event.version), None)
-                        .await?;
-                    handled.events_read += raw.len();
-                    self.upcast_all(raw)
+        // A long gap is read a page at a time (bounded memory); the checkpoint moves after
+        // each input, and at each page's end.
+        while at < n.version {
+            let (from, to) = (at + 1, crate::projection::page_end(at, n.version));
+            let events = self.events_between(n, from, to, &mut handled).await?;
+            for (i, event) in events.iter().enumerate() {
+                if event.version <= at {
+                    continue; // another consumer handled it meanwhile
                 }
-            } else {
-                Vec::new()
-            };
-            let input = G::input(event, &history).map_err(|reason| SagaError::Input {
-                saga: G::CATEGORY,
-                stream_id: event.stream_id.clone(),
-                version: event.version,
-                event_type: event.event_type.clone(),
-                reason,
-            })?;
-            let Some((id, input)) = input else { continue };
-            handled.inputs += 1;
-            let step = self.step(source.tenant(), &id, input, event).await?;
-            handled.add(step);
-            at = self.advance(&name, &source, at, event.version).await?;
-        }
-        if at < n.version {
-            self.advance(&name, &source, at, n.version).await?;
+                let history = if G::needs_history(event) {
+                    // A page that starts the stream holds its history so far.
+                    if from == 1 {
+                        events[..=i].to_vec()
+                    } else {
+                        let raw = self
+                            .executor
+                            .store()
+                            .load_range(&n.stream_id, 1, Some(event.version), None)
+                            .await?;
+                        handled.events_read += raw.len();
+                        self.upcast_all(raw)
+                    }
+                } else {
+                    Vec::new()
+                };
+                let input = G::input(event, &history).map_err(|reason| SagaError::Input {
+                    saga: G::CATEGORY,
+                    stream_id: event.stream_id.clone(),
+                    version: event.version,
+                    event_type: event.event_type.clone(),
+                    reason,
+                })?;
+                let Some((id, input)) = input else { continue };
+                handled.inputs += 1;
+                let step = self.step(source.tenant(), &id, input, event).await?;
+                handled.add(step);
+                at = self.advance(&name, &source, at, event.version).await?;
+            }
+            if at < to {
+                at = self.advance(&name, &source, at, to).await?;
+            }
         }
         tracing::debug!(
             saga = G::CATEGORY,

@@ -369,7 +369,12 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
             match self
                 .store
-                .append_expiring(&key, head, events, Some(expires_at))
+                .append_expiring(
+                    &key,
+                    crate::ExpectedVersion::at_head(head),
+                    events,
+                    Some(expires_at),
+                )
                 .await
             {
                 Ok(done) => {

@@ -282,7 +282,7 @@ impl EventStore for Probe {
     async fn load_after(
         &self,
         stream_id: &str,
-        version: u64,
+        version: eventfold::ExpectedVersion,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
         self.catch_ups.fetch_add(1, Ordering::SeqCst);
         let tail = self.inner.load_after(stream_id, version).await;
@@ -293,7 +293,7 @@ impl EventStore for Probe {
     async fn append(
         &self,
         stream_id: &str,
-        expected_version: u64,
+        expected_version: eventfold::ExpectedVersion,
         events: Vec<EventEnvelope>,
         snapshot: Option<Snapshot>,
     ) -> Result<AppendOutcome, StoreError> {
@@ -305,11 +305,16 @@ impl EventStore for Probe {
                 .expect("encodes")
                 .into_envelope(&id, at + 1, chrono::Utc::now(), ctx("foreign"));
             self.inner
-                .append(stream_id, at, vec![foreign], None)
+                .append(
+                    stream_id,
+                    eventfold::ExpectedVersion::assumed(at),
+                    vec![foreign],
+                    None,
+                )
                 .await?;
             return Err(StoreError::Conflict {
                 stream_id: stream_id.to_owned(),
-                expected: expected_version,
+                expected: expected_version.get(),
             });
         }
         tokio::task::yield_now().await;

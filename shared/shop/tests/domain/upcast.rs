@@ -95,7 +95,12 @@ async fn the_executor_loads_a_schema_1_order_and_goes_on_from_it() {
     let store = Arc::new(MemoryEventStore::new());
     let stream = StreamId::new("acme", "Order", "o-1").expect("valid");
     store
-        .append(&stream.to_string(), 0, old_order(&stream), None)
+        .append(
+            &stream.to_string(),
+            eventfold::ExpectedVersion::assumed(0),
+            old_order(&stream),
+            None,
+        )
         .await
         .expect("append");
     let plain = CommandExecutor::new(store.clone(), config());
@@ -128,7 +133,12 @@ async fn the_projector_projects_a_schema_1_order() {
     let stream = StreamId::new("acme", "Order", "o-1").expect("valid");
     let events = old_order(&stream);
     store
-        .append(&stream.to_string(), 0, events.clone(), None)
+        .append(
+            &stream.to_string(),
+            eventfold::ExpectedVersion::assumed(0),
+            events.clone(),
+            None,
+        )
         .await
         .expect("append");
     let projector = shop::views::projector(store.clone(), MemoryReadModelStore::new());

@@ -182,7 +182,12 @@ impl World {
         for (i, mut env) in staged.into_iter().enumerate() {
             env.occurred_at = start + Duration::minutes(i as i64);
             self.events
-                .append(&key, env.version - 1, vec![env.clone()], None)
+                .append(
+                    &key,
+                    eventfold::ExpectedVersion::assumed(env.version - 1),
+                    vec![env.clone()],
+                    None,
+                )
                 .await
                 .expect("append to the world's store");
             written.push(env);

@@ -152,7 +152,12 @@ where
     for (id, from, to, amount, approved) in transfers {
         for e in request(tenant, id, from, to, amount, approved) {
             store
-                .append(&e.stream_id.clone(), e.version - 1, vec![e], None)
+                .append(
+                    &e.stream_id.clone(),
+                    crate::ExpectedVersion::assumed(e.version - 1),
+                    vec![e],
+                    None,
+                )
                 .await
                 .unwrap_or_else(|err| panic!("append request {id}: {err}"));
         }

@@ -1,0 +1,127 @@
+//! The recovery path on the emulator, through the template's real wiring: dead letters with
+//! the consumers' errors, `eventfold dlq` and the dead-letters API ([`poison`]); SNS down
+//! until the stream mapping gives up, lost final notifications and a consumer killed
+//! mid-batch, each converging with no operator action ([`recovery`]).
+
+mod poison;
+mod recovery;
+
+use async_trait::async_trait;
+use eventfold::deadletter::{DeadLetterStore, Filter, STREAM_CONSUMER, Status};
+use eventfold::projection::{Notification, ReadModelStore};
+use eventfold::{EventEnvelope, EventStore, Metadata, NewEvent, StreamId};
+use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher};
+use eventfold_aws::{DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore};
+use eventfold_local::LocalStack;
+use eventfold_local::esm::EsmOptions;
+use eventfold_local::httpc::Http;
+use eventfold_local::typed_handler;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tests::{events_table, stack_with, table, token, unique_tenant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dynamodb_dead_letter_store_passes_the_contract() {
+    let stack = tests::quiet_stack().await;
+    eventfold::deadletter::contract::run_all(&letters(&stack), &unique_tenant("dl")).await;
+}
+
+/// Fast pollers, a short visibility timeout (moto waits it out per receive), no printing.
+fn fast() -> EsmOptions {
+    EsmOptions {
+        idle_poll: Duration::from_millis(50),
+        retry_backoff: Duration::from_millis(20),
+        sqs_visibility_timeout: Some(Duration::from_secs(1)),
+        report_every: None,
+        ..EsmOptions::default()
+    }
+}
+
+fn received(stream: &StreamId, version: u64, quantity: i64) -> EventEnvelope {
+    NewEvent {
+        event_type: "StockReceived".into(),
+        schema_version: 1,
+        data: json!({ "quantity": quantity }),
+    }
+    .into_envelope(
+        stream,
+        version,
+        chrono::Utc::now(),
+        Metadata {
+            tenant: stream.tenant().into(),
+            actor: "tester".into(),
+            correlation_id: format!("c-{version}"),
+            causation_id: format!("c-{version}"),
+            command_id: format!("cmd-{}-{version}", stream.id()),
+            trace: None,
+        },
+    )
+}
+
+fn letters(stack: &LocalStack) -> DynamoDeadLetterStore {
+    DynamoDeadLetterStore::from_sdk(&stack.sdk, table(stack, "DeadLettersTable"))
+}
+
+fn models(stack: &LocalStack) -> DynamoReadModelStore {
+    DynamoReadModelStore::from_sdk(&stack.sdk, table(stack, "ReadModelsTable"))
+}
+
+async fn on_hand(models: &DynamoReadModelStore, tenant: &str, sku: &str) -> Option<i64> {
+    models
+        .get(tenant, shop::views::STOCK_LEVELS, sku)
+        .await
+        .expect("read model")
+        .and_then(|d| d.data["on_hand"].as_i64())
+}
+
+async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Commits `per_stream` single-event commits of quantity `1..` to each of `streams` skus.
+async fn write_stock(store: &DynamoEventStore, tenant: &str, streams: usize, per_stream: u64) {
+    for s in 0..streams {
+        let stream = StreamId::new(tenant, "Inventory", &format!("sku-{s}")).expect("valid");
+        for v in 1..=per_stream {
+            store
+                .append(
+                    &stream.to_string(),
+                    eventfold::ExpectedVersion::assumed(v - 1),
+                    vec![received(&stream, v, v as i64)],
+                    None,
+                )
+                .await
+                .expect("append");
+        }
+    }
+}
+
+/// What `per_stream` commits of quantities `1..=per_stream` add up to.
+fn total(per_stream: u64) -> i64 {
+    (1..=per_stream as i64).sum()
+}
+
+/// A stack name, an SDK configuration and the template resolved for that name, before the
+/// stack starts (so handler overrides can be built on its real resources).
+async fn planned() -> (String, aws_config::SdkConfig, eventfold_local::Template) {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let name = format!("{}-{}", tests::STACK, &id[id.len() - 10..]);
+    let sdk = eventfold_local::emulator::local_sdk_config(&tests::endpoint()).await;
+    let template = eventfold_local::Template::load(
+        &tests::root().join(eventfold_local::stack::TEMPLATE_PATH),
+        &name,
+        "us-east-1",
+    )
+    .expect("template");
+    (name, sdk, template)
+}
