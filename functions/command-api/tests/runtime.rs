@@ -6,10 +6,11 @@
 use eventfold::EventStore;
 use eventfold_aws::DynamoEventStore;
 use eventfold_local::emf;
-use eventfold_local::runtime_api::{FunctionProcess, provisioned_stack, standalone_env};
+use eventfold_local::runtime_api::{
+    FunctionProcess, provisioned_stack, sample_event, start_without,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_command-api");
 
@@ -18,9 +19,7 @@ fn root() -> PathBuf {
 }
 
 fn sample(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("events/{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    serde_json::from_str(&text).expect("a sample is JSON")
+    sample_event(Path::new(env!("CARGO_MANIFEST_DIR")), name).expect("a sample")
 }
 
 /// The trace header API Gateway put on the sample's request.
@@ -33,16 +32,9 @@ fn trace_of(event: &Value) -> String {
 
 /// Invokes with `name`'s sample (its trace as the invocation's): status and JSON body.
 async fn call(f: &mut FunctionProcess, name: &str) -> (u64, Value) {
-    let event = sample(name);
-    let answer = f
-        .invoke(&event, Some(&trace_of(&event)))
+    f.call_http(&sample(name))
         .await
         .unwrap_or_else(|e| panic!("{name}: {e:#}"))
-        .response()
-        .expect("an HTTP response");
-    let status = answer["statusCode"].as_u64().expect("statusCode");
-    let body = answer["body"].as_str().expect("a text body");
-    (status, serde_json::from_str(body).expect("a JSON body"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,28 +153,9 @@ async fn sample_events_run_through_the_lambda_runtime_api() {
 
 #[tokio::test]
 async fn a_missing_setting_is_named_at_start() {
-    let template = eventfold_local::Template::load(
-        &root().join("infra/template.yaml"),
-        "eventfold-local",
-        "us-east-1",
-    )
-    .expect("template");
-    let env: Vec<(String, String)> =
-        standalone_env(&template, "command-api", "http://127.0.0.1:9", "us-east-1")
-            .expect("env")
-            .into_iter()
-            .filter(|(k, _)| k != "EVENTS_TABLE")
-            .collect();
-    let mut f = FunctionProcess::spawn(Path::new(BINARY), env, "command-api", "arn:test")
+    let stderr = start_without(Path::new(BINARY), &root(), "command-api", "EVENTS_TABLE")
         .await
-        .expect("spawns");
-    let status = f
-        .exited(Duration::from_secs(20))
-        .await
-        .expect("exits at start");
-    assert!(!status.success());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let stderr = f.stderr().join("\n");
+        .expect("fails at start");
     assert!(
         stderr.contains("missing required setting EVENTS_TABLE"),
         "{stderr}"

@@ -9,10 +9,11 @@ use chrono::Utc;
 use eventfold::deadletter::{DeadLetterStore, FailureNote, STREAM_CONSUMER, Status, letter_id};
 use eventfold_aws::DynamoDeadLetterStore;
 use eventfold_local::emf;
-use eventfold_local::runtime_api::{FunctionProcess, provisioned_stack, standalone_env};
+use eventfold_local::runtime_api::{
+    FunctionProcess, provisioned_stack, sample_event, start_without,
+};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dlq-processor");
 
@@ -21,9 +22,7 @@ fn root() -> PathBuf {
 }
 
 fn sample(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("events/{name}.json"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    serde_json::from_str(&text).expect("a sample is JSON")
+    sample_event(Path::new(env!("CARGO_MANIFEST_DIR")), name).expect("a sample")
 }
 
 /// The sample batch as this stack's queues deliver it: each record's source ARN is the
@@ -169,32 +168,14 @@ async fn sample_events_run_through_the_lambda_runtime_api() {
 
 #[tokio::test]
 async fn a_missing_setting_is_named_at_start() {
-    let template = eventfold_local::Template::load(
-        &root().join("infra/template.yaml"),
-        "eventfold-local",
-        "us-east-1",
-    )
-    .expect("template");
-    let env: Vec<(String, String)> = standalone_env(
-        &template,
+    let stderr = start_without(
+        Path::new(BINARY),
+        &root(),
         "dlq-processor",
-        "http://127.0.0.1:9",
-        "us-east-1",
+        "DEAD_LETTERS_TABLE",
     )
-    .expect("env")
-    .into_iter()
-    .filter(|(k, _)| k != "DEAD_LETTERS_TABLE")
-    .collect();
-    let mut f = FunctionProcess::spawn(Path::new(BINARY), env, "dlq-processor", "arn:test")
-        .await
-        .expect("spawns");
-    let status = f
-        .exited(Duration::from_secs(20))
-        .await
-        .expect("exits at start");
-    assert!(!status.success());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let stderr = f.stderr().join("\n");
+    .await
+    .expect("fails at start");
     assert!(
         stderr.contains("missing required setting DEAD_LETTERS_TABLE"),
         "{stderr}"

@@ -11,20 +11,7 @@ use std::path::Path;
 
 async fn call(f: &mut FunctionProcess, sample: &str) -> (u64, Value) {
     let event: Value = serde_json::from_str(sample).expect("json");
-    let trace = event["headers"]["x-amzn-trace-id"]
-        .as_str()
-        .map(str::to_owned);
-    let answer = f
-        .invoke(&event, trace.as_deref())
-        .await
-        .expect("answered")
-        .response()
-        .expect("an HTTP response");
-    let body = answer["body"].as_str().expect("a text body");
-    (
-        answer["statusCode"].as_u64().expect("statusCode"),
-        serde_json::from_str(body).expect("a JSON body"),
-    )
+    f.call_http(&event).await.expect("answered")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

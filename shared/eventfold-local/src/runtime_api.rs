@@ -423,6 +423,23 @@ impl FunctionProcess {
         answer
     }
 
+    /// Invokes with an API Gateway HTTP API request (its `x-amzn-trace-id` header as the
+    /// invocation's trace): the answer's status and JSON body.
+    pub async fn call_http(&mut self, event: &Value) -> Result<(u64, Value)> {
+        let trace = event["headers"]["x-amzn-trace-id"]
+            .as_str()
+            .map(str::to_owned);
+        let answer = self.invoke(event, trace.as_deref()).await?.response()?;
+        let status = answer["statusCode"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no statusCode in {answer}"))?;
+        let body = answer["body"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no text body in {answer}"))?;
+        let body = serde_json::from_str(body).with_context(|| format!("body {body}"))?;
+        Ok((status, body))
+    }
+
     /// The lines it printed on stdout so far (JSON logs and EMF metrics).
     pub fn stdout(&self) -> Vec<String> {
         self.stdout
@@ -466,6 +483,44 @@ pub async fn provisioned_stack(root: &std::path::Path) -> Result<crate::LocalSta
         ..crate::EsmOptions::default()
     };
     crate::LocalStack::start(options, &crate::Functions::new(), esm).await
+}
+
+/// A function's sample event: `events/{name}.json` of the crate whose manifest directory is
+/// `manifest_dir` (a test's `env!("CARGO_MANIFEST_DIR")`).
+pub fn sample_event(manifest_dir: &std::path::Path, name: &str) -> Result<Value> {
+    let path = manifest_dir.join("events").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// Starts `binary` as the function `name` of the template under `root` with every setting
+/// but `missing`, expects it to fail at start, and returns what it printed on stderr.
+pub async fn start_without(
+    binary: &std::path::Path,
+    root: &std::path::Path,
+    name: &str,
+    missing: &str,
+) -> Result<String> {
+    let template = Template::load(
+        &root.join(crate::stack::TEMPLATE_PATH),
+        "eventfold-local",
+        "us-east-1",
+    )?;
+    let env = standalone_env(&template, name, "http://127.0.0.1:9", "us-east-1")?
+        .into_iter()
+        .filter(|(k, _)| k != missing)
+        .collect();
+    let mut f = FunctionProcess::spawn(binary, env, name, "arn:test").await?;
+    let status = f
+        .exited(Duration::from_secs(20))
+        .await
+        .ok_or_else(|| anyhow!("{name} without {missing} did not exit at start"))?;
+    if status.success() {
+        bail!("{name} without {missing} exited successfully");
+    }
+    // The readers drain the pipes after the exit.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(f.stderr().join("\n"))
 }
 
 /// `KEY=value` lines, as `cargo lambda watch --env-file` and `env $(...)` read them.
