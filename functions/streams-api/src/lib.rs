@@ -126,6 +126,19 @@ fn body_bytes(req: &Request) -> &[u8] {
 
 /// The JSON body as `T`: 413 past [`MAX_BODY_BYTES`], 400 when malformed or of the wrong shape.
 fn parse_body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, Problem> {
+    parse_body_with(req, |_| ())
+}
+
+/// [`parse_body`] of a body made of settings and offsets only (no caller data), where an
+/// integral float (`4.0`) is the integer it is, as JSON Schema's `integer` says.
+fn parse_settings<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, Problem> {
+    parse_body_with(req, eventfold_aws::http::integral_numbers_as_integers)
+}
+
+fn parse_body_with<T: for<'de> Deserialize<'de>>(
+    req: &Request,
+    normalize: impl FnOnce(&mut serde_json::Value),
+) -> Result<T, Problem> {
     let body = body_bytes(req);
     if body.len() > MAX_BODY_BYTES {
         return Err(Problem::new(
@@ -135,10 +148,10 @@ fn parse_body<T: for<'de> Deserialize<'de>>(req: &Request) -> Result<T, Problem>
             format!("body of {} bytes exceeds {MAX_BODY_BYTES}", body.len()),
         ));
     }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => Problem::bad_request("invalid-request", e.to_string()),
-        _ => Problem::bad_request("malformed-json", e.to_string()),
-    })
+    let mut json: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request("malformed-json", e.to_string()))?;
+    normalize(&mut json);
+    serde_json::from_value(json).map_err(|e| Problem::bad_request("invalid-request", e.to_string()))
 }
 
 fn query<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -207,7 +220,7 @@ fn query_size(req: &Request, name: &str, default: usize, max: usize) -> Result<u
 }
 
 fn bad_cursor() -> Problem {
-    Problem::bad_request("invalid-request", "cursor is not one this API issued")
+    Problem::bad_request("invalid-cursor", "cursor is not one this API issued")
 }
 
 fn encode_cursor(prefix: &str, payload: &str) -> String {
@@ -366,7 +379,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
             }
             Some(COMMIT) => {
                 caller.require("events:read")?;
-                let body: CommitBody = parse_body(req)?;
+                let body: CommitBody = parse_settings(req)?;
                 let offsets = offsets_from(body.offsets)?;
                 let committed = self
                     .streams
@@ -380,7 +393,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
             }
             Some(SEEK) => {
                 caller.require("events:admin")?;
-                let body: SeekBody = parse_body(req)?;
+                let body: SeekBody = parse_settings(req)?;
                 let to = match (body.to.as_str(), body.timestamp) {
                     ("earliest", None) => SeekTo::Earliest,
                     ("latest", None) => SeekTo::Latest,
@@ -447,7 +460,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
         req: &Request,
         caller: &Caller,
     ) -> Result<Response<Body>, Problem> {
-        let body: CreateTopic = parse_body(req)?;
+        let body: CreateTopic = parse_settings(req)?;
         let defaults = TopicSettings::default();
         let settings = TopicSettings {
             partitions: body.partitions.unwrap_or(defaults.partitions),

@@ -337,3 +337,33 @@ mod trace_tests {
         assert!(!is_trace_header(&format!("Root={}", "x".repeat(300))));
     }
 }
+
+/// Rewrites every number with no fractional part (`905.0`) as the integer it is, in place.
+/// JSON (and JSON Schema's `integer`) does not tell `905.0` from `905`, but serde's integer
+/// fields refuse a float: without this, a body the contract allows would be refused.
+pub fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Within ±2^63 (or below 2^64 for the positive) the cast is exact for an
+            // integral float; outside, the float stays and the field's type refuses it.
+            let integer = if f.fract() != 0.0 {
+                None
+            } else if (-(2f64.powi(63))..2f64.powi(63)).contains(&f) {
+                Some(serde_json::Number::from(f as i64))
+            } else if (0.0..2f64.powi(64)).contains(&f) {
+                Some(serde_json::Number::from(f as u64))
+            } else {
+                None
+            };
+            if let Some(i) = integer {
+                *n = i;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(integral_numbers_as_integers);
+        }
+        _ => {}
+    }
+}
