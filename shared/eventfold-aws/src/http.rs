@@ -312,32 +312,6 @@ pub fn trace_header(req: &Request) -> Option<String> {
         .filter(|v| is_trace_header(v))
 }
 
-#[cfg(test)]
-mod trace_tests {
-    use super::*;
-
-    #[test]
-    fn trace_headers_come_from_the_context_else_the_request() {
-        let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
-        let mut req = Request::default();
-        assert_eq!(trace_header(&req), None);
-        req.headers_mut().insert(
-            "x-amzn-trace-id",
-            lambda_http::http::HeaderValue::from_static(header),
-        );
-        assert_eq!(trace_header(&req).as_deref(), Some(header));
-        let mut ctx = lambda_http::Context::default();
-        ctx.xray_trace_id = Some("Root=1-00000000-000000000000000000000001".to_owned());
-        let req = req.with_lambda_context(ctx);
-        assert_eq!(
-            trace_header(&req).as_deref(),
-            Some("Root=1-00000000-000000000000000000000001")
-        );
-        assert!(!is_trace_header("not a trace"));
-        assert!(!is_trace_header(&format!("Root={}", "x".repeat(300))));
-    }
-}
-
 /// Rewrites every number with no fractional part (`905.0`) as the integer it is, in place.
 /// JSON (and JSON Schema's `integer`) does not tell `905.0` from `905`, but serde's integer
 /// fields refuse a float: without this, a body the contract allows would be refused.
@@ -365,5 +339,31 @@ pub fn integral_numbers_as_integers(value: &mut serde_json::Value) {
             fields.values_mut().for_each(integral_numbers_as_integers);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::*;
+
+    #[test]
+    fn trace_headers_come_from_the_context_else_the_request() {
+        let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        let mut req = Request::default();
+        assert_eq!(trace_header(&req), None);
+        req.headers_mut().insert(
+            "x-amzn-trace-id",
+            lambda_http::http::HeaderValue::from_static(header),
+        );
+        assert_eq!(trace_header(&req).as_deref(), Some(header));
+        let mut ctx = lambda_http::Context::default();
+        ctx.xray_trace_id = Some("Root=1-00000000-000000000000000000000001".to_owned());
+        let req = req.with_lambda_context(ctx);
+        assert_eq!(
+            trace_header(&req).as_deref(),
+            Some("Root=1-00000000-000000000000000000000001")
+        );
+        assert!(!is_trace_header("not a trace"));
+        assert!(!is_trace_header(&format!("Root={}", "x".repeat(300))));
     }
 }
