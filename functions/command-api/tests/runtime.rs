@@ -7,7 +7,7 @@ use eventfold::EventStore;
 use eventfold_aws::DynamoEventStore;
 use eventfold_local::emf;
 use eventfold_local::runtime_api::{
-    FunctionProcess, provisioned_stack, sample_event, start_without,
+    FunctionProcess, provisioned_stack, request_trace, sample_event, start_without,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -24,8 +24,7 @@ fn sample(name: &str) -> Value {
 
 /// The trace header API Gateway put on the sample's request.
 fn trace_of(event: &Value) -> String {
-    event["headers"]["x-amzn-trace-id"]
-        .as_str()
+    request_trace(event)
         .expect("the samples carry a trace header")
         .to_owned()
 }

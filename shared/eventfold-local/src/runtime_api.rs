@@ -426,9 +426,7 @@ impl FunctionProcess {
     /// Invokes with an API Gateway HTTP API request (its `x-amzn-trace-id` header as the
     /// invocation's trace): the answer's status and JSON body.
     pub async fn call_http(&mut self, event: &Value) -> Result<(u64, Value)> {
-        let trace = event["headers"]["x-amzn-trace-id"]
-            .as_str()
-            .map(str::to_owned);
+        let trace = request_trace(event).map(str::to_owned);
         let answer = self.invoke(event, trace.as_deref()).await?.response()?;
         let status = answer["statusCode"]
             .as_u64()
@@ -491,6 +489,11 @@ pub fn sample_event(manifest_dir: &std::path::Path, name: &str) -> Result<Value>
     let path = manifest_dir.join("events").join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// The X-Ray trace header API Gateway put on an HTTP API request event, if any.
+pub fn request_trace(event: &Value) -> Option<&str> {
+    event["headers"]["x-amzn-trace-id"].as_str()
 }
 
 /// Starts `binary` as the function `name` of the template under `root` with every setting
