@@ -88,7 +88,8 @@ enum Cmd {
         endpoint: String,
     },
     /// Print figures: commands/s in process, DynamoDB requests per command, events folded per load
-    /// (`bench streaming`: publish throughput, requests per record, consume cost, long-poll wake-up).
+    /// (`bench streaming`: publish throughput, requests per record, consume cost, long-poll wake-up;
+    /// `bench cold-start`: a fresh function's init and first request, with and without warm-up).
     Bench {
         #[command(flatten)]
         stack: StackArgs,
@@ -101,8 +102,9 @@ enum Cmd {
         /// Events in the long stream.
         #[arg(long, default_value_t = 1000)]
         long_stream: u64,
-        /// `streaming`: the streaming API's figures instead of the command path's.
-        #[arg(value_parser = ["streaming"])]
+        /// `streaming`: the streaming API's figures instead of the command path's;
+        /// `cold-start`: started functions' init and first-request latency.
+        #[arg(value_parser = ["streaming", "cold-start"])]
         mode: Option<String>,
         /// Records per streaming publish run.
         #[arg(long, default_value_t = 400)]
@@ -110,6 +112,9 @@ enum Cmd {
         /// Long-poll wake-up samples.
         #[arg(long, default_value_t = 20)]
         wakeups: usize,
+        /// `cold-start`: starts of each function per mode.
+        #[arg(long, default_value_t = 7)]
+        starts: usize,
     },
 }
 
@@ -311,6 +316,14 @@ async fn main() -> Result<()> {
                 DlqCmd::Discard { id, reason } => cli::dlq::DlqCommand::Discard { id, reason },
             };
             cli::dlq::run(&processor, command).await?;
+        }
+        Cmd::Bench {
+            mode: Some(mode),
+            starts,
+            ..
+        } if mode == "cold-start" => {
+            let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
+            cli::bench_cold::run(root, starts).await?;
         }
         Cmd::Bench {
             stack,

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use dlq_processor::Invocation;
+use eventfold_aws::WarmUp;
 use lambda_http::RequestExt;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -14,6 +15,8 @@ async fn main() -> Result<(), Error> {
     let telemetry = eventfold_aws::init_metrics("dlq-processor");
     let sdk = eventfold_aws::sdk_config().await;
     let function = dlq_processor::from_lookup(&sdk, |k| std::env::var(k).ok())?;
+    let events_table = std::env::var("EVENTS_TABLE").unwrap_or_default();
+    eventfold_aws::warm_up(&sdk, &[WarmUp::events_table(&events_table)]).await;
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         telemetry.invocation(handle(function, event)).await

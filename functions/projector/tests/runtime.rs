@@ -50,6 +50,12 @@ async fn the_sample_batch_runs_through_the_lambda_runtime_api() {
         json!({"batchItemFailures": [{"itemIdentifier": "poison-1"}]})
     );
 
+    // Its init warmed the one endpoint its requests use, and the call succeeded.
+    let warmed = eventfold_local::runtime_api::warm_ups(&f.stdout());
+    assert!(
+        matches!(warmed.as_slice(), [(endpoint, None)] if endpoint.starts_with("dynamodb:")),
+        "{warmed:?}"
+    );
     let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
     let consumer = ("consumer".to_owned(), "projector".to_owned());
     let consumed: f64 = data

@@ -46,6 +46,12 @@ async fn sample_requests_run_through_the_lambda_runtime_api() {
         "{levels}"
     );
 
+    // Its init warmed the one endpoint its requests use, and the call succeeded.
+    let warmed = eventfold_local::runtime_api::warm_ups(&f.stdout());
+    assert!(
+        matches!(warmed.as_slice(), [(endpoint, None)] if endpoint.starts_with("dynamodb:")),
+        "{warmed:?}"
+    );
     let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
     let durations: usize = data
         .iter()

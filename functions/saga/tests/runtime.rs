@@ -107,6 +107,12 @@ async fn sample_events_run_through_the_lambda_runtime_api() {
         json!({"due": 0, "timed_out": 0, "stale": 0, "commands_sent": 0})
     );
 
+    // Its init warmed the one endpoint its requests use, and the call succeeded.
+    let warmed = eventfold_local::runtime_api::warm_ups(&f.stdout());
+    assert!(
+        matches!(warmed.as_slice(), [(endpoint, None)] if endpoint.starts_with("dynamodb:")),
+        "{warmed:?}"
+    );
     let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
     let consumer = ("consumer".to_owned(), "saga".to_owned());
     let consumed: f64 = data

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use aws_lambda_events::event::dynamodb::Event;
+use eventfold_aws::WarmUp;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -10,6 +11,14 @@ async fn main() -> Result<(), Error> {
     let telemetry = eventfold_aws::init_metrics("stream-publisher");
     let sdk = eventfold_aws::sdk_config().await;
     let publisher = stream_publisher::from_lookup(&sdk, |k| std::env::var(k).ok()).await?;
+    let topic_arn = std::env::var("EVENTS_TOPIC_ARN").unwrap_or_default();
+    eventfold_aws::warm_up(
+        &sdk,
+        &[WarmUp::Sns {
+            topic_arn: &topic_arn,
+        }],
+    )
+    .await;
     let publisher = &publisher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
         Ok::<_, Error>(telemetry.invocation(publisher.handle(event.payload)).await)

@@ -58,6 +58,12 @@ async fn the_sample_batch_runs_through_the_lambda_runtime_api() {
     }
     assert_eq!(versions, [1, 2]);
 
+    // Its init warmed the one endpoint its requests use, and the call succeeded.
+    let warmed = eventfold_local::runtime_api::warm_ups(&f.stdout());
+    assert!(
+        matches!(warmed.as_slice(), [(endpoint, None)] if endpoint.starts_with("sns:")),
+        "{warmed:?}"
+    );
     let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
     let published: f64 = data
         .iter()

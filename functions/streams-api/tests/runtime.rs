@@ -147,6 +147,12 @@ async fn sample_events_run_through_the_lambda_runtime_api() {
 
     // The metrics it printed are valid EMF, in one namespace, with the function as their only
     // dimension (topics and groups are caller input).
+    // Its init warmed the one endpoint its requests use, and the call succeeded.
+    let warmed = eventfold_local::runtime_api::warm_ups(&f.stdout());
+    assert!(
+        matches!(warmed.as_slice(), [(endpoint, None)] if endpoint.starts_with("dynamodb:")),
+        "{warmed:?}"
+    );
     let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
     assert!(data.iter().all(|d| d.namespace == "Eventfold"));
     for d in &data {

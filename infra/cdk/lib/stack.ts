@@ -266,6 +266,7 @@ export class EventfoldStack extends cdk.Stack {
       environment: { EVENTS_TOPIC_ARN: eventsTopic.ref },
       statements: [
         allow("PublishEvents", "sns:Publish", eventsTopic.ref),
+        allow("WarmUpTopic", "sns:GetTopicAttributes", eventsTopic.ref),
         allow(
           "ReadEventsStream",
           ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],

@@ -74,8 +74,20 @@ impl StoreConfig {
 
 /// Loads the shared AWS SDK configuration. `AWS_ENDPOINT_URL` (moto, LocalStack) and the
 /// usual region and credential variables are honoured by the SDK itself.
+///
+/// Every client built from it shares one HTTPS client, so one connection pool per endpoint
+/// and one load of the trusted certificates per process: without it each SDK client builds
+/// its own, and a warm-up through one client ([`crate::warm_up`]) would leave the others
+/// cold.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+        .build_https();
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await
 }
 
 /// Structured JSON logs for Lambda (CloudWatch), level from `RUST_LOG` (default `info`).

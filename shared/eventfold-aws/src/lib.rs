@@ -8,7 +8,7 @@
 //! stream-range reading ([`redrive`]), SQS FIFO batches with partial failures
 //! ([`sqs`]), attribute-value codecs, request counting for cost accounting
 //! ([`RequestCounter`]), CloudWatch EMF metrics ([`telemetry`]), configuration from the
-//! environment ([`config`]), tracing set-up, the one classification of AWS errors as
+//! environment ([`config`]), the init-time warm-up of endpoints ([`warmup`]), tracing set-up, the one classification of AWS errors as
 //! transient or permanent ([`faults`]), and the
 //! single mapping of errors to HTTP problem responses ([`http`]; idempotency outcomes in
 //! [`idempotency::http`]).
@@ -31,6 +31,7 @@ pub mod sqs;
 pub mod streaming;
 pub mod streams;
 pub mod telemetry;
+pub mod warmup;
 
 pub use aws_config::SdkConfig;
 pub use config::{StoreConfig, init_tracing, sdk_config, tokio_backoff};
@@ -42,3 +43,4 @@ pub use readmodels::DynamoReadModelStore;
 pub use sns::{NotificationSink, SnsPublisher};
 pub use streaming::{DynamoGroupStore, DynamoTopicCatalogue, StreamingConfig};
 pub use telemetry::{Telemetry, init_metrics};
+pub use warmup::{WarmUp, warm_up};

@@ -66,11 +66,14 @@ struct State {
     queue: VecDeque<Pending>,
     waiting: HashMap<String, oneshot::Sender<Answer>>,
     init_error: Option<Value>,
+    /// When the function first asked for an invocation: the end of its init.
+    first_poll: Option<std::time::Instant>,
 }
 
 struct Shared {
     state: Mutex<State>,
     queued: Notify,
+    polled: Notify,
     function_arn: String,
 }
 
@@ -109,6 +112,7 @@ impl RuntimeApi {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             queued: Notify::new(),
+            polled: Notify::new(),
             function_arn: function_arn.into(),
         });
         let server = tokio::spawn(serve(listener, shared.clone()));
@@ -127,6 +131,27 @@ impl RuntimeApi {
     /// What the function posted to `/init/error`, if it failed to start that way.
     pub fn init_error(&self) -> Option<Value> {
         self.shared.lock().init_error.clone()
+    }
+
+    /// Waits up to `timeout` for the function's first `/invocation/next`, which it sends
+    /// when its init is done (Lambda's init phase ends there): the instant it came.
+    pub async fn first_poll(&self, timeout: Duration) -> Result<std::time::Instant> {
+        let wait = async {
+            loop {
+                let polled = self.shared.polled.notified();
+                if let Some(at) = self.shared.lock().first_poll {
+                    return at;
+                }
+                polled.await;
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(at) => Ok(at),
+            Err(_) => match self.init_error() {
+                Some(e) => bail!("the function failed to initialize: {e}"),
+                None => bail!("the function did not finish its init within {timeout:?}"),
+            },
+        }
     }
 
     /// Hands `payload` to the function (with `trace` as `Lambda-Runtime-Trace-Id`) and waits
@@ -237,6 +262,13 @@ async fn route(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Respons
 
 /// Long-polls for the next invocation, as Lambda does while the function is idle.
 async fn next(shared: &Shared) -> hyper::Response<Full<Bytes>> {
+    {
+        let mut state = shared.lock();
+        if state.first_poll.is_none() {
+            state.first_poll = Some(std::time::Instant::now());
+            shared.polled.notify_waiters();
+        }
+    }
     let pending = loop {
         let notified = shared.queued.notified();
         if let Some(p) = shared.lock().queue.pop_front() {
@@ -305,6 +337,7 @@ pub fn standalone_env(
 /// stack gives it, its stdout and stderr collected line by line; killed when dropped.
 pub struct FunctionProcess {
     api: RuntimeApi,
+    spawned: std::time::Instant,
     child: tokio::process::Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -392,6 +425,7 @@ impl FunctionProcess {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
+        let spawned = std::time::Instant::now();
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
@@ -399,10 +433,17 @@ impl FunctionProcess {
         let stderr = collect_lines(child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?);
         Ok(Self {
             api,
+            spawned,
             child,
             stdout,
             stderr,
         })
+    }
+
+    /// Waits up to `timeout` for the function's init to end (its first poll for an
+    /// invocation): how long it took from the process's start.
+    pub async fn init_duration(&self, timeout: Duration) -> Result<Duration> {
+        Ok(self.api.first_poll(timeout).await? - self.spawned)
     }
 
     /// Invokes the function with `payload` (and `trace` as the invocation's X-Ray header);
@@ -529,6 +570,27 @@ pub async fn start_without(
 /// `KEY=value` lines, as `cargo lambda watch --env-file` and `env $(...)` read them.
 pub fn env_file(env: &[(String, String)]) -> String {
     env.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+/// The init-time warm-ups a function logged (`eventfold_aws::warmup`) among its stdout
+/// `lines`: each endpoint (`dynamodb:<table>`, `sns:<arn>`) and the error, if its call failed.
+pub fn warm_ups(lines: &[String]) -> Vec<(String, Option<String>)> {
+    lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|log| {
+            let fields = log.get("fields")?;
+            let message = fields.get("message")?.as_str()?;
+            let endpoint = fields.get("endpoint")?.as_str()?.to_owned();
+            match message {
+                "warmed up" => Some((endpoint, None)),
+                "warm-up call failed" => {
+                    Some((endpoint, Some(fields.get("error")?.as_str()?.to_owned())))
+                }
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,175 @@
+//! One cheap call per AWS endpoint during a function's init, so its first invocation does
+//! not pay for the connection: DNS, TCP, the TLS handshake, the certificates' load, the
+//! credentials' resolution and the SDK's lazily built request pipeline.
+//!
+//! Lambda gives init up to 10 s of unbilled-at-cold-start CPU burst before the first
+//! invocation (the init phase), and the first request of an API function is the one a
+//! caller waits on. The clients must come from one [`crate::sdk_config`], which shares one
+//! HTTPS client (and pool) among them, so warming an endpoint through any client warms it
+//! for all.
+//!
+//! A warm-up never fails the init: a refused or failed call is logged as a warning (it
+//! names a missing permission or table at once, instead of at the first request) and the
+//! function starts anyway. `EVENTFOLD_WARM_UP=off` turns it off (to measure without it).
+
+use aws_config::SdkConfig;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use std::time::{Duration, Instant};
+
+/// How long one warm-up call may take before init goes on without it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A key no table of the stack holds (stream ids and read-model keys never start with `_`
+/// followed by this word), so a warm-up reads nothing and costs the minimum read unit.
+const NO_SUCH_KEY: &str = "_warm-up";
+
+/// An endpoint to warm, through a call the function's role already allows (or one added
+/// for it, named in the template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmUp<'a> {
+    /// DynamoDB: a `Query` (limit 1) on `table` for a partition key value no item has.
+    DynamoDb {
+        /// The table.
+        table: &'a str,
+        /// Its partition key attribute.
+        hash_key: &'a str,
+    },
+    /// SNS: `GetTopicAttributes` of the topic the function publishes to.
+    Sns {
+        /// The topic's ARN.
+        topic_arn: &'a str,
+    },
+}
+
+impl<'a> WarmUp<'a> {
+    /// The events table (partition key `stream_id`).
+    pub fn events_table(table: &'a str) -> Self {
+        Self::DynamoDb {
+            table,
+            hash_key: "stream_id",
+        }
+    }
+
+    /// A table keyed by `pk` (read models, dead letters, topics).
+    pub fn keyed_table(table: &'a str) -> Self {
+        Self::DynamoDb {
+            table,
+            hash_key: "pk",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::DynamoDb { table, .. } => format!("dynamodb:{table}"),
+            Self::Sns { topic_arn } => format!("sns:{topic_arn}"),
+        }
+    }
+}
+
+/// What one warm-up call did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warmed {
+    /// The endpoint and resource (`dynamodb:<table>`, `sns:<arn>`).
+    pub target: String,
+    /// How long the call took.
+    pub elapsed: Duration,
+    /// Why it failed, if it did (the connection may still be warm: the request went out).
+    pub error: Option<String>,
+}
+
+/// Whether warm-up is on, from `EVENTFOLD_WARM_UP` read through `lookup` (default on;
+/// `off`, `0` or `false` turn it off).
+pub fn enabled(lookup: impl Fn(&str) -> Option<String>) -> bool {
+    !matches!(
+        lookup("EVENTFOLD_WARM_UP")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref(),
+        Some("off" | "0" | "false")
+    )
+}
+
+/// Warms every target in turn (unless [`enabled`] says off, reading the process
+/// environment), logging each: what each call did, or nothing when off.
+pub async fn warm_up(sdk: &SdkConfig, targets: &[WarmUp<'_>]) -> Vec<Warmed> {
+    if !enabled(|k| std::env::var(k).ok()) {
+        tracing::info!("warm-up off (EVENTFOLD_WARM_UP)");
+        return Vec::new();
+    }
+    let mut done = Vec::with_capacity(targets.len());
+    for target in targets {
+        let started = Instant::now();
+        let result = tokio::time::timeout(CALL_TIMEOUT, call(sdk, target)).await;
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(format!("no answer within {CALL_TIMEOUT:?}")),
+        };
+        let warmed = Warmed {
+            target: target.describe(),
+            elapsed: started.elapsed(),
+            error,
+        };
+        let elapsed_ms = warmed.elapsed.as_secs_f64() * 1000.0;
+        match &warmed.error {
+            None => tracing::info!(endpoint = %warmed.target, elapsed_ms, "warmed up"),
+            Some(error) => {
+                tracing::warn!(endpoint = %warmed.target, elapsed_ms, %error, "warm-up call failed")
+            }
+        }
+        done.push(warmed);
+    }
+    done
+}
+
+async fn call(sdk: &SdkConfig, target: &WarmUp<'_>) -> Result<(), String> {
+    match target {
+        WarmUp::DynamoDb { table, hash_key } => aws_sdk_dynamodb::Client::new(sdk)
+            .query()
+            .table_name(*table)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", *hash_key)
+            .expression_attribute_values(
+                ":v",
+                aws_sdk_dynamodb::types::AttributeValue::S(NO_SUCH_KEY.to_owned()),
+            )
+            .limit(1)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| DisplayErrorContext(&e).to_string()),
+        WarmUp::Sns { topic_arn } => aws_sdk_sns::Client::new(sdk)
+            .get_topic_attributes()
+            .topic_arn(*topic_arn)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| DisplayErrorContext(&e).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_unless_said_off() {
+        assert!(enabled(|_| None));
+        assert!(enabled(|_| Some("on".into())));
+        for off in ["off", "OFF", "0", "false", " off "] {
+            assert!(!enabled(|_| Some(off.into())), "{off}");
+        }
+    }
+
+    #[test]
+    fn targets_name_their_endpoint() {
+        assert_eq!(WarmUp::events_table("t").describe(), "dynamodb:t");
+        assert_eq!(
+            WarmUp::keyed_table("r"),
+            WarmUp::DynamoDb {
+                table: "r",
+                hash_key: "pk"
+            }
+        );
+        assert_eq!(WarmUp::Sns { topic_arn: "arn:x" }.describe(), "sns:arn:x");
+    }
+}
