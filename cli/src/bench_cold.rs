@@ -2,11 +2,12 @@
 //! latency, with the init-time warm-up (`eventfold_aws::warmup`) and without it
 //! (`EVENTFOLD_WARM_UP=off`). Printed, never asserted.
 //!
-//! Each run starts the function's real binary (built next to this one: `cargo build
-//! --release -p cli -p command-api -p query-api -p stream-publisher`) against the emulated
-//! Lambda runtime API and the template's resources on a private emulator, as
-//! `functions/*/tests/runtime.rs` do, and hands it a sample event at once after its init:
-//! Lambda's cold start, minus the sandbox's own set-up.
+//! Each run starts the function's real binary (built next to this one, `cargo build
+//! --release -p cli -p command-api -p query-api -p stream-publisher`, or found in
+//! `EVENTFOLD_BIN_DIR` to compare builds) against the emulated Lambda runtime API and the
+//! template's resources on a private emulator, as `functions/*/tests/runtime.rs` do, and
+//! hands it a sample event at once after its init: Lambda's cold start, minus the
+//! sandbox's own set-up.
 
 use anyhow::{Context, Result, bail};
 use eventfold_local::runtime_api::{FunctionProcess, provisioned_stack, standalone_env};
@@ -115,10 +116,14 @@ async fn one_run(
 /// Runs `runs` cold starts of each function with and without warm-up, alternating, and
 /// prints the medians.
 pub async fn run(root: PathBuf, runs: usize) -> Result<()> {
-    let bin_dir = std::env::current_exe()?
-        .parent()
-        .context("the binary's directory")?
-        .to_path_buf();
+    // `EVENTFOLD_BIN_DIR`: binaries built elsewhere (another profile's target dir).
+    let bin_dir = match std::env::var_os("EVENTFOLD_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the binary's directory")?
+            .to_path_buf(),
+    };
     for subject in SUBJECTS {
         if !bin_dir.join(subject.binary).exists() {
             bail!(
