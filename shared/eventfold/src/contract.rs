@@ -79,6 +79,7 @@ pub async fn run_all(store: &dyn EventStore, prefix: &str) {
     malformed_appends_are_invalid(store, prefix).await;
     catch_up_reads_exactly_the_commits_after_a_boundary(store, prefix).await;
     observed_versions_are_commit_boundaries_at_the_head(store, prefix).await;
+    unobserved_versions_are_refused(store, prefix).await;
 }
 
 /// The versions the port hands out to append after are commit boundaries at the head: never
@@ -132,10 +133,11 @@ pub async fn observed_versions_are_commit_boundaries_at_the_head(
     assert_eq!(store.load(&key, all()).await.expect("load").version, 5);
 }
 
-/// For stores that check it themselves (the memory store does; DynamoDB's single
-/// conditional `PutItem` cannot see other commits, so there only the type guards it): a
-/// version no load or append reported, in the middle of a commit or past the head, is a
-/// conflict and writes nothing.
+/// A version no load or append reported ([`ExpectedVersion::assumed`], not vouched for), in
+/// the middle of a commit or past the head, is a conflict and writes nothing; the head
+/// itself is accepted. (The memory store sees every commit; the DynamoDB store reads the
+/// commit holding such a version before its conditional `PutItem`, which sees only its own
+/// key.)
 pub async fn unobserved_versions_are_refused(store: &dyn EventStore, prefix: &str) {
     let s = stream(prefix, "unobserved");
     let key = s.to_string();
@@ -161,6 +163,16 @@ pub async fn unobserved_versions_are_refused(store: &dyn EventStore, prefix: &st
         .map(|e| e.version)
         .collect();
     assert_eq!(versions, [1, 2, 3], "nothing written");
+    let at_head = store
+        .append(
+            &key,
+            ExpectedVersion::assumed(3),
+            sample_events(&s, 3, 1),
+            None,
+        )
+        .await
+        .expect("the head, even assumed, is a boundary");
+    assert_eq!(at_head.version, 4);
 }
 
 /// `load_after` a commit boundary returns every later event, in order, and nothing at the head.

@@ -41,16 +41,64 @@ impl Default for LoadOptions {
 /// at (or behind) the head: adapters key commits by their first version and need not guard
 /// against an append in the middle of a commit or past the end of a stream, which a bare
 /// number would allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ExpectedVersion(u64);
+///
+/// The one way around that, [`ExpectedVersion::assumed`] (tests and contract suites only),
+/// makes a version no store vouches for ([`ExpectedVersion::is_vouched`]): stores check such
+/// a version against the stream before appending after it (the DynamoDB store with one
+/// extra read), so a contract suite can prove a mid-commit or past-head append is refused.
+/// Equality, order and hashing look at the number only.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectedVersion {
+    version: u64,
+    vouched: bool,
+}
+
+impl PartialEq for ExpectedVersion {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+    }
+}
+
+impl Eq for ExpectedVersion {}
+
+impl PartialOrd for ExpectedVersion {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ExpectedVersion {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.version.cmp(&other.version)
+    }
+}
+
+impl std::hash::Hash for ExpectedVersion {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.version.hash(state);
+    }
+}
 
 impl ExpectedVersion {
     /// A stream with no events yet.
-    pub const NEW: Self = Self(0);
+    pub const NEW: Self = Self::vouched(0);
+
+    const fn vouched(version: u64) -> Self {
+        Self {
+            version,
+            vouched: true,
+        }
+    }
 
     /// The version as a number (0: a new stream).
     pub fn get(self) -> u64 {
-        self.0
+        self.version
+    }
+
+    /// Whether a store (or the topic catalogue) reported this version; only
+    /// [`ExpectedVersion::assumed`] makes one that is not, and stores check those.
+    pub fn is_vouched(self) -> bool {
+        self.vouched
     }
 
     /// The end after reading `tail`, the events that follow this version in its stream
@@ -60,28 +108,33 @@ impl ExpectedVersion {
         let contiguous = tail
             .iter()
             .enumerate()
-            .all(|(i, e)| e.version == self.0 + 1 + i as u64);
-        contiguous.then(|| Self(self.0 + tail.len() as u64))
+            .all(|(i, e)| e.version == self.version + 1 + i as u64);
+        // The end of a read to the head is a boundary the store reported, whatever `self` was.
+        contiguous.then(|| Self::vouched(self.version + tail.len() as u64))
     }
 
     /// The head of a stream as a store's [`EventStore::head`] read it, or the offset floor
     /// a topic catalogue keeps for a partition whose records all expired (streaming): a
     /// commit boundary the writer observed, like a load's. Never build one from input.
     pub fn at_head(version: u64) -> Self {
-        Self(version)
+        Self::vouched(version)
     }
 
     /// A version taken on trust, for tests and the adapters' contract suite (which check
-    /// what stores do with versions no load or append reported).
+    /// what stores do with versions no load or append reported): not vouched for, so a
+    /// store checks it against the stream before appending after it.
     #[cfg(any(test, feature = "testing"))]
     pub fn assumed(version: u64) -> Self {
-        Self(version)
+        Self {
+            version,
+            vouched: false,
+        }
     }
 }
 
 impl std::fmt::Display for ExpectedVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        self.version.fmt(f)
     }
 }
 
@@ -101,7 +154,7 @@ pub struct LoadedStream {
 impl LoadedStream {
     /// The version to append after, as this load observed the stream.
     pub fn expected(&self) -> ExpectedVersion {
-        ExpectedVersion(self.version)
+        ExpectedVersion::vouched(self.version)
     }
 }
 
@@ -115,7 +168,7 @@ pub struct AppendOutcome {
 impl AppendOutcome {
     /// The version to append the next commit after.
     pub fn expected(&self) -> ExpectedVersion {
-        ExpectedVersion(self.version)
+        ExpectedVersion::vouched(self.version)
     }
 }
 

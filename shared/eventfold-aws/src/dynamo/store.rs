@@ -458,6 +458,43 @@ impl EventStore for DynamoEventStore {
 }
 
 impl DynamoEventStore {
+    /// For a version no store vouched for ([`ExpectedVersion::assumed`]): one read of the
+    /// commit holding `version` (the newest starting at or before it), which must end exactly
+    /// there and be the newest commit of the stream. The conditional `PutItem` sees only its
+    /// own key, so without this an append after the middle of a commit would overlap it and
+    /// one past the head would leave a hole. A vouched version needs no check: it is a
+    /// boundary a store reported, and the put's condition catches a stream that moved on.
+    async fn check_boundary_at_head(
+        &self,
+        stream_id: &str,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let conflict = || StoreError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected: version,
+        };
+        if version == 0 {
+            return Ok(());
+        }
+        let (items, _) = self
+            .query_page(
+                stream_id,
+                "stream_id = :s AND #v <= :e",
+                &[(":e", version)],
+                false,
+                Some(1),
+                None,
+            )
+            .await?;
+        let Some(item) = items.first() else {
+            return Err(conflict()); // past the head of an empty stream
+        };
+        if Self::decode(stream_id, item, false)?.last_version != version {
+            return Err(conflict()); // inside that commit, or past its end (the head)
+        }
+        Ok(())
+    }
+
     /// The conditional `PutItem` of a commit; `expires_at` sets the table's TTL attribute
     /// ([`EXPIRES_AT`], epoch seconds), which only streaming records carry.
     async fn put_commit(
@@ -470,6 +507,10 @@ impl DynamoEventStore {
     ) -> Result<AppendOutcome, StoreError> {
         let expected_version = expected.get();
         validate_append(stream_id, expected_version, &events, snapshot.as_ref())?;
+        if !expected.is_vouched() {
+            self.check_boundary_at_head(stream_id, expected_version)
+                .await?;
+        }
         let mut item = Self::encode(stream_id, expected_version, &events, snapshot.as_ref())?;
         if let Some(at) = expires_at {
             item.insert(EXPIRES_AT.to_owned(), n(at.timestamp().max(0)));
