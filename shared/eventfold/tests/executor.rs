@@ -992,6 +992,64 @@ async fn a_retry_budget_outlasts_max_attempts_but_not_its_deadline() {
     assert!(matches!(err_kind(&stale), "conflict"), "{stale}");
 }
 
+/// After losing a race on a stream, a budgeted command there does not append at once on
+/// the head it knows (it would win again ahead of the writers still retrying, and starve
+/// them): it waits as they do and reads the head first. Other streams, and commands with no
+/// budget, go straight to the append.
+#[tokio::test]
+async fn after_a_lost_race_the_next_command_waits_its_turn_and_reads_the_head() {
+    let store = Probe::new();
+    let waits = Arc::new(AtomicU32::new(0));
+    let counter = waits.clone();
+    let backoff: Backoff = Arc::new(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
+    });
+    let with_budget = |budget: Option<Duration>| {
+        CommandExecutor::new(
+            store.clone(),
+            ExecutorConfig {
+                backoff: Some(backoff.clone()),
+                retry_budget: budget,
+                ..config(16, 100, 5)
+            },
+        )
+    };
+    let exec = with_budget(Some(Duration::from_secs(30)));
+    let (hot, cold) = (stream("hot"), stream("cold"));
+    run(&exec, &hot, add(1)).await;
+    run(&exec, &cold, add(1)).await;
+    store.inject_conflicts(1);
+    run(&exec, &hot, add(1)).await;
+    let (waited, read) = (waits.load(Ordering::SeqCst), store.catch_ups());
+    assert_eq!((waited, read), (1, 1), "one lost race: one wait, one catch-up");
+
+    let out = run(&exec, &hot, add(1)).await;
+    assert_eq!(out.attempts, 1);
+    assert_eq!(waits.load(Ordering::SeqCst), waited + 1, "waited before appending");
+    assert_eq!(store.catch_ups(), read + 1, "read the head before appending");
+
+    run(&exec, &cold, add(1)).await;
+    assert_eq!(
+        (waits.load(Ordering::SeqCst), store.catch_ups()),
+        (waited + 1, read + 1),
+        "a stream with no lost race goes straight to the append"
+    );
+
+    let unbudgeted = with_budget(None);
+    run(&unbudgeted, &hot, add(1)).await; // cold cache: a load, then the append
+    store.inject_conflicts(1);
+    run(&unbudgeted, &hot, add(1)).await;
+    let (waited, read) = (waits.load(Ordering::SeqCst), store.catch_ups());
+    run(&unbudgeted, &hot, add(1)).await;
+    assert_eq!(
+        (waits.load(Ordering::SeqCst), store.catch_ups()),
+        (waited, read),
+        "without a retry budget (a caller's own retries) nothing is added"
+    );
+    assert_eq!(store.version(&hot).await, 8);
+}
+
 fn err_kind(e: &CommandError) -> &'static str {
     match e {
         CommandError::Conflict { .. } => "conflict",
