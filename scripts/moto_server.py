@@ -9,6 +9,10 @@ request sees every earlier request complete.
 
 Prints `READY <port>` on stdout once listening. With --watch-stdin it exits when stdin closes,
 so a parent that dies (a test binary, `eventfold local`) never leaves an orphan behind.
+
+With --tls-cert and --tls-key it also serves the same emulator over HTTPS on --tls-port
+(printed first as `READY_TLS <port>`): `eventfold bench cold-start` measures what a TLS
+handshake costs a function's first request, as it would in AWS.
 """
 
 import argparse
@@ -56,13 +60,28 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4566, help="0 picks a free port")
     parser.add_argument("--watch-stdin", action="store_true")
+    parser.add_argument("--tls-port", type=int, default=0)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
 
-    app = DomainDispatcherApplication(create_backend_app)
+    app = Serialized(DomainDispatcherApplication(create_backend_app))
+    if args.tls_cert and args.tls_key:
+        # One app (one lock, one set of backends) behind both listeners.
+        tls = make_server(
+            args.host,
+            args.tls_port,
+            app,
+            threaded=True,
+            request_handler=MotoRequestHandler,
+            ssl_context=(args.tls_cert, args.tls_key),
+        )
+        print(f"READY_TLS {tls.server_port}", flush=True)
+        threading.Thread(target=tls.serve_forever, daemon=True).start()
     server = make_server(
         args.host,
         args.port,
-        Serialized(app),
+        app,
         threaded=True,
         request_handler=MotoRequestHandler,
     )

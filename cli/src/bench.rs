@@ -155,7 +155,7 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
         fresh_secs * 1000.0 / (orders * 2) as f64
     );
 
-    hot_stream(&store, &tag, 16, 25).await?;
+    hot_stream(&store, &tag, 16, 50).await?;
 
     // 3. A long stream with snapshots.
     let long = stream(&format!("{tag}-long"), 0)?;

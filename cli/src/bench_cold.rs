@@ -8,12 +8,147 @@
 //! template's resources on a private emulator, as `functions/*/tests/runtime.rs` do, and
 //! hands it a sample event at once after its init: Lambda's cold start, minus the
 //! sandbox's own set-up.
+//!
+//! Over the emulator's plain HTTP a connection costs next to nothing, so the runs are made
+//! twice: over HTTP, and over HTTPS (the emulator's second listener, a certificate made for
+//! the run with `openssl` and trusted through `SSL_CERT_FILE`), where the first request
+//! pays the TLS handshake and the certificate load as it does in AWS (less the network's
+//! round trips, which make the real difference larger).
 
 use anyhow::{Context, Result, bail};
-use eventfold_local::runtime_api::{FunctionProcess, provisioned_stack, standalone_env};
+use eventfold_local::runtime_api::{FunctionProcess, provisioned_stack_at, standalone_env};
 use serde_json::Value;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// The emulator with an HTTPS listener beside its HTTP one; killed when dropped.
+struct TlsEmulator {
+    child: Child,
+    http: String,
+    https: String,
+    ca_file: PathBuf,
+    _dir: TempDir,
+}
+
+impl Drop for TlsEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TlsEmulator {
+    fn start(root: &Path) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("eventfold-tls-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir)?;
+        let dir = TempDir(dir);
+        // A CA the functions trust, and the emulator's certificate signed by it (rustls
+        // refuses a CA certificate presented as the server's own).
+        let file = |name: &str| dir.0.join(name);
+        std::fs::write(
+            file("leaf.ext"),
+            "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )?;
+        let new_key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: [Vec<std::ffi::OsString>; 3] = [
+            args(&[
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=eventfold bench CA",
+            ])
+            .chain(args(&new_key))
+            .chain(paths(&[
+                ("-keyout", file("ca.key")),
+                ("-out", file("ca.pem")),
+            ]))
+            .collect(),
+            args(&["req", "-subj", "/CN=127.0.0.1"])
+                .chain(args(&new_key))
+                .chain(paths(&[
+                    ("-keyout", file("key.pem")),
+                    ("-out", file("leaf.csr")),
+                ]))
+                .collect(),
+            args(&["x509", "-req", "-days", "1", "-CAcreateserial"])
+                .chain(paths(&[
+                    ("-in", file("leaf.csr")),
+                    ("-CA", file("ca.pem")),
+                    ("-CAkey", file("ca.key")),
+                    ("-extfile", file("leaf.ext")),
+                    ("-out", file("cert.pem")),
+                ]))
+                .collect(),
+        ];
+        for step in steps {
+            let made = Command::new("openssl")
+                .args(&step)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .context("running openssl (for the HTTPS runs)")?;
+            if !made.success() {
+                bail!("openssl {step:?}: {made}");
+            }
+        }
+        let (cert, key) = (file("cert.pem"), file("key.pem"));
+        let python = std::env::var_os("EVENTFOLD_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".venv/bin/python"));
+        let mut child = Command::new(&python)
+            .arg(root.join("scripts/moto_server.py"))
+            .args(["--port", "0", "--tls-port", "0", "--watch-stdin"])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", python.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let (mut http, mut https) = (None, None);
+        while http.is_none() || https.is_none() {
+            let line = lines
+                .next()
+                .context("the emulator exited before it was ready")??;
+            if let Some(p) = line.strip_prefix("READY_TLS ") {
+                https = Some(format!("https://127.0.0.1:{}", p.trim()));
+            } else if let Some(p) = line.strip_prefix("READY ") {
+                http = Some(format!("http://127.0.0.1:{}", p.trim()));
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self {
+            child,
+            http: http.unwrap_or_default(),
+            https: https.unwrap_or_default(),
+            ca_file: file("ca.pem"),
+            _dir: dir,
+        })
+    }
+}
 
 /// One function to start: its binary, its sample event, and how to make each run's
 /// request new (a command that would be refused the second time gets a fresh id).
@@ -73,12 +208,50 @@ fn sample(root: &Path, subject: &Subject, run: usize, request: usize) -> Result<
     Ok(serde_json::from_str(&text)?)
 }
 
+fn args<'a>(list: &'a [&'a str]) -> impl Iterator<Item = std::ffi::OsString> + 'a {
+    list.iter().map(std::ffi::OsString::from)
+}
+
+fn paths(list: &[(&str, PathBuf)]) -> impl Iterator<Item = std::ffi::OsString> {
+    list.iter()
+        .flat_map(|(flag, path)| {
+            [
+                std::ffi::OsString::from(flag),
+                path.clone().into_os_string(),
+            ]
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Whether `answer` is a success: an HTTP answer below 500 (the samples' requests may be
+/// refused by state: a 404 still read the table), a batch answer with no failed item.
+fn check(binary: &str, answer: &Value) -> Result<()> {
+    let failed = match answer.get("statusCode").and_then(Value::as_u64) {
+        Some(status) => status >= 500,
+        None => answer["batchItemFailures"]
+            .as_array()
+            .is_none_or(|f| !f.is_empty()),
+    };
+    if failed {
+        bail!("{binary} failed its request: {answer}");
+    }
+    Ok(())
+}
+
 /// Starts `subject` once (warm-up on or off) and times its init and two requests.
+/// Where a run happens: the stack, the HTTPS listener (if over TLS), the repository root,
+/// the binaries' directory and the function.
+type RunAt<'a> = (
+    &'a eventfold_local::LocalStack,
+    Option<&'a TlsEmulator>,
+    &'a Path,
+    &'a Path,
+    &'a Subject,
+);
+
 async fn one_run(
-    stack: &eventfold_local::LocalStack,
-    root: &Path,
-    bin_dir: &Path,
-    subject: &Subject,
+    (stack, tls, root, bin_dir, subject): RunAt<'_>,
     warm_up: bool,
     run: usize,
     samples: &mut Samples,
@@ -87,7 +260,12 @@ async fn one_run(
         .sdk
         .region()
         .map_or("us-east-1".to_owned(), ToString::to_string);
-    let mut env = standalone_env(&stack.template, subject.binary, &stack.endpoint, &region)?;
+    let endpoint = tls.map_or(stack.endpoint.as_str(), |t| t.https.as_str());
+    let mut env = standalone_env(&stack.template, subject.binary, endpoint, &region)?;
+    if let Some(t) = tls {
+        // rustls-native-certs reads the trusted certificates from here instead.
+        env.push(("SSL_CERT_FILE".into(), t.ca_file.display().to_string()));
+    }
     env.push((
         "EVENTFOLD_WARM_UP".into(),
         if warm_up { "on" } else { "off" }.into(),
@@ -106,9 +284,7 @@ async fn one_run(
         let started = std::time::Instant::now();
         let answer = f.invoke(&event, trace.as_deref()).await?;
         into.push(started.elapsed());
-        if let eventfold_local::runtime_api::Answer::Error(e) = answer {
-            bail!("{} answered an error: {e}", subject.binary);
-        }
+        check(subject.binary, &answer.response()?)?;
     }
     Ok(())
 }
@@ -133,44 +309,33 @@ pub async fn run(root: PathBuf, runs: usize) -> Result<()> {
             );
         }
     }
-    let stack = provisioned_stack(&root).await?;
-    println!(
-        "eventfold bench cold-start ({runs} starts each, medians, local emulator over plain HTTP)"
-    );
-    println!(
-        "--------------------------------------------------------------------------------------"
-    );
-    for subject in SUBJECTS {
-        let mut with = Samples::default();
-        let mut without = Samples::default();
-        for run in 0..runs {
-            one_run(&stack, &root, &bin_dir, subject, true, run * 2, &mut with).await?;
-            one_run(
-                &stack,
-                &root,
-                &bin_dir,
-                subject,
-                false,
-                run * 2 + 1,
-                &mut without,
-            )
-            .await?;
-        }
-        for (label, s) in [("warm-up on ", &with), ("warm-up off", &without)] {
-            println!(
-                "{:<17} {label}: init {:>7.1} ms, first request {:>7.1} ms, second {:>6.1} ms, init + first {:>7.1} ms",
-                subject.binary,
-                median(&s.init),
-                median(&s.first),
-                median(&s.second),
-                median(
-                    &s.init
-                        .iter()
-                        .zip(&s.first)
-                        .map(|(a, b)| *a + *b)
-                        .collect::<Vec<_>>()
-                ),
-            );
+    let emulator = TlsEmulator::start(&root)?;
+    let stack = provisioned_stack_at(&root, Some(emulator.http.clone())).await?;
+    println!("eventfold bench cold-start ({runs} starts each, medians, the local emulator)");
+    println!("-----------------------------------------------------------------------------");
+    let mut run = 0;
+    for (scheme, tls) in [("http ", None), ("https", Some(&emulator))] {
+        for subject in SUBJECTS {
+            let mut with = Samples::default();
+            let mut without = Samples::default();
+            for _ in 0..runs {
+                let args = (&stack, tls, root.as_path(), bin_dir.as_path(), subject);
+                one_run(args, true, run, &mut with).await?;
+                one_run(args, false, run + 1, &mut without).await?;
+                run += 2;
+            }
+            for (label, s) in [("warm-up on ", &with), ("warm-up off", &without)] {
+                let init_and_first: Vec<Duration> =
+                    s.init.iter().zip(&s.first).map(|(a, b)| *a + *b).collect();
+                println!(
+                    "{scheme} {:<17} {label}: init {:>6.1} ms, first request {:>6.1} ms, second {:>5.1} ms, init + first {:>6.1} ms",
+                    subject.binary,
+                    median(&s.init),
+                    median(&s.first),
+                    median(&s.second),
+                    median(&init_and_first),
+                );
+            }
         }
     }
     Ok(())

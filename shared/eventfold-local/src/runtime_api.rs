@@ -508,11 +508,20 @@ impl FunctionProcess {
 /// event-source poller: the stack a function runs against as a process ([`FunctionProcess`]),
 /// consuming nothing behind its back. `root` is the repository root.
 pub async fn provisioned_stack(root: &std::path::Path) -> Result<crate::LocalStack> {
+    provisioned_stack_at(root, None).await
+}
+
+/// [`provisioned_stack`] on the emulator already serving at `endpoint` (`None`: one of its
+/// own).
+pub async fn provisioned_stack_at(
+    root: &std::path::Path,
+    endpoint: Option<String>,
+) -> Result<crate::LocalStack> {
     let options = crate::LocalOptions {
         root: root.to_path_buf(),
         api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         emulator_port: 0,
-        endpoint: None,
+        endpoint,
         stack: "eventfold-local".to_owned(),
         auth: crate::JwtConfig::dev(),
         parameter_overrides: Vec::new(),

@@ -1022,12 +1022,24 @@ async fn after_a_lost_race_the_next_command_waits_its_turn_and_reads_the_head() 
     store.inject_conflicts(1);
     run(&exec, &hot, add(1)).await;
     let (waited, read) = (waits.load(Ordering::SeqCst), store.catch_ups());
-    assert_eq!((waited, read), (1, 1), "one lost race: one wait, one catch-up");
+    assert_eq!(
+        (waited, read),
+        (1, 1),
+        "one lost race: one wait, one catch-up"
+    );
 
     let out = run(&exec, &hot, add(1)).await;
     assert_eq!(out.attempts, 1);
-    assert_eq!(waits.load(Ordering::SeqCst), waited + 1, "waited before appending");
-    assert_eq!(store.catch_ups(), read + 1, "read the head before appending");
+    assert_eq!(
+        waits.load(Ordering::SeqCst),
+        waited + 1,
+        "waited before appending"
+    );
+    assert_eq!(
+        store.catch_ups(),
+        read + 1,
+        "read the head before appending"
+    );
 
     run(&exec, &cold, add(1)).await;
     assert_eq!(
