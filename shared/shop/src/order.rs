@@ -298,10 +298,15 @@ impl Aggregate for Order {
                 quantity,
                 unit_price,
             } => {
-                let line = state.lines.entry(sku.clone()).or_insert(OrderLine {
-                    quantity: 0,
-                    unit_price: *unit_price,
-                });
+                // Most items land on a line the order has: look it up by the borrowed sku and
+                // copy the sku only for a new line (every replay folds this).
+                let line = match state.lines.get_mut(sku) {
+                    Some(line) => line,
+                    None => state.lines.entry(sku.clone()).or_insert(OrderLine {
+                        quantity: 0,
+                        unit_price: *unit_price,
+                    }),
+                };
                 line.quantity = line.quantity.saturating_add(*quantity);
                 line.unit_price = *unit_price;
             }
