@@ -205,7 +205,10 @@ impl<S: EventStore> CommandExecutor<S> {
     ) -> Result<A::State, CommandError> {
         // With no upcaster registered every event reads as written: decode it in place.
         let upcasting = !self.upcasters.is_empty();
-        envelopes.into_iter().try_fold(state, |state, env| {
+        // A plain loop rather than `try_fold`: the state then stays put between events
+        // instead of travelling through a `Result` at each step of a replay.
+        let mut state = state;
+        for env in envelopes {
             let (data, reached) = if upcasting {
                 self.upcasters
                     .upcast_ref(&env.event_type, env.schema_version, &env.data)
@@ -220,8 +223,9 @@ impl<S: EventStore> CommandExecutor<S> {
                 )));
             }
             let event = A::Event::decode(&env.event_type, &data)?;
-            Ok(A::evolve(state, &event))
-        })
+            state = A::evolve(state, &event);
+        }
+        Ok(state)
     }
 
     /// Reads the stream from the store (snapshot + tail) and folds it; refreshes the cache.
