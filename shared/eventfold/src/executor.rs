@@ -223,7 +223,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 )));
             }
             let event = A::Event::decode(&env.event_type, &data)?;
-            state = A::evolve(state, &event);
+            state = A::evolve_owned(state, event);
         }
         Ok(state)
     }
