@@ -9,7 +9,8 @@
 //! `cargo bench -p bench --bench versus_cqrs_es` (`-- --quick` for a short run;
 //! `EVENTFOLD_BENCH_AGGREGATES` (1000), `EVENTFOLD_BENCH_ITEMS` (100), `EVENTFOLD_BENCH_SKUS`
 //! (10: orders end with 10 lines; 100: every item is a new line), `EVENTFOLD_BENCH_ROUNDS` (3)
-//! override).
+//! override). `EVENTFOLD_BENCH_ONLY=cqrs-es|cached|uncached` runs one side alone, for a
+//! profiler (`perf record`) to see that side's costs only; the others then print no figure.
 //!
 //! The cqrs-es aggregate keeps the rules the shop's `Order` keeps for these two commands, so
 //! both sides decide the same thing: a customer id is required, an order is created once,
@@ -193,6 +194,7 @@ struct Workload {
     items: u64,
     skus: u64,
     rounds: u32,
+    only: Option<String>,
 }
 
 impl Workload {
@@ -209,7 +211,12 @@ impl Workload {
             items: get("EVENTFOLD_BENCH_ITEMS", 100),
             skus: get("EVENTFOLD_BENCH_SKUS", 10),
             rounds: get("EVENTFOLD_BENCH_ROUNDS", if quick { 2 } else { 3 }) as u32,
+            only: std::env::var("EVENTFOLD_BENCH_ONLY").ok(),
         }
+    }
+
+    fn runs(&self, side: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == side)
     }
 
     fn commands(&self) -> u64 {
@@ -264,9 +271,16 @@ fn main() {
         .expect("a current-thread runtime");
     let (mut cqrs, mut cached, mut uncached) = (Duration::MAX, Duration::MAX, Duration::MAX);
     for _ in 0..w.rounds {
-        cqrs = cqrs.min(runtime.block_on(run_cqrs_es(&w)));
-        cached = cached.min(runtime.block_on(run_eventfold(&w, 1024.max(w.aggregates as usize))));
-        uncached = uncached.min(runtime.block_on(run_eventfold(&w, 0)));
+        if w.runs("cqrs-es") {
+            cqrs = cqrs.min(runtime.block_on(run_cqrs_es(&w)));
+        }
+        if w.runs("cached") {
+            let capacity = 1024.max(w.aggregates as usize);
+            cached = cached.min(runtime.block_on(run_eventfold(&w, capacity)));
+        }
+        if w.runs("uncached") {
+            uncached = uncached.min(runtime.block_on(run_eventfold(&w, 0)));
+        }
     }
     let base = per_second(&w, cqrs);
     eprintln!(
@@ -277,15 +291,24 @@ fn main() {
         w.commands(),
         w.rounds
     );
-    eprintln!("cqrs-es 0.5 MemStore           : {base:>10.0} commands/s");
+    if cqrs != Duration::MAX {
+        eprintln!("cqrs-es 0.5 MemStore           : {base:>10.0} commands/s");
+    }
     for (name, d) in [
         ("eventfold, state cache on     ", cached),
         ("eventfold, cache_capacity: 0  ", uncached),
     ] {
+        if d == Duration::MAX {
+            continue;
+        }
         let rate = per_second(&w, d);
-        eprintln!(
-            "{name}: {rate:>10.0} commands/s ({:.2}x cqrs-es)",
-            rate / base
-        );
+        if cqrs == Duration::MAX {
+            eprintln!("{name}: {rate:>10.0} commands/s");
+        } else {
+            eprintln!(
+                "{name}: {rate:>10.0} commands/s ({:.2}x cqrs-es)",
+                rate / base
+            );
+        }
     }
 }

@@ -166,6 +166,14 @@ pub trait Aggregate: 'static {
     fn initial() -> Self::State;
     /// The state after one more event.
     fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
+
+    /// [`Self::evolve`] with an event the caller no longer needs (a replay decodes each
+    /// stored event for the fold alone): an aggregate may move the event's data into the
+    /// state instead of copying it. Must give the state `evolve` gives; by default it is
+    /// `evolve`.
+    fn evolve_owned(state: Self::State, event: Self::Event) -> Self::State {
+        Self::evolve(state, &event)
+    }
     /// The events that carry out `command`, or the rule it breaks. An empty list means
     /// "already done" and is how redelivered commands stay harmless.
     fn decide(state: &Self::State, command: &Self::Command) -> Result<Vec<Self::Event>, Rejection>;

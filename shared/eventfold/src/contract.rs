@@ -80,6 +80,66 @@ pub async fn run_all(store: &dyn EventStore, prefix: &str) {
     catch_up_reads_exactly_the_commits_after_a_boundary(store, prefix).await;
     observed_versions_are_commit_boundaries_at_the_head(store, prefix).await;
     unobserved_versions_are_refused(store, prefix).await;
+    lent_loads_equal_owned_loads(store, prefix).await;
+}
+
+/// [`EventStore::load_commits`] (what the command path folds) reads what
+/// [`EventStore::load`] reads: the same version, snapshot and events in the same order, with
+/// and without a usable snapshot, and nothing for a stream never written.
+pub async fn lent_loads_equal_owned_loads(store: &dyn EventStore, prefix: &str) {
+    let s = stream(prefix, "lent");
+    let key = s.to_string();
+    let snapshot = Snapshot {
+        version: 3,
+        state_schema: 5,
+        state: json!({"lines": {"a": 1}}),
+    };
+    let mut at = ExpectedVersion::NEW;
+    for (count, snap) in [(1, None), (2, Some(snapshot.clone())), (2, None)] {
+        at = store
+            .append(&key, at, sample_events(&s, at.get(), count), snap)
+            .await
+            .expect("append")
+            .expected();
+    }
+    for state_schema in [Some(5), Some(6), None] {
+        let options = LoadOptions {
+            state_schema,
+            snapshot_every: 2,
+        };
+        let owned = store.load(&key, options).await.expect("load");
+        let lent = store.load_commits(&key, options).await.expect("lent load");
+        assert_eq!(lent.version, owned.version, "{state_schema:?}");
+        assert_eq!(lent.expected(), owned.expected());
+        assert_eq!(lent.snapshot.as_deref(), owned.snapshot.as_ref());
+        assert_eq!(
+            lent.events().cloned().collect::<Vec<_>>(),
+            owned.events,
+            "{state_schema:?}"
+        );
+    }
+    let fast = store
+        .load_commits(
+            &key,
+            LoadOptions {
+                state_schema: Some(5),
+                snapshot_every: 2,
+            },
+        )
+        .await
+        .expect("lent load");
+    assert_eq!(fast.snapshot.as_deref(), Some(&snapshot));
+    assert_eq!(
+        fast.events().map(|e| e.version).collect::<Vec<_>>(),
+        vec![4, 5],
+        "a lent load starts after its snapshot too"
+    );
+    let none = store
+        .load_commits(&stream(prefix, "lent-none").to_string(), all())
+        .await
+        .expect("lent load of nothing");
+    assert_eq!((none.version, none.events().count()), (0, 0));
+    assert_eq!(none.snapshot, None);
 }
 
 /// The versions the port hands out to append after are commit boundaries at the head: never

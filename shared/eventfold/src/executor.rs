@@ -6,6 +6,7 @@ use crate::envelope::{EventEnvelope, Metadata, StreamId};
 use crate::store::{EventStore, ExpectedVersion, LoadOptions, Snapshot, StoreError};
 use crate::upcast::Upcasters;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -197,10 +198,27 @@ impl<S: EventStore> CommandExecutor<S> {
         state: A::State,
         envelopes: &[EventEnvelope],
     ) -> Result<A::State, CommandError> {
-        envelopes.iter().try_fold(state, |state, env| {
-            let (data, reached) =
+        self.fold_events::<A>(state, envelopes)
+    }
+
+    /// [`Self::fold_envelopes`] over events wherever they lie (a load's lent commits).
+    fn fold_events<'e, A: Aggregate>(
+        &self,
+        state: A::State,
+        envelopes: impl IntoIterator<Item = &'e EventEnvelope>,
+    ) -> Result<A::State, CommandError> {
+        // With no upcaster registered every event reads as written: decode it in place.
+        let upcasting = !self.upcasters.is_empty();
+        // A plain loop rather than `try_fold`: the state then stays put between events
+        // instead of travelling through a `Result` at each step of a replay.
+        let mut state = state;
+        for env in envelopes {
+            let (data, reached) = if upcasting {
                 self.upcasters
-                    .upcast_ref(&env.event_type, env.schema_version, &env.data);
+                    .upcast_ref(&env.event_type, env.schema_version, &env.data)
+            } else {
+                (Cow::Borrowed(&env.data), env.schema_version)
+            };
             let current = A::Event::schema_version(&env.event_type);
             if reached < current {
                 return Err(CommandError::Internal(format!(
@@ -209,8 +227,9 @@ impl<S: EventStore> CommandExecutor<S> {
                 )));
             }
             let event = A::Event::decode(&env.event_type, &data)?;
-            Ok(A::evolve(state, &event))
-        })
+            state = A::evolve_owned(state, event);
+        }
+        Ok(state)
     }
 
     /// Reads the stream from the store (snapshot + tail) and folds it; refreshes the cache.
@@ -229,8 +248,12 @@ impl<S: EventStore> CommandExecutor<S> {
         &self,
         key: &str,
     ) -> Result<(ExpectedVersion, A::State), CommandError> {
-        let loaded = self.store.load(key, self.load_options::<A>()).await?;
-        let base = match &loaded.snapshot {
+        // Lent, not copied: the fold only reads the events.
+        let loaded = self
+            .store
+            .load_commits(key, self.load_options::<A>())
+            .await?;
+        let base = match loaded.snapshot.as_deref() {
             None => A::initial(),
             Some(snap) => match A::State::deserialize(&snap.state) {
                 Ok(state) => state,
@@ -252,7 +275,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 }
             },
         };
-        let state = self.fold_envelopes::<A>(base, &loaded.events)?;
+        let state = self.fold_events::<A>(base, loaded.events())?;
         Ok((loaded.expected(), state))
     }
 

@@ -42,6 +42,7 @@ pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome
 pub use memory::MemoryEventStore;
 pub use saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
 pub use store::{
-    AppendOutcome, EventStore, ExpectedVersion, LoadOptions, LoadedStream, Snapshot, StoreError,
+    AppendOutcome, EventStore, ExpectedVersion, LoadOptions, LoadedCommits, LoadedStream, Snapshot,
+    StoreError,
 };
 pub use upcast::Upcasters;

@@ -2,17 +2,36 @@
 
 use crate::envelope::EventEnvelope;
 use crate::store::{
-    AppendOutcome, EventStore, ExpectedVersion, LoadOptions, LoadedStream, Snapshot, StoreError,
-    validate_append,
+    AppendOutcome, EventStore, ExpectedVersion, LoadOptions, LoadedCommits, LoadedStream, Snapshot,
+    StoreError, validate_append,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+/// One stored commit. Commits are immutable once written, so they are shared rather than
+/// copied with every load: [`EventStore::load_commits`] lends them as they lie (the owned
+/// reads still copy, as a networked store's decoding would).
 #[derive(Debug, Clone)]
 struct Commit {
-    events: Vec<EventEnvelope>,
-    snapshot: Option<Snapshot>,
+    events: Arc<[EventEnvelope]>,
+    snapshot: Option<Arc<Snapshot>>,
+}
+
+/// Where a load for `options` starts: the snapshot to fold from (if any) and the commits after.
+fn load_start<'a>(
+    commits: &'a [Commit],
+    options: &LoadOptions,
+) -> (Option<&'a Arc<Snapshot>>, &'a [Commit]) {
+    let start = commits.iter().rposition(|c| {
+        c.snapshot
+            .as_ref()
+            .is_some_and(|s| Some(s.state_schema) == options.state_schema)
+    });
+    match start {
+        Some(i) => (commits[i].snapshot.as_ref(), &commits[i + 1..]),
+        None => (None, commits),
+    }
 }
 
 /// Streams held in a process-local map, one entry per commit as in the DynamoDB layout.
@@ -60,19 +79,33 @@ impl EventStore for MemoryEventStore {
                     ..LoadedStream::default()
                 };
             };
-            let start = commits.iter().rposition(|c| {
-                c.snapshot
-                    .as_ref()
-                    .is_some_and(|s| Some(s.state_schema) == options.state_schema)
-            });
-            let (snapshot, rest) = match start {
-                Some(i) => (commits[i].snapshot.clone(), &commits[i + 1..]),
-                None => (None, &commits[..]),
-            };
+            let (snapshot, rest) = load_start(commits, &options);
             LoadedStream {
                 version: version_of(commits),
-                snapshot,
+                snapshot: snapshot.map(|s| Snapshot::clone(s)),
                 events: rest.iter().flat_map(|c| c.events.iter().cloned()).collect(),
+                requests: 1,
+            }
+        }))
+    }
+
+    async fn load_commits(
+        &self,
+        stream_id: &str,
+        options: LoadOptions,
+    ) -> Result<LoadedCommits, StoreError> {
+        Ok(self.with_streams(|streams| {
+            let Some(commits) = streams.get(stream_id) else {
+                return LoadedCommits {
+                    requests: 1,
+                    ..LoadedCommits::default()
+                };
+            };
+            let (snapshot, rest) = load_start(commits, &options);
+            LoadedCommits {
+                version: version_of(commits),
+                snapshot: snapshot.cloned(),
+                commits: rest.iter().map(|c| Arc::clone(&c.events)).collect(),
                 requests: 1,
             }
         }))
@@ -116,7 +149,10 @@ impl EventStore for MemoryEventStore {
                 });
             }
             let version = expected_version + events.len() as u64;
-            commits.push(Commit { events, snapshot });
+            commits.push(Commit {
+                events: events.into(),
+                snapshot: snapshot.map(Arc::new),
+            });
             Ok(AppendOutcome { version })
         })
     }

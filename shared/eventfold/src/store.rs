@@ -3,6 +3,7 @@
 use crate::envelope::EventEnvelope;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// A folded state stored beside the commit that produced it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +159,50 @@ impl LoadedStream {
     }
 }
 
+/// A load whose events the store lends as it holds them: one shared slice per commit, so
+/// reading a stream for a decision need not copy its events ([`EventStore::load_commits`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadedCommits {
+    /// Current version of the stream (0: no events).
+    pub version: u64,
+    /// Newest snapshot with the requested schema, if one exists.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// The commits after the snapshot (or all of them), oldest first; each one's events in
+    /// order. A slice may hold several commits (an adapter that reads owned events lends
+    /// them as one).
+    pub commits: Vec<Arc<[EventEnvelope]>>,
+    /// Store requests the load took (for cost accounting).
+    pub requests: u32,
+}
+
+impl LoadedCommits {
+    /// The version to append after, as this load observed the stream.
+    pub fn expected(&self) -> ExpectedVersion {
+        ExpectedVersion::vouched(self.version)
+    }
+
+    /// The events after the snapshot, oldest first.
+    pub fn events(&self) -> impl Iterator<Item = &EventEnvelope> {
+        self.commits.iter().flat_map(|c| c.iter())
+    }
+}
+
+impl From<LoadedStream> for LoadedCommits {
+    fn from(loaded: LoadedStream) -> Self {
+        let commits = if loaded.events.is_empty() {
+            Vec::new()
+        } else {
+            vec![Arc::from(loaded.events)]
+        };
+        Self {
+            version: loaded.version,
+            snapshot: loaded.snapshot.map(Arc::new),
+            commits,
+            requests: loaded.requests,
+        }
+    }
+}
+
 /// A successful append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -218,6 +263,17 @@ pub trait EventStore: Send + Sync {
     /// Loads a stream for deciding: newest usable snapshot plus the events after it.
     async fn load(&self, stream_id: &str, options: LoadOptions)
     -> Result<LoadedStream, StoreError>;
+
+    /// [`Self::load`] with the events lent rather than copied: what the command path folds.
+    /// The same snapshot, events and version as `load`; defaults to it (moving its events
+    /// into one slice), and a store that keeps commits in memory shares them instead.
+    async fn load_commits(
+        &self,
+        stream_id: &str,
+        options: LoadOptions,
+    ) -> Result<LoadedCommits, StoreError> {
+        Ok(self.load(stream_id, options).await?.into())
+    }
 
     /// Reads events with `from_version <= version <= to_version` (no snapshot), oldest first,
     /// at most `limit` of them.
@@ -328,6 +384,14 @@ impl<T: EventStore + ?Sized> EventStore for std::sync::Arc<T> {
         options: LoadOptions,
     ) -> Result<LoadedStream, StoreError> {
         (**self).load(stream_id, options).await
+    }
+
+    async fn load_commits(
+        &self,
+        stream_id: &str,
+        options: LoadOptions,
+    ) -> Result<LoadedCommits, StoreError> {
+        (**self).load_commits(stream_id, options).await
     }
 
     async fn load_range(

@@ -49,6 +49,11 @@ impl Upcasters {
         self
     }
 
+    /// True when no step is registered at all: every event reads as written.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
     /// True when no step applies to `event_type` at `schema_version`: its data reads as
     /// written, without a copy.
     pub fn is_current(&self, event_type: &str, schema_version: u32) -> bool {
@@ -137,5 +142,6 @@ mod tests {
         assert!(matches!(as_written, Cow::Borrowed(d) if *d == old));
         assert_eq!(v5, 3);
         assert!(up.is_current("OrderPlaced", 1) && !up.is_current("ItemAdded", 2));
+        assert!(!up.is_empty() && Upcasters::new().is_empty());
     }
 }

@@ -50,6 +50,7 @@ use crate::registry::RegisteredAggregate;
 use crate::{CommandParseError, require_key, require_short, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use strum::VariantNames;
@@ -268,6 +269,24 @@ impl OrderState {
     }
 }
 
+/// `ItemAdded` folded onto `state`. An owned sku goes straight into the map (one search); a
+/// borrowed one is copied only for a new line, since most items land on a line the order has.
+fn add_item(state: &mut OrderState, sku: Cow<'_, str>, quantity: i64, unit_price: i64) {
+    let new_line = OrderLine {
+        quantity: 0,
+        unit_price,
+    };
+    let line = match sku {
+        Cow::Owned(sku) => state.lines.entry(sku).or_insert(new_line),
+        Cow::Borrowed(sku) => match state.lines.get_mut(sku) {
+            Some(line) => line,
+            None => state.lines.entry(sku.to_owned()).or_insert(new_line),
+        },
+    };
+    line.quantity = line.quantity.saturating_add(quantity);
+    line.unit_price = unit_price;
+}
+
 fn checked_total<'a>(lines: impl IntoIterator<Item = &'a OrderLine>) -> Option<i64> {
     lines
         .into_iter()
@@ -297,14 +316,7 @@ impl Aggregate for Order {
                 sku,
                 quantity,
                 unit_price,
-            } => {
-                let line = state.lines.entry(sku.clone()).or_insert(OrderLine {
-                    quantity: 0,
-                    unit_price: *unit_price,
-                });
-                line.quantity = line.quantity.saturating_add(*quantity);
-                line.unit_price = *unit_price;
-            }
+            } => add_item(&mut state, Cow::Borrowed(sku), *quantity, *unit_price),
             OrderEvent::ItemRemoved { sku } => {
                 state.lines.remove(sku);
             }
@@ -323,6 +335,21 @@ impl Aggregate for Order {
             }
         }
         state
+    }
+
+    /// A replay's `ItemAdded` gives its sku to a new line instead of copying it.
+    fn evolve_owned(mut state: OrderState, event: OrderEvent) -> OrderState {
+        match event {
+            OrderEvent::ItemAdded {
+                sku,
+                quantity,
+                unit_price,
+            } => {
+                add_item(&mut state, Cow::Owned(sku), quantity, unit_price);
+                state
+            }
+            other => Self::evolve(state, &other),
+        }
     }
 
     /// `CreateOrder` starts an order's stream: decided without reading it first.

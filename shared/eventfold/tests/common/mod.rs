@@ -9,7 +9,8 @@
 use async_trait::async_trait;
 use eventfold::{
     Aggregate, AppendOutcome, CommandContext, DomainEvent, EventEnvelope, EventStore, LoadOptions,
-    LoadedStream, MemoryEventStore, Metadata, Rejection, Snapshot, StoreError, StreamId,
+    LoadedCommits, LoadedStream, MemoryEventStore, Metadata, Rejection, Snapshot, StoreError,
+    StreamId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -263,6 +264,19 @@ impl EventStore for Probe {
         let loaded = self.inner.load(stream_id, options).await;
         // Hand over between reading and deciding, as a networked store would, so concurrent
         // tasks really interleave.
+        tokio::task::yield_now().await;
+        loaded
+    }
+
+    async fn load_commits(
+        &self,
+        stream_id: &str,
+        options: LoadOptions,
+    ) -> Result<LoadedCommits, StoreError> {
+        // The command path's load: counted like `load`, lent by the inner store as it lends
+        // them in production use.
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let loaded = self.inner.load_commits(stream_id, options).await;
         tokio::task::yield_now().await;
         loaded
     }
