@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_projector;
 pub mod bench_streaming;
 pub mod demo;
 pub mod dlq;

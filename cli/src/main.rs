@@ -88,7 +88,8 @@ enum Cmd {
         endpoint: String,
     },
     /// Print figures: commands/s in process, DynamoDB requests per command, events folded per load
-    /// (`bench streaming`: publish throughput, requests per record, consume cost, long-poll wake-up).
+    /// (`bench streaming`: publish throughput, requests per record, consume cost, long-poll wake-up;
+    /// `bench projector`: DynamoDB requests per notification per view, SQS batches of 10).
     Bench {
         #[command(flatten)]
         stack: StackArgs,
@@ -101,8 +102,9 @@ enum Cmd {
         /// Events in the long stream.
         #[arg(long, default_value_t = 1000)]
         long_stream: u64,
-        /// `streaming`: the streaming API's figures instead of the command path's.
-        #[arg(value_parser = ["streaming"])]
+        /// `streaming`: the streaming API's figures instead of the command path's;
+        /// `projector`: the projector's DynamoDB requests per notification per view.
+        #[arg(value_parser = ["streaming", "projector"])]
         mode: Option<String>,
         /// Records per streaming publish run.
         #[arg(long, default_value_t = 400)]
@@ -110,6 +112,9 @@ enum Cmd {
         /// Long-poll wake-up samples.
         #[arg(long, default_value_t = 20)]
         wakeups: usize,
+        /// `projector`: SQS batches per workload and view selection.
+        #[arg(long, default_value_t = 20)]
+        batches: u64,
     },
 }
 
@@ -311,6 +316,14 @@ async fn main() -> Result<()> {
                 DlqCmd::Discard { id, reason } => cli::dlq::DlqCommand::Discard { id, reason },
             };
             cli::dlq::run(&processor, command).await?;
+        }
+        Cmd::Bench {
+            stack,
+            mode: Some(mode),
+            batches,
+            ..
+        } if mode == "projector" => {
+            cli::bench_projector::run(options(stack)?, batches).await?;
         }
         Cmd::Bench {
             stack,
