@@ -13,7 +13,7 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use eventfold::deadletter::{DeadLetterStore, FailureNote};
 use eventfold::projection::Notification;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::future::Future;
 use tracing::Instrument;
@@ -142,6 +142,157 @@ where
             failed = failures.len(),
             total,
             groups = failed_groups.len(),
+            "batch partly failed"
+        );
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}
+
+/// A message group of a batch: its records in order, the notifications handed over (of a
+/// prefix of them), and the poison record that ends that prefix, if any.
+#[derive(Default)]
+struct Group {
+    /// Indices into the batch's records whose notification is handed over.
+    handled: Vec<usize>,
+    /// The first record of the group whose body is no notification, and why.
+    poison: Option<(usize, String)>,
+    /// Records after the poison one: held back unread.
+    held: Vec<usize>,
+}
+
+/// Why a record failed itself, and the notification it held (none for a poison body).
+type Cause<'a> = (String, Option<&'a Notification>);
+
+/// [`process_fifo_batch_noting`] for a consumer that takes the whole batch at once: `handle`
+/// gets the notifications of each message group, in record order (a record without a group
+/// is a group of its own; a group's list ends before its first poison record), and answers
+/// for each group, in the same order, with the index and error of the notification that
+/// stopped it, if any. That record fails with a failure note; every later record of its group
+/// fails without one (held back), and so does a poison record, which gets a note when the
+/// records before it all went through. Other groups are unaffected. Failures are reported
+/// in record order.
+pub async fn process_fifo_groups_noting<F, Fut, E>(
+    event: SqsEvent,
+    notes: Option<Notes<'_>>,
+    handle: F,
+) -> SqsBatchResponse
+where
+    F: FnOnce(Vec<Vec<Notification>>) -> Fut,
+    Fut: Future<Output = Vec<Option<(usize, E)>>>,
+    E: Display,
+{
+    let total = event.records.len();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut lists: Vec<Vec<Notification>> = Vec::new();
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (r, record) in event.records.iter().enumerate() {
+        let g = match message_group(record) {
+            Some(name) => *by_name.entry(name).or_insert_with(|| {
+                groups.push(Group::default());
+                lists.push(Vec::new());
+                groups.len() - 1
+            }),
+            None => {
+                groups.push(Group::default());
+                lists.push(Vec::new());
+                groups.len() - 1
+            }
+        };
+        let group = &mut groups[g];
+        if group.poison.is_some() {
+            group.held.push(r);
+            continue;
+        }
+        match serde_json::from_str::<Notification>(record.body.as_deref().unwrap_or("")) {
+            Ok(n) => {
+                group.handled.push(r);
+                lists[g].push(n);
+            }
+            Err(e) => {
+                group.poison = Some((
+                    r,
+                    format!("poison message: body is not a notification: {e}"),
+                ));
+            }
+        }
+    }
+    // Kept to name the failed ones in spans and notes.
+    let handed = lists.clone();
+    let mut outcomes = handle(lists).await.into_iter();
+    // Records failed: index, and (error, its notification) when it failed itself.
+    let mut failed: Vec<(usize, Option<Cause<'_>>)> = Vec::new();
+    for (group, notifications) in groups.iter().zip(&handed) {
+        let stopped = match outcomes.next() {
+            Some(outcome) => outcome.map(|(k, e)| (k, e.to_string())),
+            None => Some((0, "the consumer gave no outcome for this group".to_owned())),
+        }
+        // An index past the group's end fails its last notification: a redelivery is harmless,
+        // a loss is not.
+        .and_then(|(k, e)| {
+            group
+                .handled
+                .len()
+                .checked_sub(1)
+                .map(|last| (k.min(last), e))
+        });
+        let held_from = match stopped {
+            Some((k, error)) => {
+                failed.push((group.handled[k], Some((error, notifications.get(k)))));
+                k + 1
+            }
+            None => {
+                if let Some((r, error)) = &group.poison {
+                    failed.push((*r, Some((error.clone(), None))));
+                }
+                group.handled.len()
+            }
+        };
+        let mut held: Vec<usize> = group.handled[held_from..].to_vec();
+        if held_from < group.handled.len()
+            && let Some((r, _)) = group.poison
+        {
+            held.push(r);
+        }
+        held.extend(&group.held);
+        failed.extend(held.into_iter().map(|r| (r, None)));
+    }
+    failed.sort_by_key(|(r, _)| *r);
+    let mut failures = Vec::with_capacity(failed.len());
+    let mut groups_failed: HashSet<&str> = HashSet::new();
+    for (r, cause) in failed {
+        let record = &event.records[r];
+        let id = record.message_id.clone().unwrap_or_default();
+        let group = message_group(record);
+        match cause {
+            None => {
+                tracing::warn!(message_id = %id, group = group.unwrap_or(""), "not handled: an earlier message of its group failed");
+            }
+            Some((error, n)) => {
+                let log = || tracing::error!(message_id = %id, group = group.unwrap_or(""), %error, "message failed");
+                match n {
+                    Some(n) => message_span(&id, record, n).in_scope(log),
+                    None => log(),
+                }
+                if let Some(notes) = notes {
+                    let stream = n.map(|n| (n.stream_id.as_str(), n.version));
+                    let note =
+                        FailureNote::new(notes.consumer, &id, stream, &error, chrono::Utc::now());
+                    if let Err(e) = notes.store.note(&note).await {
+                        tracing::warn!(message_id = %id, error = %e, "failure note not written");
+                    }
+                }
+            }
+        }
+        groups_failed.insert(group.unwrap_or(""));
+        failures.push(failure(id));
+    }
+    if !failures.is_empty() {
+        tracing::warn!(
+            failed = failures.len(),
+            total,
+            groups = groups_failed.len(),
             "batch partly failed"
         );
     }

@@ -14,7 +14,7 @@ mod projector;
 
 pub use memory::MemoryReadModelStore;
 pub(crate) use projector::page_end;
-pub use projector::{Applied, CATCH_UP_PAGE, ProjectError, Projector};
+pub use projector::{Applied, CATCH_UP_PAGE, GroupOutcome, ProjectError, Projector};
 
 use crate::envelope::EventEnvelope;
 use async_trait::async_trait;
