@@ -237,23 +237,18 @@ where
                 .checked_sub(1)
                 .map(|last| (k.min(last), e))
         });
-        let held_from = match stopped {
+        let mut held: Vec<usize> = Vec::new();
+        match stopped {
             Some((k, error)) => {
                 failed.push((group.handled[k], Some((error, notifications.get(k)))));
-                k + 1
+                held.extend(&group.handled[k + 1..]);
+                held.extend(group.poison.as_ref().map(|(r, _)| *r));
             }
             None => {
                 if let Some((r, error)) = &group.poison {
                     failed.push((*r, Some((error.clone(), None))));
                 }
-                group.handled.len()
             }
-        };
-        let mut held: Vec<usize> = group.handled[held_from..].to_vec();
-        if held_from < group.handled.len()
-            && let Some((r, _)) = group.poison
-        {
-            held.push(r);
         }
         held.extend(&group.held);
         failed.extend(held.into_iter().map(|r| (r, None)));
@@ -410,5 +405,149 @@ mod tests {
                 "acme/Order-c@2"
             ]
         );
+    }
+
+    /// `stream@version` of each notification of each group.
+    fn names(groups: &[Vec<Notification>]) -> Vec<Vec<String>> {
+        groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|n| format!("{}@{}", n.stream_id, n.version))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn groups_are_handed_over_whole_and_fail_from_their_stopping_notification() {
+        use eventfold::deadletter::MemoryDeadLetterStore;
+        let store = MemoryDeadLetterStore::new();
+        let mut event = SqsEvent::default();
+        let mut loose = record("x1", "", body("x", 1));
+        loose.attributes.clear();
+        event.records = vec![
+            record("a1", "a", body("a", 1)),
+            record("b1", "b", body("b", 1)),
+            record("a2", "a", body("a", 2)),
+            record("c1", "c", body("c", 1)),
+            record("b2", "b", body("b", 2)),
+            record("a3", "a", body("a", 3)),
+            record("c2", "c", "{not json".into()),
+            record("b3", "b", body("b", 3)),
+            record("c3", "c", body("c", 3)),
+            loose,
+        ];
+        let notes = Notes {
+            consumer: "projector",
+            store: &store,
+        };
+        let mut handed = Vec::new();
+        let response = process_fifo_groups_noting(event, Some(notes), |groups| {
+            handed = names(&groups);
+            // Group a stops at its second notification; b and c and the loose one go through.
+            let outcomes = groups
+                .iter()
+                .map(|g| {
+                    g.first()
+                        .filter(|n| n.stream_id.ends_with("-a"))
+                        .map(|_| (1, "refused"))
+                })
+                .collect();
+            async move { outcomes }
+        })
+        .await;
+        assert_eq!(
+            handed,
+            [
+                vec!["acme/Order-a@1", "acme/Order-a@2", "acme/Order-a@3"],
+                vec!["acme/Order-b@1", "acme/Order-b@2", "acme/Order-b@3"],
+                vec!["acme/Order-c@1"],
+                vec!["acme/Order-x@1"],
+            ]
+        );
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["a2", "a3", "c2", "c3"], "in record order");
+        let a2 = store
+            .note_of("projector", "a2")
+            .await
+            .expect("note")
+            .expect("written");
+        assert_eq!(
+            (a2.stream_id.as_deref(), a2.version, a2.error.as_str()),
+            (Some("acme/Order-a"), Some(2), "refused")
+        );
+        let c2 = store
+            .note_of("projector", "c2")
+            .await
+            .expect("note")
+            .expect("written");
+        assert!(c2.error.starts_with("poison message"), "{}", c2.error);
+        for quiet in ["a1", "a3", "b1", "c1", "c3", "x1"] {
+            assert_eq!(
+                store.note_of("projector", quiet).await.expect("note"),
+                None,
+                "{quiet}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poison_record_behind_a_failure_is_held_back_without_a_note() {
+        use eventfold::deadletter::MemoryDeadLetterStore;
+        let store = MemoryDeadLetterStore::new();
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("a1", "a", body("a", 1)),
+            record("a2", "a", "{".into()),
+            record("a3", "a", body("a", 3)),
+        ];
+        let notes = Notes {
+            consumer: "projector",
+            store: &store,
+        };
+        let response = process_fifo_groups_noting(event, Some(notes), |groups| async move {
+            assert_eq!(names(&groups), [vec!["acme/Order-a@1"]]);
+            vec![Some((0, "down"))]
+        })
+        .await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["a1", "a2", "a3"]);
+        assert!(
+            store
+                .note_of("projector", "a1")
+                .await
+                .expect("note")
+                .is_some()
+        );
+        assert_eq!(store.note_of("projector", "a2").await.expect("note"), None);
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_out_of_range_outcome_fails_rather_than_acknowledges() {
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("a1", "a", body("a", 1)),
+            record("a2", "a", body("a", 2)),
+            record("b1", "b", body("b", 1)),
+        ];
+        let response = process_fifo_groups_noting(event, None, |_groups| async move {
+            vec![Some((7, "past the end"))]
+        })
+        .await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["a2", "b1"]);
     }
 }
