@@ -1,8 +1,10 @@
 //! The projector: SQS FIFO notifications -> read models, exactly once.
 //!
 //! Owns the Lambda-facing shape of projection: each SQS record is a notification (SNS raw
-//! delivery) handed to an [`eventfold::projection::Projector`], with FIFO partial-failure
-//! semantics from `eventfold_aws::sqs` (a failure stops its message group; other groups go on).
+//! delivery), and the batch goes to an [`eventfold::projection::Projector`] whole, grouped by
+//! message group (one batched checkpoint read, one write per view and stream), with FIFO
+//! partial-failure semantics from `eventfold_aws::sqs` (a failure stops its message group;
+//! other groups go on).
 //! Duplicates, gaps and thin notifications are the projector's business (checkpoints and
 //! catch-up from the events table); the views are the shop's. `main.rs` only wires config and
 //! clients.

@@ -6,6 +6,10 @@
 //! not a [`Notification`] is a poison message: a failure of its record (it reaches the DLQ after
 //! `maxReceiveCount`) and of the rest of its group.
 //!
+//! [`process_fifo_groups_noting`] keeps those semantics for a consumer that takes the whole
+//! batch at once, grouped (the projector: one batched read per batch, one write per view and
+//! stream); [`process_fifo_batch_noting`] hands records over one at a time (the saga).
+//!
 //! Each record is handled inside a `message` span naming its stream, version, correlation and
 //! causation ids and the X-Ray trace header it carries ([`record_trace`]), so a consumer's log
 //! lines join the trace of the command that caused them.

@@ -6,6 +6,10 @@
 //! duplicate (acknowledged, no effect); a version past `checkpoint + 1` is a gap, filled by
 //! reading the missing versions from the event store first. The view change and the new
 //! checkpoint are written together, conditionally on the old checkpoint.
+//!
+//! A batch of notifications ([`Projector::handle_batch`]) costs one batched read of every
+//! (view, stream) state ([`ReadModelStore::get_many`]) and one such write per (view, stream)
+//! it changes, with the same effects as handling its notifications one at a time.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
