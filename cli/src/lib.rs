@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod bench_cold;
+pub mod bench_projector;
 pub mod bench_streaming;
 pub mod demo;
 pub mod dlq;

@@ -89,6 +89,7 @@ enum Cmd {
     },
     /// Print figures: commands/s in process, DynamoDB requests per command, events folded per load
     /// (`bench streaming`: publish throughput, requests per record, consume cost, long-poll wake-up;
+    /// `bench projector`: DynamoDB requests per notification per view, SQS batches of 10;
     /// `bench cold-start`: a fresh function's init and first request, with and without warm-up).
     Bench {
         #[command(flatten)]
@@ -103,8 +104,9 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         long_stream: u64,
         /// `streaming`: the streaming API's figures instead of the command path's;
+        /// `projector`: the projector's DynamoDB requests per notification per view;
         /// `cold-start`: started functions' init and first-request latency.
-        #[arg(value_parser = ["streaming", "cold-start"])]
+        #[arg(value_parser = ["streaming", "projector", "cold-start"])]
         mode: Option<String>,
         /// Records per streaming publish run.
         #[arg(long, default_value_t = 400)]
@@ -112,6 +114,9 @@ enum Cmd {
         /// Long-poll wake-up samples.
         #[arg(long, default_value_t = 20)]
         wakeups: usize,
+        /// `projector`: SQS batches per workload and view selection.
+        #[arg(long, default_value_t = 20)]
+        batches: u64,
         /// `cold-start`: starts of each function per mode.
         #[arg(long, default_value_t = 7)]
         starts: usize,
@@ -324,6 +329,14 @@ async fn main() -> Result<()> {
         } if mode == "cold-start" => {
             let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
             cli::bench_cold::run(root, starts).await?;
+        }
+        Cmd::Bench {
+            stack,
+            mode: Some(mode),
+            batches,
+            ..
+        } if mode == "projector" => {
+            cli::bench_projector::run(options(stack)?, batches).await?;
         }
         Cmd::Bench {
             stack,

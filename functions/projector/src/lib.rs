@@ -1,8 +1,10 @@
 //! The projector: SQS FIFO notifications -> read models, exactly once.
 //!
 //! Owns the Lambda-facing shape of projection: each SQS record is a notification (SNS raw
-//! delivery) handed to an [`eventfold::projection::Projector`], with FIFO partial-failure
-//! semantics from `eventfold_aws::sqs` (a failure stops its message group; other groups go on).
+//! delivery), and the batch goes to an [`eventfold::projection::Projector`] whole, grouped by
+//! message group (one batched checkpoint read, one write per view and stream), with FIFO
+//! partial-failure semantics from `eventfold_aws::sqs` (a failure stops its message group;
+//! other groups go on).
 //! Duplicates, gaps and thin notifications are the projector's business (checkpoints and
 //! catch-up from the events table); the views are the shop's. `main.rs` only wires config and
 //! clients.
@@ -13,7 +15,7 @@ use eventfold::EventStore;
 use eventfold::deadletter::DeadLetterStore;
 use eventfold::projection::{Projector, ReadModelStore};
 use eventfold_aws::config::ConfigError;
-use eventfold_aws::sqs::{Notes, process_fifo_batch_noting};
+use eventfold_aws::sqs::{Notes, process_fifo_groups_noting};
 use eventfold_aws::telemetry;
 use eventfold_aws::{DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig};
 use std::sync::Arc;
@@ -99,19 +101,34 @@ impl<E: EventStore, R: ReadModelStore> ProjectorFunction<E, R> {
         &self.projector
     }
 
-    /// Applies every record of `event`; returns the records to redeliver.
+    /// Applies every record of `event` as one batch (one batched checkpoint read, one write
+    /// per view and stream, see [`Projector::handle_batch`]); returns the records to
+    /// redeliver: from the first failure of each message group on.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
         let notes = self.notes.as_deref().map(|store| Notes {
             consumer: CONSUMER,
             store,
         });
-        process_fifo_batch_noting(event, notes, |n| async move {
-            let applied = self.projector.handle(&n).await?;
-            // A notification every view had seen already is a redelivery, not consumption.
-            if applied.views_changed > 0 {
-                telemetry::event_consumed(telemetry::PROJECTOR, n.event.as_ref(), applied.behind);
-            }
-            Ok::<_, eventfold::projection::ProjectError>(())
+        process_fifo_groups_noting(event, notes, |groups| async move {
+            let outcomes = self.projector.handle_batch(&groups).await;
+            groups
+                .iter()
+                .zip(outcomes)
+                .map(|(group, outcome)| {
+                    for (n, applied) in group.iter().zip(&outcome.applied) {
+                        // A notification every view had seen already is a redelivery, not
+                        // consumption.
+                        if applied.views_changed > 0 {
+                            telemetry::event_consumed(
+                                telemetry::PROJECTOR,
+                                n.event.as_ref(),
+                                applied.behind,
+                            );
+                        }
+                    }
+                    outcome.failure.map(|e| (outcome.applied.len(), e))
+                })
+                .collect()
         })
         .await
     }

@@ -12,7 +12,9 @@
 //! - a counter view's checkpoint per source stream: `pk = _cp#{view}`, `sk = stream_id`,
 //!   `checkpoint` (N).
 //!
-//! A `put` is one conditional `PutItem`; an `add` is one `TransactWriteItems` (the conditional
+//! A `get_many` is one `BatchGetItem` (consistent reads) per 100 distinct keys, asking again
+//! for the keys it leaves unprocessed, with backoff, a bounded number of times without
+//! progress. A `put` is one conditional `PutItem`; an `add` is one `TransactWriteItems` (the conditional
 //! checkpoint move plus an `ADD` per counter document), or one conditional `UpdateItem` when
 //! it adds nothing (a plain checkpoint move, as the saga runner makes per source stream). The
 //! sagas' deadline index lives in the same table (its [`DeadlineIndex`](eventfold::saga::DeadlineIndex) implementation). Cursors are the URL-safe base64 of the
@@ -27,12 +29,16 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use eventfold::projection::{Doc, ListQuery, Page, ReadModelError, ReadModelStore};
+use eventfold::projection::{
+    Doc, Found, ListQuery, ModelKey, Page, ReadModelError, ReadModelStore,
+};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
 
 /// Name of the list index.
 pub const INDEX: &str = "gsi1";
@@ -43,6 +49,13 @@ pub const COUNTER_PREFIX: &str = "c_";
 pub const MAX_COUNTER_DOCS: usize = 99;
 /// Queries one `list` call may run to fill a page around hidden (`Null`) documents.
 const MAX_QUERIES_PER_PAGE: usize = 8;
+/// Most keys one `BatchGetItem` may ask for.
+pub const BATCH_GET_KEYS: usize = 100;
+/// `BatchGetItem` rounds in a row that may return nothing but unprocessed keys (throttling)
+/// before `get_many` reports the store unavailable.
+const BATCH_GET_IDLE_ROUNDS: u32 = 5;
+/// Backoff before the first retry of unprocessed keys; doubled each idle round.
+const BATCH_GET_BACKOFF: Duration = Duration::from_millis(25);
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -162,6 +175,66 @@ fn decode_doc(item: &Item) -> Result<Doc, ReadModelError> {
         checkpoint,
         index,
     })
+}
+
+/// The table key (`pk`, `sk`) of what `key` names.
+fn model_key(key: &ModelKey) -> (String, String) {
+    match key {
+        ModelKey::Doc { tenant, view, key } => (doc_pk(tenant, view), key.clone()),
+        ModelKey::Checkpoint { view, stream_id } => (checkpoint_pk(view), stream_id.clone()),
+    }
+}
+
+fn key_item((pk, sk): &(String, String)) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+/// The items stored at `keys` (distinct), read in chunks of [`BATCH_GET_KEYS`] through
+/// `round`, which reads some keys and answers (items found, keys left unprocessed). Keys left
+/// unprocessed are asked again after a backoff; [`BATCH_GET_IDLE_ROUNDS`] rounds in a row that
+/// find nothing new make it give up.
+async fn read_batched<F, Fut, S, SFut>(
+    keys: Vec<Item>,
+    mut round: F,
+    mut sleep: S,
+) -> Result<Vec<Item>, ReadModelError>
+where
+    F: FnMut(Vec<Item>) -> Fut,
+    Fut: Future<Output = Result<(Vec<Item>, Vec<Item>), ReadModelError>>,
+    S: FnMut(Duration) -> SFut,
+    SFut: Future<Output = ()>,
+{
+    let mut items = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(BATCH_GET_KEYS) {
+        let mut pending = chunk.to_vec();
+        let mut idle = 0u32;
+        let mut backoff = BATCH_GET_BACKOFF;
+        loop {
+            let asked = pending.len();
+            let (got, unprocessed) = round(pending).await?;
+            let progressed = !got.is_empty() || unprocessed.len() < asked;
+            items.extend(got);
+            if unprocessed.is_empty() {
+                break;
+            }
+            if progressed {
+                idle = 0;
+                backoff = BATCH_GET_BACKOFF;
+            } else {
+                idle += 1;
+                if idle >= BATCH_GET_IDLE_ROUNDS {
+                    return Err(ReadModelError::Unavailable(format!(
+                        "{} keys left unprocessed by {idle} batched reads in a row",
+                        unprocessed.len()
+                    )));
+                }
+            }
+            sleep(backoff).await;
+            backoff = backoff.saturating_mul(2);
+            pending = unprocessed;
+        }
+    }
+    Ok(items)
 }
 
 /// The cursor of a `LastEvaluatedKey` (string key attributes only).
@@ -340,6 +413,63 @@ impl ReadModelStore for DynamoReadModelStore {
             .map_or(Ok(0), |item| get_count(&item, "checkpoint"))
     }
 
+    async fn get_many(&self, keys: &[ModelKey]) -> Result<Vec<Found>, ReadModelError> {
+        let wanted: Vec<(String, String)> = keys.iter().map(model_key).collect();
+        // BatchGetItem refuses a request naming one key twice.
+        let mut distinct = wanted.clone();
+        distinct.sort();
+        distinct.dedup();
+        let table = self.table.as_str();
+        let round = |keys: Vec<Item>| async move {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| corrupt(e.to_string()))?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(table, request)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let got = out
+                .responses
+                .and_then(|mut r| r.remove(table))
+                .unwrap_or_default();
+            let unprocessed = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            Ok((got, unprocessed))
+        };
+        let items = read_batched(
+            distinct.iter().map(key_item).collect(),
+            round,
+            tokio::time::sleep,
+        )
+        .await?;
+        let mut by_key: HashMap<(String, String), Item> = HashMap::with_capacity(items.len());
+        for item in items {
+            let key = (
+                get_s(&item, "pk")?.to_owned(),
+                get_s(&item, "sk")?.to_owned(),
+            );
+            by_key.insert(key, item);
+        }
+        keys.iter()
+            .zip(&wanted)
+            .map(|(key, at)| match key {
+                ModelKey::Doc { .. } => by_key.get(at).map(decode_doc).transpose().map(Found::Doc),
+                ModelKey::Checkpoint { .. } => by_key
+                    .get(at)
+                    .map_or(Ok(0), |item| get_count(item, "checkpoint"))
+                    .map(Found::Checkpoint),
+            })
+            .collect()
+    }
+
     async fn add(
         &self,
         tenant: &str,
@@ -516,6 +646,90 @@ mod tests {
         let doc = decode_doc(&item).expect("decodes");
         assert_eq!(doc.data, json!({"orders": 3, "cents": -40}));
         assert_eq!(doc.checkpoint, 0);
+    }
+
+    fn keys(n: usize) -> Vec<Item> {
+        (0..n)
+            .map(|i| key_item(&("t#v".to_owned(), format!("k{i:03}"))))
+            .collect()
+    }
+
+    /// A store that answers each round with at most `per_round` of the keys asked (none
+    /// while `stalls` lasts), the rest unprocessed, as a throttled BatchGetItem does.
+    struct Throttled {
+        per_round: usize,
+        stalls: u32,
+        asked: Vec<usize>,
+    }
+
+    impl Throttled {
+        fn round(&mut self, keys: Vec<Item>) -> (Vec<Item>, Vec<Item>) {
+            self.asked.push(keys.len());
+            if self.stalls > 0 {
+                self.stalls -= 1;
+                return (Vec::new(), keys);
+            }
+            let mut keys = keys;
+            let rest = keys.split_off(self.per_round.min(keys.len()));
+            (keys, rest)
+        }
+    }
+
+    async fn read_through(
+        store: &std::sync::Mutex<Throttled>,
+        n: usize,
+        slept: &std::sync::Mutex<Vec<Duration>>,
+    ) -> Result<Vec<Item>, ReadModelError> {
+        read_batched(
+            keys(n),
+            |k| async move { Ok(store.lock().expect("lock").round(k)) },
+            |d| async move { slept.lock().expect("lock").push(d) },
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn batched_reads_chunk_by_100_and_ask_again_for_unprocessed_keys() {
+        let store = std::sync::Mutex::new(Throttled {
+            per_round: 40,
+            stalls: 2,
+            asked: Vec::new(),
+        });
+        let slept = std::sync::Mutex::new(Vec::new());
+        let items = read_through(&store, 130, &slept).await.expect("read");
+        let mut got: Vec<String> = items
+            .iter()
+            .map(|i| get_s(i, "sk").expect("sk").to_owned())
+            .collect();
+        got.sort();
+        let all: Vec<String> = (0..130).map(|i| format!("k{i:03}")).collect();
+        assert_eq!(got, all, "every key read exactly once");
+        let store = store.into_inner().expect("lock");
+        // Two idle rounds, then 40 a round: 100 -> 100 -> 100 -> 60 -> 20, then the last 30.
+        assert_eq!(store.asked, [100, 100, 100, 60, 20, 30]);
+        let slept = slept.into_inner().expect("lock");
+        assert_eq!(
+            slept,
+            [25, 50, 25, 25].map(Duration::from_millis),
+            "backoff doubles while idle and starts over after progress"
+        );
+    }
+
+    #[tokio::test]
+    async fn batched_reads_give_up_after_bounded_idle_rounds() {
+        let store = std::sync::Mutex::new(Throttled {
+            per_round: 10,
+            stalls: u32::MAX,
+            asked: Vec::new(),
+        });
+        let slept = std::sync::Mutex::new(Vec::new());
+        let r = read_through(&store, 5, &slept).await;
+        assert!(
+            matches!(&r, Err(ReadModelError::Unavailable(m)) if m.contains("5 keys")),
+            "{r:?}"
+        );
+        let asked = store.into_inner().expect("lock").asked;
+        assert_eq!(asked.len(), BATCH_GET_IDLE_ROUNDS as usize);
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! not a [`Notification`] is a poison message: a failure of its record (it reaches the DLQ after
 //! `maxReceiveCount`) and of the rest of its group.
 //!
+//! [`process_fifo_groups_noting`] keeps those semantics for a consumer that takes the whole
+//! batch at once, grouped (the projector: one batched read per batch, one write per view and
+//! stream); [`process_fifo_batch_noting`] hands records over one at a time (the saga).
+//!
 //! Each record is handled inside a `message` span naming its stream, version, correlation and
 //! causation ids and the X-Ray trace header it carries ([`record_trace`]), so a consumer's log
 //! lines join the trace of the command that caused them.
@@ -13,7 +17,7 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use eventfold::deadletter::{DeadLetterStore, FailureNote};
 use eventfold::projection::Notification;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::future::Future;
 use tracing::Instrument;
@@ -150,6 +154,152 @@ where
     response
 }
 
+/// A message group of a batch: its records in order, the notifications handed over (of a
+/// prefix of them), and the poison record that ends that prefix, if any.
+#[derive(Default)]
+struct Group {
+    /// Indices into the batch's records whose notification is handed over.
+    handled: Vec<usize>,
+    /// The first record of the group whose body is no notification, and why.
+    poison: Option<(usize, String)>,
+    /// Records after the poison one: held back unread.
+    held: Vec<usize>,
+}
+
+/// Why a record failed itself, and the notification it held (none for a poison body).
+type Cause<'a> = (String, Option<&'a Notification>);
+
+/// [`process_fifo_batch_noting`] for a consumer that takes the whole batch at once: `handle`
+/// gets the notifications of each message group, in record order (a record without a group
+/// is a group of its own; a group's list ends before its first poison record), and answers
+/// for each group, in the same order, with the index and error of the notification that
+/// stopped it, if any. That record fails with a failure note; every later record of its group
+/// fails without one (held back), and so does a poison record, which gets a note when the
+/// records before it all went through. Other groups are unaffected. Failures are reported
+/// in record order.
+pub async fn process_fifo_groups_noting<F, Fut, E>(
+    event: SqsEvent,
+    notes: Option<Notes<'_>>,
+    handle: F,
+) -> SqsBatchResponse
+where
+    F: FnOnce(Vec<Vec<Notification>>) -> Fut,
+    Fut: Future<Output = Vec<Option<(usize, E)>>>,
+    E: Display,
+{
+    let total = event.records.len();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut lists: Vec<Vec<Notification>> = Vec::new();
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (r, record) in event.records.iter().enumerate() {
+        let g = match message_group(record) {
+            Some(name) => *by_name.entry(name).or_insert_with(|| {
+                groups.push(Group::default());
+                lists.push(Vec::new());
+                groups.len() - 1
+            }),
+            None => {
+                groups.push(Group::default());
+                lists.push(Vec::new());
+                groups.len() - 1
+            }
+        };
+        let group = &mut groups[g];
+        if group.poison.is_some() {
+            group.held.push(r);
+            continue;
+        }
+        match serde_json::from_str::<Notification>(record.body.as_deref().unwrap_or("")) {
+            Ok(n) => {
+                group.handled.push(r);
+                lists[g].push(n);
+            }
+            Err(e) => {
+                group.poison = Some((
+                    r,
+                    format!("poison message: body is not a notification: {e}"),
+                ));
+            }
+        }
+    }
+    // Kept to name the failed ones in spans and notes.
+    let handed = lists.clone();
+    let mut outcomes = handle(lists).await.into_iter();
+    // Records failed: index, and (error, its notification) when it failed itself.
+    let mut failed: Vec<(usize, Option<Cause<'_>>)> = Vec::new();
+    for (group, notifications) in groups.iter().zip(&handed) {
+        let stopped = match outcomes.next() {
+            Some(outcome) => outcome.map(|(k, e)| (k, e.to_string())),
+            None => Some((0, "the consumer gave no outcome for this group".to_owned())),
+        }
+        // An index past the group's end fails its last notification: a redelivery is harmless,
+        // a loss is not.
+        .and_then(|(k, e)| {
+            group
+                .handled
+                .len()
+                .checked_sub(1)
+                .map(|last| (k.min(last), e))
+        });
+        let mut held: Vec<usize> = Vec::new();
+        match stopped {
+            Some((k, error)) => {
+                failed.push((group.handled[k], Some((error, notifications.get(k)))));
+                held.extend(&group.handled[k + 1..]);
+                held.extend(group.poison.as_ref().map(|(r, _)| *r));
+            }
+            None => {
+                if let Some((r, error)) = &group.poison {
+                    failed.push((*r, Some((error.clone(), None))));
+                }
+            }
+        }
+        held.extend(&group.held);
+        failed.extend(held.into_iter().map(|r| (r, None)));
+    }
+    failed.sort_by_key(|(r, _)| *r);
+    let mut failures = Vec::with_capacity(failed.len());
+    let mut groups_failed: HashSet<&str> = HashSet::new();
+    for (r, cause) in failed {
+        let record = &event.records[r];
+        let id = record.message_id.clone().unwrap_or_default();
+        let group = message_group(record);
+        match cause {
+            None => {
+                tracing::warn!(message_id = %id, group = group.unwrap_or(""), "not handled: an earlier message of its group failed");
+            }
+            Some((error, n)) => {
+                let log = || tracing::error!(message_id = %id, group = group.unwrap_or(""), %error, "message failed");
+                match n {
+                    Some(n) => message_span(&id, record, n).in_scope(log),
+                    None => log(),
+                }
+                if let Some(notes) = notes {
+                    let stream = n.map(|n| (n.stream_id.as_str(), n.version));
+                    let note =
+                        FailureNote::new(notes.consumer, &id, stream, &error, chrono::Utc::now());
+                    if let Err(e) = notes.store.note(&note).await {
+                        tracing::warn!(message_id = %id, error = %e, "failure note not written");
+                    }
+                }
+            }
+        }
+        groups_failed.insert(group.unwrap_or(""));
+        failures.push(failure(id));
+    }
+    if !failures.is_empty() {
+        tracing::warn!(
+            failed = failures.len(),
+            total,
+            groups = groups_failed.len(),
+            "batch partly failed"
+        );
+    }
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failures;
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +409,149 @@ mod tests {
                 "acme/Order-c@2"
             ]
         );
+    }
+
+    /// `stream@version` of each notification of each group.
+    fn names(groups: &[Vec<Notification>]) -> Vec<Vec<String>> {
+        groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|n| format!("{}@{}", n.stream_id, n.version))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn groups_are_handed_over_whole_and_fail_from_their_stopping_notification() {
+        use eventfold::deadletter::MemoryDeadLetterStore;
+        let store = MemoryDeadLetterStore::new();
+        let mut event = SqsEvent::default();
+        let mut loose = record("x1", "", body("x", 1));
+        loose.attributes.clear();
+        event.records = vec![
+            record("a1", "a", body("a", 1)),
+            record("b1", "b", body("b", 1)),
+            record("a2", "a", body("a", 2)),
+            record("c1", "c", body("c", 1)),
+            record("b2", "b", body("b", 2)),
+            record("a3", "a", body("a", 3)),
+            record("c2", "c", "{not json".into()),
+            record("b3", "b", body("b", 3)),
+            record("c3", "c", body("c", 3)),
+            loose,
+        ];
+        let notes = Notes {
+            consumer: "projector",
+            store: &store,
+        };
+        let mut handed = Vec::new();
+        let response = process_fifo_groups_noting(event, Some(notes), |groups| {
+            handed = names(&groups);
+            // Group a stops at its second notification; b and c and the loose one go through.
+            let outcomes = groups
+                .iter()
+                .map(|g| {
+                    g.first()
+                        .filter(|n| n.stream_id.ends_with("-a"))
+                        .map(|_| (1, "refused"))
+                })
+                .collect();
+            async move { outcomes }
+        })
+        .await;
+        assert_eq!(
+            handed,
+            [
+                vec!["acme/Order-a@1", "acme/Order-a@2", "acme/Order-a@3"],
+                vec!["acme/Order-b@1", "acme/Order-b@2", "acme/Order-b@3"],
+                vec!["acme/Order-c@1"],
+                vec!["acme/Order-x@1"],
+            ]
+        );
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["a2", "a3", "c2", "c3"], "in record order");
+        let a2 = store
+            .note_of("projector", "a2")
+            .await
+            .expect("note")
+            .expect("written");
+        assert_eq!(
+            (a2.stream_id.as_deref(), a2.version, a2.error.as_str()),
+            (Some("acme/Order-a"), Some(2), "refused")
+        );
+        let c2 = store
+            .note_of("projector", "c2")
+            .await
+            .expect("note")
+            .expect("written");
+        assert!(c2.error.starts_with("poison message"), "{}", c2.error);
+        for quiet in ["a1", "a3", "b1", "c1", "c3", "x1"] {
+            assert_eq!(
+                store.note_of("projector", quiet).await.expect("note"),
+                None,
+                "{quiet}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poison_record_behind_a_failure_is_held_back_without_a_note() {
+        use eventfold::deadletter::MemoryDeadLetterStore;
+        let store = MemoryDeadLetterStore::new();
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("a1", "a", body("a", 1)),
+            record("a2", "a", "{".into()),
+            record("a3", "a", body("a", 3)),
+        ];
+        let notes = Notes {
+            consumer: "projector",
+            store: &store,
+        };
+        let response = process_fifo_groups_noting(event, Some(notes), |groups| async move {
+            assert_eq!(names(&groups), [vec!["acme/Order-a@1"]]);
+            vec![Some((0, "down"))]
+        })
+        .await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["a1", "a2", "a3"]);
+        assert!(
+            store
+                .note_of("projector", "a1")
+                .await
+                .expect("note")
+                .is_some()
+        );
+        assert_eq!(store.note_of("projector", "a2").await.expect("note"), None);
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_out_of_range_outcome_fails_rather_than_acknowledges() {
+        let mut event = SqsEvent::default();
+        event.records = vec![
+            record("a1", "a", body("a", 1)),
+            record("a2", "a", body("a", 2)),
+            record("b1", "b", body("b", 1)),
+        ];
+        let response = process_fifo_groups_noting(event, None, |_groups| async move {
+            vec![Some((7, "past the end"))]
+        })
+        .await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["a2", "b1"]);
     }
 }

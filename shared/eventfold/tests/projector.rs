@@ -5,8 +5,8 @@
 
 use async_trait::async_trait;
 use eventfold::projection::{
-    Applied, CounterView, Doc, ListQuery, MemoryReadModelStore, Notification, Page, Projector,
-    ReadModelError, ReadModelStore, StreamView,
+    Applied, CounterView, Doc, Found, ListQuery, MemoryReadModelStore, ModelKey, Notification,
+    Page, Projector, ReadModelError, ReadModelStore, StreamView,
 };
 use eventfold::{EventEnvelope, EventStore, MemoryEventStore, Metadata, Upcasters};
 use serde_json::{Value, json};
@@ -844,4 +844,357 @@ async fn a_long_gap_is_read_and_checkpointed_a_page_at_a_time() {
     assert_eq!(doc.data["sum"], (1..=900).sum::<i64>());
     // Reads: nine pages per view up to 900, plus the refused page of each.
     assert_eq!(p.events().reads.load(Ordering::SeqCst), 20);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches: one batched read, one write per (view, stream) and group, exact partial failures
+// ---------------------------------------------------------------------------------------------
+
+/// A read-model store that logs every request (`get_many`, `get log a`, `checkpoint totals
+/// t1/Thing-a`, `put log a`, `add totals t1/Thing-a`) and fails those it is told to: the
+/// writes of the named documents / source streams, and batched reads.
+#[derive(Default)]
+struct Faulty {
+    inner: MemoryReadModelStore,
+    log: Mutex<Vec<String>>,
+    failing_writes: Mutex<Vec<String>>,
+    failing_batches: AtomicBool,
+}
+
+impl Faulty {
+    fn record(&self, request: String) -> Result<(), ReadModelError> {
+        let failing = self.failing_writes.lock().expect("lock").contains(&request)
+            || (request == "get_many" && self.failing_batches.load(Ordering::SeqCst));
+        self.log.lock().expect("lock").push(request.clone());
+        if failing {
+            return Err(ReadModelError::Unavailable(format!("injected: {request}")));
+        }
+        Ok(())
+    }
+
+    fn fail(&self, request: &str) {
+        self.failing_writes
+            .lock()
+            .expect("lock")
+            .push(request.to_owned());
+    }
+
+    fn heal(&self) {
+        self.failing_writes.lock().expect("lock").clear();
+        self.failing_batches.store(false, Ordering::SeqCst);
+    }
+
+    fn take_log(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.lock().expect("lock"))
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for Faulty {
+    async fn get(
+        &self,
+        tenant: &str,
+        view: &str,
+        key: &str,
+    ) -> Result<Option<Doc>, ReadModelError> {
+        self.record(format!("get {view} {key}"))?;
+        self.inner.get(tenant, view, key).await
+    }
+
+    async fn put(
+        &self,
+        tenant: &str,
+        view: &str,
+        doc: Doc,
+        expected: u64,
+    ) -> Result<(), ReadModelError> {
+        self.record(format!("put {view} {}", doc.key))?;
+        self.inner.put(tenant, view, doc, expected).await
+    }
+
+    async fn checkpoint(&self, view: &str, stream_id: &str) -> Result<u64, ReadModelError> {
+        self.record(format!("checkpoint {view} {stream_id}"))?;
+        self.inner.checkpoint(view, stream_id).await
+    }
+
+    async fn get_many(&self, keys: &[ModelKey]) -> Result<Vec<Found>, ReadModelError> {
+        self.record("get_many".to_owned())?;
+        self.inner.get_many(keys).await
+    }
+
+    async fn add(
+        &self,
+        tenant: &str,
+        view: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        deltas: Vec<(String, BTreeMap<String, i64>)>,
+    ) -> Result<(), ReadModelError> {
+        self.record(format!("add {view} {stream_id}"))?;
+        self.inner
+            .add(tenant, view, stream_id, expected, new, deltas)
+            .await
+    }
+
+    async fn list(
+        &self,
+        tenant: &str,
+        view: &str,
+        query: ListQuery,
+    ) -> Result<Page, ReadModelError> {
+        self.inner.list(tenant, view, query).await
+    }
+}
+
+/// Both views and both checkpoints of `stream` (log document key `key`).
+async fn checkpoints(models: &MemoryReadModelStore, key: &str, stream: &str) -> (u64, u64) {
+    let log = models
+        .get(TENANT, "log", key)
+        .await
+        .expect("get")
+        .map_or(0, |d| d.checkpoint);
+    let totals = models
+        .checkpoint("totals", stream)
+        .await
+        .expect("checkpoint");
+    (log, totals)
+}
+
+#[tokio::test]
+async fn a_batch_reads_once_and_writes_each_view_and_stream_once() {
+    let events = Events::default();
+    let a = write(&events, THING, &(1..=10).map(added).collect::<Vec<_>>()).await;
+    let b = write(&events, THING_B, &[added(100)]).await;
+    let x = write(&events, OTHER, &[("Seen", json!({}))]).await;
+    let p = projector(&events, Faulty::default());
+    let outcomes = p.handle_batch(&[a.clone(), b.clone(), x.clone()]).await;
+    for o in &outcomes {
+        assert!(o.failure.is_none(), "{:?}", o.failure);
+    }
+    assert_eq!(outcomes[0].applied, vec![applied(2, 0, 0); 10]);
+    assert_eq!(outcomes[1].applied, [applied(2, 0, 0)]);
+    assert_eq!(outcomes[2].applied, [applied(1, 0, 0)]);
+    assert_eq!(
+        p.models().take_log(),
+        [
+            "get_many",
+            "put log a",
+            "add totals t1/Thing-a",
+            "put log b",
+            "add totals t1/Thing-b",
+            "put other-log x",
+        ]
+    );
+    let all: Vec<Notification> = [a.clone(), b.clone()].concat();
+    assert_eq!(views(&p.models().inner), in_order(&events, &all).await);
+    assert_eq!(
+        p.models().inner.snapshot(TENANT, "other-log")["x"],
+        json!({"count": 1})
+    );
+
+    // The same batch again: one read, no write, every notification a duplicate.
+    let again = p.handle_batch(&[a, b, x]).await;
+    assert_eq!(p.models().take_log(), ["get_many"]);
+    assert_eq!(again[0].applied, vec![applied(0, 2, 0); 10]);
+    assert_eq!(views(&p.models().inner), in_order(&events, &all).await);
+}
+
+#[tokio::test]
+async fn duplicates_and_reordering_within_a_group_apply_each_event_once() {
+    let events = Events::default();
+    let ns = write(
+        &events,
+        THING,
+        &[
+            added(1),
+            added(2),
+            ("Renamed", json!({})),
+            added(8),
+            added(16),
+        ],
+    )
+    .await;
+    let p = projector(&events, Faulty::default());
+    let shuffled = vec![
+        ns[1].clone(),
+        ns[0].clone(),
+        ns[1].clone(),
+        ns[2].clone(),
+        ns[4].clone(),
+        ns[3].clone(),
+        ns[4].clone(),
+        ns[3].clone().thin(),
+    ];
+    let outcome = p.handle_batch(&[shuffled]).await.remove(0);
+    assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+    // v2 first: v1..=v2 read from the store (by each view); v5 after v3: v4..=v5 read.
+    assert_eq!(
+        outcome.applied,
+        [
+            caught_up(2, 4, 1),
+            applied(0, 2, 0),
+            applied(0, 2, 0),
+            applied(2, 0, 0),
+            caught_up(2, 4, 1),
+            applied(0, 2, 0),
+            applied(0, 2, 0),
+            applied(0, 2, 0),
+        ]
+    );
+    assert_eq!(
+        p.models().take_log(),
+        ["get_many", "put log a", "add totals t1/Thing-a"]
+    );
+    assert_eq!(views(&p.models().inner), in_order(&events, &ns).await);
+    assert_eq!(
+        p.models().inner.snapshot(TENANT, "totals")["any"],
+        json!({"count": 4, "n": 27}),
+        "each Added counted exactly once"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_event_stops_its_group_where_one_at_a_time_would() {
+    let events = Events::default();
+    // Totals refuses the Poison event at v3; Log takes it.
+    let a = write(
+        &events,
+        THING,
+        &[added(1), added(2), ("Poison", json!({})), added(4)],
+    )
+    .await;
+    let b = write(&events, THING_B, &[added(10), added(20)]).await;
+    let p = projector(&events, Faulty::default());
+    let outcomes = p.handle_batch(&[a.clone(), b.clone()]).await;
+    assert_eq!(outcomes[0].applied, vec![applied(2, 0, 0); 2]);
+    let failure = outcomes[0].failure.as_ref().expect("v3 fails");
+    assert_eq!(variant(failure), "View");
+    assert!(outcomes[1].failure.is_none() && outcomes[1].applied.len() == 2);
+
+    // One at a time stops at the same notification with the same durable effects.
+    let reference = projector(&events, MemoryReadModelStore::new());
+    handle(&reference, &a[0]).await;
+    handle(&reference, &a[1]).await;
+    assert!(reference.handle(&a[2]).await.is_err());
+    for n in &b {
+        handle(&reference, n).await;
+    }
+    assert_eq!(views(&p.models().inner), views(reference.models()));
+    assert_eq!(checkpoints(&p.models().inner, "a", THING).await, (3, 2));
+    assert_eq!(checkpoints(&p.models().inner, "b", THING_B).await, (2, 2));
+}
+
+#[tokio::test]
+async fn a_failed_write_fails_every_notification_it_carried_and_no_other() {
+    let events = Events::default();
+    let a = write(&events, THING, &[added(1), added(2), added(4)]).await;
+    let b = write(&events, THING_B, &[added(10), added(20)]).await;
+    let p = projector(&events, Faulty::default());
+    // The first batch lands a1 for every view.
+    let first = p.handle_batch(&[a[..1].to_vec()]).await;
+    assert!(first[0].failure.is_none());
+    p.models().fail("put log a");
+    let batch = [a.clone(), b.clone()];
+    let outcomes = p.handle_batch(&batch).await;
+    // a1 is a duplicate everywhere, so it stands; a2 and a3 rode on the failed write.
+    assert_eq!(outcomes[0].applied, [applied(0, 2, 0)]);
+    let failure = outcomes[0].failure.as_ref().expect("the log write failed");
+    assert!(failure.to_string().contains("injected"), "{failure}");
+    assert_eq!(
+        outcomes[1].applied.len(),
+        2,
+        "the other stream is unaffected"
+    );
+    assert!(outcomes[1].failure.is_none());
+    // totals of a moved on (its own write went through); log of a did not.
+    assert_eq!(checkpoints(&p.models().inner, "a", THING).await, (1, 3));
+
+    // Redelivered from the failure on: every event lands exactly once.
+    p.models().heal();
+    let redelivered = p.handle_batch(&[a[1..].to_vec()]).await;
+    assert!(redelivered[0].failure.is_none());
+    assert_eq!(
+        redelivered[0].applied,
+        vec![applied(1, 1, 0); 2],
+        "log applies, totals had it"
+    );
+    let all = [a, b].concat();
+    assert_eq!(views(&p.models().inner), in_order(&events, &all).await);
+}
+
+#[tokio::test]
+async fn a_failed_batched_read_falls_back_to_single_reads() {
+    let events = Events::default();
+    let a = write(&events, THING, &[added(1), added(2)]).await;
+    let x = write(&events, OTHER, &[("Seen", json!({}))]).await;
+    let p = projector(&events, Faulty::default());
+    p.models().failing_batches.store(true, Ordering::SeqCst);
+    let outcomes = p.handle_batch(&[a.clone(), x]).await;
+    assert!(outcomes.iter().all(|o| o.failure.is_none()));
+    assert_eq!(
+        p.models().take_log(),
+        [
+            "get_many",
+            "get log a",
+            "checkpoint totals t1/Thing-a",
+            "put log a",
+            "add totals t1/Thing-a",
+            "get other-log x",
+            "put other-log x",
+        ]
+    );
+    assert_eq!(views(&p.models().inner), in_order(&events, &a).await);
+}
+
+#[tokio::test]
+async fn a_checkpoint_moved_by_another_consumer_is_redone_one_at_a_time() {
+    let events = Events::default();
+    let ns = write(&events, THING, &[added(1), added(2), added(4)]).await;
+    // What the other consumer writes meanwhile: the state after v2.
+    let reference = projector(&events, MemoryReadModelStore::new());
+    handle(&reference, &ns[0]).await;
+    handle(&reference, &ns[1]).await;
+    let their_doc = reference
+        .models()
+        .get(TENANT, "log", "a")
+        .await
+        .expect("get")
+        .expect("doc");
+    let p = projector(&events, Racing::default());
+    *p.models().before_put.lock().expect("lock") = Some((their_doc, 0));
+    *p.models().before_add.lock().expect("lock") = Some((
+        0,
+        2,
+        vec![(
+            "any".to_owned(),
+            BTreeMap::from([("count".to_owned(), 2), ("n".to_owned(), 3)]),
+        )],
+    ));
+    let outcome = p.handle_batch(std::slice::from_ref(&ns)).await.remove(0);
+    assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+    assert_eq!(outcome.applied.len(), 3);
+    assert_eq!(p.models().conflicts.load(Ordering::SeqCst), 2);
+    assert_eq!(views(&p.models().inner), in_order(&events, &ns).await);
+}
+
+#[tokio::test]
+async fn a_long_gap_in_a_batch_is_still_written_a_page_at_a_time() {
+    use eventfold::projection::CATCH_UP_PAGE;
+    let events = Events::default();
+    let items: Vec<(&str, Value)> = (1..=250).map(added).collect();
+    let ns = write(&events, THING, &items).await;
+    let p = projector(&events, Faulty::default());
+    let group = vec![ns[0].clone(), ns[1].clone(), ns[249].clone()];
+    let outcome = p.handle_batch(&[group]).await.remove(0);
+    assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+    let log = p.models().take_log();
+    let puts = log.iter().filter(|r| *r == "put log a").count();
+    let adds = log.iter().filter(|r| *r == "add totals t1/Thing-a").count();
+    assert_eq!(
+        (puts, adds),
+        (3, 3),
+        "pages of {CATCH_UP_PAGE}: up to 100, 200, 250"
+    );
+    assert_eq!(views(&p.models().inner), in_order(&events, &ns).await);
 }

@@ -3,7 +3,7 @@
 //! Every check works in its own view under tenants derived from `tenant_prefix`, so suites can
 //! share one table; failures panic with the broken rule.
 
-use super::{Doc, ListQuery, Page, ReadModelError, ReadModelStore};
+use super::{Doc, Found, ListQuery, ModelKey, Page, ReadModelError, ReadModelStore};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +18,7 @@ pub async fn run_all(store: &dyn ReadModelStore, tenant_prefix: &str) {
     list_by_index_pages_newest_first(store, tenant_prefix).await;
     tenants_are_isolated(store, tenant_prefix).await;
     invalid_cursors_are_refused(store, tenant_prefix).await;
+    get_many_reads_what_single_reads_do(store, tenant_prefix).await;
 }
 
 fn doc(key: &str, data: Value, checkpoint: u64, index: Option<(&str, &str)>) -> Doc {
@@ -619,6 +620,112 @@ pub async fn invalid_cursors_are_refused(store: &dyn ReadModelStore, prefix: &st
     }
 }
 
+/// `get_many` returns, in the order asked (repeats included), what `get` and `checkpoint`
+/// return for each key: documents (with data, hidden, counter), missing documents, counter
+/// checkpoints and missing ones, across more keys than one batched request holds (100).
+pub async fn get_many_reads_what_single_reads_do(store: &dyn ReadModelStore, prefix: &str) {
+    let (tenant, view, counters) = (prefix, "contract-many", "contract-many-counter");
+    assert!(
+        store.get_many(&[]).await.expect("empty read").is_empty(),
+        "nothing asked, something found"
+    );
+    put(
+        store,
+        tenant,
+        view,
+        doc("k000", rich(1), 3, Some(("p", "s"))),
+        0,
+    )
+    .await;
+    put(store, tenant, view, doc("k001", Value::Null, 2, None), 0).await;
+    let stream = format!("{prefix}/Contract-counted");
+    store
+        .add(
+            tenant,
+            counters,
+            &stream,
+            0,
+            5,
+            deltas(&[("day", &[("orders", 2)])]),
+        )
+        .await
+        .expect("add");
+    for i in 2..110 {
+        put(
+            store,
+            tenant,
+            view,
+            doc(&format!("k{i:03}"), json!({"i": i}), 1, None),
+            0,
+        )
+        .await;
+    }
+
+    let doc_key = |key: &str| ModelKey::Doc {
+        tenant: tenant.to_owned(),
+        view: view.to_owned(),
+        key: key.to_owned(),
+    };
+    let checkpoint_key = |stream_id: &str| ModelKey::Checkpoint {
+        view: counters.to_owned(),
+        stream_id: stream_id.to_owned(),
+    };
+    let mut keys: Vec<ModelKey> = (0..115).map(|i| doc_key(&format!("k{i:03}"))).collect();
+    keys.push(checkpoint_key(&stream));
+    keys.push(checkpoint_key(&format!("{prefix}/Contract-never")));
+    keys.push(ModelKey::Doc {
+        tenant: tenant.to_owned(),
+        view: counters.to_owned(),
+        key: "day".to_owned(),
+    });
+    keys.push(ModelKey::Doc {
+        tenant: format!("{prefix}x"),
+        view: view.to_owned(),
+        key: "k000".to_owned(),
+    });
+    keys.push(doc_key("k000"));
+    keys.push(checkpoint_key(&stream));
+
+    let found = store.get_many(&keys).await.expect("get_many");
+    assert_eq!(found.len(), keys.len(), "one answer per key asked");
+    for (key, got) in keys.iter().zip(&found) {
+        let single = match key {
+            ModelKey::Doc { tenant, view, key } => {
+                Found::Doc(store.get(tenant, view, key).await.expect("get"))
+            }
+            ModelKey::Checkpoint { view, stream_id } => {
+                Found::Checkpoint(store.checkpoint(view, stream_id).await.expect("checkpoint"))
+            }
+        };
+        assert_eq!(got, &single, "get_many and a single read differ on {key:?}");
+    }
+    // The single reads could both be wrong the same way: pin what they must say.
+    assert_eq!(
+        found[0],
+        Found::Doc(Some(doc("k000", rich(1), 3, Some(("p", "s")))))
+    );
+    assert_eq!(
+        found[1],
+        Found::Doc(Some(doc("k001", Value::Null, 2, None)))
+    );
+    assert_eq!(
+        found[109],
+        Found::Doc(Some(doc("k109", json!({"i": 109}), 1, None)))
+    );
+    assert_eq!(found[110], Found::Doc(None));
+    assert_eq!(found[115], Found::Checkpoint(5));
+    assert_eq!(found[116], Found::Checkpoint(0));
+    match &found[117] {
+        Found::Doc(Some(d)) => assert_eq!(d.data, json!({"orders": 2})),
+        other => panic!("the counter document read as {other:?}"),
+    }
+    assert_eq!(
+        found[118],
+        Found::Doc(None),
+        "another tenant's document was read"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,5 +735,40 @@ mod tests {
     async fn memory_store_passes_the_read_model_contract() {
         let store = MemoryReadModelStore::new();
         run_all(&store, "contract").await;
+    }
+
+    /// Delegates the single reads and writes only: `get_many` is the trait's default.
+    struct SingleReads(MemoryReadModelStore);
+
+    #[async_trait::async_trait]
+    impl ReadModelStore for SingleReads {
+        async fn get(&self, t: &str, v: &str, k: &str) -> Result<Option<Doc>, ReadModelError> {
+            self.0.get(t, v, k).await
+        }
+        async fn put(&self, t: &str, v: &str, d: Doc, e: u64) -> Result<(), ReadModelError> {
+            self.0.put(t, v, d, e).await
+        }
+        async fn checkpoint(&self, v: &str, s: &str) -> Result<u64, ReadModelError> {
+            self.0.checkpoint(v, s).await
+        }
+        async fn add(
+            &self,
+            t: &str,
+            v: &str,
+            s: &str,
+            e: u64,
+            n: u64,
+            d: Vec<(String, BTreeMap<String, i64>)>,
+        ) -> Result<(), ReadModelError> {
+            self.0.add(t, v, s, e, n, d).await
+        }
+        async fn list(&self, t: &str, v: &str, q: ListQuery) -> Result<Page, ReadModelError> {
+            self.0.list(t, v, q).await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_get_many_passes_the_contract() {
+        run_all(&SingleReads(MemoryReadModelStore::new()), "default").await;
     }
 }

@@ -1,7 +1,7 @@
 //! In-memory read-model store for unit tests; same contract as the DynamoDB one. It also
 //! holds the sagas' deadline index, as the read-models table does.
 
-use super::{Doc, ListQuery, Page, ReadModelError, ReadModelStore};
+use super::{Doc, Found, ListQuery, ModelKey, Page, ReadModelError, ReadModelStore};
 use crate::saga::{Deadline, DeadlineIndex, DueInstance};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -96,6 +96,29 @@ impl ReadModelStore for MemoryReadModelStore {
             .get(&(view.to_owned(), stream_id.to_owned()))
             .copied()
             .unwrap_or(0))
+    }
+
+    async fn get_many(&self, keys: &[ModelKey]) -> Result<Vec<Found>, ReadModelError> {
+        // One lock: every key read at the same instant, as one batched request would.
+        let inner = self.lock();
+        Ok(keys
+            .iter()
+            .map(|k| match k {
+                ModelKey::Doc { tenant, view, key } => Found::Doc(
+                    inner
+                        .docs
+                        .get(&(tenant.clone(), view.clone(), key.clone()))
+                        .cloned(),
+                ),
+                ModelKey::Checkpoint { view, stream_id } => Found::Checkpoint(
+                    inner
+                        .checkpoints
+                        .get(&(view.clone(), stream_id.clone()))
+                        .copied()
+                        .unwrap_or(0),
+                ),
+            })
+            .collect())
     }
 
     async fn add(

@@ -6,6 +6,10 @@
 //! duplicate (acknowledged, no effect); a version past `checkpoint + 1` is a gap, filled by
 //! reading the missing versions from the event store first. The view change and the new
 //! checkpoint are written together, conditionally on the old checkpoint.
+//!
+//! A batch of notifications ([`Projector::handle_batch`]) costs one batched read of every
+//! (view, stream) state ([`ReadModelStore::get_many`]) and one such write per (view, stream)
+//! it changes, with the same effects as handling its notifications one at a time.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
@@ -14,7 +18,7 @@ mod projector;
 
 pub use memory::MemoryReadModelStore;
 pub(crate) use projector::page_end;
-pub use projector::{Applied, CATCH_UP_PAGE, ProjectError, Projector};
+pub use projector::{Applied, CATCH_UP_PAGE, GroupOutcome, ProjectError, Projector};
 
 use crate::envelope::EventEnvelope;
 use async_trait::async_trait;
@@ -222,6 +226,38 @@ pub enum ReadModelError {
     Refused(String),
 }
 
+/// One item of a batched read ([`ReadModelStore::get_many`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ModelKey {
+    /// The document `key` of `view` for `tenant`, as [`ReadModelStore::get`] reads it (a
+    /// stream view's checkpoint lives in its document).
+    Doc {
+        /// Tenant.
+        tenant: String,
+        /// View.
+        view: String,
+        /// Document key.
+        key: String,
+    },
+    /// A counter view's checkpoint for a source stream, as [`ReadModelStore::checkpoint`]
+    /// reads it.
+    Checkpoint {
+        /// View.
+        view: String,
+        /// Source stream.
+        stream_id: String,
+    },
+}
+
+/// What a batched read found for one [`ModelKey`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// For [`ModelKey::Doc`]: the document, if any.
+    Doc(Option<Doc>),
+    /// For [`ModelKey::Checkpoint`]: the checkpoint (0: nothing applied).
+    Checkpoint(u64),
+}
+
 /// Storage of views, per tenant, with conditional checkpointed writes.
 #[async_trait]
 pub trait ReadModelStore: Send + Sync {
@@ -242,6 +278,25 @@ pub trait ReadModelStore: Send + Sync {
 
     /// Checkpoint of a counter view for a source stream (0: nothing applied).
     async fn checkpoint(&self, view: &str, stream_id: &str) -> Result<u64, ReadModelError>;
+
+    /// What `get` / `checkpoint` would return for each of `keys`, in their order (a key may
+    /// repeat), each read as strongly as the single reads are. Adapters that can read many
+    /// items in one request override this one-read-per-key default: the projector reads all
+    /// the checkpoints of an SQS batch through it.
+    async fn get_many(&self, keys: &[ModelKey]) -> Result<Vec<Found>, ReadModelError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            found.push(match key {
+                ModelKey::Doc { tenant, view, key } => {
+                    Found::Doc(self.get(tenant, view, key).await?)
+                }
+                ModelKey::Checkpoint { view, stream_id } => {
+                    Found::Checkpoint(self.checkpoint(view, stream_id).await?)
+                }
+            });
+        }
+        Ok(found)
+    }
 
     /// Adds `deltas` to counter documents and moves the (view, stream) checkpoint from
     /// `expected` to `new`, all or nothing.
