@@ -7,7 +7,6 @@ use crate::store::{EventStore, ExpectedVersion, LoadOptions, Snapshot, StoreErro
 use crate::upcast::Upcasters;
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -143,8 +142,6 @@ pub struct CommandExecutor<S> {
     config: ExecutorConfig,
     cache: StateCache,
     upcasters: Upcasters,
-    /// Streams on which this executor lost a race lately, and when it last did.
-    contended: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for CommandExecutor<S> {
@@ -165,7 +162,6 @@ impl<S: EventStore> CommandExecutor<S> {
             cache: StateCache::new(config.cache_capacity),
             config,
             upcasters: Upcasters::new(),
-            contended: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -454,25 +450,6 @@ impl<S: EventStore> CommandExecutor<S> {
         let attempts = self.config.max_attempts.max(1);
         let mut attempt = 1;
         let mut pause = Duration::ZERO;
-        if give_up_at.is_some()
-            && let Some(backoff) = &self.config.backoff
-            && self.recently_contended(&key)
-        {
-            // The writer that just won a race on a hot stream knows its head and would put at
-            // once, ahead of the losers' pause, read and put, and win again: one writer's
-            // commands would starve the rest past their budgets. Waiting as a loser does and
-            // reading the head first makes every writer's chance the same (and a put that
-            // would fail costs a write unit, a read half a read unit).
-            let (floor, ceiling) = (
-                PAUSE_FLOOR.as_micros() as u64,
-                PAUSE_CEILING.as_micros() as u64,
-            );
-            backoff(Duration::from_micros(rand::random_range(floor..=ceiling))).await;
-            known = match self.catch_up::<A>(&key, known).await {
-                Ok(k) => k,
-                Err(e) => return (Err(e), None),
-            };
-        }
         loop {
             if let Some(expected) = expected_version
                 && expected != known.version.get()
@@ -565,7 +542,6 @@ impl<S: EventStore> CommandExecutor<S> {
                     return (Ok(outcome), Some(known));
                 }
                 Err(StoreError::Conflict { .. }) => {
-                    self.note_contention(&key);
                     tracing::info!(
                         stream_id = %key,
                         expected = before.get(),
@@ -602,32 +578,6 @@ impl<S: EventStore> CommandExecutor<S> {
                 Err(e) => return (Err(e.into()), Some(known)),
             }
         }
-    }
-
-    /// Whether this executor lost a race on `key` within [`CONTENDED_FOR`].
-    fn recently_contended(&self, key: &str) -> bool {
-        let contended = self
-            .contended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        contended
-            .get(key)
-            .is_some_and(|at| at.elapsed() < CONTENDED_FOR)
-    }
-
-    /// Remembers a lost race on `key` (a bounded map: stale entries go when it is full).
-    fn note_contention(&self, key: &str) {
-        let mut contended = self
-            .contended
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if contended.len() >= MAX_CONTENDED && !contended.contains_key(key) {
-            contended.retain(|_, at| at.elapsed() < CONTENDED_FOR);
-            if contended.len() >= MAX_CONTENDED {
-                return;
-            }
-        }
-        contended.insert(key.to_owned(), Instant::now());
     }
 
     /// The envelopes of `decided` after `version`, and the snapshot (with the state it
@@ -667,10 +617,6 @@ impl<S: EventStore> CommandExecutor<S> {
 /// Shortest and longest pause between conflict retries.
 const PAUSE_FLOOR: Duration = Duration::from_millis(5);
 const PAUSE_CEILING: Duration = Duration::from_millis(250);
-/// How long after a lost race a stream counts as contended for this executor.
-const CONTENDED_FOR: Duration = Duration::from_secs(1);
-/// At most this many contended streams are remembered.
-const MAX_CONTENDED: usize = 1024;
 /// A bound on attempts even within a retry budget (with no backoff they would spin).
 const MAX_BUDGETED_ATTEMPTS: u32 = 10_000;
 
