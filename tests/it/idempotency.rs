@@ -246,3 +246,26 @@ async fn a_response_too_large_for_an_item_goes_out_unstored_without_a_write() {
     );
     assert_eq!(engine.store().get(&scope.record_key(&key)).await, Ok(None));
 }
+
+/// A store the service refuses for good (here: its table does not exist) is `Refused`, not
+/// `Unavailable`: the caller is not told to retry what can never work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_store_is_refused_not_unavailable() {
+    let stack = quiet_stack().await;
+    let store = DynamoIdempotencyStore::from_sdk(
+        &stack.sdk,
+        format!("{}-missing", idempotency_table(&stack)),
+    );
+    let engine = Idempotency::new(store, IdempotencyConfig::default());
+    let scope = Scope::new(unique_tenant("refused"), "alice");
+    let key = validate_key("k-1").expect("valid key");
+    let payload = payload_hash("POST", "/api/v1/events/commands", b"{}");
+    let begun = engine.begin(&scope, &key, &payload, None).await.map(|_| ());
+    assert!(
+        matches!(
+            begun,
+            Err(eventfold::idempotency::IdempotencyError::Refused(_))
+        ),
+        "{begun:?}"
+    );
+}

@@ -59,7 +59,8 @@ impl From<&IdempotencyError> for Problem {
                 "Service unavailable",
                 "the idempotency store is unavailable; retry later",
             ),
-            IdempotencyError::Corrupt { .. }
+            IdempotencyError::Refused(_)
+            | IdempotencyError::Corrupt { .. }
             | IdempotencyError::LockLost { .. }
             | IdempotencyError::TooLarge { .. } => {
                 tracing::error!(error = %e, "idempotency failure");
@@ -459,6 +460,14 @@ mod tests {
             .headers_mut()
             .append(KEY_HEADER, HeaderValue::from_static("b"));
         assert!(matches!(key_of(&twice), Err(IdempotencyError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_refusing_store_is_an_internal_error_and_an_outage_a_503() {
+        let refused = Problem::from(&IdempotencyError::Refused("no such table".into()));
+        assert_eq!((refused.status, refused.slug), (500, "internal"));
+        let down = Problem::from(&IdempotencyError::Unavailable("throttled".into()));
+        assert_eq!((down.status, down.slug), (503, "unavailable"));
     }
 
     #[tokio::test]

@@ -50,8 +50,17 @@ pub struct DynamoIdempotencyStore {
     table: String,
 }
 
-fn unavailable<E: std::error::Error + 'static>(e: SdkError<E>) -> IdempotencyError {
-    IdempotencyError::Unavailable(sdk_error_text(&e))
+/// An SDK error as the idempotency store reports it, classified in the one place
+/// ([`crate::faults`]): a throttle or an outage is `Unavailable` (503, retry later), a
+/// refusal no retry fixes is `Refused`.
+fn unavailable<E>(e: SdkError<E>) -> IdempotencyError
+where
+    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
+{
+    match crate::faults::classify(&e) {
+        crate::faults::Fault::Transient => IdempotencyError::Unavailable(sdk_error_text(&e)),
+        crate::faults::Fault::Permanent => IdempotencyError::Refused(sdk_error_text(&e)),
+    }
 }
 
 fn epoch_seconds_rounded_up(t: DateTime<Utc>) -> i64 {
@@ -387,6 +396,50 @@ impl IdempotencySettings {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    fn service_error(code: &str, status: u16) -> SdkError<PutItemError> {
+        use aws_smithy_runtime_api::http::{Response, StatusCode};
+        use aws_smithy_types::body::SdkBody;
+        let meta = aws_smithy_types::error::ErrorMetadata::builder()
+            .code(code)
+            .message("m")
+            .build();
+        let raw = Response::new(
+            StatusCode::try_from(status).expect("status"),
+            SdkBody::empty(),
+        );
+        SdkError::service_error(PutItemError::generic(meta), raw)
+    }
+
+    #[test]
+    fn refusals_no_retry_fixes_are_not_reported_as_outages() {
+        for code in [
+            "ValidationException",
+            "ResourceNotFoundException",
+            "AccessDeniedException",
+        ] {
+            assert!(
+                matches!(
+                    unavailable(service_error(code, 400)),
+                    IdempotencyError::Refused(_)
+                ),
+                "{code}"
+            );
+        }
+        for (code, status) in [
+            ("ThrottlingException", 400),
+            ("ProvisionedThroughputExceededException", 400),
+            ("InternalServerError", 500),
+        ] {
+            assert!(
+                matches!(
+                    unavailable(service_error(code, status)),
+                    IdempotencyError::Unavailable(_)
+                ),
+                "{code}"
+            );
+        }
+    }
 
     fn record(response: Option<StoredResponse>) -> IdempotencyRecord {
         IdempotencyRecord {

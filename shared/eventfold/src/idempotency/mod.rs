@@ -121,6 +121,11 @@ pub enum IdempotencyError {
     /// refused rather than run unguarded, which could run it twice.
     #[error("idempotency store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the request for good (a missing table or permission, a value it
+    /// cannot hold): retrying the same request fails the same way (HTTP 500, logged; the
+    /// request is refused, not run unguarded).
+    #[error("idempotency store refused the request: {0}")]
+    Refused(String),
     /// A stored record could not be read back.
     #[error("corrupt idempotency record {record_key}: {detail}")]
     Corrupt {
