@@ -92,16 +92,19 @@ where
 async fn write_stock(store: &DynamoEventStore, tenant: &str, streams: usize, per_stream: u64) {
     for s in 0..streams {
         let stream = StreamId::new(tenant, "Inventory", &format!("sku-{s}")).expect("valid");
+        // Each append after the version the last one reported: vouched, one PutItem each.
+        let mut at = eventfold::ExpectedVersion::NEW;
         for v in 1..=per_stream {
-            store
+            at = store
                 .append(
                     &stream.to_string(),
-                    eventfold::ExpectedVersion::assumed(v - 1),
+                    at,
                     vec![received(&stream, v, v as i64)],
                     None,
                 )
                 .await
-                .expect("append");
+                .expect("append")
+                .expected();
         }
     }
 }
