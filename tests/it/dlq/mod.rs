@@ -1,10 +1,12 @@
 //! The recovery path on the emulator, through the template's real wiring: dead letters with
 //! the consumers' errors, `eventfold dlq` and the dead-letters API ([`poison`]); SNS down
 //! until the stream mapping gives up, lost final notifications and a consumer killed
-//! mid-batch, each converging with no operator action ([`recovery`]).
+//! mid-batch, each converging with no operator action ([`recovery`]); the saga's own dead
+//! letters and their redrive ([`saga`]).
 
 mod poison;
 mod recovery;
+mod saga;
 
 use async_trait::async_trait;
 use eventfold::deadletter::{DeadLetterStore, Filter, STREAM_CONSUMER, Status};
