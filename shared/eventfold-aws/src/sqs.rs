@@ -127,14 +127,8 @@ where
             };
         if let Err(error) = outcome {
             tracing::error!(message_id = %id, group = group.unwrap_or(""), %error, "message failed");
-            if let Some(notes) = notes {
-                let stream = announced.as_ref().map(|(s, v)| (s.as_str(), *v));
-                let note =
-                    FailureNote::new(notes.consumer, &id, stream, &error, chrono::Utc::now());
-                if let Err(e) = notes.store.note(&note).await {
-                    tracing::warn!(message_id = %id, error = %e, "failure note not written");
-                }
-            }
+            let stream = announced.as_ref().map(|(s, v)| (s.as_str(), *v));
+            note_failure(notes, &id, stream, &error).await;
             if let Some(g) = group {
                 failed_groups.insert(g.to_owned());
             }
@@ -152,6 +146,22 @@ where
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failures;
     response
+}
+
+/// Leaves the consumer's failure note for message `id` (of `stream` at a version, when the
+/// body named one), if notes are kept; a note that cannot be written is logged, never fatal.
+async fn note_failure(
+    notes: Option<Notes<'_>>,
+    id: &str,
+    stream: Option<(&str, u64)>,
+    error: &str,
+) {
+    if let Some(notes) = notes {
+        let note = FailureNote::new(notes.consumer, id, stream, error, chrono::Utc::now());
+        if let Err(e) = notes.store.note(&note).await {
+            tracing::warn!(message_id = %id, error = %e, "failure note not written");
+        }
+    }
 }
 
 /// A message group of a batch: its records in order, the notifications handed over (of a
@@ -274,14 +284,8 @@ where
                     Some(n) => message_span(&id, record, n).in_scope(log),
                     None => log(),
                 }
-                if let Some(notes) = notes {
-                    let stream = n.map(|n| (n.stream_id.as_str(), n.version));
-                    let note =
-                        FailureNote::new(notes.consumer, &id, stream, &error, chrono::Utc::now());
-                    if let Err(e) = notes.store.note(&note).await {
-                        tracing::warn!(message_id = %id, error = %e, "failure note not written");
-                    }
-                }
+                let stream = n.map(|n| (n.stream_id.as_str(), n.version));
+                note_failure(notes, &id, stream, &error).await;
             }
         }
         groups_failed.insert(group.unwrap_or(""));

@@ -90,6 +90,31 @@ where
     }
 }
 
+/// The first dead letter of `tenant`, waiting up to `limit` for one (what it is waited for
+/// names the failure).
+async fn first_letter(
+    letters: &DynamoDeadLetterStore,
+    tenant: &str,
+    limit: Duration,
+    what: &str,
+) -> eventfold::deadletter::DeadLetter {
+    let start = Instant::now();
+    loop {
+        let open = letters
+            .list(Some(tenant), &Filter::default(), 10)
+            .await
+            .expect("list");
+        if let Some(l) = open.into_iter().next() {
+            return l;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no dead letter for {what} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Commits `per_stream` single-event commits of quantity `1..` to each of `streams` skus.
 async fn write_stock(store: &DynamoEventStore, tenant: &str, streams: usize, per_stream: u64) {
     for s in 0..streams {

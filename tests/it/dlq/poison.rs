@@ -40,23 +40,13 @@ async fn a_poison_message_among_1000_commits_is_a_dead_letter_with_the_consumers
     );
 
     let letters = letters(&stack);
-    let dead = {
-        let start = Instant::now();
-        loop {
-            let open = letters
-                .list(Some(&tenant), &Filter::default(), 10)
-                .await
-                .expect("list");
-            if let Some(l) = open.into_iter().next() {
-                break l;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "no dead letter for the poison message within 120 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    let dead = first_letter(
+        &letters,
+        &tenant,
+        Duration::from_secs(120),
+        "the poison message",
+    )
+    .await;
     println!(
         "poison test: dead letter after {:.1} s",
         started.elapsed().as_secs_f64()

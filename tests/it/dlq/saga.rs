@@ -91,23 +91,13 @@ async fn a_message_the_saga_refuses_is_a_saga_dead_letter_and_its_redrive_applie
     .await;
 
     let letters = letters(&stack);
-    let dead = {
-        let start = Instant::now();
-        loop {
-            let open = letters
-                .list(Some(&tenant), &Filter::default(), 10)
-                .await
-                .expect("list");
-            if let Some(l) = open.into_iter().next() {
-                break l;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "no dead letter for the refused saga message within 90 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    let dead = first_letter(
+        &letters,
+        &tenant,
+        Duration::from_secs(90),
+        "the refused saga message",
+    )
+    .await;
     assert_eq!(dead.consumer, "saga");
     assert_eq!(dead.status, Status::Open);
     assert_eq!(dead.stream_id.as_deref(), Some(order.to_string().as_str()));
