@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use dlq_processor::Invocation;
-use eventfold_aws::WarmUp;
+use eventfold_aws::DynamoDbTable;
 use lambda_http::RequestExt;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
@@ -16,7 +16,7 @@ async fn main() -> Result<(), Error> {
     let sdk = eventfold_aws::sdk_config().await;
     let function = dlq_processor::from_lookup(&sdk, |k| std::env::var(k).ok())?;
     let events_table = std::env::var("EVENTS_TABLE").unwrap_or_default();
-    eventfold_aws::warm_up(&sdk, &[WarmUp::events_table(&events_table)]).await;
+    eventfold_aws::warm_up(&sdk, &[&DynamoDbTable::events(&events_table)]).await;
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         telemetry.invocation(handle(function, event)).await

@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use eventfold_aws::WarmUp;
+use eventfold_aws::DynamoDbTable;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -12,7 +12,7 @@ async fn main() -> Result<(), Error> {
     let sdk = eventfold_aws::sdk_config().await;
     let function = projector::from_lookup(&sdk, |k| std::env::var(k).ok())?;
     let events_table = std::env::var("EVENTS_TABLE").unwrap_or_default();
-    eventfold_aws::warm_up(&sdk, &[WarmUp::events_table(&events_table)]).await;
+    eventfold_aws::warm_up(&sdk, &[&DynamoDbTable::events(&events_table)]).await;
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(telemetry.invocation(function.handle(event.payload)).await)

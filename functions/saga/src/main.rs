@@ -2,7 +2,7 @@
 //! events -> deadline ticks (told apart by their shape).
 #![forbid(unsafe_code)]
 
-use eventfold_aws::WarmUp;
+use eventfold_aws::DynamoDbTable;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use saga::Invocation;
 use serde_json::Value;
@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
         shop::registry::upcasters(),
     )?;
     let events_table = std::env::var("EVENTS_TABLE").unwrap_or_default();
-    eventfold_aws::warm_up(&sdk, &[WarmUp::events_table(&events_table)]).await;
+    eventfold_aws::warm_up(&sdk, &[&DynamoDbTable::events(&events_table)]).await;
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation::from_json(event.payload)?;

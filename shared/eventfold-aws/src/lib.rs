@@ -43,4 +43,4 @@ pub use readmodels::DynamoReadModelStore;
 pub use sns::{NotificationSink, SnsPublisher};
 pub use streaming::{DynamoGroupStore, DynamoTopicCatalogue, StreamingConfig};
 pub use telemetry::{Telemetry, init_metrics};
-pub use warmup::{WarmUp, warm_up};
+pub use warmup::{DynamoDbTable, SnsTopic, WarmUp, warm_up};

@@ -24,45 +24,90 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const NO_SUCH_KEY: &str = "_warm-up";
 
 /// An endpoint to warm, through a call the function's role already allows (or one added
-/// for it, named in the template).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WarmUp<'a> {
-    /// DynamoDB: a `Query` (limit 1) on `table` for a partition key value no item has.
-    DynamoDb {
-        /// The table.
-        table: &'a str,
-        /// Its partition key attribute.
-        hash_key: &'a str,
-    },
-    /// SNS: `GetTopicAttributes` of the topic the function publishes to.
-    Sns {
-        /// The topic's ARN.
-        topic_arn: &'a str,
-    },
+/// for it, named in the template). A trait rather than an enum of services, so a function
+/// links only the SDK clients of the endpoints it names (an enum's match would link every
+/// service's client into every function).
+#[async_trait::async_trait]
+pub trait WarmUp: Send + Sync {
+    /// The endpoint and resource, for the log (`dynamodb:<table>`, `sns:<arn>`).
+    fn describe(&self) -> String;
+
+    /// The one cheap call.
+    async fn call(&self, sdk: &SdkConfig) -> Result<(), String>;
 }
 
-impl<'a> WarmUp<'a> {
+/// DynamoDB: a `Query` (limit 1) on `table` for a partition key value no item has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DynamoDbTable<'a> {
+    /// The table.
+    pub table: &'a str,
+    /// Its partition key attribute.
+    pub hash_key: &'a str,
+}
+
+impl<'a> DynamoDbTable<'a> {
     /// The events table (partition key `stream_id`).
-    pub fn events_table(table: &'a str) -> Self {
-        Self::DynamoDb {
+    pub fn events(table: &'a str) -> Self {
+        Self {
             table,
             hash_key: "stream_id",
         }
     }
 
     /// A table keyed by `pk` (read models, dead letters, topics).
-    pub fn keyed_table(table: &'a str) -> Self {
-        Self::DynamoDb {
+    pub fn keyed(table: &'a str) -> Self {
+        Self {
             table,
             hash_key: "pk",
         }
     }
+}
 
+#[async_trait::async_trait]
+impl WarmUp for DynamoDbTable<'_> {
     fn describe(&self) -> String {
-        match self {
-            Self::DynamoDb { table, .. } => format!("dynamodb:{table}"),
-            Self::Sns { topic_arn } => format!("sns:{topic_arn}"),
-        }
+        format!("dynamodb:{}", self.table)
+    }
+
+    async fn call(&self, sdk: &SdkConfig) -> Result<(), String> {
+        aws_sdk_dynamodb::Client::new(sdk)
+            .query()
+            .table_name(self.table)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", self.hash_key)
+            .expression_attribute_values(
+                ":v",
+                aws_sdk_dynamodb::types::AttributeValue::S(NO_SUCH_KEY.to_owned()),
+            )
+            .limit(1)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| DisplayErrorContext(&e).to_string())
+    }
+}
+
+/// SNS: `GetTopicAttributes` of the topic the function publishes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnsTopic<'a> {
+    /// The topic's ARN.
+    pub arn: &'a str,
+}
+
+#[async_trait::async_trait]
+impl WarmUp for SnsTopic<'_> {
+    fn describe(&self) -> String {
+        format!("sns:{}", self.arn)
+    }
+
+    async fn call(&self, sdk: &SdkConfig) -> Result<(), String> {
+        aws_sdk_sns::Client::new(sdk)
+            .get_topic_attributes()
+            .topic_arn(self.arn)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| DisplayErrorContext(&e).to_string())
     }
 }
 
@@ -90,7 +135,7 @@ pub fn enabled(lookup: impl Fn(&str) -> Option<String>) -> bool {
 
 /// Warms every target in turn (unless [`enabled`] says off, reading the process
 /// environment), logging each: what each call did, or nothing when off.
-pub async fn warm_up(sdk: &SdkConfig, targets: &[WarmUp<'_>]) -> Vec<Warmed> {
+pub async fn warm_up(sdk: &SdkConfig, targets: &[&dyn WarmUp]) -> Vec<Warmed> {
     if !enabled(|k| std::env::var(k).ok()) {
         tracing::info!("warm-up off (EVENTFOLD_WARM_UP)");
         return Vec::new();
@@ -98,7 +143,7 @@ pub async fn warm_up(sdk: &SdkConfig, targets: &[WarmUp<'_>]) -> Vec<Warmed> {
     let mut done = Vec::with_capacity(targets.len());
     for target in targets {
         let started = Instant::now();
-        let result = tokio::time::timeout(CALL_TIMEOUT, call(sdk, target)).await;
+        let result = tokio::time::timeout(CALL_TIMEOUT, target.call(sdk)).await;
         let error = match result {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
@@ -121,32 +166,6 @@ pub async fn warm_up(sdk: &SdkConfig, targets: &[WarmUp<'_>]) -> Vec<Warmed> {
     done
 }
 
-async fn call(sdk: &SdkConfig, target: &WarmUp<'_>) -> Result<(), String> {
-    match target {
-        WarmUp::DynamoDb { table, hash_key } => aws_sdk_dynamodb::Client::new(sdk)
-            .query()
-            .table_name(*table)
-            .key_condition_expression("#k = :v")
-            .expression_attribute_names("#k", *hash_key)
-            .expression_attribute_values(
-                ":v",
-                aws_sdk_dynamodb::types::AttributeValue::S(NO_SUCH_KEY.to_owned()),
-            )
-            .limit(1)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| DisplayErrorContext(&e).to_string()),
-        WarmUp::Sns { topic_arn } => aws_sdk_sns::Client::new(sdk)
-            .get_topic_attributes()
-            .topic_arn(*topic_arn)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| DisplayErrorContext(&e).to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,14 +181,15 @@ mod tests {
 
     #[test]
     fn targets_name_their_endpoint() {
-        assert_eq!(WarmUp::events_table("t").describe(), "dynamodb:t");
+        assert_eq!(DynamoDbTable::events("t").describe(), "dynamodb:t");
+        assert_eq!(DynamoDbTable::events("t").hash_key, "stream_id");
         assert_eq!(
-            WarmUp::keyed_table("r"),
-            WarmUp::DynamoDb {
+            DynamoDbTable::keyed("r"),
+            DynamoDbTable {
                 table: "r",
                 hash_key: "pk"
             }
         );
-        assert_eq!(WarmUp::Sns { topic_arn: "arn:x" }.describe(), "sns:arn:x");
+        assert_eq!(SnsTopic { arn: "arn:x" }.describe(), "sns:arn:x");
     }
 }

@@ -1,7 +1,7 @@
 //! The saga's dead-letter path: a message the saga refuses every time goes through
 //! `saga-dlq.fifo` to the DLQ processor, becomes a letter of consumer `saga` with the saga's
 //! own error, holds up only its order (which goes on once the message is dead-lettered), and
-//! its redrive after the fact changes nothing twice.
+//! redriven it is refused again (a new letter) with nothing of the order done twice.
 
 use super::*;
 
@@ -36,7 +36,8 @@ fn count(types: &[String], kind: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_the_saga_refuses_is_a_saga_dead_letter_and_its_redrive_applies_nothing_twice() {
+async fn a_message_the_saga_refuses_is_a_saga_dead_letter_and_redriven_is_refused_again_applying_nothing()
+ {
     let stack = stack_with(fast()).await;
     let tenant = unique_tenant("sagadlq");
     let http = Http::new(&stack.api_url());
@@ -132,8 +133,10 @@ async fn a_message_the_saga_refuses_is_a_saga_dead_letter_and_its_redrive_applie
     );
     assert_eq!(before, (1, 1), "reserved once, confirmed once");
 
-    // The operator redrives the letter: the processor sends the order's commit @3 again,
-    // read from the events table; the saga has it already (its checkpoint) and does nothing.
+    // The operator redrives the letter before anything is fixed: the processor sends the
+    // same message back to the saga queue; the saga refuses it again (the message itself is
+    // bad), so it comes back as a new letter, and nothing of the order happens twice. A bad
+    // message is the operator's to discard.
     let processor = cli::dlq::processor(&stack.sdk, &stack.template).expect("processor");
     let redriven = cli::dlq::run(
         &processor,
@@ -158,44 +161,51 @@ async fn a_message_the_saga_refuses_is_a_saga_dead_letter_and_its_redrive_applie
             .map(|l| l.status),
         Some(Status::Redriven)
     );
-    // The redriven message is consumed (the saga queue drains) before the effects are read.
-    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
-    let queue = stack.queue_url("SagaQueue");
-    wait_for(Duration::from_secs(30), "the saga queue drained", || {
-        let (sqs, queue) = (&sqs, &queue);
-        async move {
-            let attrs = sqs
-                .get_queue_attributes()
-                .queue_url(queue.as_str())
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-                .send()
-                .await
-                .expect("attributes");
-            let n = |name| {
-                attrs
-                    .attributes()
-                    .and_then(|a| a.get(&name))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(u64::MAX)
-            };
-            n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages) == 0
-                && n(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-                    == 0
+    let open = Filter {
+        consumer: Some("saga".into()),
+        status: Some(Status::Open),
+        stream_id: Some(order.to_string()),
+    };
+    let again = {
+        let start = Instant::now();
+        loop {
+            let found = letters.list(Some(&tenant), &open, 10).await.expect("list");
+            if let Some(l) = found.into_iter().next() {
+                break l;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the redriven message was not refused again within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    })
-    .await;
+    };
+    assert_ne!(again.id, dead.id, "a new message, a new letter");
+    assert_eq!(
+        again.last_error, dead.last_error,
+        "refused for the same reason"
+    );
     let after = effects(
         types(&http, &tok, "Inventory", "book").await,
         types(&http, &tok, "Order", "o-1").await,
     );
-    assert_eq!(after, before, "the redrive applied nothing twice");
+    assert_eq!(after, before, "the redriven message applied nothing");
+    let discarded = cli::dlq::run(
+        &processor,
+        cli::dlq::DlqCommand::Discard {
+            id: again.id.clone(),
+            reason: "a hand-made bad notification".into(),
+        },
+    )
+    .await
+    .expect("discard");
+    assert!(discarded[0].starts_with("discarded"), "{discarded:?}");
     assert!(
         letters
-            .list(Some(&tenant), &Filter::default(), 10)
+            .list(Some(&tenant), &open, 10)
             .await
             .expect("list")
-            .iter()
-            .all(|l| l.status != Status::Open),
-        "no new letter: the redriven message was consumed"
+            .is_empty(),
+        "no open saga letter is left"
     );
 }
