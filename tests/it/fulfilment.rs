@@ -110,20 +110,7 @@ async fn outcome(http: &Http, token: &str, id: &str) -> String {
 
 /// The saga log: its event types, oldest first.
 async fn log(http: &Http, token: &str, id: &str) -> Vec<String> {
-    let r = http
-        .get(
-            &format!("/api/v1/events/aggregates/OrderFulfilment/{id}/events?limit=1000"),
-            Some(token),
-        )
-        .await
-        .expect("get");
-    assert_eq!(r.status, 200, "{}", r.json);
-    r.json["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
-        .collect()
+    tests::event_types(http, token, "OrderFulfilment", id).await
 }
 
 /// Position of the first `kind` in `log` (panics naming the log when absent).

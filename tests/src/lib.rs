@@ -174,3 +174,21 @@ pub fn assert_gateway(reply: &eventfold_local::httpc::Reply, status: u16, messag
 pub fn ctx(tenant: &str, id: &str) -> eventfold::CommandContext {
     eventfold::CommandContext::root(tenant, "tester", id)
 }
+
+/// The event types of `aggregate/id` through the HTTP API, oldest first (at most 1,000).
+pub async fn event_types(
+    http: &eventfold_local::httpc::Http,
+    token: &str,
+    aggregate: &str,
+    id: &str,
+) -> Vec<String> {
+    let path = format!("/api/v1/events/aggregates/{aggregate}/{id}/events?limit=1000");
+    let r = http.get(&path, Some(token)).await.expect("get");
+    assert_eq!(r.status, 200, "{path}: {}", r.json);
+    r.json["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}

@@ -135,11 +135,20 @@ where
             failures.push(failure(id));
         }
     }
+    batch_response(failures, total, failed_groups.len())
+}
+
+/// The partial-batch answer for `failures` among `total` records, logged when some failed.
+fn batch_response(
+    failures: Vec<BatchItemFailure>,
+    total: usize,
+    groups: usize,
+) -> SqsBatchResponse {
     if !failures.is_empty() {
         tracing::warn!(
             failed = failures.len(),
             total,
-            groups = failed_groups.len(),
+            groups,
             "batch partly failed"
         );
     }
@@ -291,17 +300,7 @@ where
         groups_failed.insert(group.unwrap_or(""));
         failures.push(failure(id));
     }
-    if !failures.is_empty() {
-        tracing::warn!(
-            failed = failures.len(),
-            total,
-            groups = groups_failed.len(),
-            "batch partly failed"
-        );
-    }
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failures;
-    response
+    batch_response(failures, total, groups_failed.len())
 }
 
 #[cfg(test)]

@@ -98,12 +98,20 @@ async fn first_letter(
     limit: Duration,
     what: &str,
 ) -> eventfold::deadletter::DeadLetter {
+    first_letter_of(letters, tenant, &Filter::default(), limit, what).await
+}
+
+/// [`first_letter`] among the letters `filter` selects.
+async fn first_letter_of(
+    letters: &DynamoDeadLetterStore,
+    tenant: &str,
+    filter: &Filter,
+    limit: Duration,
+    what: &str,
+) -> eventfold::deadletter::DeadLetter {
     let start = Instant::now();
     loop {
-        let open = letters
-            .list(Some(tenant), &Filter::default(), 10)
-            .await
-            .expect("list");
+        let open = letters.list(Some(tenant), filter, 10).await.expect("list");
         if let Some(l) = open.into_iter().next() {
             return l;
         }

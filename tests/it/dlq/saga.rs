@@ -18,19 +18,6 @@ async fn send(http: &Http, token: &str, aggregate: &str, id: &str, kind: &str, d
     );
 }
 
-/// The event types of `aggregate/id`, oldest first.
-async fn types(http: &Http, token: &str, aggregate: &str, id: &str) -> Vec<String> {
-    let path = format!("/api/v1/events/aggregates/{aggregate}/{id}/events?limit=1000");
-    let r = http.get(&path, Some(token)).await.expect("get");
-    assert_eq!(r.status, 200, "{path}: {}", r.json);
-    r.json["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
 fn count(types: &[String], kind: &str) -> usize {
     types.iter().filter(|t| *t == kind).count()
 }
@@ -128,8 +115,8 @@ async fn a_message_the_saga_refuses_is_a_saga_dead_letter_and_redriven_is_refuse
         )
     };
     let before = effects(
-        types(&http, &tok, "Inventory", "book").await,
-        types(&http, &tok, "Order", "o-1").await,
+        tests::event_types(&http, &tok, "Inventory", "book").await,
+        tests::event_types(&http, &tok, "Order", "o-1").await,
     );
     assert_eq!(before, (1, 1), "reserved once, confirmed once");
 
@@ -166,28 +153,22 @@ async fn a_message_the_saga_refuses_is_a_saga_dead_letter_and_redriven_is_refuse
         status: Some(Status::Open),
         stream_id: Some(order.to_string()),
     };
-    let again = {
-        let start = Instant::now();
-        loop {
-            let found = letters.list(Some(&tenant), &open, 10).await.expect("list");
-            if let Some(l) = found.into_iter().next() {
-                break l;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the redriven message was not refused again within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    let again = first_letter_of(
+        &letters,
+        &tenant,
+        &open,
+        Duration::from_secs(60),
+        "the redriven message, refused again",
+    )
+    .await;
     assert_ne!(again.id, dead.id, "a new message, a new letter");
     assert_eq!(
         again.last_error, dead.last_error,
         "refused for the same reason"
     );
     let after = effects(
-        types(&http, &tok, "Inventory", "book").await,
-        types(&http, &tok, "Order", "o-1").await,
+        tests::event_types(&http, &tok, "Inventory", "book").await,
+        tests::event_types(&http, &tok, "Order", "o-1").await,
     );
     assert_eq!(after, before, "the redriven message applied nothing");
     let discarded = cli::dlq::run(
