@@ -447,7 +447,8 @@ async fn e2e_latency(stack: &LocalStack, samples: usize) -> Result<()> {
 
 /// Notifications per second through all shop views, memory stores, in process.
 async fn projector_in_process(orders: u64) -> Result<()> {
-    use eventfold::projection::{MemoryReadModelStore, Notification};
+    use eventfold_consumers::Notification;
+    use eventfold_consumers::projection::MemoryReadModelStore;
     use shop::order::OrderCommand;
     let events = std::sync::Arc::new(MemoryEventStore::new());
     let exec = CommandExecutor::new(events.clone(), ExecutorConfig::default());

@@ -9,10 +9,10 @@
 
 use anyhow::{Context, Result, bail};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use eventfold::projection::Notification;
 use eventfold::{CommandContext, CommandExecutor, ExecutorConfig, MemoryEventStore, StreamId};
 use eventfold_aws::metrics::counted_dynamo_client;
 use eventfold_aws::{DynamoReadModelStore, RequestCounter};
+use eventfold_consumers::Notification;
 use eventfold_local::LocalOptions;
 use projector::ProjectorFunction;
 use shop::order::OrderCommand;

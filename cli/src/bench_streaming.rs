@@ -5,11 +5,11 @@
 
 use anyhow::{Context, Result};
 use eventfold::Metadata;
-use eventfold::streaming::{ConsumeRequest, NewRecord, Streams, StreamsConfig, TopicSettings};
 use eventfold_aws::metrics::counted_dynamo_client;
 use eventfold_aws::{DynamoEventStore, DynamoGroupStore, DynamoTopicCatalogue, RequestCounter};
 use eventfold_local::httpc::Http;
 use eventfold_local::{EsmOptions, LocalOptions, LocalStack};
+use eventfold_streaming::{ConsumeRequest, NewRecord, Streams, StreamsConfig, TopicSettings};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;

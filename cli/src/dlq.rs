@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use dlq_processor::DlqProcessor;
-use eventfold::deadletter::{Filter, Status};
+use eventfold_consumers::deadletter::{Filter, Status};
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,10 +9,11 @@
 use anyhow::{Context, Result, anyhow};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
-use eventfold::projection::{
-    CounterView, ListQuery, Notification, Projector, ReadModelStore, StreamView,
-};
 use eventfold::{EventEnvelope, EventStore, StreamId};
+use eventfold_consumers::Notification;
+use eventfold_consumers::projection::{
+    CounterView, ListQuery, Projector, ReadModelStore, StreamView,
+};
 use serde_json::Value;
 use shop::registry::{self, ViewImpl};
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,7 +57,7 @@ impl CounterView for RenamedCounter {
     fn contribution(
         &self,
         event: &EventEnvelope,
-    ) -> Result<eventfold::projection::Contribution, String> {
+    ) -> Result<eventfold_consumers::projection::Contribution, String> {
         self.inner.contribution(event)
     }
 }
@@ -313,7 +314,7 @@ pub async fn run(target: &RebuildTarget, view: &str, verify: bool) -> Result<boo
 mod tests {
     use super::*;
     use eventfold::MemoryEventStore;
-    use eventfold::projection::MemoryReadModelStore;
+    use eventfold_consumers::projection::MemoryReadModelStore;
 
     #[test]
     fn view_names_resolve_to_stored_views_and_their_categories() {

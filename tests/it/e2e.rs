@@ -1,10 +1,11 @@
 //! End to end on the emulator: commands over HTTP -> events table -> stream -> SNS FIFO ->
 //! SQS FIFO -> projector -> read models -> query API; and the projector under chaos.
 
-use eventfold::projection::{Notification, ReadModelStore};
 use eventfold::{CommandExecutor, EventStore, ExecutorConfig, StreamId};
 use eventfold_aws::DynamoEventStore;
 use eventfold_aws::readmodels::DynamoReadModelStore;
+use eventfold_consumers::Notification;
+use eventfold_consumers::projection::ReadModelStore;
 use eventfold_local::httpc::Http;
 use serde_json::{Value, json};
 use shop::inventory::InventoryCommand;

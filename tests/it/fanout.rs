@@ -5,12 +5,12 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use eventfold::contract::sample_events;
-use eventfold::projection::Notification;
 use eventfold::{EventStore, StreamId};
 use eventfold_aws::DynamoEventStore;
+use eventfold_consumers::Notification;
 use eventfold_local::LocalStack;
 use eventfold_local::esm::{EsmOptions, EventHandler, event_handler};
+use eventfold_testkit::event_store::sample_events;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};

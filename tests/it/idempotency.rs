@@ -2,13 +2,13 @@
 //! backstop and item layout, and the item-size limit.
 
 use aws_sdk_dynamodb::types::TimeToLiveStatus;
-use eventfold::idempotency::contract::{self, Attempt, Task};
-use eventfold::idempotency::{
+use eventfold_aws::metrics::counted_dynamo_client;
+use eventfold_aws::{DynamoIdempotencyStore, RequestCounter};
+use eventfold_idempotency::{
     Begin, Finished, Idempotency, IdempotencyConfig, IdempotencyStore, NotStored, Scope,
     StoredResponse, payload_hash, validate_key,
 };
-use eventfold_aws::metrics::counted_dynamo_client;
-use eventfold_aws::{DynamoIdempotencyStore, RequestCounter};
+use eventfold_testkit::idempotency::{self as contract, Attempt, Task};
 use std::sync::Arc;
 use tests::{quiet_stack, table, unique_tenant};
 
@@ -264,7 +264,7 @@ async fn a_refusing_store_is_refused_not_unavailable() {
     assert!(
         matches!(
             begun,
-            Err(eventfold::idempotency::IdempotencyError::Refused(_))
+            Err(eventfold_idempotency::IdempotencyError::Refused(_))
         ),
         "{begun:?}"
     );

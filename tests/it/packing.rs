@@ -7,15 +7,15 @@
 use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
-use eventfold::contract::sample_events;
-use eventfold::projection::Notification;
 use eventfold::{CommandExecutor, EventStore, ExecutorConfig, StreamId};
 use eventfold_aws::readmodels::DynamoReadModelStore;
 use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher};
 use eventfold_aws::streams::{Decoded, decode_record};
 use eventfold_aws::{DynamoEventStore, RequestCounter};
+use eventfold_consumers::Notification;
 use eventfold_local::esm::EsmOptions;
 use eventfold_local::{LocalStack, typed_handler};
+use eventfold_testkit::event_store::sample_events;
 use shop::inventory::InventoryCommand;
 use shop::order::OrderCommand;
 use shop::{Inventory, Order};

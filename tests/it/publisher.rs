@@ -7,12 +7,12 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord, StreamRecord, Strea
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use eventfold::contract::sample_events;
-use eventfold::projection::Notification;
 use eventfold::{EventEnvelope, EventStore, StreamId};
 use eventfold_aws::DynamoEventStore;
 use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher};
 use eventfold_aws::streams::from_sdk_item;
+use eventfold_consumers::Notification;
+use eventfold_testkit::event_store::sample_events;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;

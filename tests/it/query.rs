@@ -1,7 +1,7 @@
 //! The query API through the local gateway: lookups, lists with cursors, isolation, errors.
 
-use eventfold::projection::{Doc, ReadModelStore};
 use eventfold_aws::readmodels::DynamoReadModelStore;
+use eventfold_consumers::projection::{Doc, ReadModelStore};
 use eventfold_local::httpc::Http;
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -3,14 +3,15 @@
 //! write fault injected into the read-model store.
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use eventfold::deadletter::DeadLetterStore;
-use eventfold::projection::{
-    Doc, Found, ListQuery, ModelKey, Notification, Page, ReadModelError, ReadModelStore,
-};
 use eventfold::{CommandExecutor, EventEnvelope, ExecutorConfig, StreamId};
 use eventfold_aws::metrics::counted_dynamo_client;
 use eventfold_aws::{
     DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, RequestCounter,
+};
+use eventfold_consumers::Notification;
+use eventfold_consumers::deadletter::DeadLetterStore;
+use eventfold_consumers::projection::{
+    Doc, Found, ListQuery, ModelKey, Page, ReadModelError, ReadModelStore,
 };
 use projector::ProjectorFunction;
 use serde_json::json;
@@ -30,7 +31,7 @@ fn read_models_table(stack: &eventfold_local::LocalStack) -> String {
 async fn dynamo_read_model_store_passes_the_contract() {
     let stack = quiet_stack().await;
     let store = DynamoReadModelStore::from_sdk(&stack.sdk, read_models_table(&stack));
-    eventfold::projection::contract::run_all(&store, &unique_tenant("rm")).await;
+    eventfold_testkit::read_models::run_all(&store, &unique_tenant("rm")).await;
 }
 
 /// An SQS record as Lambda hands it over from the projector's FIFO queue (SNS raw delivery).

@@ -6,15 +6,15 @@
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::{TimeDelta, Utc};
-use eventfold::contract::sample_events;
-use eventfold::projection::Notification;
-use eventfold::saga::toy::{self, Account, AccountCommand, Phase, Transfer};
-use eventfold::saga::{RunnerConfig, SagaRunner};
 use eventfold::{CommandExecutor, EventEnvelope, EventStore, ExecutorConfig, Metadata, StreamId};
 use eventfold_aws::metrics::counted_dynamo_client;
 use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher};
 use eventfold_aws::{DynamoEventStore, DynamoReadModelStore, RequestCounter};
+use eventfold_consumers::Notification;
+use eventfold_consumers::saga::{RunnerConfig, SagaRunner};
 use eventfold_local::{EsmOptions, Functions, JwtConfig, LocalOptions, LocalStack, event_handler};
+use eventfold_testkit::event_store::sample_events;
+use eventfold_testkit::toy::{self, Account, AccountCommand, Phase, Transfer};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -347,7 +347,7 @@ async fn overrides_reach_the_shop_stack_and_bad_ones_stop_it() {
 async fn the_dynamo_read_model_store_passes_the_deadline_index_contract() {
     let stack = quiet_stack().await;
     let store = DynamoReadModelStore::from_sdk(&stack.sdk, table(&stack, "ReadModelsTable"));
-    eventfold::saga::contract::run_all(&store, &unique_tenant("dl")).await;
+    eventfold_testkit::deadline_index::run_all(&store, &unique_tenant("dl")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use tests::{ctx, events_table, quiet_stack, unique_tenant};
 async fn dynamo_store_passes_the_store_contract() {
     let stack = quiet_stack().await;
     let store = DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
-    eventfold::contract::run_all(&store, &unique_tenant("contract")).await;
+    eventfold_testkit::event_store::run_all(&store, &unique_tenant("contract")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -121,7 +121,7 @@ async fn a_history_spanning_several_query_pages_loads_completely() {
     // 10 commits of ~300 KB: about 3 MB, so at least three 1 MB query pages.
     let blob = "x".repeat(300 * 1024);
     for v in 0..10u64 {
-        let mut events = eventfold::contract::sample_events(&stream, v, 1);
+        let mut events = eventfold_testkit::event_store::sample_events(&stream, v, 1);
         events[0].data = json!({"n": v + 1, "blob": blob});
         store
             .append(&key, eventfold::ExpectedVersion::assumed(v), events, None)
@@ -265,7 +265,7 @@ async fn an_oversized_commit_is_refused_before_any_write() {
     );
     let tenant = unique_tenant("big");
     let stream = StreamId::new(&tenant, "Blob", "b").expect("valid");
-    let mut events = eventfold::contract::sample_events(&stream, 0, 1);
+    let mut events = eventfold_testkit::event_store::sample_events(&stream, 0, 1);
     events[0].data = json!({"blob": "y".repeat(420 * 1024)});
     let before = counter.get();
     let err = store
@@ -300,7 +300,7 @@ async fn events_written_under_an_old_schema_load_through_upcasters() {
     let tenant = unique_tenant("upcast");
     let stream = StreamId::new(&tenant, "Inventory", "old").expect("valid");
     // Schema 1 of StockReceived called the field `qty`.
-    let mut old = eventfold::contract::sample_events(&stream, 0, 2);
+    let mut old = eventfold_testkit::event_store::sample_events(&stream, 0, 2);
     for e in &mut old {
         e.event_type = "StockReceived".into();
         e.schema_version = 1;

@@ -4,7 +4,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use eventfold::projection::Notification;
+use eventfold_consumers::Notification;
 use eventfold_local::LocalStack;
 use eventfold_local::esm::EsmOptions;
 use eventfold_local::httpc::{Http, Reply};
@@ -616,7 +616,7 @@ async fn topic_records_fan_out_with_attributes_and_skip_the_saga() {
             n.stream_id,
             format!(
                 "{tenant}/Topic-system-events.{}",
-                eventfold::streaming::partition_for("o-1", 4)
+                eventfold_streaming::partition_for("o-1", 4)
             )
         );
         assert!(attr("event_type").is_some());
@@ -666,8 +666,8 @@ async fn the_dynamo_catalogue_and_group_store_pass_the_contract() {
     let groups =
         eventfold_aws::DynamoGroupStore::new(client, tests::table(&stack, "ConsumerGroupsTable"));
     let prefix = unique_tenant("contract");
-    eventfold::streaming::contract::run_catalogue(&topics, &prefix).await;
-    eventfold::streaming::contract::run_groups(&groups, &prefix).await;
+    eventfold_testkit::streaming::run_catalogue(&topics, &prefix).await;
+    eventfold_testkit::streaming::run_groups(&groups, &prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -708,7 +708,7 @@ async fn a_retried_publish_with_an_idempotency_key_is_written_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_whose_records_all_expired_never_reuses_an_offset() {
     use eventfold::Metadata;
-    use eventfold::streaming::{NewRecord, Streams, StreamsConfig, TopicSettings};
+    use eventfold_streaming::{NewRecord, Streams, StreamsConfig, TopicSettings};
     let stack = quiet_stack().await;
     let client = aws_sdk_dynamodb::Client::new(&stack.sdk);
     let events = events_table(&stack);

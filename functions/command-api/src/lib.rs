@@ -11,7 +11,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use eventfold::idempotency::{Idempotency, IdempotencyStore, Scope};
 use eventfold::{
     CommandContext, CommandError, CommandExecutor, EventStore, ExecutorConfig, StreamId,
 };
@@ -20,6 +19,7 @@ use eventfold_aws::http::{
 };
 use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
 use eventfold_aws::{DynamoEventStore, SdkConfig, StoreConfig, telemetry};
+use eventfold_idempotency::{Idempotency, IdempotencyStore, Scope};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::json;

@@ -4,8 +4,8 @@
 
 use crate::processor::{DlqError, DlqProcessor};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
-use eventfold::deadletter::{DeadLetterError, Filter, Status};
 use eventfold_aws::http::{Problem, caller, json_response, route_key};
+use eventfold_consumers::deadletter::{DeadLetterError, Filter, Status};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
@@ -53,7 +53,7 @@ fn invalid(detail: impl Into<String>) -> Problem {
     Problem::bad_request("invalid-request", detail)
 }
 
-/// A letter id: what [`eventfold::deadletter::letter_id`] makes (hex).
+/// A letter id: what [`eventfold_consumers::deadletter::letter_id`] makes (hex).
 fn checked_id(req: &Request) -> Result<String, Problem> {
     let id = req
         .path_parameters_ref()

@@ -29,10 +29,10 @@ pub use processor::{
 };
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use eventfold::deadletter::DeadLetter;
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::redrive::{ShardReader, SqsSender};
 use eventfold_aws::{DynamoDeadLetterStore, DynamoEventStore, SdkConfig, SnsPublisher};
+use eventfold_consumers::deadletter::DeadLetter;
 use serde_json::Value;
 use std::sync::Arc;
 

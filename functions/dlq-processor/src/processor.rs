@@ -4,14 +4,14 @@
 use crate::Sources;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
-use eventfold::deadletter::{
-    Change, DeadLetter, DeadLetterError, DeadLetterStore, Filter, STREAM_CONSUMER, Status,
-    UNKNOWN_TENANT, letter_id, record_blocking, redrive_plan,
-};
-use eventfold::projection::Notification;
 use eventfold::{EventStore, StreamId};
 use eventfold_aws::redrive::{BatchInfo, CommitKey, QueueSender, StreamRange};
 use eventfold_aws::sns::{NotificationSink, Outgoing, group_id, pack};
+use eventfold_consumers::Notification;
+use eventfold_consumers::deadletter::{
+    Change, DeadLetter, DeadLetterError, DeadLetterStore, Filter, STREAM_CONSUMER, Status,
+    UNKNOWN_TENANT, letter_id, record_blocking, redrive_plan,
+};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -6,14 +6,14 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use dlq_processor::{Backoff, DlqProcessor, Sources};
-use eventfold::contract::sample_events;
-use eventfold::deadletter::{
-    DeadLetterStore, FailureNote, Filter, MemoryDeadLetterStore, STREAM_CONSUMER, Status,
-};
-use eventfold::projection::Notification;
 use eventfold::{EventStore, MemoryEventStore, StreamId};
 use eventfold_aws::redrive::{BatchInfo, CommitKey, QueueSender, RangeError, StreamRange};
 use eventfold_aws::sns::{NotificationSink, Outgoing};
+use eventfold_consumers::Notification;
+use eventfold_consumers::deadletter::{
+    DeadLetterStore, FailureNote, Filter, MemoryDeadLetterStore, STREAM_CONSUMER, Status,
+};
+use eventfold_testkit::event_store::sample_events;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,8 +6,10 @@
 //! the projector's failure note) and the EMF metrics it prints are checked.
 
 use chrono::Utc;
-use eventfold::deadletter::{DeadLetterStore, FailureNote, STREAM_CONSUMER, Status, letter_id};
 use eventfold_aws::DynamoDeadLetterStore;
+use eventfold_consumers::deadletter::{
+    DeadLetterStore, FailureNote, STREAM_CONSUMER, Status, letter_id,
+};
 use eventfold_local::emf;
 use eventfold_local::runtime_api::{
     FunctionProcess, provisioned_stack, sample_event, start_without,

@@ -1,7 +1,7 @@
 //! The projector: SQS FIFO notifications -> read models, exactly once.
 //!
 //! Owns the Lambda-facing shape of projection: each SQS record is a notification (SNS raw
-//! delivery), and the batch goes to an [`eventfold::projection::Projector`] whole, grouped by
+//! delivery), and the batch goes to an [`eventfold_consumers::projection::Projector`] whole, grouped by
 //! message group (one batched checkpoint read, one write per view and stream), with FIFO
 //! partial-failure semantics from `eventfold_aws::sqs` (a failure stops its message group;
 //! other groups go on).
@@ -12,12 +12,12 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use eventfold::EventStore;
-use eventfold::deadletter::DeadLetterStore;
-use eventfold::projection::{Projector, ReadModelStore};
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sqs::{Notes, process_fifo_groups_noting};
 use eventfold_aws::telemetry;
 use eventfold_aws::{DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig};
+use eventfold_consumers::deadletter::DeadLetterStore;
+use eventfold_consumers::projection::{Projector, ReadModelStore};
 use std::sync::Arc;
 
 /// The consumer name in failure notes and dead letters.
@@ -138,8 +138,9 @@ impl<E: EventStore, R: ReadModelStore> ProjectorFunction<E, R> {
 mod tests {
     use super::*;
     use aws_lambda_events::event::sqs::SqsMessage;
-    use eventfold::projection::{MemoryReadModelStore, Notification};
     use eventfold::{EventEnvelope, MemoryEventStore, Metadata, NewEvent, StreamId};
+    use eventfold_consumers::Notification;
+    use eventfold_consumers::projection::MemoryReadModelStore;
     use serde_json::json;
     use std::collections::HashMap;
 

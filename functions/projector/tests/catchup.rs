@@ -2,8 +2,9 @@
 //! the shop's views) is read and checkpointed a page at a time; the test prints the
 //! throughput and the process's peak RSS before and after.
 
-use eventfold::projection::{CATCH_UP_PAGE, MemoryReadModelStore, Notification, ReadModelStore};
 use eventfold::{EventEnvelope, EventStore, MemoryEventStore, Metadata, NewEvent, StreamId};
+use eventfold_consumers::Notification;
+use eventfold_consumers::projection::{CATCH_UP_PAGE, MemoryReadModelStore, ReadModelStore};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;

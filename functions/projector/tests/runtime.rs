@@ -3,8 +3,8 @@
 //! runtime API against the template's resources on moto; the answer, the views it wrote and
 //! the EMF metrics it prints are checked, and a poison record comes back as a batch failure.
 
-use eventfold::projection::ReadModelStore;
 use eventfold_aws::DynamoReadModelStore;
+use eventfold_consumers::projection::ReadModelStore;
 use eventfold_local::emf;
 use eventfold_local::runtime_api::{FunctionProcess, provisioned_stack};
 use serde_json::{Value, json};

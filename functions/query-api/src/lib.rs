@@ -9,11 +9,11 @@
 //! [`QueryService`].
 #![forbid(unsafe_code)]
 
-use eventfold::projection::{Doc, ListQuery, ReadModelError, ReadModelStore};
 use eventfold_aws::SdkConfig;
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::http::{Problem, caller, correlation_id, json_response, route_key};
 use eventfold_aws::readmodels::DynamoReadModelStore;
+use eventfold_consumers::projection::{Doc, ListQuery, ReadModelError, ReadModelStore};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 use shop::registry::{self, Param, ViewSpec};

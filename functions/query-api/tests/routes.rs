@@ -2,7 +2,7 @@
 //! `lambda_http::request::from_str`, as the Lambda runtime builds the request), routed on the
 //! `routeKey` and the `view` path parameter the gateway matched, never on the raw path.
 
-use eventfold::projection::{Doc, MemoryReadModelStore, ReadModelStore};
+use eventfold_consumers::projection::{Doc, MemoryReadModelStore, ReadModelStore};
 use lambda_http::{Body, Request};
 use query_api::{GET_QUERY, QueryService, ROUTE_KEYS};
 use serde_json::{Map, Value, json};

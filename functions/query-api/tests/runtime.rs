@@ -2,8 +2,8 @@
 //! Gateway HTTP API v2 with JWT claims) go in through the emulated Lambda runtime API against
 //! the template's resources on moto, with the views the projector's sample batch builds.
 
-use eventfold::projection::Notification;
 use eventfold_aws::{DynamoEventStore, DynamoReadModelStore};
+use eventfold_consumers::Notification;
 use eventfold_local::emf;
 use eventfold_local::runtime_api::{FunctionProcess, provisioned_stack};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //!
 //! Owns the Lambda-facing shape of a saga, for any [`Saga`]: each SQS record is a
 //! notification (SNS raw delivery through the queue's `event_type` filter policy) handed to an
-//! [`eventfold::saga::SagaRunner`], with FIFO partial-failure semantics from
+//! [`eventfold_consumers::saga::SagaRunner`], with FIFO partial-failure semantics from
 //! `eventfold_aws::sqs` (a failure stops its message group; other groups go on); a scheduled
 //! event (EventBridge's `Scheduled Event`) runs the runner's tick at the event's time. Which
 //! payload is which is told by its shape ([`Invocation`]). Checkpoints, gaps, refusals and
@@ -15,9 +15,6 @@
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use eventfold::deadletter::DeadLetterStore;
-use eventfold::projection::ReadModelStore;
-use eventfold::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner, Ticked};
 use eventfold::{CommandExecutor, EventStore, ExecutorConfig, Upcasters};
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sqs::{Notes, process_fifo_batch_noting};
@@ -25,6 +22,9 @@ use eventfold_aws::telemetry;
 use eventfold_aws::{
     DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig, StoreConfig,
 };
+use eventfold_consumers::deadletter::DeadLetterStore;
+use eventfold_consumers::projection::ReadModelStore;
+use eventfold_consumers::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner, Ticked};
 use std::sync::Arc;
 
 /// The consumer name in failure notes and dead letters.
@@ -230,7 +230,7 @@ where
             if !handled.duplicate {
                 telemetry::event_consumed(telemetry::SAGA, n.event.as_ref(), handled.behind);
             }
-            Ok::<_, eventfold::saga::SagaError>(())
+            Ok::<_, eventfold_consumers::saga::SagaError>(())
         })
         .await
     }
@@ -269,8 +269,8 @@ where
 #[cfg(test)]
 pub mod stub {
     use chrono::{DateTime, Utc};
-    use eventfold::saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
     use eventfold::{Aggregate, DomainEvent, EventEnvelope, Rejection};
+    use eventfold_consumers::saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
     use serde::{Deserialize, Serialize};
 
     /// Takes no event as input, so it never has an instance, a command or a deadline.
@@ -340,9 +340,10 @@ mod tests {
     use super::*;
     use aws_lambda_events::event::sqs::SqsMessage;
     use chrono::{TimeDelta, Utc};
-    use eventfold::projection::{MemoryReadModelStore, Notification};
-    use eventfold::saga::toy::{self, Account, AccountCommand, Phase, Transfer};
     use eventfold::{EventEnvelope, MemoryEventStore, Metadata, StreamId};
+    use eventfold_consumers::Notification;
+    use eventfold_consumers::projection::MemoryReadModelStore;
+    use eventfold_testkit::toy::{self, Account, AccountCommand, Phase, Transfer};
     use std::collections::HashMap;
 
     type Toy = SagaFunction<Transfer, MemoryEventStore, MemoryReadModelStore>;
@@ -519,7 +520,7 @@ mod tests {
         let stream = StreamId::parse(&n.stream_id).expect("valid");
         let store = f.runner().executor().store();
         let before = n.version - 1;
-        let earlier = eventfold::contract::sample_events(&stream, 0, before);
+        let earlier = eventfold_testkit::event_store::sample_events(&stream, 0, before);
         store
             .append(
                 &n.stream_id,

@@ -4,9 +4,9 @@
 //! against the template's resources on moto. The answers, the saga's log (in the input's
 //! trace) and the EMF metrics it prints are checked.
 
-use eventfold::projection::Notification;
 use eventfold::{EventStore, Metadata, NewEvent, StreamId};
 use eventfold_aws::DynamoEventStore;
+use eventfold_consumers::Notification;
 use eventfold_local::emf;
 use eventfold_local::runtime_api::{FunctionProcess, provisioned_stack};
 use serde_json::{Value, json};

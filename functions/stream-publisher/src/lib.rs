@@ -22,11 +22,11 @@
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use eventfold::projection::Notification;
 use eventfold_aws::SdkConfig;
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher, pack};
 use eventfold_aws::streams::{Decoded, decode_record};
+use eventfold_consumers::Notification;
 
 /// Publishes the events of stream records to a [`NotificationSink`].
 #[derive(Debug)]
@@ -163,8 +163,8 @@ mod tests {
     use super::*;
     use async_trait::async_trait;
     use eventfold::StreamId;
-    use eventfold::contract::sample_events;
     use eventfold_aws::streams::insert_record;
+    use eventfold_testkit::event_store::sample_events;
     use std::sync::Mutex;
 
     /// Records every call; fails the entries whose `stream@version` is listed, and every

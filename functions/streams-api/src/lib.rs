@@ -1,7 +1,7 @@
 //! The streaming API: topics, publish, consume with consumer groups, lag and history, under
 //! `/api/v1/events`.
 //!
-//! Owns the HTTP shape of [`eventfold::streaming::Streams`]: parameter and body parsing,
+//! Owns the HTTP shape of [`eventfold_streaming::Streams`]: parameter and body parsing,
 //! scopes (`events:read` to read and consume, `events:write` to publish, `events:admin` to
 //! create topics and seek groups), cursors, and the mapping of each route API Gateway
 //! matched (its `routeKey`, mirrored in [`ROUTE_KEYS`]) to its handling. It is its own
@@ -15,11 +15,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use eventfold::idempotency::{Idempotency, IdempotencyStore, Scope};
-use eventfold::streaming::{
-    ConsumeRequest, GroupStore, HistoryQuery, MAX_BATCH, NewRecord, Offsets, SeekTo,
-    StreamingError, Streams, StreamsConfig, TopicCatalogue, TopicSettings,
-};
 use eventfold::{EventStore, Metadata};
 use eventfold_aws::http::{
     Caller, Problem, caller, correlation_id, json_response, route_key, trace_header,
@@ -27,6 +22,11 @@ use eventfold_aws::http::{
 use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
 use eventfold_aws::{
     DynamoEventStore, DynamoGroupStore, DynamoTopicCatalogue, SdkConfig, StreamingConfig, telemetry,
+};
+use eventfold_idempotency::{Idempotency, IdempotencyStore, Scope};
+use eventfold_streaming::{
+    ConsumeRequest, GroupStore, HistoryQuery, MAX_BATCH, NewRecord, Offsets, SeekTo,
+    StreamingError, Streams, StreamsConfig, TopicCatalogue, TopicSettings,
 };
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
@@ -573,7 +573,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
                 req,
                 "limit",
                 DEFAULT_HISTORY_LIMIT,
-                eventfold::streaming::MAX_HISTORY_LIMIT,
+                eventfold_streaming::MAX_HISTORY_LIMIT,
             )?,
             after,
         };

@@ -2,8 +2,8 @@
 //! `lambda_http::request::from_str`), over the memory adapters: routes, scopes, shapes, and
 //! the refusals that must write nothing.
 
-use eventfold::streaming::{MemoryGroupStore, MemoryTopicCatalogue, Streams, StreamsConfig};
 use eventfold::{EventStore, MemoryEventStore};
+use eventfold_streaming::{MemoryGroupStore, MemoryTopicCatalogue, Streams, StreamsConfig};
 use lambda_http::{Body, Request};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -117,7 +117,7 @@ fn the_route_keys_are_the_templates_routes() {
         .find(|f| f.binary == "streams-api")
         .expect("the function");
     assert!(
-        function.timeout > eventfold::streaming::MAX_WAIT_MS / 1000 && function.timeout < 30,
+        function.timeout > eventfold_streaming::MAX_WAIT_MS / 1000 && function.timeout < 30,
         "a 20 s long poll fits, inside API Gateway's 30 s: {}",
         function.timeout
     );

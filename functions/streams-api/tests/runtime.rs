@@ -4,12 +4,12 @@
 //! prints are checked.
 
 use eventfold::EventStore;
-use eventfold::streaming::{partition_for, partition_stream};
 use eventfold_aws::DynamoEventStore;
 use eventfold_local::emf;
 use eventfold_local::runtime_api::{
     FunctionProcess, provisioned_stack, request_trace, sample_event, start_without,
 };
+use eventfold_streaming::{partition_for, partition_stream};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 

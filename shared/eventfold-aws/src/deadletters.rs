@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use eventfold::deadletter::{
+use eventfold_consumers::deadletter::{
     Change, DeadLetter, DeadLetterError, DeadLetterStore, FailureNote, Filter, Status,
 };
 use std::collections::HashMap;

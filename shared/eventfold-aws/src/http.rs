@@ -118,37 +118,37 @@ impl From<&CommandError> for Problem {
 
 /// Streaming outcomes: unknown topic 404, bad input 400 (`invalid-request`, `out-of-range`),
 /// oversize 413, an existing topic with other settings 409 `topic-exists` (with its settings).
-impl From<&eventfold::streaming::StreamingError> for Problem {
-    fn from(e: &eventfold::streaming::StreamingError) -> Self {
+impl From<&eventfold_streaming::StreamingError> for Problem {
+    fn from(e: &eventfold_streaming::StreamingError) -> Self {
         match e {
-            eventfold::streaming::StreamingError::UnknownTopic(_) => {
+            eventfold_streaming::StreamingError::UnknownTopic(_) => {
                 Problem::not_found(e.to_string())
             }
-            eventfold::streaming::StreamingError::Invalid(m) => {
+            eventfold_streaming::StreamingError::Invalid(m) => {
                 Problem::bad_request("invalid-request", m.clone())
             }
-            eventfold::streaming::StreamingError::OutOfRange(m) => {
+            eventfold_streaming::StreamingError::OutOfRange(m) => {
                 Problem::bad_request("out-of-range", m.clone())
             }
-            eventfold::streaming::StreamingError::TooLarge(m) => {
+            eventfold_streaming::StreamingError::TooLarge(m) => {
                 Problem::new(413, "payload-too-large", "Payload too large", m.clone())
             }
-            eventfold::streaming::StreamingError::TopicExists { existing, .. } => {
+            eventfold_streaming::StreamingError::TopicExists { existing, .. } => {
                 Problem::new(409, "topic-exists", "Topic exists", e.to_string())
                     .with("partitions", existing.settings.partitions)
                     .with("retention_days", existing.settings.retention_days)
                     .with("description", existing.settings.description.clone())
             }
-            eventfold::streaming::StreamingError::Conflict(_) => {
+            eventfold_streaming::StreamingError::Conflict(_) => {
                 Problem::new(409, "conflict", "Conflict", e.to_string())
             }
-            eventfold::streaming::StreamingError::Unavailable(_) => Problem::new(
+            eventfold_streaming::StreamingError::Unavailable(_) => Problem::new(
                 503,
                 "unavailable",
                 "Service unavailable",
                 "a backing store is unavailable; retry later",
             ),
-            eventfold::streaming::StreamingError::Internal(_) => {
+            eventfold_streaming::StreamingError::Internal(_) => {
                 tracing::error!(error = %e, "streaming failure");
                 Problem::new(
                     500,

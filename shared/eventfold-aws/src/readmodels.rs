@@ -17,7 +17,7 @@
 //! progress. A `put` is one conditional `PutItem`; an `add` is one `TransactWriteItems` (the conditional
 //! checkpoint move plus an `ADD` per counter document), or one conditional `UpdateItem` when
 //! it adds nothing (a plain checkpoint move, as the saga runner makes per source stream). The
-//! sagas' deadline index lives in the same table (its [`DeadlineIndex`](eventfold::saga::DeadlineIndex) implementation). Cursors are the URL-safe base64 of the
+//! sagas' deadline index lives in the same table (its [`DeadlineIndex`](eventfold_consumers::saga::DeadlineIndex) implementation). Cursors are the URL-safe base64 of the
 //! query's `LastEvaluatedKey` as JSON, checked against the query they continue.
 
 mod deadlines;
@@ -32,7 +32,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use eventfold::projection::{
+use eventfold_consumers::projection::{
     Doc, Found, ListQuery, ModelKey, Page, ReadModelError, ReadModelStore,
 };
 use serde_json::{Map, Value};

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use aws_smithy_types::error::display::DisplayErrorContext;
-use eventfold::projection::Notification;
+use eventfold_consumers::Notification;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -284,7 +284,7 @@ impl NotificationSink for SnsPublisher {
 mod tests {
     use super::*;
     use eventfold::StreamId;
-    use eventfold::contract::sample_events;
+    use eventfold_testkit::event_store::sample_events;
     use serde_json::json;
 
     fn notification(data_bytes: usize) -> Notification {

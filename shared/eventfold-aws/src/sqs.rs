@@ -15,8 +15,8 @@
 //! lines join the trace of the command that caused them.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use eventfold::deadletter::{DeadLetterStore, FailureNote};
-use eventfold::projection::Notification;
+use eventfold_consumers::Notification;
+use eventfold_consumers::deadletter::{DeadLetterStore, FailureNote};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::future::Future;
@@ -307,7 +307,7 @@ where
 mod tests {
     use super::*;
     use eventfold::StreamId;
-    use eventfold::contract::sample_events;
+    use eventfold_testkit::event_store::sample_events;
     use std::collections::HashMap;
 
     fn record(id: &str, group: &str, body: String) -> SqsMessage {
@@ -326,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_leave_one_bounded_note_each_and_successes_none() {
-        use eventfold::deadletter::{MAX_NOTE_ERROR, MemoryDeadLetterStore};
+        use eventfold_consumers::deadletter::{MAX_NOTE_ERROR, MemoryDeadLetterStore};
         let store = MemoryDeadLetterStore::new();
         let mut event = SqsEvent::default();
         event.records = vec![
@@ -428,7 +428,7 @@ mod tests {
 
     #[tokio::test]
     async fn groups_are_handed_over_whole_and_fail_from_their_stopping_notification() {
-        use eventfold::deadletter::MemoryDeadLetterStore;
+        use eventfold_consumers::deadletter::MemoryDeadLetterStore;
         let store = MemoryDeadLetterStore::new();
         let mut event = SqsEvent::default();
         let mut loose = record("x1", "", body("x", 1));
@@ -505,7 +505,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_poison_record_behind_a_failure_is_held_back_without_a_note() {
-        use eventfold::deadletter::MemoryDeadLetterStore;
+        use eventfold_consumers::deadletter::MemoryDeadLetterStore;
         let store = MemoryDeadLetterStore::new();
         let mut event = SqsEvent::default();
         event.records = vec![

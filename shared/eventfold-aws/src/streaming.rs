@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, SecondsFormat, Utc};
-use eventfold::streaming::{
+use eventfold_streaming::{
     CatalogueError, CreateOutcome, GroupState, GroupStore, Offsets, Topic, TopicCatalogue,
     TopicPage, TopicSettings, Versioned,
 };

@@ -124,7 +124,7 @@ mod tests {
     use aws_lambda_events::event::dynamodb::Event;
     use aws_sdk_dynamodb::primitives::Blob;
     use eventfold::StreamId;
-    use eventfold::contract::sample_events;
+    use eventfold_testkit::event_store::sample_events;
 
     fn commit() -> Vec<EventEnvelope> {
         let stream = StreamId::new("acme", "Order", "o-1").expect("valid");

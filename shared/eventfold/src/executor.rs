@@ -622,8 +622,9 @@ const MAX_BUDGETED_ATTEMPTS: u32 = 10_000;
 
 /// The next pause after `previous` ("decorrelated jitter": random between the floor and three
 /// times the last pause, capped), which spreads contending writers apart better than a fixed
-/// exponential schedule.
-pub(crate) fn decorrelated_jitter(previous: Duration) -> Duration {
+/// exponential schedule. Public so that every writer that retries a conditional append
+/// (the executor, streaming's publish) spreads out the same way.
+pub fn decorrelated_jitter(previous: Duration) -> Duration {
     let floor = PAUSE_FLOOR.as_micros() as u64;
     let upper = (previous.as_micros() as u64).saturating_mul(3).max(floor);
     let pause = Duration::from_micros(rand::random_range(floor..=upper));

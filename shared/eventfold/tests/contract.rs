@@ -5,8 +5,8 @@ use eventfold::MemoryEventStore;
 #[tokio::test]
 async fn memory_store_passes_the_contract_suite() {
     let store = MemoryEventStore::new();
-    eventfold::contract::run_all(&store, "mem").await;
+    eventfold_testkit::event_store::run_all(&store, "mem").await;
     // A second suite with another prefix on the same store must not trip over the first:
     // prefixes are how adapters share one table.
-    eventfold::contract::run_all(&store, "mem2").await;
+    eventfold_testkit::event_store::run_all(&store, "mem2").await;
 }

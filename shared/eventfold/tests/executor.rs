@@ -53,7 +53,7 @@ fn amounts(events: &[eventfold::EventEnvelope]) -> Vec<i64> {
 #[tokio::test]
 async fn the_fixture_store_is_a_faithful_store() {
     // The probe wraps the memory store; everything below trusts it to behave the same.
-    eventfold::contract::run_all(&Probe::new(), "probe").await;
+    eventfold_testkit::event_store::run_all(&Probe::new(), "probe").await;
 }
 
 #[tokio::test]

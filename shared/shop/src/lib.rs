@@ -24,7 +24,7 @@
 //! saturating arithmetic in `evolve` (folding never panics).
 //!
 //! ```
-//! use eventfold::testing::given;
+//! use eventfold_testkit::given;
 //! use shop::order::{Order, OrderCommand, OrderEvent};
 //!
 //! let command = shop::order::parse_command(

@@ -44,8 +44,8 @@
 use crate::fulfilment::OrderFulfilment;
 use crate::views::{self, DailySales, OrderSummary, StockLevels};
 use crate::{CommandParseError, Inventory, Order, Payment, order};
-use eventfold::projection::{CounterView, StreamView};
 use eventfold::{Aggregate, Upcasters};
+use eventfold_consumers::projection::{CounterView, StreamView};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::fmt;

@@ -18,14 +18,16 @@
 //! digit fraction (`2024-03-01T09:30:00.000000Z`) so that they also sort as text.
 //!
 //! Which views exist, and how the query API serves them, is [`crate::registry::VIEWS`];
-//! [`projector`] wires every registered view into an [`eventfold::projection::Projector`].
+//! [`projector`] wires every registered view into an [`eventfold_consumers::projection::Projector`].
 
 use crate::inventory::{Inventory, InventoryEvent};
 use crate::order::{Order, OrderEvent, OrderStatus};
 use crate::registry::{self, RegisteredAggregate, ViewImpl};
 use chrono::NaiveDate;
-use eventfold::projection::{Contribution, CounterView, Projector, ReadModelStore, StreamView};
 use eventfold::{Aggregate, DomainEvent, EventEnvelope, EventStore, StreamId};
+use eventfold_consumers::projection::{
+    Contribution, CounterView, Projector, ReadModelStore, StreamView,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -9,11 +9,12 @@ mod recovery;
 mod saga;
 
 use async_trait::async_trait;
-use eventfold::deadletter::{DeadLetterStore, Filter, STREAM_CONSUMER, Status};
-use eventfold::projection::{Notification, ReadModelStore};
 use eventfold::{EventEnvelope, EventStore, Metadata, NewEvent, StreamId};
 use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher};
 use eventfold_aws::{DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore};
+use eventfold_consumers::Notification;
+use eventfold_consumers::deadletter::{DeadLetterStore, Filter, STREAM_CONSUMER, Status};
+use eventfold_consumers::projection::ReadModelStore;
 use eventfold_local::LocalStack;
 use eventfold_local::esm::EsmOptions;
 use eventfold_local::httpc::Http;
@@ -27,7 +28,7 @@ use tests::{events_table, stack_with, table, token, unique_tenant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dynamodb_dead_letter_store_passes_the_contract() {
     let stack = tests::quiet_stack().await;
-    eventfold::deadletter::contract::run_all(&letters(&stack), &unique_tenant("dl")).await;
+    eventfold_testkit::dead_letters::run_all(&letters(&stack), &unique_tenant("dl")).await;
 }
 
 /// Fast pollers, a short visibility timeout (moto waits it out per receive), no printing.
@@ -97,7 +98,7 @@ async fn first_letter(
     tenant: &str,
     limit: Duration,
     what: &str,
-) -> eventfold::deadletter::DeadLetter {
+) -> eventfold_consumers::deadletter::DeadLetter {
     first_letter_of(letters, tenant, &Filter::default(), limit, what).await
 }
 
@@ -108,7 +109,7 @@ async fn first_letter_of(
     filter: &Filter,
     limit: Duration,
     what: &str,
-) -> eventfold::deadletter::DeadLetter {
+) -> eventfold_consumers::deadletter::DeadLetter {
     let start = Instant::now();
     loop {
         let open = letters.list(Some(tenant), filter, 10).await.expect("list");

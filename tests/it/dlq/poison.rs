@@ -252,7 +252,7 @@ async fn a_poison_event_blocks_only_its_stream_and_one_redrive_after_the_fix_unb
     let letters = letters(&stack);
     // The letters arrive in any order; the processor points the later ones at the lowest
     // as it learns of it (a reader may see the state in between for a moment).
-    let settled = |found: &[eventfold::deadletter::DeadLetter]| {
+    let settled = |found: &[eventfold_consumers::deadletter::DeadLetter]| {
         found.len() == 3
             && found[1..]
                 .iter()

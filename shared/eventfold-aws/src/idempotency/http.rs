@@ -13,7 +13,7 @@
 //! | [`Begin::Run`] | the handler's response; stored when < 500, else the record is deleted |
 
 use crate::http::{Problem, lambda_deadline};
-use eventfold::idempotency::{
+use eventfold_idempotency::{
     Begin, Idempotency, IdempotencyError, IdempotencyKey, IdempotencyStore, PayloadHash, Scope,
     StoredResponse, payload_hash, validate_key,
 };
@@ -193,7 +193,7 @@ pub fn answer<S: IdempotencyStore>(begin: &Begin<'_, S>, instance: &str) -> Opti
 /// Wiring it into an API whose handlers return `Result<Response, Problem>`:
 ///
 /// ```
-/// use eventfold::idempotency::{Idempotency, IdempotencyStore, Scope};
+/// use eventfold_idempotency::{Idempotency, IdempotencyStore, Scope};
 /// use eventfold_aws::http::{Caller, Problem, json_response};
 /// use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
 /// use lambda_http::{Body, Request, Response};
@@ -224,7 +224,7 @@ pub fn answer<S: IdempotencyStore>(begin: &Begin<'_, S>, instance: &str) -> Opti
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// # use eventfold::idempotency::{IdempotencyConfig, MemoryIdempotencyStore};
+/// # use eventfold_idempotency::{IdempotencyConfig, MemoryIdempotencyStore};
 /// # let store: Arc<dyn IdempotencyStore> = Arc::new(MemoryIdempotencyStore::new());
 /// # let api = Api { idempotency: Some(Idempotency::new(store, IdempotencyConfig::default())) };
 /// # let caller = Caller { actor: "alice".into(), tenant: "acme".into(), scopes: vec![] };
@@ -295,7 +295,7 @@ where
 mod tests {
     use super::*;
     use chrono::Utc;
-    use eventfold::idempotency::{Clock, IdempotencyConfig, ManualClock, MemoryIdempotencyStore};
+    use eventfold_idempotency::{Clock, IdempotencyConfig, ManualClock, MemoryIdempotencyStore};
     use lambda_http::RequestExt;
     use lambda_http::http;
     use std::cell::Cell;

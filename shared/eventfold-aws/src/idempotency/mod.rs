@@ -1,4 +1,4 @@
-//! Idempotency on DynamoDB: the [`DynamoIdempotencyStore`] for `eventfold::idempotency`, its
+//! Idempotency on DynamoDB: the [`DynamoIdempotencyStore`] for `eventfold_idempotency`, its
 //! settings from the environment, and the `lambda_http` glue ([`http`]) that turns an
 //! `Idempotency-Key` header into a guarded handler call.
 //!
@@ -30,7 +30,7 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
-use eventfold::idempotency::{
+use eventfold_idempotency::{
     Acquired, Idempotency, IdempotencyConfig, IdempotencyError, IdempotencyRecord,
     IdempotencyStore, PayloadHash, Status, StoredResponse,
 };

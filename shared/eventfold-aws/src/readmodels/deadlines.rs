@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
-use eventfold::projection::ReadModelError;
-use eventfold::saga::{Deadline, DeadlineIndex, DueInstance};
+use eventfold_consumers::projection::ReadModelError;
+use eventfold_consumers::saga::{Deadline, DeadlineIndex, DueInstance};
 use std::collections::HashMap;
 
 fn instance_pk(saga: &str) -> String {

@@ -4,7 +4,7 @@ use crate::inventory::{Inventory, InventoryCommand};
 use crate::order::{Order, OrderCommand};
 use crate::payment::{Payment, PaymentCommand};
 use chrono::{DateTime, Utc};
-use eventfold::{SagaCommand, SagaCommandVisitor};
+use eventfold_consumers::{SagaCommand, SagaCommandVisitor};
 use serde::{Deserialize, Serialize};
 use strum::VariantNames;
 

@@ -82,7 +82,7 @@ mod state;
 
 // For the links of the module docs to the `Saga` methods.
 #[cfg(doc)]
-use eventfold::Saga;
+use eventfold_consumers::Saga;
 
 pub use event::*;
 pub use input::*;

@@ -6,7 +6,8 @@ use crate::order::{Order, OrderCommand, OrderEvent};
 use crate::payment::{Payment, PaymentCommand, PaymentEvent};
 use crate::registry::{self, RegisteredAggregate};
 use chrono::{DateTime, Utc};
-use eventfold::{Aggregate, DomainEvent, EventEnvelope, Pending, Rejection, Saga, StreamId};
+use eventfold::{Aggregate, DomainEvent, EventEnvelope, Rejection, StreamId};
+use eventfold_consumers::{Pending, Saga};
 
 impl Saga for OrderFulfilment {
     type Send = FulfilmentCommand;

@@ -3,8 +3,9 @@
 //! redelivery, and the commands each state calls for.
 
 use chrono::{DateTime, Utc};
-use eventfold::testing::given;
-use eventfold::{Aggregate, Pending, Rejection, Saga, SagaCommandVisitor};
+use eventfold::{Aggregate, Rejection};
+use eventfold_consumers::{Pending, Saga, SagaCommandVisitor};
+use eventfold_testkit::given;
 use shop::fulfilment::{
     FulfilmentCommand, FulfilmentEvent as E, FulfilmentInput as I, FulfilmentLine,
     FulfilmentOutcome, FulfilmentState, ObservedOrder, ObservedPayment, ObservedStock,
@@ -941,7 +942,7 @@ impl SagaCommandVisitor for Target {
 
 #[test]
 fn each_command_reaches_its_target_aggregate() {
-    use eventfold::SagaCommand;
+    use eventfold_consumers::SagaCommand;
     assert_eq!(
         reserve_command("apple").visit(Target),
         (

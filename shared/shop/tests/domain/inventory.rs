@@ -1,6 +1,6 @@
 //! Given/when/then for the `Inventory` aggregate.
 
-use eventfold::testing::given;
+use eventfold_testkit::given;
 use shop::inventory::{Inventory, InventoryCommand as C, InventoryEvent as E};
 
 fn received(quantity: i64) -> E {

@@ -1,6 +1,6 @@
 //! Given/when/then for the `Order` aggregate.
 
-use eventfold::testing::given;
+use eventfold_testkit::given;
 use shop::order::{Order, OrderCommand as C, OrderEvent as E, OrderLine, OrderStatus};
 
 fn created() -> E {

@@ -1,6 +1,6 @@
 //! Given/when/then for the `Payment` aggregate.
 
-use eventfold::testing::given;
+use eventfold_testkit::given;
 use shop::payment::{
     AUTHORIZATION_LIMIT, DECLINE_AMOUNT_OVER_LIMIT, DECLINE_CARD_DECLINED, DECLINED_METHOD,
     PENDING_METHOD, Payment, PaymentCommand as C, PaymentEvent as E, PaymentStatus,

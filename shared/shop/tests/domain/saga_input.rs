@@ -1,7 +1,8 @@
 //! Which events become saga inputs (`Saga::input`), for which instance, and which need
 //! their stream's history.
 
-use eventfold::{EventEnvelope, Metadata, NewEvent, Pending, Saga, StreamId};
+use eventfold::{EventEnvelope, Metadata, NewEvent, StreamId};
+use eventfold_consumers::{Pending, Saga};
 use serde_json::{Value, json};
 use shop::fulfilment::{
     CANCEL_STEP, FulfilmentInput, INPUT_EVENT_TYPES, ObservedOrder, ObservedPayment, ObservedStock,

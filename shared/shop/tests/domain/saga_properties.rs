@@ -20,10 +20,8 @@
 //! arriving in any order; a duplicate at any later time) is shuffled.
 
 use chrono::{DateTime, Duration, Utc};
-use eventfold::{
-    Aggregate, DomainEvent, EventEnvelope, Metadata, Pending, Rejection, Saga, SagaCommand,
-    SagaCommandVisitor, StreamId,
-};
+use eventfold::{Aggregate, DomainEvent, EventEnvelope, Metadata, Rejection, StreamId};
+use eventfold_consumers::{Pending, Saga, SagaCommand, SagaCommandVisitor};
 use proptest::prelude::*;
 use proptest::sample::select;
 use shop::fulfilment::{FulfilmentInput, FulfilmentState, OrderFulfilment};

@@ -2,11 +2,13 @@
 //! starts the saga, through `shop::registry::upcasters()`.
 
 use chrono::{DateTime, Utc};
-use eventfold::projection::{MemoryReadModelStore, Notification};
 use eventfold::{
     CommandExecutor, EventEnvelope, EventStore, ExecutorConfig, MemoryEventStore, Metadata,
-    NewEvent, Saga, StreamId,
+    NewEvent, StreamId,
 };
+use eventfold_consumers::Notification;
+use eventfold_consumers::Saga;
+use eventfold_consumers::projection::MemoryReadModelStore;
 use serde_json::{Value, json};
 use shop::fulfilment::{FulfilmentInput, FulfilmentLine, OrderFulfilment};
 use shop::order::{Order, OrderCommand, OrderEvent, OrderStatus};

@@ -7,10 +7,11 @@ use crate::support::{
     Events, Rng, World, add, at, cancel, confirm, create, place, receive, release, remove, reserve,
     ship,
 };
-use eventfold::projection::{
-    Applied, ListQuery, MemoryReadModelStore, Notification, Projector, ReadModelStore,
-};
 use eventfold::{DomainEvent, StreamId};
+use eventfold_consumers::Notification;
+use eventfold_consumers::projection::{
+    Applied, ListQuery, MemoryReadModelStore, Projector, ReadModelStore,
+};
 use serde_json::{Value, json};
 use shop::order::{OrderCommand, OrderEvent, OrderStatus};
 use shop::views::{DAILY_SALES, ORDER_SUMMARY, STOCK_LEVELS};

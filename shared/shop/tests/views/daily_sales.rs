@@ -1,7 +1,7 @@
 //! `daily-sales` counters after real order histories.
 
 use crate::support::{TENANT, World, add, at, cancel, confirm, create, place};
-use eventfold::projection::CounterView;
+use eventfold_consumers::projection::CounterView;
 use serde_json::json;
 use shop::views::{DAILY_SALES, DailySales};
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 use crate::support::{
     TENANT, World, add, at, cancel, confirm, create, place, remove, rfc3339, ship,
 };
-use eventfold::projection::{ListQuery, ReadModelStore, StreamView};
+use eventfold_consumers::projection::{ListQuery, ReadModelStore, StreamView};
 use serde_json::{Value, json};
 use shop::views::{ORDER_SUMMARY, OrderSummary, OrderSummaryDoc};
 

@@ -1,7 +1,7 @@
 //! `stock-levels` documents after real inventory histories.
 
 use crate::support::{TENANT, World, at, receive, release, reserve};
-use eventfold::projection::StreamView;
+use eventfold_consumers::projection::StreamView;
 use serde_json::json;
 use shop::views::{STOCK_LEVELS, StockLevels};
 

@@ -5,11 +5,12 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use eventfold::projection::{MemoryReadModelStore, Notification, Projector};
 use eventfold::{
     Aggregate, CommandExecutor, EventEnvelope, EventStore, ExecutorConfig, MemoryEventStore,
     Metadata, StreamId,
 };
+use eventfold_consumers::Notification;
+use eventfold_consumers::projection::{MemoryReadModelStore, Projector};
 use shop::inventory::{Inventory, InventoryCommand, InventoryState};
 use shop::order::{Order, OrderCommand, OrderState};
 use std::sync::Arc;
