@@ -2,8 +2,8 @@
 //! APIs over real HTTP, read models, the idempotency store, the stream -> SNS -> SQS fan-out
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
 //! DynamoDB), the streaming API (topics, publish, consumer groups, history), the recovery path
-//! (dead letters, the DLQ processor, SNS outages), and one trace
-//! from a command to the consumers' queues.
+//! (dead letters, the DLQ processor, SNS outages), one trace
+//! from a command to the consumers' queues, and the docs' runnable examples (the README's tour).
 
 mod api;
 mod contract;
@@ -15,6 +15,7 @@ mod idempotency;
 mod packing;
 mod publisher;
 mod query;
+mod readme;
 mod readmodels;
 mod saga;
 mod store;
