@@ -198,7 +198,14 @@ async fn items_carry_an_epoch_seconds_ttl_and_no_actor() {
         lock.release().await.expect("release"),
         Finished::Released(NotStored::Released)
     );
-    assert_eq!(engine.store().get(&scope.record_key(&key)).await, Ok(None));
+    assert_eq!(
+        engine
+            .store()
+            .get(&scope.record_key(&key))
+            .await
+            .expect("read"),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +251,14 @@ async fn a_response_too_large_for_an_item_goes_out_unstored_without_a_write() {
         1,
         "only the delete is sent: the oversized put is refused before any request"
     );
-    assert_eq!(engine.store().get(&scope.record_key(&key)).await, Ok(None));
+    assert_eq!(
+        engine
+            .store()
+            .get(&scope.record_key(&key))
+            .await
+            .expect("read"),
+        None
+    );
 }
 
 /// A store the service refuses for good (here: its table does not exist) is `Refused`, not

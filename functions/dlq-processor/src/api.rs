@@ -44,7 +44,7 @@ fn problem(e: DlqError) -> Problem {
             "the dead letters are unavailable; retry later",
         ),
         DlqError::Store(DeadLetterError::Invalid(why)) => {
-            Problem::new(500, "internal", "Internal error", why)
+            Problem::new(500, "internal", "Internal error", why.to_string())
         }
     }
 }

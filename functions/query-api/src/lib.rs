@@ -97,11 +97,17 @@ fn store_problem(e: ReadModelError) -> Problem {
             "Service unavailable",
             "the read models are unavailable; retry later",
         ),
-        ReadModelError::Corrupt(m) | ReadModelError::Refused(m) => Problem::new(
+        ReadModelError::Corrupt(m) => Problem::new(
             500,
             "internal",
             "Internal error",
             format!("unreadable read model: {m}"),
+        ),
+        ReadModelError::Refused(cause) => Problem::new(
+            500,
+            "internal",
+            "Internal error",
+            format!("unreadable read model: {cause}"),
         ),
     }
 }

@@ -13,14 +13,13 @@
 //! A status change is one conditional `PutItem` (`#status = open`), so two operators cannot
 //! both redrive a letter.
 
-use crate::dynamo::value::{s, sdk_error_text};
-use crate::faults::{Fault, classify};
+use crate::dynamo::value::s;
+use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use eventfold_consumers::deadletter::{
     Change, DeadLetter, DeadLetterError, DeadLetterStore, FailureNote, Filter, Status,
 };
@@ -39,19 +38,8 @@ pub struct DynamoDeadLetterStore {
     table: String,
 }
 
-fn failed<E, R>(e: SdkError<E, R>) -> DeadLetterError
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
-{
-    match classify(&e) {
-        Fault::Transient => DeadLetterError::Unavailable(sdk_error_text(&e)),
-        Fault::Permanent => DeadLetterError::Invalid(sdk_error_text(&e)),
-    }
-}
-
 fn letter_item(l: &DeadLetter) -> Result<Item, DeadLetterError> {
-    let json = serde_json::to_string(l).map_err(|e| DeadLetterError::Invalid(e.to_string()))?;
+    let json = serde_json::to_string(l).map_err(|e| DeadLetterError::Invalid(e.into()))?;
     let mut item = HashMap::from([
         ("pk".to_owned(), s(&l.tenant)),
         ("sk".to_owned(), s(format!("{LETTER_PREFIX}{}", l.id))),
@@ -73,7 +61,7 @@ fn letter_of(item: &Item) -> Result<DeadLetter, DeadLetterError> {
         ));
     };
     serde_json::from_str(json)
-        .map_err(|e| DeadLetterError::Invalid(format!("unreadable letter: {e}")))
+        .map_err(|e| DeadLetterError::Invalid(format!("unreadable letter: {e}").into()))
 }
 
 impl DynamoDeadLetterStore {
@@ -109,7 +97,7 @@ impl DynamoDeadLetterStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(failed)?;
+            .map_err(from_sdk)?;
         out.item.as_ref().map(letter_of).transpose()
     }
 
@@ -161,7 +149,7 @@ impl DynamoDeadLetterStore {
                         .consistent_read(true)
                         .send()
                         .await
-                        .map_err(failed)?;
+                        .map_err(from_sdk)?;
                     (out.items.unwrap_or_default(), out.last_evaluated_key)
                 }
                 None => {
@@ -176,7 +164,7 @@ impl DynamoDeadLetterStore {
                         .consistent_read(true)
                         .send()
                         .await
-                        .map_err(failed)?;
+                        .map_err(from_sdk)?;
                     (out.items.unwrap_or_default(), out.last_evaluated_key)
                 }
             };
@@ -219,7 +207,7 @@ impl DeadLetterStore for DynamoDeadLetterStore {
             letter.first_failure_at = old.first_failure_at.min(letter.first_failure_at);
         }
         letter.status = Status::Open;
-        self.put(&letter, false).await.map_err(failed)?;
+        self.put(&letter, false).await.map_err(from_sdk)?;
         Ok(letter)
     }
 
@@ -282,13 +270,12 @@ impl DeadLetterStore for DynamoDeadLetterStore {
                     status: now.map_or(Status::Discarded, |l| l.status),
                 })
             }
-            Err(e) => Err(failed(e)),
+            Err(e) => Err(from_sdk(e)),
         }
     }
 
     async fn note(&self, note: &FailureNote) -> Result<(), DeadLetterError> {
-        let json =
-            serde_json::to_string(note).map_err(|e| DeadLetterError::Invalid(e.to_string()))?;
+        let json = serde_json::to_string(note).map_err(|e| DeadLetterError::Invalid(e.into()))?;
         let expires = note.at.timestamp() + NOTE_TTL_DAYS * 86_400;
         self.client
             .put_item()
@@ -299,7 +286,7 @@ impl DeadLetterStore for DynamoDeadLetterStore {
             .item("expires_at_epoch", AttributeValue::N(expires.to_string()))
             .send()
             .await
-            .map_err(failed)?;
+            .map_err(from_sdk)?;
         Ok(())
     }
 
@@ -317,12 +304,12 @@ impl DeadLetterStore for DynamoDeadLetterStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(failed)?;
+            .map_err(from_sdk)?;
         let Some(AttributeValue::S(json)) = out.item.as_ref().and_then(|i| i.get("note")) else {
             return Ok(None);
         };
         serde_json::from_str(json)
             .map(Some)
-            .map_err(|e| DeadLetterError::Invalid(format!("unreadable note: {e}")))
+            .map_err(|e| DeadLetterError::Invalid(format!("unreadable note: {e}").into()))
     }
 }

@@ -7,7 +7,10 @@
 //! an outage.
 
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use eventfold::Cause;
+use std::fmt;
 
 /// What kind of failure an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,101 @@ where
         SdkError::ConstructionFailure(_) => Fault::Permanent,
         SdkError::ServiceError(s) => classify_code(s.err().code()),
         _ => Fault::Transient,
+    }
+}
+
+/// A failed AWS request, kept whole: shown with the SDK's full context (the service's code
+/// and message; the SDK error's own `Display` is a terse "service error"), with the SDK
+/// error itself as its source.
+#[derive(Debug)]
+pub struct SdkFailure {
+    text: String,
+    source: Cause,
+}
+
+impl fmt::Display for SdkFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for SdkFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// A port's error, as an SDK failure becomes one: each adapter's error names the variant of a
+/// transient failure (retry later) and of a permanent one (a refusal).
+pub trait FromSdk {
+    /// A throttle, an outage, a timeout.
+    fn transient(cause: Cause) -> Self;
+    /// A refusal no retry fixes (see [`classify`]).
+    fn permanent(cause: Cause) -> Self;
+}
+
+/// The one conversion of SDK errors into port errors: classified by [`classify`], the SDK
+/// error kept as the cause.
+pub fn from_sdk<P, E, R>(e: SdkError<E, R>) -> P
+where
+    P: FromSdk,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    let fault = classify(&e);
+    let cause: Cause = Box::new(SdkFailure {
+        text: DisplayErrorContext(&e).to_string(),
+        source: Box::new(e),
+    });
+    match fault {
+        Fault::Transient => P::transient(cause),
+        Fault::Permanent => P::permanent(cause),
+    }
+}
+
+impl FromSdk for eventfold::StoreError {
+    fn transient(cause: Cause) -> Self {
+        Self::Unavailable(cause)
+    }
+    fn permanent(cause: Cause) -> Self {
+        Self::Invalid(cause)
+    }
+}
+
+impl FromSdk for eventfold_consumers::projection::ReadModelError {
+    fn transient(cause: Cause) -> Self {
+        Self::Unavailable(cause)
+    }
+    fn permanent(cause: Cause) -> Self {
+        Self::Refused(cause)
+    }
+}
+
+impl FromSdk for eventfold_consumers::deadletter::DeadLetterError {
+    fn transient(cause: Cause) -> Self {
+        Self::Unavailable(cause)
+    }
+    fn permanent(cause: Cause) -> Self {
+        Self::Invalid(cause)
+    }
+}
+
+impl FromSdk for eventfold_idempotency::IdempotencyError {
+    fn transient(cause: Cause) -> Self {
+        Self::Unavailable(cause)
+    }
+    fn permanent(cause: Cause) -> Self {
+        Self::Refused(cause)
+    }
+}
+
+/// The catalogue has no refusal of its own: every failure is "unavailable".
+impl FromSdk for eventfold_streaming::CatalogueError {
+    fn transient(cause: Cause) -> Self {
+        Self::Unavailable(cause)
+    }
+    fn permanent(cause: Cause) -> Self {
+        Self::Unavailable(cause)
     }
 }
 

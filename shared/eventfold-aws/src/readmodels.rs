@@ -22,10 +22,10 @@
 
 mod deadlines;
 
-use crate::dynamo::value::{from_attr, n, s, sdk_error_text, to_attr};
+use crate::dynamo::value::{from_attr, n, s, to_attr};
+use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -64,19 +64,6 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoReadModelStore {
     client: Client,
     table: String,
-}
-
-/// A failed request as the port's error: an outage is `Unavailable`, a refusal (see
-/// [`crate::faults`]) is `Refused`.
-fn unavailable<E, R>(e: SdkError<E, R>) -> ReadModelError
-where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
-{
-    match crate::faults::classify(&e) {
-        crate::faults::Fault::Transient => ReadModelError::Unavailable(sdk_error_text(&e)),
-        crate::faults::Fault::Permanent => ReadModelError::Refused(sdk_error_text(&e)),
-    }
 }
 
 fn doc_pk(tenant: &str, view: &str) -> String {
@@ -118,7 +105,7 @@ fn encode_doc(tenant: &str, view: &str, doc: &Doc) -> Result<Item, ReadModelErro
     if !doc.data.is_null() {
         item.insert(
             "data".to_owned(),
-            to_attr(&doc.data).map_err(ReadModelError::Corrupt)?,
+            to_attr(&doc.data).map_err(|e| corrupt(e.to_string()))?,
         );
         // A Null document is hidden from lists: it is left out of the (sparse) index too.
         if let Some((partition, sort)) = &doc.index {
@@ -156,7 +143,7 @@ fn decode_doc(item: &Item) -> Result<Doc, ReadModelError> {
     } else {
         match item.get("data") {
             None => Value::Null,
-            Some(attr) => from_attr(attr).map_err(corrupt)?,
+            Some(attr) => from_attr(attr).map_err(|e| corrupt(e.to_string()))?,
         }
     };
     let index = match (item.get("gsi1pk"), item.get("gsi1sk")) {
@@ -223,10 +210,13 @@ where
             } else {
                 idle += 1;
                 if idle >= BATCH_GET_IDLE_ROUNDS {
-                    return Err(ReadModelError::Unavailable(format!(
-                        "{} keys left unprocessed by {idle} batched reads in a row",
-                        unprocessed.len()
-                    )));
+                    return Err(ReadModelError::Unavailable(
+                        format!(
+                            "{} keys left unprocessed by {idle} batched reads in a row",
+                            unprocessed.len()
+                        )
+                        .into(),
+                    ));
                 }
             }
             sleep(backoff).await;
@@ -359,7 +349,7 @@ impl ReadModelStore for DynamoReadModelStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(unavailable)?;
+            .map_err(from_sdk)?;
         out.item.as_ref().map(decode_doc).transpose()
     }
 
@@ -393,7 +383,7 @@ impl ReadModelStore for DynamoReadModelStore {
                         key: doc.key,
                     })
                 }
-                _ => Err(unavailable(e)),
+                _ => Err(from_sdk(e)),
             },
         }
     }
@@ -408,7 +398,7 @@ impl ReadModelStore for DynamoReadModelStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(unavailable)?;
+            .map_err(from_sdk)?;
         out.item
             .map_or(Ok(0), |item| get_count(&item, "checkpoint"))
     }
@@ -432,7 +422,7 @@ impl ReadModelStore for DynamoReadModelStore {
                 .request_items(table, request)
                 .send()
                 .await
-                .map_err(unavailable)?;
+                .map_err(from_sdk)?;
             let got = out
                 .responses
                 .and_then(|mut r| r.remove(table))
@@ -495,7 +485,7 @@ impl ReadModelStore for DynamoReadModelStore {
             return Err(ReadModelError::Unavailable(format!(
                 "one event touches {} documents of {view}; at most {MAX_COUNTER_DOCS} fit one transaction",
                 docs.len()
-            )));
+            ).into()));
         }
         let checkpoint = self.checkpoint_update(view, stream_id, expected, new)?;
         if docs.is_empty() {
@@ -515,7 +505,7 @@ impl ReadModelStore for DynamoReadModelStore {
                 Ok(_) => Ok(()),
                 Err(e) => match e.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(_)) => Err(conflict()),
-                    _ => Err(unavailable(e)),
+                    _ => Err(from_sdk(e)),
                 },
             };
         }
@@ -542,7 +532,7 @@ impl ReadModelStore for DynamoReadModelStore {
                 {
                     Err(conflict())
                 }
-                _ => Err(unavailable(e)),
+                _ => Err(from_sdk(e)),
             },
         }
     }
@@ -589,7 +579,7 @@ impl ReadModelStore for DynamoReadModelStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(unavailable)?;
+                .map_err(from_sdk)?;
             for item in out.items() {
                 docs.push(decode_doc(item)?);
             }
@@ -725,7 +715,7 @@ mod tests {
         let slept = std::sync::Mutex::new(Vec::new());
         let r = read_through(&store, 5, &slept).await;
         assert!(
-            matches!(&r, Err(ReadModelError::Unavailable(m)) if m.contains("5 keys")),
+            matches!(&r, Err(ReadModelError::Unavailable(m)) if m.to_string().contains("5 keys")),
             "{r:?}"
         );
         let asked = store.into_inner().expect("lock").asked;

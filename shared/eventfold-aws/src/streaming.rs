@@ -9,10 +9,10 @@
 //! ([`crate::DynamoEventStore`]).
 
 use crate::config::ConfigError;
-use crate::dynamo::value::{n, s, sdk_error_text};
+use crate::dynamo::value::{n, s};
+use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
@@ -24,10 +24,6 @@ use eventfold_streaming::{
 use std::collections::HashMap;
 
 type Item = HashMap<String, AttributeValue>;
-
-fn unavailable<E: std::error::Error + 'static>(e: SdkError<E>) -> CatalogueError {
-    CatalogueError::Unavailable(sdk_error_text(&e))
-}
 
 fn ts(t: &DateTime<Utc>) -> AttributeValue {
     AttributeValue::S(t.to_rfc3339_opts(SecondsFormat::Millis, true))
@@ -147,7 +143,7 @@ impl DynamoTopicCatalogue {
             .consistent_read(true)
             .send()
             .await
-            .map_err(unavailable)?;
+            .map_err(from_sdk)?;
         Ok(got.item)
     }
 }
@@ -184,7 +180,7 @@ impl TopicCatalogue for DynamoTopicCatalogue {
                     };
                     Ok(CreateOutcome::Exists(Self::decode(&existing)?))
                 }
-                _ => Err(unavailable(e)),
+                _ => Err(from_sdk(e)),
             },
         }
     }
@@ -208,7 +204,7 @@ impl TopicCatalogue for DynamoTopicCatalogue {
                 .expression_attribute_values(":a", s(a)),
             None => q.key_condition_expression("pk = :t"),
         };
-        let out = q.send().await.map_err(unavailable)?;
+        let out = q.send().await.map_err(from_sdk)?;
         let mut topics = out
             .items
             .unwrap_or_default()
@@ -259,7 +255,7 @@ impl TopicCatalogue for DynamoTopicCatalogue {
             Err(e) => match e.as_service_error() {
                 // Already at or above: a floor never goes down.
                 Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
-                _ => Err(unavailable(e)),
+                _ => Err(from_sdk(e)),
             },
         }
     }
@@ -299,7 +295,7 @@ impl GroupStore for DynamoGroupStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(unavailable)?;
+            .map_err(from_sdk)?;
         let Some(item) = got.item else {
             return Ok(None);
         };
@@ -349,7 +345,7 @@ impl GroupStore for DynamoGroupStore {
             Ok(_) => Ok(true),
             Err(e) => match e.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(_)) => Ok(false),
-                _ => Err(unavailable(e)),
+                _ => Err(from_sdk(e)),
             },
         }
     }

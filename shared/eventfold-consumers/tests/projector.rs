@@ -868,7 +868,9 @@ impl Faulty {
             || (request == "get_many" && self.failing_batches.load(Ordering::SeqCst));
         self.log.lock().expect("lock").push(request.clone());
         if failing {
-            return Err(ReadModelError::Unavailable(format!("injected: {request}")));
+            return Err(ReadModelError::Unavailable(
+                format!("injected: {request}").into(),
+            ));
         }
         Ok(())
     }

@@ -204,10 +204,13 @@ impl<S: IdempotencyStore> Idempotency<S> {
                 Decision::Replay(response) => return Ok(Begin::Replay(response)),
             }
         }
-        Err(IdempotencyError::Unavailable(format!(
-            "the store refused to lock {} for an expired record",
-            record.record_key
-        )))
+        Err(IdempotencyError::Unavailable(
+            format!(
+                "the store refused to lock {} for an expired record",
+                record.record_key
+            )
+            .into(),
+        ))
     }
 }
 
@@ -386,19 +389,22 @@ mod tests {
         let other = payload_hash("POST", "/c", b"{\"a\":2}");
         let running = record(Status::InProgress, 4_200, "{\"a\":1}");
         assert_eq!(
-            decide(&running, &same, at(0)),
-            Ok(Decision::InProgress {
+            decide(&running, &same, at(0)).ok(),
+            Some(Decision::InProgress {
                 retry_after: Duration::from_secs(5)
             }),
             "4.2 s left rounds up to 5"
         );
-        assert_eq!(decide(&running, &other, at(0)), Ok(Decision::KeyReused));
+        assert_eq!(
+            decide(&running, &other, at(0)).ok(),
+            Some(Decision::KeyReused)
+        );
         let done = record(Status::Completed, 3_600_000, "{\"a\":1}");
         assert_eq!(
-            decide(&done, &same, at(0)),
-            Ok(Decision::Replay(StoredResponse::new(201, "{}")))
+            decide(&done, &same, at(0)).ok(),
+            Some(Decision::Replay(StoredResponse::new(201, "{}")))
         );
-        assert_eq!(decide(&done, &other, at(0)), Ok(Decision::KeyReused));
+        assert_eq!(decide(&done, &other, at(0)).ok(), Some(Decision::KeyReused));
     }
 
     #[test]
@@ -406,9 +412,9 @@ mod tests {
         let other = payload_hash("POST", "/c", b"{\"a\":2}");
         for status in [Status::InProgress, Status::Completed] {
             let r = record(status, 1_000, "{\"a\":1}");
-            assert_eq!(decide(&r, &other, at(1_000)), Ok(Decision::TakeOver));
-            assert_eq!(decide(&r, &other, at(5_000)), Ok(Decision::TakeOver));
-            assert_ne!(decide(&r, &other, at(999)), Ok(Decision::TakeOver));
+            assert_eq!(decide(&r, &other, at(1_000)).ok(), Some(Decision::TakeOver));
+            assert_eq!(decide(&r, &other, at(5_000)).ok(), Some(Decision::TakeOver));
+            assert_ne!(decide(&r, &other, at(999)).ok(), Some(Decision::TakeOver));
         }
     }
 
@@ -418,8 +424,8 @@ mod tests {
         for (left, secs) in [(1, 1), (999, 1), (1_000, 1), (1_001, 2), (10_000, 10)] {
             let r = record(Status::InProgress, left, "{\"a\":1}");
             assert_eq!(
-                decide(&r, &same, at(0)),
-                Ok(Decision::InProgress {
+                decide(&r, &same, at(0)).ok(),
+                Some(Decision::InProgress {
                     retry_after: Duration::from_secs(secs)
                 }),
                 "{left} ms left"

@@ -28,6 +28,7 @@ pub use memory::MemoryIdempotencyStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use eventfold::Cause;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -112,7 +113,7 @@ impl Default for IdempotencyConfig {
 }
 
 /// Why an idempotent request could not be handled.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum IdempotencyError {
     /// The key itself is unusable (HTTP 400).
     #[error("invalid idempotency key: {0}")]
@@ -120,12 +121,12 @@ pub enum IdempotencyError {
     /// The store failed or throttled; retrying later may succeed (HTTP 503). The request is
     /// refused rather than run unguarded, which could run it twice.
     #[error("idempotency store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The store refused the request for good (a missing table or permission, a value it
     /// cannot hold): retrying the same request fails the same way (HTTP 500, logged; the
     /// request is refused, not run unguarded).
     #[error("idempotency store refused the request: {0}")]
-    Refused(String),
+    Refused(#[source] Cause),
     /// A stored record could not be read back.
     #[error("corrupt idempotency record {record_key}: {detail}")]
     Corrupt {

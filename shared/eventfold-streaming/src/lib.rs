@@ -104,10 +104,10 @@ pub enum StreamingError {
     Conflict(String),
     /// A backing store is unavailable; retrying later may succeed.
     #[error("unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] eventfold::Cause),
     /// Stored data could not be read: a bug or corruption.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] eventfold::Cause),
 }
 
 impl From<eventfold::store::StoreError> for StreamingError {
@@ -119,7 +119,7 @@ impl From<eventfold::store::StoreError> for StreamingError {
                 "the records of one partition take {size} bytes, more than the {limit} one write holds"
             )),
             E::Unavailable(m) => Self::Unavailable(m),
-            e @ (E::Invalid(_) | E::Corrupt { .. }) => Self::Internal(e.to_string()),
+            e @ (E::Invalid(_) | E::Corrupt { .. }) => Self::Internal(e.into()),
         }
     }
 }

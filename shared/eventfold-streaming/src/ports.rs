@@ -5,6 +5,7 @@
 use super::{Offsets, Topic};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use eventfold::Cause;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -14,7 +15,7 @@ use std::sync::Mutex;
 pub enum CatalogueError {
     /// The backing service failed or throttled.
     #[error("unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// A stored item could not be read back.
     #[error("corrupt stored item: {0}")]
     Corrupt(String),

@@ -24,7 +24,7 @@ impl From<CatalogueError> for StreamingError {
     fn from(e: CatalogueError) -> Self {
         match e {
             CatalogueError::Unavailable(m) => Self::Unavailable(m),
-            CatalogueError::Corrupt(m) => Self::Internal(m),
+            CatalogueError::Corrupt(m) => Self::Internal(m.into()),
         }
     }
 }

@@ -3,7 +3,7 @@
 use crate::aggregate::{Aggregate, CodecError, DomainEvent, Rejection};
 use crate::cache::StateCache;
 use crate::envelope::{EventEnvelope, Metadata, StreamId};
-use crate::store::{EventStore, ExpectedVersion, LoadOptions, Snapshot, StoreError};
+use crate::store::{Cause, EventStore, ExpectedVersion, LoadOptions, Snapshot, StoreError};
 use crate::upcast::Upcasters;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -87,10 +87,10 @@ pub enum CommandError {
     },
     /// The store is unavailable; the caller may retry later.
     #[error("event store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// Stored data could not be read or an event could not be encoded: a bug or corruption.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[source] Cause),
 }
 
 impl From<StoreError> for CommandError {
@@ -106,18 +106,21 @@ impl From<StoreError> for CommandError {
             },
             StoreError::TooLarge { size, limit } => Self::TooLarge { size, limit },
             StoreError::Unavailable(m) => Self::Unavailable(m),
-            e @ (StoreError::Invalid(_) | StoreError::Corrupt { .. }) => {
-                Self::Internal(e.to_string())
-            }
+            e @ (StoreError::Invalid(_) | StoreError::Corrupt { .. }) => Self::Internal(e.into()),
         }
     }
 }
 
 impl From<CodecError> for CommandError {
     fn from(e: CodecError) -> Self {
-        Self::Internal(e.to_string())
+        Self::Internal(e.into())
     }
 }
+
+/// A state that could not be written into a snapshot (its `Serialize` failed).
+#[derive(Debug, thiserror::Error)]
+#[error("state not serializable")]
+struct StateNotSerializable(#[source] serde_json::Error);
 
 /// A command that went through.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,7 +223,7 @@ impl<S: EventStore> CommandExecutor<S> {
                 return Err(CommandError::Internal(format!(
                     "{} at version {}: a {} event of schema {} reaches only schema {reached} through the upcasters, the current schema is {current}",
                     env.stream_id, env.version, env.event_type, env.schema_version
-                )));
+                ).into()));
             }
             let event = A::Event::decode(&env.event_type, &data)?;
             state = A::evolve_owned(state, event);
@@ -264,7 +267,9 @@ impl<S: EventStore> CommandExecutor<S> {
                     );
                     let events = self.store.load_range(key, 1, None, None).await?;
                     let version = ExpectedVersion::NEW.after(&events).ok_or_else(|| {
-                        CommandError::Internal(format!("{key}: the stream's versions have holes"))
+                        CommandError::Internal(
+                            format!("{key}: the stream's versions have holes").into(),
+                        )
                     })?;
                     let state = self.fold_envelopes::<A>(A::initial(), &events)?;
                     return Ok((version, state));
@@ -306,10 +311,13 @@ impl<S: EventStore> CommandExecutor<S> {
             });
         }
         let last = known.version.after(&tail).ok_or_else(|| {
-            CommandError::Internal(format!(
-                "{key}: the commits after version {} do not follow it",
-                known.version
-            ))
+            CommandError::Internal(
+                format!(
+                    "{key}: the commits after version {} do not follow it",
+                    known.version
+                )
+                .into(),
+            )
         })?;
         let state = self.fold_envelopes::<A>(Arc::unwrap_or_clone(known.state), &tail)?;
         Ok(Known {
@@ -608,7 +616,7 @@ impl<S: EventStore> CommandExecutor<S> {
             version: new_version,
             state_schema: A::STATE_SCHEMA,
             state: serde_json::to_value(&new_state)
-                .map_err(|e| CommandError::Internal(format!("state not serializable: {e}")))?,
+                .map_err(|e| CommandError::Internal(Box::new(StateNotSerializable(e))))?,
         };
         Ok((envelopes, Some(snapshot), Some(new_state)))
     }

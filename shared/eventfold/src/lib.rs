@@ -28,7 +28,7 @@ pub use envelope::{EventEnvelope, Metadata, NewEvent, StreamId, StreamIdError};
 pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome, ExecutorConfig};
 pub use memory::MemoryEventStore;
 pub use store::{
-    AppendOutcome, EventStore, ExpectedVersion, LoadOptions, LoadedCommits, LoadedStream, Snapshot,
-    StoreError,
+    AppendOutcome, Cause, EventStore, ExpectedVersion, LoadOptions, LoadedCommits, LoadedStream,
+    Snapshot, StoreError,
 };
 pub use upcast::Upcasters;

@@ -216,6 +216,10 @@ impl AppendOutcome {
     }
 }
 
+/// Why a port's backing service failed: its own error, kept whole so the cause chain reaches
+/// the logs and Lambda's error report. A plain message converts too (`"why".into()`).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why the store could not do what was asked; callers branch on these.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -237,7 +241,7 @@ pub enum StoreError {
     },
     /// The request was malformed (bad versions, events not matching the stream).
     #[error("invalid append: {0}")]
-    Invalid(String),
+    Invalid(#[source] Cause),
     /// Stored data could not be read back (corruption or an unknown format).
     #[error("corrupt stored data in {stream_id}: {detail}")]
     Corrupt {
@@ -248,7 +252,7 @@ pub enum StoreError {
     },
     /// The backing service failed or throttled; retrying later may succeed.
     #[error("event store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
 }
 
 /// Storage of event streams with optimistic concurrency, one commit at a time.
@@ -345,16 +349,22 @@ pub fn validate_append(
     }
     for (i, e) in events.iter().enumerate() {
         if e.stream_id != stream_id {
-            return Err(StoreError::Invalid(format!(
-                "event {} belongs to {}, not {stream_id}",
-                e.event_id, e.stream_id
-            )));
+            return Err(StoreError::Invalid(
+                format!(
+                    "event {} belongs to {}, not {stream_id}",
+                    e.event_id, e.stream_id
+                )
+                .into(),
+            ));
         }
         if e.version != expected_version + 1 + i as u64 {
-            return Err(StoreError::Invalid(format!(
-                "event versions must run from {} contiguously",
-                expected_version + 1
-            )));
+            return Err(StoreError::Invalid(
+                format!(
+                    "event versions must run from {} contiguously",
+                    expected_version + 1
+                )
+                .into(),
+            ));
         }
     }
     if events.iter().any(|e| e.metadata != events[0].metadata) {
@@ -365,10 +375,13 @@ pub fn validate_append(
     if let Some(s) = snapshot {
         let last = expected_version + events.len() as u64;
         if s.version != last {
-            return Err(StoreError::Invalid(format!(
-                "snapshot version {} must equal the commit's last version {last}",
-                s.version
-            )));
+            return Err(StoreError::Invalid(
+                format!(
+                    "snapshot version {} must equal the commit's last version {last}",
+                    s.version
+                )
+                .into(),
+            ));
         }
     }
     Ok(())

@@ -1,9 +1,9 @@
 //! The event table of DESIGN §2: one item per commit, conditional `PutItem`, newest-first load.
 
-use super::value::{from_attr, item_size, n, s, sdk_error_text, to_attr};
+use super::value::{from_attr, item_size, n, s, to_attr};
+use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -35,18 +35,6 @@ pub(crate) struct Commit {
     pub(crate) events: Vec<EventEnvelope>,
     pub(crate) snapshot: Option<Snapshot>,
     pub(crate) last_version: u64,
-}
-
-/// A failed request as the port's error: an outage is `Unavailable`, a refusal (see
-/// [`crate::faults`]) is `Invalid`.
-fn unavailable<E>(e: SdkError<E>) -> StoreError
-where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
-{
-    match crate::faults::classify(&e) {
-        crate::faults::Fault::Transient => StoreError::Unavailable(sdk_error_text(&e)),
-        crate::faults::Fault::Permanent => StoreError::Invalid(sdk_error_text(&e)),
-    }
 }
 
 fn ts(t: &DateTime<Utc>) -> AttributeValue {
@@ -89,7 +77,7 @@ impl DynamoEventStore {
                     ("schema_version".to_owned(), n(u64::from(e.schema_version))),
                     (
                         "data".to_owned(),
-                        to_attr(&e.data).map_err(StoreError::Invalid)?,
+                        to_attr(&e.data).map_err(|e| StoreError::Invalid(e.into()))?,
                     ),
                     ("occurred_at".to_owned(), ts(&e.occurred_at)),
                 ])))
@@ -122,7 +110,7 @@ impl DynamoEventStore {
                     ("state_schema".to_owned(), n(u64::from(snap.state_schema))),
                     (
                         "state".to_owned(),
-                        to_attr(&snap.state).map_err(StoreError::Invalid)?,
+                        to_attr(&snap.state).map_err(|e| StoreError::Invalid(e.into()))?,
                     ),
                 ])),
             );
@@ -172,7 +160,7 @@ impl DynamoEventStore {
                     m.get("state")
                         .ok_or_else(|| corrupt("snapshot without state".into()))?,
                 )
-                .map_err(corrupt)?,
+                .map_err(|e| corrupt(e.to_string()))?,
             }),
             _ => None,
         };
@@ -217,7 +205,7 @@ impl DynamoEventStore {
                         e.get("data")
                             .ok_or_else(|| corrupt("event without data".into()))?,
                     )
-                    .map_err(corrupt)?,
+                    .map_err(|e| corrupt(e.to_string()))?,
                     occurred_at: DateTime::parse_from_rfc3339(&occurred)
                         .map_err(|_| corrupt(format!("occurred_at {occurred} is not RFC 3339")))?
                         .with_timezone(&Utc),
@@ -258,7 +246,7 @@ impl DynamoEventStore {
         for (name, value) in bounds {
             q = q.expression_attribute_values(*name, n(*value));
         }
-        let out = q.send().await.map_err(unavailable)?;
+        let out = q.send().await.map_err(from_sdk)?;
         Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
     }
 }
@@ -411,7 +399,7 @@ impl EventStore for DynamoEventStore {
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(unavailable)?;
+                .map_err(from_sdk)?;
             let Some(item) = got.item else {
                 return Ok(out);
             };
@@ -551,7 +539,7 @@ impl DynamoEventStore {
                         expected: expected_version,
                     })
                 }
-                _ => Err(unavailable(e)),
+                _ => Err(from_sdk(e)),
             },
         }
     }

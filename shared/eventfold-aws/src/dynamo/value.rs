@@ -1,9 +1,7 @@
-//! JSON <-> DynamoDB attribute values, attribute shorthands, SDK error text, and DynamoDB's
+//! JSON <-> DynamoDB attribute values, attribute shorthands, and DynamoDB's
 //! item-size arithmetic: shared by the event store and the read-model store.
 
-use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use serde_dynamo::aws_sdk_dynamodb_1::{from_attribute_value, to_attribute_value};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -18,25 +16,28 @@ pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-/// The whole cause chain of an SDK error: its `Display` alone is a terse "service error".
-pub(crate) fn sdk_error_text<E, R>(e: &SdkError<E, R>) -> String
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    DisplayErrorContext(e).to_string()
+/// A value with no form on the other side: JSON DynamoDB cannot hold, or an attribute (binary)
+/// JSON cannot.
+#[derive(Debug, thiserror::Error)]
+pub enum AttrError {
+    /// JSON to attribute value.
+    #[error("JSON value has no attribute form: {0}")]
+    ToAttribute(#[source] serde_dynamo::Error),
+    /// Attribute value to JSON.
+    #[error("attribute has no JSON form: {0}")]
+    FromAttribute(#[source] serde_dynamo::Error),
 }
 
 /// Converts JSON to an attribute value, keeping maps and lists native (readable in the
 /// console), through `serde_dynamo`.
-pub fn to_attr(value: &Value) -> Result<AttributeValue, String> {
-    to_attribute_value(value).map_err(|e| format!("JSON value has no attribute form: {e}"))
+pub fn to_attr(value: &Value) -> Result<AttributeValue, AttrError> {
+    to_attribute_value(value).map_err(AttrError::ToAttribute)
 }
 
 /// Converts an attribute value back to JSON. Binary has no JSON form and is refused; a set
 /// reads as a list.
-pub fn from_attr(attr: &AttributeValue) -> Result<Value, String> {
-    from_attribute_value(attr.clone()).map_err(|e| format!("attribute has no JSON form: {e}"))
+pub fn from_attr(attr: &AttributeValue) -> Result<Value, AttrError> {
+    from_attribute_value(attr.clone()).map_err(AttrError::FromAttribute)
 }
 
 /// DynamoDB's billed size of an item: attribute names plus values, lists and maps with their

@@ -486,7 +486,7 @@ mod tests {
         );
         let key = validate_key("retry-me").expect("valid");
         let record_key = scope.record_key(&key);
-        assert_eq!(engine.store().get(&record_key).await, Ok(None));
+        assert_eq!(engine.store().get(&record_key).await.expect("read"), None);
         let retried = guarded(&engine, KeyPolicy::Optional, &req, &scope, || async {
             created(2)
         })

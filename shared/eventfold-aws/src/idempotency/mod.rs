@@ -22,10 +22,10 @@ pub mod http;
 
 use crate::config::ConfigError;
 use crate::dynamo::MAX_ITEM_BYTES;
-use crate::dynamo::value::{item_size, n, s, sdk_error_text};
+use crate::dynamo::value::{item_size, n, s};
+use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
@@ -48,19 +48,6 @@ const OURS: &str = "lock_id = :lock AND #status = :in_progress";
 pub struct DynamoIdempotencyStore {
     client: Client,
     table: String,
-}
-
-/// An SDK error as the idempotency store reports it, classified in the one place
-/// ([`crate::faults`]): a throttle or an outage is `Unavailable` (503, retry later), a
-/// refusal no retry fixes is `Refused`.
-fn unavailable<E>(e: SdkError<E>) -> IdempotencyError
-where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
-{
-    match crate::faults::classify(&e) {
-        crate::faults::Fault::Transient => IdempotencyError::Unavailable(sdk_error_text(&e)),
-        crate::faults::Fault::Permanent => IdempotencyError::Refused(sdk_error_text(&e)),
-    }
 }
 
 fn epoch_seconds_rounded_up(t: DateTime<Utc>) -> i64 {
@@ -234,7 +221,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                 Ok(_) => return Ok(Acquired::Locked),
                 Err(e) => match e.as_service_error() {
                     Some(PutItemError::ConditionalCheckFailedException(c)) => c.item.clone(),
-                    _ => return Err(unavailable(e)),
+                    _ => return Err(from_sdk(e)),
                 },
             };
             let held = match refused {
@@ -247,7 +234,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                         .consistent_read(true)
                         .send()
                         .await
-                        .map_err(unavailable)?
+                        .map_err(from_sdk)?
                         .item
                 }
             };
@@ -255,10 +242,13 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                 return Ok(Acquired::Held(Self::decode(&item)?));
             }
         }
-        Err(IdempotencyError::Unavailable(format!(
-            "lock on {} neither taken nor held after 3 attempts",
-            record.record_key
-        )))
+        Err(IdempotencyError::Unavailable(
+            format!(
+                "lock on {} neither taken nor held after 3 attempts",
+                record.record_key
+            )
+            .into(),
+        ))
     }
 
     async fn complete(&self, record: &IdempotencyRecord) -> Result<(), IdempotencyError> {
@@ -280,7 +270,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                 Some(PutItemError::ConditionalCheckFailedException(_)) => {
                     Err(Self::lock_lost(&record.record_key))
                 }
-                _ => Err(unavailable(e)),
+                _ => Err(from_sdk(e)),
             },
         }
     }
@@ -303,7 +293,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
                 Some(DeleteItemError::ConditionalCheckFailedException(_)) => {
                     Err(Self::lock_lost(record_key))
                 }
-                _ => Err(unavailable(e)),
+                _ => Err(from_sdk(e)),
             },
         }
     }
@@ -317,7 +307,7 @@ impl IdempotencyStore for DynamoIdempotencyStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(unavailable)?;
+            .map_err(from_sdk)?;
         out.item.as_ref().map(Self::decode).transpose()
     }
 }
@@ -395,6 +385,7 @@ impl IdempotencySettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::error::SdkError;
     use chrono::TimeZone;
 
     fn service_error(code: &str, status: u16) -> SdkError<PutItemError> {
@@ -420,7 +411,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    unavailable(service_error(code, 400)),
+                    from_sdk(service_error(code, 400)),
                     IdempotencyError::Refused(_)
                 ),
                 "{code}"
@@ -433,7 +424,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    unavailable(service_error(code, status)),
+                    from_sdk(service_error(code, status)),
                     IdempotencyError::Unavailable(_)
                 ),
                 "{code}"
@@ -475,7 +466,7 @@ mod tests {
             let item = DynamoIdempotencyStore::encode(&r);
             assert_eq!(item["expires_at"], n(1_800_000_000_001_i64));
             assert_eq!(item["expires_at_epoch"], n(1_800_000_001_i64));
-            assert_eq!(DynamoIdempotencyStore::decode(&item), Ok(r));
+            assert_eq!(DynamoIdempotencyStore::decode(&item).expect("decodes"), r);
         }
         let whole = Utc.timestamp_opt(1_800_000_000, 0).single().expect("valid");
         assert_eq!(epoch_seconds_rounded_up(whole), 1_800_000_000);

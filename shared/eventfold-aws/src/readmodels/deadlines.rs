@@ -16,8 +16,9 @@
 //! tick finds it) or list one just removed (the runner checks every entry against the
 //! instance's state before acting).
 
-use super::{DynamoReadModelStore, INDEX, corrupt, get_s, unavailable};
+use super::{DynamoReadModelStore, INDEX, corrupt, get_s};
 use crate::dynamo::value::{n, s};
+use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -91,7 +92,7 @@ impl DeadlineIndex for DynamoReadModelStore {
             {
                 Ok(())
             }
-            Err(e) => Err(unavailable(e)),
+            Err(e) => Err(from_sdk(e)),
         }
     }
 
@@ -121,7 +122,7 @@ impl DeadlineIndex for DynamoReadModelStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(unavailable)?;
+                .map_err(from_sdk)?;
             for item in page.items() {
                 out.push(decode(item)?);
             }

@@ -19,6 +19,7 @@ pub use memory::MemoryDeadLetterStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use eventfold::Cause;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -214,10 +215,10 @@ pub enum DeadLetterError {
     },
     /// The backing service failed; retry later.
     #[error("dead-letter store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The request or the stored data is bad; retrying will not help.
     #[error("dead-letter store refused: {0}")]
-    Invalid(String),
+    Invalid(#[source] Cause),
 }
 
 /// Storage of dead letters (tenant-scoped) and of the consumers' failure notes.

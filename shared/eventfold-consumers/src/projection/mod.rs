@@ -19,6 +19,7 @@ pub(crate) use projector::page_end;
 pub use projector::{Applied, CATCH_UP_PAGE, GroupOutcome, ProjectError, Projector};
 
 use async_trait::async_trait;
+use eventfold::Cause;
 use eventfold::envelope::EventEnvelope;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -119,14 +120,14 @@ pub enum ReadModelError {
     InvalidCursor,
     /// The backing service failed; retry later.
     #[error("read-model store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// Stored data could not be read.
     #[error("corrupt read model: {0}")]
     Corrupt(String),
     /// The store refused the request as malformed (a key too long, an item too large):
     /// retrying the same request will not help.
     #[error("read-model store refused the request: {0}")]
-    Refused(String),
+    Refused(#[source] Cause),
 }
 
 /// One item of a batched read ([`ReadModelStore::get_many`]).

@@ -434,7 +434,7 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
                         fail_at(&mut failure, since, error);
                         first_error.get_or_insert(ProjectError::ReadModel(
                             ReadModelError::Unavailable(
-                                "an earlier write of this view failed".to_owned(),
+                                "an earlier write of this view failed".into(),
                             ),
                         ));
                     }

@@ -37,7 +37,7 @@ impl<'a, E: EventStore, C: SagaCommand> SagaCommandVisitor for Sender<'a, E, C> 
         Box::pin(async move {
             let target = match target {
                 Ok(t) => t,
-                Err(e) => return (shown, Err(CommandError::Internal(e.to_string()))),
+                Err(e) => return (shown, Err(CommandError::Internal(e.into()))),
             };
             // The visitor cannot keep `_command` (it is only lent for the call), so the
             // decision visits the saga command again, with the target's state.
@@ -65,11 +65,14 @@ impl<A: Aggregate> SagaCommandVisitor for DecideAs<'_, A> {
 
     fn visit<B: Aggregate>(self, _id: &str, command: &B::Command) -> Self::Output {
         let changed = || {
-            CommandError::Internal(format!(
-                "a saga command's target changed from {} to {} between two visits",
-                A::CATEGORY,
-                B::CATEGORY
-            ))
+            CommandError::Internal(
+                format!(
+                    "a saga command's target changed from {} to {} between two visits",
+                    A::CATEGORY,
+                    B::CATEGORY
+                )
+                .into(),
+            )
         };
         if TypeId::of::<A>() != TypeId::of::<B>() {
             return Err(changed());
