@@ -9,14 +9,11 @@ use eventfold_aws::SdkConfig;
 use eventfold_aws::config::ConfigError;
 use eventfold_local::{
     EsmOptions, EventHandler, FunctionSpec, Functions, HttpHandler, LocalOptions, LocalStack,
-    event_handler, http_handler, try_typed_handler, typed_handler,
+    http_handler, try_typed_handler, typed_handler,
 };
 use lambda_http::{Body, Request, Response};
 use std::future::Future;
 use std::sync::Arc;
-
-/// The saga the `saga` function runs locally (as `functions/saga/src/main.rs` deploys it).
-pub type Saga = shop::fulfilment::OrderFulfilment;
 
 /// The shop's functions, by the binary the template names: the HTTP APIs and the
 /// event-source consumers, each built by its library's constructor.
@@ -27,18 +24,8 @@ pub fn shop_functions() -> Functions {
         .http("streams-api", api(streams_api::build))
         .events("stream-publisher", consumer(stream_publisher::build))
         .events("projector", consumer(projector::build))
-        .events("saga", |sdk, function| async move {
-            let saga = Arc::new(saga::from_lookup::<Saga>(
-                &sdk,
-                |k| function.env(k),
-                shop::registry::upcasters(),
-            )?);
-            // SQS batches and scheduled events arrive at the same function: told by shape.
-            Ok(event_handler(move |payload| {
-                let saga = saga.clone();
-                async move { saga.handle(saga::Invocation::from_json(payload)?).await }
-            }))
-        })
+        // SQS batches and scheduled events arrive at the same function and handler.
+        .events("saga", consumer(saga::build))
         // One function: the DLQs and the stream's on-failure queue, and the dead-letters API.
         .events("dlq-processor", |sdk, function| async move {
             let processor = Arc::new(dlq_processor::from_lookup(&sdk, |k| function.env(k))?);
@@ -152,6 +139,16 @@ impl Consumer for projector::Function {
     type Response = aws_lambda_events::event::sqs::SqsBatchResponse;
     async fn handle(&self, event: Self::Event) -> Result<Self::Response, String> {
         Ok(self.handle(event).await)
+    }
+}
+
+impl Consumer for saga::Function {
+    type Event = serde_json::Value;
+    type Response = serde_json::Value;
+    async fn handle(&self, event: Self::Event) -> Result<Self::Response, String> {
+        self.handle(event)
+            .await
+            .map_err(|e| eventfold_aws::diagnostic::cause_chain(&e))
     }
 }
 
