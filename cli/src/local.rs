@@ -12,7 +12,7 @@ use eventfold_local::{
     http_handler, try_typed_handler, typed_handler,
 };
 use lambda_http::{Body, Request, Response};
-use std::future::Future;
+use std::future::{Future, Ready};
 use std::sync::Arc;
 
 /// The shop's functions, by the binary the template names: the HTTP APIs and the
@@ -91,8 +91,7 @@ fn api<F: Api>(
 /// The factory of an event-source function from its constructor.
 fn consumer<F: Consumer>(
     build: fn(&SdkConfig, Env) -> Result<F, ConfigError>,
-) -> impl Fn(SdkConfig, FunctionSpec) -> std::future::Ready<Result<EventHandler>> + Send + Sync + 'static
-{
+) -> impl Fn(SdkConfig, FunctionSpec) -> Ready<Result<EventHandler>> + Send + Sync + 'static {
     move |sdk, function| {
         std::future::ready(
             build(&sdk, env(&function))

@@ -1,10 +1,11 @@
-//! `eventfold`: local stack, dev tokens, bench.
+//! `eventfold`: the operator's tool: local stack, dev tokens, projection rebuilds, dead
+//! letters. (The benchmarks are `eventfold-bench`, in the `bench` package.)
 #![forbid(unsafe_code)]
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use eventfold_local::{JwtConfig, LocalOptions};
-use std::net::SocketAddr;
+use cli::args::StackArgs;
+use eventfold_local::JwtConfig;
 
 #[derive(Parser)]
 #[command(
@@ -14,23 +15,6 @@ use std::net::SocketAddr;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-}
-
-#[derive(clap::Args, Clone)]
-struct StackArgs {
-    /// HTTP API address.
-    #[arg(long, default_value = "127.0.0.1:3000")]
-    api: SocketAddr,
-    /// Port of the emulator we start (unless AWS_ENDPOINT_URL is set).
-    #[arg(long, default_value_t = 4566)]
-    emulator_port: u16,
-    /// Prefix of physical resource names.
-    #[arg(long, default_value = "eventfold-local")]
-    stack: String,
-    /// Template parameters, as `sam deploy` takes them: `Name=Value` pairs (or
-    /// `ParameterKey=Name,ParameterValue=Value`), e.g. `PaymentTimeoutSeconds=5`.
-    #[arg(long, num_args = 1.., value_name = "NAME=VALUE")]
-    parameter_overrides: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -86,40 +70,6 @@ enum Cmd {
             global = true
         )]
         endpoint: String,
-    },
-    /// Print figures: commands/s in process, DynamoDB requests per command, events folded per load
-    /// (`bench streaming`: publish throughput, requests per record, consume cost, long-poll wake-up;
-    /// `bench projector`: DynamoDB requests per notification per view, SQS batches of 10;
-    /// `bench cold-start`: a fresh function's init and first request, with and without warm-up).
-    Bench {
-        #[command(flatten)]
-        stack: StackArgs,
-        /// In-process commands.
-        #[arg(long, default_value_t = 20_000)]
-        memory_commands: u64,
-        /// Commands per DynamoDB phase.
-        #[arg(long, default_value_t = 200)]
-        dynamo_commands: u64,
-        /// Events in the long stream.
-        #[arg(long, default_value_t = 1000)]
-        long_stream: u64,
-        /// `streaming`: the streaming API's figures instead of the command path's;
-        /// `projector`: the projector's DynamoDB requests per notification per view;
-        /// `cold-start`: started functions' init and first-request latency.
-        #[arg(value_parser = ["streaming", "projector", "cold-start"])]
-        mode: Option<String>,
-        /// Records per streaming publish run.
-        #[arg(long, default_value_t = 400)]
-        records: u64,
-        /// Long-poll wake-up samples.
-        #[arg(long, default_value_t = 20)]
-        wakeups: usize,
-        /// `projector`: SQS batches per workload and view selection.
-        #[arg(long, default_value_t = 20)]
-        batches: u64,
-        /// `cold-start`: starts of each function per mode.
-        #[arg(long, default_value_t = 7)]
-        starts: usize,
     },
 }
 
@@ -193,22 +143,6 @@ enum DlqCmd {
     },
 }
 
-fn options(stack: StackArgs) -> Result<LocalOptions> {
-    Ok(LocalOptions {
-        root: eventfold_local::emulator::find_root(&std::env::current_dir()?)?,
-        api_addr: stack.api,
-        emulator_port: stack.emulator_port,
-        endpoint: std::env::var("AWS_ENDPOINT_URL")
-            .ok()
-            .filter(|e| !e.is_empty()),
-        stack: stack.stack,
-        auth: JwtConfig::from_env()?,
-        parameter_overrides: eventfold_local::template::parse_parameter_overrides(
-            &stack.parameter_overrides,
-        )?,
-    })
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -234,12 +168,12 @@ async fn main() -> Result<()> {
             print_env: Some(function),
             ..
         } => {
-            print!("{}", cli::local::print_env(&options(stack)?, &function)?);
+            print!("{}", cli::local::print_env(&stack.options()?, &function)?);
         }
         Cmd::Local {
             stack, demo, once, ..
         } => {
-            let local = cli::local::start(options(stack)?).await?;
+            let local = cli::local::start(stack.options()?).await?;
             cli::demo::banner(&local);
             if demo {
                 cli::demo::run(&local).await?;
@@ -321,48 +255,6 @@ async fn main() -> Result<()> {
                 DlqCmd::Discard { id, reason } => cli::dlq::DlqCommand::Discard { id, reason },
             };
             cli::dlq::run(&processor, command).await?;
-        }
-        Cmd::Bench {
-            mode: Some(mode),
-            starts,
-            ..
-        } if mode == "cold-start" => {
-            let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
-            cli::bench_cold::run(root, starts).await?;
-        }
-        Cmd::Bench {
-            stack,
-            mode: Some(mode),
-            batches,
-            ..
-        } if mode == "projector" => {
-            cli::bench_projector::run(options(stack)?, batches).await?;
-        }
-        Cmd::Bench {
-            stack,
-            mode: Some(_),
-            records,
-            wakeups,
-            ..
-        } => {
-            cli::bench_streaming::run(options(stack)?, records, wakeups).await?;
-        }
-        Cmd::Bench {
-            stack,
-            memory_commands,
-            dynamo_commands,
-            long_stream,
-            ..
-        } => {
-            cli::bench::run(
-                options(stack)?,
-                cli::bench::BenchOptions {
-                    memory_commands,
-                    dynamo_commands,
-                    long_stream,
-                },
-            )
-            .await?;
         }
     }
     Ok(())
