@@ -2,10 +2,12 @@
 //! letters. (The benchmarks are `eventfold-bench`, in the `bench` package.)
 #![forbid(unsafe_code)]
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use aws_config::SdkConfig;
 use clap::{Parser, Subcommand};
 use cli::args::StackArgs;
-use eventfold_local::JwtConfig;
+use cli::dlq::DlqCommand;
+use eventfold_local::{JwtConfig, Template};
 
 #[derive(Parser)]
 #[command(
@@ -58,7 +60,7 @@ enum Cmd {
     /// Dead letters of every tenant: list, show, redrive, discard (operators).
     Dlq {
         #[command(subcommand)]
-        command: DlqCmd,
+        command: DlqCommand,
         /// Stack name (physical names are `{stack}-{LogicalId}`).
         #[arg(long, default_value = "eventfold-local", global = true)]
         stack: String,
@@ -106,41 +108,27 @@ enum ProjectionsCmd {
     },
 }
 
-#[derive(Subcommand)]
-enum DlqCmd {
-    /// List dead letters, oldest failure first.
-    List {
-        /// Only this consumer's (projector, saga, stream-publisher).
-        #[arg(long)]
-        consumer: Option<String>,
-        /// Only with this status (open, redriven, discarded).
-        #[arg(long)]
-        status: Option<String>,
-    },
-    /// Show one dead letter in full.
-    Show {
-        /// The letter's id.
-        id: String,
-    },
-    /// Send a dead letter (with the open letters of its stream) or all open ones back.
-    Redrive {
-        /// The letter's id.
-        id: Option<String>,
-        /// Every open letter.
-        #[arg(long, conflicts_with = "id")]
-        all: bool,
-        /// With --all: only this consumer's.
-        #[arg(long, requires = "all")]
-        consumer: Option<String>,
-    },
-    /// Give up on a dead letter.
-    Discard {
-        /// The letter's id.
-        id: String,
-        /// Why (kept on the letter).
-        #[arg(long)]
-        reason: String,
-    },
+/// The project's template with the physical names of `stack` in the region of `sdk`.
+fn template(stack: &str, sdk: &SdkConfig) -> Result<Template> {
+    let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
+    let region = sdk
+        .region()
+        .map_or("us-east-1".to_owned(), ToString::to_string);
+    Template::load(
+        &root.join(eventfold_local::stack::TEMPLATE_PATH),
+        stack,
+        &region,
+    )
+}
+
+/// The physical name of the template's table `logical_id`.
+fn table(template: &Template, logical_id: &str) -> Result<String> {
+    template
+        .tables()
+        .into_iter()
+        .find(|t| t.logical_id == logical_id)
+        .map(|t| t.name)
+        .with_context(|| format!("template has no {logical_id}"))
 }
 
 #[tokio::main]
@@ -196,33 +184,17 @@ async fn main() -> Result<()> {
                     aws,
                 },
         } => {
-            let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
             let sdk = if aws {
                 eventfold_aws::sdk_config().await
             } else {
                 eventfold_local::emulator::local_sdk_config(&endpoint).await
             };
-            let region = sdk
-                .region()
-                .map_or("us-east-1".to_owned(), ToString::to_string);
-            let template = eventfold_local::Template::load(
-                &root.join(eventfold_local::stack::TEMPLATE_PATH),
-                &stack,
-                &region,
-            )?;
-            let table = |logical: &str| {
-                template
-                    .tables()
-                    .into_iter()
-                    .find(|t| t.logical_id == logical)
-                    .map(|t| t.name)
-                    .ok_or_else(|| anyhow::anyhow!("template has no {logical}"))
-            };
+            let template = template(&stack, &sdk)?;
             let target = cli::rebuild::RebuildTarget {
-                sdk,
-                events_table: events_table.map_or_else(|| table("EventsTable"), Ok)?,
+                events_table: events_table.map_or_else(|| table(&template, "EventsTable"), Ok)?,
                 read_models_table: read_models_table
-                    .map_or_else(|| table("ReadModelsTable"), Ok)?,
+                    .map_or_else(|| table(&template, "ReadModelsTable"), Ok)?,
+                sdk,
             };
             if !cli::rebuild::run(&target, &view, verify).await? {
                 std::process::exit(1);
@@ -233,27 +205,8 @@ async fn main() -> Result<()> {
             stack,
             endpoint,
         } => {
-            let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
             let sdk = eventfold_local::emulator::local_sdk_config(&endpoint).await;
-            let region = sdk
-                .region()
-                .map_or("us-east-1".to_owned(), ToString::to_string);
-            let template = eventfold_local::Template::load(
-                &root.join(eventfold_local::stack::TEMPLATE_PATH),
-                &stack,
-                &region,
-            )?;
-            let processor = cli::dlq::processor(&sdk, &template)?;
-            let command = match command {
-                DlqCmd::List { consumer, status } => {
-                    cli::dlq::DlqCommand::List { consumer, status }
-                }
-                DlqCmd::Show { id } => cli::dlq::DlqCommand::Show { id },
-                DlqCmd::Redrive { id, all, consumer } => {
-                    cli::dlq::DlqCommand::Redrive { id, all, consumer }
-                }
-                DlqCmd::Discard { id, reason } => cli::dlq::DlqCommand::Discard { id, reason },
-            };
+            let processor = cli::dlq::processor(&sdk, &template(&stack, &sdk)?)?;
             cli::dlq::run(&processor, command).await?;
         }
     }
