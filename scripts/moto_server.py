@@ -11,7 +11,7 @@ Prints `READY <port>` on stdout once listening. With --watch-stdin it exits when
 so a parent that dies (a test binary, `eventfold local`) never leaves an orphan behind.
 
 With --tls-cert and --tls-key it also serves the same emulator over HTTPS on --tls-port
-(printed first as `READY_TLS <port>`): `eventfold bench cold-start` measures what a TLS
+(printed first as `READY_TLS <port>`): `eventfold-bench cold-start` measures what a TLS
 handshake costs a function's first request, as it would in AWS.
 """
 

@@ -2,7 +2,7 @@
 //! budget, the command API's settings) commit within their budget when the store serves
 //! one request at a time, and how long they wait. The store is the memory store behind one
 //! lock held for `EVENTFOLD_HOT_LATENCY_US` (default 1000) per request, a model of the
-//! serialized emulator (whose rate `eventfold bench` measures for real), so the executor's
+//! serialized emulator (whose rate `eventfold-bench commands` measures for real), so the executor's
 //! retry policy can be compared in seconds instead of minutes. Printed, never asserted.
 //!
 //! `cargo bench -p bench --bench hot_stream` (`EVENTFOLD_HOT_WRITERS` 16,

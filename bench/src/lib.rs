@@ -1,4 +1,6 @@
-//! Workloads shared by the comparison benchmarks (`cargo bench -p bench`).
+//! Workloads shared by the comparison benchmarks (`cargo bench -p bench`). The package's
+//! binary, `eventfold-bench` (`src/bin/eventfold-bench`, feature `stack`), measures on the
+//! local stack instead.
 //!
 //! Owns the command streams both sides run, so the libraries compared decide exactly the same
 //! commands. Must not import any other event-sourcing library: those are bench dependencies

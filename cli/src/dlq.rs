@@ -6,35 +6,40 @@ use anyhow::{Context, Result, bail};
 use dlq_processor::DlqProcessor;
 use eventfold_consumers::deadletter::{Filter, Status};
 
-/// What to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to do (the subcommands of `eventfold dlq`).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum DlqCommand {
-    /// List letters (of a consumer, with a status).
+    /// List dead letters, oldest failure first.
     List {
-        /// Only this consumer's.
+        /// Only this consumer's (projector, saga, stream-publisher).
+        #[arg(long)]
         consumer: Option<String>,
-        /// Only with this status.
+        /// Only with this status (open, redriven, discarded).
+        #[arg(long)]
         status: Option<String>,
     },
-    /// One letter in full.
+    /// Show one dead letter in full.
     Show {
-        /// Its id.
+        /// The letter's id.
         id: String,
     },
-    /// Send letters back to their consumers.
+    /// Send a dead letter (with the open letters of its stream) or all open ones back.
     Redrive {
-        /// One letter (with the open letters of its stream it covers)...
+        /// The letter's id.
         id: Option<String>,
-        /// ...or every open letter...
+        /// Every open letter.
+        #[arg(long, conflicts_with = "id")]
         all: bool,
-        /// ...of this consumer.
+        /// With --all: only this consumer's.
+        #[arg(long, requires = "all")]
         consumer: Option<String>,
     },
-    /// Give up on a letter.
+    /// Give up on a dead letter.
     Discard {
-        /// Its id.
+        /// The letter's id.
         id: String,
-        /// Why.
+        /// Why (kept on the letter).
+        #[arg(long)]
         reason: String,
     },
 }

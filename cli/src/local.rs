@@ -1,72 +1,31 @@
 //! `eventfold local`: the generic local runtime ([`eventfold_local`]) running the shop's
 //! functions. This is the one place that says which binary of the template is which
-//! function of this repository.
+//! function of this repository. Each function runs as its `main.rs` runs it: built by its
+//! library's one constructor (`build`) from the SDK configuration and the environment the
+//! template gives it; nothing here reads a setting or builds a client.
 
 use anyhow::Result;
-use eventfold_aws::StoreConfig;
+use eventfold_aws::SdkConfig;
+use eventfold_aws::config::ConfigError;
 use eventfold_local::{
-    EsmOptions, Functions, LocalOptions, LocalStack, event_handler, http_handler, typed_handler,
+    EsmOptions, EventHandler, FunctionSpec, Functions, HttpHandler, LocalOptions, LocalStack,
+    http_handler, try_typed_handler, typed_handler,
 };
+use lambda_http::{Body, Request, Response};
+use std::future::{Future, Ready};
 use std::sync::Arc;
 
-/// The saga the `saga` function runs locally (as `functions/saga/src/main.rs` deploys it).
-pub type Saga = shop::fulfilment::OrderFulfilment;
-
 /// The shop's functions, by the binary the template names: the HTTP APIs and the
-/// event-source consumers, each configured from its resolved template environment.
+/// event-source consumers, each built by its library's constructor.
 pub fn shop_functions() -> Functions {
     Functions::new()
-        .http("command-api", |sdk, function| {
-            let config = StoreConfig::from_lookup(|k| function.env(k))?;
-            let api = Arc::new(command_api::dynamo_api(sdk, &config));
-            Ok(http_handler(move |req| {
-                let api = api.clone();
-                async move { api.handle(req).await }
-            }))
-        })
-        .http("query-api", |sdk, function| {
-            let config = query_api::QueryConfig::from_lookup(|k| function.env(k))?;
-            let api = Arc::new(query_api::dynamo_api(sdk, &config));
-            Ok(http_handler(move |req| {
-                let api = api.clone();
-                async move { api.handle(req).await }
-            }))
-        })
-        .http("streams-api", |sdk, function| {
-            let config = eventfold_aws::StreamingConfig::from_lookup(|k| function.env(k))?;
-            let api = Arc::new(streams_api::dynamo_api(sdk, &config));
-            Ok(http_handler(move |req| {
-                let api = api.clone();
-                async move { api.handle(req).await }
-            }))
-        })
-        .events("stream-publisher", |sdk, function| async move {
-            let publisher =
-                Arc::new(stream_publisher::from_lookup(&sdk, |k| function.env(k)).await?);
-            Ok(typed_handler(move |event| {
-                let publisher = publisher.clone();
-                async move { publisher.handle(event).await }
-            }))
-        })
-        .events("projector", |sdk, function| async move {
-            let projector = Arc::new(projector::from_lookup(&sdk, |k| function.env(k))?);
-            Ok(typed_handler(move |event| {
-                let projector = projector.clone();
-                async move { projector.handle(event).await }
-            }))
-        })
-        .events("saga", |sdk, function| async move {
-            let saga = Arc::new(saga::from_lookup::<Saga>(
-                &sdk,
-                |k| function.env(k),
-                shop::registry::upcasters(),
-            )?);
-            // SQS batches and scheduled events arrive at the same function: told by shape.
-            Ok(event_handler(move |payload| {
-                let saga = saga.clone();
-                async move { saga.handle(saga::Invocation::from_json(payload)?).await }
-            }))
-        })
+        .http("command-api", api(command_api::build))
+        .http("query-api", api(query_api::build))
+        .http("streams-api", api(streams_api::build))
+        .events("stream-publisher", consumer(stream_publisher::build))
+        .events("projector", consumer(projector::build))
+        // SQS batches and scheduled events arrive at the same function and handler.
+        .events("saga", consumer(saga::build))
         // One function: the DLQs and the stream's on-failure queue, and the dead-letters API.
         .events("dlq-processor", |sdk, function| async move {
             let processor = Arc::new(dlq_processor::from_lookup(&sdk, |k| function.env(k))?);
@@ -89,6 +48,107 @@ pub fn shop_functions() -> Functions {
                 async move { processor.handle_http(req).await }
             }))
         })
+}
+
+/// A function's environment as the local runtime resolved it from the template: what the
+/// process environment is in Lambda.
+type Env = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+fn env(function: &FunctionSpec) -> Env {
+    let function = function.clone();
+    Box::new(move |key| function.env(key))
+}
+
+/// An HTTP function: its handler, as its `main.rs` serves it.
+trait Api: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// An event-source function: its handler, as its `main.rs` hands it to the Lambda runtime
+/// (`Err`: the invocation failed as a whole, with this message).
+trait Consumer: Send + Sync + 'static {
+    type Event: serde::de::DeserializeOwned + Send + 'static;
+    type Response: serde::Serialize + Send + 'static;
+    fn handle(
+        &self,
+        event: Self::Event,
+    ) -> impl Future<Output = Result<Self::Response, String>> + Send;
+}
+
+/// The factory of an HTTP function from its constructor.
+fn api<F: Api>(
+    build: fn(&SdkConfig, Env) -> Result<F, ConfigError>,
+) -> impl Fn(&SdkConfig, &FunctionSpec) -> Result<HttpHandler> + Send + Sync + 'static {
+    move |sdk, function| {
+        let function = Arc::new(build(sdk, env(function))?);
+        Ok(http_handler(move |req| {
+            let function = function.clone();
+            async move { function.handle(req).await }
+        }))
+    }
+}
+
+/// The factory of an event-source function from its constructor.
+fn consumer<F: Consumer>(
+    build: fn(&SdkConfig, Env) -> Result<F, ConfigError>,
+) -> impl Fn(SdkConfig, FunctionSpec) -> Ready<Result<EventHandler>> + Send + Sync + 'static {
+    move |sdk, function| {
+        std::future::ready(
+            build(&sdk, env(&function))
+                .map_err(Into::into)
+                .map(|function| {
+                    let function = Arc::new(function);
+                    try_typed_handler(move |event: F::Event| {
+                        let function = function.clone();
+                        async move { function.handle(event).await }
+                    })
+                }),
+        )
+    }
+}
+
+impl Api for command_api::Function {
+    fn handle(&self, req: Request) -> impl Future<Output = Response<Body>> + Send {
+        self.handle(req)
+    }
+}
+
+impl Api for query_api::Function {
+    fn handle(&self, req: Request) -> impl Future<Output = Response<Body>> + Send {
+        self.handle(req)
+    }
+}
+
+impl Api for streams_api::Function {
+    fn handle(&self, req: Request) -> impl Future<Output = Response<Body>> + Send {
+        self.handle(req)
+    }
+}
+
+impl Consumer for stream_publisher::Function {
+    type Event = aws_lambda_events::event::dynamodb::Event;
+    type Response = aws_lambda_events::event::streams::DynamoDbEventResponse;
+    async fn handle(&self, event: Self::Event) -> Result<Self::Response, String> {
+        Ok(self.handle(event).await)
+    }
+}
+
+impl Consumer for projector::Function {
+    type Event = aws_lambda_events::event::sqs::SqsEvent;
+    type Response = aws_lambda_events::event::sqs::SqsBatchResponse;
+    async fn handle(&self, event: Self::Event) -> Result<Self::Response, String> {
+        Ok(self.handle(event).await)
+    }
+}
+
+impl Consumer for saga::Function {
+    type Event = serde_json::Value;
+    type Response = serde_json::Value;
+    async fn handle(&self, event: Self::Event) -> Result<Self::Response, String> {
+        self.handle(event)
+            .await
+            .map_err(|e| eventfold_aws::diagnostic::cause_chain(&e))
+    }
 }
 
 /// What `--print-env all` names: every function's environment in one file, for one

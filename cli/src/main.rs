@@ -1,10 +1,13 @@
-//! `eventfold`: local stack, dev tokens, bench.
+//! `eventfold`: the operator's tool: local stack, dev tokens, projection rebuilds, dead
+//! letters. (The benchmarks are `eventfold-bench`, in the `bench` package.)
 #![forbid(unsafe_code)]
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use aws_config::SdkConfig;
 use clap::{Parser, Subcommand};
-use eventfold_local::{JwtConfig, LocalOptions};
-use std::net::SocketAddr;
+use cli::args::StackArgs;
+use cli::dlq::DlqCommand;
+use eventfold_local::{JwtConfig, Template};
 
 #[derive(Parser)]
 #[command(
@@ -14,23 +17,6 @@ use std::net::SocketAddr;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
-}
-
-#[derive(clap::Args, Clone)]
-struct StackArgs {
-    /// HTTP API address.
-    #[arg(long, default_value = "127.0.0.1:3000")]
-    api: SocketAddr,
-    /// Port of the emulator we start (unless AWS_ENDPOINT_URL is set).
-    #[arg(long, default_value_t = 4566)]
-    emulator_port: u16,
-    /// Prefix of physical resource names.
-    #[arg(long, default_value = "eventfold-local")]
-    stack: String,
-    /// Template parameters, as `sam deploy` takes them: `Name=Value` pairs (or
-    /// `ParameterKey=Name,ParameterValue=Value`), e.g. `PaymentTimeoutSeconds=5`.
-    #[arg(long, num_args = 1.., value_name = "NAME=VALUE")]
-    parameter_overrides: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -74,7 +60,7 @@ enum Cmd {
     /// Dead letters of every tenant: list, show, redrive, discard (operators).
     Dlq {
         #[command(subcommand)]
-        command: DlqCmd,
+        command: DlqCommand,
         /// Stack name (physical names are `{stack}-{LogicalId}`).
         #[arg(long, default_value = "eventfold-local", global = true)]
         stack: String,
@@ -86,40 +72,6 @@ enum Cmd {
             global = true
         )]
         endpoint: String,
-    },
-    /// Print figures: commands/s in process, DynamoDB requests per command, events folded per load
-    /// (`bench streaming`: publish throughput, requests per record, consume cost, long-poll wake-up;
-    /// `bench projector`: DynamoDB requests per notification per view, SQS batches of 10;
-    /// `bench cold-start`: a fresh function's init and first request, with and without warm-up).
-    Bench {
-        #[command(flatten)]
-        stack: StackArgs,
-        /// In-process commands.
-        #[arg(long, default_value_t = 20_000)]
-        memory_commands: u64,
-        /// Commands per DynamoDB phase.
-        #[arg(long, default_value_t = 200)]
-        dynamo_commands: u64,
-        /// Events in the long stream.
-        #[arg(long, default_value_t = 1000)]
-        long_stream: u64,
-        /// `streaming`: the streaming API's figures instead of the command path's;
-        /// `projector`: the projector's DynamoDB requests per notification per view;
-        /// `cold-start`: started functions' init and first-request latency.
-        #[arg(value_parser = ["streaming", "projector", "cold-start"])]
-        mode: Option<String>,
-        /// Records per streaming publish run.
-        #[arg(long, default_value_t = 400)]
-        records: u64,
-        /// Long-poll wake-up samples.
-        #[arg(long, default_value_t = 20)]
-        wakeups: usize,
-        /// `projector`: SQS batches per workload and view selection.
-        #[arg(long, default_value_t = 20)]
-        batches: u64,
-        /// `cold-start`: starts of each function per mode.
-        #[arg(long, default_value_t = 7)]
-        starts: usize,
     },
 }
 
@@ -156,57 +108,27 @@ enum ProjectionsCmd {
     },
 }
 
-#[derive(Subcommand)]
-enum DlqCmd {
-    /// List dead letters, oldest failure first.
-    List {
-        /// Only this consumer's (projector, saga, stream-publisher).
-        #[arg(long)]
-        consumer: Option<String>,
-        /// Only with this status (open, redriven, discarded).
-        #[arg(long)]
-        status: Option<String>,
-    },
-    /// Show one dead letter in full.
-    Show {
-        /// The letter's id.
-        id: String,
-    },
-    /// Send a dead letter (with the open letters of its stream) or all open ones back.
-    Redrive {
-        /// The letter's id.
-        id: Option<String>,
-        /// Every open letter.
-        #[arg(long, conflicts_with = "id")]
-        all: bool,
-        /// With --all: only this consumer's.
-        #[arg(long, requires = "all")]
-        consumer: Option<String>,
-    },
-    /// Give up on a dead letter.
-    Discard {
-        /// The letter's id.
-        id: String,
-        /// Why (kept on the letter).
-        #[arg(long)]
-        reason: String,
-    },
+/// The project's template with the physical names of `stack` in the region of `sdk`.
+fn template(stack: &str, sdk: &SdkConfig) -> Result<Template> {
+    let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
+    let region = sdk
+        .region()
+        .map_or("us-east-1".to_owned(), ToString::to_string);
+    Template::load(
+        &root.join(eventfold_local::stack::TEMPLATE_PATH),
+        stack,
+        &region,
+    )
 }
 
-fn options(stack: StackArgs) -> Result<LocalOptions> {
-    Ok(LocalOptions {
-        root: eventfold_local::emulator::find_root(&std::env::current_dir()?)?,
-        api_addr: stack.api,
-        emulator_port: stack.emulator_port,
-        endpoint: std::env::var("AWS_ENDPOINT_URL")
-            .ok()
-            .filter(|e| !e.is_empty()),
-        stack: stack.stack,
-        auth: JwtConfig::from_env()?,
-        parameter_overrides: eventfold_local::template::parse_parameter_overrides(
-            &stack.parameter_overrides,
-        )?,
-    })
+/// The physical name of the template's table `logical_id`.
+fn table(template: &Template, logical_id: &str) -> Result<String> {
+    template
+        .tables()
+        .into_iter()
+        .find(|t| t.logical_id == logical_id)
+        .map(|t| t.name)
+        .with_context(|| format!("template has no {logical_id}"))
 }
 
 #[tokio::main]
@@ -234,12 +156,12 @@ async fn main() -> Result<()> {
             print_env: Some(function),
             ..
         } => {
-            print!("{}", cli::local::print_env(&options(stack)?, &function)?);
+            print!("{}", cli::local::print_env(&stack.options()?, &function)?);
         }
         Cmd::Local {
             stack, demo, once, ..
         } => {
-            let local = cli::local::start(options(stack)?).await?;
+            let local = cli::local::start(stack.options()?).await?;
             cli::demo::banner(&local);
             if demo {
                 cli::demo::run(&local).await?;
@@ -262,33 +184,17 @@ async fn main() -> Result<()> {
                     aws,
                 },
         } => {
-            let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
             let sdk = if aws {
                 eventfold_aws::sdk_config().await
             } else {
                 eventfold_local::emulator::local_sdk_config(&endpoint).await
             };
-            let region = sdk
-                .region()
-                .map_or("us-east-1".to_owned(), ToString::to_string);
-            let template = eventfold_local::Template::load(
-                &root.join(eventfold_local::stack::TEMPLATE_PATH),
-                &stack,
-                &region,
-            )?;
-            let table = |logical: &str| {
-                template
-                    .tables()
-                    .into_iter()
-                    .find(|t| t.logical_id == logical)
-                    .map(|t| t.name)
-                    .ok_or_else(|| anyhow::anyhow!("template has no {logical}"))
-            };
+            let template = template(&stack, &sdk)?;
             let target = cli::rebuild::RebuildTarget {
-                sdk,
-                events_table: events_table.map_or_else(|| table("EventsTable"), Ok)?,
+                events_table: events_table.map_or_else(|| table(&template, "EventsTable"), Ok)?,
                 read_models_table: read_models_table
-                    .map_or_else(|| table("ReadModelsTable"), Ok)?,
+                    .map_or_else(|| table(&template, "ReadModelsTable"), Ok)?,
+                sdk,
             };
             if !cli::rebuild::run(&target, &view, verify).await? {
                 std::process::exit(1);
@@ -299,70 +205,9 @@ async fn main() -> Result<()> {
             stack,
             endpoint,
         } => {
-            let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
             let sdk = eventfold_local::emulator::local_sdk_config(&endpoint).await;
-            let region = sdk
-                .region()
-                .map_or("us-east-1".to_owned(), ToString::to_string);
-            let template = eventfold_local::Template::load(
-                &root.join(eventfold_local::stack::TEMPLATE_PATH),
-                &stack,
-                &region,
-            )?;
-            let processor = cli::dlq::processor(&sdk, &template)?;
-            let command = match command {
-                DlqCmd::List { consumer, status } => {
-                    cli::dlq::DlqCommand::List { consumer, status }
-                }
-                DlqCmd::Show { id } => cli::dlq::DlqCommand::Show { id },
-                DlqCmd::Redrive { id, all, consumer } => {
-                    cli::dlq::DlqCommand::Redrive { id, all, consumer }
-                }
-                DlqCmd::Discard { id, reason } => cli::dlq::DlqCommand::Discard { id, reason },
-            };
+            let processor = cli::dlq::processor(&sdk, &template(&stack, &sdk)?)?;
             cli::dlq::run(&processor, command).await?;
-        }
-        Cmd::Bench {
-            mode: Some(mode),
-            starts,
-            ..
-        } if mode == "cold-start" => {
-            let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
-            cli::bench_cold::run(root, starts).await?;
-        }
-        Cmd::Bench {
-            stack,
-            mode: Some(mode),
-            batches,
-            ..
-        } if mode == "projector" => {
-            cli::bench_projector::run(options(stack)?, batches).await?;
-        }
-        Cmd::Bench {
-            stack,
-            mode: Some(_),
-            records,
-            wakeups,
-            ..
-        } => {
-            cli::bench_streaming::run(options(stack)?, records, wakeups).await?;
-        }
-        Cmd::Bench {
-            stack,
-            memory_commands,
-            dynamo_commands,
-            long_stream,
-            ..
-        } => {
-            cli::bench::run(
-                options(stack)?,
-                cli::bench::BenchOptions {
-                    memory_commands,
-                    dynamo_commands,
-                    long_stream,
-                },
-            )
-            .await?;
         }
     }
     Ok(())

@@ -6,13 +6,12 @@
 //! and one write per stream, and re-running it resumes (streams already at their head are
 //! duplicates).
 
-use anyhow::{Context, Result, anyhow};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use eventfold::{EventEnvelope, EventStore, StreamId};
 use eventfold_consumers::Notification;
 use eventfold_consumers::projection::{
-    CounterView, ListQuery, Projector, ReadModelStore, StreamView,
+    CounterView, ListQuery, ProjectError, Projector, ReadModelError, ReadModelStore, StreamView,
 };
 use serde_json::Value;
 use shop::registry::{self, ViewImpl};
@@ -21,6 +20,60 @@ use std::sync::Arc;
 
 /// Suffix of the shadow view a rebuild writes.
 pub const SHADOW_SUFFIX: &str = "@rebuild";
+
+/// Why a rebuild (or its verification) could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    /// No view has this name.
+    #[error("unknown view '{view}'; known: {known}")]
+    UnknownView {
+        /// The name given.
+        view: String,
+        /// The views there are.
+        known: String,
+    },
+    /// The stored view has no source category to rebuild from.
+    #[error("no view named {0}")]
+    NoCategory(String),
+    /// Scanning the events table for stream heads failed.
+    #[error("scanning {table}")]
+    Scan {
+        /// The events table.
+        table: String,
+        /// What DynamoDB said.
+        #[source]
+        source: Box<aws_sdk_dynamodb::Error>,
+    },
+    /// An item of the events table has an unreadable `version` or `count`.
+    #[error("an item of {table} has an unreadable version or count")]
+    BadItem {
+        /// The events table.
+        table: String,
+        /// The parse failure.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// Projecting a stream into the shadow view failed.
+    #[error("rebuilding from {stream}")]
+    Project {
+        /// The source stream.
+        stream: String,
+        /// Why.
+        #[source]
+        source: Box<ProjectError>,
+    },
+    /// Reading a view (live or shadow) failed.
+    #[error("reading {view} of {tenant}")]
+    Read {
+        /// The view.
+        view: String,
+        /// The tenant.
+        tenant: String,
+        /// Why.
+        #[source]
+        source: ReadModelError,
+    },
+}
 
 struct RenamedStream {
     inner: &'static dyn StreamView,
@@ -63,10 +116,13 @@ impl CounterView for RenamedCounter {
 }
 
 /// The stored view behind a view name (`orders-by-customer` is an index of `order-summary`).
-pub fn stored_view(view: &str) -> Result<&'static str> {
+pub fn stored_view(view: &str) -> Result<&'static str, RebuildError> {
     registry::view(view)
         .map(|spec| spec.stored())
-        .ok_or_else(|| anyhow!("unknown view '{view}'; known: {}", registry::view_names()))
+        .ok_or_else(|| RebuildError::UnknownView {
+            view: view.to_owned(),
+            known: registry::view_names(),
+        })
 }
 
 /// A projector writing only the stored view `view`, under the name `target`.
@@ -90,7 +146,10 @@ pub fn projector_for<E: EventStore, R: ReadModelStore>(
 }
 
 /// Every stream of the events table with its head version (one paged Scan of the keys).
-pub async fn stream_heads(client: &Client, table: &str) -> Result<BTreeMap<String, u64>> {
+pub async fn stream_heads(
+    client: &Client,
+    table: &str,
+) -> Result<BTreeMap<String, u64>, RebuildError> {
     let mut heads = BTreeMap::new();
     let mut start = None;
     loop {
@@ -103,7 +162,10 @@ pub async fn stream_heads(client: &Client, table: &str) -> Result<BTreeMap<Strin
             .set_exclusive_start_key(start)
             .send()
             .await
-            .with_context(|| format!("scanning {table}"))?;
+            .map_err(|e| RebuildError::Scan {
+                table: table.to_owned(),
+                source: Box::new(e.into()),
+            })?;
         for item in out.items() {
             let (
                 Some(AttributeValue::S(s)),
@@ -117,7 +179,13 @@ pub async fn stream_heads(client: &Client, table: &str) -> Result<BTreeMap<Strin
             else {
                 continue;
             };
-            let last = v.parse::<u64>()? + c.parse::<u64>()?.saturating_sub(1);
+            let number = |n: &String| {
+                n.parse::<u64>().map_err(|source| RebuildError::BadItem {
+                    table: table.to_owned(),
+                    source,
+                })
+            };
+            let last = number(v)? + number(c)?.saturating_sub(1);
             let head = heads.entry(s.clone()).or_insert(0);
             *head = (*head).max(last);
         }
@@ -147,7 +215,7 @@ pub async fn rebuild<E: EventStore, R: ReadModelStore>(
     category: &str,
     heads: &BTreeMap<String, u64>,
     mut progress: impl FnMut(usize, usize),
-) -> Result<RebuildReport> {
+) -> Result<RebuildReport, RebuildError> {
     let streams: Vec<(StreamId, u64)> = heads
         .iter()
         .filter_map(|(s, v)| StreamId::parse(s).ok().map(|id| (id, *v)))
@@ -171,7 +239,10 @@ pub async fn rebuild<E: EventStore, R: ReadModelStore>(
         let applied = projector
             .handle(&n)
             .await
-            .with_context(|| format!("rebuilding from {id}"))?;
+            .map_err(|source| RebuildError::Project {
+                stream: id.to_string(),
+                source: Box::new(source),
+            })?;
         report.events_read += applied.events_read;
         if applied.views_changed == 0 {
             report.already_done += 1;
@@ -186,7 +257,7 @@ pub async fn all_docs<R: ReadModelStore>(
     models: &R,
     tenant: &str,
     view: &str,
-) -> Result<BTreeMap<String, Value>> {
+) -> Result<BTreeMap<String, Value>, RebuildError> {
     let mut out = BTreeMap::new();
     let mut cursor = None;
     loop {
@@ -200,7 +271,12 @@ pub async fn all_docs<R: ReadModelStore>(
                     limit: 100,
                 },
             )
-            .await?;
+            .await
+            .map_err(|source| RebuildError::Read {
+                view: view.to_owned(),
+                tenant: tenant.to_owned(),
+                source,
+            })?;
         for d in page.docs {
             out.insert(d.key, d.data);
         }
@@ -217,7 +293,7 @@ pub async fn differences<R: ReadModelStore>(
     tenants: &BTreeSet<String>,
     view: &str,
     shadow: &str,
-) -> Result<Vec<String>> {
+) -> Result<Vec<String>, RebuildError> {
     let mut diffs = Vec::new();
     for tenant in tenants {
         let live = all_docs(models, tenant, view).await?;
@@ -257,9 +333,10 @@ pub struct RebuildTarget {
 
 /// Runs `eventfold projections rebuild`: prints progress and differences; returns whether
 /// the rebuilt view equals the live one (always true without `verify`).
-pub async fn run(target: &RebuildTarget, view: &str, verify: bool) -> Result<bool> {
+pub async fn run(target: &RebuildTarget, view: &str, verify: bool) -> Result<bool, RebuildError> {
     let stored = stored_view(view)?;
-    let category = category_of(stored).with_context(|| format!("no view named {stored}"))?;
+    let category =
+        category_of(stored).ok_or_else(|| RebuildError::NoCategory(stored.to_owned()))?;
     let shadow = format!("{stored}{SHADOW_SUFFIX}");
     let client = Client::new(&target.sdk);
     let events = eventfold_aws::DynamoEventStore::new(client.clone(), &target.events_table);

@@ -156,11 +156,12 @@ async fn the_schedule_ticks_the_function_whose_environment_has_the_overridden_ti
     let functions = Functions::new().events("saga", move |sdk, function| {
         let log = log.clone();
         async move {
-            let f = Arc::new(saga::from_lookup::<Transfer>(
+            let config = saga::SagaConfig::from_lookup(|k| function.env(k))?;
+            let f = Arc::new(saga::SagaFunction::<Transfer, _, _>::on_dynamo(
                 &sdk,
-                |k| function.env(k),
+                &config,
                 eventfold::Upcasters::new(),
-            )?);
+            ));
             {
                 let mut seen = log.lock().expect("seen");
                 seen.timeout_env = function.env("SAGA_TIMEOUT_SECONDS");
@@ -169,11 +170,12 @@ async fn the_schedule_ticks_the_function_whose_environment_has_the_overridden_ti
             Ok(event_handler(move |payload: Value| {
                 let (f, log) = (f.clone(), log.clone());
                 async move {
-                    let invocation = saga::Invocation::from_json(payload.clone())?;
+                    let invocation =
+                        saga::Invocation::from_json(payload.clone()).map_err(|e| e.to_string())?;
                     if matches!(invocation, saga::Invocation::Tick(_)) {
-                        log.lock().expect("seen").ticks.push(payload);
+                        log.lock().expect("seen").ticks.push(payload.clone());
                     }
-                    f.handle(invocation).await
+                    f.handle(payload).await.map_err(|e| e.to_string())
                 }
             }))
         }

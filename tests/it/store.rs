@@ -35,7 +35,8 @@ async fn concurrent_writers_never_lose_or_duplicate_a_commit() {
         let exec = CommandExecutor::new(
             store,
             // How many commands make it within a retry budget is a rate, measured by
-            // `eventfold bench` (hot stream); this test is about correctness under contention.
+            // `eventfold-bench commands` (hot stream); this test is about correctness under
+            // contention.
             ExecutorConfig {
                 max_attempts: 20,
                 backoff: Some(tokio_backoff()),

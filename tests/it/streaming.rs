@@ -599,7 +599,7 @@ async fn topic_records_fan_out_with_attributes_and_skip_the_saga() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let projector = projector::from_lookup(&stack.sdk, |k| match k {
+    let projector = projector::build(&stack.sdk, |k| match k {
         "EVENTS_TABLE" => Some(events_table(&stack)),
         "READ_MODELS_TABLE" => Some(tests::table(&stack, "ReadModelsTable")),
         _ => None,
@@ -622,6 +622,7 @@ async fn topic_records_fan_out_with_attributes_and_skip_the_saga() {
         assert!(attr("event_type").is_some());
         // The projector acknowledges topic records without touching a view.
         let applied = projector
+            .handler()
             .projector()
             .handle(&n)
             .await

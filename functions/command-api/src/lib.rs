@@ -6,7 +6,8 @@
 //! `pathParameters` the gateway sends, never by parsing the path again. Which aggregates
 //! exist and how their commands parse come from `shop::registry` (this crate names no shop
 //! type), mechanics from `eventfold`, AWS and the error-to-HTTP mapping from `eventfold-aws`.
-//! `main.rs` only wires config and clients to [`CommandApi`].
+//! [`build`] is the function's one constructor, from its settings and the SDK configuration;
+//! `main.rs` and the local stack both run what it builds.
 #![forbid(unsafe_code)]
 
 use base64::Engine;
@@ -14,11 +15,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventfold::{
     CommandContext, CommandError, CommandExecutor, EventStore, ExecutorConfig, StreamId,
 };
+use eventfold_aws::config::ConfigError;
 use eventfold_aws::http::{
     Caller, Problem, caller, correlation_id, json_response, route_key, trace_header,
 };
 use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
-use eventfold_aws::{DynamoEventStore, SdkConfig, StoreConfig, telemetry};
+use eventfold_aws::warmup::Warmed;
+use eventfold_aws::{DynamoDbTable, DynamoEventStore, SdkConfig, StoreConfig, telemetry};
 use eventfold_idempotency::{Idempotency, IdempotencyStore, Scope};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
@@ -66,9 +69,21 @@ pub struct CommandApi<S> {
     idempotency: Option<CommandIdempotency>,
 }
 
-/// Builds the API on the DynamoDB event store described by `config`.
-pub fn dynamo_api(sdk: &SdkConfig, config: &StoreConfig) -> CommandApi<DynamoEventStore> {
-    let store = DynamoEventStore::from_sdk(sdk, &config.events_table);
+/// The function as its `main.rs` and the local stack run it: the API on the DynamoDB event
+/// store, and the endpoint it warms at init. Built by [`build`].
+pub struct Function {
+    api: CommandApi<DynamoEventStore>,
+}
+
+/// The function's one constructor: reads its settings through `env` once (`EVENTS_TABLE`,
+/// `SNAPSHOT_EVERY`, the idempotency settings: the process environment in Lambda, the
+/// template's resolved environment locally) and builds its clients from `sdk`.
+pub fn build(
+    sdk: &SdkConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Function, ConfigError> {
+    let config = StoreConfig::from_lookup(env)?;
+    let store = DynamoEventStore::from_sdk(sdk, config.events_table);
     let executor = CommandExecutor::new(
         store,
         ExecutorConfig {
@@ -80,9 +95,28 @@ pub fn dynamo_api(sdk: &SdkConfig, config: &StoreConfig) -> CommandApi<DynamoEve
     )
     .with_upcasters(registry::upcasters());
     let api = CommandApi::new(executor);
-    match &config.idempotency {
+    let api = match &config.idempotency {
         Some(settings) => api.with_idempotency(settings.engine(sdk)),
         None => api,
+    };
+    Ok(Function { api })
+}
+
+impl Function {
+    /// Handles one HTTP request (see [`CommandApi::handle`]).
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        self.api.handle(req).await
+    }
+
+    /// The API.
+    pub fn api(&self) -> &CommandApi<DynamoEventStore> {
+        &self.api
+    }
+
+    /// Warms the endpoint the requests use (the events table) at init.
+    pub async fn warm_up(&self, sdk: &SdkConfig) -> Vec<Warmed> {
+        let events = self.api.executor().store().table();
+        eventfold_aws::warm_up(sdk, &[&DynamoDbTable::events(events)]).await
     }
 }
 

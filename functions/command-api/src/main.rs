@@ -1,7 +1,7 @@
-//! Lambda entry point: read config, build clients once, serve HTTP requests.
+//! Lambda entry point: build the function once from the environment, warm its endpoint,
+//! serve HTTP requests.
 #![forbid(unsafe_code)]
 
-use eventfold_aws::DynamoDbTable;
 use lambda_http::{Error, Request, service_fn};
 use std::convert::Infallible;
 
@@ -9,13 +9,12 @@ use std::convert::Infallible;
 async fn main() -> Result<(), Error> {
     eventfold_aws::init_tracing();
     let telemetry = eventfold_aws::init_metrics("command-api");
-    let config = eventfold_aws::StoreConfig::from_env()?;
     let sdk = eventfold_aws::sdk_config().await;
-    let api = command_api::dynamo_api(&sdk, &config);
-    eventfold_aws::warm_up(&sdk, &[&DynamoDbTable::events(&config.events_table)]).await;
-    let api = &api;
+    let function = command_api::build(&sdk, |k| std::env::var(k).ok())?;
+    function.warm_up(&sdk).await;
+    let function = &function;
     lambda_http::run(service_fn(move |req: Request| async move {
-        Ok::<_, Infallible>(telemetry.invocation(api.handle(req)).await)
+        Ok::<_, Infallible>(telemetry.invocation(function.handle(req)).await)
     }))
     .await
 }

@@ -6,8 +6,8 @@
 //! partial-failure semantics from `eventfold_aws::sqs` (a failure stops its message group;
 //! other groups go on).
 //! Duplicates, gaps and thin notifications are the projector's business (checkpoints and
-//! catch-up from the events table); the views are the shop's. `main.rs` only wires config and
-//! clients.
+//! catch-up from the events table); the views are the shop's. [`build`] is the function's one
+//! constructor; `main.rs` and the local stack both run what it builds.
 #![forbid(unsafe_code)]
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -15,7 +15,10 @@ use eventfold::EventStore;
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sqs::{Notes, process_fifo_groups_noting};
 use eventfold_aws::telemetry;
-use eventfold_aws::{DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig};
+use eventfold_aws::warmup::Warmed;
+use eventfold_aws::{
+    DynamoDbTable, DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig,
+};
 use eventfold_consumers::deadletter::DeadLetterStore;
 use eventfold_consumers::projection::{Projector, ReadModelStore};
 use std::sync::Arc;
@@ -65,20 +68,47 @@ impl<E, R> std::fmt::Debug for ProjectorFunction<E, R> {
     }
 }
 
-/// The projector of every shop view on the DynamoDB tables named through `lookup`
-/// (`EVENTS_TABLE`, `READ_MODELS_TABLE`).
-pub fn from_lookup(
+/// The function as its `main.rs` and the local stack run it: every shop view's projector
+/// on the DynamoDB tables, and the endpoint it warms at init. Built by [`build`].
+#[derive(Debug)]
+pub struct Function {
+    handler: ProjectorFunction<DynamoEventStore, DynamoReadModelStore>,
+}
+
+/// The function's one constructor: reads its settings through `env` once (`EVENTS_TABLE`,
+/// `READ_MODELS_TABLE`, `DEAD_LETTERS_TABLE`: the process environment in Lambda, the
+/// template's resolved environment locally) and builds its clients from `sdk`.
+pub fn build(
     sdk: &SdkConfig,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<ProjectorFunction<DynamoEventStore, DynamoReadModelStore>, ConfigError> {
-    let config = ProjectorConfig::from_lookup(lookup)?;
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Function, ConfigError> {
+    let config = ProjectorConfig::from_lookup(env)?;
     let events = DynamoEventStore::from_sdk(sdk, config.events_table);
     let models = DynamoReadModelStore::from_sdk(sdk, config.read_models_table);
-    let function = ProjectorFunction::new(shop::views::projector(events, models));
-    Ok(match config.dead_letters_table {
-        Some(table) => function.with_notes(Arc::new(DynamoDeadLetterStore::from_sdk(sdk, table))),
-        None => function,
-    })
+    let handler = ProjectorFunction::new(shop::views::projector(events, models));
+    let handler = match config.dead_letters_table {
+        Some(table) => handler.with_notes(Arc::new(DynamoDeadLetterStore::from_sdk(sdk, table))),
+        None => handler,
+    };
+    Ok(Function { handler })
+}
+
+impl Function {
+    /// Applies an SQS batch (see [`ProjectorFunction::handle`]).
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        self.handler.handle(event).await
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &ProjectorFunction<DynamoEventStore, DynamoReadModelStore> {
+        &self.handler
+    }
+
+    /// Warms the endpoint the batches use (the events table) at init.
+    pub async fn warm_up(&self, sdk: &SdkConfig) -> Vec<Warmed> {
+        let events = self.handler.projector().events().table();
+        eventfold_aws::warm_up(sdk, &[&DynamoDbTable::events(events)]).await
+    }
 }
 
 impl<E: EventStore, R: ReadModelStore> ProjectorFunction<E, R> {

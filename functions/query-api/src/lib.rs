@@ -5,14 +5,15 @@
 //! names no view); the route is the one API Gateway matched (`routeKey` and the `view` path
 //! parameter, as the template's `HttpApi` event declares it), never the raw path parsed
 //! again. Storage is a [`ReadModelStore`] (DynamoDB in Lambda, memory in unit tests); the
-//! error mapping is `eventfold-aws::http`. `main.rs` only wires config and clients to
-//! [`QueryService`].
+//! error mapping is `eventfold-aws::http`. [`build`] is the function's one constructor;
+//! `main.rs` and the local stack both run what it builds.
 #![forbid(unsafe_code)]
 
-use eventfold_aws::SdkConfig;
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::http::{Problem, caller, correlation_id, json_response, route_key};
 use eventfold_aws::readmodels::DynamoReadModelStore;
+use eventfold_aws::warmup::Warmed;
+use eventfold_aws::{DynamoDbTable, SdkConfig};
 use eventfold_consumers::projection::{Doc, ListQuery, ReadModelError, ReadModelStore};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
@@ -50,12 +51,40 @@ impl QueryConfig {
 /// The query API on DynamoDB.
 pub type QueryApi = QueryService<DynamoReadModelStore>;
 
-/// Builds the query API on the read-models table of `config`.
-pub fn dynamo_api(sdk: &SdkConfig, config: &QueryConfig) -> QueryApi {
-    QueryService::new(DynamoReadModelStore::from_sdk(
-        sdk,
-        &config.read_models_table,
-    ))
+/// The function as its `main.rs` and the local stack run it: the query API on the
+/// read-models table, and the endpoint it warms at init. Built by [`build`].
+#[derive(Debug)]
+pub struct Function {
+    api: QueryApi,
+}
+
+/// The function's one constructor: reads its settings through `env` once
+/// (`READ_MODELS_TABLE`: the process environment in Lambda, the template's resolved
+/// environment locally) and builds its client from `sdk`.
+pub fn build(
+    sdk: &SdkConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Function, ConfigError> {
+    let config = QueryConfig::from_lookup(env)?;
+    Ok(Function {
+        api: QueryService::new(DynamoReadModelStore::from_sdk(
+            sdk,
+            config.read_models_table,
+        )),
+    })
+}
+
+impl Function {
+    /// Handles one HTTP request (see [`QueryService::handle`]).
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        self.api.handle(req).await
+    }
+
+    /// Warms the endpoint the requests use (the read-models table) at init.
+    pub async fn warm_up(&self, sdk: &SdkConfig) -> Vec<Warmed> {
+        let models = self.api.models().table();
+        eventfold_aws::warm_up(sdk, &[&DynamoDbTable::keyed(models)]).await
+    }
 }
 
 fn valid_param(param: Param, value: &str) -> Result<(), Problem> {
@@ -144,6 +173,11 @@ impl<R: ReadModelStore> QueryService<R> {
     /// A query API reading `models`.
     pub fn new(models: R) -> Self {
         Self { models }
+    }
+
+    /// The read-model store.
+    pub fn models(&self) -> &R {
+        &self.models
     }
 
     /// Handles one HTTP request. Never fails: every outcome is a response.

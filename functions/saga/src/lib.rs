@@ -6,11 +6,13 @@
 //! [`eventfold_consumers::saga::SagaRunner`], with FIFO partial-failure semantics from
 //! `eventfold_aws::sqs` (a failure stops its message group; other groups go on); a scheduled
 //! event (EventBridge's `Scheduled Event`) runs the runner's tick at the event's time. Which
-//! payload is which is told by its shape ([`Invocation`]). Checkpoints, gaps, refusals and
-//! deadlines are the runner's business; the saga itself is the domain's. `main.rs` only reads
-//! config, builds clients and names the saga it deploys.
+//! payload is which is told by its shape ([`Invocation`]), in the one handler
+//! ([`SagaFunction::handle`]). Checkpoints, gaps, refusals and deadlines are the runner's
+//! business; the saga itself is the domain's: the mechanics take it as a type parameter, and
+//! [`Deployed`] names, once, the one this function deploys. [`build`] is the function's one
+//! constructor; `main.rs` and the local stack both run what it builds.
 //!
-//! Must not import: business rules (a saga arrives as a type parameter).
+//! Must not import: business rules (beyond naming the deployed saga).
 #![forbid(unsafe_code)]
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
@@ -19,19 +21,26 @@ use eventfold::{CommandExecutor, EventStore, ExecutorConfig, Upcasters};
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sqs::{Notes, process_fifo_batch_noting};
 use eventfold_aws::telemetry;
+use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{
-    DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig, StoreConfig,
+    DynamoDbTable, DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig,
+    StoreConfig,
 };
 use eventfold_consumers::deadletter::DeadLetterStore;
 use eventfold_consumers::projection::ReadModelStore;
 use eventfold_consumers::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner, Ticked};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The saga this function deploys (`main.rs` and the local stack both run it through
+/// [`build`]).
+pub type Deployed = shop::fulfilment::OrderFulfilment;
 
 /// The consumer name in failure notes and dead letters.
 pub const CONSUMER: &str = "saga";
-use serde::Serialize;
-use serde_json::Value;
-use std::time::Duration;
 
 /// The `detail-type` of EventBridge's scheduled events.
 pub const SCHEDULED_EVENT: &str = "Scheduled Event";
@@ -100,18 +109,71 @@ pub enum Invocation {
 
 impl Invocation {
     /// Reads a Lambda payload; anything but an SQS batch or a scheduled event is refused.
-    pub fn from_json(payload: Value) -> Result<Self, String> {
+    pub fn from_json(payload: Value) -> Result<Self, InvocationError> {
         if payload.get("Records").is_some() {
             return serde_json::from_value(payload)
                 .map(Self::Batch)
-                .map_err(|e| format!("not an SQS event: {e}"));
+                .map_err(InvocationError::NotSqs);
         }
         if payload.get("detail-type").and_then(Value::as_str) == Some(SCHEDULED_EVENT) {
             return serde_json::from_value(payload)
                 .map(Self::Tick)
-                .map_err(|e| format!("not a scheduled event: {e}"));
+                .map_err(InvocationError::NotScheduled);
         }
-        Err("neither an SQS batch nor a scheduled event".to_owned())
+        Err(InvocationError::Unrecognised)
+    }
+}
+
+/// Why an invocation failed as a whole (a batch's records fail one by one instead, in its
+/// response). Lambda reports it with its cause chain ([`Diagnostic`]).
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    /// The payload has `Records` but is no SQS event.
+    #[error("not an SQS event")]
+    NotSqs(#[source] serde_json::Error),
+    /// The payload says `Scheduled Event` but is no scheduled event.
+    #[error("not a scheduled event")]
+    NotScheduled(#[source] serde_json::Error),
+    /// The payload is of neither shape.
+    #[error("neither an SQS batch nor a scheduled event")]
+    Unrecognised,
+    /// The tick could not read the deadline index.
+    #[error("the deadline tick failed")]
+    Tick(#[source] eventfold_consumers::saga::SagaError),
+    /// Some due instances failed (the others were handled); the next tick tries them again.
+    #[error("{failed} of {due} due instances failed; first {stream}: {error}")]
+    DueInstances {
+        /// Instances that failed.
+        failed: usize,
+        /// Instances due.
+        due: usize,
+        /// The first that failed.
+        stream: String,
+        /// Its error.
+        error: String,
+    },
+    /// The response could not be serialized.
+    #[error("the response does not serialize")]
+    Response(#[source] serde_json::Error),
+}
+
+impl InvocationError {
+    /// A stable name of the failure, Lambda's `errorType`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotSqs(_) => "saga.NotSqsEvent",
+            Self::NotScheduled(_) => "saga.NotScheduledEvent",
+            Self::Unrecognised => "saga.UnrecognisedPayload",
+            Self::Tick(_) => "saga.TickFailed",
+            Self::DueInstances { .. } => "saga.DueInstancesFailed",
+            Self::Response(_) => "saga.ResponseNotSerializable",
+        }
+    }
+}
+
+impl From<InvocationError> for Diagnostic {
+    fn from(error: InvocationError) -> Self {
+        eventfold_aws::diagnostic::report(error.kind(), &error)
     }
 }
 
@@ -153,45 +215,78 @@ impl<G: Saga, E, R> std::fmt::Debug for SagaFunction<G, E, R> {
     }
 }
 
-/// The function of saga `G` on the DynamoDB tables named through `lookup` (`EVENTS_TABLE`,
-/// `READ_MODELS_TABLE`, `SNAPSHOT_EVERY`, `SAGA_TIMEOUT_SECONDS`), reading old event schemas
-/// through `upcasters` (the domain's: source events, the saga's and its targets' streams).
-pub fn from_lookup<G: Saga>(
+/// The function as its `main.rs` and the local stack run it: the [`Deployed`] saga on the
+/// DynamoDB tables, and the endpoint it warms at init. Built by [`build`].
+#[derive(Debug)]
+pub struct Function {
+    saga: SagaFunction<Deployed, DynamoEventStore, DynamoReadModelStore>,
+}
+
+/// The function's one constructor: reads its settings through `env` once ([`SagaConfig`]:
+/// the process environment in Lambda, the template's resolved environment locally) and builds
+/// its clients from `sdk`, for the [`Deployed`] saga with the domain's upcasters.
+pub fn build(
     sdk: &SdkConfig,
-    lookup: impl Fn(&str) -> Option<String>,
-    upcasters: Upcasters,
-) -> Result<SagaFunction<G, DynamoEventStore, DynamoReadModelStore>, ConfigError> {
-    let config = SagaConfig::from_lookup(lookup)?;
-    let events = DynamoEventStore::from_sdk(sdk, &config.store.events_table);
-    let models = DynamoReadModelStore::from_sdk(sdk, &config.read_models_table);
-    let executor = CommandExecutor::new(
-        events,
-        ExecutorConfig {
-            snapshot_every: config.store.snapshot_every,
-            backoff: Some(eventfold_aws::tokio_backoff()),
-            ..ExecutorConfig::default()
-        },
-    )
-    .with_upcasters(upcasters.clone());
-    let notes = config
-        .dead_letters_table
-        .clone()
-        .map(|t| Arc::new(DynamoDeadLetterStore::from_sdk(sdk, t)) as Arc<dyn DeadLetterStore>);
-    let function = SagaFunction::new(
-        SagaRunner::new(
-            executor,
-            models,
-            RunnerConfig {
-                timeout: config.timeout,
-                ..RunnerConfig::default()
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Function, ConfigError> {
+    let config = SagaConfig::from_lookup(env)?;
+    Ok(Function {
+        saga: SagaFunction::on_dynamo(sdk, &config, shop::registry::upcasters()),
+    })
+}
+
+impl Function {
+    /// Handles an SQS batch or a scheduled event (see [`SagaFunction::handle`]).
+    pub async fn handle(&self, payload: Value) -> Result<Value, InvocationError> {
+        self.saga.handle(payload).await
+    }
+
+    /// The saga's function.
+    pub fn saga(&self) -> &SagaFunction<Deployed, DynamoEventStore, DynamoReadModelStore> {
+        &self.saga
+    }
+
+    /// Warms the endpoint the invocations use first (the events table) at init.
+    pub async fn warm_up(&self, sdk: &SdkConfig) -> Vec<Warmed> {
+        let events = self.saga.runner().executor().store().table();
+        eventfold_aws::warm_up(sdk, &[&DynamoDbTable::events(events)]).await
+    }
+}
+
+impl<G: Saga> SagaFunction<G, DynamoEventStore, DynamoReadModelStore> {
+    /// Saga `G` on the DynamoDB tables of `config`, reading old event schemas through
+    /// `upcasters` (the domain's: source events, the saga's and its targets' streams). What
+    /// [`build`] runs for the [`Deployed`] saga; reads no setting itself.
+    pub fn on_dynamo(sdk: &SdkConfig, config: &SagaConfig, upcasters: Upcasters) -> Self {
+        let events = DynamoEventStore::from_sdk(sdk, &config.store.events_table);
+        let models = DynamoReadModelStore::from_sdk(sdk, &config.read_models_table);
+        let executor = CommandExecutor::new(
+            events,
+            ExecutorConfig {
+                snapshot_every: config.store.snapshot_every,
+                backoff: Some(eventfold_aws::tokio_backoff()),
+                ..ExecutorConfig::default()
             },
         )
-        .with_upcasters(upcasters),
-    );
-    Ok(match notes {
-        Some(store) => function.with_notes(store),
-        None => function,
-    })
+        .with_upcasters(upcasters.clone());
+        let function = SagaFunction::new(
+            SagaRunner::new(
+                executor,
+                models,
+                RunnerConfig {
+                    timeout: config.timeout,
+                    ..RunnerConfig::default()
+                },
+            )
+            .with_upcasters(upcasters),
+        );
+        match &config.dead_letters_table {
+            Some(table) => {
+                function.with_notes(Arc::new(DynamoDeadLetterStore::from_sdk(sdk, table)))
+            }
+            None => function,
+        }
+    }
 }
 
 impl<G, E, R> SagaFunction<G, E, R>
@@ -238,29 +333,31 @@ where
     /// Runs the deadlines due at the scheduled event's time. Instances that failed make the
     /// invocation fail (after every other due instance was handled), so the failure shows in
     /// the function's errors; the next tick tries them again.
-    pub async fn tick(&self, event: CloudWatchEvent) -> Result<TickResponse, String> {
+    pub async fn tick(&self, event: CloudWatchEvent) -> Result<TickResponse, InvocationError> {
         let ticked = self
             .runner
             .tick(event.time)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(InvocationError::Tick)?;
         if let Some((stream, error)) = ticked.failed.first() {
-            return Err(format!(
-                "{} of {} due instances failed; first {stream}: {error}",
-                ticked.failed.len(),
-                ticked.due
-            ));
+            return Err(InvocationError::DueInstances {
+                failed: ticked.failed.len(),
+                due: ticked.due,
+                stream: stream.clone(),
+                error: error.clone(),
+            });
         }
         Ok(TickResponse::from(&ticked))
     }
 
-    /// Handles either kind of invocation; the response as the Lambda runtime returns it.
-    pub async fn handle(&self, invocation: Invocation) -> Result<Value, String> {
-        let response = match invocation {
+    /// The function's handler: an SQS batch or a scheduled event, told apart by its shape
+    /// ([`Invocation::from_json`]); the response as the Lambda runtime returns it.
+    pub async fn handle(&self, payload: Value) -> Result<Value, InvocationError> {
+        let response = match Invocation::from_json(payload)? {
             Invocation::Batch(batch) => serde_json::to_value(self.handle_batch(batch).await),
             Invocation::Tick(event) => serde_json::to_value(self.tick(event).await?),
         };
-        response.map_err(|e| format!("the response does not serialize: {e}"))
+        response.map_err(InvocationError::Response)
     }
 }
 
@@ -490,9 +587,8 @@ mod tests {
         let early = f.tick(schedule.clone()).await.expect("tick");
         assert_eq!((early.due, early.timed_out), (0, 0));
         schedule.time = Utc::now() + TimeDelta::seconds(61);
-        let invocation =
-            Invocation::from_json(serde_json::to_value(&schedule).expect("json")).expect("a tick");
-        let response = f.handle(invocation).await.expect("tick");
+        let payload = serde_json::to_value(&schedule).expect("json");
+        let response = f.handle(payload).await.expect("tick");
         assert_eq!(
             response,
             serde_json::json!({"due": 1, "timed_out": 1, "stale": 0, "commands_sent": 1})
@@ -507,10 +603,9 @@ mod tests {
             MemoryReadModelStore::new(),
             RunnerConfig::default(),
         ));
-        let sample = Invocation::from_json(
-            serde_json::from_str(include_str!("../events/sqs.json")).expect("json"),
-        )
-        .expect("a batch");
+        let payload: Value =
+            serde_json::from_str(include_str!("../events/sqs.json")).expect("json");
+        let sample = Invocation::from_json(payload.clone()).expect("a batch");
         // The table holds the sample's stream up to its event.
         let Invocation::Batch(batch) = &sample else {
             panic!("a batch");
@@ -540,12 +635,10 @@ mod tests {
             )
             .await
             .expect("append");
-        let response = f.handle(sample).await.expect("handled");
+        let response = f.handle(payload).await.expect("handled");
         assert_eq!(response["batchItemFailures"], serde_json::json!([]));
-        let tick = Invocation::from_json(
-            serde_json::from_str(include_str!("../events/schedule.json")).expect("json"),
-        )
-        .expect("a tick");
+        let tick: Value =
+            serde_json::from_str(include_str!("../events/schedule.json")).expect("json");
         let response = f.handle(tick).await.expect("ticked");
         assert_eq!(response["due"], 0);
     }
@@ -575,6 +668,20 @@ mod tests {
         ] {
             assert!(Invocation::from_json(bad.clone()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn lambda_reports_a_failed_invocation_with_its_cause() {
+        let error = Invocation::from_json(serde_json::json!({"Records": 5})).expect_err("refused");
+        let report = Diagnostic::from(error);
+        assert_eq!(report.error_type, "saga.NotSqsEvent");
+        assert!(
+            report
+                .error_message
+                .starts_with("not an SQS event: invalid type"),
+            "{}",
+            report.error_message
+        );
     }
 
     #[test]

@@ -16,16 +16,17 @@
 //! answers per entry); they are published again on the retry and dropped by the topic's
 //! deduplication (dedup id = event id), and consumers checkpoint per stream, so a later
 //! version that arrives before an earlier one is a gap they fill from the table. Decoding
-//! lives in `eventfold_aws::streams`, publishing behind [`NotificationSink`]; `main.rs` only
-//! wires config and clients.
+//! lives in `eventfold_aws::streams`, publishing behind [`NotificationSink`]. [`build`] is the
+//! function's one constructor; `main.rs` and the local stack both run what it builds.
 #![forbid(unsafe_code)]
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use eventfold_aws::SdkConfig;
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher, pack};
 use eventfold_aws::streams::{Decoded, decode_record};
+use eventfold_aws::warmup::Warmed;
+use eventfold_aws::{SdkConfig, SnsTopic};
 use eventfold_consumers::Notification;
 
 /// Publishes the events of stream records to a [`NotificationSink`].
@@ -34,12 +35,21 @@ pub struct StreamPublisher<S: NotificationSink> {
     sink: S,
 }
 
-/// Reads `EVENTS_TOPIC_ARN` through `lookup` and builds a publisher to that SNS topic.
-pub async fn from_lookup(
+/// The function as its `main.rs` and the local stack run it: the publisher to the events
+/// topic, and the endpoint it warms at init. Built by [`build`].
+#[derive(Debug)]
+pub struct Function {
+    publisher: StreamPublisher<SnsPublisher>,
+}
+
+/// The function's one constructor: reads its setting through `env` once
+/// (`EVENTS_TOPIC_ARN`: the process environment in Lambda, the template's resolved environment
+/// locally) and builds its SNS client from `sdk`.
+pub fn build(
     sdk: &SdkConfig,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<StreamPublisher<SnsPublisher>, ConfigError> {
-    let topic = lookup("EVENTS_TOPIC_ARN")
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Function, ConfigError> {
+    let topic = env("EVENTS_TOPIC_ARN")
         .filter(|v| !v.is_empty())
         .ok_or(ConfigError::Missing("EVENTS_TOPIC_ARN"))?;
     if !topic.starts_with("arn:") {
@@ -49,7 +59,27 @@ pub async fn from_lookup(
             reason: "not an ARN".into(),
         });
     }
-    Ok(StreamPublisher::new(SnsPublisher::from_sdk(sdk, topic)))
+    Ok(Function {
+        publisher: StreamPublisher::new(SnsPublisher::from_sdk(sdk, topic)),
+    })
+}
+
+impl Function {
+    /// Publishes the events of a stream batch (see [`StreamPublisher::handle`]).
+    pub async fn handle(&self, event: Event) -> DynamoDbEventResponse {
+        self.publisher.handle(event).await
+    }
+
+    /// The publisher.
+    pub fn publisher(&self) -> &StreamPublisher<SnsPublisher> {
+        &self.publisher
+    }
+
+    /// Warms the endpoint the batches use (the events topic) at init.
+    pub async fn warm_up(&self, sdk: &SdkConfig) -> Vec<Warmed> {
+        let arn = self.publisher.sink().topic_arn();
+        eventfold_aws::warm_up(sdk, &[&SnsTopic { arn }]).await
+    }
 }
 
 fn sequence_number(record: &EventRecord) -> String {
@@ -405,18 +435,16 @@ mod tests {
     async fn configuration_needs_a_topic_arn() {
         let sdk = SdkConfig::builder().build();
         assert!(matches!(
-            from_lookup(&sdk, |_| None).await,
+            build(&sdk, |_| None),
             Err(ConfigError::Missing("EVENTS_TOPIC_ARN"))
         ));
         assert!(matches!(
-            from_lookup(&sdk, |_| Some("events.fifo".into())).await,
+            build(&sdk, |_| Some("events.fifo".into())),
             Err(ConfigError::Invalid { .. })
         ));
         let arn = "arn:aws:sns:us-east-1:123456789012:dev-events.fifo";
-        let publisher = from_lookup(&sdk, |_| Some(arn.into()))
-            .await
-            .expect("configured");
-        assert_eq!(publisher.sink().topic_arn(), arn);
+        let function = build(&sdk, |_| Some(arn.into())).expect("configured");
+        assert_eq!(function.publisher().sink().topic_arn(), arn);
     }
 
     #[test]

@@ -8,20 +8,23 @@
 //! function, not routes of command-api and query-api, because a consume long-polls up to
 //! 20 s (this function alone needs a timeout past that) and writes group offsets on a read
 //! (`auto_commit`). Mechanics are `eventfold`'s, AWS and the error mapping
-//! `eventfold-aws`'s; `main.rs` only wires config and clients to [`StreamsApi`]. It names no
-//! shop type.
+//! `eventfold-aws`'s. [`build`] is the function's one constructor; `main.rs` and the local
+//! stack both run what it builds. It names no shop type.
 #![forbid(unsafe_code)]
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use eventfold::{EventStore, Metadata};
+use eventfold_aws::config::ConfigError;
 use eventfold_aws::http::{
     Caller, Problem, caller, correlation_id, json_response, route_key, trace_header,
 };
 use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
+use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{
-    DynamoEventStore, DynamoGroupStore, DynamoTopicCatalogue, SdkConfig, StreamingConfig, telemetry,
+    DynamoDbTable, DynamoEventStore, DynamoGroupStore, DynamoTopicCatalogue, SdkConfig,
+    StreamingConfig, telemetry,
 };
 use eventfold_idempotency::{Idempotency, IdempotencyStore, Scope};
 use eventfold_streaming::{
@@ -93,8 +96,20 @@ pub struct StreamsApi<E, C, G> {
     idempotency: Option<PublishIdempotency>,
 }
 
-/// Builds the API on the tables of `config`.
-pub fn dynamo_api(sdk: &SdkConfig, config: &StreamingConfig) -> DynamoStreamsApi {
+/// The function as its `main.rs` and the local stack run it: the API on the DynamoDB
+/// tables, and the endpoint it warms at init. Built by [`build`].
+pub struct Function {
+    api: DynamoStreamsApi,
+}
+
+/// The function's one constructor: reads its settings through `env` once (`EVENTS_TABLE`,
+/// `TOPICS_TABLE`, `CONSUMER_GROUPS_TABLE`, the idempotency settings: the process environment
+/// in Lambda, the template's resolved environment locally) and builds its clients from `sdk`.
+pub fn build(
+    sdk: &SdkConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Function, ConfigError> {
+    let config = StreamingConfig::from_lookup(env)?;
     let client = aws_sdk_dynamodb::Client::new(sdk);
     let streams = Streams::new(
         DynamoEventStore::new(client.clone(), &config.events_table),
@@ -106,9 +121,23 @@ pub fn dynamo_api(sdk: &SdkConfig, config: &StreamingConfig) -> DynamoStreamsApi
         },
     );
     let api = StreamsApi::new(streams);
-    match &config.idempotency {
+    let api = match &config.idempotency {
         Some(settings) => api.with_idempotency(settings.engine(sdk)),
         None => api,
+    };
+    Ok(Function { api })
+}
+
+impl Function {
+    /// Handles one HTTP request (see [`StreamsApi::handle`]).
+    pub async fn handle(&self, req: Request) -> Response<Body> {
+        self.api.handle(req).await
+    }
+
+    /// Warms the endpoint the requests use (the events table) at init.
+    pub async fn warm_up(&self, sdk: &SdkConfig) -> Vec<Warmed> {
+        let events = self.api.streams().store().table();
+        eventfold_aws::warm_up(sdk, &[&DynamoDbTable::events(events)]).await
     }
 }
 

@@ -8,7 +8,8 @@
 //! stream-range reading ([`redrive`]), SQS FIFO batches with partial failures
 //! ([`sqs`]), attribute-value codecs, request counting for cost accounting
 //! ([`RequestCounter`]), CloudWatch EMF metrics ([`telemetry`]), configuration from the
-//! environment ([`config`]), the init-time warm-up of endpoints ([`warmup`]), tracing set-up, the one classification of AWS errors as
+//! environment ([`config`]), the init-time warm-up of endpoints ([`warmup`]), function errors as Lambda reports them
+//! ([`diagnostic`]), tracing set-up, the one classification of AWS errors as
 //! transient or permanent ([`faults`]), and the
 //! single mapping of errors to HTTP problem responses ([`http`]; idempotency outcomes in
 //! [`idempotency::http`]).
@@ -19,6 +20,7 @@
 
 pub mod config;
 pub mod deadletters;
+pub mod diagnostic;
 pub mod dynamo;
 pub mod faults;
 pub mod http;

@@ -47,12 +47,29 @@ where
     Fut: Future<Output = R> + Send + 'static,
 {
     let f = Arc::new(f);
+    try_typed_handler(move |event: E| {
+        let f = f.clone();
+        async move { Ok::<_, std::convert::Infallible>(f(event).await) }
+    })
+}
+
+/// [`typed_handler`] for a handler that can fail as a whole, as a Lambda handler returning
+/// `Err`: the invocation fails with the error's message.
+pub fn try_typed_handler<E, R, Er, F, Fut>(f: F) -> EventHandler
+where
+    E: serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + Send + 'static,
+    Er: fmt::Display,
+    F: Fn(E) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Er>> + Send + 'static,
+{
+    let f = Arc::new(f);
     Arc::new(move |event: serde_json::Value| {
         let f = f.clone();
         Box::pin(async move {
             let typed: E = serde_json::from_value(event)
                 .map_err(|e| format!("the event does not deserialize: {e}"))?;
-            let response = f(typed).await;
+            let response = f(typed).await.map_err(|e| e.to_string())?;
             serde_json::to_value(response)
                 .map_err(|e| format!("the response does not serialize: {e}"))
         })
@@ -269,6 +286,21 @@ mod tests {
         let double = typed_handler(|e: In| async move { json!({"n": e.n * 2}) });
         assert_eq!(double(json!({"n": 21})).await, Ok(json!({"n": 42})));
         let err = double(json!({"n": "x"})).await.expect_err("bad payload");
+        assert!(err.contains("does not deserialize"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_fallible_handler_fails_the_invocation_with_its_message() {
+        let halve = try_typed_handler(|n: u32| async move {
+            if n.is_multiple_of(2) {
+                Ok(n / 2)
+            } else {
+                Err(format!("{n} is odd"))
+            }
+        });
+        assert_eq!(halve(json!(42)).await, Ok(json!(21)));
+        assert_eq!(halve(json!(7)).await, Err("7 is odd".to_owned()));
+        let err = halve(json!("x")).await.expect_err("bad payload");
         assert!(err.contains("does not deserialize"), "{err}");
     }
 }

@@ -264,7 +264,7 @@ async fn a_projector_killed_mid_batch_loses_nothing_and_applies_nothing_twice() 
         .into_iter()
         .find(|f| f.binary == "projector")
         .expect("projector");
-    let projector = Arc::new(projector::from_lookup(&sdk, |k| function.env(k)).expect("projector"));
+    let projector = Arc::new(projector::build(&sdk, |k| function.env(k)).expect("projector"));
     let mut options = fast();
     let k = killed.clone();
     options.handler_overrides.insert(

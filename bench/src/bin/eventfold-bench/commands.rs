@@ -1,4 +1,4 @@
-//! `eventfold bench`: figures for the command path, printed, never asserted.
+//! `eventfold-bench commands`: figures for the command path, printed, never asserted.
 
 use anyhow::{Context, Result};
 use eventfold::{
@@ -15,13 +15,16 @@ use shop::order::OrderCommand;
 use std::time::Instant;
 
 /// What to measure.
-#[derive(Debug, Clone)]
-pub struct BenchOptions {
-    /// Commands in the in-process run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// In-process commands.
+    #[arg(long, default_value_t = 20_000)]
     pub memory_commands: u64,
-    /// Commands per DynamoDB phase (cold and warm).
+    /// Commands per DynamoDB phase.
+    #[arg(long, default_value_t = 200)]
     pub dynamo_commands: u64,
-    /// Length of the long stream.
+    /// Events in the long stream.
+    #[arg(long, default_value_t = 1000)]
     pub long_stream: u64,
 }
 
@@ -52,7 +55,7 @@ async fn run_commands<S: EventStore>(
 }
 
 /// Runs the benchmark and prints its figures.
-pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
+pub async fn run(local: LocalOptions, options: Options) -> Result<()> {
     println!("eventfold bench");
     println!("---------------");
     // 1. In process, memory store.
@@ -74,7 +77,7 @@ pub async fn run(local: LocalOptions, options: BenchOptions) -> Result<()> {
     projector_in_process(options.memory_commands / 4).await?;
 
     // 2. DynamoDB on the emulator (or AWS_ENDPOINT_URL).
-    let stack = crate::local::start(local).await?;
+    let stack = cli::local::start(local).await?;
     let table = stack
         .template
         .tables()

@@ -1,9 +1,9 @@
-//! `eventfold bench cold-start`: a freshly started function's init and first-request
+//! `eventfold-bench cold-start`: a freshly started function's init and first-request
 //! latency, with the init-time warm-up (`eventfold_aws::warmup`) and without it
 //! (`EVENTFOLD_WARM_UP=off`). Printed, never asserted.
 //!
 //! Each run starts the function's real binary (built next to this one, `cargo build
-//! --release -p cli -p command-api -p query-api -p stream-publisher`, or found in
+//! --release -p bench -p command-api -p query-api -p stream-publisher`, or found in
 //! `EVENTFOLD_BIN_DIR` to compare builds) against the emulated Lambda runtime API and the
 //! template's resources on a private emulator, as `functions/*/tests/runtime.rs` do, and
 //! hands it a sample event at once after its init: Lambda's cold start, minus the
@@ -303,7 +303,7 @@ pub async fn run(root: PathBuf, runs: usize) -> Result<()> {
     for subject in SUBJECTS {
         if !bin_dir.join(subject.binary).exists() {
             bail!(
-                "{} is not built next to this binary ({}): cargo build --release -p cli -p command-api -p query-api -p stream-publisher",
+                "{} is not built next to this binary ({}): cargo build --release -p bench -p command-api -p query-api -p stream-publisher",
                 subject.binary,
                 bin_dir.display()
             );

@@ -1,4 +1,4 @@
-//! `eventfold bench projector`: DynamoDB requests the projector spends per notification and
+//! `eventfold-bench projector`: DynamoDB requests the projector spends per notification and
 //! per view, for SQS batches of 10, on the local stack (or `AWS_ENDPOINT_URL`). Printed, never
 //! asserted.
 //!
@@ -7,6 +7,7 @@
 //! the event store is never read and an in-memory one stands in for it. Each workload and view
 //! selection writes under its own tenant, so nothing else moves its checkpoints.
 
+use ::projector::ProjectorFunction;
 use anyhow::{Context, Result, bail};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use eventfold::{CommandContext, CommandExecutor, ExecutorConfig, MemoryEventStore, StreamId};
@@ -14,7 +15,6 @@ use eventfold_aws::metrics::counted_dynamo_client;
 use eventfold_aws::{DynamoReadModelStore, RequestCounter};
 use eventfold_consumers::Notification;
 use eventfold_local::LocalOptions;
-use projector::ProjectorFunction;
 use shop::order::OrderCommand;
 use shop::views::{DAILY_SALES, ORDER_SUMMARY};
 use std::collections::HashMap;
@@ -154,7 +154,7 @@ async fn requests_per_notification_view(
 
 /// Runs the benchmark and prints its table.
 pub async fn run(local: LocalOptions, batches: u64) -> Result<()> {
-    let stack = crate::local::start(local).await?;
+    let stack = cli::local::start(local).await?;
     let table = stack
         .template
         .tables()

@@ -1,4 +1,4 @@
-//! `eventfold bench streaming`: figures for the streaming API on the local stack (or
+//! `eventfold-bench streaming`: figures for the streaming API on the local stack (or
 //! `AWS_ENDPOINT_URL`), printed, never asserted: publish throughput to one partition and to
 //! all of them (single records and batches), DynamoDB requests per record, consume requests
 //! per returned record, and the long-poll wake-up after a publish.
@@ -90,7 +90,7 @@ pub async fn run(local: LocalOptions, records: u64, samples: usize) -> Result<()
     println!("eventfold bench streaming");
     println!("-------------------------");
     // No event-source pollers: the emulator serves the figures alone.
-    let stack = crate::local::start_with(
+    let stack = cli::local::start_with(
         local,
         EsmOptions {
             enabled: false,
