@@ -22,6 +22,7 @@
 
 mod api;
 mod processor;
+pub mod redrive;
 
 pub use api::{api_response, routes};
 pub use processor::{
@@ -31,8 +32,8 @@ pub use processor::{
 use aws_lambda_events::event::sqs::SqsEvent;
 use eventfold::deadletter::DeadLetter;
 use eventfold_aws::config::ConfigError;
-use eventfold_aws::redrive::{ShardReader, SqsSender};
 use eventfold_aws::{DynamoDeadLetterStore, DynamoEventStore, SdkConfig, SnsPublisher};
+use redrive::{ShardReader, SqsSender};
 use serde_json::Value;
 use std::sync::Arc;
 

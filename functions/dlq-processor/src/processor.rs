@@ -2,6 +2,7 @@
 //! republished commits (or dead letters), redrive and discard.
 
 use crate::Sources;
+use crate::redrive::{BatchInfo, CommitKey, QueueSender, StreamRange};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use eventfold::deadletter::{
@@ -10,7 +11,6 @@ use eventfold::deadletter::{
 };
 use eventfold::projection::Notification;
 use eventfold::{EventStore, StreamId};
-use eventfold_aws::redrive::{BatchInfo, CommitKey, QueueSender, StreamRange};
 use eventfold_aws::sns::{NotificationSink, Outgoing, group_id, pack};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};

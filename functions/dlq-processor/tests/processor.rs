@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
+use dlq_processor::redrive::{BatchInfo, CommitKey, QueueSender, RangeError, StreamRange};
 use dlq_processor::{Backoff, DlqProcessor, Sources};
 use eventfold::contract::sample_events;
 use eventfold::deadletter::{
@@ -12,7 +13,6 @@ use eventfold::deadletter::{
 };
 use eventfold::projection::Notification;
 use eventfold::{EventStore, MemoryEventStore, StreamId};
-use eventfold_aws::redrive::{BatchInfo, CommitKey, QueueSender, RangeError, StreamRange};
 use eventfold_aws::sns::{NotificationSink, Outgoing};
 use serde_json::{Value, json};
 use std::collections::HashMap;

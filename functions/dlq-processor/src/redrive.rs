@@ -7,10 +7,14 @@
 //! stream still retains them (24 h), [`ShardReader`] reads that range and returns the keys of
 //! the commits it held (stream id, first version, event count); the commits themselves are
 //! then read from the events table, which is the truth and keeps them for ever.
+//!
+//! Only this function uses them, so they live with it rather than in `eventfold-aws`.
 
-use crate::faults::{Fault, classify};
 use async_trait::async_trait;
+use aws_sdk_dynamodbstreams::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
+use eventfold_aws::SdkConfig;
+use eventfold_aws::faults::{Fault, classify};
 use serde::Deserialize;
 
 /// Sends a message to an SQS queue.
@@ -35,7 +39,7 @@ pub struct SqsSender {
 
 impl SqsSender {
     /// A sender with a client built from `sdk`.
-    pub fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
+    pub fn from_sdk(sdk: &SdkConfig) -> Self {
         Self {
             client: aws_sdk_sqs::Client::new(sdk),
         }
@@ -133,7 +137,7 @@ pub struct ShardReader {
 
 impl ShardReader {
     /// A reader with a client built from `sdk`.
-    pub fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
+    pub fn from_sdk(sdk: &SdkConfig) -> Self {
         Self {
             client: aws_sdk_dynamodbstreams::Client::new(sdk),
         }
@@ -146,18 +150,18 @@ fn seq_le(a: &str, b: &str) -> bool {
     (a.len(), a) <= (b.len(), b)
 }
 
-fn sdk_range_error<E, R>(e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> RangeError
+fn sdk_range_error<E, R>(e: SdkError<E, R>) -> RangeError
 where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
     R: std::fmt::Debug,
 {
     let trimmed = e
         .as_service_error()
-        .and_then(aws_smithy_types::error::metadata::ProvideErrorMetadata::code)
+        .and_then(ProvideErrorMetadata::code)
         .is_some_and(|c| c == "TrimmedDataAccessException");
     RangeError {
         transient: !trimmed && classify(&e) == Fault::Transient,
-        message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        message: DisplayErrorContext(&e).to_string(),
     }
 }
 
