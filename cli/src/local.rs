@@ -69,7 +69,7 @@ pub fn shop_functions() -> Functions {
         })
         // One function: the DLQs and the stream's on-failure queue, and the dead-letters API.
         .events("dlq-processor", |sdk, function| async move {
-            let processor = Arc::new(dlq_processor::from_lookup(&sdk, |k| function.env(k))?);
+            let processor = Arc::new(dlq_processor::build(&sdk, |k| function.env(k))?);
             Ok(typed_handler(move |event| {
                 let processor = processor.clone();
                 async move {
@@ -83,7 +83,7 @@ pub fn shop_functions() -> Functions {
             }))
         })
         .http("dlq-processor", |sdk, function| {
-            let processor = Arc::new(dlq_processor::from_lookup(sdk, |k| function.env(k))?);
+            let processor = Arc::new(dlq_processor::build(sdk, |k| function.env(k))?);
             Ok(http_handler(move |req| {
                 let processor = processor.clone();
                 async move { processor.handle_http(req).await }

@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
-use dlq_processor::redrive::{BatchInfo, CommitKey, QueueSender, RangeError, StreamRange};
+use dlq_processor::redrive::{
+    BatchInfo, CommitKey, QueueSender, RangeError, SendError, StreamRange,
+};
 use dlq_processor::{Backoff, DlqProcessor, Sources};
 use eventfold::contract::sample_events;
 use eventfold::deadletter::{
@@ -36,7 +38,7 @@ impl QueueSender for Queues {
         body: &str,
         group: Option<&str>,
         _dedup: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), SendError> {
         self.sent.lock().expect("lock").push((
             queue_url.to_owned(),
             body.to_owned(),

@@ -102,7 +102,7 @@ async fn stack_with_flaky_sns(
         "DlqProcessorFunction".into(),
         typed_handler(move |event: aws_lambda_events::event::sqs::SqsEvent| {
             let p = p.clone();
-            async move { p.handle(event).await }
+            async move { p.process(event).await.response }
         }),
     );
     (tests::stack_named(&name, options).await, processor)
