@@ -54,7 +54,7 @@ pub fn processor(
         .into_iter()
         .find(|f| f.binary == "dlq-processor")
         .context("the template has no dlq-processor function")?;
-    Ok(dlq_processor::from_lookup(sdk, |k| function.env(k))?)
+    Ok(dlq_processor::build(sdk, |k| function.env(k))?)
 }
 
 /// Who an operator's change is recorded as.

@@ -9,7 +9,7 @@ use eventfold_aws::SdkConfig;
 use eventfold_aws::config::ConfigError;
 use eventfold_local::{
     EsmOptions, EventHandler, FunctionSpec, Functions, HttpHandler, LocalOptions, LocalStack,
-    http_handler, try_typed_handler, typed_handler,
+    event_handler, http_handler, try_typed_handler,
 };
 use lambda_http::{Body, Request, Response};
 use std::future::{Future, Ready};
@@ -26,26 +26,22 @@ pub fn shop_functions() -> Functions {
         .events("projector", consumer(projector::build))
         // SQS batches and scheduled events arrive at the same function and handler.
         .events("saga", consumer(saga::build))
-        // One function: the DLQs and the stream's on-failure queue, and the dead-letters API.
-        .events("dlq-processor", |sdk, function| async move {
-            let processor = Arc::new(dlq_processor::from_lookup(&sdk, |k| function.env(k))?);
-            Ok(typed_handler(move |event| {
+        // One function, one handler: the DLQs and the stream's on-failure queue, and the
+        // dead-letters API, told apart by the payload's shape (as in Lambda).
+        .payload("dlq-processor", |sdk, function| async move {
+            // `eventfold local` shows dead letters as they arrive.
+            let processor = Arc::new(
+                dlq_processor::build(&sdk, |k| function.env(k))?
+                    .on_letter(|letter| println!("{}", dlq_processor::describe(letter))),
+            );
+            Ok(event_handler(move |payload| {
                 let processor = processor.clone();
                 async move {
-                    let processed = processor.process(event).await;
-                    // `eventfold local` shows dead letters as they arrive.
-                    for letter in &processed.recorded {
-                        println!("{}", dlq_processor::describe(letter));
-                    }
-                    processed.response
+                    processor
+                        .handle(payload, lambda_runtime::Context::default())
+                        .await
+                        .map_err(|e| lambda_runtime::Diagnostic::from(e).error_message)
                 }
-            }))
-        })
-        .http("dlq-processor", |sdk, function| {
-            let processor = Arc::new(dlq_processor::from_lookup(sdk, |k| function.env(k))?);
-            Ok(http_handler(move |req| {
-                let processor = processor.clone();
-                async move { processor.handle_http(req).await }
             }))
         })
 }

@@ -1,13 +1,47 @@
-//! The dead-letters HTTP API: list, show, redrive, discard; scope `events:admin`, a tenant
-//! sees and changes only its own letters. Routed on API Gateway's `routeKey`, so the
-//! template is the one route table.
+//! The operator API: the dead-letters operations (list, show, redrive, discard), which
+//! `eventfold dlq` runs too, and their HTTP API; scope `events:admin`, a tenant sees and
+//! changes only its own letters. Routed on API Gateway's `routeKey`, so the template is the
+//! one route table.
 
-use crate::processor::{DlqError, DlqProcessor};
+use crate::redrive::{CommitKey, SendError};
+use crate::republish::CommitFailure;
+use crate::{DlqProcessor, chain};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
+use chrono::Utc;
 use eventfold_aws::http::{Problem, caller, json_response, route_key};
-use eventfold_consumers::deadletter::{DeadLetterError, Filter, Status};
+use eventfold_aws::sns::group_id;
+use eventfold_consumers::deadletter::{
+    Change, DeadLetter, DeadLetterError, Filter, STREAM_CONSUMER, Status, redrive_plan,
+};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+/// Why a redrive, a discard or a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// The dead-letter store said no (not found, not open) or failed.
+    #[error(transparent)]
+    Store(#[from] DeadLetterError),
+    /// The letter cannot be redriven (and why): discard it, or rebuild the views.
+    #[error("cannot redrive: {0}")]
+    CannotRedrive(String),
+    /// Sending it back to its consumer's queue failed; retry later.
+    #[error("redrive not sent")]
+    Send(#[source] SendError),
+    /// Republishing its commit failed; retry later.
+    #[error("redrive not sent")]
+    Republish(#[source] CommitFailure),
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Redriven {
+    /// The letter whose message was sent back.
+    pub sent: String,
+    /// Every letter the send covered (now `redriven`), lowest version first.
+    pub redriven: Vec<String>,
+}
 
 /// The routes this function serves (as the template declares them).
 pub fn routes() -> [&'static str; 4] {
@@ -37,7 +71,9 @@ fn problem(e: DlqError) -> Problem {
         DlqError::CannotRedrive(why) => {
             Problem::new(422, "rejected", "Cannot redrive", why).with("rule", "not-redrivable")
         }
-        DlqError::Store(DeadLetterError::Unavailable(_)) | DlqError::Send(_) => Problem::new(
+        DlqError::Store(DeadLetterError::Unavailable(_))
+        | DlqError::Send(_)
+        | DlqError::Republish(_) => Problem::new(
             503,
             "unavailable",
             "Service unavailable",
@@ -69,6 +105,142 @@ fn checked_id(req: &Request) -> Result<String, Problem> {
 }
 
 impl DlqProcessor {
+    /// Letters of `tenant` (`None`: all) passing `filter`, oldest first.
+    pub async fn list(
+        &self,
+        tenant: Option<&str>,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, DlqError> {
+        Ok(self.letters.list(tenant, filter, limit).await?)
+    }
+
+    /// The letter `id` of `tenant` (`None`: of any tenant).
+    pub async fn get(&self, tenant: Option<&str>, id: &str) -> Result<DeadLetter, DlqError> {
+        self.letters
+            .get(tenant, id)
+            .await?
+            .ok_or_else(|| DlqError::Store(DeadLetterError::NotFound(id.to_owned())))
+    }
+
+    /// Sends the open letter `id` back to its consumer, with every open letter of its stream
+    /// that the send covers (the consumer's checkpoints make it exactly once, in order), and
+    /// marks them redriven by `by`.
+    pub async fn redrive(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+        by: &str,
+    ) -> Result<Redriven, DlqError> {
+        let tenant = match tenant {
+            Some(t) => t.to_owned(),
+            None => self.get(None, id).await?.tenant,
+        };
+        let plan = redrive_plan(&*self.letters, &tenant, id).await?;
+        let send = &plan.send;
+        if send.consumer == STREAM_CONSUMER {
+            let (Some(stream_id), Some(first), Some(last)) =
+                (&send.stream_id, send.first_version, send.last_version)
+            else {
+                return Err(DlqError::CannotRedrive(
+                    "the batch's commits are unknown (its stream records were no longer readable): rebuild the views, then discard it".to_owned(),
+                ));
+            };
+            let key = CommitKey {
+                stream_id: stream_id.clone(),
+                version: first,
+                count: last + 1 - first,
+            };
+            if let Some((_, failure)) = self.republish(std::slice::from_ref(&key)).await.pop() {
+                return Err(DlqError::Republish(failure));
+            }
+        } else {
+            let queue = self.sources.queue_of(&send.consumer).ok_or_else(|| {
+                DlqError::CannotRedrive(format!("no queue for consumer {}", send.consumer))
+            })?;
+            let group = send
+                .attributes
+                .get("MessageGroupId")
+                .cloned()
+                .or_else(|| send.stream_id.as_deref().map(group_id));
+            let dedup = format!("redrive-{}-{}", send.id, Utc::now().timestamp_millis());
+            self.queues
+                .send(queue, &send.body, group.as_deref(), &dedup)
+                .await
+                .map_err(DlqError::Send)?;
+        }
+        let change = Change {
+            to: Status::Redriven,
+            by: by.to_owned(),
+            reason: Some(format!("redriven with {}", send.id)),
+            at: Utc::now(),
+        };
+        let mut redriven = Vec::new();
+        for l in &plan.covers {
+            match self.letters.change(&tenant, &l.id, &change).await {
+                Ok(_) => redriven.push(l.id.clone()),
+                // Another redrive closed it meanwhile: the send covered it anyway.
+                Err(DeadLetterError::NotOpen { .. }) if l.id != id => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Redriven {
+            sent: send.id.clone(),
+            redriven,
+        })
+    }
+
+    /// Redrives every open letter (of `consumer`, when given) of every tenant; returns what
+    /// each redrive did, and the letters that could not be redriven with why.
+    pub async fn redrive_all(
+        &self,
+        consumer: Option<&str>,
+        by: &str,
+    ) -> Result<(Vec<Redriven>, Vec<(String, String)>), DlqError> {
+        let filter = Filter {
+            consumer: consumer.map(str::to_owned),
+            status: Some(Status::Open),
+            stream_id: None,
+        };
+        let open = self.letters.list(None, &filter, usize::MAX).await?;
+        let mut done: BTreeSet<String> = BTreeSet::new();
+        let (mut ok, mut failed) = (Vec::new(), Vec::new());
+        for l in open {
+            if done.contains(&l.id) {
+                continue;
+            }
+            match self.redrive(Some(&l.tenant), &l.id, by).await {
+                Ok(r) => {
+                    done.extend(r.redriven.iter().cloned());
+                    ok.push(r);
+                }
+                Err(e) => failed.push((l.id.clone(), chain(&e))),
+            }
+        }
+        Ok((ok, failed))
+    }
+
+    /// Gives up on the open letter `id` for `reason`.
+    pub async fn discard(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<DeadLetter, DlqError> {
+        let tenant = match tenant {
+            Some(t) => t.to_owned(),
+            None => self.get(None, id).await?.tenant,
+        };
+        let change = Change {
+            to: Status::Discarded,
+            by: by.to_owned(),
+            reason: Some(reason.to_owned()),
+            at: Utc::now(),
+        };
+        Ok(self.letters.change(&tenant, id, &change).await?)
+    }
+
     /// Handles one HTTP request. Never fails: every outcome is a response.
     pub async fn handle_http(&self, req: Request) -> Response<Body> {
         let path = req.uri().path().to_owned();

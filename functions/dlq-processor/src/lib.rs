@@ -1,151 +1,161 @@
 //! The DLQ processor: what the consumers gave up on becomes a dead letter an operator can see,
 //! redrive or discard, and failed stream batches are republished without one.
 //!
-//! Owns the Lambda-facing shape of the recovery path:
+//! Owns the Lambda-facing shape of the recovery path, in three jobs:
 //!
-//! - its SQS event sources are the projector's and the saga's DLQs and the events stream's
-//!   on-failure queue, told apart by the record's queue ARN ([`Sources`]);
-//! - a DLQ message becomes a [`DeadLetter`] joined with the consumer's failure note (its last
+//! - [`intake`]: its SQS event sources are the projector's and the saga's DLQs and the events
+//!   stream's on-failure queue, told apart by the record's queue ARN ([`Sources`]); a DLQ
+//!   message becomes a [`DeadLetter`] joined with the consumer's failure note (its last
 //!   error), "blocked behind" the stream's earlier open letter when there is one;
-//! - a stream batch description is resolved to the commits it held, which are read from the
-//!   events table and republished through the stream publisher's SNS packing with bounded
-//!   backoff; only the commits that still fail become dead letters (keyed by stream id and
-//!   version), and the message is retried by its queue until they go out or
-//!   [`DlqConfig::stream_retry_receives`] deliveries passed;
-//! - it also serves the dead-letters HTTP API (`events:admin`, tenant-scoped): the one
-//!   function that holds the dead-letter table and the clients a redrive needs (the
-//!   consumers' queues, the topic, the events table), so the query and command APIs keep
-//!   their narrower permissions.
+//! - [`republish`]: a stream batch description is resolved to the commits it held, which are
+//!   read from the events table and republished through the stream publisher's SNS packing
+//!   ([`eventfold_aws::sns::publish_packed`]) with bounded backoff; only the commits that
+//!   still fail become dead letters (keyed by stream id and version), and the message is
+//!   retried by its queue until they go out or [`DlqConfig::stream_retry_receives`]
+//!   deliveries passed;
+//! - [`api`]: the dead-letters operations (list, show, redrive, discard) and their HTTP API
+//!   (`events:admin`, tenant-scoped): the one function that holds the dead-letter table and
+//!   the clients a redrive needs (the consumers' queues, the topic, the events table), so the
+//!   query and command APIs keep their narrower permissions.
 //!
-//! `main.rs` only wires config and clients. Must not import: business rules (`shop`).
+//! [`build`] makes the processor from its settings and the SDK configuration, once;
+//! [`DlqProcessor::handle`] is its one Lambda handler, which tells an SQS batch from an HTTP
+//! API request by the payload's shape. The AWS adapters only this function uses (sending to
+//! a queue, reading a stream range) live in [`redrive`]. `main.rs` only wires config and
+//! clients. Must not import: business rules (`shop`).
 #![forbid(unsafe_code)]
 
-mod api;
-mod processor;
+pub mod api;
+mod config;
+pub mod intake;
+pub mod redrive;
+pub mod republish;
 
-pub use api::{api_response, routes};
-pub use processor::{
-    Backoff, DlqError, DlqProcessor, Processed, RecoveryStats, Redriven, STREAM_SOURCE,
-};
+pub use api::{DlqError, Redriven, api_response, routes};
+pub use config::{DlqConfig, STREAM_SOURCE, Sources, build};
+pub use intake::{Processed, RecordError};
+pub use republish::{Backoff, CommitFailure, RecoveryStats, stream_letter_id};
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use eventfold_aws::config::ConfigError;
-use eventfold_aws::redrive::{ShardReader, SqsSender};
-use eventfold_aws::{DynamoDeadLetterStore, DynamoEventStore, SdkConfig, SnsPublisher};
-use eventfold_consumers::deadletter::DeadLetter;
+use eventfold::EventStore;
+use eventfold_aws::sns::NotificationSink;
+use eventfold_consumers::deadletter::{DeadLetter, DeadLetterStore};
+use lambda_http::RequestExt;
+use redrive::{QueueSender, StreamRange};
 use serde_json::Value;
+use std::error::Error;
 use std::sync::Arc;
 
-/// Where each kind of message comes from and where a redrive sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Sources {
-    /// ARN of the projector's DLQ (`PROJECTOR_DLQ_ARN`).
-    pub projector_dlq_arn: String,
-    /// ARN of the saga's DLQ (`SAGA_DLQ_ARN`).
-    pub saga_dlq_arn: String,
-    /// ARN of the stream's on-failure queue (`STREAM_FAILURE_QUEUE_ARN`).
-    pub stream_failure_arn: String,
-    /// The projector's queue (`PROJECTOR_QUEUE_URL`): where its letters are redriven.
-    pub projector_queue_url: String,
-    /// The saga's queue (`SAGA_QUEUE_URL`).
-    pub saga_queue_url: String,
+/// Called with every letter a batch recorded (new or seen again), after the batch.
+type LetterHook = Arc<dyn Fn(&DeadLetter) + Send + Sync>;
+
+/// The DLQ processor over its ports.
+pub struct DlqProcessor {
+    letters: Arc<dyn DeadLetterStore>,
+    events: Arc<dyn EventStore>,
+    sink: Arc<dyn NotificationSink>,
+    queues: Arc<dyn QueueSender>,
+    range: Arc<dyn StreamRange>,
+    sources: Sources,
+    backoff: Backoff,
+    stream_retry_receives: u32,
+    stats: RecoveryStats,
+    on_letter: Option<LetterHook>,
+    /// The events table its first requests go to ([`build`] sets it).
+    warm_up_table: Option<String>,
 }
 
-impl Sources {
-    /// The consumer and queue name of a record from `arn`; `None` for a queue this function
-    /// does not know.
-    pub fn of(&self, arn: &str) -> Option<(&'static str, String)> {
-        let name = arn.rsplit(':').next().unwrap_or(arn).to_owned();
-        if arn == self.projector_dlq_arn {
-            Some(("projector", name))
-        } else if arn == self.saga_dlq_arn {
-            Some(("saga", name))
-        } else if arn == self.stream_failure_arn {
-            Some((STREAM_SOURCE, name))
-        } else {
-            None
+impl std::fmt::Debug for DlqProcessor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DlqProcessor")
+            .field("sources", &self.sources)
+            .field("backoff", &self.backoff)
+            .field("stream_retry_receives", &self.stream_retry_receives)
+            .field("warm_up_table", &self.warm_up_table)
+            .finish()
+    }
+}
+
+impl DlqProcessor {
+    /// A processor over its ports.
+    pub fn new(
+        letters: Arc<dyn DeadLetterStore>,
+        events: Arc<dyn EventStore>,
+        sink: Arc<dyn NotificationSink>,
+        queues: Arc<dyn QueueSender>,
+        range: Arc<dyn StreamRange>,
+        sources: Sources,
+    ) -> Self {
+        Self {
+            letters,
+            events,
+            sink,
+            queues,
+            range,
+            sources,
+            backoff: Backoff::default(),
+            stream_retry_receives: 10,
+            stats: RecoveryStats::default(),
+            on_letter: None,
+            warm_up_table: None,
         }
     }
 
-    /// The queue a consumer's letters are redriven to.
-    pub fn queue_of(&self, consumer: &str) -> Option<&str> {
-        match consumer {
-            "projector" => Some(&self.projector_queue_url),
-            "saga" => Some(&self.saga_queue_url),
-            _ => None,
+    /// Republishes with `backoff` (tests use short pauses).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Leaves a stream batch's unpublished commits to an operator after `receives` deliveries.
+    pub fn with_stream_retry_receives(mut self, receives: u32) -> Self {
+        self.stream_retry_receives = receives.max(1);
+        self
+    }
+
+    /// Calls `hook` with every letter a batch recorded, once the batch is done (`eventfold
+    /// local` prints them as they arrive).
+    pub fn on_letter(mut self, hook: impl Fn(&DeadLetter) + Send + Sync + 'static) -> Self {
+        self.on_letter = Some(Arc::new(hook));
+        self
+    }
+
+    /// The dead-letter store.
+    pub fn letters(&self) -> &dyn DeadLetterStore {
+        &*self.letters
+    }
+
+    /// Requests spent on recovery so far.
+    pub fn stats(&self) -> &RecoveryStats {
+        &self.stats
+    }
+
+    /// Warms the endpoint of its first requests during init (the events table, when [`build`]
+    /// made it; see [`eventfold_aws::warm_up`]).
+    pub async fn warm_up(&self, sdk: &eventfold_aws::SdkConfig) {
+        if let Some(table) = &self.warm_up_table {
+            eventfold_aws::warm_up(sdk, &[&eventfold_aws::DynamoDbTable::events(table)]).await;
         }
     }
-}
 
-/// Settings of the DLQ processor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DlqConfig {
-    /// The dead-letters table (`DEAD_LETTERS_TABLE`).
-    pub dead_letters_table: String,
-    /// The events table (`EVENTS_TABLE`): commits are republished from it.
-    pub events_table: String,
-    /// The events topic (`EVENTS_TOPIC_ARN`).
-    pub events_topic_arn: String,
-    /// Queues.
-    pub sources: Sources,
-    /// Deliveries of a stream batch description before its unpublished commits are left to
-    /// an operator (`STREAM_RETRY_RECEIVES`, default 10).
-    pub stream_retry_receives: u32,
-}
-
-impl DlqConfig {
-    /// Reads the settings through `lookup` (the process environment in Lambda).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let required = |name: &'static str| {
-            lookup(name)
-                .filter(|v| !v.is_empty())
-                .ok_or(ConfigError::Missing(name))
-        };
-        let stream_retry_receives =
-            match lookup("STREAM_RETRY_RECEIVES") {
-                None => 10,
-                Some(v) => v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    ConfigError::Invalid {
-                        name: "STREAM_RETRY_RECEIVES",
-                        value: v.clone(),
-                        reason: "must be a whole number of at least 1".into(),
-                    }
-                })?,
-            };
-        Ok(Self {
-            dead_letters_table: required("DEAD_LETTERS_TABLE")?,
-            events_table: required("EVENTS_TABLE")?,
-            events_topic_arn: required("EVENTS_TOPIC_ARN")?,
-            sources: Sources {
-                projector_dlq_arn: required("PROJECTOR_DLQ_ARN")?,
-                saga_dlq_arn: required("SAGA_DLQ_ARN")?,
-                stream_failure_arn: required("STREAM_FAILURE_QUEUE_ARN")?,
-                projector_queue_url: required("PROJECTOR_QUEUE_URL")?,
-                saga_queue_url: required("SAGA_QUEUE_URL")?,
-            },
-            stream_retry_receives,
-        })
+    /// The function's one handler: the raw Lambda payload in (an SQS batch from its queues,
+    /// or an API Gateway HTTP API request, payload 2.0), its response out (the batch's item
+    /// failures, or the payload 2.0 HTTP response). A payload of neither shape is an error.
+    pub async fn handle(
+        &self,
+        payload: Value,
+        context: lambda_runtime::Context,
+    ) -> Result<Value, InvocationError> {
+        match Invocation::from_json(payload)? {
+            Invocation::Batch(batch) => serde_json::to_value(self.process(batch).await.response)
+                .map_err(InvocationError::Response),
+            Invocation::Http(request) => {
+                let request = lambda_http::Request::from(*request).with_lambda_context(context);
+                serde_json::to_value(api_response(self.handle_http(request).await))
+                    .map_err(InvocationError::Response)
+            }
+        }
     }
-}
-
-/// The processor on the AWS resources named through `lookup`.
-pub fn from_lookup(
-    sdk: &SdkConfig,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<DlqProcessor, ConfigError> {
-    let config = DlqConfig::from_lookup(lookup)?;
-    Ok(DlqProcessor::new(
-        Arc::new(DynamoDeadLetterStore::from_sdk(
-            sdk,
-            &config.dead_letters_table,
-        )),
-        Arc::new(DynamoEventStore::from_sdk(sdk, &config.events_table)),
-        Arc::new(SnsPublisher::from_sdk(sdk, &config.events_topic_arn)),
-        Arc::new(SqsSender::from_sdk(sdk)),
-        Arc::new(ShardReader::from_sdk(sdk)),
-        config.sources,
-    )
-    .with_stream_retry_receives(config.stream_retry_receives))
 }
 
 /// What the function was invoked with, told apart by the payload's shape.
@@ -157,21 +167,65 @@ pub enum Invocation {
     Http(Box<lambda_http::request::LambdaRequest>),
 }
 
+/// Why an invocation failed as a whole (Lambda reports it; an event source retries it).
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    /// The payload has `Records` but is not an SQS event.
+    #[error("not an SQS event")]
+    NotSqs(#[source] serde_json::Error),
+    /// The payload has a `routeKey` but is not an API Gateway request.
+    #[error("not an API Gateway request")]
+    NotHttp(#[source] serde_json::Error),
+    /// The payload is of neither shape.
+    #[error("neither an SQS batch nor an HTTP API request")]
+    UnknownPayload,
+    /// The response could not be serialized.
+    #[error("the response does not serialize")]
+    Response(#[source] serde_json::Error),
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(e: InvocationError) -> Self {
+        let error_type = match e {
+            InvocationError::NotSqs(_)
+            | InvocationError::NotHttp(_)
+            | InvocationError::UnknownPayload => "InvalidPayload",
+            InvocationError::Response(_) => "InvalidResponse",
+        };
+        Self {
+            error_type: error_type.to_owned(),
+            error_message: chain(&e),
+        }
+    }
+}
+
 impl Invocation {
     /// Reads a Lambda payload; anything but an SQS batch or an API Gateway request is refused.
-    pub fn from_json(payload: Value) -> Result<Self, String> {
+    pub fn from_json(payload: Value) -> Result<Self, InvocationError> {
         if payload.get("Records").is_some() {
             return serde_json::from_value(payload)
                 .map(Self::Batch)
-                .map_err(|e| format!("not an SQS event: {e}"));
+                .map_err(InvocationError::NotSqs);
         }
         if payload.get("routeKey").is_some() {
             return serde_json::from_value(payload)
                 .map(|r| Self::Http(Box::new(r)))
-                .map_err(|e| format!("not an API Gateway request: {e}"));
+                .map_err(InvocationError::NotHttp);
         }
-        Err("neither an SQS batch nor an HTTP API request".to_owned())
+        Err(InvocationError::UnknownPayload)
     }
+}
+
+/// `e` and its causes, `: `-separated (what a letter or a log line says of an error).
+pub(crate) fn chain(e: &(dyn Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// One line per new dead letter, as the local stack prints them.
@@ -200,54 +254,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn configuration_names_every_resource() {
-        let env = |k: &str| {
-            Some(match k {
-                "DEAD_LETTERS_TABLE" => "dl".to_owned(),
-                "EVENTS_TABLE" => "ev".to_owned(),
-                "EVENTS_TOPIC_ARN" => "arn:aws:sns:r:1:events.fifo".to_owned(),
-                "PROJECTOR_DLQ_ARN" => "arn:aws:sqs:r:1:projector-dlq.fifo".to_owned(),
-                "SAGA_DLQ_ARN" => "arn:aws:sqs:r:1:saga-dlq.fifo".to_owned(),
-                "STREAM_FAILURE_QUEUE_ARN" => "arn:aws:sqs:r:1:failures".to_owned(),
-                "PROJECTOR_QUEUE_URL" => "http://q/projector.fifo".to_owned(),
-                "SAGA_QUEUE_URL" => "http://q/saga.fifo".to_owned(),
-                _ => return None,
-            })
-        };
-        let config = DlqConfig::from_lookup(env).expect("configured");
-        assert_eq!(config.stream_retry_receives, 10);
-        let s = &config.sources;
-        assert_eq!(
-            s.of("arn:aws:sqs:r:1:projector-dlq.fifo"),
-            Some(("projector", "projector-dlq.fifo".to_owned()))
-        );
-        assert_eq!(
-            s.of("arn:aws:sqs:r:1:saga-dlq.fifo").map(|x| x.0),
-            Some("saga")
-        );
-        assert_eq!(
-            s.of("arn:aws:sqs:r:1:failures").map(|x| x.0),
-            Some(STREAM_SOURCE)
-        );
-        assert_eq!(s.of("arn:aws:sqs:r:1:other"), None);
-        assert_eq!(s.queue_of("saga"), Some("http://q/saga.fifo"));
-        assert_eq!(s.queue_of(STREAM_SOURCE), None);
-        let missing = DlqConfig::from_lookup(|k| if k == "SAGA_QUEUE_URL" { None } else { env(k) });
-        assert!(matches!(
-            missing,
-            Err(ConfigError::Missing("SAGA_QUEUE_URL"))
-        ));
-        let bad = DlqConfig::from_lookup(|k| {
-            if k == "STREAM_RETRY_RECEIVES" {
-                Some("0".into())
-            } else {
-                env(k)
-            }
-        });
-        assert!(matches!(bad, Err(ConfigError::Invalid { .. })));
-    }
-
-    #[test]
     fn payloads_are_told_apart_by_shape() {
         let sqs = include_str!("../events/sqs.json");
         let v: Value = serde_json::from_str(sqs).expect("json");
@@ -256,5 +262,23 @@ mod tests {
         let v: Value = serde_json::from_str(http).expect("json");
         assert!(matches!(Invocation::from_json(v), Ok(Invocation::Http(_))));
         assert!(Invocation::from_json(serde_json::json!({"x": 1})).is_err());
+    }
+
+    #[test]
+    fn lambda_is_told_what_was_wrong_with_the_payload() {
+        let not_sqs = Invocation::from_json(serde_json::json!({"Records": 1})).expect_err("bad");
+        let d = lambda_runtime::Diagnostic::from(not_sqs);
+        assert_eq!(d.error_type, "InvalidPayload");
+        assert!(
+            d.error_message
+                .starts_with("not an SQS event: invalid type"),
+            "{}",
+            d.error_message
+        );
+        let unknown = Invocation::from_json(serde_json::json!({"x": 1})).expect_err("unknown");
+        assert_eq!(
+            lambda_runtime::Diagnostic::from(unknown).error_message,
+            "neither an SQS batch nor an HTTP API request"
+        );
     }
 }

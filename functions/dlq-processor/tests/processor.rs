@@ -5,9 +5,11 @@
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
+use dlq_processor::redrive::{
+    BatchInfo, CommitKey, QueueSender, RangeError, SendError, StreamRange,
+};
 use dlq_processor::{Backoff, DlqProcessor, Sources};
 use eventfold::{EventStore, MemoryEventStore, StreamId};
-use eventfold_aws::redrive::{BatchInfo, CommitKey, QueueSender, RangeError, StreamRange};
 use eventfold_aws::sns::{NotificationSink, Outgoing};
 use eventfold_consumers::Notification;
 use eventfold_consumers::deadletter::{
@@ -36,7 +38,7 @@ impl QueueSender for Queues {
         body: &str,
         group: Option<&str>,
         _dedup: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), SendError> {
         self.sent.lock().expect("lock").push((
             queue_url.to_owned(),
             body.to_owned(),
@@ -587,4 +589,23 @@ async fn the_api_needs_the_admin_scope_and_shows_a_tenant_only_its_own() {
     )
     .await;
     assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test]
+async fn every_recorded_letter_reaches_the_letter_hook_once_the_batch_is_done() {
+    let f = fixture(Vec::new());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hook = seen.clone();
+    let processor = f
+        .processor
+        .on_letter(move |l| hook.lock().expect("lock").push(dlq_processor::describe(l)));
+    let done = processor
+        .process(batch(vec![
+            message(PROJECTOR_DLQ, "m-1", notification("o-1", 1), 6, None),
+            message(PROJECTOR_DLQ, "m-x", "{not json".into(), 6, None),
+        ]))
+        .await;
+    let described: Vec<String> = done.recorded.iter().map(dlq_processor::describe).collect();
+    assert_eq!(described.len(), 2);
+    assert_eq!(*seen.lock().expect("lock"), described);
 }

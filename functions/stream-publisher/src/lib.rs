@@ -2,7 +2,7 @@
 //!
 //! Owns the mapping of stream records to notifications and the partial-failure rule of a
 //! stream batch. The events of every `INSERT` commit of one invocation, in stream order, are
-//! packed into `PublishBatch` calls of up to 10 entries and 256 KiB ([`pack`]), mixing
+//! packed into `PublishBatch` calls of up to 10 entries and 256 KiB ([`publish_packed`]), mixing
 //! streams, so single-event commits cost about 0.1 request per event. SNS FIFO keeps the
 //! entries' order within a message group (one group per stream), across entries and across
 //! calls made one after the other.
@@ -23,11 +23,10 @@
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use eventfold_aws::config::ConfigError;
-use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher, pack};
+use eventfold_aws::sns::{AfterFailure, NotificationSink, Outgoing, SnsPublisher, publish_packed};
 use eventfold_aws::streams::{Decoded, decode_record};
 use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{SdkConfig, SnsTopic};
-use eventfold_consumers::Notification;
 
 /// Publishes the events of stream records to a [`NotificationSink`].
 #[derive(Debug)]
@@ -121,11 +120,7 @@ impl<S: NotificationSink> StreamPublisher<S> {
                 }
                 Ok(Decoded::Commit(events)) => events
                     .iter()
-                    .map(|e| {
-                        Notification::of(e)
-                            .map_err(|err| err.to_string())
-                            .and_then(Outgoing::new)
-                    })
+                    .map(Outgoing::of)
                     .collect::<Result<Vec<_>, _>>(),
                 Err(e) => Err(format!("undecodable record: {e}")),
             };
@@ -140,30 +135,21 @@ impl<S: NotificationSink> StreamPublisher<S> {
                 }
             }
         }
-        let (mut published, mut calls) = (0usize, 0usize);
+        let sent = publish_packed(&self.sink, &messages, AfterFailure::Stop).await;
+        let (mut published, calls) = (0usize, sent.calls);
         let mut failed: Option<(usize, String)> = None;
-        for call in pack(&messages) {
-            calls += 1;
-            let results = self.sink.publish(&messages[call.clone()]).await;
-            for (offset, position) in call.enumerate() {
-                // A sink answering fewer results than entries failed the rest.
-                match results.get(offset) {
-                    Some(Ok(())) => published += 1,
-                    other => {
-                        let why = match other {
-                            Some(Err(why)) => why.clone(),
-                            _ => "no result".to_owned(),
-                        };
-                        let n = &messages[position].notification;
-                        tracing::warn!(stream_id = %n.stream_id, version = n.version, event_id = %n.event_id, error = %why, "event not published");
-                        if failed.as_ref().is_none_or(|(r, _)| owners[position] < *r) {
-                            failed = Some((owners[position], why));
-                        }
+        for (position, result) in sent.results.into_iter().enumerate() {
+            match result {
+                Some(Ok(())) => published += 1,
+                Some(Err(why)) => {
+                    let n = &messages[position].notification;
+                    tracing::warn!(stream_id = %n.stream_id, version = n.version, event_id = %n.event_id, error = %why, "event not published");
+                    if failed.as_ref().is_none_or(|(r, _)| owners[position] < *r) {
+                        failed = Some((owners[position], why));
                     }
                 }
-            }
-            if failed.is_some() {
-                break;
+                // Not sent: a call before it failed.
+                None => {}
             }
         }
         eventfold_aws::telemetry::events_published(published);
@@ -194,6 +180,7 @@ mod tests {
     use async_trait::async_trait;
     use eventfold::StreamId;
     use eventfold_aws::streams::insert_record;
+    use eventfold_consumers::Notification;
     use eventfold_testkit::event_store::sample_events;
     use std::sync::Mutex;
 

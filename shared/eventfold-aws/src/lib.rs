@@ -4,8 +4,7 @@
 //! ([`DynamoEventStore`]), read-model store ([`DynamoReadModelStore`]) and idempotency store
 //! with its `Idempotency-Key` HTTP glue ([`idempotency`]), the streaming topics and
 //! consumer-group tables ([`streaming`]), dead-letter store ([`deadletters`]), stream-record
-//! decoding ([`streams`]), SNS publishing ([`sns`]), the DLQ processor's queue sending and
-//! stream-range reading ([`redrive`]), SQS FIFO batches with partial failures
+//! decoding ([`streams`]), SNS publishing ([`sns`]), SQS FIFO batches with partial failures
 //! ([`sqs`]), attribute-value codecs, request counting for cost accounting
 //! ([`RequestCounter`]), CloudWatch EMF metrics ([`telemetry`]), configuration from the
 //! environment ([`config`]), the init-time warm-up of endpoints ([`warmup`]), function errors as Lambda reports them
@@ -27,7 +26,6 @@ pub mod http;
 pub mod idempotency;
 pub mod metrics;
 pub mod readmodels;
-pub mod redrive;
 pub mod sns;
 pub mod sqs;
 pub mod streaming;

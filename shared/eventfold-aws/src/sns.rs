@@ -6,11 +6,16 @@
 //! (the commit's X-Ray trace header, [`TRACE_ATTRIBUTE`]) when it has one, and the
 //! [`Notification`] JSON as the body. An event too large for SNS travels thin (no payload);
 //! consumers read it from the events table.
+//!
+//! [`publish_packed`] is the one way events go out: packed into `PublishBatch` calls
+//! ([`pack`]) with a result per entry. The stream publisher and the DLQ processor's republish
+//! both publish through it.
 
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use aws_smithy_types::error::display::DisplayErrorContext;
+use eventfold::EventEnvelope;
 use eventfold_consumers::Notification;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -55,6 +60,14 @@ impl Outgoing {
             size,
         })
     }
+
+    /// The message of a stored event, or why it cannot travel (its stream id does not parse,
+    /// or even thin it is too large).
+    pub fn of(event: &EventEnvelope) -> Result<Self, String> {
+        Notification::of(event)
+            .map_err(|e| e.to_string())
+            .and_then(Self::new)
+    }
 }
 
 /// Splits `messages` into consecutive `PublishBatch` calls, in order: each call holds at most
@@ -74,6 +87,56 @@ pub fn pack(messages: &[Outgoing]) -> Vec<std::ops::Range<usize>> {
         calls.push(start..messages.len());
     }
     calls
+}
+
+/// What [`publish_packed`] does after a call that failed an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Makes no further call (a stream batch is retried from its first failed record, so
+    /// later messages would only be published twice).
+    Stop,
+    /// Goes on with the next calls (every message stands on its own).
+    Continue,
+}
+
+/// What [`publish_packed`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// One per message, in order: `Some(Ok(()))` published; `Some(Err(why))` not published
+    /// (its entry failed, its call failed, or the sink answered no result for it); `None`
+    /// not sent, as an earlier call failed and [`AfterFailure::Stop`] was asked.
+    pub results: Vec<Option<Result<(), String>>>,
+    /// `PublishBatch` calls made.
+    pub calls: usize,
+}
+
+/// Publishes `messages` through `sink`, in order, in the calls [`pack`] makes of them, and
+/// reads each entry's result (a sink answering fewer results than entries failed the rest).
+pub async fn publish_packed<S: NotificationSink + ?Sized>(
+    sink: &S,
+    messages: &[Outgoing],
+    after_failure: AfterFailure,
+) -> Sent {
+    let mut sent = Sent {
+        results: vec![None; messages.len()],
+        calls: 0,
+    };
+    for call in pack(messages) {
+        sent.calls += 1;
+        let mut results = sink.publish(&messages[call.clone()]).await.into_iter();
+        let mut failed = false;
+        for position in call {
+            let result = results
+                .next()
+                .unwrap_or_else(|| Err("no result".to_owned()));
+            failed |= result.is_err();
+            sent.results[position] = Some(result);
+        }
+        if failed && after_failure == AfterFailure::Stop {
+            break;
+        }
+    }
+    sent
 }
 
 /// The FIFO message group of a stream: the stream id itself, or when longer than SNS allows,
@@ -329,6 +392,66 @@ mod tests {
                 "every message once, in order"
             );
         }
+    }
+
+    /// Fails the entries of the versions in `fail`; answers no result for the last entry of
+    /// every call when `short`.
+    struct Sink {
+        fail: Vec<u64>,
+        short: bool,
+    }
+
+    #[async_trait]
+    impl NotificationSink for Sink {
+        async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
+            let mut results: Vec<Result<(), String>> = batch
+                .iter()
+                .map(|m| match self.fail.contains(&m.notification.version) {
+                    true => Err("refused".to_owned()),
+                    false => Ok(()),
+                })
+                .collect();
+            if self.short {
+                results.pop();
+            }
+            results
+        }
+    }
+
+    #[tokio::test]
+    async fn packed_publishing_reads_every_entry_and_stops_only_when_asked() {
+        let stream = StreamId::new("acme", "Order", "o-1").expect("valid");
+        let messages: Vec<Outgoing> = sample_events(&stream, 0, 25)
+            .iter()
+            .map(|e| Outgoing::of(e).expect("fits"))
+            .collect();
+        let failing = Sink {
+            fail: vec![12],
+            short: false,
+        };
+        let sent = publish_packed(&failing, &messages, AfterFailure::Continue).await;
+        assert_eq!(sent.calls, 3);
+        let refused: Vec<usize> = (0..25)
+            .filter(|&i| sent.results[i] != Some(Ok(())))
+            .collect();
+        assert_eq!(refused, [11], "version 12 only");
+        assert_eq!(sent.results[11], Some(Err("refused".to_owned())));
+
+        let sent = publish_packed(&failing, &messages, AfterFailure::Stop).await;
+        assert_eq!(sent.calls, 2, "no call after the one that failed");
+        assert!(sent.results[..20].iter().all(Option::is_some));
+        assert!(sent.results[20..].iter().all(Option::is_none), "never sent");
+
+        let short = Sink {
+            fail: Vec::new(),
+            short: true,
+        };
+        let sent = publish_packed(&short, &messages, AfterFailure::Continue).await;
+        let missing: Vec<usize> = (0..25)
+            .filter(|&i| sent.results[i] != Some(Ok(())))
+            .collect();
+        assert_eq!(missing, [9, 19, 24], "the last entry of each call");
+        assert_eq!(sent.results[9], Some(Err("no result".to_owned())));
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! The runtime knows no function: the caller registers, per binary, a factory that builds an
 //! HTTP handler (for `HttpApi` routes) and/or an event handler (for `DynamoDB` and `SQS`
 //! event sources) from the SDK configuration and the resolved [`FunctionSpec`] (its
-//! environment with the intrinsics resolved). A template function whose binary has no
-//! factory is reported and skipped.
+//! environment with the intrinsics resolved), or one payload handler for both (a function
+//! whose Lambda handler takes the raw payload and tells its kinds apart by shape). A template
+//! function whose binary has no factory is reported and skipped.
 
 use crate::esm::EventHandler;
 use crate::template::FunctionSpec;
@@ -34,6 +35,50 @@ where
     Fut: Future<Output = lambda_http::Response<Body>> + Send + 'static,
 {
     Arc::new(move |req| Box::pin(f(req)))
+}
+
+/// What the local API Gateway calls for a function's routes.
+#[derive(Clone)]
+pub enum RouteHandler {
+    /// A `lambda_http` handler: the request the Lambda runtime builds from the payload 2.0
+    /// event in, the response out.
+    Http(HttpHandler),
+    /// A handler of the raw payload ([`Functions::payload`]): API Gateway's payload 2.0 event
+    /// in, the payload 2.0 response JSON out (`Err`: the function failed).
+    Payload(EventHandler),
+}
+
+impl From<HttpHandler> for RouteHandler {
+    fn from(handler: HttpHandler) -> Self {
+        Self::Http(handler)
+    }
+}
+
+impl fmt::Debug for RouteHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Http(_) => "RouteHandler::Http",
+            Self::Payload(_) => "RouteHandler::Payload",
+        })
+    }
+}
+
+/// The handlers a stack runs for one function ([`Functions::handlers`]).
+#[derive(Default, Clone)]
+pub struct Handlers {
+    /// For its routes.
+    pub routes: Option<RouteHandler>,
+    /// For its event sources.
+    pub events: Option<EventHandler>,
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handlers")
+            .field("routes", &self.routes)
+            .field("events", &self.events.is_some())
+            .finish()
+    }
 }
 
 /// Adapts a typed Lambda handler (`aws_lambda_events` event in, response out) to an
@@ -87,6 +132,8 @@ type EventFactory = Arc<
 struct Entry {
     http: Option<HttpFactory>,
     events: Option<EventFactory>,
+    /// One handler for routes and events; registered alone.
+    payload: Option<EventFactory>,
 }
 
 /// Handler factories by binary name.
@@ -100,6 +147,7 @@ impl fmt::Debug for Functions {
         f.debug_map()
             .entries(self.entries.iter().map(|(binary, e)| {
                 let kinds = match (e.http.is_some(), e.events.is_some()) {
+                    _ if e.payload.is_some() => "payload",
                     (true, true) => "http+events",
                     (true, false) => "http",
                     (false, true) => "events",
@@ -122,7 +170,9 @@ impl Functions {
     where
         F: Fn(&SdkConfig, &FunctionSpec) -> Result<HttpHandler> + Send + Sync + 'static,
     {
-        self.entries.entry(binary.to_owned()).or_default().http = Some(Arc::new(factory));
+        let entry = self.entries.entry(binary.to_owned()).or_default();
+        entry.http = Some(Arc::new(factory));
+        entry.payload = None;
         self
     }
 
@@ -134,7 +184,31 @@ impl Functions {
         Fut: Future<Output = Result<EventHandler>> + Send + 'static,
     {
         let boxed: EventFactory = Arc::new(move |sdk, function| Box::pin(factory(sdk, function)));
-        self.entries.entry(binary.to_owned()).or_default().events = Some(boxed);
+        let entry = self.entries.entry(binary.to_owned()).or_default();
+        entry.events = Some(boxed);
+        entry.payload = None;
+        self
+    }
+
+    /// Runs every invocation of `binary` through the one handler `factory` builds, as Lambda
+    /// runs a function whose handler takes the raw payload (`serde_json::Value`): its event
+    /// sources' events as they come, and for its routes API Gateway's payload 2.0 event,
+    /// answered with the payload 2.0 response JSON. The handler is built once per function
+    /// and serves both; it replaces an [`Functions::http`] or [`Functions::events`] factory of
+    /// `binary` (and they replace it).
+    pub fn payload<F, Fut>(mut self, binary: &str, factory: F) -> Self
+    where
+        F: Fn(SdkConfig, FunctionSpec) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<EventHandler>> + Send + 'static,
+    {
+        let boxed: EventFactory = Arc::new(move |sdk, function| Box::pin(factory(sdk, function)));
+        self.entries.insert(
+            binary.to_owned(),
+            Entry {
+                payload: Some(boxed),
+                ..Entry::default()
+            },
+        );
         self
     }
 
@@ -143,14 +217,54 @@ impl Functions {
         self.entries.keys().map(String::as_str)
     }
 
-    /// Whether `binary` has an HTTP factory.
+    /// Whether `binary` has an HTTP (or payload) factory.
     pub fn serves_http(&self, binary: &str) -> bool {
-        self.entries.get(binary).is_some_and(|e| e.http.is_some())
+        self.entries
+            .get(binary)
+            .is_some_and(|e| e.http.is_some() || e.payload.is_some())
     }
 
-    /// Whether `binary` has an event factory.
+    /// Whether `binary` has an event (or payload) factory.
     pub fn consumes_events(&self, binary: &str) -> bool {
-        self.entries.get(binary).is_some_and(|e| e.events.is_some())
+        self.entries
+            .get(binary)
+            .is_some_and(|e| e.events.is_some() || e.payload.is_some())
+    }
+
+    /// The handlers a stack runs for `function`: for its routes, when it has any, and for its
+    /// event sources, when `events` (the stack polls them with the function's own handler).
+    /// A binary registered with [`Functions::payload`] builds its one handler once, for both.
+    pub async fn handlers(
+        &self,
+        sdk: &SdkConfig,
+        function: &FunctionSpec,
+        events: bool,
+    ) -> Result<Handlers> {
+        let routes = !function.routes.is_empty();
+        let payload = self
+            .entries
+            .get(&function.binary)
+            .and_then(|e| e.payload.clone());
+        if let Some(factory) = payload {
+            if !routes && !events {
+                return Ok(Handlers::default());
+            }
+            let handler = factory(sdk.clone(), function.clone())
+                .await
+                .with_context(|| format!("configuring {}", function.logical_id))?;
+            return Ok(Handlers {
+                routes: routes.then(|| RouteHandler::Payload(handler.clone())),
+                events: events.then_some(handler),
+            });
+        }
+        let mut handlers = Handlers::default();
+        if routes {
+            handlers.routes = self.http_handler(sdk, function)?.map(RouteHandler::Http);
+        }
+        if events {
+            handlers.events = self.event_handler(sdk, function).await?;
+        }
+        Ok(handlers)
     }
 
     /// The HTTP handler of `function`, when its binary has an HTTP factory.
@@ -171,7 +285,7 @@ impl Functions {
             .with_context(|| format!("configuring {}", function.logical_id))
     }
 
-    /// The event handler of `function`, when its binary has an event factory.
+    /// The event handler of `function`, when its binary has an event (or payload) factory.
     pub async fn event_handler(
         &self,
         sdk: &SdkConfig,
@@ -180,7 +294,7 @@ impl Functions {
         let Some(factory) = self
             .entries
             .get(&function.binary)
-            .and_then(|e| e.events.clone())
+            .and_then(|e| e.events.clone().or_else(|| e.payload.clone()))
         else {
             return Ok(None);
         };
@@ -261,6 +375,48 @@ mod tests {
                 .expect("no error")
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn one_payload_handler_is_built_once_for_routes_and_events() {
+        let built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = built.clone();
+        let functions = Functions::new().payload("both", move |_, _| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                Ok(crate::esm::event_handler(|e| async move {
+                    Ok(json!({"got": e}))
+                }))
+            }
+        });
+        assert!(functions.serves_http("both") && functions.consumes_events("both"));
+        let mut function = spec("both");
+        function.routes.push(crate::template::RouteSpec {
+            method: "GET".into(),
+            path: "/x".into(),
+        });
+        let handlers = functions
+            .handlers(&sdk(), &function, true)
+            .await
+            .expect("builds");
+        assert_eq!(built.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let Some(RouteHandler::Payload(routes)) = handlers.routes else {
+            panic!("a payload route handler: {handlers:?}");
+        };
+        let events = handlers.events.expect("an event handler");
+        assert_eq!(routes(json!(1)).await, Ok(json!({"got": 1})));
+        assert_eq!(events(json!(2)).await, Ok(json!({"got": 2})));
+        let none = functions
+            .handlers(&sdk(), &spec("both"), false)
+            .await
+            .expect("nothing to build");
+        assert!(none.routes.is_none() && none.events.is_none());
+        assert_eq!(built.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A later registration of one kind replaces it.
+        let functions = functions.events("both", |_, _| async move {
+            Ok(crate::esm::event_handler(|_| async move { Ok(json!(0)) }))
+        });
+        assert!(!functions.serves_http("both"));
     }
 
     #[tokio::test]

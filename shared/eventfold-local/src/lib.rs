@@ -40,7 +40,9 @@ pub mod stack;
 pub mod template;
 
 pub use esm::{EsmOptions, EventHandler, SourceStats, event_handler};
-pub use functions::{Functions, HttpHandler, http_handler, try_typed_handler, typed_handler};
+pub use functions::{
+    Functions, Handlers, HttpHandler, RouteHandler, http_handler, try_typed_handler, typed_handler,
+};
 pub use jwt::JwtConfig;
 pub use stack::{LocalOptions, LocalStack};
 pub use template::{FunctionSpec, Template};

@@ -104,8 +104,11 @@ impl LocalStack {
         let mut gateway = Gateway::new(options.auth.clone());
         let mut event_handlers: HashMap<String, EventHandler> = HashMap::new();
         for function in template.functions() {
+            let events = !function.event_sources.is_empty()
+                && esm_options.needs_handler(&function.logical_id);
+            let handlers = functions.handlers(&sdk, &function, events).await?;
             if !function.routes.is_empty() {
-                match functions.http_handler(&sdk, &function)? {
+                match handlers.routes {
                     Some(handler) => {
                         gateway.add_function(&function.logical_id, &function.routes, handler);
                     }
@@ -114,10 +117,7 @@ impl LocalStack {
                     }
                 }
             }
-            if !function.event_sources.is_empty()
-                && esm_options.needs_handler(&function.logical_id)
-                && let Some(handler) = functions.event_handler(&sdk, &function).await?
-            {
+            if let Some(handler) = handlers.events {
                 event_handlers.insert(function.logical_id.clone(), handler);
             }
         }

@@ -79,8 +79,8 @@ async fn stack_with_flaky_sns(
             )),
             Arc::new(DynamoEventStore::from_sdk(&sdk, &config.events_table)),
             Arc::new(flaky()),
-            Arc::new(eventfold_aws::redrive::SqsSender::from_sdk(&sdk)),
-            Arc::new(eventfold_aws::redrive::ShardReader::from_sdk(&sdk)),
+            Arc::new(dlq_processor::redrive::SqsSender::from_sdk(&sdk)),
+            Arc::new(dlq_processor::redrive::ShardReader::from_sdk(&sdk)),
             config.sources.clone(),
         )
         .with_backoff(dlq_processor::Backoff {
@@ -102,7 +102,7 @@ async fn stack_with_flaky_sns(
         "DlqProcessorFunction".into(),
         typed_handler(move |event: aws_lambda_events::event::sqs::SqsEvent| {
             let p = p.clone();
-            async move { p.handle(event).await }
+            async move { p.process(event).await.response }
         }),
     );
     (tests::stack_named(&name, options).await, processor)

@@ -8,11 +8,16 @@
 //! from the JWT authorizer, `{"message":"Request Entity Too Large"}` (413) past the HTTP
 //! API's 10 MB payload, `{"message":"Bad Request"}` (400) for a request the event cannot
 //! carry. Problem documents (`application/problem+json`) are the functions' answers only.
+//!
+//! A function registered with one payload handler ([`crate::Functions::payload`]) gets the
+//! payload 2.0 event itself and answers with the payload 2.0 response, read as API Gateway
+//! reads it; its failure is API Gateway's
+//! `{"message":"Internal Server Error"}` (500).
 
 mod event;
 mod routes;
 
-use crate::functions::HttpHandler;
+use crate::functions::RouteHandler;
 use crate::jwt::JwtConfig;
 use crate::template::RouteSpec;
 use anyhow::Result;
@@ -37,7 +42,7 @@ const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
 /// Routes and handlers of the local HTTP API.
 pub struct Gateway {
     routes: Vec<Route>,
-    handlers: HashMap<String, HttpHandler>,
+    handlers: HashMap<String, RouteHandler>,
     auth: JwtConfig,
 }
 
@@ -66,14 +71,19 @@ impl Gateway {
     }
 
     /// Sends `routes` to `function`'s handler.
-    pub fn add_function(&mut self, function: &str, routes: &[RouteSpec], handler: HttpHandler) {
+    pub fn add_function(
+        &mut self,
+        function: &str,
+        routes: &[RouteSpec],
+        handler: impl Into<RouteHandler>,
+    ) {
         for spec in routes {
             self.routes.push(Route {
                 spec: spec.clone(),
                 function: function.to_owned(),
             });
         }
-        self.handlers.insert(function.to_owned(), handler);
+        self.handlers.insert(function.to_owned(), handler.into());
     }
 
     /// The routes served, as `METHOD path -> function`.
@@ -125,6 +135,18 @@ impl Gateway {
         let Some(handler) = self.handlers.get(&route.function) else {
             return gateway_answer(500, "Internal Server Error");
         };
+        let handler = match handler {
+            RouteHandler::Http(handler) => handler,
+            RouteHandler::Payload(handler) => {
+                return match handler(event).await {
+                    Ok(answer) => payload_response(&answer),
+                    Err(error) => {
+                        tracing::warn!(function = %route.function, %error, "the function failed");
+                        gateway_answer(500, "Internal Server Error")
+                    }
+                };
+            }
+        };
         let resp = handler(lambda_req).await;
         let (parts, body) = resp.into_parts();
         let bytes = match body {
@@ -135,6 +157,52 @@ impl Gateway {
         };
         hyper::Response::from_parts(parts, Full::new(bytes))
     }
+}
+
+/// The HTTP response of a function's payload 2.0 answer, as API Gateway reads it: an object
+/// with a `statusCode` gives the status, `headers` (one value each; a comma-joined value stays
+/// one), `cookies` (as `set-cookie` headers) and `body` (base64 when `isBase64Encoded`); any
+/// other answer is a 200 `application/json` body of the answer itself. An answer it cannot
+/// read (a bad status, header or base64) is its 500.
+pub(crate) fn payload_response(answer: &serde_json::Value) -> hyper::Response<Full<Bytes>> {
+    use base64::Engine as _;
+    use hyper::header::{HeaderName, HeaderValue};
+    let Some(status) = answer.get("statusCode") else {
+        let mut resp = hyper::Response::new(Full::new(Bytes::from(answer.to_string())));
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return resp;
+    };
+    let read = || -> Option<hyper::Response<Full<Bytes>>> {
+        let status = hyper::StatusCode::from_u16(u16::try_from(status.as_u64()?).ok()?).ok()?;
+        let body = match answer.get("body").and_then(serde_json::Value::as_str) {
+            None => Bytes::new(),
+            Some(b) if answer["isBase64Encoded"] == true => {
+                Bytes::from(base64::engine::general_purpose::STANDARD.decode(b).ok()?)
+            }
+            Some(b) => Bytes::from(b.to_owned()),
+        };
+        let mut resp = hyper::Response::new(Full::new(body));
+        *resp.status_mut() = status;
+        if let Some(headers) = answer.get("headers").and_then(serde_json::Value::as_object) {
+            for (name, value) in headers {
+                let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+                let value = HeaderValue::from_str(value.as_str()?).ok()?;
+                resp.headers_mut().insert(name, value);
+            }
+        }
+        for cookie in answer["cookies"].as_array().into_iter().flatten() {
+            let cookie = HeaderValue::from_str(cookie.as_str()?).ok()?;
+            resp.headers_mut().append(hyper::header::SET_COOKIE, cookie);
+        }
+        Some(resp)
+    };
+    read().unwrap_or_else(|| {
+        tracing::warn!(%answer, "a function's HTTP answer API Gateway cannot read");
+        gateway_answer(500, "Internal Server Error")
+    })
 }
 
 /// An answer of API Gateway itself (not of a function): `{"message": ..}` as
@@ -308,6 +376,84 @@ mod tests {
             assert_eq!((status, &body), (404, &not_found), "{method} {path}");
             assert_eq!(content_type, "application/json");
         }
+    }
+
+    /// A payload handler answering with what `?answer=` names: a payload 2.0 response echoing
+    /// the event's route key and path parameter, a bare JSON value, or a failure.
+    fn payload_gateway() -> Gateway {
+        let mut gw = Gateway::new(JwtConfig::dev());
+        let handler = crate::esm::event_handler(|event: Value| async move {
+            match event["queryStringParameters"]["answer"].as_str() {
+                Some("bare") => Ok(json!({"bare": true})),
+                Some("fail") => Err("boom".to_owned()),
+                Some("binary") => Ok(json!({
+                    "statusCode": 200,
+                    "body": "AAE=",
+                    "isBase64Encoded": true,
+                })),
+                _ => Ok(json!({
+                    "statusCode": 201,
+                    "headers": {"content-type": "text/plain", "x-route": event["routeKey"]},
+                    "cookies": ["a=1", "b=2"],
+                    "body": event["pathParameters"]["id"],
+                    "isBase64Encoded": false,
+                })),
+            }
+        });
+        gw.add_function(
+            "Raw",
+            &[RouteSpec {
+                method: "GET".into(),
+                path: "/raw/{id}".into(),
+            }],
+            RouteHandler::Payload(handler),
+        );
+        gw
+    }
+
+    #[tokio::test]
+    async fn a_payload_handler_gets_the_event_and_answers_as_api_gateway_reads_it() {
+        let gw = payload_gateway();
+        let token = crate::jwt::issue(crate::jwt::DEV_SECRET, "acme", "alice", "events:read", 60);
+        let resp = send_method(&gw, "GET", "/raw/a%20b", Some(&token)).await;
+        assert_eq!(resp.status().as_u16(), 201);
+        let header = |name: &str| -> Vec<String> {
+            resp.headers()
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().expect("text").to_owned())
+                .collect()
+        };
+        assert_eq!(header("content-type"), ["text/plain"]);
+        assert_eq!(header("x-route"), ["GET /raw/{id}"]);
+        assert_eq!(header("set-cookie"), ["a=1", "b=2"]);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"a b");
+
+        let bare = send_method(&gw, "GET", "/raw/x?answer=bare", Some(&token)).await;
+        assert_eq!(
+            answer(bare).await,
+            (
+                200,
+                "application/json".into(),
+                String::new(),
+                json!({"bare": true})
+            )
+        );
+        let (status, body) = send(&gw, "/raw/x?answer=binary", Some(&token)).await;
+        assert_eq!((status, &body[..]), (200, &[0u8, 1][..]));
+        let failed = send_method(&gw, "GET", "/raw/x?answer=fail", Some(&token)).await;
+        assert_eq!(
+            answer(failed).await,
+            (
+                500,
+                "application/json".into(),
+                String::new(),
+                json!({"message": "Internal Server Error"})
+            )
+        );
+        // The authorizer still runs first.
+        assert_eq!(send(&gw, "/raw/x", None).await.0, 401);
     }
 
     #[tokio::test]

@@ -7,11 +7,29 @@
 //! stream still retains them (24 h), [`ShardReader`] reads that range and returns the keys of
 //! the commits it held (stream id, first version, event count); the commits themselves are
 //! then read from the events table, which is the truth and keeps them for ever.
+//!
+//! Only this function uses them, so they live with it rather than in `eventfold-aws`.
 
-use crate::faults::{Fault, classify};
 use async_trait::async_trait;
+use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
+use eventfold_aws::SdkConfig;
+use eventfold_aws::faults::{Fault, classify};
 use serde::Deserialize;
+
+/// The cause an adapter error carries (an SDK error, or a fake's).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a message was not sent to a queue.
+#[derive(Debug, thiserror::Error)]
+#[error("sending to {queue_url} failed")]
+pub struct SendError {
+    /// The queue.
+    pub queue_url: String,
+    /// What failed.
+    #[source]
+    pub source: BoxError,
+}
 
 /// Sends a message to an SQS queue.
 #[async_trait]
@@ -24,7 +42,7 @@ pub trait QueueSender: Send + Sync {
         body: &str,
         group: Option<&str>,
         dedup: &str,
-    ) -> Result<(), String>;
+    ) -> Result<(), SendError>;
 }
 
 /// SQS through the SDK.
@@ -35,7 +53,7 @@ pub struct SqsSender {
 
 impl SqsSender {
     /// A sender with a client built from `sdk`.
-    pub fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
+    pub fn from_sdk(sdk: &SdkConfig) -> Self {
         Self {
             client: aws_sdk_sqs::Client::new(sdk),
         }
@@ -50,7 +68,7 @@ impl QueueSender for SqsSender {
         body: &str,
         group: Option<&str>,
         dedup: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), SendError> {
         let mut send = self
             .client
             .send_message()
@@ -61,10 +79,10 @@ impl QueueSender for SqsSender {
                 .message_group_id(group.unwrap_or("dead-letters"))
                 .message_deduplication_id(dedup);
         }
-        send.send()
-            .await
-            .map(|_| ())
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+        send.send().await.map(|_| ()).map_err(|e| SendError {
+            queue_url: queue_url.to_owned(),
+            source: Box::new(e),
+        })
     }
 }
 
@@ -85,15 +103,26 @@ pub struct BatchInfo {
     pub batch_size: u64,
 }
 
+/// Why an on-failure message is not a stream batch description.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchInfoError {
+    /// The body is not JSON.
+    #[error("not JSON")]
+    NotJson(#[source] serde_json::Error),
+    /// The body has no `DDBStreamBatchInfo`.
+    #[error("no DDBStreamBatchInfo in the message")]
+    Missing,
+    /// Its `DDBStreamBatchInfo` lacks a field or has one of the wrong type.
+    #[error("bad DDBStreamBatchInfo")]
+    Bad(#[source] serde_json::Error),
+}
+
 impl BatchInfo {
     /// Reads the `DDBStreamBatchInfo` of an on-failure message body.
-    pub fn from_message(body: &str) -> Result<Self, String> {
-        let v: serde_json::Value =
-            serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
-        let info = v
-            .get("DDBStreamBatchInfo")
-            .ok_or("no DDBStreamBatchInfo in the message")?;
-        serde_json::from_value(info.clone()).map_err(|e| format!("bad DDBStreamBatchInfo: {e}"))
+    pub fn from_message(body: &str) -> Result<Self, BatchInfoError> {
+        let v: serde_json::Value = serde_json::from_str(body).map_err(BatchInfoError::NotJson)?;
+        let info = v.get("DDBStreamBatchInfo").ok_or(BatchInfoError::Missing)?;
+        serde_json::from_value(info.clone()).map_err(BatchInfoError::Bad)
     }
 }
 
@@ -117,12 +146,14 @@ pub trait StreamRange: Send + Sync {
 }
 
 /// Why a range could not be resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
+#[error("reading the stream failed")]
 pub struct RangeError {
-    /// What went wrong.
-    pub message: String,
     /// Whether retrying later may succeed (false: trimmed, or a bad description).
     pub transient: bool,
+    /// What failed.
+    #[source]
+    pub source: BoxError,
 }
 
 /// Reads a shard of the events table's stream.
@@ -133,7 +164,7 @@ pub struct ShardReader {
 
 impl ShardReader {
     /// A reader with a client built from `sdk`.
-    pub fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
+    pub fn from_sdk(sdk: &SdkConfig) -> Self {
         Self {
             client: aws_sdk_dynamodbstreams::Client::new(sdk),
         }
@@ -146,18 +177,18 @@ fn seq_le(a: &str, b: &str) -> bool {
     (a.len(), a) <= (b.len(), b)
 }
 
-fn sdk_range_error<E, R>(e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> RangeError
+fn sdk_range_error<E, R>(e: SdkError<E, R>) -> RangeError
 where
-    E: std::error::Error + aws_smithy_types::error::metadata::ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let trimmed = e
         .as_service_error()
-        .and_then(aws_smithy_types::error::metadata::ProvideErrorMetadata::code)
+        .and_then(ProvideErrorMetadata::code)
         .is_some_and(|c| c == "TrimmedDataAccessException");
     RangeError {
         transient: !trimmed && classify(&e) == Fault::Transient,
-        message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        source: Box::new(e),
     }
 }
 
