@@ -9,7 +9,7 @@ use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use eventfold::{CommandExecutor, EventStore, ExecutorConfig, StreamId};
 use eventfold_aws::readmodels::DynamoReadModelStore;
-use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher};
+use eventfold_aws::sns::{NotificationSink, Outgoing, PublishError, SnsPublisher};
 use eventfold_aws::streams::{Decoded, decode_record};
 use eventfold_aws::{DynamoEventStore, RequestCounter};
 use eventfold_consumers::Notification;
@@ -214,7 +214,7 @@ struct Flaky {
 
 #[async_trait]
 impl NotificationSink for Flaky {
-    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
+    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), PublishError>> {
         let call = {
             let mut calls = self.calls.lock().expect("lock");
             *calls += 1;
@@ -250,9 +250,12 @@ impl NotificationSink for Flaky {
             .map(|(m, f)| {
                 if *f {
                     failed_now.push(m.notification.event_id);
-                    Err("injected failure".to_owned())
+                    Err(PublishError::Failed {
+                        code: "Injected".into(),
+                        message: "injected failure".into(),
+                    })
                 } else {
-                    results.next().unwrap_or_else(|| Err("no result".into()))
+                    results.next().unwrap_or(Err(PublishError::NoResult))
                 }
             })
             .collect();
@@ -453,7 +456,7 @@ struct FlakyRef(Arc<Flaky>);
 
 #[async_trait]
 impl NotificationSink for FlakyRef {
-    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
+    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), PublishError>> {
         self.0.publish(batch).await
     }
 }

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use eventfold::{EventEnvelope, EventStore, StreamId};
 use eventfold_aws::DynamoEventStore;
-use eventfold_aws::sns::{NotificationSink, Outgoing, SnsPublisher};
+use eventfold_aws::sns::{NotificationSink, Outgoing, PublishError, SnsPublisher};
 use eventfold_aws::streams::from_sdk_item;
 use eventfold_consumers::Notification;
 use eventfold_testkit::event_store::sample_events;
@@ -363,7 +363,7 @@ struct Flaky {
 
 #[async_trait]
 impl NotificationSink for Flaky {
-    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
+    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), PublishError>> {
         let fail = self.fail.lock().expect("lock").clone();
         let passed: Vec<Outgoing> = batch
             .iter()
@@ -374,9 +374,12 @@ impl NotificationSink for Flaky {
         let mut results = Vec::new();
         for n in batch.iter().map(|m| &m.notification) {
             if fail.contains(&n.event_id) {
-                results.push(Err("injected failure".to_owned()));
+                results.push(Err(PublishError::Failed {
+                    code: "Injected".into(),
+                    message: "injected failure".into(),
+                }));
             } else {
-                let r = inner.next().unwrap_or_else(|| Err("no result".into()));
+                let r = inner.next().unwrap_or(Err(PublishError::NoResult));
                 if r.is_ok() {
                     self.published.lock().expect("lock").push(n.event_id);
                 }

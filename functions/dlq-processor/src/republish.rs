@@ -10,7 +10,7 @@ use crate::{DlqProcessor, chain};
 use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::Utc;
 use eventfold::{StoreError, StreamId};
-use eventfold_aws::sns::{AfterFailure, Outgoing, publish_packed};
+use eventfold_aws::sns::{AfterFailure, Outgoing, PublishError, publish_packed};
 use eventfold_consumers::deadletter::{
     Change, DeadLetter, DeadLetterError, STREAM_CONSUMER, Status, UNKNOWN_TENANT, letter_id,
 };
@@ -60,15 +60,16 @@ pub enum CommitFailure {
     #[error("reading the commit failed")]
     Read(#[source] StoreError),
     /// One of its events cannot travel as a notification (why, as the SNS adapter says it).
-    #[error("{0}")]
-    Unpublishable(String),
+    #[error(transparent)]
+    Unpublishable(PublishError),
     /// The topic refused an event of it on every attempt (the last refusal, as SNS said it).
     #[error("not published after {attempts} attempts: {last}")]
     NotPublished {
         /// Attempts made.
         attempts: u32,
         /// The last refusal.
-        last: String,
+        #[source]
+        last: PublishError,
     },
 }
 
@@ -226,7 +227,7 @@ impl DlqProcessor {
             }
         }
         let mut pending: Vec<usize> = (0..messages.len()).collect();
-        let mut last_error: BTreeMap<usize, String> = BTreeMap::new();
+        let mut last_error: BTreeMap<usize, PublishError> = BTreeMap::new();
         let attempts = self.backoff.attempts.max(1);
         for attempt in 0..attempts {
             if pending.is_empty() {
@@ -250,7 +251,7 @@ impl DlqProcessor {
                 let why = match result {
                     Some(Ok(())) => continue,
                     Some(Err(why)) => why,
-                    None => "not sent".to_owned(),
+                    None => PublishError::NoResult,
                 };
                 last_error.insert(pending[position], why);
                 still.push(pending[position]);
@@ -258,7 +259,7 @@ impl DlqProcessor {
             pending = still;
         }
         for p in pending {
-            let last = last_error.remove(&p).unwrap_or_default();
+            let last = last_error.remove(&p).unwrap_or(PublishError::NoResult);
             failed
                 .entry(owners[p])
                 .or_insert(CommitFailure::NotPublished { attempts, last });

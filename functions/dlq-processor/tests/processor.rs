@@ -10,7 +10,7 @@ use dlq_processor::redrive::{
 };
 use dlq_processor::{Backoff, DlqProcessor, Sources};
 use eventfold::{EventStore, MemoryEventStore, StreamId};
-use eventfold_aws::sns::{NotificationSink, Outgoing};
+use eventfold_aws::sns::{NotificationSink, Outgoing, PublishError};
 use eventfold_consumers::Notification;
 use eventfold_consumers::deadletter::{
     DeadLetterStore, FailureNote, Filter, MemoryDeadLetterStore, STREAM_CONSUMER, Status,
@@ -57,13 +57,16 @@ struct Topic {
 
 #[async_trait]
 impl NotificationSink for Topic {
-    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
+    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), PublishError>> {
         batch
             .iter()
             .map(|m| {
                 let n = &m.notification;
                 if self.down.load(Ordering::SeqCst) && n.stream_id.ends_with("-down") {
-                    Err("InternalError: injected".to_owned())
+                    Err(PublishError::Failed {
+                        code: "InternalError".into(),
+                        message: "injected".into(),
+                    })
                 } else {
                     self.published
                         .lock()

@@ -23,10 +23,23 @@
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use eventfold_aws::config::ConfigError;
-use eventfold_aws::sns::{AfterFailure, NotificationSink, Outgoing, SnsPublisher, publish_packed};
+use eventfold_aws::sns::{
+    AfterFailure, NotificationSink, Outgoing, PublishError, SnsPublisher, publish_packed,
+};
 use eventfold_aws::streams::{Decoded, decode_record};
 use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{SdkConfig, SnsTopic};
+
+/// Why a record of a stream batch is reported failed (Lambda retries the batch from it).
+#[derive(Debug, thiserror::Error)]
+enum RecordFailure {
+    /// The record is not a commit this table writes.
+    #[error("undecodable record: {0}")]
+    Undecodable(#[source] eventfold::StoreError),
+    /// An event of it was not published.
+    #[error(transparent)]
+    Publish(PublishError),
+}
 
 /// Publishes the events of stream records to a [`NotificationSink`].
 #[derive(Debug)]
@@ -110,7 +123,7 @@ impl<S: NotificationSink> StreamPublisher<S> {
         let mut owners: Vec<usize> = Vec::new();
         let mut skipped = 0usize;
         // The first record that cannot be published at all; only the ones before it are sent.
-        let mut broken: Option<(usize, String)> = None;
+        let mut broken: Option<(usize, RecordFailure)> = None;
         for (index, record) in records.iter().enumerate() {
             let outgoing = match decode_record(record) {
                 Ok(Decoded::Skipped(why)) => {
@@ -121,8 +134,9 @@ impl<S: NotificationSink> StreamPublisher<S> {
                 Ok(Decoded::Commit(events)) => events
                     .iter()
                     .map(Outgoing::of)
-                    .collect::<Result<Vec<_>, _>>(),
-                Err(e) => Err(format!("undecodable record: {e}")),
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(RecordFailure::Publish),
+                Err(e) => Err(RecordFailure::Undecodable(e)),
             };
             match outgoing {
                 Ok(batch) => {
@@ -137,7 +151,7 @@ impl<S: NotificationSink> StreamPublisher<S> {
         }
         let sent = publish_packed(&self.sink, &messages, AfterFailure::Stop).await;
         let (mut published, calls) = (0usize, sent.calls);
-        let mut failed: Option<(usize, String)> = None;
+        let mut failed: Option<(usize, RecordFailure)> = None;
         for (position, result) in sent.results.into_iter().enumerate() {
             match result {
                 Some(Ok(())) => published += 1,
@@ -145,7 +159,7 @@ impl<S: NotificationSink> StreamPublisher<S> {
                     let n = &messages[position].notification;
                     tracing::warn!(stream_id = %n.stream_id, version = n.version, event_id = %n.event_id, error = %why, "event not published");
                     if failed.as_ref().is_none_or(|(r, _)| owners[position] < *r) {
-                        failed = Some((owners[position], why));
+                        failed = Some((owners[position], RecordFailure::Publish(why)));
                     }
                 }
                 // Not sent: a call before it failed.
@@ -203,7 +217,7 @@ mod tests {
 
     #[async_trait]
     impl NotificationSink for Fake {
-        async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
+        async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), PublishError>> {
             let labels: Vec<String> = batch.iter().map(|m| label(&m.notification)).collect();
             let mut calls = self.calls.lock().expect("lock");
             let whole = self.fail_calls.contains(&(calls.len() + 1));
@@ -211,7 +225,10 @@ mod tests {
                 .iter()
                 .map(|l| {
                     if whole || self.fail.contains(l) {
-                        Err("injected".to_owned())
+                        Err(PublishError::Failed {
+                            code: "Injected".into(),
+                            message: "injected".into(),
+                        })
                     } else {
                         Ok(())
                     }

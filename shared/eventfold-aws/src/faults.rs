@@ -83,6 +83,20 @@ pub struct SdkFailure {
     source: Cause,
 }
 
+impl SdkFailure {
+    /// `e`, kept whole.
+    pub fn new<E, R>(e: SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        Self {
+            text: DisplayErrorContext(&e).to_string(),
+            source: Box::new(e),
+        }
+    }
+}
+
 impl fmt::Display for SdkFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -113,10 +127,7 @@ where
     R: fmt::Debug + Send + Sync + 'static,
 {
     let fault = classify(&e);
-    let cause: Cause = Box::new(SdkFailure {
-        text: DisplayErrorContext(&e).to_string(),
-        source: Box::new(e),
-    });
+    let cause: Cause = Box::new(SdkFailure::new(e));
     match fault {
         Fault::Transient => P::transient(cause),
         Fault::Permanent => P::permanent(cause),

@@ -14,11 +14,11 @@
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use eventfold::EventEnvelope;
 use eventfold_consumers::Notification;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// SNS's message size limit, body plus attributes (256 KiB); also the limit of one
 /// `PublishBatch` request's messages together.
@@ -28,13 +28,45 @@ pub const MAX_BATCH_ENTRIES: usize = 10;
 /// Longest `MessageGroupId` SNS accepts.
 pub const MAX_GROUP_ID: usize = 128;
 
+/// Why a notification was not published. Cheap to clone: one failed `PublishBatch` call is
+/// the reason of each of its entries.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// The stored event's stream id does not parse.
+    #[error("{0}")]
+    Stream(#[source] eventfold::StreamIdError),
+    /// The notification does not serialize.
+    #[error("notification does not serialize: {0}")]
+    Serialize(#[source] Arc<serde_json::Error>),
+    /// Even without its event, the message passes [`MAX_MESSAGE_BYTES`].
+    #[error("even the thin notification passes {MAX_MESSAGE_BYTES} bytes")]
+    TooLarge,
+    /// The SDK refused to build the entry.
+    #[error("invalid PublishBatch entry: {0}")]
+    Entry(#[source] Arc<aws_sdk_sns::error::BuildError>),
+    /// The whole `PublishBatch` call failed.
+    #[error("PublishBatch failed: {0}")]
+    Call(#[source] Arc<crate::faults::SdkFailure>),
+    /// SNS failed this entry.
+    #[error("{code}: {message}")]
+    Failed {
+        /// SNS's error code.
+        code: String,
+        /// SNS's message.
+        message: String,
+    },
+    /// The sink answered no result for this entry.
+    #[error("PublishBatch returned no result for the entry")]
+    NoResult,
+}
+
 /// Where notifications go.
 #[async_trait]
 pub trait NotificationSink: Send + Sync {
     /// Publishes `batch` in order: one result per entry, in the same order (`Err` holds why
     /// that entry was not published). Callers pass what one `PublishBatch` call holds (see
     /// [`pack`]), so that they can stop between calls; a sink may still split a larger batch.
-    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>>;
+    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), PublishError>>;
 }
 
 /// A notification ready to send: the body it travels with (full, or thin when the full one is
@@ -51,7 +83,7 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// The message of `n`, or why it cannot travel (even thin, it is too large).
-    pub fn new(n: Notification) -> Result<Self, String> {
+    pub fn new(n: Notification) -> Result<Self, PublishError> {
         let body = body(&n)?;
         let size = message_size(&body, &attributes(&n));
         Ok(Self {
@@ -63,9 +95,9 @@ impl Outgoing {
 
     /// The message of a stored event, or why it cannot travel (its stream id does not parse,
     /// or even thin it is too large).
-    pub fn of(event: &EventEnvelope) -> Result<Self, String> {
+    pub fn of(event: &EventEnvelope) -> Result<Self, PublishError> {
         Notification::of(event)
-            .map_err(|e| e.to_string())
+            .map_err(PublishError::Stream)
             .and_then(Self::new)
     }
 }
@@ -100,12 +132,12 @@ pub enum AfterFailure {
 }
 
 /// What [`publish_packed`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Sent {
     /// One per message, in order: `Some(Ok(()))` published; `Some(Err(why))` not published
     /// (its entry failed, its call failed, or the sink answered no result for it); `None`
     /// not sent, as an earlier call failed and [`AfterFailure::Stop`] was asked.
-    pub results: Vec<Option<Result<(), String>>>,
+    pub results: Vec<Option<Result<(), PublishError>>>,
     /// `PublishBatch` calls made.
     pub calls: usize,
 }
@@ -126,9 +158,7 @@ pub async fn publish_packed<S: NotificationSink + ?Sized>(
         let mut results = sink.publish(&messages[call.clone()]).await.into_iter();
         let mut failed = false;
         for position in call {
-            let result = results
-                .next()
-                .unwrap_or_else(|| Err("no result".to_owned()));
+            let result = results.next().unwrap_or(Err(PublishError::NoResult));
             failed |= result.is_err();
             sent.results[position] = Some(result);
         }
@@ -185,10 +215,10 @@ pub fn message_size(body: &str, attributes: &[(&str, &str)]) -> usize {
 
 /// The body `n` travels with: the full notification, or the thin one when the full one would
 /// pass [`MAX_MESSAGE_BYTES`].
-pub fn body(n: &Notification) -> Result<String, String> {
+pub fn body(n: &Notification) -> Result<String, PublishError> {
     let attrs = attributes(n);
-    let full =
-        serde_json::to_string(n).map_err(|e| format!("notification does not serialize: {e}"))?;
+    let unserializable = |e| PublishError::Serialize(Arc::new(e));
+    let full = serde_json::to_string(n).map_err(unserializable)?;
     if message_size(&full, &attrs) <= MAX_MESSAGE_BYTES {
         return Ok(full);
     }
@@ -198,12 +228,9 @@ pub fn body(n: &Notification) -> Result<String, String> {
         size = full.len(),
         "event too large for SNS: published thin"
     );
-    let thin = serde_json::to_string(&n.clone().thin())
-        .map_err(|e| format!("notification does not serialize: {e}"))?;
+    let thin = serde_json::to_string(&n.clone().thin()).map_err(unserializable)?;
     if message_size(&thin, &attrs) > MAX_MESSAGE_BYTES {
-        return Err(format!(
-            "even the thin notification passes {MAX_MESSAGE_BYTES} bytes"
-        ));
+        return Err(PublishError::TooLarge);
     }
     Ok(thin)
 }
@@ -242,7 +269,7 @@ impl SnsPublisher {
         id: usize,
         n: &Notification,
         body: String,
-    ) -> Result<PublishBatchRequestEntry, String> {
+    ) -> Result<PublishBatchRequestEntry, PublishError> {
         let mut entry = PublishBatchRequestEntry::builder()
             .id(id.to_string())
             .message(body);
@@ -260,17 +287,17 @@ impl SnsPublisher {
                 .data_type("String")
                 .string_value(value)
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| PublishError::Entry(Arc::new(e)))?;
             entry = entry.message_attributes(name, attr);
         }
-        entry.build().map_err(|e| e.to_string())
+        entry.build().map_err(|e| PublishError::Entry(Arc::new(e)))
     }
 
     /// One `PublishBatch` call with `entries` (position in the caller's batch, entry).
     async fn call(
         &self,
         entries: Vec<(usize, PublishBatchRequestEntry)>,
-        results: &mut [Result<(), String>],
+        results: &mut [Result<(), PublishError>],
     ) {
         let positions: Vec<usize> = entries.iter().map(|(p, _)| *p).collect();
         let out = self
@@ -283,14 +310,14 @@ impl SnsPublisher {
         let out = match out {
             Ok(out) => out,
             Err(e) => {
-                let why = format!("PublishBatch failed: {}", DisplayErrorContext(&e));
+                let why = PublishError::Call(Arc::new(crate::faults::SdkFailure::new(e)));
                 for p in positions {
                     results[p] = Err(why.clone());
                 }
                 return;
             }
         };
-        let mut answered: HashMap<usize, Result<(), String>> = HashMap::new();
+        let mut answered: HashMap<usize, Result<(), PublishError>> = HashMap::new();
         for ok in out.successful() {
             if let Some(p) = ok.id().and_then(|id| id.parse().ok()) {
                 answered.insert(p, Ok(()));
@@ -300,26 +327,23 @@ impl SnsPublisher {
             if let Ok(p) = failed.id().parse() {
                 answered.insert(
                     p,
-                    Err(format!(
-                        "{}: {}",
-                        failed.code(),
-                        failed.message().unwrap_or("no message")
-                    )),
+                    Err(PublishError::Failed {
+                        code: failed.code().to_owned(),
+                        message: failed.message().unwrap_or("no message").to_owned(),
+                    }),
                 );
             }
         }
         for p in positions {
-            results[p] = answered
-                .remove(&p)
-                .unwrap_or_else(|| Err("PublishBatch returned no result for the entry".into()));
+            results[p] = answered.remove(&p).unwrap_or(Err(PublishError::NoResult));
         }
     }
 }
 
 #[async_trait]
 impl NotificationSink for SnsPublisher {
-    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
-        let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
+    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), PublishError>> {
+        let mut results: Vec<Result<(), PublishError>> = vec![Ok(()); batch.len()];
         for call in pack(batch) {
             let mut entries = Vec::with_capacity(call.len());
             for p in call {
@@ -403,11 +427,14 @@ mod tests {
 
     #[async_trait]
     impl NotificationSink for Sink {
-        async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
-            let mut results: Vec<Result<(), String>> = batch
+        async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), PublishError>> {
+            let mut results: Vec<Result<(), PublishError>> = batch
                 .iter()
                 .map(|m| match self.fail.contains(&m.notification.version) {
-                    true => Err("refused".to_owned()),
+                    true => Err(PublishError::Failed {
+                        code: "refused".to_owned(),
+                        message: "by the test".to_owned(),
+                    }),
                     false => Ok(()),
                 })
                 .collect();
@@ -432,10 +459,14 @@ mod tests {
         let sent = publish_packed(&failing, &messages, AfterFailure::Continue).await;
         assert_eq!(sent.calls, 3);
         let refused: Vec<usize> = (0..25)
-            .filter(|&i| sent.results[i] != Some(Ok(())))
+            .filter(|&i| !matches!(sent.results[i], Some(Ok(()))))
             .collect();
         assert_eq!(refused, [11], "version 12 only");
-        assert_eq!(sent.results[11], Some(Err("refused".to_owned())));
+        assert!(
+            matches!(&sent.results[11], Some(Err(PublishError::Failed { code, .. })) if code == "refused"),
+            "{:?}",
+            sent.results[11]
+        );
 
         let sent = publish_packed(&failing, &messages, AfterFailure::Stop).await;
         assert_eq!(sent.calls, 2, "no call after the one that failed");
@@ -448,10 +479,10 @@ mod tests {
         };
         let sent = publish_packed(&short, &messages, AfterFailure::Continue).await;
         let missing: Vec<usize> = (0..25)
-            .filter(|&i| sent.results[i] != Some(Ok(())))
+            .filter(|&i| !matches!(sent.results[i], Some(Ok(()))))
             .collect();
         assert_eq!(missing, [9, 19, 24], "the last entry of each call");
-        assert_eq!(sent.results[9], Some(Err("no result".to_owned())));
+        assert!(matches!(sent.results[9], Some(Err(PublishError::NoResult))));
     }
 
     #[test]

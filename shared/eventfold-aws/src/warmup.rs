@@ -12,8 +12,8 @@
 //! names a missing permission or table at once, instead of at the first request) and the
 //! function starts anyway. `EVENTFOLD_WARM_UP=off` turns it off (to measure without it).
 
+use crate::faults::SdkFailure;
 use aws_config::SdkConfig;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use std::time::{Duration, Instant};
 
 /// How long one warm-up call may take before init goes on without it.
@@ -33,7 +33,7 @@ pub trait WarmUp: Send + Sync {
     fn describe(&self) -> String;
 
     /// The one cheap call.
-    async fn call(&self, sdk: &SdkConfig) -> Result<(), String>;
+    async fn call(&self, sdk: &SdkConfig) -> Result<(), SdkFailure>;
 }
 
 /// DynamoDB: a `Query` (limit 1) on `table` for a partition key value no item has.
@@ -69,7 +69,7 @@ impl WarmUp for DynamoDbTable<'_> {
         format!("dynamodb:{}", self.table)
     }
 
-    async fn call(&self, sdk: &SdkConfig) -> Result<(), String> {
+    async fn call(&self, sdk: &SdkConfig) -> Result<(), SdkFailure> {
         aws_sdk_dynamodb::Client::new(sdk)
             .query()
             .table_name(self.table)
@@ -83,7 +83,7 @@ impl WarmUp for DynamoDbTable<'_> {
             .send()
             .await
             .map(drop)
-            .map_err(|e| DisplayErrorContext(&e).to_string())
+            .map_err(SdkFailure::new)
     }
 }
 
@@ -100,14 +100,14 @@ impl WarmUp for SnsTopic<'_> {
         format!("sns:{}", self.arn)
     }
 
-    async fn call(&self, sdk: &SdkConfig) -> Result<(), String> {
+    async fn call(&self, sdk: &SdkConfig) -> Result<(), SdkFailure> {
         aws_sdk_sns::Client::new(sdk)
             .get_topic_attributes()
             .topic_arn(self.arn)
             .send()
             .await
             .map(drop)
-            .map_err(|e| DisplayErrorContext(&e).to_string())
+            .map_err(SdkFailure::new)
     }
 }
 
@@ -146,7 +146,7 @@ pub async fn warm_up(sdk: &SdkConfig, targets: &[&dyn WarmUp]) -> Vec<Warmed> {
         let result = tokio::time::timeout(CALL_TIMEOUT, target.call(sdk)).await;
         let error = match result {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
+            Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some(format!("no answer within {CALL_TIMEOUT:?}")),
         };
         let warmed = Warmed {

@@ -2,6 +2,7 @@
 //! mapping gives up, then converged views; a projector killed mid-batch.
 
 use super::*;
+use eventfold_aws::sns::PublishError;
 
 /// SNS that fails the entries `drops` picks while `down` holds, as an outage (or a lost last
 /// notification) would.
@@ -13,7 +14,7 @@ struct Flaky {
 
 #[async_trait]
 impl NotificationSink for Flaky {
-    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), String>> {
+    async fn publish(&self, batch: &[Outgoing]) -> Vec<Result<(), PublishError>> {
         if !self.down.load(Ordering::SeqCst) {
             return self.inner.publish(batch).await;
         }
@@ -26,9 +27,12 @@ impl NotificationSink for Flaky {
         let mut sent = self.inner.publish(&through).await.into_iter();
         for (m, r) in batch.iter().zip(results.iter_mut()) {
             *r = if (self.drops)(&m.notification) {
-                Err("InternalError: injected".to_owned())
+                Err(PublishError::Failed {
+                    code: "InternalError".into(),
+                    message: "injected".into(),
+                })
             } else {
-                sent.next().unwrap_or_else(|| Err("no result".to_owned()))
+                sent.next().unwrap_or(Err(PublishError::NoResult))
             };
         }
         results

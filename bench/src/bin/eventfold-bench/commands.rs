@@ -336,7 +336,10 @@ struct CountingSink {
 
 #[async_trait::async_trait]
 impl eventfold_aws::sns::NotificationSink for CountingSink {
-    async fn publish(&self, batch: &[eventfold_aws::sns::Outgoing]) -> Vec<Result<(), String>> {
+    async fn publish(
+        &self,
+        batch: &[eventfold_aws::sns::Outgoing],
+    ) -> Vec<Result<(), eventfold_aws::sns::PublishError>> {
         self.sent
             .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
         vec![Ok(()); batch.len()]
