@@ -340,7 +340,7 @@ pub async fn run(target: &RebuildTarget, view: &str, verify: bool) -> Result<boo
     let shadow = format!("{stored}{SHADOW_SUFFIX}");
     let client = Client::new(&target.sdk);
     let events = eventfold_aws::DynamoEventStore::new(client.clone(), &target.events_table);
-    let models = eventfold_aws::readmodels::DynamoReadModelStore::from_sdk(
+    let models = eventfold_aws::read_models::DynamoReadModelStore::from_sdk(
         &target.sdk,
         &target.read_models_table,
     );

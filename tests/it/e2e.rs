@@ -3,7 +3,7 @@
 
 use eventfold::{CommandExecutor, EventStore, ExecutorConfig, StreamId};
 use eventfold_aws::DynamoEventStore;
-use eventfold_aws::readmodels::DynamoReadModelStore;
+use eventfold_aws::read_models::DynamoReadModelStore;
 use eventfold_consumers::Notification;
 use eventfold_consumers::projection::ReadModelStore;
 use eventfold_local::httpc::Http;

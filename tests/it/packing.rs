@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use eventfold::{CommandExecutor, EventStore, ExecutorConfig, StreamId};
-use eventfold_aws::readmodels::DynamoReadModelStore;
+use eventfold_aws::read_models::DynamoReadModelStore;
 use eventfold_aws::sns::{NotificationSink, Outgoing, PublishError, SnsPublisher};
 use eventfold_aws::streams::{Decoded, decode_record};
 use eventfold_aws::{DynamoEventStore, RequestCounter};

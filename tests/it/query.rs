@@ -1,6 +1,6 @@
 //! The query API through the local gateway: lookups, lists with cursors, isolation, errors.
 
-use eventfold_aws::readmodels::DynamoReadModelStore;
+use eventfold_aws::read_models::DynamoReadModelStore;
 use eventfold_consumers::projection::{Doc, ReadModelStore};
 use eventfold_local::httpc::Http;
 use serde_json::json;

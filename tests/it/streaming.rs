@@ -763,7 +763,7 @@ async fn a_partition_whose_records_all_expired_never_reuses_an_offset() {
         .unwrap_or_default();
     assert!(!items.is_empty());
     for item in &items {
-        let Some(AttributeValue::N(at)) = item.get(eventfold_aws::dynamo::EXPIRES_AT) else {
+        let Some(AttributeValue::N(at)) = item.get(eventfold_aws::event_store::EXPIRES_AT) else {
             panic!("a topic commit without expiry: {item:?}");
         };
         let at: i64 = at.parse().expect("epoch seconds");

@@ -11,7 +11,7 @@
 
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::http::{Problem, caller, correlation_id, json_response, route_key};
-use eventfold_aws::readmodels::DynamoReadModelStore;
+use eventfold_aws::read_models::DynamoReadModelStore;
 use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{DynamoDbTable, SdkConfig};
 use eventfold_consumers::projection::{Doc, ListQuery, ReadModelError, ReadModelStore};

@@ -1,31 +1,41 @@
-//! AWS adapters for eventfold.
+//! AWS adapters for eventfold: everything that talks to AWS or to Lambda.
 //!
-//! Owns everything that talks to AWS or to Lambda: the DynamoDB event store
-//! ([`DynamoEventStore`]), read-model store ([`DynamoReadModelStore`]) and idempotency store
-//! with its `Idempotency-Key` HTTP glue ([`idempotency`]), the streaming topics and
-//! consumer-group tables ([`streaming`]), dead-letter store ([`deadletters`]), stream-record
-//! decoding ([`streams`]), SNS publishing ([`sns`]), SQS FIFO batches with partial failures
-//! ([`sqs`]), attribute-value codecs, request counting for cost accounting
-//! ([`RequestCounter`]), CloudWatch EMF metrics ([`telemetry`]), configuration from the
-//! environment ([`config`]), the init-time warm-up of endpoints ([`warmup`]), function errors as Lambda reports them
-//! ([`diagnostic`]), tracing set-up, the one classification of AWS errors as
-//! transient or permanent ([`faults`]), and the
-//! single mapping of errors to HTTP problem responses ([`http`]; idempotency outcomes in
-//! [`idempotency::http`]).
+//! One module per port it implements:
 //!
-//! Must not import: `shop` or any business rule. Functions (`functions/*`) wire these adapters
-//! to domain code; this crate stays domain-free.
+//! | port (crate) | module | adapter |
+//! |---|---|---|
+//! | `EventStore` (`eventfold`) | [`event_store`] | [`DynamoEventStore`] |
+//! | `ReadModelStore`, `DeadlineIndex` (`eventfold-consumers`) | [`read_models`] | [`DynamoReadModelStore`] |
+//! | `DeadLetterStore` (`eventfold-consumers`) | [`dead_letters`] | [`DynamoDeadLetterStore`] |
+//! | `IdempotencyStore` (`eventfold-idempotency`) | [`idempotency`] (+ its `Idempotency-Key` HTTP glue) | [`DynamoIdempotencyStore`] |
+//! | `TopicCatalogue`, `GroupStore` (`eventfold-streaming`) | [`streaming`] | [`DynamoTopicCatalogue`], [`DynamoGroupStore`] |
+//! | [`NotificationSink`] (here) | [`sns`] | [`SnsPublisher`] |
+//!
+//! And what every adapter or function shares: DynamoDB attribute codecs, item sizes and the
+//! store constructors ([`dynamodb`]), the one classification and conversion of SDK errors
+//! ([`faults`]), Lambda event-source glue (DynamoDB stream records: [`streams`]; SQS FIFO
+//! batches with partial failures: [`sqs`]), configuration from the environment and tracing
+//! set-up ([`config`]), CloudWatch EMF metrics ([`telemetry`]), request counting for cost
+//! accounting ([`RequestCounter`]), the init-time warm-up ([`warmup`]), errors as Lambda
+//! reports them ([`diagnostic`]) and the single mapping of errors to HTTP problem responses
+//! ([`http`]).
+//!
+//! Must not import: `shop` or any business rule, or `eventfold-testkit` (a dev-dependency).
+//! Functions (`functions/*`) wire these adapters to domain code; this crate stays domain-free.
 #![forbid(unsafe_code)]
 
+#[macro_use]
+pub mod dynamodb;
+
 pub mod config;
-pub mod deadletters;
+pub mod dead_letters;
 pub mod diagnostic;
-pub mod dynamo;
+pub mod event_store;
 pub mod faults;
 pub mod http;
 pub mod idempotency;
 pub mod metrics;
-pub mod readmodels;
+pub mod read_models;
 pub mod sns;
 pub mod sqs;
 pub mod streaming;
@@ -35,11 +45,11 @@ pub mod warmup;
 
 pub use aws_config::SdkConfig;
 pub use config::{StoreConfig, init_tracing, sdk_config, tokio_backoff};
-pub use deadletters::DynamoDeadLetterStore;
-pub use dynamo::DynamoEventStore;
+pub use dead_letters::DynamoDeadLetterStore;
+pub use event_store::DynamoEventStore;
 pub use idempotency::{DynamoIdempotencyStore, IdempotencySettings};
 pub use metrics::RequestCounter;
-pub use readmodels::DynamoReadModelStore;
+pub use read_models::DynamoReadModelStore;
 pub use sns::{NotificationSink, SnsPublisher};
 pub use streaming::{DynamoGroupStore, DynamoTopicCatalogue, StreamingConfig};
 pub use telemetry::{Telemetry, init_metrics};

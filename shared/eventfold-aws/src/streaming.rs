@@ -9,7 +9,7 @@
 //! ([`crate::DynamoEventStore`]).
 
 use crate::config::ConfigError;
-use crate::dynamo::value::{n, s};
+use crate::dynamodb::{n, s};
 use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -91,15 +91,9 @@ pub struct DynamoTopicCatalogue {
     table: String,
 }
 
-impl DynamoTopicCatalogue {
-    /// A catalogue on `table` through `client`.
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
+table_store!(DynamoTopicCatalogue);
 
+impl DynamoTopicCatalogue {
     fn encode(tenant: &str, topic: &Topic) -> Item {
         HashMap::from([
             ("pk".to_owned(), s(tenant)),
@@ -268,15 +262,7 @@ pub struct DynamoGroupStore {
     table: String,
 }
 
-impl DynamoGroupStore {
-    /// A group store on `table` through `client`.
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
-}
+table_store!(DynamoGroupStore);
 
 #[async_trait]
 impl GroupStore for DynamoGroupStore {

@@ -104,7 +104,7 @@ pub fn insert_record(
     let mut change = StreamRecord::default();
     change.approximate_creation_date_time = chrono::Utc::now();
     change.keys = keys.into();
-    change.size_bytes = i64::try_from(crate::dynamo::value::item_size(&item)).unwrap_or(i64::MAX);
+    change.size_bytes = i64::try_from(crate::dynamodb::item_size(&item)).unwrap_or(i64::MAX);
     change.new_image = image;
     change.sequence_number = Some(sequence_number.to_owned());
     change.stream_view_type = Some(StreamViewType::NewImage);

@@ -21,8 +21,8 @@
 pub mod http;
 
 use crate::config::ConfigError;
-use crate::dynamo::MAX_ITEM_BYTES;
-use crate::dynamo::value::{item_size, n, s};
+use crate::dynamodb::{item_size, n, s};
+use crate::event_store::MAX_ITEM_BYTES;
 use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -50,29 +50,13 @@ pub struct DynamoIdempotencyStore {
     table: String,
 }
 
+table_store!(DynamoIdempotencyStore);
+
 fn epoch_seconds_rounded_up(t: DateTime<Utc>) -> i64 {
     t.timestamp() + i64::from(t.timestamp_subsec_millis() > 0)
 }
 
 impl DynamoIdempotencyStore {
-    /// A store on `table` through `client` (build the client once per cold start).
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
-
-    /// A store on `table` with a client built from `sdk`.
-    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(sdk), table)
-    }
-
-    /// The table name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// The item of `record`.
     pub fn encode(record: &IdempotencyRecord) -> Item {
         let mut item = HashMap::from([

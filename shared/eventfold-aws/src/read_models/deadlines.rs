@@ -17,7 +17,7 @@
 //! instance's state before acting).
 
 use super::{DynamoReadModelStore, INDEX, corrupt, get_s};
-use crate::dynamo::value::{n, s};
+use crate::dynamodb::{n, s};
 use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;

@@ -1,6 +1,6 @@
 //! The event table of DESIGN §2: one item per commit, conditional `PutItem`, newest-first load.
 
-use super::value::{from_attr, item_size, n, s, to_attr};
+use crate::dynamodb::{from_attr, item_size, n, s, to_attr};
 use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -30,6 +30,8 @@ pub struct DynamoEventStore {
     table: String,
 }
 
+table_store!(DynamoEventStore);
+
 /// A decoded commit item (shared with the stream-record decoder).
 pub(crate) struct Commit {
     pub(crate) events: Vec<EventEnvelope>,
@@ -42,24 +44,6 @@ fn ts(t: &DateTime<Utc>) -> AttributeValue {
 }
 
 impl DynamoEventStore {
-    /// A store on `table` through `client` (build the client once per cold start).
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
-
-    /// A store on `table` with a client built from `sdk`.
-    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(sdk), table)
-    }
-
-    /// The table name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// The item of a commit (shared with the stream-record codec).
     pub(crate) fn encode(
         stream_id: &str,

@@ -13,7 +13,7 @@
 //! A status change is one conditional `PutItem` (`#status = open`), so two operators cannot
 //! both redrive a letter.
 
-use crate::dynamo::value::s;
+use crate::dynamodb::s;
 use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -37,6 +37,8 @@ pub struct DynamoDeadLetterStore {
     client: Client,
     table: String,
 }
+
+table_store!(DynamoDeadLetterStore);
 
 fn letter_item(l: &DeadLetter) -> Result<Item, DeadLetterError> {
     let json = serde_json::to_string(l).map_err(|e| DeadLetterError::Invalid(e.into()))?;
@@ -65,24 +67,6 @@ fn letter_of(item: &Item) -> Result<DeadLetter, DeadLetterError> {
 }
 
 impl DynamoDeadLetterStore {
-    /// A store on `table` through `client`.
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
-    }
-
-    /// A store on `table` with a client built from `sdk`.
-    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(sdk), table)
-    }
-
-    /// The table name.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     async fn get_item(
         &self,
         tenant: &str,

@@ -1,4 +1,5 @@
-//! JSON <-> DynamoDB attribute values, attribute shorthands, and DynamoDB's
+//! The DynamoDB plumbing every table adapter shares: the constructors of a store on one table
+//! ([`table_store!`]), JSON <-> attribute values, attribute shorthands, and DynamoDB's
 //! item-size arithmetic: shared by the event store and the read-model store.
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -64,6 +65,32 @@ fn attr_size(attr: &AttributeValue) -> usize {
         AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
         _ => 0,
     }
+}
+
+/// The constructors every store on one DynamoDB table has (`new`, `from_sdk`, `table`), for
+/// a struct with fields `client: aws_sdk_dynamodb::Client` and `table: String`.
+macro_rules! table_store {
+    ($store:ident) => {
+        impl $store {
+            /// A store on `table` through `client` (build the client once per cold start).
+            pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+                Self {
+                    client,
+                    table: table.into(),
+                }
+            }
+
+            /// A store on `table` with a client built from `sdk`.
+            pub fn from_sdk(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+                Self::new(aws_sdk_dynamodb::Client::new(sdk), table)
+            }
+
+            /// The table name.
+            pub fn table(&self) -> &str {
+                &self.table
+            }
+        }
+    };
 }
 
 #[cfg(test)]
