@@ -21,6 +21,30 @@ import * as lambda from "aws-cdk-lib/aws-lambda";
 import * as logs from "aws-cdk-lib/aws-logs";
 import * as sns from "aws-cdk-lib/aws-sns";
 import * as sqs from "aws-cdk-lib/aws-sqs";
+import { parse as parseYaml } from "yaml";
+
+/**
+ * The saga subscription's filter policy, read from infra/template.yaml so that the event types
+ * the saga takes are written once for infrastructure (the Rust side checks the template against
+ * the saga's `INPUT_EVENT_TYPES`). CloudFormation's short-form tags (`!Ref`, `!GetAtt`, ...)
+ * are kept as plain values: only a literal policy is read here.
+ */
+function sagaFilterPolicy(): Record<string, unknown[]> {
+  // Compiled to dist/lib/stack.js: the template is infra/template.yaml.
+  const file = path.join(__dirname, "..", "..", "..", "template.yaml");
+  const shortForms = ["Ref", "GetAtt", "Sub", "If", "Equals", "Not", "And", "Or", "Select", "Join"];
+  const tags = [...shortForms, "Split", "FindInMap", "Condition", "ImportValue", "Base64", "Cidr", "GetAZs"].map(
+    (name) => ({ tag: `!${name}`, resolve: (value: unknown) => value }),
+  );
+  const template = parseYaml(fs.readFileSync(file, "utf8"), { customTags: tags }) as {
+    Resources: Record<string, { Properties?: { FilterPolicy?: Record<string, unknown[]> } }>;
+  };
+  const policy = template.Resources.SagaSubscription?.Properties?.FilterPolicy;
+  if (!policy) {
+    throw new Error(`${file}: SagaSubscription has no FilterPolicy`);
+  }
+  return policy;
+}
 
 /** Settings of the stack that are not template parameters. */
 export interface EventfoldStackProps extends cdk.StackProps {
@@ -213,23 +237,13 @@ export class EventfoldStack extends cdk.Stack {
 
     const sagaDlq = this.deadLetterQueue("SagaDeadLetterQueue", "saga-dlq");
     const sagaQueue = this.consumerQueue("SagaQueue", "saga", sagaDlq);
-    this.subscribe("SagaSubscription", "SagaQueuePolicy", eventsTopic, sagaQueue, {
-      // Streaming records (category Topic) may carry any event type: never saga inputs.
-      category: [{ "anything-but": ["Topic"] }],
-      event_type: [
-        "OrderPlaced",
-        "OrderConfirmed",
-        "OrderCancelled",
-        "StockReserved",
-        "StockReleased",
-        "PaymentAuthorized",
-        "PaymentDeclined",
-        "PaymentPending",
-        "PaymentReceived",
-        "PaymentVoided",
-        "PaymentRefunded",
-      ],
-    });
+    this.subscribe(
+      "SagaSubscription",
+      "SagaQueuePolicy",
+      eventsTopic,
+      sagaQueue,
+      sagaFilterPolicy(),
+    );
 
     const streamFailureQueue = new sqs.CfnQueue(this, "StreamFailureQueue", {
       // The DLQ processor republishes a description's commits; one whose commits still
