@@ -19,10 +19,10 @@ use eventfold_aws::config::ConfigError;
 use eventfold_aws::http::{
     Caller, Problem, caller, correlation_id, json_response, route_key, trace_header,
 };
-use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
+use eventfold_aws::idempotency::http::optionally_guarded;
 use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{DynamoDbTable, DynamoEventStore, SdkConfig, StoreConfig, telemetry};
-use eventfold_idempotency::{Idempotency, IdempotencyStore, Scope};
+use eventfold_idempotency::{Idempotency, IdempotencyStore};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -319,16 +319,8 @@ impl<S: EventStore> CommandApi<S> {
         match route(req) {
             Some(Route::Command) => {
                 caller.require("events:write")?;
-                let Some(idempotency) = &self.idempotency else {
-                    return self.command(req, &caller, correlation).await;
-                };
-                let scope = Scope::new(&caller.tenant, &caller.actor);
-                let run = || async {
-                    self.command(req, &caller, correlation)
-                        .await
-                        .unwrap_or_else(|problem| problem.into_response(req.uri().path()))
-                };
-                Ok(guarded(idempotency, KeyPolicy::Optional, req, &scope, run).await)
+                let run = || self.command(req, &caller, correlation);
+                optionally_guarded(self.idempotency.as_ref(), req, &caller, run).await
             }
             Some(Route::State(t, id)) => {
                 caller.require("events:read")?;

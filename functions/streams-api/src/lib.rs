@@ -20,13 +20,13 @@ use eventfold_aws::config::ConfigError;
 use eventfold_aws::http::{
     Caller, Problem, caller, correlation_id, json_response, route_key, trace_header,
 };
-use eventfold_aws::idempotency::http::{KeyPolicy, guarded};
+use eventfold_aws::idempotency::http::optionally_guarded;
 use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{
     DynamoDbTable, DynamoEventStore, DynamoGroupStore, DynamoTopicCatalogue, SdkConfig,
     StreamingConfig, telemetry,
 };
-use eventfold_idempotency::{Idempotency, IdempotencyStore, Scope};
+use eventfold_idempotency::{Idempotency, IdempotencyStore};
 use eventfold_streaming::{
     ConsumeRequest, GroupStore, HistoryQuery, MAX_BATCH, NewRecord, Offsets, SeekTo,
     StreamingError, Streams, StreamsConfig, TopicCatalogue, TopicSettings,
@@ -391,16 +391,8 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
             }
             Some(PUBLISH) => {
                 caller.require("events:write")?;
-                let Some(idempotency) = &self.idempotency else {
-                    return self.publish(req, &caller, correlation).await;
-                };
-                let scope = Scope::new(&caller.tenant, &caller.actor);
-                let run = || async {
-                    self.publish(req, &caller, correlation)
-                        .await
-                        .unwrap_or_else(|p| p.into_response(req.uri().path()))
-                };
-                Ok(guarded(idempotency, KeyPolicy::Optional, req, &scope, run).await)
+                let run = || self.publish(req, &caller, correlation);
+                optionally_guarded(self.idempotency.as_ref(), req, &caller, run).await
             }
             Some(CONSUME) => {
                 caller.require("events:read")?;

@@ -12,7 +12,7 @@
 //! | [`Begin::Replay`] | the stored status, headers and body, `Idempotent-Replayed: true` |
 //! | [`Begin::Run`] | the handler's response; stored when < 500, else the record is deleted |
 
-use crate::http::{Problem, lambda_deadline};
+use crate::http::{Caller, Problem, lambda_deadline};
 use eventfold_idempotency::{
     Begin, Idempotency, IdempotencyError, IdempotencyKey, IdempotencyStore, PayloadHash, Scope,
     StoredResponse, payload_hash, validate_key,
@@ -184,6 +184,29 @@ pub fn answer<S: IdempotencyStore>(begin: &Begin<'_, S>, instance: &str) -> Opti
         Begin::KeyReused => Some(key_reused(instance)),
         Begin::InProgress { retry_after } => Some(in_progress(*retry_after, instance)),
     }
+}
+
+/// How an API runs a write that honours an optional `Idempotency-Key`: without an engine, the
+/// handler runs as is; with one, under [`guarded`] ([`KeyPolicy::Optional`]), scoped by the
+/// caller's tenant and actor, the handler's problem becoming its (stored) response.
+pub async fn optionally_guarded<S, F, Fut>(
+    idempotency: Option<&Idempotency<S>>,
+    req: &Request,
+    caller: &Caller,
+    handler: F,
+) -> Result<Response<Body>, Problem>
+where
+    S: IdempotencyStore,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Response<Body>, Problem>>,
+{
+    let Some(idempotency) = idempotency else {
+        return handler().await;
+    };
+    let scope = Scope::new(&caller.tenant, &caller.actor);
+    let path = req.uri().path();
+    let run = || async { handler().await.unwrap_or_else(|p| p.into_response(path)) };
+    Ok(guarded(idempotency, KeyPolicy::Optional, req, &scope, run).await)
 }
 
 /// Runs `handler` for `req` at most once per `Idempotency-Key` in `scope`; see the module's
