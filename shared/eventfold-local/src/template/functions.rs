@@ -59,6 +59,13 @@ impl Template {
         keys
     }
 
+    /// The function that runs the binary `name`, or whose logical id is `name`.
+    pub fn function(&self, name: &str) -> Option<FunctionSpec> {
+        self.functions()
+            .into_iter()
+            .find(|f| f.binary == name || f.logical_id == name)
+    }
+
     /// Every serverless function, with Globals merged in.
     pub fn functions(&self) -> Vec<FunctionSpec> {
         let globals = self.root.get("Globals").and_then(|g| g.get("Function"));
