@@ -36,6 +36,17 @@ where
     Arc::new(move |req| Box::pin(f(req)))
 }
 
+/// Why [`typed_handler`] could not hand the event to the function or its response back.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The event is not the function's event type.
+    #[error("the event does not deserialize: {0}")]
+    Event(#[source] serde_json::Error),
+    /// The response does not serialize to JSON.
+    #[error("the response does not serialize: {0}")]
+    Response(#[source] serde_json::Error),
+}
+
 /// Adapts a typed Lambda handler (`aws_lambda_events` event in, response out) to an
 /// [`EventHandler`]: the JSON event is deserialized as the Lambda runtime would (a payload
 /// that does not fit is a function error), the response serialized back.
@@ -50,11 +61,9 @@ where
     Arc::new(move |event: serde_json::Value| {
         let f = f.clone();
         Box::pin(async move {
-            let typed: E = serde_json::from_value(event)
-                .map_err(|e| format!("the event does not deserialize: {e}"))?;
+            let typed: E = serde_json::from_value(event).map_err(PayloadError::Event)?;
             let response = f(typed).await;
-            serde_json::to_value(response)
-                .map_err(|e| format!("the response does not serialize: {e}"))
+            Ok(serde_json::to_value(response).map_err(PayloadError::Response)?)
         })
     })
 }
@@ -209,7 +218,9 @@ mod tests {
                 let greeting = f.env("GREETING").unwrap_or_default();
                 Ok(crate::esm::event_handler(move |e| {
                     let greeting = greeting.clone();
-                    async move { Ok(json!({"greeting": greeting, "event": e})) }
+                    async move {
+                        Ok::<_, crate::HandlerError>(json!({"greeting": greeting, "event": e}))
+                    }
                 }))
             });
         assert_eq!(functions.binaries().collect::<Vec<_>>(), ["web", "worker"]);
@@ -234,8 +245,8 @@ mod tests {
             .expect("builds")
             .expect("registered");
         assert_eq!(
-            worker(json!(1)).await,
-            Ok(json!({"greeting": "hi", "event": 1}))
+            worker(json!(1)).await.expect("answers"),
+            json!({"greeting": "hi", "event": 1})
         );
         assert!(
             functions
@@ -267,8 +278,11 @@ mod tests {
             n: u32,
         }
         let double = typed_handler(|e: In| async move { json!({"n": e.n * 2}) });
-        assert_eq!(double(json!({"n": 21})).await, Ok(json!({"n": 42})));
+        assert_eq!(
+            double(json!({"n": 21})).await.expect("answers"),
+            json!({"n": 42})
+        );
         let err = double(json!({"n": "x"})).await.expect_err("bad payload");
-        assert!(err.contains("does not deserialize"), "{err}");
+        assert!(err.to_string().contains("does not deserialize"), "{err}");
     }
 }

@@ -39,7 +39,7 @@ pub mod runtime_api;
 pub mod stack;
 pub mod template;
 
-pub use esm::{EsmOptions, EventHandler, SourceStats, event_handler};
+pub use esm::{EsmOptions, EventHandler, HandlerError, SourceStats, event_handler};
 pub use functions::{Functions, HttpHandler, http_handler, typed_handler};
 pub use jwt::JwtConfig;
 pub use stack::{LocalOptions, LocalStack};

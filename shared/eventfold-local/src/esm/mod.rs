@@ -18,7 +18,7 @@ mod stats;
 pub mod stream;
 mod throttle;
 
-pub use invoke::{EventHandler, event_handler};
+pub use invoke::{EventHandler, FunctionError, HandlerError, event_handler};
 pub(crate) use invoke::{Outcome, invoke, outcome};
 pub use options::{EsmOptions, Tuning};
 pub use stats::{Counters, SourceStats};

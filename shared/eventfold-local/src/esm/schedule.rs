@@ -96,7 +96,7 @@ pub async fn run(source: ScheduleSource) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::event_handler;
+    use super::super::{HandlerError, event_handler};
     use super::*;
     use std::sync::Mutex;
 
@@ -192,7 +192,7 @@ mod tests {
             let log = log.clone();
             async move {
                 log.lock().expect("log").push(e);
-                Ok(Value::Null)
+                Ok::<_, HandlerError>(Value::Null)
             }
         });
         let (source, counters) = source(handler, Some(json!({"job": "sweep"})));

@@ -9,6 +9,8 @@ use super::{Counters, EventHandler, Outcome, Throttle, Tuning, filter, invoke, o
 use crate::template::SqsSourceSpec;
 use aws_config::SdkConfig;
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -109,7 +111,7 @@ pub async fn run(sdk: SdkConfig, source: SqsSource) {
         match receive(&client, &source).await {
             Err(e) => {
                 if warn.ready() {
-                    tracing::warn!(function = %source.function, queue = %source.queue_url, error = %e, "ReceiveMessage failed; retrying");
+                    tracing::warn!(function = %source.function, queue = %source.queue_url, error = %DisplayErrorContext(&e), "ReceiveMessage failed; retrying");
                 }
                 tokio::time::sleep(source.tuning.idle_poll * 5).await;
             }
@@ -121,7 +123,10 @@ pub async fn run(sdk: SdkConfig, source: SqsSource) {
     }
 }
 
-async fn receive(client: &Client, source: &SqsSource) -> Result<Vec<Message>, String> {
+async fn receive(
+    client: &Client,
+    source: &SqsSource,
+) -> Result<Vec<Message>, SdkError<ReceiveMessageError>> {
     let want = source.spec.batch_size.max(1) as usize;
     let mut out: Vec<Message> = Vec::new();
     while out.len() < want {
@@ -141,8 +146,7 @@ async fn receive(client: &Client, source: &SqsSource) -> Result<Vec<Message>, St
                     .map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX)),
             )
             .send()
-            .await
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?
+            .await?
             .messages
             .unwrap_or_default();
         let full = got.len() == ask;
@@ -180,7 +184,7 @@ async fn delete(client: &Client, source: &SqsSource, receipts: &[(String, String
                 }
             }
             Err(e) => {
-                tracing::warn!(function = %source.function, error = %aws_sdk_sqs::error::DisplayErrorContext(e), "deleting processed messages failed; they will be redelivered");
+                tracing::warn!(function = %source.function, error = %DisplayErrorContext(e), "deleting processed messages failed; they will be redelivered");
             }
         }
     }

@@ -20,6 +20,9 @@ use super::{Counters, EventHandler, Throttle, Tuning, filter};
 use crate::template::StreamSourceSpec;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::Client;
+use aws_sdk_dynamodbstreams::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodbstreams::operation::describe_stream::DescribeStreamError;
+use aws_sdk_dynamodbstreams::operation::get_shard_iterator::GetShardIteratorError;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -144,7 +147,7 @@ pub async fn run(sdk: SdkConfig, source: StreamSource) {
             }
             Err(e) => {
                 if warn.ready() {
-                    tracing::warn!(function = %ctx.source.function, stream = %ctx.source.stream_arn, error = %e, "describing the stream failed; retrying");
+                    tracing::warn!(function = %ctx.source.function, stream = %ctx.source.stream_arn, error = %DisplayErrorContext(&e), "describing the stream failed; retrying");
                 }
             }
         }
@@ -153,7 +156,10 @@ pub async fn run(sdk: SdkConfig, source: StreamSource) {
 }
 
 /// (shard id, parent shard id) of every shard of the stream.
-async fn shards(client: &Client, arn: &str) -> Result<Vec<(String, Option<String>)>, String> {
+async fn shards(
+    client: &Client,
+    arn: &str,
+) -> Result<Vec<(String, Option<String>)>, SdkError<DescribeStreamError>> {
     let mut out = Vec::new();
     let mut start: Option<String> = None;
     loop {
@@ -162,8 +168,7 @@ async fn shards(client: &Client, arn: &str) -> Result<Vec<(String, Option<String
             .stream_arn(arn)
             .set_exclusive_start_shard_id(start.clone())
             .send()
-            .await
-            .map_err(|e| aws_sdk_dynamodbstreams::error::DisplayErrorContext(e).to_string())?;
+            .await?;
         let Some(desc) = d.stream_description else {
             return Ok(out);
         };
@@ -184,7 +189,7 @@ async fn iterator(
     shard: &str,
     kind: ShardIteratorType,
     seq: Option<&str>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, SdkError<GetShardIteratorError>> {
     ctx.client
         .get_shard_iterator()
         .stream_arn(&ctx.source.stream_arn)
@@ -194,7 +199,6 @@ async fn iterator(
         .send()
         .await
         .map(|o| o.shard_iterator)
-        .map_err(|e| aws_sdk_dynamodbstreams::error::DisplayErrorContext(e).to_string())
 }
 
 /// Reads one shard to its end (a closed shard) or forever (the open one).
@@ -228,7 +232,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                     Ok(None) => closed = true,
                     Err(e) => {
                         if warn.ready() {
-                            tracing::warn!(function = %src.function, %shard, error = %e, "GetShardIterator failed; retrying");
+                            tracing::warn!(function = %src.function, %shard, error = %DisplayErrorContext(&e), "GetShardIterator failed; retrying");
                         }
                         tokio::time::sleep(src.tuning.idle_poll * 5).await;
                         continue;
@@ -276,7 +280,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                                 || s.is_trimmed_data_access_exception()
                         });
                         if !expired && warn.ready() {
-                            tracing::warn!(function = %src.function, %shard, error = %aws_sdk_dynamodbstreams::error::DisplayErrorContext(&e), "GetRecords failed; retrying");
+                            tracing::warn!(function = %src.function, %shard, error = %DisplayErrorContext(&e), "GetRecords failed; retrying");
                         }
                         if e.as_service_error()
                             .is_some_and(|s| s.is_trimmed_data_access_exception())
