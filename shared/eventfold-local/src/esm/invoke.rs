@@ -1,5 +1,6 @@
 //! Invoking a function as Lambda does, and reading its response against the batch.
 
+use super::{Counters, Tuning};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -50,6 +51,30 @@ pub enum FunctionError {
     UnknownItem(Value),
 }
 
+/// The function an event source invokes, and the source's counters and pauses.
+#[derive(Clone)]
+pub struct Target {
+    /// Function logical id.
+    pub function: String,
+    /// The function.
+    pub handler: EventHandler,
+    /// The function's timeout.
+    pub timeout: Duration,
+    /// Counters.
+    pub counters: Arc<Counters>,
+    /// Pauses (and the SQS visibility-timeout override).
+    pub tuning: Tuning,
+}
+
+impl Target {
+    /// Invokes the function once on `event` (counted as an invocation), as Lambda would: in
+    /// its own task (a panic is a function error) and within the function's timeout.
+    pub(crate) async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        Counters::add(&self.counters.invocations, 1);
+        invoke(&self.handler, event, self.timeout).await
+    }
+}
+
 /// How an invocation ended.
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -61,9 +86,8 @@ pub(crate) enum Outcome {
     Error(FunctionError),
 }
 
-/// Runs `handler` once on `event` as Lambda would: in its own task (a panic is a function
-/// error) and within the function's timeout.
-pub(crate) async fn invoke(
+/// Runs `handler` once on `event` within `timeout`, in its own task.
+async fn invoke(
     handler: &EventHandler,
     event: Value,
     timeout: Duration,

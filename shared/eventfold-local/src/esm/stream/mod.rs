@@ -16,7 +16,7 @@ mod record;
 
 pub use record::{attribute_json, item_json, record_json};
 
-use super::{Counters, EventHandler, Throttle, Tuning, filter};
+use super::{Counters, Target, Throttle, filter};
 use crate::template::StreamSourceSpec;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::Client;
@@ -52,8 +52,6 @@ pub enum Destination {
 
 /// One DynamoDB event source of a function.
 pub struct StreamSource {
-    /// Function logical id.
-    pub function: String,
     /// Function ARN (in on-failure messages).
     pub function_arn: String,
     /// The stream.
@@ -64,14 +62,8 @@ pub struct StreamSource {
     pub report_failures: bool,
     /// On-failure destination.
     pub on_failure: Option<Destination>,
-    /// The function.
-    pub handler: EventHandler,
-    /// The function's timeout.
-    pub timeout: Duration,
-    /// Counters.
-    pub counters: Arc<Counters>,
-    /// Pauses.
-    pub tuning: Tuning,
+    /// The function, its counters and pauses.
+    pub target: Target,
 }
 
 /// A buffered record.
@@ -147,7 +139,7 @@ pub async fn run(sdk: SdkConfig, source: StreamSource) {
             }
             Err(e) => {
                 if warn.ready() {
-                    tracing::warn!(function = %ctx.source.function, stream = %ctx.source.stream_arn, error = %DisplayErrorContext(&e), "describing the stream failed; retrying");
+                    tracing::warn!(function = %ctx.source.target.function, stream = %ctx.source.stream_arn, error = %DisplayErrorContext(&e), "describing the stream failed; retrying");
                 }
             }
         }
@@ -232,9 +224,9 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                     Ok(None) => closed = true,
                     Err(e) => {
                         if warn.ready() {
-                            tracing::warn!(function = %src.function, %shard, error = %DisplayErrorContext(&e), "GetShardIterator failed; retrying");
+                            tracing::warn!(function = %src.target.function, %shard, error = %DisplayErrorContext(&e), "GetShardIterator failed; retrying");
                         }
-                        tokio::time::sleep(src.tuning.idle_poll * 5).await;
+                        tokio::time::sleep(src.target.tuning.idle_poll * 5).await;
                         continue;
                     }
                 }
@@ -259,7 +251,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                                 .to_owned();
                             last_read = Some(seq.clone());
                             if !filter::passes(&src.spec.filters, &rec) {
-                                Counters::add(&src.counters.filtered, 1);
+                                Counters::add(&src.target.counters.filtered, 1);
                                 continue;
                             }
                             let created = rec["dynamodb"]["ApproximateCreationDateTime"].as_f64();
@@ -280,7 +272,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                                 || s.is_trimmed_data_access_exception()
                         });
                         if !expired && warn.ready() {
-                            tracing::warn!(function = %src.function, %shard, error = %DisplayErrorContext(&e), "GetRecords failed; retrying");
+                            tracing::warn!(function = %src.target.function, %shard, error = %DisplayErrorContext(&e), "GetRecords failed; retrying");
                         }
                         if e.as_service_error()
                             .is_some_and(|s| s.is_trimmed_data_access_exception())
@@ -288,7 +280,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                             last_read = None;
                         }
                         // Acquire a fresh iterator after what was read.
-                        tokio::time::sleep(src.tuning.idle_poll).await;
+                        tokio::time::sleep(src.target.tuning.idle_poll).await;
                         continue;
                     }
                 }
@@ -299,7 +291,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                 return;
             }
             if !fetched {
-                tokio::time::sleep(src.tuning.idle_poll).await;
+                tokio::time::sleep(src.target.tuning.idle_poll).await;
             }
             continue;
         }
