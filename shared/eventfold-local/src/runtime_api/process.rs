@@ -48,15 +48,11 @@ impl FunctionProcess {
     /// [`standalone_env`] only (the process environment is not inherited), the runtime's own
     /// variables, and `AWS_LAMBDA_RUNTIME_API` pointing at a fresh [`RuntimeApi`].
     pub async fn start(binary: &Path, stack: &crate::LocalStack, name: &str) -> Result<Self> {
-        let region = stack
-            .sdk
-            .region()
-            .map_or("us-east-1".to_owned(), ToString::to_string);
-        let env = standalone_env(&stack.template, name, &stack.endpoint, &region)?;
-        let logical_id = function(&stack.template, name)?.logical_id;
-        let physical = stack.template.physical_name(&logical_id);
-        let arn = stack
-            .template
+        let template = &stack.template;
+        let env = standalone_env(template, name, &stack.endpoint, &template.region)?;
+        let logical_id = function(template, name)?.logical_id;
+        let physical = template.physical_name(&logical_id);
+        let arn = template
             .arn(&logical_id)
             .unwrap_or_else(|| physical.clone());
         Self::spawn(binary, env, &physical, &arn).await
