@@ -36,6 +36,7 @@ pub mod httpc;
 pub mod jwt;
 pub mod provision;
 pub mod runtime_api;
+mod serve;
 pub mod stack;
 pub mod template;
 

@@ -22,16 +22,13 @@ pub use env::{
 };
 pub use process::{FunctionProcess, start_without, warm_ups};
 
+use crate::serve::{Response, response, serve};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -125,7 +122,14 @@ impl RuntimeApi {
             polled: Notify::new(),
             function_arn: function_arn.into(),
         });
-        let server = tokio::spawn(serve(listener, shared.clone()));
+        let state = shared.clone();
+        let server = tokio::spawn(async move {
+            let _ = serve(listener, move |req, _| {
+                let shared = state.clone();
+                async move { route(&shared, req).await }
+            })
+            .await;
+        });
         Ok(Self {
             addr,
             shared,
@@ -207,71 +211,49 @@ impl Drop for RuntimeApi {
     }
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&shared, req).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-fn reply(status: u16, body: impl Into<Bytes>) -> hyper::Response<Full<Bytes>> {
-    let mut r = hyper::Response::new(Full::new(body.into()));
-    *r.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    r
-}
-
-async fn route(shared: &Shared, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn route(shared: &Shared, req: hyper::Request<Incoming>) -> Response {
     let path = req.uri().path().to_owned();
     let Some(rest) = path.strip_prefix(PREFIX) else {
-        return reply(404, "no such route");
+        return response(404, "no such route");
     };
     let method = req.method().clone();
     if method == hyper::Method::GET && rest == "/invocation/next" {
         return next(shared).await;
     }
     if method != hyper::Method::POST {
-        return reply(404, "no such route");
+        return response(404, "no such route");
     }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return reply(400, "unreadable body"),
+        Err(_) => return response(400, "unreadable body"),
     };
     let document = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     if rest == "/init/error" {
         shared.lock().init_error = Some(document());
-        return reply(202, "{}");
+        return response(202, "{}");
     }
     let Some((id, kind)) = rest
         .strip_prefix("/invocation/")
         .and_then(|r| r.rsplit_once('/'))
     else {
-        return reply(404, "no such route");
+        return response(404, "no such route");
     };
     let answer = match kind {
         "response" => Answer::Response(document()),
         "error" => Answer::Error(document()),
-        _ => return reply(404, "no such route"),
+        _ => return response(404, "no such route"),
     };
     match shared.lock().waiting.remove(id) {
         Some(tx) => {
             let _ = tx.send(answer);
-            reply(202, "{}")
+            response(202, "{}")
         }
-        None => reply(400, "unknown or already answered request id"),
+        None => response(400, "unknown or already answered request id"),
     }
 }
 
 /// Long-polls for the next invocation, as Lambda does while the function is idle.
-async fn next(shared: &Shared) -> hyper::Response<Full<Bytes>> {
+async fn next(shared: &Shared) -> Response {
     {
         let mut state = shared.lock();
         if state.first_poll.is_none() {
@@ -286,7 +268,7 @@ async fn next(shared: &Shared) -> hyper::Response<Full<Bytes>> {
         }
         notified.await;
     };
-    let mut r = reply(200, pending.payload);
+    let mut r = response(200, pending.payload);
     let headers = r.headers_mut();
     let mut set = |name: &'static str, value: &str| {
         if let Ok(v) = hyper::header::HeaderValue::from_str(value) {
