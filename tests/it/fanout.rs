@@ -411,7 +411,7 @@ async fn a_poison_message_reaches_the_dlq_while_other_groups_flow() {
                         failures.push(json!({"itemIdentifier": r.message_id}));
                     }
                 }
-                Ok(json!({ "batchItemFailures": failures }))
+                Ok::<_, String>(json!({ "batchItemFailures": failures }))
             }
         })
     };

@@ -55,95 +55,127 @@ pub struct Datum {
     pub dimensions: Vec<Vec<(String, String)>>,
 }
 
-fn text<'a>(m: &'a Map<String, Value>, key: &str, ctx: &str) -> Result<&'a str, String> {
+/// Why a line is not what CloudWatch accepts as EMF.
+#[derive(Debug, thiserror::Error)]
+pub enum EmfError {
+    /// The line is not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The line is JSON but breaks the rule the message states.
+    #[error("{0}")]
+    Invalid(String),
+    /// A line among others ([`metrics_in`]) is not valid EMF.
+    #[error("{source}: {line}")]
+    Line {
+        /// The line.
+        line: String,
+        /// Why it is not valid.
+        source: Box<EmfError>,
+    },
+}
+
+fn invalid(rule: impl Into<String>) -> EmfError {
+    EmfError::Invalid(rule.into())
+}
+
+fn text<'a>(m: &'a Map<String, Value>, key: &str, ctx: &str) -> Result<&'a str, EmfError> {
     m.get(key)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("{ctx}: {key} is not a string"))
+        .ok_or_else(|| invalid(format!("{ctx}: {key} is not a string")))
+}
+
+fn array<'a>(m: &'a Map<String, Value>, key: &str) -> Result<&'a Vec<Value>, EmfError> {
+    m.get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid(format!("{key} is not an array")))
 }
 
 /// Checks `line` against the EMF specification; its metric values when valid.
-pub fn parse_line(line: &str) -> Result<Vec<Datum>, String> {
-    let root: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let root = root.as_object().ok_or("not a JSON object")?;
+pub fn parse_line(line: &str) -> Result<Vec<Datum>, EmfError> {
+    let root: Value = serde_json::from_str(line).map_err(EmfError::NotJson)?;
+    let root = root
+        .as_object()
+        .ok_or_else(|| invalid("not a JSON object"))?;
     let aws = root
         .get("_aws")
         .and_then(Value::as_object)
-        .ok_or("no _aws object")?;
+        .ok_or_else(|| invalid("no _aws object"))?;
     match aws.get("Timestamp") {
         Some(Value::Number(n)) if n.as_u64().is_some() => {}
         other => {
-            return Err(format!(
+            return Err(invalid(format!(
                 "_aws.Timestamp is not epoch milliseconds: {other:?}"
-            ));
+            )));
         }
     }
     let directives = aws
         .get("CloudWatchMetrics")
         .and_then(Value::as_array)
         .filter(|d| !d.is_empty())
-        .ok_or("_aws.CloudWatchMetrics is not a non-empty array")?;
+        .ok_or_else(|| invalid("_aws.CloudWatchMetrics is not a non-empty array"))?;
     let mut data = Vec::new();
     for directive in directives {
         let d = directive
             .as_object()
-            .ok_or("a CloudWatchMetrics entry is not an object")?;
+            .ok_or_else(|| invalid("a CloudWatchMetrics entry is not an object"))?;
         let namespace = text(d, "Namespace", "directive")?;
         if !(1..=255).contains(&namespace.len()) {
-            return Err("Namespace must be 1-255 characters".into());
+            return Err(invalid("Namespace must be 1-255 characters"));
         }
-        let sets = d
-            .get("Dimensions")
-            .and_then(Value::as_array)
-            .ok_or("Dimensions is not an array")?;
         let mut dimensions = Vec::new();
-        for set in sets {
-            let names = set.as_array().ok_or("a dimension set is not an array")?;
+        for set in array(d, "Dimensions")? {
+            let names = set
+                .as_array()
+                .ok_or_else(|| invalid("a dimension set is not an array"))?;
             if names.len() > 30 {
-                return Err("a dimension set has more than 30 dimensions".into());
+                return Err(invalid("a dimension set has more than 30 dimensions"));
             }
             let mut pairs = Vec::new();
             for name in names {
-                let name = name.as_str().ok_or("a dimension name is not a string")?;
+                let name = name
+                    .as_str()
+                    .ok_or_else(|| invalid("a dimension name is not a string"))?;
                 let value = text(root, name, "dimension")?;
                 pairs.push((name.to_owned(), value.to_owned()));
             }
             dimensions.push(pairs);
         }
-        let metrics = d
-            .get("Metrics")
-            .and_then(Value::as_array)
-            .ok_or("Metrics is not an array")?;
+        let metrics = array(d, "Metrics")?;
         if metrics.len() > 100 {
-            return Err("a directive defines more than 100 metrics".into());
+            return Err(invalid("a directive defines more than 100 metrics"));
         }
         for metric in metrics {
             let m = metric
                 .as_object()
-                .ok_or("a metric definition is not an object")?;
+                .ok_or_else(|| invalid("a metric definition is not an object"))?;
             let name = text(m, "Name", "metric")?;
             if !(1..=1024).contains(&name.len()) {
-                return Err("a metric Name must be 1-1024 characters".into());
+                return Err(invalid("a metric Name must be 1-1024 characters"));
             }
             let unit = match m.get("Unit") {
                 None => None,
                 Some(Value::String(u)) if UNITS.contains(&u.as_str()) => Some(u.clone()),
                 Some(other) => {
-                    return Err(format!("{name}: Unit {other} is not a CloudWatch unit"));
+                    return Err(invalid(format!(
+                        "{name}: Unit {other} is not a CloudWatch unit"
+                    )));
                 }
             };
             let values = match root.get(name) {
-                Some(Value::Number(n)) => vec![n.as_f64().ok_or("value out of range")?],
+                Some(Value::Number(n)) => {
+                    vec![n.as_f64().ok_or_else(|| invalid("value out of range"))?]
+                }
                 Some(Value::Array(a)) if !a.is_empty() && a.len() <= 100 => a
                     .iter()
                     .map(|v| {
                         v.as_f64()
-                            .ok_or_else(|| format!("{name}: a value is not a number"))
+                            .ok_or_else(|| invalid(format!("{name}: a value is not a number")))
                     })
                     .collect::<Result<_, _>>()?,
                 other => {
-                    return Err(format!(
+                    return Err(invalid(format!(
                         "{name}: no number or array of 1-100 numbers at the root: {other:?}"
-                    ));
+                    )));
                 }
             };
             data.push(Datum {
@@ -160,10 +192,13 @@ pub fn parse_line(line: &str) -> Result<Vec<Datum>, String> {
 
 /// The EMF lines among `lines` (those with an `_aws` member), each checked: every metric
 /// they hold, or the first line that breaks the specification and why.
-pub fn metrics_in(lines: &[String]) -> Result<Vec<Datum>, String> {
+pub fn metrics_in(lines: &[String]) -> Result<Vec<Datum>, EmfError> {
     let mut all = Vec::new();
     for line in lines.iter().filter(|l| l.contains("\"_aws\"")) {
-        all.extend(parse_line(line).map_err(|e| format!("{e}: {line}"))?);
+        all.extend(parse_line(line).map_err(|e| EmfError::Line {
+            line: line.clone(),
+            source: Box::new(e),
+        })?);
     }
     Ok(all)
 }

@@ -19,7 +19,7 @@ pub struct Emulator {
 pub fn find_root(start: &Path) -> Result<PathBuf> {
     start
         .ancestors()
-        .find(|p| p.join("infra/template.yaml").is_file())
+        .find(|p| p.join(crate::stack::TEMPLATE_PATH).is_file())
         .map(Path::to_path_buf)
         .ok_or_else(|| anyhow!("no infra/template.yaml above {}", start.display()))
 }

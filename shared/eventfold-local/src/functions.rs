@@ -8,7 +8,7 @@
 //! whose Lambda handler takes the raw payload and tells its kinds apart by shape). A template
 //! function whose binary has no factory is reported and skipped.
 
-use crate::esm::EventHandler;
+use crate::esm::{EventHandler, HandlerError};
 use crate::template::FunctionSpec;
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
@@ -81,6 +81,17 @@ impl fmt::Debug for Handlers {
     }
 }
 
+/// Why [`typed_handler`] could not hand the event to the function or its response back.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// The event is not the function's event type.
+    #[error("the event does not deserialize: {0}")]
+    Event(#[source] serde_json::Error),
+    /// The response does not serialize to JSON.
+    #[error("the response does not serialize: {0}")]
+    Response(#[source] serde_json::Error),
+}
+
 /// Adapts a typed Lambda handler (`aws_lambda_events` event in, response out) to an
 /// [`EventHandler`]: the JSON event is deserialized as the Lambda runtime would (a payload
 /// that does not fit is a function error), the response serialized back.
@@ -104,7 +115,7 @@ pub fn try_typed_handler<E, R, Er, F, Fut>(f: F) -> EventHandler
 where
     E: serde::de::DeserializeOwned + Send + 'static,
     R: serde::Serialize + Send + 'static,
-    Er: fmt::Display,
+    Er: Into<HandlerError>,
     F: Fn(E) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, Er>> + Send + 'static,
 {
@@ -112,11 +123,9 @@ where
     Arc::new(move |event: serde_json::Value| {
         let f = f.clone();
         Box::pin(async move {
-            let typed: E = serde_json::from_value(event)
-                .map_err(|e| format!("the event does not deserialize: {e}"))?;
-            let response = f(typed).await.map_err(|e| e.to_string())?;
-            serde_json::to_value(response)
-                .map_err(|e| format!("the response does not serialize: {e}"))
+            let typed: E = serde_json::from_value(event).map_err(PayloadError::Event)?;
+            let response = f(typed).await.map_err(Into::into)?;
+            Ok(serde_json::to_value(response).map_err(PayloadError::Response)?)
         })
     })
 }
@@ -340,7 +349,9 @@ mod tests {
                 let greeting = f.env("GREETING").unwrap_or_default();
                 Ok(crate::esm::event_handler(move |e| {
                     let greeting = greeting.clone();
-                    async move { Ok(json!({"greeting": greeting, "event": e})) }
+                    async move {
+                        Ok::<_, crate::HandlerError>(json!({"greeting": greeting, "event": e}))
+                    }
                 }))
             });
         assert_eq!(functions.binaries().collect::<Vec<_>>(), ["web", "worker"]);
@@ -365,8 +376,8 @@ mod tests {
             .expect("builds")
             .expect("registered");
         assert_eq!(
-            worker(json!(1)).await,
-            Ok(json!({"greeting": "hi", "event": 1}))
+            worker(json!(1)).await.expect("answers"),
+            json!({"greeting": "hi", "event": 1})
         );
         assert!(
             functions
@@ -385,7 +396,7 @@ mod tests {
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move {
                 Ok(crate::esm::event_handler(|e| async move {
-                    Ok(json!({"got": e}))
+                    Ok::<_, String>(json!({"got": e}))
                 }))
             }
         });
@@ -404,8 +415,8 @@ mod tests {
             panic!("a payload route handler: {handlers:?}");
         };
         let events = handlers.events.expect("an event handler");
-        assert_eq!(routes(json!(1)).await, Ok(json!({"got": 1})));
-        assert_eq!(events(json!(2)).await, Ok(json!({"got": 2})));
+        assert_eq!(routes(json!(1)).await.expect("answers"), json!({"got": 1}));
+        assert_eq!(events(json!(2)).await.expect("answers"), json!({"got": 2}));
         let none = functions
             .handlers(&sdk(), &spec("both"), false)
             .await
@@ -414,7 +425,9 @@ mod tests {
         assert_eq!(built.load(std::sync::atomic::Ordering::SeqCst), 1);
         // A later registration of one kind replaces it.
         let functions = functions.events("both", |_, _| async move {
-            Ok(crate::esm::event_handler(|_| async move { Ok(json!(0)) }))
+            Ok(crate::esm::event_handler(|_| async move {
+                Ok::<_, String>(json!(0))
+            }))
         });
         assert!(!functions.serves_http("both"));
     }
@@ -440,9 +453,12 @@ mod tests {
             n: u32,
         }
         let double = typed_handler(|e: In| async move { json!({"n": e.n * 2}) });
-        assert_eq!(double(json!({"n": 21})).await, Ok(json!({"n": 42})));
+        assert_eq!(
+            double(json!({"n": 21})).await.expect("answers"),
+            json!({"n": 42})
+        );
         let err = double(json!({"n": "x"})).await.expect_err("bad payload");
-        assert!(err.contains("does not deserialize"), "{err}");
+        assert!(err.to_string().contains("does not deserialize"), "{err}");
     }
 
     #[tokio::test]
@@ -454,9 +470,10 @@ mod tests {
                 Err(format!("{n} is odd"))
             }
         });
-        assert_eq!(halve(json!(42)).await, Ok(json!(21)));
-        assert_eq!(halve(json!(7)).await, Err("7 is odd".to_owned()));
+        assert_eq!(halve(json!(42)).await.expect("answers"), json!(21));
+        let odd = halve(json!(7)).await.expect_err("fails");
+        assert_eq!(odd.to_string(), "7 is odd");
         let err = halve(json!("x")).await.expect_err("bad payload");
-        assert!(err.contains("does not deserialize"), "{err}");
+        assert!(err.to_string().contains("does not deserialize"), "{err}");
     }
 }

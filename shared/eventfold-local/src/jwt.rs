@@ -43,6 +43,10 @@ pub const ISSUER_ENV: &str = "EVENTFOLD_JWT_ISSUER";
 /// Environment variable listing the accepted audiences (comma-separated).
 pub const AUDIENCE_ENV: &str = "EVENTFOLD_JWT_AUDIENCE";
 
+/// A token's claims as API Gateway passes them to the function
+/// (`requestContext.authorizer.jwt.claims`): every value a string.
+pub type Claims = HashMap<String, String>;
+
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {
@@ -252,9 +256,8 @@ impl JwtConfig {
         DecodingKey::from_jwk(jwk).map_err(|_| JwtError::UnknownKey)
     }
 
-    /// Verifies a token and returns its claims as API Gateway passes them to the function
-    /// (`requestContext.authorizer.jwt.claims`): every value a string.
-    pub fn verify(&self, token: &str) -> Result<HashMap<String, String>, JwtError> {
+    /// Verifies a token and returns its [`Claims`].
+    pub fn verify(&self, token: &str) -> Result<Claims, JwtError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| header_error(token))?;
         let key = self.key_for(&header)?;
         let mut validation = Validation::new(header.alg);

@@ -36,10 +36,11 @@ pub mod httpc;
 pub mod jwt;
 pub mod provision;
 pub mod runtime_api;
+mod serve;
 pub mod stack;
 pub mod template;
 
-pub use esm::{EsmOptions, EventHandler, SourceStats, event_handler};
+pub use esm::{EsmOptions, EventHandler, HandlerError, SourceStats, event_handler};
 pub use functions::{
     Functions, Handlers, HttpHandler, RouteHandler, http_handler, try_typed_handler, typed_handler,
 };

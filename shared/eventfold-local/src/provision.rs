@@ -134,10 +134,10 @@ pub async fn ensure_topic(client: &aws_sdk_sns::Client, topic: &TopicSpec) -> Re
         .ok_or_else(|| anyhow!("CreateTopic {} returned no ARN", topic.name))
 }
 
-fn queue_attributes(
-    queue: &QueueSpec,
-    dead_letter_arn: Option<&str>,
-) -> Result<HashMap<QueueAttributeName, String>> {
+/// A queue's attributes as CreateQueue and SetQueueAttributes take them.
+type QueueAttributes = HashMap<QueueAttributeName, String>;
+
+fn queue_attributes(queue: &QueueSpec, dead_letter_arn: Option<&str>) -> Result<QueueAttributes> {
     let mut attrs = HashMap::new();
     if queue.fifo {
         attrs.insert(QueueAttributeName::FifoQueue, "true".to_owned());

@@ -1,53 +1,104 @@
 //! Invoking a function as Lambda does, and reading its response against the batch.
 
+use super::{Counters, Tuning};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why a handler failed: any error, as the Lambda runtime takes one.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A function as an event source mapping invokes it: the Lambda event JSON in, the
 /// function's JSON response out; `Err` means the function failed as a whole.
-pub type EventHandler =
-    Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Result<Value, String>> + Send>> + Send + Sync>;
+pub type EventHandler = Arc<
+    dyn Fn(Value) -> Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send>>
+        + Send
+        + Sync,
+>;
 
-/// Wraps an async closure as an [`EventHandler`].
-pub fn event_handler<F, Fut>(f: F) -> EventHandler
+/// Wraps an async closure as an [`EventHandler`]; its error is any error type (or a message).
+pub fn event_handler<F, Fut, E>(f: F) -> EventHandler
 where
     F: Fn(Value) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, String>> + Send + 'static,
+    Fut: Future<Output = Result<Value, E>> + Send + 'static,
+    E: Into<HandlerError>,
 {
-    Arc::new(move |event| Box::pin(f(event)))
+    Arc::new(move |event| {
+        let answer = f(event);
+        Box::pin(async move { answer.await.map_err(Into::into) })
+    })
+}
+
+/// Why a batch failed as a whole: a function error, as Lambda counts one.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    /// The handler returned an error.
+    #[error(transparent)]
+    Handler(HandlerError),
+    /// The handler panicked.
+    #[error("the function crashed: {0}")]
+    Crashed(#[source] tokio::task::JoinError),
+    /// The handler ran past the function's timeout.
+    #[error("Task timed out after {:.2} seconds", .0.as_secs_f64())]
+    TimedOut(Duration),
+    /// The response has a `batchItemFailures` that is not a list.
+    #[error("batchItemFailures is not a list: {0}")]
+    FailuresNotAList(Value),
+    /// An entry of `batchItemFailures` names no item of the batch.
+    #[error("batchItemFailures names an unknown item: {0}")]
+    UnknownItem(Value),
+}
+
+/// The function an event source invokes, and the source's counters and pauses.
+#[derive(Clone)]
+pub struct Target {
+    /// Function logical id.
+    pub function: String,
+    /// The function.
+    pub handler: EventHandler,
+    /// The function's timeout.
+    pub timeout: Duration,
+    /// Counters.
+    pub counters: Arc<Counters>,
+    /// Pauses (and the SQS visibility-timeout override).
+    pub tuning: Tuning,
+}
+
+impl Target {
+    /// Invokes the function once on `event` (counted as an invocation), as Lambda would: in
+    /// its own task (a panic is a function error) and within the function's timeout.
+    pub(crate) async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
+        Counters::add(&self.counters.invocations, 1);
+        invoke(&self.handler, event, self.timeout).await
+    }
 }
 
 /// How an invocation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Outcome {
     /// Every record succeeded.
     Success,
     /// `batchItemFailures` named these records (indexes into the batch, ascending).
     Partial(Vec<usize>),
     /// The function failed as a whole (or answered with an unusable failure list).
-    Error(String),
+    Error(FunctionError),
 }
 
-/// Runs `handler` once on `event` as Lambda would: in its own task (a panic is a function
-/// error) and within the function's timeout.
-pub(crate) async fn invoke(
+/// Runs `handler` once on `event` within `timeout`, in its own task.
+async fn invoke(
     handler: &EventHandler,
     event: Value,
     timeout: Duration,
-) -> Result<Value, String> {
+) -> Result<Value, FunctionError> {
     let mut task = tokio::spawn(handler(event));
     match tokio::time::timeout(timeout, &mut task).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(e)) => Err(format!("the function crashed: {e}")),
+        Ok(Ok(result)) => result.map_err(FunctionError::Handler),
+        Ok(Err(e)) => Err(FunctionError::Crashed(e)),
         Err(_) => {
             task.abort();
-            Err(format!(
-                "Task timed out after {:.2} seconds",
-                timeout.as_secs_f64()
-            ))
+            Err(FunctionError::TimedOut(timeout))
         }
     }
 }
@@ -57,7 +108,7 @@ pub(crate) async fn invoke(
 /// `itemIdentifier` makes the whole batch a failure. Without `ReportBatchItemFailures` the
 /// response is ignored.
 pub(crate) fn outcome(
-    result: Result<Value, String>,
+    result: Result<Value, FunctionError>,
     ids: &[&str],
     report_failures: bool,
 ) -> Outcome {
@@ -72,7 +123,7 @@ pub(crate) fn outcome(
         None | Some(Value::Null) => return Outcome::Success,
         Some(Value::Array(items)) => items,
         Some(other) => {
-            return Outcome::Error(format!("batchItemFailures is not a list: {other}"));
+            return Outcome::Error(FunctionError::FailuresNotAList(other.clone()));
         }
     };
     let mut failed = Vec::with_capacity(failures.len());
@@ -84,7 +135,7 @@ pub(crate) fn outcome(
         match ids.iter().position(|i| !id.is_empty() && *i == id) {
             Some(index) => failed.push(index),
             None => {
-                return Outcome::Error(format!("batchItemFailures names an unknown item: {f}"));
+                return Outcome::Error(FunctionError::UnknownItem(f.clone()));
             }
         }
     }
@@ -94,6 +145,19 @@ pub(crate) fn outcome(
     failed.sort_unstable();
     failed.dedup();
     Outcome::Partial(failed)
+}
+
+#[cfg(test)]
+impl PartialEq for Outcome {
+    /// Errors compare by what they say.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Success, Self::Success) => true,
+            (Self::Partial(a), Self::Partial(b)) => a == b,
+            (Self::Error(a), Self::Error(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -142,23 +206,25 @@ mod tests {
             );
         }
         assert!(matches!(
-            outcome(Err("boom".into()), &ids, true),
-            Outcome::Error(e) if e == "boom"
+            outcome(Err(FunctionError::Handler("boom".into())), &ids, true),
+            Outcome::Error(e) if e.to_string() == "boom"
         ));
     }
 
     #[tokio::test]
     async fn invoke_turns_panics_and_timeouts_into_function_errors() {
-        let ok = event_handler(|e| async move { Ok(json!({"echo": e})) });
+        let ok = event_handler(|e| async move { Ok::<_, HandlerError>(json!({"echo": e})) });
         assert_eq!(
-            invoke(&ok, json!(1), Duration::from_secs(1)).await,
-            Ok(json!({"echo": 1}))
+            invoke(&ok, json!(1), Duration::from_secs(1))
+                .await
+                .expect("answers"),
+            json!({"echo": 1})
         );
         let panics = event_handler(|_| async move {
             if true {
                 panic!("boom");
             }
-            Ok(Value::Null)
+            Ok::<_, HandlerError>(Value::Null)
         });
         assert!(
             invoke(&panics, json!(1), Duration::from_secs(1))
@@ -167,11 +233,11 @@ mod tests {
         );
         let slow = event_handler(|_| async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            Ok(Value::Null)
+            Ok::<_, HandlerError>(Value::Null)
         });
         let err = invoke(&slow, json!(1), Duration::from_millis(20))
             .await
             .expect_err("times out");
-        assert!(err.contains("timed out"), "{err}");
+        assert!(err.to_string().contains("timed out"), "{err}");
     }
 }

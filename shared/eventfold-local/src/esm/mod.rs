@@ -18,8 +18,8 @@ mod stats;
 pub mod stream;
 mod throttle;
 
-pub use invoke::{EventHandler, event_handler};
-pub(crate) use invoke::{Outcome, invoke, outcome};
+pub use invoke::{EventHandler, FunctionError, HandlerError, Target, event_handler};
+pub(crate) use invoke::{Outcome, outcome};
 pub use options::{EsmOptions, Tuning};
 pub use stats::{Counters, SourceStats};
 pub(crate) use throttle::Throttle;
@@ -156,6 +156,13 @@ pub fn start(
                 continue;
             }
             let counters = Arc::new(Counters::default());
+            let target = Target {
+                function: function.logical_id.clone(),
+                handler: handler.clone(),
+                timeout,
+                counters: counters.clone(),
+                tuning,
+            };
             let task = match source {
                 EventSourceSpec::DynamoDb(spec) => {
                     let Some(stream_arn) =
@@ -179,16 +186,12 @@ pub fn start(
                     tokio::spawn(stream::run(
                         sdk.clone(),
                         stream::StreamSource {
-                            function: function.logical_id.clone(),
                             function_arn: function_arn.clone(),
                             stream_arn,
                             report_failures: source.reports_batch_item_failures(),
                             spec: spec.clone(),
                             on_failure,
-                            handler: handler.clone(),
-                            timeout,
-                            counters: counters.clone(),
-                            tuning,
+                            target,
                         },
                     ))
                 }
@@ -200,17 +203,13 @@ pub fn start(
                     tokio::spawn(sqs::run(
                         sdk.clone(),
                         sqs::SqsSource {
-                            function: function.logical_id.clone(),
                             queue_url: template.queue_url(&spec.queue),
                             queue_arn,
                             fifo,
                             report_failures: source.reports_batch_item_failures(),
                             spec: spec.clone(),
                             region: template.region.clone(),
-                            handler: handler.clone(),
-                            timeout,
-                            counters: counters.clone(),
-                            tuning,
+                            target,
                         },
                     ))
                 }
@@ -220,7 +219,6 @@ pub fn start(
                         continue;
                     };
                     tokio::spawn(schedule::run(schedule::ScheduleSource {
-                        function: function.logical_id.clone(),
                         rule_arn: schedule::rule_arn(
                             &template.region,
                             &template.stack,
@@ -230,10 +228,7 @@ pub fn start(
                         region: template.region.clone(),
                         period,
                         input: spec.input.clone(),
-                        handler: handler.clone(),
-                        timeout,
-                        counters: counters.clone(),
-                        tuning,
+                        target,
                     }))
                 }
             };

@@ -129,7 +129,7 @@ mod tests {
         };
         o.handler_overrides.insert(
             "B".to_owned(),
-            super::super::event_handler(|e| async move { Ok(e) }),
+            super::super::event_handler(|e| async move { Ok::<_, super::super::HandlerError>(e) }),
         );
         assert!(o.needs_handler("A"));
         assert!(!o.needs_handler("B") && o.polls("B"));

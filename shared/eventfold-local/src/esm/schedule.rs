@@ -6,20 +6,18 @@
 //! retried twice, as Lambda retries asynchronous invocations; then the tick is given up on
 //! (the next one comes anyway). Ticks do not overlap: a slow function delays the next one.
 
-use super::{Counters, EventHandler, Tuning, invoke};
+use super::{Counters, Target};
 use crate::template::LOCAL_ACCOUNT;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Retries of a failed asynchronous invocation (Lambda's default).
 pub const ASYNC_RETRIES: u32 = 2;
 
-/// One schedule of a function.
+/// One schedule of a function. A tick counts as a record in, then as ok or failed once its
+/// retries are done.
 pub struct ScheduleSource {
-    /// Function logical id.
-    pub function: String,
     /// The rule's ARN (`resources` of the event).
     pub rule_arn: String,
     /// Region (`region` of the event).
@@ -28,14 +26,8 @@ pub struct ScheduleSource {
     pub period: Duration,
     /// The rule's `Input`, sent instead of the scheduled event.
     pub input: Option<Value>,
-    /// The function.
-    pub handler: EventHandler,
-    /// The function's timeout.
-    pub timeout: Duration,
-    /// Counters: a tick is a record in; ok or failed once its retries are done.
-    pub counters: Arc<Counters>,
-    /// Pauses between retries.
-    pub tuning: Tuning,
+    /// The function, its counters and pauses.
+    pub target: Target,
 }
 
 /// The ARN of the rule a local stack `stack` gives the schedule `event` of `function`.
@@ -70,23 +62,22 @@ pub async fn run(source: ScheduleSource) {
             .input
             .clone()
             .unwrap_or_else(|| scheduled_event(&source.rule_arn, &source.region, Utc::now()));
-        Counters::add(&source.counters.records_in, 1);
+        Counters::add(&source.target.counters.records_in, 1);
         for attempt in 0..=ASYNC_RETRIES {
             if attempt > 0 {
-                Counters::add(&source.counters.retried, 1);
-                tokio::time::sleep(source.tuning.retry_pause(attempt)).await;
+                Counters::add(&source.target.counters.retried, 1);
+                tokio::time::sleep(source.target.tuning.retry_pause(attempt)).await;
             }
-            Counters::add(&source.counters.invocations, 1);
-            match invoke(&source.handler, event.clone(), source.timeout).await {
+            match source.target.invoke(event.clone()).await {
                 Ok(_) => {
-                    Counters::add(&source.counters.ok, 1);
+                    Counters::add(&source.target.counters.ok, 1);
                     break;
                 }
                 Err(e) => {
-                    Counters::add(&source.counters.function_errors, 1);
-                    tracing::warn!(function = %source.function, rule = %source.rule_arn, attempt, error = %e, "scheduled invocation failed");
+                    Counters::add(&source.target.counters.function_errors, 1);
+                    tracing::warn!(function = %source.target.function, rule = %source.rule_arn, attempt, error = %e, "scheduled invocation failed");
                     if attempt == ASYNC_RETRIES {
-                        Counters::add(&source.counters.failed, 1);
+                        Counters::add(&source.target.counters.failed, 1);
                     }
                 }
             }
@@ -96,9 +87,9 @@ pub async fn run(source: ScheduleSource) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::event_handler;
+    use super::super::{EventHandler, HandlerError, Tuning, event_handler};
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn the_event_is_the_one_eventbridge_sends() {
@@ -122,18 +113,20 @@ mod tests {
     fn source(handler: EventHandler, input: Option<Value>) -> (ScheduleSource, Arc<Counters>) {
         let counters = Arc::new(Counters::default());
         let source = ScheduleSource {
-            function: "F".into(),
             rule_arn: rule_arn("us-east-1", "st", "F", "Tick"),
             region: "us-east-1".into(),
             period: Duration::from_millis(40),
             input,
-            handler,
-            timeout: Duration::from_secs(1),
-            counters: counters.clone(),
-            tuning: Tuning {
-                idle_poll: Duration::from_millis(1),
-                retry_backoff: Duration::from_millis(1),
-                sqs_visibility_timeout: None,
+            target: Target {
+                function: "F".into(),
+                handler,
+                timeout: Duration::from_secs(1),
+                counters: counters.clone(),
+                tuning: Tuning {
+                    idle_poll: Duration::from_millis(1),
+                    retry_backoff: Duration::from_millis(1),
+                    sqs_visibility_timeout: None,
+                },
             },
         };
         (source, counters)
@@ -192,7 +185,7 @@ mod tests {
             let log = log.clone();
             async move {
                 log.lock().expect("log").push(e);
-                Ok(Value::Null)
+                Ok::<_, HandlerError>(Value::Null)
             }
         });
         let (source, counters) = source(handler, Some(json!({"job": "sweep"})));

@@ -5,24 +5,22 @@
 //! timeout; the queue's redrive policy moves them to its dead-letter queue after
 //! `maxReceiveCount` receives. Messages the filter criteria drop are deleted, as Lambda does.
 
-use super::{Counters, EventHandler, Outcome, Throttle, Tuning, filter, invoke, outcome};
+use super::{Counters, Outcome, Target, Throttle, filter, outcome};
 use crate::template::SqsSourceSpec;
 use aws_config::SdkConfig;
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
-use std::time::Duration;
 
 /// Most messages one ReceiveMessage returns.
 const RECEIVE_MAX: usize = 10;
 
 /// One SQS event source of a function.
 pub struct SqsSource {
-    /// Function logical id.
-    pub function: String,
     /// Queue URL.
     pub queue_url: String,
     /// Queue ARN (`eventSourceARN`).
@@ -35,14 +33,8 @@ pub struct SqsSource {
     pub report_failures: bool,
     /// Region (`awsRegion`).
     pub region: String,
-    /// The function.
-    pub handler: EventHandler,
-    /// The function's timeout.
-    pub timeout: Duration,
-    /// Counters.
-    pub counters: Arc<Counters>,
-    /// Pauses and the visibility-timeout override.
-    pub tuning: Tuning,
+    /// The function, its counters and pauses.
+    pub target: Target,
 }
 
 /// A received message as the record of the Lambda SQS event
@@ -109,19 +101,22 @@ pub async fn run(sdk: SdkConfig, source: SqsSource) {
         match receive(&client, &source).await {
             Err(e) => {
                 if warn.ready() {
-                    tracing::warn!(function = %source.function, queue = %source.queue_url, error = %e, "ReceiveMessage failed; retrying");
+                    tracing::warn!(function = %source.target.function, queue = %source.queue_url, error = %DisplayErrorContext(&e), "ReceiveMessage failed; retrying");
                 }
-                tokio::time::sleep(source.tuning.idle_poll * 5).await;
+                tokio::time::sleep(source.target.tuning.idle_poll * 5).await;
             }
             Ok(messages) if messages.is_empty() => {
-                tokio::time::sleep(source.tuning.idle_poll).await;
+                tokio::time::sleep(source.target.tuning.idle_poll).await;
             }
             Ok(messages) => deliver(&client, &source, messages).await,
         }
     }
 }
 
-async fn receive(client: &Client, source: &SqsSource) -> Result<Vec<Message>, String> {
+async fn receive(
+    client: &Client,
+    source: &SqsSource,
+) -> Result<Vec<Message>, SdkError<ReceiveMessageError>> {
     let want = source.spec.batch_size.max(1) as usize;
     let mut out: Vec<Message> = Vec::new();
     while out.len() < want {
@@ -136,13 +131,13 @@ async fn receive(client: &Client, source: &SqsSource) -> Result<Vec<Message>, St
             .wait_time_seconds(0)
             .set_visibility_timeout(
                 source
+                    .target
                     .tuning
                     .sqs_visibility_timeout
                     .map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX)),
             )
             .send()
-            .await
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?
+            .await?
             .messages
             .unwrap_or_default();
         let full = got.len() == ask;
@@ -176,18 +171,18 @@ async fn delete(client: &Client, source: &SqsSource, receipts: &[(String, String
         {
             Ok(out) => {
                 for f in out.failed {
-                    tracing::warn!(function = %source.function, id = %f.id, code = %f.code, "deleting a processed message failed; it will be redelivered");
+                    tracing::warn!(function = %source.target.function, id = %f.id, code = %f.code, "deleting a processed message failed; it will be redelivered");
                 }
             }
             Err(e) => {
-                tracing::warn!(function = %source.function, error = %aws_sdk_sqs::error::DisplayErrorContext(e), "deleting processed messages failed; they will be redelivered");
+                tracing::warn!(function = %source.target.function, error = %DisplayErrorContext(e), "deleting processed messages failed; they will be redelivered");
             }
         }
     }
 }
 
 async fn deliver(client: &Client, source: &SqsSource, messages: Vec<Message>) {
-    Counters::add(&source.counters.records_in, messages.len());
+    Counters::add(&source.target.counters.records_in, messages.len());
     let mut records = Vec::with_capacity(messages.len());
     let mut dropped = Vec::new();
     for m in &messages {
@@ -203,22 +198,21 @@ async fn deliver(client: &Client, source: &SqsSource, messages: Vec<Message>) {
         }
     }
     if !dropped.is_empty() {
-        Counters::add(&source.counters.filtered, dropped.len());
+        Counters::add(&source.target.counters.filtered, dropped.len());
         delete(client, source, &dropped).await;
     }
     if records.is_empty() {
         return;
     }
-    Counters::add(&source.counters.invocations, 1);
     let event = json!({ "Records": records.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>() });
-    let result = invoke(&source.handler, event, source.timeout).await;
+    let result = source.target.invoke(event).await;
     let ids: Vec<&str> = records.iter().map(|((id, _), _)| id.as_str()).collect();
     let failed: Vec<usize> = match outcome(result, &ids, source.report_failures) {
         Outcome::Success => Vec::new(),
         Outcome::Partial(failed) => failed,
         Outcome::Error(e) => {
-            Counters::add(&source.counters.function_errors, 1);
-            tracing::warn!(function = %source.function, messages = records.len(), error = %e, "function error on an SQS batch; messages return after the visibility timeout");
+            Counters::add(&source.target.counters.function_errors, 1);
+            tracing::warn!(function = %source.target.function, messages = records.len(), error = %e, "function error on an SQS batch; messages return after the visibility timeout");
             (0..records.len()).collect()
         }
     };
@@ -228,13 +222,13 @@ async fn deliver(client: &Client, source: &SqsSource, messages: Vec<Message>) {
         .filter(|(i, _)| !failed.contains(i))
         .map(|(_, (id, _))| id.clone())
         .collect();
-    Counters::add(&source.counters.failed, failed.len());
+    Counters::add(&source.target.counters.failed, failed.len());
     if !done.is_empty() {
         delete(client, source, &done).await;
-        Counters::add(&source.counters.ok, done.len());
+        Counters::add(&source.target.counters.ok, done.len());
     }
     if source.fifo && !failed.is_empty() {
-        tracing::debug!(function = %source.function, failed = failed.len(), "FIFO messages failed; their groups wait for the visibility timeout");
+        tracing::debug!(function = %source.target.function, failed = failed.len(), "FIFO messages failed; their groups wait for the visibility timeout");
     }
 }
 

@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// Account id in `requestContext.accountId`.
@@ -45,7 +45,7 @@ pub(crate) fn api_gateway_v2_event(
     req: &hyper::Request<Bytes>,
     route: &Route,
     params: &BTreeMap<String, String>,
-    claims: &HashMap<String, String>,
+    claims: &crate::jwt::Claims,
     peer: SocketAddr,
 ) -> Value {
     let mut headers = Map::new();
@@ -143,7 +143,7 @@ mod tests {
         let req = b.body(Bytes::from(body.to_vec())).expect("request");
         let routes = routes();
         let (route, params) = select(&routes, method, req.uri().path()).expect("a route");
-        let claims = HashMap::from([("sub".to_owned(), "alice".to_owned())]);
+        let claims = crate::jwt::Claims::from([("sub".to_owned(), "alice".to_owned())]);
         api_gateway_v2_event(
             &req,
             route,

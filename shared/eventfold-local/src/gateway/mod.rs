@@ -19,19 +19,15 @@ mod routes;
 
 use crate::functions::RouteHandler;
 use crate::jwt::JwtConfig;
+use crate::serve::{Response, response};
 use crate::template::RouteSpec;
 use anyhow::Result;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use lambda_http::Body;
 use routes::Route;
 use serde_json::json;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -95,11 +91,7 @@ impl Gateway {
     }
 
     /// Handles one HTTP request end to end.
-    pub async fn call(
-        &self,
-        req: hyper::Request<Bytes>,
-        peer: SocketAddr,
-    ) -> hyper::Response<Full<Bytes>> {
+    pub async fn call(&self, req: hyper::Request<Bytes>, peer: SocketAddr) -> Response {
         let path = req.uri().path().to_owned();
         // An unrouted method is a 404 too: API Gateway has no 405.
         let Some((route, params)) = routes::select(&self.routes, req.method().as_str(), &path)
@@ -207,11 +199,8 @@ pub(crate) fn payload_response(answer: &serde_json::Value) -> hyper::Response<Fu
 
 /// An answer of API Gateway itself (not of a function): `{"message": ..}` as
 /// `application/json`, as the HTTP API writes it.
-fn gateway_answer(status: u16, message: &str) -> hyper::Response<Full<Bytes>> {
-    let body = json!({ "message": message }).to_string();
-    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+fn gateway_answer(status: u16, message: &str) -> Response {
+    let mut resp = response(status, json!({ "message": message }).to_string());
     resp.headers_mut().insert(
         "content-type",
         hyper::header::HeaderValue::from_static("application/json"),
@@ -220,7 +209,7 @@ fn gateway_answer(status: u16, message: &str) -> hyper::Response<Full<Bytes>> {
 }
 
 /// The JWT authorizer's refusal, with the `WWW-Authenticate` challenge it sends.
-fn unauthorized(challenge: &'static str) -> hyper::Response<Full<Bytes>> {
+fn unauthorized(challenge: &'static str) -> Response {
     let mut resp = gateway_answer(401, "Unauthorized");
     resp.headers_mut().insert(
         "www-authenticate",
@@ -231,32 +220,21 @@ fn unauthorized(challenge: &'static str) -> hyper::Response<Full<Bytes>> {
 
 /// Serves `gateway` on `listener` until the task is dropped.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> Result<()> {
-    loop {
-        let (stream, peer) = listener.accept().await?;
+    crate::serve::serve(listener, move |req, peer| {
         let gw = gateway.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<Incoming>| {
-                let gw = gw.clone();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let resp = match Limited::new(body, MAX_PAYLOAD).collect().await {
-                        Ok(collected) => {
-                            gw.call(
-                                hyper::Request::from_parts(parts, collected.to_bytes()),
-                                peer,
-                            )
-                            .await
-                        }
-                        Err(_) => gateway_answer(413, "Request Entity Too Large"),
-                    };
-                    Ok::<_, Infallible>(resp)
+        async move {
+            let (parts, body) = req.into_parts();
+            match Limited::new(body, MAX_PAYLOAD).collect().await {
+                Ok(collected) => {
+                    let req = hyper::Request::from_parts(parts, collected.to_bytes());
+                    gw.call(req, peer).await
                 }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+                Err(_) => gateway_answer(413, "Request Entity Too Large"),
+            }
+        }
+    })
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -59,11 +59,17 @@ impl Template {
         keys
     }
 
+    /// The function that runs the binary `name`, or whose logical id is `name`.
+    pub fn function(&self, name: &str) -> Option<FunctionSpec> {
+        self.functions()
+            .into_iter()
+            .find(|f| f.binary == name || f.logical_id == name)
+    }
+
     /// Every serverless function, with Globals merged in.
     pub fn functions(&self) -> Vec<FunctionSpec> {
         let globals = self.root.get("Globals").and_then(|g| g.get("Function"));
-        self.resources()
-            .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function"))
+        self.of_type("AWS::Serverless::Function")
             .map(|(id, r)| {
                 let p = r.get("Properties").cloned().unwrap_or(Value::Null);
                 let mut environment = BTreeMap::new();

@@ -168,13 +168,7 @@ mod tests {
     #[test]
     fn refs_of_topics_and_queues_resolve_like_cloudformation() {
         let mut t = Template::parse(FANOUT, "st", "eu-west-1").expect("parses");
-        let env = |t: &Template| {
-            t.functions()
-                .into_iter()
-                .find(|f| f.logical_id == "Publisher")
-                .expect("publisher")
-                .environment
-        };
+        let env = |t: &Template| t.function("Publisher").expect("publisher").environment;
         let e = env(&t);
         assert_eq!(
             e["TOPIC"],

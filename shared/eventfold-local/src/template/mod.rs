@@ -181,14 +181,6 @@ impl Template {
         self.parameters.insert(name.to_owned(), value.to_owned());
     }
 
-    fn resources(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.root
-            .get("Resources")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-    }
-
     fn resource_type(&self, logical_id: &str) -> Option<&str> {
         self.root
             .get("Resources")?
@@ -202,7 +194,11 @@ impl Template {
     }
 
     fn of_type(&self, kind: &'static str) -> impl Iterator<Item = (&String, &Value)> {
-        self.resources()
+        self.root
+            .get("Resources")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
             .filter(move |(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
     }
 }

@@ -128,8 +128,7 @@ impl Template {
 
     /// Every DynamoDB table.
     pub fn tables(&self) -> Vec<TableSpec> {
-        self.resources()
-            .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some("AWS::DynamoDB::Table"))
+        self.of_type("AWS::DynamoDB::Table")
             .map(|(id, r)| {
                 let p = r.get("Properties").cloned().unwrap_or(Value::Null);
                 let name = p

@@ -267,11 +267,7 @@ mod tests {
     #[test]
     fn reads_function_event_sources() {
         let t = Template::parse(FANOUT, "st", "us-east-1").expect("parses");
-        let functions = t.functions();
-        let publisher = functions
-            .iter()
-            .find(|f| f.logical_id == "Publisher")
-            .expect("publisher");
+        let publisher = t.function("Publisher").expect("publisher");
         assert_eq!(publisher.event_sources.len(), 1);
         let EventSourceSpec::DynamoDb(s) = &publisher.event_sources[0] else {
             panic!("a stream source: {:?}", publisher.event_sources[0]);
@@ -297,10 +293,7 @@ mod tests {
         );
         assert!(s.enabled);
 
-        let consumer = functions
-            .iter()
-            .find(|f| f.logical_id == "Consumer")
-            .expect("consumer");
+        let consumer = t.function("Consumer").expect("consumer");
         let mut sqs: Vec<&SqsSourceSpec> = consumer
             .event_sources
             .iter()

@@ -2,7 +2,7 @@
 //! failures, bisection on function errors, record age, and the on-failure destination.
 
 use super::{Ctx, Destination, Rec};
-use crate::esm::{Counters, Outcome, invoke, outcome};
+use crate::esm::{Counters, Outcome, outcome};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -23,7 +23,7 @@ fn iso(secs: Option<f64>) -> Value {
 /// Delivers one batch to the end: every record succeeds or is given up on.
 pub(super) async fn process(ctx: &Ctx, shard: &str, records: Vec<Rec>) {
     let src = &ctx.source;
-    Counters::add(&src.counters.records_in, records.len());
+    Counters::add(&src.target.counters.records_in, records.len());
     let mut work: VecDeque<(Range<usize>, u32)> = VecDeque::from([(0..records.len(), 0)]);
     while let Some((range, attempts)) = work.pop_front() {
         let slice = &records[range.clone()];
@@ -38,12 +38,11 @@ pub(super) async fn process(ctx: &Ctx, shard: &str, records: Vec<Rec>) {
             }
         }
         if attempts > 0 {
-            tokio::time::sleep(src.tuning.retry_pause(attempts)).await;
-            Counters::add(&src.counters.retried, slice.len());
+            tokio::time::sleep(src.target.tuning.retry_pause(attempts)).await;
+            Counters::add(&src.target.counters.retried, slice.len());
         }
-        Counters::add(&src.counters.invocations, 1);
         let event = json!({ "Records": slice.iter().map(|r| r.json.clone()).collect::<Vec<_>>() });
-        let result = invoke(&src.handler, event, src.timeout).await;
+        let result = src.target.invoke(event).await;
         let ids: Vec<&str> = slice.iter().map(|r| r.seq.as_str()).collect();
         // `next`: the retry number the range's first record would be at.
         let retry = |work: &mut VecDeque<(Range<usize>, u32)>, range: Range<usize>, next: u32| {
@@ -59,13 +58,13 @@ pub(super) async fn process(ctx: &Ctx, shard: &str, records: Vec<Rec>) {
             }
         };
         match outcome(result, &ids, src.report_failures) {
-            Outcome::Success => Counters::add(&src.counters.ok, slice.len()),
+            Outcome::Success => Counters::add(&src.target.counters.ok, slice.len()),
             Outcome::Partial(failed) => {
                 // Checkpoint before the lowest failed record; retry from it.
                 let lowest = failed[0];
-                Counters::add(&src.counters.ok, lowest);
+                Counters::add(&src.target.counters.ok, lowest);
                 let rest = range.start + lowest..range.end;
-                tracing::debug!(function = %src.function, %shard, from = %slice[lowest].seq, "batch item failure; retrying from the lowest failed record");
+                tracing::debug!(function = %src.target.function, %shard, from = %slice[lowest].seq, "batch item failure; retrying from the lowest failed record");
                 // Progress restarts the count: the retry is the new first record's first.
                 let next = if lowest > 0 { 1 } else { attempts + 1 };
                 if !retry(&mut work, rest.clone(), next) {
@@ -81,8 +80,8 @@ pub(super) async fn process(ctx: &Ctx, shard: &str, records: Vec<Rec>) {
                 }
             }
             Outcome::Error(e) => {
-                Counters::add(&src.counters.function_errors, 1);
-                tracing::warn!(function = %src.function, %shard, records = slice.len(), error = %e, "function error on a stream batch");
+                Counters::add(&src.target.counters.function_errors, 1);
+                tracing::warn!(function = %src.target.function, %shard, records = slice.len(), error = %e, "function error on a stream batch");
                 if src.spec.bisect_on_error && slice.len() > 1 {
                     let mid = range.start + slice.len() / 2;
                     work.push_front((mid..range.end, attempts));
@@ -114,11 +113,11 @@ async fn give_up(
     response: Option<Option<&str>>,
 ) {
     let src = &ctx.source;
-    Counters::add(&src.counters.failed, slice.len());
+    Counters::add(&src.target.counters.failed, slice.len());
     let (Some(first), Some(last)) = (slice.first(), slice.last()) else {
         return;
     };
-    tracing::warn!(function = %src.function, %shard, records = slice.len(), start = %first.seq, end = %last.seq, %condition, "giving up on a stream batch");
+    tracing::warn!(function = %src.target.function, %shard, records = slice.len(), start = %first.seq, end = %last.seq, %condition, "giving up on a stream batch");
     let Some(destination) = &src.on_failure else {
         return;
     };
@@ -172,13 +171,13 @@ async fn give_up(
         };
         match sent {
             Ok(()) => {
-                Counters::add(&src.counters.sent_to_on_failure, slice.len());
+                Counters::add(&src.target.counters.sent_to_on_failure, slice.len());
                 return;
             }
             Err(e) if attempt == 2 => {
-                tracing::error!(function = %src.function, %shard, error = %e, "could not reach the on-failure destination; batch dropped");
+                tracing::error!(function = %src.target.function, %shard, error = %e, "could not reach the on-failure destination; batch dropped");
             }
-            Err(_) => tokio::time::sleep(src.tuning.retry_pause(attempt + 1)).await,
+            Err(_) => tokio::time::sleep(src.target.tuning.retry_pause(attempt + 1)).await,
         }
     }
 }

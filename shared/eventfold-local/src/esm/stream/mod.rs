@@ -16,10 +16,13 @@ mod record;
 
 pub use record::{attribute_json, item_json, record_json};
 
-use super::{Counters, EventHandler, Throttle, Tuning, filter};
+use super::{Counters, Target, Throttle, filter};
 use crate::template::StreamSourceSpec;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::Client;
+use aws_sdk_dynamodbstreams::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodbstreams::operation::describe_stream::DescribeStreamError;
+use aws_sdk_dynamodbstreams::operation::get_shard_iterator::GetShardIteratorError;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -49,8 +52,6 @@ pub enum Destination {
 
 /// One DynamoDB event source of a function.
 pub struct StreamSource {
-    /// Function logical id.
-    pub function: String,
     /// Function ARN (in on-failure messages).
     pub function_arn: String,
     /// The stream.
@@ -61,14 +62,8 @@ pub struct StreamSource {
     pub report_failures: bool,
     /// On-failure destination.
     pub on_failure: Option<Destination>,
-    /// The function.
-    pub handler: EventHandler,
-    /// The function's timeout.
-    pub timeout: Duration,
-    /// Counters.
-    pub counters: Arc<Counters>,
-    /// Pauses.
-    pub tuning: Tuning,
+    /// The function, its counters and pauses.
+    pub target: Target,
 }
 
 /// A buffered record.
@@ -144,7 +139,7 @@ pub async fn run(sdk: SdkConfig, source: StreamSource) {
             }
             Err(e) => {
                 if warn.ready() {
-                    tracing::warn!(function = %ctx.source.function, stream = %ctx.source.stream_arn, error = %e, "describing the stream failed; retrying");
+                    tracing::warn!(function = %ctx.source.target.function, stream = %ctx.source.stream_arn, error = %DisplayErrorContext(&e), "describing the stream failed; retrying");
                 }
             }
         }
@@ -153,7 +148,10 @@ pub async fn run(sdk: SdkConfig, source: StreamSource) {
 }
 
 /// (shard id, parent shard id) of every shard of the stream.
-async fn shards(client: &Client, arn: &str) -> Result<Vec<(String, Option<String>)>, String> {
+async fn shards(
+    client: &Client,
+    arn: &str,
+) -> Result<Vec<(String, Option<String>)>, SdkError<DescribeStreamError>> {
     let mut out = Vec::new();
     let mut start: Option<String> = None;
     loop {
@@ -162,8 +160,7 @@ async fn shards(client: &Client, arn: &str) -> Result<Vec<(String, Option<String
             .stream_arn(arn)
             .set_exclusive_start_shard_id(start.clone())
             .send()
-            .await
-            .map_err(|e| aws_sdk_dynamodbstreams::error::DisplayErrorContext(e).to_string())?;
+            .await?;
         let Some(desc) = d.stream_description else {
             return Ok(out);
         };
@@ -184,7 +181,7 @@ async fn iterator(
     shard: &str,
     kind: ShardIteratorType,
     seq: Option<&str>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, SdkError<GetShardIteratorError>> {
     ctx.client
         .get_shard_iterator()
         .stream_arn(&ctx.source.stream_arn)
@@ -194,7 +191,6 @@ async fn iterator(
         .send()
         .await
         .map(|o| o.shard_iterator)
-        .map_err(|e| aws_sdk_dynamodbstreams::error::DisplayErrorContext(e).to_string())
 }
 
 /// Reads one shard to its end (a closed shard) or forever (the open one).
@@ -228,9 +224,9 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                     Ok(None) => closed = true,
                     Err(e) => {
                         if warn.ready() {
-                            tracing::warn!(function = %src.function, %shard, error = %e, "GetShardIterator failed; retrying");
+                            tracing::warn!(function = %src.target.function, %shard, error = %DisplayErrorContext(&e), "GetShardIterator failed; retrying");
                         }
-                        tokio::time::sleep(src.tuning.idle_poll * 5).await;
+                        tokio::time::sleep(src.target.tuning.idle_poll * 5).await;
                         continue;
                     }
                 }
@@ -255,7 +251,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                                 .to_owned();
                             last_read = Some(seq.clone());
                             if !filter::passes(&src.spec.filters, &rec) {
-                                Counters::add(&src.counters.filtered, 1);
+                                Counters::add(&src.target.counters.filtered, 1);
                                 continue;
                             }
                             let created = rec["dynamodb"]["ApproximateCreationDateTime"].as_f64();
@@ -276,7 +272,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                                 || s.is_trimmed_data_access_exception()
                         });
                         if !expired && warn.ready() {
-                            tracing::warn!(function = %src.function, %shard, error = %aws_sdk_dynamodbstreams::error::DisplayErrorContext(&e), "GetRecords failed; retrying");
+                            tracing::warn!(function = %src.target.function, %shard, error = %DisplayErrorContext(&e), "GetRecords failed; retrying");
                         }
                         if e.as_service_error()
                             .is_some_and(|s| s.is_trimmed_data_access_exception())
@@ -284,7 +280,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                             last_read = None;
                         }
                         // Acquire a fresh iterator after what was read.
-                        tokio::time::sleep(src.tuning.idle_poll).await;
+                        tokio::time::sleep(src.target.tuning.idle_poll).await;
                         continue;
                     }
                 }
@@ -295,7 +291,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                 return;
             }
             if !fetched {
-                tokio::time::sleep(src.tuning.idle_poll).await;
+                tokio::time::sleep(src.target.tuning.idle_poll).await;
             }
             continue;
         }
