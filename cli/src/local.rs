@@ -8,8 +8,8 @@ use anyhow::Result;
 use eventfold_aws::SdkConfig;
 use eventfold_aws::config::ConfigError;
 use eventfold_local::{
-    EsmOptions, EventHandler, FunctionSpec, Functions, HttpHandler, LocalOptions, LocalStack,
-    event_handler, http_handler, try_typed_handler,
+    EsmOptions, EventHandler, FunctionSpec, Functions, HandlerError, HttpHandler, LocalOptions,
+    LocalStack, event_handler, http_handler, try_typed_handler,
 };
 use lambda_http::{Body, Request, Response};
 use std::future::{Future, Ready};
@@ -61,14 +61,14 @@ trait Api: Send + Sync + 'static {
 }
 
 /// An event-source function: its handler, as its `main.rs` hands it to the Lambda runtime
-/// (`Err`: the invocation failed as a whole, with this message).
+/// (`Err`: the invocation failed as a whole, with this error).
 trait Consumer: Send + Sync + 'static {
     type Event: serde::de::DeserializeOwned + Send + 'static;
     type Response: serde::Serialize + Send + 'static;
     fn handle(
         &self,
         event: Self::Event,
-    ) -> impl Future<Output = Result<Self::Response, String>> + Send;
+    ) -> impl Future<Output = Result<Self::Response, HandlerError>> + Send;
 }
 
 /// The factory of an HTTP function from its constructor.
@@ -124,7 +124,7 @@ impl Api for streams_api::Function {
 impl Consumer for stream_publisher::Function {
     type Event = aws_lambda_events::event::dynamodb::Event;
     type Response = aws_lambda_events::event::streams::DynamoDbEventResponse;
-    async fn handle(&self, event: Self::Event) -> Result<Self::Response, String> {
+    async fn handle(&self, event: Self::Event) -> Result<Self::Response, HandlerError> {
         Ok(self.handle(event).await)
     }
 }
@@ -132,7 +132,7 @@ impl Consumer for stream_publisher::Function {
 impl Consumer for projector::Function {
     type Event = aws_lambda_events::event::sqs::SqsEvent;
     type Response = aws_lambda_events::event::sqs::SqsBatchResponse;
-    async fn handle(&self, event: Self::Event) -> Result<Self::Response, String> {
+    async fn handle(&self, event: Self::Event) -> Result<Self::Response, HandlerError> {
         Ok(self.handle(event).await)
     }
 }
@@ -140,10 +140,11 @@ impl Consumer for projector::Function {
 impl Consumer for saga::Function {
     type Event = serde_json::Value;
     type Response = serde_json::Value;
-    async fn handle(&self, event: Self::Event) -> Result<Self::Response, String> {
+    async fn handle(&self, event: Self::Event) -> Result<Self::Response, HandlerError> {
+        // As Lambda reports it: the error with its whole cause chain.
         self.handle(event)
             .await
-            .map_err(|e| eventfold_aws::diagnostic::cause_chain(&e))
+            .map_err(|e| eventfold_aws::diagnostic::cause_chain(&e).into())
     }
 }
 
