@@ -102,7 +102,8 @@ impl<C> Pending<C> {
 /// A command addressed to another aggregate's stream, reachable by its type.
 pub trait SagaCommand: Debug + Clone + PartialEq + Send + Sync + 'static {
     /// Runs `visitor` with the target's aggregate type, its id (within the saga's tenant) and
-    /// the command.
+    /// the command, given by value (a copy of the one `self` holds): the compiler knows it is
+    /// `A`'s, so the visitor can keep it and decide it against `A`'s state later.
     fn visit<V: SagaCommandVisitor>(&self, visitor: V) -> V::Output;
 }
 
@@ -112,5 +113,5 @@ pub trait SagaCommandVisitor {
     /// What the visit yields.
     type Output;
     /// Does it with the aggregate `A`, whose stream id (within the tenant) is `id`.
-    fn visit<A: Aggregate>(self, id: &str, command: &A::Command) -> Self::Output;
+    fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output;
 }

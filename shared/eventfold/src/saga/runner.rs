@@ -411,7 +411,6 @@ where
                     .visit(Sender {
                         executor: &self.executor,
                         tenant: &tenant,
-                        command: &p.command,
                         context: &context,
                     })
                     .await;

@@ -38,9 +38,11 @@ pub enum FulfilmentCommand {
 impl SagaCommand for FulfilmentCommand {
     fn visit<V: SagaCommandVisitor>(&self, visitor: V) -> V::Output {
         match self {
-            Self::Inventory { sku, command } => visitor.visit::<Inventory>(sku, command),
-            Self::Payment { order_id, command } => visitor.visit::<Payment>(order_id, command),
-            Self::Order { order_id, command } => visitor.visit::<Order>(order_id, command),
+            Self::Inventory { sku, command } => visitor.visit::<Inventory>(sku, command.clone()),
+            Self::Payment { order_id, command } => {
+                visitor.visit::<Payment>(order_id, command.clone())
+            }
+            Self::Order { order_id, command } => visitor.visit::<Order>(order_id, command.clone()),
         }
     }
 }

@@ -934,7 +934,7 @@ struct Target;
 impl SagaCommandVisitor for Target {
     type Output = (&'static str, String, String);
 
-    fn visit<A: Aggregate>(self, id: &str, command: &A::Command) -> Self::Output {
+    fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output {
         (A::CATEGORY, id.to_owned(), format!("{command:?}"))
     }
 }

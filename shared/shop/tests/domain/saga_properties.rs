@@ -261,8 +261,8 @@ struct Send<'a> {
 impl SagaCommandVisitor for Send<'_> {
     type Output = Result<Vec<EventEnvelope>, Rejection>;
 
-    fn visit<A: Aggregate>(self, id: &str, command: &A::Command) -> Self::Output {
-        self.world.execute::<A>(id, command, &self.command_id)
+    fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output {
+        self.world.execute::<A>(id, &command, &self.command_id)
     }
 }
 

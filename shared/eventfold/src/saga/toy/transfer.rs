@@ -147,7 +147,7 @@ pub struct TransferCommand {
 
 impl SagaCommand for TransferCommand {
     fn visit<V: SagaCommandVisitor>(&self, visitor: V) -> V::Output {
-        visitor.visit::<Account>(&self.account, &self.command)
+        visitor.visit::<Account>(&self.account, self.command.clone())
     }
 }
 
