@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use eventfold::projection::{
-    CounterView, ListQuery, Notification, Projector, ReadModelStore, StreamView,
+    ApplyError, CounterView, ListQuery, Notification, Projector, ReadModelStore, StreamView,
 };
 use eventfold::{EventEnvelope, EventStore, StreamId};
 use serde_json::Value;
@@ -33,7 +33,11 @@ impl StreamView for RenamedStream {
     fn category(&self) -> &str {
         self.inner.category()
     }
-    fn apply(&self, doc: Option<Value>, event: &EventEnvelope) -> Result<Option<Value>, String> {
+    fn apply(
+        &self,
+        doc: Option<Value>,
+        event: &EventEnvelope,
+    ) -> Result<Option<Value>, ApplyError> {
         self.inner.apply(doc, event)
     }
     fn index(&self, doc: &Value) -> Option<(String, String)> {
@@ -56,7 +60,7 @@ impl CounterView for RenamedCounter {
     fn contribution(
         &self,
         event: &EventEnvelope,
-    ) -> Result<eventfold::projection::Contribution, String> {
+    ) -> Result<eventfold::projection::Contribution, ApplyError> {
         self.inner.contribution(event)
     }
 }

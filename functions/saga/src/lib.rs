@@ -317,7 +317,7 @@ pub mod stub {
         fn input(
             _event: &EventEnvelope,
             _history: &[EventEnvelope],
-        ) -> Result<Option<(String, ())>, String> {
+        ) -> Result<Option<(String, ())>, eventfold::InputError> {
             Ok(None)
         }
 

@@ -40,7 +40,7 @@ pub use aggregate::{Aggregate, DomainEvent, Rejection};
 pub use envelope::{EventEnvelope, Metadata, NewEvent, StreamId, StreamIdError};
 pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome, ExecutorConfig};
 pub use memory::MemoryEventStore;
-pub use saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
+pub use saga::{InputError, Pending, Saga, SagaCommand, SagaCommandVisitor};
 pub use store::{
     AppendOutcome, EventStore, ExpectedVersion, LoadOptions, LoadedCommits, LoadedStream, Snapshot,
     StoreError,

@@ -42,8 +42,8 @@ pub mod toy;
 pub use deadline::{Deadline, DeadlineIndex, DueInstance};
 pub use runner::{Handled, RunnerConfig, SagaError, SagaRunner, Ticked};
 
-use crate::aggregate::{Aggregate, Rejection};
-use crate::envelope::EventEnvelope;
+use crate::aggregate::{Aggregate, CodecError, Rejection};
+use crate::envelope::{EventEnvelope, StreamIdError};
 use chrono::{DateTime, Utc};
 use std::fmt::Debug;
 
@@ -61,11 +61,12 @@ pub trait Saga: Aggregate {
     /// stream concerns, with the input it makes; `Ok(None)` when the saga ignores the event.
     /// `history` is the event's stream from version 1 up to and including `event`, upcast,
     /// when [`Self::needs_history`] asked for it, else empty. An `Err` is a known event type
-    /// whose data does not decode (not acknowledged).
+    /// whose data does not decode, or an event that does not say what the saga needs (not
+    /// acknowledged).
     fn input(
         event: &EventEnvelope,
         history: &[EventEnvelope],
-    ) -> Result<Option<(String, Self::Command)>, String>;
+    ) -> Result<Option<(String, Self::Command)>, InputError>;
 
     /// Every command `state` calls for: steps recorded and not yet answered. Deterministic,
     /// and each command must be idempotent at its target.
@@ -79,6 +80,23 @@ pub trait Saga: Aggregate {
 
     /// The input telling a waiting instance that its deadline passed at `now`.
     fn timed_out(now: DateTime<Utc>) -> Self::Command;
+}
+
+/// Why an event of another stream could not become a saga input ([`Saga::input`]): bad
+/// data, so the runner leaves its notification unacknowledged (retried, then dead-lettered).
+/// Keeps the underlying error as its source.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The event's stream id (or the instance id it names) is not a valid stream id.
+    #[error(transparent)]
+    Stream(#[from] StreamIdError),
+    /// The data of an event type the saga knows does not decode.
+    #[error(transparent)]
+    Decode(#[from] CodecError),
+    /// The event, with the history given, does not say what the saga needs (e.g. an event
+    /// that starts an instance without the history it is read with).
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 /// A command a saga sends, with the step it belongs to.

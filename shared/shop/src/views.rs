@@ -24,7 +24,9 @@ use crate::inventory::{Inventory, InventoryEvent};
 use crate::order::{Order, OrderEvent, OrderStatus};
 use crate::registry::{self, RegisteredAggregate, ViewImpl};
 use chrono::NaiveDate;
-use eventfold::projection::{Contribution, CounterView, Projector, ReadModelStore, StreamView};
+use eventfold::projection::{
+    ApplyError, Contribution, CounterView, Projector, ReadModelStore, StreamView,
+};
 use eventfold::{Aggregate, DomainEvent, EventEnvelope, EventStore, StreamId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -67,23 +69,30 @@ fn timestamp(env: &EventEnvelope) -> String {
 
 /// The event of `env` when its type is one of `known`; `None` for other types; an error
 /// when a known type's data does not decode.
-fn decode_known<T: DomainEvent>(env: &EventEnvelope, known: &[&str]) -> Result<Option<T>, String> {
+fn decode_known<T: DomainEvent>(
+    env: &EventEnvelope,
+    known: &[&str],
+) -> Result<Option<T>, ApplyError> {
     if !known.contains(&env.event_type.as_str()) {
         return Ok(None);
     }
-    T::decode(&env.event_type, &env.data)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    Ok(Some(T::decode(&env.event_type, &env.data)?))
 }
 
 /// Reads a stored document back into its typed form.
-fn read_doc<T: for<'de> Deserialize<'de>>(view: &str, doc: Value) -> Result<T, String> {
-    serde_json::from_value(doc).map_err(|e| format!("stored {view} document is unreadable: {e}"))
+fn read_doc<T: for<'de> Deserialize<'de>>(view: &str, doc: Value) -> Result<T, ApplyError> {
+    serde_json::from_value(doc).map_err(|source| ApplyError::Document {
+        view: view.to_owned(),
+        source,
+    })
 }
 
 /// Writes a typed document.
-fn write_doc<T: Serialize>(view: &str, doc: &T) -> Result<Value, String> {
-    serde_json::to_value(doc).map_err(|e| format!("{view} document not serializable: {e}"))
+fn write_doc<T: Serialize>(view: &str, doc: &T) -> Result<Value, ApplyError> {
+    serde_json::to_value(doc).map_err(|source| ApplyError::Encode {
+        view: view.to_owned(),
+        source,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,7 +166,7 @@ impl StreamView for OrderSummary {
         Order::CATEGORY
     }
 
-    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
+    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, ApplyError> {
         let Some(event) = decode_known::<OrderEvent>(env, Order::EVENT_TYPES)? else {
             return Ok(doc);
         };
@@ -165,7 +174,7 @@ impl StreamView for OrderSummary {
         let mut summary = match (doc, &event) {
             (Some(doc), _) => read_doc::<OrderSummaryDoc>(ORDER_SUMMARY, doc)?,
             (None, OrderEvent::OrderCreated { customer_id }) => {
-                let stream = StreamId::parse(&env.stream_id).map_err(|e| e.to_string())?;
+                let stream = StreamId::parse(&env.stream_id)?;
                 OrderSummaryDoc {
                     order_id: stream.id().to_owned(),
                     customer_id: customer_id.clone(),
@@ -181,7 +190,10 @@ impl StreamView for OrderSummary {
                 }
             }
             (None, _) => {
-                return Err(format!("{} before OrderCreated", env.event_type));
+                return Err(ApplyError::Invalid(format!(
+                    "{} before OrderCreated",
+                    env.event_type
+                )));
             }
         };
         match event {
@@ -284,14 +296,14 @@ impl StreamView for StockLevels {
         Inventory::CATEGORY
     }
 
-    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
+    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, ApplyError> {
         let Some(event) = decode_known::<InventoryEvent>(env, Inventory::EVENT_TYPES)? else {
             return Ok(doc);
         };
         let mut level = match doc {
             Some(doc) => read_doc::<StockLevelDoc>(STOCK_LEVELS, doc)?,
             None => {
-                let stream = StreamId::parse(&env.stream_id).map_err(|e| e.to_string())?;
+                let stream = StreamId::parse(&env.stream_id)?;
                 StockLevelDoc {
                     sku: stream.id().to_owned(),
                     on_hand: 0,
@@ -339,7 +351,7 @@ impl CounterView for DailySales {
         Order::CATEGORY
     }
 
-    fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, String> {
+    fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, ApplyError> {
         match decode_known::<OrderEvent>(env, Order::EVENT_TYPES)? {
             Some(OrderEvent::OrderPlaced { total, .. }) => {
                 let day = env.occurred_at.format(DAY_FORMAT).to_string();
@@ -366,7 +378,7 @@ impl StreamView for Registered<dyn StreamView> {
     fn category(&self) -> &str {
         self.0.category()
     }
-    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
+    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, ApplyError> {
         self.0.apply(doc, env)
     }
     fn index(&self, doc: &Value) -> Option<(String, String)> {
@@ -381,7 +393,7 @@ impl CounterView for Registered<dyn CounterView> {
     fn category(&self) -> &str {
         self.0.category()
     }
-    fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, String> {
+    fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, ApplyError> {
         self.0.contribution(env)
     }
 }

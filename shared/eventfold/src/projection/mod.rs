@@ -52,15 +52,15 @@ pub struct Notification {
 impl Notification {
     /// The stream it names, provided the event it carries (if any) is the one it announces;
     /// else why the notification is unusable.
-    pub fn checked_stream(&self) -> Result<crate::StreamId, String> {
-        let stream = crate::StreamId::parse(&self.stream_id).map_err(|e| e.to_string())?;
+    pub fn checked_stream(&self) -> Result<crate::StreamId, NotificationError> {
+        let stream = crate::StreamId::parse(&self.stream_id)?;
         if let Some(e) = &self.event
             && (e.stream_id != self.stream_id || e.version != self.version)
         {
-            return Err(format!(
-                "carried event {}@{} does not match {}@{}",
-                e.stream_id, e.version, self.stream_id, self.version
-            ));
+            return Err(NotificationError::Mismatch {
+                carried: format!("{}@{}", e.stream_id, e.version),
+                announced: format!("{}@{}", self.stream_id, self.version),
+            });
         }
         Ok(stream)
     }
@@ -121,9 +121,58 @@ impl Notification {
     }
 }
 
-/// A projection failed on an event (bad data): the notification is not acknowledged.
+/// Why a notification cannot be used ([`Notification::checked_stream`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("view {view} cannot apply {event_type} v{version} of {stream_id}: {reason}")]
+pub enum NotificationError {
+    /// It names no valid stream.
+    #[error(transparent)]
+    Stream(#[from] crate::StreamIdError),
+    /// The event it carries is not the one it announces.
+    #[error("carried event {carried} does not match {announced}")]
+    Mismatch {
+        /// `{stream_id}@{version}` of the carried event.
+        carried: String,
+        /// `{stream_id}@{version}` the notification announces.
+        announced: String,
+    },
+}
+
+/// Why a view could not take an event ([`StreamView::apply`], [`CounterView::contribution`]):
+/// bad data, so the notification is not acknowledged. Keeps the underlying error as its
+/// source.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The event's stream id is not one.
+    #[error(transparent)]
+    Stream(#[from] crate::StreamIdError),
+    /// The data of an event type the view knows does not decode.
+    #[error(transparent)]
+    Decode(#[from] crate::aggregate::CodecError),
+    /// A stored document does not read back in the view's shape.
+    #[error("stored {view} document is unreadable: {source}")]
+    Document {
+        /// The view.
+        view: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// A document does not serialize.
+    #[error("{view} document not serializable: {source}")]
+    Encode {
+        /// The view.
+        view: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// The event does not fit the document (e.g. an update of something never created):
+    /// the history is not one the view can read.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A projection failed on an event (bad data): the notification is not acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[error("view {view} cannot apply {event_type} v{version} of {stream_id}: {source}")]
 pub struct ViewError {
     /// The view.
     pub view: String,
@@ -134,7 +183,7 @@ pub struct ViewError {
     /// Event type.
     pub event_type: String,
     /// Why.
-    pub reason: String,
+    pub source: ApplyError,
 }
 
 /// A view with one document per source stream (e.g. `order-summary` per order). The
@@ -145,7 +194,8 @@ pub trait StreamView: Send + Sync {
     /// Source category, e.g. `Order`.
     fn category(&self) -> &str;
     /// The document after `event` (`None`: no document for this stream, yet or any more).
-    fn apply(&self, doc: Option<Value>, event: &EventEnvelope) -> Result<Option<Value>, String>;
+    fn apply(&self, doc: Option<Value>, event: &EventEnvelope)
+    -> Result<Option<Value>, ApplyError>;
     /// Optional list index of a document: (partition, sort), e.g. (customer, created#order).
     fn index(&self, _doc: &Value) -> Option<(String, String)> {
         None
@@ -163,7 +213,7 @@ pub trait CounterView: Send + Sync {
     /// Source category.
     fn category(&self) -> &str;
     /// What `event` adds: document key and counter deltas; `None` when it adds nothing.
-    fn contribution(&self, event: &EventEnvelope) -> Result<Contribution, String>;
+    fn contribution(&self, event: &EventEnvelope) -> Result<Contribution, ApplyError>;
 }
 
 /// A stored read-model document.

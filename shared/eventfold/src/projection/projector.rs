@@ -1,8 +1,8 @@
 //! Applies notifications to views exactly once.
 
 use super::{
-    CounterView, Doc, Found, ModelKey, Notification, ReadModelError, ReadModelStore, StreamView,
-    ViewError,
+    ApplyError, CounterView, Doc, Found, ModelKey, Notification, ReadModelError, ReadModelStore,
+    StreamView, ViewError,
 };
 use crate::envelope::{EventEnvelope, StreamId};
 use crate::store::{EventStore, StoreError};
@@ -214,7 +214,9 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
 
     /// Applies `n` to every view of its category, exactly once per view.
     pub async fn handle(&self, n: &Notification) -> Result<Applied, ProjectError> {
-        let stream = n.checked_stream().map_err(ProjectError::BadNotification)?;
+        let stream = n
+            .checked_stream()
+            .map_err(|e| ProjectError::BadNotification(e.to_string()))?;
         let mut applied = Applied::default();
         // Every view gets its chance: one view refusing an event must not stall the others
         // (their checkpoints make the redelivery harmless). The first error is reported.
@@ -394,7 +396,11 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
             let stream = match n.checked_stream() {
                 Ok(s) => s,
                 Err(e) => {
-                    fail_at(&mut failure, i, ProjectError::BadNotification(e));
+                    fail_at(
+                        &mut failure,
+                        i,
+                        ProjectError::BadNotification(e.to_string()),
+                    );
                     break;
                 }
             };
@@ -768,12 +774,12 @@ enum Step {
     Written,
 }
 
-fn view_error(view: &str, e: &EventEnvelope, reason: String) -> ViewError {
+fn view_error(view: &str, e: &EventEnvelope, source: ApplyError) -> ViewError {
     ViewError {
         view: view.to_owned(),
         stream_id: e.stream_id.clone(),
         version: e.version,
         event_type: e.event_type.clone(),
-        reason,
+        source,
     }
 }

@@ -6,7 +6,10 @@ use crate::order::{Order, OrderCommand, OrderEvent};
 use crate::payment::{Payment, PaymentCommand, PaymentEvent};
 use crate::registry::{self, RegisteredAggregate};
 use chrono::{DateTime, Utc};
-use eventfold::{Aggregate, DomainEvent, EventEnvelope, Pending, Rejection, Saga, StreamId};
+use eventfold::aggregate::CodecError;
+use eventfold::{
+    Aggregate, DomainEvent, EventEnvelope, InputError, Pending, Rejection, Saga, StreamId,
+};
 
 impl Saga for OrderFulfilment {
     type Send = FulfilmentCommand;
@@ -20,11 +23,11 @@ impl Saga for OrderFulfilment {
     fn input(
         event: &EventEnvelope,
         history: &[EventEnvelope],
-    ) -> Result<Option<(String, FulfilmentInput)>, String> {
+    ) -> Result<Option<(String, FulfilmentInput)>, InputError> {
         if !INPUT_EVENT_TYPES.contains(&event.event_type.as_str()) {
             return Ok(None);
         }
-        let stream = StreamId::parse(&event.stream_id).map_err(|e| e.to_string())?;
+        let stream = StreamId::parse(&event.stream_id)?;
         let id = stream.id().to_owned();
         let version = event.version;
         let of = |types: &[&str]| types.contains(&event.event_type.as_str());
@@ -239,13 +242,13 @@ fn category_of(event: &EventEnvelope) -> Option<&str> {
 
 /// The event of `envelope`, lifted to the current schema first (the runner upcasts what it
 /// reads, but an event carried by a notification may be as written).
-fn decode<E: DomainEvent>(envelope: &EventEnvelope) -> Result<E, String> {
+fn decode<E: DomainEvent>(envelope: &EventEnvelope) -> Result<E, CodecError> {
     let (data, _) = registry::upcasters().upcast_ref(
         &envelope.event_type,
         envelope.schema_version,
         &envelope.data,
     );
-    E::decode(&envelope.event_type, &data).map_err(|e| e.to_string())
+    E::decode(&envelope.event_type, &data)
 }
 
 /// The start input of the order placed at `event`: its lines come from the order folded
@@ -256,7 +259,7 @@ fn placed(
     history: &[EventEnvelope],
     total: i64,
     payment_method: String,
-) -> Result<FulfilmentInput, String> {
+) -> Result<FulfilmentInput, InputError> {
     let mut order = Order::initial();
     let mut reached = false;
     for earlier in history
@@ -270,12 +273,12 @@ fn placed(
         reached |= earlier.version == event.version;
     }
     if !reached {
-        return Err(format!(
+        return Err(InputError::Incomplete(format!(
             "{}@{} (OrderPlaced) needs its stream's history up to it; got {} events",
             event.stream_id,
             event.version,
             history.len()
-        ));
+        )));
     }
     Ok(FulfilmentInput::OrderPlaced {
         order_id: order_id.to_owned(),
