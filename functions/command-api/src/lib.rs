@@ -5,8 +5,10 @@
 //! route table, mirrored in [`ROUTE_KEYS`]): requests are dispatched on the `routeKey` and
 //! `pathParameters` the gateway sends, never by parsing the path again. Which aggregates
 //! exist and how their commands parse come from `shop::registry` (this crate names no shop
-//! type), mechanics from `eventfold`, AWS and the error-to-HTTP mapping from `eventfold-aws`.
-//! `main.rs` only wires config and clients to [`CommandApi`].
+//! type): a request runs a plain generic async function for the aggregate its category
+//! names ([`registry::visit_async`]); which commands clients may submit is decided here
+//! ([`parse_client_command`]). Mechanics come from `eventfold`, AWS and the error-to-HTTP
+//! mapping from `eventfold-aws`. `main.rs` only wires config and clients to [`CommandApi`].
 #![forbid(unsafe_code)]
 
 use base64::Engine;
@@ -24,9 +26,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::json;
 use shop::CommandParseError;
-use shop::registry::{self, AggregateVisitor, RegisteredAggregate, UnknownAggregate};
-use std::future::Future;
-use std::pin::Pin;
+use shop::registry::{self, AsyncAggregateVisitor, RegisteredAggregate, UnknownAggregate};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -158,10 +158,25 @@ fn unknown_aggregate(e: UnknownAggregate) -> Problem {
     Problem::bad_request("unknown-aggregate-type", e.to_string())
 }
 
-/// What the handlers below return; boxed so that one type serves every aggregate.
-type Reply<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, Problem>> + Send + 'a>>;
+/// Builds the command a client submitted (`POST /commands`) for the aggregate `A`. An
+/// aggregate that takes no commands from outside the system (a saga, whose commands are its
+/// inputs) knows no command type here: [`CommandParseError::UnknownType`] (HTTP 400
+/// `unknown-command-type`).
+pub fn parse_client_command<A: RegisteredAggregate>(
+    command_type: &str,
+    data: serde_json::Value,
+) -> Result<A::Command, CommandParseError> {
+    if !A::ACCEPTS_EXTERNAL_COMMANDS {
+        return Err(CommandParseError::UnknownType(format!(
+            "'{command_type}': {} accepts no commands over HTTP (the system writes its \
+             streams; read them through the aggregates API)",
+            A::CATEGORY
+        )));
+    }
+    A::parse_command(command_type, data)
+}
 
-/// Parses and runs a command on the aggregate the registry finds for its category.
+/// Parses and runs a command on the aggregate its category names.
 struct Execute<'a, S> {
     api: &'a CommandApi<S>,
     stream: &'a StreamId,
@@ -173,40 +188,37 @@ struct Execute<'a, S> {
     answer_by: Option<Instant>,
 }
 
-impl<'a, S: EventStore> AggregateVisitor for Execute<'a, S> {
-    type Output = Reply<'a>;
+impl<S: EventStore> AsyncAggregateVisitor for Execute<'_, S> {
+    type Output = Result<Response<Body>, Problem>;
 
-    fn visit<A: RegisteredAggregate>(self) -> Reply<'a> {
-        Box::pin(async move {
-            // A client's command: an aggregate only the system drives (a saga) takes none.
-            let command =
-                A::parse_http_command(self.command_type, self.data).map_err(parse_error)?;
-            self.api
-                .execute::<A>(
-                    self.command_type,
-                    self.stream,
-                    self.expected,
-                    &command,
-                    self.context,
-                    self.answer_by,
-                )
-                .await
-        })
+    async fn visit<A: RegisteredAggregate>(self) -> Self::Output {
+        let command =
+            parse_client_command::<A>(self.command_type, self.data).map_err(parse_error)?;
+        self.api
+            .execute::<A>(
+                self.command_type,
+                self.stream,
+                self.expected,
+                &command,
+                self.context,
+                self.answer_by,
+            )
+            .await
     }
 }
 
-/// Loads and renders the state of a stream of the aggregate the registry finds.
+/// Loads and renders the state of a stream of the aggregate its category names.
 struct LoadState<'a, S> {
     api: &'a CommandApi<S>,
     stream: &'a StreamId,
     version: Option<u64>,
 }
 
-impl<'a, S: EventStore> AggregateVisitor for LoadState<'a, S> {
-    type Output = Reply<'a>;
+impl<S: EventStore> AsyncAggregateVisitor for LoadState<'_, S> {
+    type Output = Result<Response<Body>, Problem>;
 
-    fn visit<A: RegisteredAggregate>(self) -> Reply<'a> {
-        Box::pin(self.api.state::<A>(self.stream, self.version))
+    async fn visit<A: RegisteredAggregate>(self) -> Self::Output {
+        self.api.state::<A>(self.stream, self.version).await
     }
 }
 
@@ -305,7 +317,9 @@ impl<S: EventStore> CommandApi<S> {
                     stream: &stream,
                     version,
                 };
-                registry::visit(t, load).map_err(unknown_aggregate)?.await
+                registry::visit_async(t, load)
+                    .await
+                    .map_err(unknown_aggregate)?
             }
             Some(Route::Events(t, id)) => {
                 caller.require("events:read")?;
@@ -359,9 +373,9 @@ impl<S: EventStore> CommandApi<S> {
             answer_by: answer_by(req),
         };
         let result = async {
-            registry::visit(&cmd.aggregate_type, run)
-                .map_err(unknown_aggregate)?
+            registry::visit_async(&cmd.aggregate_type, run)
                 .await
+                .map_err(unknown_aggregate)?
         }
         .instrument(span)
         .await;

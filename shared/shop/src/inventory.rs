@@ -27,8 +27,8 @@
 //! a later reservation for it as already done. The price is state that only grows: one order
 //! id per released reservation of the SKU, kept in every snapshot of the stream.
 
-use crate::registry::RegisteredAggregate;
-use crate::{CommandParseError, require_key, require_text};
+use crate::command::{CommandParseError, RegisteredAggregate};
+use crate::{require_key, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +61,8 @@ pub enum InventoryCommand {
         order_id: String,
     },
 }
+
+impl RegisteredAggregate for Inventory {}
 
 /// Builds an inventory command from its type name and JSON data; unknown fields are refused.
 pub fn parse_command(

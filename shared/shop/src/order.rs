@@ -46,8 +46,8 @@
 //! (`unit-price-mismatch`) rather than silently re-pricing the units already in the order;
 //! remove the line and add it again to change the price.
 
-use crate::registry::RegisteredAggregate;
-use crate::{CommandParseError, require_key, require_short, require_text};
+use crate::command::{CommandParseError, RegisteredAggregate};
+use crate::{require_key, require_short, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -119,6 +119,8 @@ pub fn upcast_order_placed_v1(mut data: serde_json::Value) -> serde_json::Value 
     }
     data
 }
+
+impl RegisteredAggregate for Order {}
 
 /// Builds an order command from its type name and JSON data. Commands without fields
 /// accept `null` (absent) or `{}` as data; unknown fields are refused.

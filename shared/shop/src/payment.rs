@@ -40,8 +40,8 @@
 //! declined; `ReceivePayment` of the received amount once received; `VoidPayment` once
 //! voided or refunded; `RefundPayment` once refunded.
 
-use crate::registry::RegisteredAggregate;
-use crate::{CommandParseError, require_key, require_text};
+use crate::command::{CommandParseError, RegisteredAggregate};
+use crate::{require_key, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use strum::VariantNames;
@@ -88,6 +88,8 @@ pub enum PaymentCommand {
         order_id: String,
     },
 }
+
+impl RegisteredAggregate for Payment {}
 
 /// Builds a payment command from its type name and JSON data. `RefundPayment` accepts
 /// `null` (absent) or `{}` as data; unknown fields are refused.

@@ -17,12 +17,14 @@
 //! Times are the envelope's `occurred_at` in UTC, written as RFC 3339 with a fixed six
 //! digit fraction (`2024-03-01T09:30:00.000000Z`) so that they also sort as text.
 //!
-//! Which views exist, and how the query API serves them, is [`crate::registry::VIEWS`];
-//! [`projector`] wires every registered view into an [`eventfold::projection::Projector`].
+//! Which views are served, by which name, is [`VIEWS`] (the registry's list of views; how a
+//! view is queried over HTTP is the query API's); [`projector`] wires every stored view into
+//! an [`eventfold::projection::Projector`].
 
+use crate::command::RegisteredAggregate;
 use crate::inventory::{Inventory, InventoryEvent};
 use crate::order::{Order, OrderEvent, OrderStatus};
-use crate::registry::{self, RegisteredAggregate, ViewImpl};
+use crate::upcast::upcasters;
 use chrono::NaiveDate;
 use eventfold::projection::{
     ApplyError, Contribution, CounterView, Projector, ReadModelStore, StreamView,
@@ -31,6 +33,7 @@ use eventfold::{Aggregate, DomainEvent, EventEnvelope, EventStore, StreamId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 /// Name of the per-order summary view ([`OrderSummary`]).
@@ -368,7 +371,112 @@ impl CounterView for DailySales {
 // wiring
 // ---------------------------------------------------------------------------------------------
 
-/// A registry view shared with a projector (which owns its views as `Arc`s).
+/// A view's implementation: a document per stream, or counters summed over streams.
+#[derive(Clone, Copy)]
+pub enum ViewImpl {
+    /// One document per source stream.
+    Stream(&'static dyn StreamView),
+    /// Counter documents that many streams add to.
+    Counter(&'static dyn CounterView),
+}
+
+impl ViewImpl {
+    /// The stored view's name (what the projector writes and the read-model store keys).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stream(v) => v.name(),
+            Self::Counter(v) => v.name(),
+        }
+    }
+
+    /// The category of the streams the view is fed from.
+    pub fn category(self) -> &'static str {
+        match self {
+            Self::Stream(v) => v.category(),
+            Self::Counter(v) => v.category(),
+        }
+    }
+}
+
+impl fmt::Debug for ViewImpl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Self::Stream(_) => "Stream",
+            Self::Counter(_) => "Counter",
+        };
+        f.debug_tuple(kind).field(&self.name()).finish()
+    }
+}
+
+/// A view as it is served (`GET /queries/{name}`). Several rows may read one stored view (an
+/// index is a row of its own).
+#[derive(Debug, Clone, Copy)]
+pub struct ViewSpec {
+    /// The name it is served under.
+    pub name: &'static str,
+    /// The view that builds the documents.
+    pub view: ViewImpl,
+}
+
+impl ViewSpec {
+    /// The stored view it reads.
+    pub fn stored(&self) -> &'static str {
+        self.view.name()
+    }
+
+    /// The category of the streams its documents are built from.
+    pub fn category(&self) -> &'static str {
+        self.view.category()
+    }
+}
+
+/// Every view the shop serves, in the order they are listed to callers.
+pub const VIEWS: &[ViewSpec] = &[
+    ViewSpec {
+        name: ORDER_SUMMARY,
+        view: ViewImpl::Stream(&OrderSummary),
+    },
+    ViewSpec {
+        name: ORDERS_BY_CUSTOMER,
+        view: ViewImpl::Stream(&OrderSummary),
+    },
+    ViewSpec {
+        name: STOCK_LEVELS,
+        view: ViewImpl::Stream(&StockLevels),
+    },
+    ViewSpec {
+        name: DAILY_SALES,
+        view: ViewImpl::Counter(&DailySales),
+    },
+];
+
+/// The view served as `name`.
+pub fn view(name: &str) -> Option<&'static ViewSpec> {
+    VIEWS.iter().find(|v| v.name == name)
+}
+
+/// The names of [`VIEWS`], comma separated (for "known: .." messages).
+pub fn view_names() -> String {
+    VIEWS.iter().map(|v| v.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Every stored view once (the first row that reads it), in [`VIEWS`] order: what a
+/// projector must maintain.
+pub fn stored_views() -> impl Iterator<Item = ViewImpl> {
+    VIEWS.iter().enumerate().filter_map(|(i, spec)| {
+        let first = VIEWS[..i]
+            .iter()
+            .all(|earlier| earlier.stored() != spec.stored());
+        first.then_some(spec.view)
+    })
+}
+
+/// The stored view named `name` (not a served name: `orders-by-customer` is not stored).
+pub fn stored_view(name: &str) -> Option<ViewImpl> {
+    stored_views().find(|v| v.name() == name)
+}
+
+/// A registered view shared with a projector (which owns its views as `Arc`s).
 struct Registered<V: ?Sized + 'static>(&'static V);
 
 impl StreamView for Registered<dyn StreamView> {
@@ -398,9 +506,9 @@ impl CounterView for Registered<dyn CounterView> {
     }
 }
 
-/// The shop's per-stream views (the stream views of [`registry::VIEWS`]).
+/// The shop's per-stream views (the stream views of [`VIEWS`]).
 pub fn stream_views() -> Vec<Arc<dyn StreamView>> {
-    registry::stored_views()
+    stored_views()
         .filter_map(|v| match v {
             ViewImpl::Stream(view) => Some(Arc::new(Registered(view)) as Arc<dyn StreamView>),
             ViewImpl::Counter(_) => None,
@@ -408,9 +516,9 @@ pub fn stream_views() -> Vec<Arc<dyn StreamView>> {
         .collect()
 }
 
-/// The shop's counter views (the counter views of [`registry::VIEWS`]).
+/// The shop's counter views (the counter views of [`VIEWS`]).
 pub fn counter_views() -> Vec<Arc<dyn CounterView>> {
-    registry::stored_views()
+    stored_views()
         .filter_map(|v| match v {
             ViewImpl::Counter(view) => Some(Arc::new(Registered(view)) as Arc<dyn CounterView>),
             ViewImpl::Stream(_) => None,
@@ -419,10 +527,10 @@ pub fn counter_views() -> Vec<Arc<dyn CounterView>> {
 }
 
 /// A projector over `events` and `models` with every shop view registered, reading old event
-/// schemas through the shop's [upcasters](registry::upcasters).
+/// schemas through the shop's [upcasters].
 pub fn projector<E: EventStore, R: ReadModelStore>(events: E, models: R) -> Projector<E, R> {
     let projector = stream_views().into_iter().fold(
-        Projector::new(events, models).with_upcasters(registry::upcasters()),
+        Projector::new(events, models).with_upcasters(upcasters()),
         Projector::with_stream_view,
     );
     counter_views()

@@ -1,6 +1,7 @@
 //! The saga as an aggregate: its log folded into its state (`evolve`), an input decided into events (`decide`).
 
 use super::*;
+use crate::command::RegisteredAggregate;
 use crate::inventory::{Inventory, InventoryCommand};
 use crate::order::OrderCommand;
 use crate::payment::PaymentCommand;
@@ -208,6 +209,11 @@ impl Aggregate for OrderFulfilment {
         }
         Ok(advance(learnt, facts))
     }
+}
+
+/// Its commands are its inputs: only the system (the saga runner) sends them.
+impl RegisteredAggregate for OrderFulfilment {
+    const ACCEPTS_EXTERNAL_COMMANDS: bool = false;
 }
 
 /// The rule of `ConfirmOrder` on a cancelled order.

@@ -1,10 +1,11 @@
 //! The saga port: events of other streams turned into inputs, the commands to send, refusals and deadlines.
 
 use super::*;
+use crate::command::{CommandParseError, RegisteredAggregate};
 use crate::inventory::{Inventory, InventoryCommand, InventoryEvent};
 use crate::order::{Order, OrderCommand, OrderEvent};
 use crate::payment::{Payment, PaymentCommand, PaymentEvent};
-use crate::registry::{self, RegisteredAggregate};
+use crate::upcast::upcasters;
 use chrono::{DateTime, Utc};
 use eventfold::aggregate::CodecError;
 use eventfold::{
@@ -243,7 +244,7 @@ fn category_of(event: &EventEnvelope) -> Option<&str> {
 /// The event of `envelope`, lifted to the current schema first (the runner upcasts what it
 /// reads, but an event carried by a notification may be as written).
 fn decode<E: DomainEvent>(envelope: &EventEnvelope) -> Result<E, CodecError> {
-    let (data, _) = registry::upcasters().upcast_ref(
+    let (data, _) = upcasters().upcast_ref(
         &envelope.event_type,
         envelope.schema_version,
         &envelope.data,
@@ -298,10 +299,11 @@ fn placed(
 }
 
 /// Builds a saga input from its type name and JSON data (for tools and tests; clients cannot
-/// submit them: [`RegisteredAggregate::parse_http_command`] refuses every one).
+/// submit them: the saga accepts no external commands,
+/// [`RegisteredAggregate::ACCEPTS_EXTERNAL_COMMANDS`]).
 pub fn parse_input(
     input_type: &str,
     data: serde_json::Value,
-) -> Result<FulfilmentInput, crate::CommandParseError> {
+) -> Result<FulfilmentInput, CommandParseError> {
     <OrderFulfilment as RegisteredAggregate>::parse_command(input_type, data)
 }
