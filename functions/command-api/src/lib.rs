@@ -147,10 +147,17 @@ fn command_outcome(e: &CommandError) -> &'static str {
     }
 }
 
-fn parse_error(e: CommandParseError) -> Problem {
+/// The answer to a command that does not parse. An id its type refuses is the rejection of
+/// its rule: answered (and counted) exactly as the executor's rejections are.
+fn parse_error(command_type: &str, e: CommandParseError) -> Problem {
     match e {
         CommandParseError::UnknownType(m) => Problem::bad_request("unknown-command-type", m),
         CommandParseError::InvalidData(m) => Problem::bad_request("invalid-command-data", m),
+        CommandParseError::Rejected(rejection) => {
+            let e = CommandError::Rejected(rejection);
+            telemetry::command_handled(command_type, command_outcome(&e), 0, false);
+            Problem::from(&e)
+        }
     }
 }
 
@@ -192,8 +199,8 @@ impl<S: EventStore> AsyncAggregateVisitor for Execute<'_, S> {
     type Output = Result<Response<Body>, Problem>;
 
     async fn visit<A: RegisteredAggregate>(self) -> Self::Output {
-        let command =
-            parse_client_command::<A>(self.command_type, self.data).map_err(parse_error)?;
+        let command = parse_client_command::<A>(self.command_type, self.data)
+            .map_err(|e| parse_error(self.command_type, e))?;
         self.api
             .execute::<A>(
                 self.command_type,

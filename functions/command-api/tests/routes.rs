@@ -439,6 +439,61 @@ async fn the_saga_log_is_readable_but_takes_no_commands() {
     assert_eq!(log.1["events"].as_array().map(Vec::len), Some(1));
 }
 
+/// An id that breaks the id rule never makes a command: it is the 422 rejection of its
+/// field's rule, as `decide` gave it before ids had types, and nothing is written.
+#[tokio::test]
+async fn ids_that_break_the_id_rule_are_rejected_by_their_rule_and_write_nothing() {
+    let api = api();
+    for (command_type, data, rule) in [
+        (
+            "CreateOrder",
+            json!({"customer_id": "c".repeat(3 * 1024)}),
+            "customer-id-invalid",
+        ),
+        (
+            "CreateOrder",
+            json!({"customer_id": " "}),
+            "customer-id-required",
+        ),
+        (
+            "AddItem",
+            json!({"sku": "a b", "quantity": 1, "unit_price": 1}),
+            "sku-invalid",
+        ),
+        (
+            "ShipOrder",
+            json!({"tracking_id": ""}),
+            "tracking-id-required",
+        ),
+    ] {
+        let reply = send(
+            &api,
+            Call::new(SUBMIT_COMMAND, COMMANDS).body(command("Order", "o-1", command_type, data)),
+        )
+        .await;
+        assert_problem(&reply, 422, "rejected");
+        assert_eq!(reply.1["rule"], rule, "{}", reply.1);
+    }
+    let state = send(
+        &api,
+        Call::new(GET_AGGREGATE, "/api/v1/events/aggregates/Order/o-1").aggregate("Order", "o-1"),
+    )
+    .await;
+    assert_problem(&state, 404, "not-found");
+    // The wrong JSON type is still invalid data, not a rule.
+    let typed = send(
+        &api,
+        Call::new(SUBMIT_COMMAND, COMMANDS).body(command(
+            "Order",
+            "o-1",
+            "CreateOrder",
+            json!({"customer_id": 7}),
+        )),
+    )
+    .await;
+    assert_problem(&typed, 400, "invalid-command-data");
+}
+
 /// Parses a command as `POST /commands` does, reporting whether the aggregate takes commands
 /// from clients.
 struct ClientProbe<'a> {

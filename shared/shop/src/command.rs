@@ -10,7 +10,8 @@
 //! aggregate that takes none from outside ([`RegisteredAggregate::ACCEPTS_EXTERNAL_COMMANDS`])
 //! is the API's business.
 
-use eventfold::Aggregate;
+use crate::values::IdError;
+use eventfold::{Aggregate, Rejection};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -25,6 +26,10 @@ pub enum CommandParseError {
     /// The type is known but its data is not an object with the command's fields (a field
     /// is missing, has the wrong type, or is not one of the command's fields) (HTTP: 400).
     InvalidData(String),
+    /// The data has the command's shape, but an id in it breaks the id rule
+    /// ([`crate::values`]): the [`Rejection`] of its kind's rule, e.g. `sku-invalid`, the
+    /// one `decide` gave before ids had types (HTTP: 422).
+    Rejected(Rejection),
 }
 
 impl fmt::Display for CommandParseError {
@@ -32,6 +37,7 @@ impl fmt::Display for CommandParseError {
         match self {
             Self::UnknownType(message) => write!(f, "unknown command type: {message}"),
             Self::InvalidData(message) => write!(f, "invalid command data: {message}"),
+            Self::Rejected(rejection) => write!(f, "command rejected: {rejection}"),
         }
     }
 }
@@ -40,6 +46,7 @@ impl std::error::Error for CommandParseError {}
 
 /// Builds an adjacently tagged command (`{"type": .., "data": ..}`) of `category` from its
 /// parts. `null` data means "no fields" and is read as `{}`; any other data must be an object.
+/// An id the value types refuse is the [`Rejection`] of its rule.
 fn parse_tagged<C: DeserializeOwned>(
     category: &str,
     known_types: &[&str],
@@ -64,8 +71,12 @@ fn parse_tagged<C: DeserializeOwned>(
     let mut tagged = Map::new();
     tagged.insert("type".into(), Value::String(command_type.into()));
     tagged.insert("data".into(), data);
-    serde_json::from_value(Value::Object(tagged))
-        .map_err(|e| CommandParseError::InvalidData(format!("{command_type}: {e}")))
+    serde_json::from_value(Value::Object(tagged)).map_err(|e| {
+        match IdError::from_message(&e.to_string()) {
+            Some(refused) => CommandParseError::Rejected(refused.rejection()),
+            None => CommandParseError::InvalidData(format!("{command_type}: {e}")),
+        }
+    })
 }
 
 /// An aggregate of the registry: its command and event type names come from its enums

@@ -22,23 +22,30 @@
 //! async runtime, clocks, randomness, or anything else that does I/O. The only framework
 //! it depends on is `eventfold` (for the [`Aggregate`] and [`DomainEvent`] traits).
 //!
-//! Money is always an integer amount of minor units (cents) in an `i64`; quantities are
-//! `i64` too, so that a negative input reaches `decide` and becomes a rejection instead of
-//! a parse error. All sums use checked arithmetic in `decide` (overflow is a rejection) and
-//! saturating arithmetic in `evolve` (folding never panics).
+//! Domain values have types ([`values`]): order, customer, SKU and tracking ids are checked
+//! once, when they are made or read, against the one id rule of stream ids, so a command
+//! that carries one is already valid (a bad one is refused when the command is parsed, with
+//! the same rejection `decide` gave before); [`Money`] is an integer amount of minor units
+//! (cents). They are stored as the bare string or integer, as before they had types. Money
+//! and quantities take any integer, so that a negative input reaches `decide` and becomes
+//! a rejection instead of a parse error. All sums use checked arithmetic in `decide`
+//! (overflow is a rejection) and saturating arithmetic in `evolve` (folding never panics).
 //!
 //! ```
 //! use eventfold::testing::given;
 //! use shop::order::{Order, OrderCommand, OrderEvent};
+//! use shop::{CustomerId, Money, Sku};
 //!
 //! let command = shop::order::parse_command(
 //!     "AddItem",
 //!     serde_json::json!({"sku": "apple", "quantity": 2, "unit_price": 150}),
 //! )
 //! .expect("valid command");
-//! given::<Order>([OrderEvent::OrderCreated { customer_id: "c-1".into() }])
+//! let customer_id = CustomerId::new("c-1").expect("an id");
+//! let sku = Sku::new("apple").expect("a sku");
+//! given::<Order>([OrderEvent::OrderCreated { customer_id }])
 //!     .when(command)
-//!     .then([OrderEvent::ItemAdded { sku: "apple".into(), quantity: 2, unit_price: 150 }]);
+//!     .then([OrderEvent::ItemAdded { sku, quantity: 2, unit_price: Money::from_minor(150) }]);
 //! given::<Order>([])
 //!     .when(OrderCommand::PlaceOrder { payment_method: None })
 //!     .then_rejected("order-not-created");
@@ -52,6 +59,7 @@ pub mod order;
 pub mod payment;
 pub mod registry;
 pub mod upcast;
+pub mod values;
 pub mod views;
 
 pub use command::{CommandParseError, RegisteredAggregate};
@@ -60,49 +68,4 @@ pub use fulfilment::OrderFulfilment;
 pub use inventory::Inventory;
 pub use order::Order;
 pub use payment::Payment;
-
-/// Longest id-like field (a customer id, a sku, a tracking id, an order id, a payment
-/// method): what stream ids, index keys and the query API's parameters take, so every view
-/// can store and find what the write side accepts.
-pub const MAX_KEY_LEN: usize = 128;
-
-/// Longest free-text field (a cancel reason), well inside any read model's item.
-pub const MAX_TEXT_LEN: usize = 500;
-
-/// A rejection by `rule` unless `value` is 1 to [`MAX_KEY_LEN`] characters of
-/// `A-Z a-z 0-9 _ . : -` (the characters of a stream id's id).
-pub(crate) fn require_key(value: &str, rule: &'static str, what: &str) -> Result<(), Rejection> {
-    let ok = (1..=MAX_KEY_LEN).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Rejection::new(
-            rule,
-            format!("{what} must be 1-{MAX_KEY_LEN} characters of A-Z a-z 0-9 _ . : -"),
-        ))
-    }
-}
-
-/// A rejection by `rule` when `value` is longer than [`MAX_TEXT_LEN`] characters.
-pub(crate) fn require_short(value: &str, rule: &'static str, what: &str) -> Result<(), Rejection> {
-    if value.chars().count() > MAX_TEXT_LEN {
-        Err(Rejection::new(
-            rule,
-            format!("{what} must be at most {MAX_TEXT_LEN} characters"),
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// A rejection unless `value` has at least one non-whitespace character.
-pub(crate) fn require_text(value: &str, rule: &'static str, what: &str) -> Result<(), Rejection> {
-    if value.trim().is_empty() {
-        Err(Rejection::new(rule, format!("{what} must not be empty")))
-    } else {
-        Ok(())
-    }
-}
+pub use values::{CustomerId, MAX_KEY_LEN, MAX_TEXT_LEN, Money, OrderId, Sku, TrackingId};

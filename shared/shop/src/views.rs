@@ -25,6 +25,7 @@ use crate::command::RegisteredAggregate;
 use crate::inventory::{Inventory, InventoryEvent};
 use crate::order::{Order, OrderEvent, OrderStatus};
 use crate::upcast::upcasters;
+use crate::values::{CustomerId, Money, OrderId, Sku, TrackingId};
 use chrono::NaiveDate;
 use eventfold::projection::{
     ApplyError, Contribution, CounterView, Projector, ReadModelStore, StreamView,
@@ -106,30 +107,30 @@ fn write_doc<T: Serialize>(view: &str, doc: &T) -> Result<Value, ApplyError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderSummaryLine {
     /// The stock keeping unit.
-    pub sku: String,
+    pub sku: Sku,
     /// Units ordered.
     pub quantity: i64,
-    /// Price of one unit in minor units.
-    pub unit_price: i64,
+    /// Price of one unit.
+    pub unit_price: Money,
     /// `quantity × unit_price` (saturating).
-    pub amount: i64,
+    pub amount: Money,
 }
 
 /// The document of [`OrderSummary`] (one per order), as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderSummaryDoc {
     /// The order id (the stream's id).
-    pub order_id: String,
+    pub order_id: OrderId,
     /// The customer the order belongs to.
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     /// `Draft`, `Placed`, `Confirmed`, `Shipped` or `Cancelled`.
     pub status: OrderStatus,
     /// The lines, sorted by sku.
     pub lines: Vec<OrderSummaryLine>,
     /// Sum of the line amounts while a draft; the placed total once placed.
-    pub total: i64,
+    pub total: Money,
     /// The carrier's tracking id once shipped.
-    pub tracking_id: Option<String>,
+    pub tracking_id: Option<TrackingId>,
     /// Why the order was cancelled, once cancelled.
     pub cancel_reason: Option<String>,
     /// Version of the last event applied to the document.
@@ -147,7 +148,7 @@ impl OrderSummaryDoc {
         self.total = self
             .lines
             .iter()
-            .fold(0i64, |sum, line| sum.saturating_add(line.amount));
+            .fold(Money::ZERO, |sum, line| sum.saturating_add(line.amount));
     }
 }
 
@@ -179,11 +180,11 @@ impl StreamView for OrderSummary {
             (None, OrderEvent::OrderCreated { customer_id }) => {
                 let stream = StreamId::parse(&env.stream_id)?;
                 OrderSummaryDoc {
-                    order_id: stream.id().to_owned(),
+                    order_id: OrderId::of_stream(&stream),
                     customer_id: customer_id.clone(),
                     status: OrderStatus::Draft,
                     lines: Vec::new(),
-                    total: 0,
+                    total: Money::ZERO,
                     tracking_id: None,
                     cancel_reason: None,
                     version: 0,
@@ -209,9 +210,7 @@ impl StreamView for OrderSummary {
                 quantity,
                 unit_price,
             } => {
-                let at = summary
-                    .lines
-                    .binary_search_by(|line| line.sku.as_str().cmp(&sku));
+                let at = summary.lines.binary_search_by(|line| line.sku.cmp(&sku));
                 let line = match at {
                     Ok(i) => &mut summary.lines[i],
                     Err(i) => {
@@ -221,7 +220,7 @@ impl StreamView for OrderSummary {
                                 sku,
                                 quantity: 0,
                                 unit_price,
-                                amount: 0,
+                                amount: Money::ZERO,
                             },
                         );
                         &mut summary.lines[i]
@@ -229,7 +228,7 @@ impl StreamView for OrderSummary {
                 };
                 line.quantity = line.quantity.saturating_add(quantity);
                 line.unit_price = unit_price;
-                line.amount = line.quantity.saturating_mul(line.unit_price);
+                line.amount = line.unit_price.saturating_times(line.quantity);
                 summary.recompute_total();
             }
             OrderEvent::ItemRemoved { sku } => {
@@ -273,7 +272,7 @@ impl StreamView for OrderSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockLevelDoc {
     /// The SKU (the stream's id).
-    pub sku: String,
+    pub sku: Sku,
     /// Units in stock, reserved or not.
     pub on_hand: i64,
     /// Units reserved by orders.
@@ -308,7 +307,7 @@ impl StreamView for StockLevels {
             None => {
                 let stream = StreamId::parse(&env.stream_id)?;
                 StockLevelDoc {
-                    sku: stream.id().to_owned(),
+                    sku: Sku::of_stream(&stream),
                     on_hand: 0,
                     reserved: 0,
                     available: 0,
@@ -358,8 +357,10 @@ impl CounterView for DailySales {
         match decode_known::<OrderEvent>(env, Order::EVENT_TYPES)? {
             Some(OrderEvent::OrderPlaced { total, .. }) => {
                 let day = env.occurred_at.format(DAY_FORMAT).to_string();
-                let deltas =
-                    BTreeMap::from([("orders".to_owned(), 1), ("revenue".to_owned(), total)]);
+                let deltas = BTreeMap::from([
+                    ("orders".to_owned(), 1),
+                    ("revenue".to_owned(), total.minor()),
+                ]);
                 Ok(Some((day, deltas)))
             }
             _ => Ok(None),

@@ -6,6 +6,7 @@ use crate::inventory::{Inventory, InventoryCommand, InventoryEvent};
 use crate::order::{Order, OrderCommand, OrderEvent};
 use crate::payment::{Payment, PaymentCommand, PaymentEvent};
 use crate::upcast::upcasters;
+use crate::values::{Money, OrderId, Sku};
 use chrono::{DateTime, Utc};
 use eventfold::aggregate::CodecError;
 use eventfold::{
@@ -39,8 +40,14 @@ impl Saga for OrderFulfilment {
                         total,
                         payment_method,
                     } => Some((
-                        id.clone(),
-                        placed(&id, event, history, total, payment_method)?,
+                        id,
+                        placed(
+                            OrderId::of_stream(&stream),
+                            event,
+                            history,
+                            total,
+                            payment_method,
+                        )?,
                     )),
                     OrderEvent::OrderConfirmed {} => Some((
                         id,
@@ -83,9 +90,9 @@ impl Saga for OrderFulfilment {
                     InventoryEvent::StockReceived { .. } => return Ok(None),
                 };
                 Some((
-                    order_id,
+                    order_id.into_string(),
                     FulfilmentInput::StockObserved {
-                        sku: id,
+                        sku: Sku::of_stream(&stream),
                         version,
                         stock,
                     },
@@ -255,10 +262,10 @@ fn decode<E: DomainEvent>(envelope: &EventEnvelope) -> Result<E, CodecError> {
 /// The start input of the order placed at `event`: its lines come from the order folded
 /// from `history` up to and including `event`, whatever schema `event` was written in.
 fn placed(
-    order_id: &str,
+    order_id: OrderId,
     event: &EventEnvelope,
     history: &[EventEnvelope],
-    total: i64,
+    total: Money,
     payment_method: String,
 ) -> Result<FulfilmentInput, InputError> {
     let mut order = Order::initial();
@@ -281,9 +288,15 @@ fn placed(
             history.len()
         )));
     }
+    let customer_id = order.customer_id.ok_or_else(|| {
+        InputError::Incomplete(format!(
+            "{}@{} (OrderPlaced): the order's history up to it has no OrderCreated",
+            event.stream_id, event.version
+        ))
+    })?;
     Ok(FulfilmentInput::OrderPlaced {
-        order_id: order_id.to_owned(),
-        customer_id: order.customer_id.unwrap_or_default(),
+        order_id,
+        customer_id,
         lines: order
             .lines
             .iter()

@@ -1,6 +1,7 @@
 //! Which events become saga inputs (`Saga::input`), for which instance, and which need
 //! their stream's history.
 
+use crate::TextId;
 use eventfold::{EventEnvelope, InputError, Metadata, NewEvent, Pending, Saga, StreamId};
 use serde_json::{Value, json};
 use shop::fulfilment::{
@@ -178,7 +179,7 @@ fn a_reservation_concerns_the_order_it_is_for() {
         Some((
             "o-7".into(),
             FulfilmentInput::StockObserved {
-                sku: "apple".into(),
+                sku: "apple".id(),
                 version: 12,
                 stock: ObservedStock::Reserved {
                     quantity: 2,
@@ -198,7 +199,7 @@ fn a_reservation_concerns_the_order_it_is_for() {
         Some((
             "o-7".into(),
             FulfilmentInput::StockObserved {
-                sku: "apple".into(),
+                sku: "apple".id(),
                 version: 13,
                 stock: ObservedStock::Released,
             }

@@ -82,11 +82,11 @@ async fn an_order_goes_from_draft_to_shipped() {
     assert_eq!(
         doc.lines
             .iter()
-            .map(|l| (l.sku.as_str(), l.quantity, l.amount))
+            .map(|l| (l.sku.as_str(), l.quantity, l.amount.minor()))
             .collect::<Vec<_>>(),
         [("fig", 1, 1000), ("kiwi", 5, 150)]
     );
-    assert_eq!(doc.total, 1150);
+    assert_eq!(doc.total.minor(), 1150);
     assert_eq!(doc.tracking_id.as_deref(), Some("TRACK-9"));
     assert_eq!(doc.cancel_reason, None);
     assert_eq!(doc.version, 8);
