@@ -114,15 +114,22 @@ impl Aggregate for CqrsOrder {
         sink: &EventSink<Self>,
     ) -> Result<(), CqrsRejection> {
         match command {
+            // The shared commands carry typed values; this side works on the bare text and
+            // integers its events store.
             OrderCommand::CreateOrder { customer_id } => match &self.customer_id {
-                Some(existing) if *existing == customer_id => {}
+                Some(existing) if customer_id == existing.as_str() => {}
                 Some(_) => return Err(CqrsRejection("order-already-exists")),
                 None => {
                     if customer_id.trim().is_empty() {
                         return Err(CqrsRejection("customer-id-required"));
                     }
-                    sink.write(CqrsOrderEvent::OrderCreated { customer_id }, self)
-                        .await;
+                    sink.write(
+                        CqrsOrderEvent::OrderCreated {
+                            customer_id: customer_id.into_string(),
+                        },
+                        self,
+                    )
+                    .await;
                 }
             },
             OrderCommand::AddItem {
@@ -130,6 +137,7 @@ impl Aggregate for CqrsOrder {
                 quantity,
                 unit_price,
             } => {
+                let (sku, unit_price) = (sku.into_string(), unit_price.minor());
                 if self.customer_id.is_none() {
                     return Err(CqrsRejection("order-not-created"));
                 }

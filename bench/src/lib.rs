@@ -8,18 +8,19 @@
 #![forbid(unsafe_code)]
 
 use shop::order::OrderCommand;
+use shop::{CustomerId, Money, Sku};
 
 /// The commands of one order: one `CreateOrder`, then `items` `AddItem`s; `AddItem` number `i`
 /// adds one unit of `sku-{i % skus}`, so the order ends with `min(items, skus)` lines.
 pub fn order_commands(customer: u64, items: u64, skus: u64) -> impl Iterator<Item = OrderCommand> {
     let skus = skus.max(1);
     std::iter::once(OrderCommand::CreateOrder {
-        customer_id: format!("c-{customer}"),
+        customer_id: CustomerId::new(format!("c-{customer}")).expect("an id of the id rule"),
     })
     .chain((0..items).map(move |i| OrderCommand::AddItem {
-        sku: format!("sku-{}", i % skus),
+        sku: Sku::new(format!("sku-{}", i % skus)).expect("an id of the id rule"),
         quantity: 1,
-        unit_price: 100 + (i % skus) as i64,
+        unit_price: Money::from_minor(100 + (i % skus) as i64),
     }))
 }
 

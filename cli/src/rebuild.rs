@@ -11,7 +11,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use eventfold::{EventEnvelope, EventStore, StreamId};
 use eventfold_consumers::Notification;
 use eventfold_consumers::projection::{
-    CounterView, ListQuery, ProjectError, Projector, ReadModelError, ReadModelStore, StreamView,
+    ApplyError, CounterView, ListQuery, ProjectError, Projector, ReadModelError, ReadModelStore,
+    StreamView,
 };
 use serde_json::Value;
 use shop::registry::{self, ViewImpl};
@@ -87,7 +88,11 @@ impl StreamView for RenamedStream {
     fn category(&self) -> &str {
         self.inner.category()
     }
-    fn apply(&self, doc: Option<Value>, event: &EventEnvelope) -> Result<Option<Value>, String> {
+    fn apply(
+        &self,
+        doc: Option<Value>,
+        event: &EventEnvelope,
+    ) -> Result<Option<Value>, ApplyError> {
         self.inner.apply(doc, event)
     }
     fn index(&self, doc: &Value) -> Option<(String, String)> {
@@ -110,7 +115,7 @@ impl CounterView for RenamedCounter {
     fn contribution(
         &self,
         event: &EventEnvelope,
-    ) -> Result<eventfold_consumers::projection::Contribution, String> {
+    ) -> Result<eventfold_consumers::projection::Contribution, ApplyError> {
         self.inner.contribution(event)
     }
 }

@@ -227,16 +227,16 @@ async fn duplicated_shuffled_and_dropped_notifications_still_equal_a_rebuild() {
             }
         };
         run(OrderCommand::CreateOrder {
-            customer_id: format!("c-{}", o % 3),
+            customer_id: format!("c-{}", o % 3).parse().expect("an id"),
         })
         .await;
         let qty = 1 + rng.below(3) as i64;
         let price = 100 * (1 + rng.below(9) as i64);
         let sku = format!("sku-{}", o % 3);
         run(OrderCommand::AddItem {
-            sku: sku.clone(),
+            sku: sku.parse().expect("a sku"),
             quantity: qty,
-            unit_price: price,
+            unit_price: price.into(),
         })
         .await;
         let inv = StreamId::new(&tenant, "Inventory", &sku).expect("valid");
@@ -244,7 +244,7 @@ async fn duplicated_shuffled_and_dropped_notifications_still_equal_a_rebuild() {
             &inv,
             None,
             &InventoryCommand::ReserveStock {
-                order_id: format!("o-{o}"),
+                order_id: format!("o-{o}").parse().expect("an id"),
                 quantity: qty,
             },
             &ctx(&tenant, "v"),

@@ -296,12 +296,12 @@ async fn failed_entries_and_a_failed_call_are_retried_until_the_views_equal_a_re
         let order = StreamId::new(&tenant, "Order", &format!("o-{o}")).expect("valid");
         let commands = [
             OrderCommand::CreateOrder {
-                customer_id: format!("c-{}", o % 3),
+                customer_id: format!("c-{}", o % 3).parse().expect("an id"),
             },
             OrderCommand::AddItem {
-                sku: format!("sku-{}", o % 2),
+                sku: format!("sku-{}", o % 2).parse().expect("a sku"),
                 quantity: 1 + o % 3,
-                unit_price: 250,
+                unit_price: 250.into(),
             },
             OrderCommand::PlaceOrder {
                 payment_method: None,

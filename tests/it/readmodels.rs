@@ -101,12 +101,12 @@ async fn projector_function_applies_other_groups_and_stops_a_group_at_its_poison
     let mut o = Vec::new();
     for (i, cmd) in [
         OrderCommand::CreateOrder {
-            customer_id: "c-1".into(),
+            customer_id: "c-1".parse().expect("an id"),
         },
         OrderCommand::AddItem {
-            sku: "sku-a".into(),
+            sku: "sku-a".parse().expect("a sku"),
             quantity: 2,
-            unit_price: 250,
+            unit_price: 250.into(),
         },
         OrderCommand::PlaceOrder {
             payment_method: None,
@@ -299,12 +299,12 @@ async fn a_failed_write_fails_its_group_from_the_first_record_it_carried_and_red
         let mut got = Vec::new();
         for (i, cmd) in [
             OrderCommand::CreateOrder {
-                customer_id: "c-1".into(),
+                customer_id: "c-1".parse().expect("an id"),
             },
             OrderCommand::AddItem {
-                sku: "sku-a".into(),
+                sku: "sku-a".parse().expect("a sku"),
                 quantity: 1,
-                unit_price: 300,
+                unit_price: 300.into(),
             },
             OrderCommand::PlaceOrder {
                 payment_method: None,

@@ -5,8 +5,10 @@
 //! route table, mirrored in [`ROUTE_KEYS`]): requests are dispatched on the `routeKey` and
 //! `pathParameters` the gateway sends, never by parsing the path again. Which aggregates
 //! exist and how their commands parse come from `shop::registry` (this crate names no shop
-//! type), mechanics from `eventfold`, AWS and the error-to-HTTP mapping from `eventfold-aws`.
-//! [`build`] is the function's one constructor, from its settings and the SDK configuration;
+//! type): a request runs a plain generic async function for the aggregate its category
+//! names ([`registry::visit_async`]); which commands clients may submit is decided here
+//! ([`parse_client_command`]). Mechanics come from `eventfold`, AWS and the error-to-HTTP
+//! mapping from `eventfold-aws`. [`build`] is the function's one constructor, from its settings and the SDK configuration;
 //! `main.rs` and the local stack both run what it builds.
 #![forbid(unsafe_code)]
 
@@ -27,9 +29,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::json;
 use shop::CommandParseError;
-use shop::registry::{self, AggregateVisitor, RegisteredAggregate, UnknownAggregate};
-use std::future::Future;
-use std::pin::Pin;
+use shop::registry::{self, AsyncAggregateVisitor, RegisteredAggregate, UnknownAggregate};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -181,10 +181,17 @@ fn command_outcome(e: &CommandError) -> &'static str {
     }
 }
 
-fn parse_error(e: CommandParseError) -> Problem {
+/// The answer to a command that does not parse. An id its type refuses is the rejection of
+/// its rule: answered (and counted) exactly as the executor's rejections are.
+fn parse_error(command_type: &str, e: CommandParseError) -> Problem {
     match e {
         CommandParseError::UnknownType(m) => Problem::bad_request("unknown-command-type", m),
         CommandParseError::InvalidData(m) => Problem::bad_request("invalid-command-data", m),
+        CommandParseError::Rejected(rejection) => {
+            let e = CommandError::Rejected(rejection);
+            telemetry::command_handled(command_type, command_outcome(&e), 0, false);
+            Problem::from(&e)
+        }
     }
 }
 
@@ -192,10 +199,25 @@ fn unknown_aggregate(e: UnknownAggregate) -> Problem {
     Problem::bad_request("unknown-aggregate-type", e.to_string())
 }
 
-/// What the handlers below return; boxed so that one type serves every aggregate.
-type Reply<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, Problem>> + Send + 'a>>;
+/// Builds the command a client submitted (`POST /commands`) for the aggregate `A`. An
+/// aggregate that takes no commands from outside the system (a saga, whose commands are its
+/// inputs) knows no command type here: [`CommandParseError::UnknownType`] (HTTP 400
+/// `unknown-command-type`).
+pub fn parse_client_command<A: RegisteredAggregate>(
+    command_type: &str,
+    data: serde_json::Value,
+) -> Result<A::Command, CommandParseError> {
+    if !A::ACCEPTS_EXTERNAL_COMMANDS {
+        return Err(CommandParseError::UnknownType(format!(
+            "'{command_type}': {} accepts no commands over HTTP (the system writes its \
+             streams; read them through the aggregates API)",
+            A::CATEGORY
+        )));
+    }
+    A::parse_command(command_type, data)
+}
 
-/// Parses and runs a command on the aggregate the registry finds for its category.
+/// Parses and runs a command on the aggregate its category names.
 struct Execute<'a, S> {
     api: &'a CommandApi<S>,
     stream: &'a StreamId,
@@ -207,40 +229,37 @@ struct Execute<'a, S> {
     answer_by: Option<Instant>,
 }
 
-impl<'a, S: EventStore> AggregateVisitor for Execute<'a, S> {
-    type Output = Reply<'a>;
+impl<S: EventStore> AsyncAggregateVisitor for Execute<'_, S> {
+    type Output = Result<Response<Body>, Problem>;
 
-    fn visit<A: RegisteredAggregate>(self) -> Reply<'a> {
-        Box::pin(async move {
-            // A client's command: an aggregate only the system drives (a saga) takes none.
-            let command =
-                A::parse_http_command(self.command_type, self.data).map_err(parse_error)?;
-            self.api
-                .execute::<A>(
-                    self.command_type,
-                    self.stream,
-                    self.expected,
-                    &command,
-                    self.context,
-                    self.answer_by,
-                )
-                .await
-        })
+    async fn visit<A: RegisteredAggregate>(self) -> Self::Output {
+        let command = parse_client_command::<A>(self.command_type, self.data)
+            .map_err(|e| parse_error(self.command_type, e))?;
+        self.api
+            .execute::<A>(
+                self.command_type,
+                self.stream,
+                self.expected,
+                &command,
+                self.context,
+                self.answer_by,
+            )
+            .await
     }
 }
 
-/// Loads and renders the state of a stream of the aggregate the registry finds.
+/// Loads and renders the state of a stream of the aggregate its category names.
 struct LoadState<'a, S> {
     api: &'a CommandApi<S>,
     stream: &'a StreamId,
     version: Option<u64>,
 }
 
-impl<'a, S: EventStore> AggregateVisitor for LoadState<'a, S> {
-    type Output = Reply<'a>;
+impl<S: EventStore> AsyncAggregateVisitor for LoadState<'_, S> {
+    type Output = Result<Response<Body>, Problem>;
 
-    fn visit<A: RegisteredAggregate>(self) -> Reply<'a> {
-        Box::pin(self.api.state::<A>(self.stream, self.version))
+    async fn visit<A: RegisteredAggregate>(self) -> Self::Output {
+        self.api.state::<A>(self.stream, self.version).await
     }
 }
 
@@ -331,7 +350,9 @@ impl<S: EventStore> CommandApi<S> {
                     stream: &stream,
                     version,
                 };
-                registry::visit(t, load).map_err(unknown_aggregate)?.await
+                registry::visit_async(t, load)
+                    .await
+                    .map_err(unknown_aggregate)?
             }
             Some(Route::Events(t, id)) => {
                 caller.require("events:read")?;
@@ -385,9 +406,9 @@ impl<S: EventStore> CommandApi<S> {
             answer_by: answer_by(req),
         };
         let result = async {
-            registry::visit(&cmd.aggregate_type, run)
-                .map_err(unknown_aggregate)?
+            registry::visit_async(&cmd.aggregate_type, run)
                 .await
+                .map_err(unknown_aggregate)?
         }
         .instrument(span)
         .await;

@@ -46,7 +46,7 @@ struct Parse<'a> {
 impl AggregateVisitor for Parse<'_> {
     type Output = Result<(), CommandParseError>;
     fn visit<A: RegisteredAggregate>(self) -> Self::Output {
-        A::parse_http_command(self.command_type, self.data).map(|_| ())
+        command_api::parse_client_command::<A>(self.command_type, self.data).map(|_| ())
     }
 }
 
@@ -99,7 +99,7 @@ fn the_contract_lists_the_registered_aggregate_types() {
     );
     assert_eq!(
         strings(&schemas["CommandAggregateType"]["enum"]),
-        registry::HTTP_CATEGORIES
+        registry::EXTERNAL_CATEGORIES
     );
 }
 
@@ -137,7 +137,7 @@ fn every_command_is_one_variant_of_the_discriminated_command() {
             A::COMMAND_TYPES
         }
     }
-    let registered: Vec<(String, String)> = registry::HTTP_CATEGORIES
+    let registered: Vec<(String, String)> = registry::EXTERNAL_CATEGORIES
         .iter()
         .flat_map(|cat| {
             registry::visit(cat, Types)

@@ -6,6 +6,7 @@ use command_api::{CommandApi, GET_AGGREGATE, LIST_AGGREGATE_EVENTS, ROUTE_KEYS, 
 use eventfold::{CommandExecutor, ExecutorConfig, MemoryEventStore};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Map, Value, json};
+use shop::registry::{self, AggregateVisitor, RegisteredAggregate};
 
 /// One HTTP API request as API Gateway (payload format 2.0) hands it to the function.
 struct Call<'a> {
@@ -436,6 +437,131 @@ async fn the_saga_log_is_readable_but_takes_no_commands() {
     assert_eq!(log.0, 200, "{}", log.1);
     assert_eq!(log.1["events"][0]["type"], "FulfilmentStarted");
     assert_eq!(log.1["events"].as_array().map(Vec::len), Some(1));
+}
+
+/// An id that breaks the id rule never makes a command: it is the 422 rejection of its
+/// field's rule, as `decide` gave it before ids had types, and nothing is written.
+#[tokio::test]
+async fn ids_that_break_the_id_rule_are_rejected_by_their_rule_and_write_nothing() {
+    let api = api();
+    for (command_type, data, rule) in [
+        (
+            "CreateOrder",
+            json!({"customer_id": "c".repeat(3 * 1024)}),
+            "customer-id-invalid",
+        ),
+        (
+            "CreateOrder",
+            json!({"customer_id": " "}),
+            "customer-id-required",
+        ),
+        (
+            "AddItem",
+            json!({"sku": "a b", "quantity": 1, "unit_price": 1}),
+            "sku-invalid",
+        ),
+        (
+            "ShipOrder",
+            json!({"tracking_id": ""}),
+            "tracking-id-required",
+        ),
+    ] {
+        let reply = send(
+            &api,
+            Call::new(SUBMIT_COMMAND, COMMANDS).body(command("Order", "o-1", command_type, data)),
+        )
+        .await;
+        assert_problem(&reply, 422, "rejected");
+        assert_eq!(reply.1["rule"], rule, "{}", reply.1);
+    }
+    let state = send(
+        &api,
+        Call::new(GET_AGGREGATE, "/api/v1/events/aggregates/Order/o-1").aggregate("Order", "o-1"),
+    )
+    .await;
+    assert_problem(&state, 404, "not-found");
+    // The wrong JSON type is still invalid data, not a rule.
+    let typed = send(
+        &api,
+        Call::new(SUBMIT_COMMAND, COMMANDS).body(command(
+            "Order",
+            "o-1",
+            "CreateOrder",
+            json!({"customer_id": 7}),
+        )),
+    )
+    .await;
+    assert_problem(&typed, 400, "invalid-command-data");
+}
+
+/// Parses a command as `POST /commands` does, reporting whether the aggregate takes commands
+/// from clients.
+struct ClientProbe<'a> {
+    command_type: &'a str,
+    data: Value,
+}
+
+impl AggregateVisitor for ClientProbe<'_> {
+    type Output = (bool, Result<String, shop::CommandParseError>);
+
+    fn visit<A: RegisteredAggregate>(self) -> Self::Output {
+        let parsed = command_api::parse_client_command::<A>(self.command_type, self.data)
+            .map(|c| format!("{c:?}"));
+        (A::ACCEPTS_EXTERNAL_COMMANDS, parsed)
+    }
+}
+
+/// Parses a command as the system does.
+struct InsideProbe<'a> {
+    command_type: &'a str,
+    data: Value,
+}
+
+impl AggregateVisitor for InsideProbe<'_> {
+    type Output = Result<String, shop::CommandParseError>;
+
+    fn visit<A: RegisteredAggregate>(self) -> Self::Output {
+        A::parse_command(self.command_type, self.data).map(|c| format!("{c:?}"))
+    }
+}
+
+#[test]
+fn clients_command_every_aggregate_but_the_saga() {
+    let timed_out = json!({"at": "2024-03-01T09:30:00Z"});
+    // Clients cannot build the saga's inputs, whatever the type.
+    for command_type in ["TimedOut", "OrderPlaced", "Nope"] {
+        let client = ClientProbe {
+            command_type,
+            data: timed_out.clone(),
+        };
+        let (accepts, parsed) = registry::visit("OrderFulfilment", client).expect("registered");
+        assert!(!accepts);
+        match parsed {
+            Err(shop::CommandParseError::UnknownType(m)) => {
+                assert!(
+                    m.contains("OrderFulfilment accepts no commands over HTTP"),
+                    "{m}"
+                );
+                assert!(m.contains(command_type), "{m}");
+            }
+            other => panic!("expected an unknown type, got {other:?}"),
+        }
+    }
+    // Every other aggregate parses for a client exactly as it does inside.
+    for category in registry::EXTERNAL_CATEGORIES {
+        let client = ClientProbe {
+            command_type: "ReceiveStock",
+            data: json!({"quantity": 3}),
+        };
+        let (accepts, parsed) = registry::visit(category, client).expect("registered");
+        let inside = InsideProbe {
+            command_type: "ReceiveStock",
+            data: json!({"quantity": 3}),
+        };
+        let inside = registry::visit(category, inside).expect("registered");
+        assert!(accepts);
+        assert_eq!(parsed, inside);
+    }
 }
 
 /// JSON does not tell `3.0` from `3` (JSON Schema's `integer` takes both): an integral float

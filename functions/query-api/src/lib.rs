@@ -1,8 +1,8 @@
 //! The query API: `GET /api/v1/events/queries/{view}` over the read models, with cursor paging.
 //!
 //! Owns the HTTP surface of the views: parameter checks, single lookups vs. lists, paging.
-//! Which views exist and which parameters each takes is `shop::registry::VIEWS` (this crate
-//! names no view); the route is the one API Gateway matched (`routeKey` and the `view` path
+//! Which views exist is `shop::registry::VIEWS`; which parameters each takes is this crate's
+//! [`params`] (one row per view); the route is the one API Gateway matched (`routeKey` and the `view` path
 //! parameter, as the template's `HttpApi` event declares it), never the raw path parsed
 //! again. Storage is a [`ReadModelStore`] (DynamoDB in Lambda, memory in unit tests); the
 //! error mapping is `eventfold-aws::http`. [`build`] is the function's one constructor;
@@ -16,9 +16,12 @@ use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{DynamoDbTable, SdkConfig};
 use eventfold_consumers::projection::{Doc, ListQuery, ReadModelError, ReadModelStore};
 use lambda_http::{Body, Request, RequestExt, Response};
+use params::{Param, ViewQuery};
 use serde_json::{Value, json};
-use shop::registry::{self, Param, ViewSpec};
+use shop::registry::{self, ViewSpec};
 use tracing::Instrument;
+
+pub mod params;
 
 /// Default page size of lists.
 pub const DEFAULT_LIMIT: usize = 20;
@@ -107,14 +110,19 @@ fn routed_view(req: &Request) -> Option<&str> {
     }
 }
 
-fn present(spec: &ViewSpec, doc: Doc) -> Value {
+fn present(query: &ViewQuery, doc: Doc) -> Value {
     let mut data = doc.data;
     if let Value::Object(map) = &mut data
-        && !map.contains_key(spec.key_field)
+        && !map.contains_key(query.key_field)
     {
-        map.insert(spec.key_field.to_owned(), Value::String(doc.key));
+        map.insert(query.key_field.to_owned(), Value::String(doc.key));
     }
     data
+}
+
+/// The view served as `name`, with its query parameters.
+fn served(name: &str) -> Option<(&'static ViewSpec, &'static ViewQuery)> {
+    Some((registry::view(name)?, params::query(name)?))
 }
 
 fn store_problem(e: ReadModelError) -> Problem {
@@ -202,13 +210,13 @@ impl<R: ReadModelStore> QueryService<R> {
             return Err(Problem::not_found("no such route"));
         };
         caller.require("events:read")?;
-        let spec = registry::view(view)
-            .ok_or_else(|| Problem::not_found(format!("unknown view '{view}'")))?;
+        let (spec, query) =
+            served(view).ok_or_else(|| Problem::not_found(format!("unknown view '{view}'")))?;
         let params = req.query_string_parameters();
         for (name, _) in params.iter() {
             let known = ["limit", "cursor"].contains(&name)
-                || spec.key.is_some_and(|p| p.name == name)
-                || spec.partition.is_some_and(|p| p.name == name);
+                || query.key.is_some_and(|p| p.name == name)
+                || query.partition.is_some_and(|p| p.name == name);
             if !known {
                 return Err(Problem::bad_request(
                     "invalid-request",
@@ -233,7 +241,7 @@ impl<R: ReadModelStore> QueryService<R> {
         };
         let cursor = params.first("cursor").map(cursor_shape).transpose()?;
         let tenant = caller.tenant.as_str();
-        if let Some(key_param) = spec.key
+        if let Some(key_param) = query.key
             && let Some(key) = params.first(key_param.name)
         {
             valid_param(key_param, key)?;
@@ -245,7 +253,7 @@ impl<R: ReadModelStore> QueryService<R> {
             return match doc.filter(|d| !d.data.is_null()) {
                 Some(d) => Ok(json_response(
                     200,
-                    &json!({"view": spec.name, "item": present(spec, d)}),
+                    &json!({"view": spec.name, "item": present(query, d)}),
                 )),
                 None => Err(Problem::not_found(format!(
                     "no {} for {} '{key}'",
@@ -253,7 +261,7 @@ impl<R: ReadModelStore> QueryService<R> {
                 ))),
             };
         }
-        let index = match spec.partition {
+        let index = match query.partition {
             Some(p) => {
                 let value = params.first(p.name).ok_or_else(|| {
                     Problem::bad_request(
@@ -266,17 +274,17 @@ impl<R: ReadModelStore> QueryService<R> {
             }
             None => None,
         };
-        let query = ListQuery {
+        let list = ListQuery {
             index,
             cursor: cursor.map(str::to_owned),
             limit,
         };
         let page = self
             .models
-            .list(tenant, spec.stored(), query)
+            .list(tenant, spec.stored(), list)
             .await
             .map_err(store_problem)?;
-        let items: Vec<Value> = page.docs.into_iter().map(|d| present(spec, d)).collect();
+        let items: Vec<Value> = page.docs.into_iter().map(|d| present(query, d)).collect();
         Ok(json_response(
             200,
             &json!({"view": spec.name, "items": items, "next": page.next}),

@@ -1,11 +1,12 @@
 //! `infra/openapi.yaml` against the registry: one operation per view of
-//! `shop::registry::VIEWS`, each with exactly the parameters that view takes (its key,
-//! its partition, `limit`, `cursor`), in the formats the API checks. Adding a view or a
-//! parameter without updating the contract fails here.
+//! `shop::registry::VIEWS`, each with exactly the parameters that view takes
+//! (`query_api::params`: its key, its partition, `limit`, `cursor`), in the formats the API
+//! checks. Adding a view or a parameter without updating the contract fails here.
 
+use query_api::params::{self, ParamFormat};
 use query_api::{DEFAULT_LIMIT, MAX_CURSOR_LEN, MAX_LIMIT};
 use serde_json::Value;
-use shop::registry::{self, ParamFormat};
+use shop::registry;
 use std::collections::BTreeMap;
 
 const QUERIES: &str = "/api/v1/events/queries/";
@@ -48,6 +49,7 @@ fn the_contract_has_one_operation_per_registered_view() {
 fn each_view_documents_exactly_its_own_parameters() {
     let c = contract();
     for spec in registry::VIEWS {
+        let query = params::query(spec.name).expect("every view has its parameters");
         let op = &c["paths"][format!("{QUERIES}{}", spec.name)]["get"];
         let params: BTreeMap<&str, &Value> = op["parameters"]
             .as_array()
@@ -58,7 +60,13 @@ fn each_view_documents_exactly_its_own_parameters() {
             .map(|p| (p["name"].as_str().expect("a name"), p))
             .collect();
         let mut expected: Vec<&str> = vec!["cursor", "limit"];
-        expected.extend(spec.key.iter().chain(spec.partition.iter()).map(|p| p.name));
+        expected.extend(
+            query
+                .key
+                .iter()
+                .chain(query.partition.iter())
+                .map(|p| p.name),
+        );
         expected.sort_unstable();
         assert_eq!(
             params.keys().copied().collect::<Vec<_>>(),
@@ -66,11 +74,11 @@ fn each_view_documents_exactly_its_own_parameters() {
             "{}: parameters",
             spec.name
         );
-        for (param, required) in spec
+        for (param, required) in query
             .key
             .iter()
             .map(|p| (p, false))
-            .chain(spec.partition.iter().map(|p| (p, true)))
+            .chain(query.partition.iter().map(|p| (p, true)))
         {
             let documented = params[param.name];
             assert_eq!(documented["required"], required, "{}", param.name);
@@ -91,7 +99,7 @@ fn each_view_documents_exactly_its_own_parameters() {
             v.iter()
                 .any(|s| s["$ref"] == "#/components/schemas/ViewItem")
         });
-        assert_eq!(lookup, spec.key.is_some(), "{}: lookup answers", spec.name);
+        assert_eq!(lookup, query.key.is_some(), "{}: lookup answers", spec.name);
     }
 }
 

@@ -28,12 +28,13 @@ use eventfold_aws::{
 };
 use eventfold_consumers::deadletter::DeadLetterStore;
 use eventfold_consumers::projection::ReadModelStore;
-use eventfold_consumers::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner, Ticked};
-use lambda_runtime::Diagnostic;
-use serde::Serialize;
+use eventfold_consumers::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod invocation;
+pub use invocation::{Invocation, InvocationError, TickResponse};
 
 /// The saga this function deploys (`main.rs` and the local stack both run it through
 /// [`build`]).
@@ -95,109 +96,6 @@ impl SagaConfig {
             timeout: Duration::from_secs(timeout),
             dead_letters_table: lookup("DEAD_LETTERS_TABLE").filter(|v| !v.is_empty()),
         })
-    }
-}
-
-/// What the function was invoked with, told apart by the payload's shape.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Invocation {
-    /// An SQS batch of notifications (`{"Records": [...]}`).
-    Batch(SqsEvent),
-    /// A scheduled event (`"detail-type": "Scheduled Event"`).
-    Tick(CloudWatchEvent),
-}
-
-impl Invocation {
-    /// Reads a Lambda payload; anything but an SQS batch or a scheduled event is refused.
-    pub fn from_json(payload: Value) -> Result<Self, InvocationError> {
-        if payload.get("Records").is_some() {
-            return serde_json::from_value(payload)
-                .map(Self::Batch)
-                .map_err(InvocationError::NotSqs);
-        }
-        if payload.get("detail-type").and_then(Value::as_str) == Some(SCHEDULED_EVENT) {
-            return serde_json::from_value(payload)
-                .map(Self::Tick)
-                .map_err(InvocationError::NotScheduled);
-        }
-        Err(InvocationError::Unrecognised)
-    }
-}
-
-/// Why an invocation failed as a whole (a batch's records fail one by one instead, in its
-/// response). Lambda reports it with its cause chain ([`Diagnostic`]).
-#[derive(Debug, thiserror::Error)]
-pub enum InvocationError {
-    /// The payload has `Records` but is no SQS event.
-    #[error("not an SQS event")]
-    NotSqs(#[source] serde_json::Error),
-    /// The payload says `Scheduled Event` but is no scheduled event.
-    #[error("not a scheduled event")]
-    NotScheduled(#[source] serde_json::Error),
-    /// The payload is of neither shape.
-    #[error("neither an SQS batch nor a scheduled event")]
-    Unrecognised,
-    /// The tick could not read the deadline index.
-    #[error("the deadline tick failed")]
-    Tick(#[source] eventfold_consumers::saga::SagaError),
-    /// Some due instances failed (the others were handled); the next tick tries them again.
-    #[error("{failed} of {due} due instances failed; first {stream}: {error}")]
-    DueInstances {
-        /// Instances that failed.
-        failed: usize,
-        /// Instances due.
-        due: usize,
-        /// The first that failed.
-        stream: String,
-        /// Its error.
-        error: String,
-    },
-    /// The response could not be serialized.
-    #[error("the response does not serialize")]
-    Response(#[source] serde_json::Error),
-}
-
-impl InvocationError {
-    /// A stable name of the failure, Lambda's `errorType`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::NotSqs(_) => "saga.NotSqsEvent",
-            Self::NotScheduled(_) => "saga.NotScheduledEvent",
-            Self::Unrecognised => "saga.UnrecognisedPayload",
-            Self::Tick(_) => "saga.TickFailed",
-            Self::DueInstances { .. } => "saga.DueInstancesFailed",
-            Self::Response(_) => "saga.ResponseNotSerializable",
-        }
-    }
-}
-
-impl From<InvocationError> for Diagnostic {
-    fn from(error: InvocationError) -> Self {
-        eventfold_aws::diagnostic::report(error.kind(), &error)
-    }
-}
-
-/// What a tick reports (the function's response to a scheduled event).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TickResponse {
-    /// Deadline index entries found due.
-    pub due: usize,
-    /// Instances fed their timeout.
-    pub timed_out: usize,
-    /// Entries corrected instead (the instance no longer waited, or waited longer).
-    pub stale: usize,
-    /// Commands the timeouts sent.
-    pub commands_sent: usize,
-}
-
-impl From<&Ticked> for TickResponse {
-    fn from(t: &Ticked) -> Self {
-        Self {
-            due: t.due,
-            timed_out: t.timed_out,
-            stale: t.stale,
-            commands_sent: t.handled.commands_sent,
-        }
     }
 }
 
@@ -414,7 +312,7 @@ pub mod stub {
         fn input(
             _event: &EventEnvelope,
             _history: &[EventEnvelope],
-        ) -> Result<Option<(String, ())>, String> {
+        ) -> Result<Option<(String, ())>, eventfold_consumers::InputError> {
             Ok(None)
         }
 
@@ -673,7 +571,7 @@ mod tests {
     #[test]
     fn lambda_reports_a_failed_invocation_with_its_cause() {
         let error = Invocation::from_json(serde_json::json!({"Records": 5})).expect_err("refused");
-        let report = Diagnostic::from(error);
+        let report = lambda_runtime::Diagnostic::from(error);
         assert_eq!(report.error_type, "saga.NotSqsEvent");
         assert!(
             report

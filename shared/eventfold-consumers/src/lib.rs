@@ -18,5 +18,5 @@ pub mod notification;
 pub mod projection;
 pub mod saga;
 
-pub use notification::Notification;
-pub use saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
+pub use notification::{Notification, NotificationError};
+pub use saga::{InputError, Pending, Saga, SagaCommand, SagaCommandVisitor};

@@ -5,6 +5,22 @@ use eventfold::{EventEnvelope, EventStore, StoreError, StreamId, StreamIdError, 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Why a notification cannot be used ([`Notification::checked_stream`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotificationError {
+    /// It names no valid stream.
+    #[error(transparent)]
+    Stream(#[from] StreamIdError),
+    /// The event it carries is not the one it announces.
+    #[error("carried event {carried} does not match {announced}")]
+    Mismatch {
+        /// `{stream_id}@{version}` of the carried event.
+        carried: String,
+        /// `{stream_id}@{version}` the notification announces.
+        announced: String,
+    },
+}
+
 /// What the bus carries: "stream `stream_id` has an event at `version`", with the event
 /// itself unless it was too large for the bus (a thin notification).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,15 +46,15 @@ pub struct Notification {
 impl Notification {
     /// The stream it names, provided the event it carries (if any) is the one it announces;
     /// else why the notification is unusable.
-    pub fn checked_stream(&self) -> Result<StreamId, String> {
-        let stream = StreamId::parse(&self.stream_id).map_err(|e| e.to_string())?;
+    pub fn checked_stream(&self) -> Result<StreamId, NotificationError> {
+        let stream = StreamId::parse(&self.stream_id)?;
         if let Some(e) = &self.event
             && (e.stream_id != self.stream_id || e.version != self.version)
         {
-            return Err(format!(
-                "carried event {}@{} does not match {}@{}",
-                e.stream_id, e.version, self.stream_id, self.version
-            ));
+            return Err(NotificationError::Mismatch {
+                carried: format!("{}@{}", e.stream_id, e.version),
+                announced: format!("{}@{}", self.stream_id, self.version),
+            });
         }
         Ok(stream)
     }

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use eventfold::{EventEnvelope, EventStore, MemoryEventStore, Metadata, Upcasters};
 use eventfold_consumers::Notification;
 use eventfold_consumers::projection::{
-    Applied, CounterView, Doc, Found, ListQuery, MemoryReadModelStore, ModelKey, Page, Projector,
-    ReadModelError, ReadModelStore, StreamView,
+    Applied, ApplyError, CounterView, Doc, Found, ListQuery, MemoryReadModelStore, ModelKey, Page,
+    Projector, ReadModelError, ReadModelStore, StreamView,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -18,6 +18,11 @@ use std::sync::{Arc, Mutex};
 // ---------------------------------------------------------------------------------------------
 // Test views
 // ---------------------------------------------------------------------------------------------
+
+/// A test view's refusal of bad data.
+fn invalid(why: &str) -> ApplyError {
+    ApplyError::Invalid(why.to_owned())
+}
 
 /// Stream view `log` of `Thing` streams: the versions, types and schema versions it saw and
 /// the sum of the `n` of `Added` events. `Added` without a numeric `n` is refused;
@@ -33,16 +38,20 @@ impl StreamView for Log {
         "Thing"
     }
 
-    fn apply(&self, doc: Option<Value>, e: &EventEnvelope) -> Result<Option<Value>, String> {
+    fn apply(&self, doc: Option<Value>, e: &EventEnvelope) -> Result<Option<Value>, ApplyError> {
         if e.event_type == "Deleted" {
             return Ok(None);
         }
         let mut doc = doc.unwrap_or_else(|| json!({"seen": [], "sum": 0}));
         if e.event_type == "Added" {
-            let n = e.data["n"].as_i64().ok_or("Added without n")?;
+            let n = e.data["n"]
+                .as_i64()
+                .ok_or_else(|| invalid("Added without n"))?;
             doc["sum"] = json!(doc["sum"].as_i64().unwrap_or(0) + n);
         }
-        let seen = doc["seen"].as_array_mut().ok_or("corrupt log")?;
+        let seen = doc["seen"]
+            .as_array_mut()
+            .ok_or_else(|| invalid("corrupt log"))?;
         seen.push(json!(format!(
             "{}@{}/s{}",
             e.event_type, e.version, e.schema_version
@@ -71,17 +80,19 @@ impl CounterView for Totals {
     fn contribution(
         &self,
         e: &EventEnvelope,
-    ) -> Result<Option<(String, BTreeMap<String, i64>)>, String> {
+    ) -> Result<Option<(String, BTreeMap<String, i64>)>, ApplyError> {
         match e.event_type.as_str() {
             "Added" => {
-                let n = e.data["n"].as_i64().ok_or("Added without n")?;
+                let n = e.data["n"]
+                    .as_i64()
+                    .ok_or_else(|| invalid("Added without n"))?;
                 let day = e.data["day"].as_str().unwrap_or("any").to_owned();
                 Ok(Some((
                     day,
                     BTreeMap::from([("count".to_owned(), 1), ("n".to_owned(), n)]),
                 )))
             }
-            "Poison" => Err("poisoned".into()),
+            "Poison" => Err(invalid("poisoned")),
             _ => Ok(None),
         }
     }
@@ -99,7 +110,7 @@ impl StreamView for OtherLog {
         "Other"
     }
 
-    fn apply(&self, doc: Option<Value>, _e: &EventEnvelope) -> Result<Option<Value>, String> {
+    fn apply(&self, doc: Option<Value>, _e: &EventEnvelope) -> Result<Option<Value>, ApplyError> {
         let count = doc.and_then(|d| d["count"].as_i64()).unwrap_or(0);
         Ok(Some(json!({"count": count + 1})))
     }

@@ -148,8 +148,14 @@ fn valid_category(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-fn valid_id(s: &str) -> bool {
-    (1..=128).contains(&s.len())
+/// Longest id of a stream ([`valid_id`]).
+pub const MAX_ID_LEN: usize = 128;
+
+/// The one rule for the id part of a stream id: 1 to [`MAX_ID_LEN`] characters of
+/// `A-Z a-z 0-9 _ . : -`. Domains whose values become stream ids or keys downstream (an order
+/// id, a SKU) check them with it, so what a command accepts always names a stream.
+pub fn valid_id(s: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }

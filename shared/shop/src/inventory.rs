@@ -11,7 +11,10 @@
 //! | `quantity-must-be-positive` | `ReceiveStock` / `ReserveStock` with quantity ≤ 0 |
 //! | `quantity-overflow` | `ReceiveStock` would make the stock on hand overflow |
 //! | `order-id-required` | `ReserveStock` / `ReleaseStock` with an empty order id |
-//! | `order-id-invalid` | the order id is not 1-128 characters of `A-Z a-z 0-9 _ . : -` |
+//! | `order-id-invalid` | the order id breaks the id rule ([`crate::values`]) |
+//!
+//! Order ids are typed ([`OrderId`]): the two `order-id-` rejections come from
+//! [`parse_command`] ([`CommandParseError::Rejected`]), before any state is read.
 //! | `insufficient-stock` | `ReserveStock` of more than is available |
 //! | `reservation-quantity-mismatch` | `ReserveStock` for an order that already holds a reservation of another quantity |
 //!
@@ -27,8 +30,8 @@
 //! a later reservation for it as already done. The price is state that only grows: one order
 //! id per released reservation of the SKU, kept in every snapshot of the stream.
 
-use crate::registry::RegisteredAggregate;
-use crate::{CommandParseError, require_key, require_text};
+use crate::command::{CommandParseError, RegisteredAggregate};
+use crate::values::OrderId;
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -51,16 +54,18 @@ pub enum InventoryCommand {
     /// Sets units aside for an order.
     ReserveStock {
         /// The order the units are for.
-        order_id: String,
+        order_id: OrderId,
         /// Units to reserve; must be > 0 and fit in the available stock.
         quantity: i64,
     },
     /// Gives an order's reservation back to the available stock.
     ReleaseStock {
         /// The order whose reservation is released.
-        order_id: String,
+        order_id: OrderId,
     },
 }
+
+impl RegisteredAggregate for Inventory {}
 
 /// Builds an inventory command from its type name and JSON data; unknown fields are refused.
 pub fn parse_command(
@@ -82,14 +87,14 @@ pub enum InventoryEvent {
     /// Units were set aside for an order.
     StockReserved {
         /// The order the units are for.
-        order_id: String,
+        order_id: OrderId,
         /// Units reserved.
         quantity: i64,
     },
     /// An order's reservation went back to the available stock.
     StockReleased {
         /// The order whose reservation was released.
-        order_id: String,
+        order_id: OrderId,
         /// Units the reservation held.
         quantity: i64,
     },
@@ -103,9 +108,9 @@ pub struct InventoryState {
     /// Units in stock, reserved or not.
     pub on_hand: i64,
     /// Units reserved, by order id (in order id order).
-    pub reservations: BTreeMap<String, i64>,
+    pub reservations: BTreeMap<OrderId, i64>,
     /// Orders whose reservation was released: they cannot reserve here again.
-    pub released: BTreeSet<String>,
+    pub released: BTreeSet<OrderId>,
 }
 
 impl InventoryState {
@@ -187,11 +192,9 @@ fn decide_receive(state: &InventoryState, quantity: i64) -> Result<Vec<Inventory
 
 fn decide_reserve(
     state: &InventoryState,
-    order_id: &str,
+    order_id: &OrderId,
     quantity: i64,
 ) -> Result<Vec<InventoryEvent>, Rejection> {
-    require_text(order_id, "order-id-required", "order id")?;
-    require_key(order_id, "order-id-invalid", "order id")?;
     require_positive(quantity)?;
     if state.released.contains(order_id) {
         return Ok(vec![]);
@@ -211,7 +214,7 @@ fn decide_reserve(
                 ));
             }
             Ok(vec![InventoryEvent::StockReserved {
-                order_id: order_id.to_owned(),
+                order_id: order_id.clone(),
                 quantity,
             }])
         }
@@ -220,13 +223,11 @@ fn decide_reserve(
 
 fn decide_release(
     state: &InventoryState,
-    order_id: &str,
+    order_id: &OrderId,
 ) -> Result<Vec<InventoryEvent>, Rejection> {
-    require_text(order_id, "order-id-required", "order id")?;
-    require_key(order_id, "order-id-invalid", "order id")?;
     Ok(match state.reservations.get(order_id) {
         Some(quantity) => vec![InventoryEvent::StockReleased {
-            order_id: order_id.to_owned(),
+            order_id: order_id.clone(),
             quantity: *quantity,
         }],
         None => vec![],

@@ -28,8 +28,12 @@
 //! | `order-cancelled` | `PlaceOrder` / `ConfirmOrder` / `ShipOrder` of a cancelled order |
 //! | `reason-required` | `CancelOrder` with an empty reason |
 //! | `payment-method-required` | `PlaceOrder` with an empty payment method |
-//! | `customer-id-invalid`, `sku-invalid`, `tracking-id-invalid`, `payment-method-invalid` | the field is not 1-128 characters of `A-Z a-z 0-9 _ . : -` ([`crate::MAX_KEY_LEN`]) |
+//! | `customer-id-invalid`, `sku-invalid`, `tracking-id-invalid`, `payment-method-invalid` | the field breaks the id rule ([`crate::values`]) |
 //! | `reason-too-long` | `CancelOrder` with a reason over 500 characters ([`crate::MAX_TEXT_LEN`]) |
+//!
+//! Customer ids, skus and tracking ids are typed ([`crate::values`]): an empty or invalid one
+//! never makes a command, so its `-required` / `-invalid` rejection comes from
+//! [`parse_command`] ([`CommandParseError::Rejected`]), before any state is read.
 //!
 //! Already done (no events): `CreateOrder` again for the same customer; `PlaceOrder` of an
 //! order that is placed or further along; `ConfirmOrder` of a confirmed or shipped order;
@@ -46,8 +50,8 @@
 //! (`unit-price-mismatch`) rather than silently re-pricing the units already in the order;
 //! remove the line and add it again to change the price.
 
-use crate::registry::RegisteredAggregate;
-use crate::{CommandParseError, require_key, require_short, require_text};
+use crate::command::{CommandParseError, RegisteredAggregate};
+use crate::values::{CustomerId, Money, Sku, TrackingId, require_key, require_short, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -66,21 +70,21 @@ pub enum OrderCommand {
     /// Opens a draft order for a customer.
     CreateOrder {
         /// The customer the order belongs to.
-        customer_id: String,
+        customer_id: CustomerId,
     },
     /// Adds units of a sku to a draft (increasing the quantity if the sku is already there).
     AddItem {
         /// The stock keeping unit.
-        sku: String,
+        sku: Sku,
         /// How many units to add; must be > 0.
         quantity: i64,
-        /// Price of one unit in minor units; must be ≥ 0.
-        unit_price: i64,
+        /// Price of one unit; must be ≥ 0.
+        unit_price: Money,
     },
     /// Removes a sku's whole line from a draft.
     RemoveItem {
         /// The stock keeping unit to remove.
-        sku: String,
+        sku: Sku,
     },
     /// Submits a non-empty draft.
     PlaceOrder {
@@ -94,7 +98,7 @@ pub enum OrderCommand {
     /// Hands a confirmed order to the carrier.
     ShipOrder {
         /// The carrier's tracking id.
-        tracking_id: String,
+        tracking_id: TrackingId,
     },
     /// Cancels an order that has not shipped yet.
     CancelOrder {
@@ -120,6 +124,8 @@ pub fn upcast_order_placed_v1(mut data: serde_json::Value) -> serde_json::Value 
     data
 }
 
+impl RegisteredAggregate for Order {}
+
 /// Builds an order command from its type name and JSON data. Commands without fields
 /// accept `null` (absent) or `{}` as data; unknown fields are refused.
 pub fn parse_command(
@@ -136,26 +142,26 @@ pub enum OrderEvent {
     /// A draft order was opened for a customer.
     OrderCreated {
         /// The customer the order belongs to.
-        customer_id: String,
+        customer_id: CustomerId,
     },
     /// Units of a sku were added to the order.
     ItemAdded {
         /// The stock keeping unit.
-        sku: String,
+        sku: Sku,
         /// Units added (on top of any already in the order).
         quantity: i64,
-        /// Price of one unit in minor units.
-        unit_price: i64,
+        /// Price of one unit.
+        unit_price: Money,
     },
     /// A sku's line was removed from the order.
     ItemRemoved {
         /// The stock keeping unit.
-        sku: String,
+        sku: Sku,
     },
     /// The order was submitted (schema [`ORDER_PLACED_SCHEMA`]).
     OrderPlaced {
-        /// The order total in minor units at the time it was placed.
-        total: i64,
+        /// The order total at the time it was placed.
+        total: Money,
         /// How the order will be paid (added in schema 2; schema 1 reads as
         /// [`DEFAULT_PAYMENT_METHOD`]).
         payment_method: String,
@@ -165,7 +171,7 @@ pub enum OrderEvent {
     /// The order was handed to the carrier.
     OrderShipped {
         /// The carrier's tracking id.
-        tracking_id: String,
+        tracking_id: TrackingId,
     },
     /// The order was cancelled.
     OrderCancelled {
@@ -223,14 +229,14 @@ impl fmt::Display for OrderStatus {
 pub struct OrderLine {
     /// Units ordered.
     pub quantity: i64,
-    /// Price of one unit in minor units.
-    pub unit_price: i64,
+    /// Price of one unit.
+    pub unit_price: Money,
 }
 
 impl OrderLine {
-    /// `quantity × unit_price` in minor units, or `None` on overflow.
-    pub fn checked_amount(&self) -> Option<i64> {
-        self.quantity.checked_mul(self.unit_price)
+    /// `quantity × unit_price`, or `None` on overflow.
+    pub fn checked_amount(&self) -> Option<Money> {
+        self.unit_price.checked_times(self.quantity)
     }
 }
 
@@ -240,11 +246,11 @@ pub struct OrderState {
     /// `None` until the order is created.
     pub status: Option<OrderStatus>,
     /// The customer the order belongs to (`None` until created).
-    pub customer_id: Option<String>,
+    pub customer_id: Option<CustomerId>,
     /// The order's lines by sku, in sku order.
-    pub lines: BTreeMap<String, OrderLine>,
+    pub lines: BTreeMap<Sku, OrderLine>,
     /// The carrier's tracking id once shipped.
-    pub tracking_id: Option<String>,
+    pub tracking_id: Option<TrackingId>,
     /// Why the order was cancelled, once cancelled.
     pub cancel_reason: Option<String>,
     /// How the order will be paid, once placed.
@@ -257,21 +263,20 @@ impl OrderState {
         self.status.is_some()
     }
 
-    /// Sum of the line amounts in minor units, or `None` on overflow (which `decide`
-    /// never lets happen).
-    pub fn checked_total(&self) -> Option<i64> {
+    /// Sum of the line amounts, or `None` on overflow (which `decide` never lets happen).
+    pub fn checked_total(&self) -> Option<Money> {
         checked_total(self.lines.values())
     }
 
-    /// Sum of the line amounts in minor units (saturating; see [`Self::checked_total`]).
-    pub fn total(&self) -> i64 {
-        self.checked_total().unwrap_or(i64::MAX)
+    /// Sum of the line amounts (saturating; see [`Self::checked_total`]).
+    pub fn total(&self) -> Money {
+        self.checked_total().unwrap_or(Money::from_minor(i64::MAX))
     }
 }
 
 /// `ItemAdded` folded onto `state`. An owned sku goes straight into the map (one search); a
 /// borrowed one is copied only for a new line, since most items land on a line the order has.
-fn add_item(state: &mut OrderState, sku: Cow<'_, str>, quantity: i64, unit_price: i64) {
+fn add_item(state: &mut OrderState, sku: Cow<'_, Sku>, quantity: i64, unit_price: Money) {
     let new_line = OrderLine {
         quantity: 0,
         unit_price,
@@ -280,17 +285,17 @@ fn add_item(state: &mut OrderState, sku: Cow<'_, str>, quantity: i64, unit_price
         Cow::Owned(sku) => state.lines.entry(sku).or_insert(new_line),
         Cow::Borrowed(sku) => match state.lines.get_mut(sku) {
             Some(line) => line,
-            None => state.lines.entry(sku.to_owned()).or_insert(new_line),
+            None => state.lines.entry(sku.clone()).or_insert(new_line),
         },
     };
     line.quantity = line.quantity.saturating_add(quantity);
     line.unit_price = unit_price;
 }
 
-fn checked_total<'a>(lines: impl IntoIterator<Item = &'a OrderLine>) -> Option<i64> {
-    lines
-        .into_iter()
-        .try_fold(0i64, |sum, line| sum.checked_add(line.checked_amount()?))
+fn checked_total<'a>(lines: impl IntoIterator<Item = &'a OrderLine>) -> Option<Money> {
+    lines.into_iter().try_fold(Money::ZERO, |sum, line| {
+        sum.checked_add(line.checked_amount()?)
+    })
 }
 
 impl Aggregate for Order {
@@ -388,20 +393,19 @@ fn cancelled() -> Rejection {
     Rejection::new("order-cancelled", "the order is cancelled")
 }
 
-fn decide_create(state: &OrderState, customer_id: &str) -> Result<Vec<OrderEvent>, Rejection> {
+fn decide_create(
+    state: &OrderState,
+    customer_id: &CustomerId,
+) -> Result<Vec<OrderEvent>, Rejection> {
     match &state.customer_id {
         Some(existing) if existing == customer_id => Ok(vec![]),
         Some(existing) => Err(Rejection::new(
             "order-already-exists",
             format!("the order already exists for customer '{existing}'"),
         )),
-        None => {
-            require_text(customer_id, "customer-id-required", "customer id")?;
-            require_key(customer_id, "customer-id-invalid", "customer id")?;
-            Ok(vec![OrderEvent::OrderCreated {
-                customer_id: customer_id.to_owned(),
-            }])
-        }
+        None => Ok(vec![OrderEvent::OrderCreated {
+            customer_id: customer_id.clone(),
+        }]),
     }
 }
 
@@ -418,20 +422,18 @@ fn require_draft(status: OrderStatus) -> Result<(), Rejection> {
 
 fn decide_add_item(
     state: &OrderState,
-    sku: &str,
+    sku: &Sku,
     quantity: i64,
-    unit_price: i64,
+    unit_price: Money,
 ) -> Result<Vec<OrderEvent>, Rejection> {
     let status = created(state)?;
-    require_text(sku, "sku-required", "sku")?;
-    require_key(sku, "sku-invalid", "sku")?;
     if quantity <= 0 {
         return Err(Rejection::new(
             "quantity-must-be-positive",
             format!("quantity must be greater than zero, got {quantity}"),
         ));
     }
-    if unit_price < 0 {
+    if unit_price.is_negative() {
         return Err(Rejection::new(
             "unit-price-must-not-be-negative",
             format!("unit price must not be negative, got {unit_price}"),
@@ -465,20 +467,19 @@ fn decide_add_item(
     let others = state
         .lines
         .iter()
-        .filter(|(other, _)| other.as_str() != sku)
+        .filter(|(other, _)| *other != sku)
         .map(|(_, line)| line);
     checked_total(others.chain([&line]))
         .ok_or_else(|| Rejection::new("amount-overflow", "the order total would overflow"))?;
     Ok(vec![OrderEvent::ItemAdded {
-        sku: sku.to_owned(),
+        sku: sku.clone(),
         quantity,
         unit_price,
     }])
 }
 
-fn decide_remove_item(state: &OrderState, sku: &str) -> Result<Vec<OrderEvent>, Rejection> {
+fn decide_remove_item(state: &OrderState, sku: &Sku) -> Result<Vec<OrderEvent>, Rejection> {
     let status = created(state)?;
-    require_text(sku, "sku-required", "sku")?;
     require_draft(status)?;
     if !state.lines.contains_key(sku) {
         return Err(Rejection::new(
@@ -486,9 +487,7 @@ fn decide_remove_item(state: &OrderState, sku: &str) -> Result<Vec<OrderEvent>, 
             format!("'{sku}' is not in the order"),
         ));
     }
-    Ok(vec![OrderEvent::ItemRemoved {
-        sku: sku.to_owned(),
-    }])
+    Ok(vec![OrderEvent::ItemRemoved { sku: sku.clone() }])
 }
 
 fn decide_place(state: &OrderState, payment_method: &str) -> Result<Vec<OrderEvent>, Rejection> {
@@ -527,19 +526,17 @@ fn decide_confirm(state: &OrderState) -> Result<Vec<OrderEvent>, Rejection> {
     }
 }
 
-fn decide_ship(state: &OrderState, tracking_id: &str) -> Result<Vec<OrderEvent>, Rejection> {
+fn decide_ship(state: &OrderState, tracking_id: &TrackingId) -> Result<Vec<OrderEvent>, Rejection> {
     let status = created(state)?;
-    require_text(tracking_id, "tracking-id-required", "tracking id")?;
-    require_key(tracking_id, "tracking-id-invalid", "tracking id")?;
     match status {
         OrderStatus::Draft | OrderStatus::Placed => Err(Rejection::new(
             "order-not-confirmed",
             format!("only a confirmed order can be shipped; it is {status}"),
         )),
         OrderStatus::Confirmed => Ok(vec![OrderEvent::OrderShipped {
-            tracking_id: tracking_id.to_owned(),
+            tracking_id: tracking_id.clone(),
         }]),
-        OrderStatus::Shipped if state.tracking_id.as_deref() == Some(tracking_id) => Ok(vec![]),
+        OrderStatus::Shipped if state.tracking_id.as_ref() == Some(tracking_id) => Ok(vec![]),
         OrderStatus::Shipped => Err(Rejection::new(
             "order-already-shipped",
             format!(

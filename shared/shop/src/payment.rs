@@ -22,7 +22,7 @@
 //! | rule | when |
 //! |---|---|
 //! | `order-id-required` | `AuthorizePayment` / `VoidPayment` with an empty order id |
-//! | `order-id-invalid`, `method-invalid` | `AuthorizePayment` (or `VoidPayment`, for the order id) with an order id or method that is not 1-128 characters of `A-Z a-z 0-9 _ . : -` |
+//! | `order-id-invalid`, `method-invalid` | `AuthorizePayment` (or `VoidPayment`, for the order id) with an order id or method that breaks the id rule ([`crate::values`]) |
 //! | `method-required` | `AuthorizePayment` with an empty method |
 //! | `amount-must-be-positive` | `AuthorizePayment` / `ReceivePayment` with amount ≤ 0 |
 //! | `order-id-mismatch` | `AuthorizePayment` / `VoidPayment` for another order than earlier attempts |
@@ -35,19 +35,23 @@
 //! | `payment-amount-mismatch` | `ReceivePayment` of another amount than the pending (or received) one |
 //! | `payment-not-authorized` | `RefundPayment` of a payment whose money was never taken (none, declined or pending) |
 //!
+//! Order ids are typed ([`OrderId`]): the `order-id-required` / `order-id-invalid`
+//! rejections come from [`parse_command`] ([`CommandParseError::Rejected`]), before any state
+//! is read; so does nothing else. Amounts are [`Money`].
+//!
 //! Already done (no events): `AuthorizePayment` of the same amount once authorised, pending
 //! or received; `AuthorizePayment` with the same amount and method as the attempt just
 //! declined; `ReceivePayment` of the received amount once received; `VoidPayment` once
 //! voided or refunded; `RefundPayment` once refunded.
 
-use crate::registry::RegisteredAggregate;
-use crate::{CommandParseError, require_key, require_text};
+use crate::command::{CommandParseError, RegisteredAggregate};
+use crate::values::{Money, OrderId, require_key, require_text};
 use eventfold::{Aggregate, DomainEvent, Rejection};
 use serde::{Deserialize, Serialize};
 use strum::VariantNames;
 
-/// Amounts (minor units) above this are declined.
-pub const AUTHORIZATION_LIMIT: i64 = 1_000_000;
+/// Amounts above this are declined.
+pub const AUTHORIZATION_LIMIT: Money = Money::from_minor(1_000_000);
 /// The payment method that is always declined.
 pub const DECLINED_METHOD: &str = "card_declined";
 /// Decline reason when the amount exceeds [`AUTHORIZATION_LIMIT`].
@@ -69,9 +73,9 @@ pub enum PaymentCommand {
     /// Asks the (simulated) provider to authorise an amount.
     AuthorizePayment {
         /// The order being paid (the aggregate id).
-        order_id: String,
-        /// Amount in minor units; must be > 0.
-        amount: i64,
+        order_id: OrderId,
+        /// Amount; must be > 0.
+        amount: Money,
         /// Payment method, e.g. `card`.
         method: String,
     },
@@ -79,15 +83,17 @@ pub enum PaymentCommand {
     RefundPayment {},
     /// Records that the pending amount arrived (e.g. the bank transfer was credited).
     ReceivePayment {
-        /// Amount received in minor units; must be the pending amount.
-        amount: i64,
+        /// Amount received; must be the pending amount.
+        amount: Money,
     },
     /// Gives up a payment whose money has not been received; later money is refused.
     VoidPayment {
         /// The order being paid (the aggregate id).
-        order_id: String,
+        order_id: OrderId,
     },
 }
+
+impl RegisteredAggregate for Payment {}
 
 /// Builds a payment command from its type name and JSON data. `RefundPayment` accepts
 /// `null` (absent) or `{}` as data; unknown fields are refused.
@@ -105,18 +111,18 @@ pub enum PaymentEvent {
     /// The amount was authorised.
     PaymentAuthorized {
         /// The order being paid.
-        order_id: String,
-        /// Amount authorised in minor units.
-        amount: i64,
+        order_id: OrderId,
+        /// Amount authorised.
+        amount: Money,
         /// Payment method used.
         method: String,
     },
     /// The provider declined the attempt.
     PaymentDeclined {
         /// The order being paid.
-        order_id: String,
-        /// Amount attempted in minor units.
-        amount: i64,
+        order_id: OrderId,
+        /// Amount attempted.
+        amount: Money,
         /// Payment method attempted.
         method: String,
         /// Why it was declined, e.g. [`DECLINE_CARD_DECLINED`].
@@ -125,32 +131,32 @@ pub enum PaymentEvent {
     /// The authorised amount was given back.
     PaymentRefunded {
         /// The order that was paid.
-        order_id: String,
-        /// Amount refunded in minor units.
-        amount: i64,
+        order_id: OrderId,
+        /// Amount refunded.
+        amount: Money,
     },
     /// The attempt waits for the money ([`PENDING_METHOD`]).
     PaymentPending {
         /// The order being paid.
-        order_id: String,
-        /// Amount due in minor units.
-        amount: i64,
+        order_id: OrderId,
+        /// Amount due.
+        amount: Money,
         /// Payment method, e.g. [`PENDING_METHOD`].
         method: String,
     },
     /// The pending amount arrived.
     PaymentReceived {
         /// The order that was paid.
-        order_id: String,
-        /// Amount received in minor units.
-        amount: i64,
+        order_id: OrderId,
+        /// Amount received.
+        amount: Money,
     },
     /// The payment was given up before any money was received.
     PaymentVoided {
         /// The order that was to be paid.
-        order_id: String,
-        /// Amount of the attempt voided in minor units (0 when none was made).
-        amount: i64,
+        order_id: OrderId,
+        /// Amount of the attempt voided (0 when none was made).
+        amount: Money,
     },
 }
 
@@ -179,9 +185,9 @@ pub struct PaymentState {
     /// `None` until the first authorisation attempt.
     pub status: Option<PaymentStatus>,
     /// The order being paid (`None` until the first attempt).
-    pub order_id: Option<String>,
-    /// Amount of the last attempt in minor units (0 before any attempt).
-    pub amount: i64,
+    pub order_id: Option<OrderId>,
+    /// Amount of the last attempt (0 before any attempt).
+    pub amount: Money,
     /// Method of the last attempt (`None` before any attempt).
     pub method: Option<String>,
     /// Why the last attempt was declined, if it was.
@@ -268,15 +274,13 @@ impl Aggregate for Payment {
 
 fn decide_authorize(
     state: &PaymentState,
-    order_id: &str,
-    amount: i64,
+    order_id: &OrderId,
+    amount: Money,
     method: &str,
 ) -> Result<Vec<PaymentEvent>, Rejection> {
-    require_text(order_id, "order-id-required", "order id")?;
     require_text(method, "method-required", "payment method")?;
-    require_key(order_id, "order-id-invalid", "order id")?;
     require_key(method, "method-invalid", "payment method")?;
-    if amount <= 0 {
+    if !amount.is_positive() {
         return Err(Rejection::new(
             "amount-must-be-positive",
             format!("amount must be greater than zero, got {amount}"),
@@ -322,7 +326,7 @@ fn voided() -> Rejection {
     )
 }
 
-fn require_same_order(state: &PaymentState, order_id: &str) -> Result<(), Rejection> {
+fn require_same_order(state: &PaymentState, order_id: &OrderId) -> Result<(), Rejection> {
     match &state.order_id {
         Some(existing) if existing != order_id => Err(Rejection::new(
             "order-id-mismatch",
@@ -333,7 +337,7 @@ fn require_same_order(state: &PaymentState, order_id: &str) -> Result<(), Reject
 }
 
 /// The simulated provider's answer to an authorisation attempt.
-fn attempt(order_id: &str, amount: i64, method: &str) -> PaymentEvent {
+fn attempt(order_id: &OrderId, amount: Money, method: &str) -> PaymentEvent {
     let decline_reason = if amount > AUTHORIZATION_LIMIT {
         Some(DECLINE_AMOUNT_OVER_LIMIT)
     } else if method == DECLINED_METHOD {
@@ -343,18 +347,18 @@ fn attempt(order_id: &str, amount: i64, method: &str) -> PaymentEvent {
     };
     match decline_reason {
         Some(reason) => PaymentEvent::PaymentDeclined {
-            order_id: order_id.to_owned(),
+            order_id: order_id.clone(),
             amount,
             method: method.to_owned(),
             reason: reason.to_owned(),
         },
         None if method == PENDING_METHOD => PaymentEvent::PaymentPending {
-            order_id: order_id.to_owned(),
+            order_id: order_id.clone(),
             amount,
             method: method.to_owned(),
         },
         None => PaymentEvent::PaymentAuthorized {
-            order_id: order_id.to_owned(),
+            order_id: order_id.clone(),
             amount,
             method: method.to_owned(),
         },
@@ -362,32 +366,32 @@ fn attempt(order_id: &str, amount: i64, method: &str) -> PaymentEvent {
 }
 
 fn decide_refund(state: &PaymentState) -> Result<Vec<PaymentEvent>, Rejection> {
-    match state.status {
-        Some(PaymentStatus::Authorized | PaymentStatus::Received) => {
+    // Every event that sets a status names the order, so a status comes with an order id.
+    match (state.status, &state.order_id) {
+        (Some(PaymentStatus::Authorized | PaymentStatus::Received), Some(order_id)) => {
             Ok(vec![PaymentEvent::PaymentRefunded {
-                order_id: state.order_id.clone().unwrap_or_default(),
+                order_id: order_id.clone(),
                 amount: state.amount,
             }])
         }
-        Some(PaymentStatus::Refunded) => Ok(vec![]),
-        Some(PaymentStatus::Declined) => Err(Rejection::new(
+        (Some(PaymentStatus::Refunded), _) => Ok(vec![]),
+        (Some(PaymentStatus::Declined), _) => Err(Rejection::new(
             "payment-not-authorized",
             "a declined payment cannot be refunded",
         )),
-        Some(PaymentStatus::Pending) => Err(Rejection::new(
+        (Some(PaymentStatus::Pending), _) => Err(Rejection::new(
             "payment-not-authorized",
             "a pending payment has not been received; void it instead",
         )),
-        Some(PaymentStatus::Voided) => Err(voided()),
-        None => Err(Rejection::new(
-            "payment-not-authorized",
-            "no payment has been authorised",
-        )),
+        (Some(PaymentStatus::Voided), _) => Err(voided()),
+        (None | Some(PaymentStatus::Authorized | PaymentStatus::Received), _) => Err(
+            Rejection::new("payment-not-authorized", "no payment has been authorised"),
+        ),
     }
 }
 
-fn decide_receive(state: &PaymentState, amount: i64) -> Result<Vec<PaymentEvent>, Rejection> {
-    if amount <= 0 {
+fn decide_receive(state: &PaymentState, amount: Money) -> Result<Vec<PaymentEvent>, Rejection> {
+    if !amount.is_positive() {
         return Err(Rejection::new(
             "amount-must-be-positive",
             format!("amount must be greater than zero, got {amount}"),
@@ -399,35 +403,31 @@ fn decide_receive(state: &PaymentState, amount: i64) -> Result<Vec<PaymentEvent>
             format!("the payment is of {}, not {amount}", state.amount),
         )
     };
-    match state.status {
-        Some(PaymentStatus::Pending) if state.amount == amount => {
+    // Every event that sets a status names the order, so a status comes with an order id.
+    match (state.status, &state.order_id) {
+        (Some(PaymentStatus::Pending), Some(order_id)) if state.amount == amount => {
             Ok(vec![PaymentEvent::PaymentReceived {
-                order_id: state.order_id.clone().unwrap_or_default(),
+                order_id: order_id.clone(),
                 amount,
             }])
         }
-        Some(PaymentStatus::Received) if state.amount == amount => Ok(vec![]),
-        Some(PaymentStatus::Pending | PaymentStatus::Received) => Err(mismatch()),
-        Some(PaymentStatus::Voided) => Err(voided()),
-        Some(PaymentStatus::Refunded) => Err(refunded()),
-        None | Some(PaymentStatus::Declined | PaymentStatus::Authorized) => Err(Rejection::new(
-            "payment-not-pending",
-            "no payment is waiting for money",
-        )),
+        (Some(PaymentStatus::Received), _) if state.amount == amount => Ok(vec![]),
+        (Some(PaymentStatus::Pending | PaymentStatus::Received), _) => Err(mismatch()),
+        (Some(PaymentStatus::Voided), _) => Err(voided()),
+        (Some(PaymentStatus::Refunded), _) => Err(refunded()),
+        (None | Some(PaymentStatus::Declined | PaymentStatus::Authorized), _) => Err(
+            Rejection::new("payment-not-pending", "no payment is waiting for money"),
+        ),
     }
 }
 
-fn decide_void(state: &PaymentState, order_id: &str) -> Result<Vec<PaymentEvent>, Rejection> {
-    require_text(order_id, "order-id-required", "order id")?;
-    // A void of a payment never attempted starts the stream: its order id is a key as in
-    // `AuthorizePayment`.
-    require_key(order_id, "order-id-invalid", "order id")?;
+fn decide_void(state: &PaymentState, order_id: &OrderId) -> Result<Vec<PaymentEvent>, Rejection> {
     require_same_order(state, order_id)?;
     match state.status {
         None
         | Some(PaymentStatus::Declined | PaymentStatus::Pending | PaymentStatus::Authorized) => {
             Ok(vec![PaymentEvent::PaymentVoided {
-                order_id: order_id.to_owned(),
+                order_id: order_id.clone(),
                 amount: state.amount,
             }])
         }

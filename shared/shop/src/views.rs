@@ -17,20 +17,24 @@
 //! Times are the envelope's `occurred_at` in UTC, written as RFC 3339 with a fixed six
 //! digit fraction (`2024-03-01T09:30:00.000000Z`) so that they also sort as text.
 //!
-//! Which views exist, and how the query API serves them, is [`crate::registry::VIEWS`];
-//! [`projector`] wires every registered view into an [`eventfold_consumers::projection::Projector`].
+//! Which views are served, by which name, is [`VIEWS`] (the registry's list of views; how a
+//! view is queried over HTTP is the query API's); [`projector`] wires every stored view into
+//! an [`eventfold_consumers::projection::Projector`].
 
+use crate::command::RegisteredAggregate;
 use crate::inventory::{Inventory, InventoryEvent};
 use crate::order::{Order, OrderEvent, OrderStatus};
-use crate::registry::{self, RegisteredAggregate, ViewImpl};
+use crate::upcast::upcasters;
+use crate::values::{CustomerId, Money, OrderId, Sku, TrackingId};
 use chrono::NaiveDate;
 use eventfold::{Aggregate, DomainEvent, EventEnvelope, EventStore, StreamId};
 use eventfold_consumers::projection::{
-    Contribution, CounterView, Projector, ReadModelStore, StreamView,
+    ApplyError, Contribution, CounterView, Projector, ReadModelStore, StreamView,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 /// Name of the per-order summary view ([`OrderSummary`]).
@@ -69,23 +73,30 @@ fn timestamp(env: &EventEnvelope) -> String {
 
 /// The event of `env` when its type is one of `known`; `None` for other types; an error
 /// when a known type's data does not decode.
-fn decode_known<T: DomainEvent>(env: &EventEnvelope, known: &[&str]) -> Result<Option<T>, String> {
+fn decode_known<T: DomainEvent>(
+    env: &EventEnvelope,
+    known: &[&str],
+) -> Result<Option<T>, ApplyError> {
     if !known.contains(&env.event_type.as_str()) {
         return Ok(None);
     }
-    T::decode(&env.event_type, &env.data)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    Ok(Some(T::decode(&env.event_type, &env.data)?))
 }
 
 /// Reads a stored document back into its typed form.
-fn read_doc<T: for<'de> Deserialize<'de>>(view: &str, doc: Value) -> Result<T, String> {
-    serde_json::from_value(doc).map_err(|e| format!("stored {view} document is unreadable: {e}"))
+fn read_doc<T: for<'de> Deserialize<'de>>(view: &str, doc: Value) -> Result<T, ApplyError> {
+    serde_json::from_value(doc).map_err(|source| ApplyError::Document {
+        view: view.to_owned(),
+        source,
+    })
 }
 
 /// Writes a typed document.
-fn write_doc<T: Serialize>(view: &str, doc: &T) -> Result<Value, String> {
-    serde_json::to_value(doc).map_err(|e| format!("{view} document not serializable: {e}"))
+fn write_doc<T: Serialize>(view: &str, doc: &T) -> Result<Value, ApplyError> {
+    serde_json::to_value(doc).map_err(|source| ApplyError::Encode {
+        view: view.to_owned(),
+        source,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -96,30 +107,30 @@ fn write_doc<T: Serialize>(view: &str, doc: &T) -> Result<Value, String> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderSummaryLine {
     /// The stock keeping unit.
-    pub sku: String,
+    pub sku: Sku,
     /// Units ordered.
     pub quantity: i64,
-    /// Price of one unit in minor units.
-    pub unit_price: i64,
+    /// Price of one unit.
+    pub unit_price: Money,
     /// `quantity × unit_price` (saturating).
-    pub amount: i64,
+    pub amount: Money,
 }
 
 /// The document of [`OrderSummary`] (one per order), as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderSummaryDoc {
     /// The order id (the stream's id).
-    pub order_id: String,
+    pub order_id: OrderId,
     /// The customer the order belongs to.
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     /// `Draft`, `Placed`, `Confirmed`, `Shipped` or `Cancelled`.
     pub status: OrderStatus,
     /// The lines, sorted by sku.
     pub lines: Vec<OrderSummaryLine>,
     /// Sum of the line amounts while a draft; the placed total once placed.
-    pub total: i64,
+    pub total: Money,
     /// The carrier's tracking id once shipped.
-    pub tracking_id: Option<String>,
+    pub tracking_id: Option<TrackingId>,
     /// Why the order was cancelled, once cancelled.
     pub cancel_reason: Option<String>,
     /// Version of the last event applied to the document.
@@ -137,7 +148,7 @@ impl OrderSummaryDoc {
         self.total = self
             .lines
             .iter()
-            .fold(0i64, |sum, line| sum.saturating_add(line.amount));
+            .fold(Money::ZERO, |sum, line| sum.saturating_add(line.amount));
     }
 }
 
@@ -159,7 +170,7 @@ impl StreamView for OrderSummary {
         Order::CATEGORY
     }
 
-    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
+    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, ApplyError> {
         let Some(event) = decode_known::<OrderEvent>(env, Order::EVENT_TYPES)? else {
             return Ok(doc);
         };
@@ -167,13 +178,13 @@ impl StreamView for OrderSummary {
         let mut summary = match (doc, &event) {
             (Some(doc), _) => read_doc::<OrderSummaryDoc>(ORDER_SUMMARY, doc)?,
             (None, OrderEvent::OrderCreated { customer_id }) => {
-                let stream = StreamId::parse(&env.stream_id).map_err(|e| e.to_string())?;
+                let stream = StreamId::parse(&env.stream_id)?;
                 OrderSummaryDoc {
-                    order_id: stream.id().to_owned(),
+                    order_id: OrderId::of_stream(&stream),
                     customer_id: customer_id.clone(),
                     status: OrderStatus::Draft,
                     lines: Vec::new(),
-                    total: 0,
+                    total: Money::ZERO,
                     tracking_id: None,
                     cancel_reason: None,
                     version: 0,
@@ -183,7 +194,10 @@ impl StreamView for OrderSummary {
                 }
             }
             (None, _) => {
-                return Err(format!("{} before OrderCreated", env.event_type));
+                return Err(ApplyError::Invalid(format!(
+                    "{} before OrderCreated",
+                    env.event_type
+                )));
             }
         };
         match event {
@@ -196,9 +210,7 @@ impl StreamView for OrderSummary {
                 quantity,
                 unit_price,
             } => {
-                let at = summary
-                    .lines
-                    .binary_search_by(|line| line.sku.as_str().cmp(&sku));
+                let at = summary.lines.binary_search_by(|line| line.sku.cmp(&sku));
                 let line = match at {
                     Ok(i) => &mut summary.lines[i],
                     Err(i) => {
@@ -208,7 +220,7 @@ impl StreamView for OrderSummary {
                                 sku,
                                 quantity: 0,
                                 unit_price,
-                                amount: 0,
+                                amount: Money::ZERO,
                             },
                         );
                         &mut summary.lines[i]
@@ -216,7 +228,7 @@ impl StreamView for OrderSummary {
                 };
                 line.quantity = line.quantity.saturating_add(quantity);
                 line.unit_price = unit_price;
-                line.amount = line.quantity.saturating_mul(line.unit_price);
+                line.amount = line.unit_price.saturating_times(line.quantity);
                 summary.recompute_total();
             }
             OrderEvent::ItemRemoved { sku } => {
@@ -260,7 +272,7 @@ impl StreamView for OrderSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockLevelDoc {
     /// The SKU (the stream's id).
-    pub sku: String,
+    pub sku: Sku,
     /// Units in stock, reserved or not.
     pub on_hand: i64,
     /// Units reserved by orders.
@@ -286,16 +298,16 @@ impl StreamView for StockLevels {
         Inventory::CATEGORY
     }
 
-    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
+    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, ApplyError> {
         let Some(event) = decode_known::<InventoryEvent>(env, Inventory::EVENT_TYPES)? else {
             return Ok(doc);
         };
         let mut level = match doc {
             Some(doc) => read_doc::<StockLevelDoc>(STOCK_LEVELS, doc)?,
             None => {
-                let stream = StreamId::parse(&env.stream_id).map_err(|e| e.to_string())?;
+                let stream = StreamId::parse(&env.stream_id)?;
                 StockLevelDoc {
-                    sku: stream.id().to_owned(),
+                    sku: Sku::of_stream(&stream),
                     on_hand: 0,
                     reserved: 0,
                     available: 0,
@@ -341,12 +353,14 @@ impl CounterView for DailySales {
         Order::CATEGORY
     }
 
-    fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, String> {
+    fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, ApplyError> {
         match decode_known::<OrderEvent>(env, Order::EVENT_TYPES)? {
             Some(OrderEvent::OrderPlaced { total, .. }) => {
                 let day = env.occurred_at.format(DAY_FORMAT).to_string();
-                let deltas =
-                    BTreeMap::from([("orders".to_owned(), 1), ("revenue".to_owned(), total)]);
+                let deltas = BTreeMap::from([
+                    ("orders".to_owned(), 1),
+                    ("revenue".to_owned(), total.minor()),
+                ]);
                 Ok(Some((day, deltas)))
             }
             _ => Ok(None),
@@ -358,7 +372,112 @@ impl CounterView for DailySales {
 // wiring
 // ---------------------------------------------------------------------------------------------
 
-/// A registry view shared with a projector (which owns its views as `Arc`s).
+/// A view's implementation: a document per stream, or counters summed over streams.
+#[derive(Clone, Copy)]
+pub enum ViewImpl {
+    /// One document per source stream.
+    Stream(&'static dyn StreamView),
+    /// Counter documents that many streams add to.
+    Counter(&'static dyn CounterView),
+}
+
+impl ViewImpl {
+    /// The stored view's name (what the projector writes and the read-model store keys).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stream(v) => v.name(),
+            Self::Counter(v) => v.name(),
+        }
+    }
+
+    /// The category of the streams the view is fed from.
+    pub fn category(self) -> &'static str {
+        match self {
+            Self::Stream(v) => v.category(),
+            Self::Counter(v) => v.category(),
+        }
+    }
+}
+
+impl fmt::Debug for ViewImpl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Self::Stream(_) => "Stream",
+            Self::Counter(_) => "Counter",
+        };
+        f.debug_tuple(kind).field(&self.name()).finish()
+    }
+}
+
+/// A view as it is served (`GET /queries/{name}`). Several rows may read one stored view (an
+/// index is a row of its own).
+#[derive(Debug, Clone, Copy)]
+pub struct ViewSpec {
+    /// The name it is served under.
+    pub name: &'static str,
+    /// The view that builds the documents.
+    pub view: ViewImpl,
+}
+
+impl ViewSpec {
+    /// The stored view it reads.
+    pub fn stored(&self) -> &'static str {
+        self.view.name()
+    }
+
+    /// The category of the streams its documents are built from.
+    pub fn category(&self) -> &'static str {
+        self.view.category()
+    }
+}
+
+/// Every view the shop serves, in the order they are listed to callers.
+pub const VIEWS: &[ViewSpec] = &[
+    ViewSpec {
+        name: ORDER_SUMMARY,
+        view: ViewImpl::Stream(&OrderSummary),
+    },
+    ViewSpec {
+        name: ORDERS_BY_CUSTOMER,
+        view: ViewImpl::Stream(&OrderSummary),
+    },
+    ViewSpec {
+        name: STOCK_LEVELS,
+        view: ViewImpl::Stream(&StockLevels),
+    },
+    ViewSpec {
+        name: DAILY_SALES,
+        view: ViewImpl::Counter(&DailySales),
+    },
+];
+
+/// The view served as `name`.
+pub fn view(name: &str) -> Option<&'static ViewSpec> {
+    VIEWS.iter().find(|v| v.name == name)
+}
+
+/// The names of [`VIEWS`], comma separated (for "known: .." messages).
+pub fn view_names() -> String {
+    VIEWS.iter().map(|v| v.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Every stored view once (the first row that reads it), in [`VIEWS`] order: what a
+/// projector must maintain.
+pub fn stored_views() -> impl Iterator<Item = ViewImpl> {
+    VIEWS.iter().enumerate().filter_map(|(i, spec)| {
+        let first = VIEWS[..i]
+            .iter()
+            .all(|earlier| earlier.stored() != spec.stored());
+        first.then_some(spec.view)
+    })
+}
+
+/// The stored view named `name` (not a served name: `orders-by-customer` is not stored).
+pub fn stored_view(name: &str) -> Option<ViewImpl> {
+    stored_views().find(|v| v.name() == name)
+}
+
+/// A registered view shared with a projector (which owns its views as `Arc`s).
 struct Registered<V: ?Sized + 'static>(&'static V);
 
 impl StreamView for Registered<dyn StreamView> {
@@ -368,7 +487,7 @@ impl StreamView for Registered<dyn StreamView> {
     fn category(&self) -> &str {
         self.0.category()
     }
-    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, String> {
+    fn apply(&self, doc: Option<Value>, env: &EventEnvelope) -> Result<Option<Value>, ApplyError> {
         self.0.apply(doc, env)
     }
     fn index(&self, doc: &Value) -> Option<(String, String)> {
@@ -383,14 +502,14 @@ impl CounterView for Registered<dyn CounterView> {
     fn category(&self) -> &str {
         self.0.category()
     }
-    fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, String> {
+    fn contribution(&self, env: &EventEnvelope) -> Result<Contribution, ApplyError> {
         self.0.contribution(env)
     }
 }
 
-/// The shop's per-stream views (the stream views of [`registry::VIEWS`]).
+/// The shop's per-stream views (the stream views of [`VIEWS`]).
 pub fn stream_views() -> Vec<Arc<dyn StreamView>> {
-    registry::stored_views()
+    stored_views()
         .filter_map(|v| match v {
             ViewImpl::Stream(view) => Some(Arc::new(Registered(view)) as Arc<dyn StreamView>),
             ViewImpl::Counter(_) => None,
@@ -398,9 +517,9 @@ pub fn stream_views() -> Vec<Arc<dyn StreamView>> {
         .collect()
 }
 
-/// The shop's counter views (the counter views of [`registry::VIEWS`]).
+/// The shop's counter views (the counter views of [`VIEWS`]).
 pub fn counter_views() -> Vec<Arc<dyn CounterView>> {
-    registry::stored_views()
+    stored_views()
         .filter_map(|v| match v {
             ViewImpl::Counter(view) => Some(Arc::new(Registered(view)) as Arc<dyn CounterView>),
             ViewImpl::Stream(_) => None,
@@ -409,10 +528,10 @@ pub fn counter_views() -> Vec<Arc<dyn CounterView>> {
 }
 
 /// A projector over `events` and `models` with every shop view registered, reading old event
-/// schemas through the shop's [upcasters](registry::upcasters).
+/// schemas through the shop's [upcasters].
 pub fn projector<E: EventStore, R: ReadModelStore>(events: E, models: R) -> Projector<E, R> {
     let projector = stream_views().into_iter().fold(
-        Projector::new(events, models).with_upcasters(registry::upcasters()),
+        Projector::new(events, models).with_upcasters(upcasters()),
         Projector::with_stream_view,
     );
     counter_views()

@@ -137,12 +137,12 @@ pub async fn run(local: LocalOptions, options: Options) -> Result<()> {
         let order = StreamId::new("bench", "Order", &format!("{tag}-fresh-{i}"))?;
         let commands = [
             OrderCommand::CreateOrder {
-                customer_id: format!("c-{i}"),
+                customer_id: shop::CustomerId::new(format!("c-{i}"))?,
             },
             OrderCommand::AddItem {
-                sku: "book".into(),
+                sku: shop::Sku::new("book")?,
                 quantity: 1,
-                unit_price: 1250,
+                unit_price: shop::Money::from_minor(1250),
             },
         ];
         for command in &commands {
@@ -463,12 +463,12 @@ async fn projector_in_process(orders: u64) -> Result<()> {
         let order = StreamId::new("bench", "Order", &format!("p-{i}"))?;
         for cmd in [
             OrderCommand::CreateOrder {
-                customer_id: format!("c-{}", i % 50),
+                customer_id: shop::CustomerId::new(format!("c-{}", i % 50))?,
             },
             OrderCommand::AddItem {
-                sku: format!("s-{}", i % 20),
+                sku: shop::Sku::new(format!("s-{}", i % 20))?,
                 quantity: 2,
-                unit_price: 150,
+                unit_price: shop::Money::from_minor(150),
             },
             OrderCommand::PlaceOrder {
                 payment_method: None,

@@ -47,21 +47,21 @@ fn ctx(n: u64) -> CommandContext {
 
 /// The commands of one burst: an order created, filled and placed (10 events, the last one
 /// the only one `daily-sales` counts).
-fn burst_commands() -> Vec<OrderCommand> {
+fn burst_commands() -> Result<Vec<OrderCommand>> {
     let mut commands = vec![OrderCommand::CreateOrder {
-        customer_id: "c-1".into(),
+        customer_id: shop::CustomerId::new("c-1")?,
     }];
     for i in 0..8 {
         commands.push(OrderCommand::AddItem {
-            sku: format!("s-{i}"),
+            sku: shop::Sku::new(format!("s-{i}"))?,
             quantity: 1,
-            unit_price: 100,
+            unit_price: shop::Money::from_minor(100),
         });
     }
     commands.push(OrderCommand::PlaceOrder {
         payment_method: None,
     });
-    commands
+    Ok(commands)
 }
 
 /// `batches` SQS batches of [`BATCH`] notifications of `workload` under `tenant`.
@@ -73,7 +73,7 @@ async fn batches_of(workload: Workload, tenant: &str, batches: u64) -> Result<Ve
         match workload {
             Workload::Burst => {
                 let order = StreamId::new(tenant, "Order", &format!("burst-{b}"))?;
-                for (i, command) in burst_commands().iter().enumerate() {
+                for (i, command) in burst_commands()?.iter().enumerate() {
                     let done = exec
                         .execute::<shop::Order>(&order, None, command, &ctx(i as u64))
                         .await?;
@@ -86,7 +86,7 @@ async fn batches_of(workload: Workload, tenant: &str, batches: u64) -> Result<Ve
                 for i in 0..BATCH {
                     let order = StreamId::new(tenant, "Order", &format!("spread-{b}-{i}"))?;
                     let create = OrderCommand::CreateOrder {
-                        customer_id: format!("c-{i}"),
+                        customer_id: shop::CustomerId::new(format!("c-{i}"))?,
                     };
                     let done = exec
                         .execute::<shop::Order>(&order, None, &create, &ctx(i as u64))

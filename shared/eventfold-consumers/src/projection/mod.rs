@@ -25,9 +25,42 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// Why a view could not take an event ([`StreamView::apply`], [`CounterView::contribution`]):
+/// bad data, so the notification is not acknowledged. Keeps the underlying error as its
+/// source.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The event's stream id is not one.
+    #[error(transparent)]
+    Stream(#[from] eventfold::StreamIdError),
+    /// The data of an event type the view knows does not decode.
+    #[error(transparent)]
+    Decode(#[from] eventfold::aggregate::CodecError),
+    /// A stored document does not read back in the view's shape.
+    #[error("stored {view} document is unreadable: {source}")]
+    Document {
+        /// The view.
+        view: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// A document does not serialize.
+    #[error("{view} document not serializable: {source}")]
+    Encode {
+        /// The view.
+        view: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// The event does not fit the document (e.g. an update of something never created):
+    /// the history is not one the view can read.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// A projection failed on an event (bad data): the notification is not acknowledged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("view {view} cannot apply {event_type} v{version} of {stream_id}: {reason}")]
+#[derive(Debug, thiserror::Error)]
+#[error("view {view} cannot apply {event_type} v{version} of {stream_id}: {source}")]
 pub struct ViewError {
     /// The view.
     pub view: String,
@@ -38,7 +71,7 @@ pub struct ViewError {
     /// Event type.
     pub event_type: String,
     /// Why.
-    pub reason: String,
+    pub source: ApplyError,
 }
 
 /// A view with one document per source stream (e.g. `order-summary` per order). The
@@ -49,7 +82,8 @@ pub trait StreamView: Send + Sync {
     /// Source category, e.g. `Order`.
     fn category(&self) -> &str;
     /// The document after `event` (`None`: no document for this stream, yet or any more).
-    fn apply(&self, doc: Option<Value>, event: &EventEnvelope) -> Result<Option<Value>, String>;
+    fn apply(&self, doc: Option<Value>, event: &EventEnvelope)
+    -> Result<Option<Value>, ApplyError>;
     /// Optional list index of a document: (partition, sort), e.g. (customer, created#order).
     fn index(&self, _doc: &Value) -> Option<(String, String)> {
         None
@@ -67,7 +101,7 @@ pub trait CounterView: Send + Sync {
     /// Source category.
     fn category(&self) -> &str;
     /// What `event` adds: document key and counter deltas; `None` when it adds nothing.
-    fn contribution(&self, event: &EventEnvelope) -> Result<Contribution, String>;
+    fn contribution(&self, event: &EventEnvelope) -> Result<Contribution, ApplyError>;
 }
 
 /// A stored read-model document.

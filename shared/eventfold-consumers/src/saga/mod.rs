@@ -39,8 +39,8 @@ pub use deadline::{Deadline, DeadlineIndex, DueInstance};
 pub use runner::{Handled, RunnerConfig, SagaError, SagaRunner, Ticked};
 
 use chrono::{DateTime, Utc};
-use eventfold::aggregate::{Aggregate, Rejection};
-use eventfold::envelope::EventEnvelope;
+use eventfold::aggregate::{Aggregate, CodecError, Rejection};
+use eventfold::envelope::{EventEnvelope, StreamIdError};
 use std::fmt::Debug;
 
 /// A process manager: an aggregate whose commands are inputs, with the commands it sends.
@@ -57,11 +57,12 @@ pub trait Saga: Aggregate {
     /// stream concerns, with the input it makes; `Ok(None)` when the saga ignores the event.
     /// `history` is the event's stream from version 1 up to and including `event`, upcast,
     /// when [`Self::needs_history`] asked for it, else empty. An `Err` is a known event type
-    /// whose data does not decode (not acknowledged).
+    /// whose data does not decode, or an event that does not say what the saga needs (not
+    /// acknowledged).
     fn input(
         event: &EventEnvelope,
         history: &[EventEnvelope],
-    ) -> Result<Option<(String, Self::Command)>, String>;
+    ) -> Result<Option<(String, Self::Command)>, InputError>;
 
     /// Every command `state` calls for: steps recorded and not yet answered. Deterministic,
     /// and each command must be idempotent at its target.
@@ -75,6 +76,23 @@ pub trait Saga: Aggregate {
 
     /// The input telling a waiting instance that its deadline passed at `now`.
     fn timed_out(now: DateTime<Utc>) -> Self::Command;
+}
+
+/// Why an event of another stream could not become a saga input ([`Saga::input`]): bad
+/// data, so the runner leaves its notification unacknowledged (retried, then dead-lettered).
+/// Keeps the underlying error as its source.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The event's stream id (or the instance id it names) is not a valid stream id.
+    #[error(transparent)]
+    Stream(#[from] StreamIdError),
+    /// The data of an event type the saga knows does not decode.
+    #[error(transparent)]
+    Decode(#[from] CodecError),
+    /// The event, with the history given, does not say what the saga needs (e.g. an event
+    /// that starts an instance without the history it is read with).
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 /// A command a saga sends, with the step it belongs to.
@@ -98,7 +116,8 @@ impl<C> Pending<C> {
 /// A command addressed to another aggregate's stream, reachable by its type.
 pub trait SagaCommand: Debug + Clone + PartialEq + Send + Sync + 'static {
     /// Runs `visitor` with the target's aggregate type, its id (within the saga's tenant) and
-    /// the command.
+    /// the command, given by value (a copy of the one `self` holds): the compiler knows it is
+    /// `A`'s, so the visitor can keep it and decide it against `A`'s state later.
     fn visit<V: SagaCommandVisitor>(&self, visitor: V) -> V::Output;
 }
 
@@ -108,5 +127,5 @@ pub trait SagaCommandVisitor {
     /// What the visit yields.
     type Output;
     /// Does it with the aggregate `A`, whose stream id (within the tenant) is `id`.
-    fn visit<A: Aggregate>(self, id: &str, command: &A::Command) -> Self::Output;
+    fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output;
 }

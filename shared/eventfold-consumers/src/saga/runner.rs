@@ -26,7 +26,7 @@
 //! when it is sent), its id the step's command id.
 
 use super::deadline::DeadlineIndex;
-use super::{Pending, Saga, SagaCommand};
+use super::{InputError, Pending, Saga, SagaCommand};
 use crate::Notification;
 use crate::projection::{ReadModelError, ReadModelStore};
 use eventfold::envelope::{EventEnvelope, Metadata, StreamId};
@@ -89,7 +89,7 @@ pub enum SagaError {
         to: u64,
     },
     /// The saga could not turn an event into an input (bad data, or an invalid instance id).
-    #[error("{saga} cannot take {event_type} v{version} of {stream_id} as input: {reason}")]
+    #[error("{saga} cannot take {event_type} v{version} of {stream_id} as input: {source}")]
     Input {
         /// The saga.
         saga: &'static str,
@@ -100,7 +100,7 @@ pub enum SagaError {
         /// Event type.
         event_type: String,
         /// Why.
-        reason: String,
+        source: InputError,
     },
     /// A command on the saga's stream or on a target failed (not a rejection of a sent
     /// command, which the saga is told about): the store, a conflict that outlasted the
@@ -237,7 +237,9 @@ where
     /// Offers every event of `n`'s stream up to `n.version` that the saga has not seen to
     /// [`Saga::input`], handling each input fully before moving the checkpoint past it.
     pub async fn handle(&self, n: &Notification) -> Result<Handled, SagaError> {
-        let source = n.checked_stream().map_err(SagaError::BadNotification)?;
+        let source = n
+            .checked_stream()
+            .map_err(|e| SagaError::BadNotification(e.to_string()))?;
         let name = checkpoint_name::<G>();
         let mut handled = Handled::default();
         let checkpoint = self.models.checkpoint(&name, &n.stream_id).await?;
@@ -272,12 +274,12 @@ where
                 } else {
                     Vec::new()
                 };
-                let input = G::input(event, &history).map_err(|reason| SagaError::Input {
+                let input = G::input(event, &history).map_err(|source| SagaError::Input {
                     saga: G::CATEGORY,
                     stream_id: event.stream_id.clone(),
                     version: event.version,
                     event_type: event.event_type.clone(),
-                    reason,
+                    source,
                 })?;
                 let Some((id, input)) = input else { continue };
                 handled.inputs += 1;
@@ -318,7 +320,7 @@ where
             stream_id: event.stream_id.clone(),
             version: event.version,
             event_type: event.event_type.clone(),
-            reason: e.to_string(),
+            source: InputError::Stream(e),
         })?;
         let correlation_id = if event.metadata.correlation_id.is_empty() {
             event.event_id.to_string()
@@ -412,7 +414,6 @@ where
                     .visit(Sender {
                         executor: &self.executor,
                         tenant: &tenant,
-                        command: &p.command,
                         context: &context,
                     })
                     .await;

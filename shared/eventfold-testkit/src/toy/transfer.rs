@@ -4,7 +4,7 @@ use super::*;
 use chrono::{DateTime, Utc};
 use eventfold::aggregate::{Aggregate, DomainEvent, Rejection};
 use eventfold::envelope::{EventEnvelope, StreamId};
-use eventfold_consumers::saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
+use eventfold_consumers::saga::{InputError, Pending, Saga, SagaCommand, SagaCommandVisitor};
 use serde::{Deserialize, Serialize};
 
 /// The transfer saga.
@@ -147,7 +147,7 @@ pub struct TransferCommand {
 
 impl SagaCommand for TransferCommand {
     fn visit<V: SagaCommandVisitor>(&self, visitor: V) -> V::Output {
-        visitor.visit::<Account>(&self.account, &self.command)
+        visitor.visit::<Account>(&self.account, self.command.clone())
     }
 }
 
@@ -261,9 +261,8 @@ impl Aggregate for Transfer {
 }
 
 /// The transfer id of an account event, and its kind.
-fn account_input(event: &EventEnvelope) -> Result<Option<(String, TransferInput)>, String> {
-    let decoded =
-        AccountEvent::decode(&event.event_type, &event.data).map_err(|e| e.to_string())?;
+fn account_input(event: &EventEnvelope) -> Result<Option<(String, TransferInput)>, InputError> {
+    let decoded = AccountEvent::decode(&event.event_type, &event.data)?;
     Ok(match decoded {
         AccountEvent::Opened { .. } => None,
         AccountEvent::Debited { transfer, .. } => Some((
@@ -287,24 +286,24 @@ impl Saga for Transfer {
     fn input(
         event: &EventEnvelope,
         history: &[EventEnvelope],
-    ) -> Result<Option<(String, TransferInput)>, String> {
-        let stream = StreamId::parse(&event.stream_id).map_err(|e| e.to_string())?;
+    ) -> Result<Option<(String, TransferInput)>, InputError> {
+        let stream = StreamId::parse(&event.stream_id)?;
         match (stream.category(), event.event_type.as_str()) {
             (REQUEST, "Submitted") => {
                 let draft = history
                     .iter()
                     .rev()
                     .find(|e| e.event_type == "Drafted")
-                    .ok_or("Submitted without a draft")?;
+                    .ok_or_else(|| InputError::Incomplete("Submitted without a draft".into()))?;
                 let text = |field: &str| {
                     draft.data[field]
                         .as_str()
                         .map(str::to_owned)
-                        .ok_or(format!("draft without {field}"))
+                        .ok_or_else(|| InputError::Incomplete(format!("draft without {field}")))
                 };
                 let amount = draft.data["amount"]
                     .as_i64()
-                    .ok_or("draft without amount")?;
+                    .ok_or_else(|| InputError::Incomplete("draft without amount".into()))?;
                 Ok(Some((
                     stream.id().to_owned(),
                     TransferInput::Start {

@@ -1,11 +1,13 @@
 //! The saga as an aggregate: its log folded into its state (`evolve`), an input decided into events (`decide`).
 
 use super::*;
-use crate::inventory::{Inventory, InventoryCommand};
+use crate::command::RegisteredAggregate;
+use crate::inventory::InventoryCommand;
 use crate::order::OrderCommand;
 use crate::payment::PaymentCommand;
+use crate::values::{CustomerId, Money, OrderId};
 use chrono::{DateTime, Utc};
-use eventfold::{Aggregate, Rejection, StreamId};
+use eventfold::{Aggregate, Rejection};
 
 impl Aggregate for OrderFulfilment {
     const CATEGORY: &'static str = "OrderFulfilment";
@@ -29,7 +31,7 @@ impl Aggregate for OrderFulfilment {
                 placed_at,
             } => {
                 s.order_id = Some(order_id.clone());
-                s.customer_id = customer_id.clone();
+                s.customer_id = Some(customer_id.clone());
                 s.total = *total;
                 s.payment_method = payment_method.clone();
                 s.placed_at = Some(*placed_at);
@@ -210,6 +212,11 @@ impl Aggregate for OrderFulfilment {
     }
 }
 
+/// Its commands are its inputs: only the system (the saga runner) sends them.
+impl RegisteredAggregate for OrderFulfilment {
+    const ACCEPTS_EXTERNAL_COMMANDS: bool = false;
+}
+
 /// The rule of `ConfirmOrder` on a cancelled order.
 const ORDER_CANCELLED: &str = "order-cancelled";
 /// The rule of `CancelOrder` on an order cancelled for another reason.
@@ -217,34 +224,24 @@ const ORDER_ALREADY_CANCELLED: &str = "order-already-cancelled";
 /// The rule of `VoidPayment` once the money was received.
 const PAYMENT_ALREADY_RECEIVED: &str = "payment-already-received";
 
+/// The start of an instance. Every line's sku names an inventory stream (a [`Sku`] keeps
+/// the stream id's id rule), so every line can be reserved.
 fn start(
-    order_id: &str,
-    customer_id: &str,
+    order_id: &OrderId,
+    customer_id: &CustomerId,
     lines: &[FulfilmentLine],
-    total: i64,
+    total: Money,
     payment_method: &str,
     placed_at: DateTime<Utc>,
 ) -> Vec<FulfilmentEvent> {
-    let mut events = vec![FulfilmentEvent::FulfilmentStarted {
-        order_id: order_id.to_owned(),
-        customer_id: customer_id.to_owned(),
+    vec![FulfilmentEvent::FulfilmentStarted {
+        order_id: order_id.clone(),
+        customer_id: customer_id.clone(),
         lines: lines.to_vec(),
         total,
         payment_method: payment_method.to_owned(),
         placed_at,
-    }];
-    // A sku that cannot name an inventory stream can never be reserved: say so now rather
-    // than wait for the deadline.
-    for line in lines {
-        if let Err(e) = StreamId::new("tenant", Inventory::CATEGORY, &line.sku) {
-            events.push(FulfilmentEvent::ReservationRefused {
-                sku: line.sku.clone(),
-                rule: "invalid-id".to_owned(),
-                message: e.to_string(),
-            });
-        }
-    }
-    events
+    }]
 }
 
 /// The fact a refusal of `command` tells, if it still concerns the instance.
@@ -334,7 +331,7 @@ fn forward_steps(s: &FulfilmentState) -> Vec<FulfilmentEvent> {
     if !s.all_reserved() {
         return vec![];
     }
-    if s.total > 0 && s.payment.requested.is_none() {
+    if s.total.is_positive() && s.payment.requested.is_none() {
         // The last reservation's time, not the time this input arrived: the state must not
         // depend on the order in which the reservations were seen.
         let since = s

@@ -1,6 +1,7 @@
 //! The saga log: what an instance learnt and the steps it took, and why and how it ended.
 
 use super::*;
+use crate::values::{CustomerId, Money, OrderId, Sku};
 use chrono::{DateTime, Utc};
 use eventfold::DomainEvent;
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ pub enum Failure {
     /// A line could not be reserved.
     ReservationRefused {
         /// The line.
-        sku: String,
+        sku: Sku,
         /// The inventory's rule, e.g. `insufficient-stock`.
         rule: String,
     },
@@ -100,13 +101,13 @@ pub enum FulfilmentEvent {
     /// The order was placed: its lines are to be reserved (steps `reserve:{sku}`).
     FulfilmentStarted {
         /// The order.
-        order_id: String,
+        order_id: OrderId,
         /// Its customer.
-        customer_id: String,
+        customer_id: CustomerId,
         /// Its lines.
         lines: Vec<FulfilmentLine>,
         /// The total to pay.
-        total: i64,
+        total: Money,
         /// How it is paid.
         payment_method: String,
         /// When it was placed.
@@ -122,7 +123,7 @@ pub enum FulfilmentEvent {
     /// An event about this order in a line's inventory stream.
     StockObserved {
         /// The line.
-        sku: String,
+        sku: Sku,
         /// The event's version in `Inventory-{sku}`.
         version: u64,
         /// What it says.
@@ -138,7 +139,7 @@ pub enum FulfilmentEvent {
     /// A line's `ReserveStock` was rejected.
     ReservationRefused {
         /// The line.
-        sku: String,
+        sku: Sku,
         /// The rule.
         rule: String,
         /// The explanation.
@@ -147,7 +148,7 @@ pub enum FulfilmentEvent {
     /// A line's `ReleaseStock` was rejected: the line is left as it is.
     ReleaseFailed {
         /// The line.
-        sku: String,
+        sku: Sku,
         /// The rule.
         rule: String,
         /// The explanation.
@@ -191,7 +192,7 @@ pub enum FulfilmentEvent {
     /// Step `authorize-payment`.
     PaymentRequested {
         /// Amount to authorise.
-        amount: i64,
+        amount: Money,
         /// Method.
         method: String,
         /// When the instance started waiting for it: the last reservation.
@@ -207,7 +208,7 @@ pub enum FulfilmentEvent {
     /// Step `release:{sku}`.
     ReleaseRequested {
         /// The line.
-        sku: String,
+        sku: Sku,
     },
     /// Step `cancel-order`.
     CancellationRequested {

@@ -3,6 +3,7 @@
 use crate::inventory::{Inventory, InventoryCommand};
 use crate::order::{Order, OrderCommand};
 use crate::payment::{Payment, PaymentCommand};
+use crate::values::{CustomerId, Money, OrderId, Sku};
 use chrono::{DateTime, Utc};
 use eventfold_consumers::{SagaCommand, SagaCommandVisitor};
 use serde::{Deserialize, Serialize};
@@ -15,21 +16,21 @@ pub enum FulfilmentCommand {
     /// To the inventory of `sku`.
     Inventory {
         /// The SKU (the target's id).
-        sku: String,
+        sku: Sku,
         /// The command.
         command: InventoryCommand,
     },
     /// To the payment of `order_id`.
     Payment {
         /// The order (the target's id).
-        order_id: String,
+        order_id: OrderId,
         /// The command.
         command: PaymentCommand,
     },
     /// To the order `order_id`.
     Order {
         /// The order (the target's id).
-        order_id: String,
+        order_id: OrderId,
         /// The command.
         command: OrderCommand,
     },
@@ -38,9 +39,11 @@ pub enum FulfilmentCommand {
 impl SagaCommand for FulfilmentCommand {
     fn visit<V: SagaCommandVisitor>(&self, visitor: V) -> V::Output {
         match self {
-            Self::Inventory { sku, command } => visitor.visit::<Inventory>(sku, command),
-            Self::Payment { order_id, command } => visitor.visit::<Payment>(order_id, command),
-            Self::Order { order_id, command } => visitor.visit::<Order>(order_id, command),
+            Self::Inventory { sku, command } => visitor.visit::<Inventory>(sku, command.clone()),
+            Self::Payment { order_id, command } => {
+                visitor.visit::<Payment>(order_id, command.clone())
+            }
+            Self::Order { order_id, command } => visitor.visit::<Order>(order_id, command.clone()),
         }
     }
 }
@@ -53,7 +56,7 @@ impl SagaCommand for FulfilmentCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FulfilmentLine {
     /// The stock keeping unit.
-    pub sku: String,
+    pub sku: Sku,
     /// Units to reserve.
     pub quantity: i64,
 }
@@ -95,17 +98,17 @@ pub enum ObservedPayment {
     /// `PaymentPending`: waiting for the money.
     Pending {
         /// Amount due.
-        amount: i64,
+        amount: Money,
     },
     /// `PaymentAuthorized`.
     Authorized {
         /// Amount authorised.
-        amount: i64,
+        amount: Money,
     },
     /// `PaymentReceived`.
     Received {
         /// Amount received.
-        amount: i64,
+        amount: Money,
     },
     /// `PaymentDeclined`.
     Declined {
@@ -133,13 +136,13 @@ pub enum FulfilmentInput {
     /// The order was placed.
     OrderPlaced {
         /// The order.
-        order_id: String,
+        order_id: OrderId,
         /// Its customer.
-        customer_id: String,
+        customer_id: CustomerId,
         /// Its lines, in sku order.
         lines: Vec<FulfilmentLine>,
-        /// The total to pay, in minor units.
-        total: i64,
+        /// The total to pay.
+        total: Money,
         /// How it is paid.
         payment_method: String,
         /// When it was placed.
@@ -155,7 +158,7 @@ pub enum FulfilmentInput {
     /// An event about this order in `Inventory-{sku}` at `version`.
     StockObserved {
         /// The SKU (the stream's id).
-        sku: String,
+        sku: Sku,
         /// The event's version in `Inventory-{sku}`.
         version: u64,
         /// What it says.

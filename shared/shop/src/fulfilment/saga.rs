@@ -1,13 +1,16 @@
 //! The saga port: events of other streams turned into inputs, the commands to send, refusals and deadlines.
 
 use super::*;
+use crate::command::{CommandParseError, RegisteredAggregate};
 use crate::inventory::{Inventory, InventoryCommand, InventoryEvent};
 use crate::order::{Order, OrderCommand, OrderEvent};
 use crate::payment::{Payment, PaymentCommand, PaymentEvent};
-use crate::registry::{self, RegisteredAggregate};
+use crate::upcast::upcasters;
+use crate::values::{Money, OrderId, Sku};
 use chrono::{DateTime, Utc};
+use eventfold::aggregate::CodecError;
 use eventfold::{Aggregate, DomainEvent, EventEnvelope, Rejection, StreamId};
-use eventfold_consumers::{Pending, Saga};
+use eventfold_consumers::{InputError, Pending, Saga};
 
 impl Saga for OrderFulfilment {
     type Send = FulfilmentCommand;
@@ -21,11 +24,11 @@ impl Saga for OrderFulfilment {
     fn input(
         event: &EventEnvelope,
         history: &[EventEnvelope],
-    ) -> Result<Option<(String, FulfilmentInput)>, String> {
+    ) -> Result<Option<(String, FulfilmentInput)>, InputError> {
         if !INPUT_EVENT_TYPES.contains(&event.event_type.as_str()) {
             return Ok(None);
         }
-        let stream = StreamId::parse(&event.stream_id).map_err(|e| e.to_string())?;
+        let stream = StreamId::parse(&event.stream_id)?;
         let id = stream.id().to_owned();
         let version = event.version;
         let of = |types: &[&str]| types.contains(&event.event_type.as_str());
@@ -36,8 +39,14 @@ impl Saga for OrderFulfilment {
                         total,
                         payment_method,
                     } => Some((
-                        id.clone(),
-                        placed(&id, event, history, total, payment_method)?,
+                        id,
+                        placed(
+                            OrderId::of_stream(&stream),
+                            event,
+                            history,
+                            total,
+                            payment_method,
+                        )?,
                     )),
                     OrderEvent::OrderConfirmed {} => Some((
                         id,
@@ -80,9 +89,9 @@ impl Saga for OrderFulfilment {
                     InventoryEvent::StockReceived { .. } => return Ok(None),
                 };
                 Some((
-                    order_id,
+                    order_id.into_string(),
                     FulfilmentInput::StockObserved {
-                        sku: id,
+                        sku: Sku::of_stream(&stream),
                         version,
                         stock,
                     },
@@ -240,24 +249,24 @@ fn category_of(event: &EventEnvelope) -> Option<&str> {
 
 /// The event of `envelope`, lifted to the current schema first (the runner upcasts what it
 /// reads, but an event carried by a notification may be as written).
-fn decode<E: DomainEvent>(envelope: &EventEnvelope) -> Result<E, String> {
-    let (data, _) = registry::upcasters().upcast_ref(
+fn decode<E: DomainEvent>(envelope: &EventEnvelope) -> Result<E, CodecError> {
+    let (data, _) = upcasters().upcast_ref(
         &envelope.event_type,
         envelope.schema_version,
         &envelope.data,
     );
-    E::decode(&envelope.event_type, &data).map_err(|e| e.to_string())
+    E::decode(&envelope.event_type, &data)
 }
 
 /// The start input of the order placed at `event`: its lines come from the order folded
 /// from `history` up to and including `event`, whatever schema `event` was written in.
 fn placed(
-    order_id: &str,
+    order_id: OrderId,
     event: &EventEnvelope,
     history: &[EventEnvelope],
-    total: i64,
+    total: Money,
     payment_method: String,
-) -> Result<FulfilmentInput, String> {
+) -> Result<FulfilmentInput, InputError> {
     let mut order = Order::initial();
     let mut reached = false;
     for earlier in history
@@ -271,16 +280,22 @@ fn placed(
         reached |= earlier.version == event.version;
     }
     if !reached {
-        return Err(format!(
+        return Err(InputError::Incomplete(format!(
             "{}@{} (OrderPlaced) needs its stream's history up to it; got {} events",
             event.stream_id,
             event.version,
             history.len()
-        ));
+        )));
     }
+    let customer_id = order.customer_id.ok_or_else(|| {
+        InputError::Incomplete(format!(
+            "{}@{} (OrderPlaced): the order's history up to it has no OrderCreated",
+            event.stream_id, event.version
+        ))
+    })?;
     Ok(FulfilmentInput::OrderPlaced {
-        order_id: order_id.to_owned(),
-        customer_id: order.customer_id.unwrap_or_default(),
+        order_id,
+        customer_id,
         lines: order
             .lines
             .iter()
@@ -296,10 +311,11 @@ fn placed(
 }
 
 /// Builds a saga input from its type name and JSON data (for tools and tests; clients cannot
-/// submit them: [`RegisteredAggregate::parse_http_command`] refuses every one).
+/// submit them: the saga accepts no external commands,
+/// [`RegisteredAggregate::ACCEPTS_EXTERNAL_COMMANDS`]).
 pub fn parse_input(
     input_type: &str,
     data: serde_json::Value,
-) -> Result<FulfilmentInput, crate::CommandParseError> {
+) -> Result<FulfilmentInput, CommandParseError> {
     <OrderFulfilment as RegisteredAggregate>::parse_command(input_type, data)
 }

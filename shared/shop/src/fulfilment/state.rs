@@ -1,6 +1,7 @@
 //! What an instance knows, folded from its log.
 
 use super::*;
+use crate::values::{CustomerId, Money, OrderId, Sku};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,7 +41,7 @@ impl LineProgress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRequest {
     /// Amount to authorise.
-    pub amount: i64,
+    pub amount: Money,
     /// Method.
     pub method: String,
     /// When the instance started waiting for it.
@@ -108,17 +109,17 @@ pub struct OrderProgress {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct FulfilmentState {
     /// The order, once started (`None`: no instance).
-    pub order_id: Option<String>,
-    /// Its customer.
-    pub customer_id: String,
+    pub order_id: Option<OrderId>,
+    /// Its customer, once started.
+    pub customer_id: Option<CustomerId>,
     /// The total to pay.
-    pub total: i64,
+    pub total: Money,
     /// How it is paid.
     pub payment_method: String,
     /// When the order was placed.
     pub placed_at: Option<DateTime<Utc>>,
     /// The lines, by sku.
-    pub lines: BTreeMap<String, LineProgress>,
+    pub lines: BTreeMap<Sku, LineProgress>,
     /// The payment.
     pub payment: PaymentProgress,
     /// The order.
@@ -157,7 +158,7 @@ impl FulfilmentState {
     }
 
     pub(super) fn is_paid(&self) -> bool {
-        self.total == 0
+        self.total == Money::ZERO
             || self
                 .payment
                 .observed

@@ -1,7 +1,9 @@
 //! Given/when/then for the `Inventory` aggregate.
 
+use crate::{TextId, rejected_at_parse};
 use eventfold_testkit::given;
-use shop::inventory::{Inventory, InventoryCommand as C, InventoryEvent as E};
+use serde_json::json;
+use shop::inventory::{self, Inventory, InventoryCommand as C, InventoryEvent as E};
 
 fn received(quantity: i64) -> E {
     E::StockReceived { quantity }
@@ -9,21 +11,21 @@ fn received(quantity: i64) -> E {
 
 fn reserved(order_id: &str, quantity: i64) -> E {
     E::StockReserved {
-        order_id: order_id.into(),
+        order_id: order_id.id(),
         quantity,
     }
 }
 
 fn reserve(order_id: &str, quantity: i64) -> C {
     C::ReserveStock {
-        order_id: order_id.into(),
+        order_id: order_id.id(),
         quantity,
     }
 }
 
 fn release(order_id: &str) -> C {
     C::ReleaseStock {
-        order_id: order_id.into(),
+        order_id: order_id.id(),
     }
 }
 
@@ -114,9 +116,10 @@ fn reserve_needs_a_positive_quantity() {
 
 #[test]
 fn reserve_needs_an_order_id() {
-    given::<Inventory>([received(10)])
-        .when(reserve("", 1))
-        .then_rejected("order-id-required");
+    rejected_at_parse(
+        inventory::parse_command("ReserveStock", json!({"order_id": "", "quantity": 1})),
+        "order-id-required",
+    );
 }
 
 // --- ReleaseStock --------------------------------------------------------------------------
@@ -126,7 +129,7 @@ fn release_a_reservation() {
     let state = given::<Inventory>([received(10), reserved("o-1", 4), reserved("o-2", 1)])
         .when(release("o-1"))
         .then([E::StockReleased {
-            order_id: "o-1".into(),
+            order_id: "o-1".id(),
             quantity: 4,
         }]);
     assert_eq!(state.available(), 9);
@@ -143,7 +146,7 @@ fn releasing_an_order_without_reservation_is_already_done() {
         received(10),
         reserved("o-1", 4),
         E::StockReleased {
-            order_id: "o-1".into(),
+            order_id: "o-1".id(),
             quantity: 4,
         },
     ])
@@ -153,9 +156,10 @@ fn releasing_an_order_without_reservation_is_already_done() {
 
 #[test]
 fn release_needs_an_order_id() {
-    given::<Inventory>([received(10)])
-        .when(release(" "))
-        .then_rejected("order-id-required");
+    rejected_at_parse(
+        inventory::parse_command("ReleaseStock", json!({"order_id": " "})),
+        "order-id-required",
+    );
 }
 
 /// A reservation that arrives after the order's reservation was released is a stale one
@@ -166,7 +170,7 @@ fn an_order_cannot_reserve_again_after_releasing() {
         received(10),
         reserved("o-1", 4),
         E::StockReleased {
-            order_id: "o-1".into(),
+            order_id: "o-1".id(),
             quantity: 4,
         },
     ];
@@ -190,11 +194,13 @@ fn an_order_cannot_reserve_again_after_releasing() {
 fn order_ids_are_bounded_ids() {
     let long = "o".repeat(shop::MAX_KEY_LEN + 1);
     for bad in [long.as_str(), "o 1", "o/1"] {
-        given::<Inventory>([received(5)])
-            .when(reserve(bad, 1))
-            .then_rejected("order-id-invalid");
-        given::<Inventory>([received(5)])
-            .when(release(bad))
-            .then_rejected("order-id-invalid");
+        rejected_at_parse(
+            inventory::parse_command("ReserveStock", json!({"order_id": bad, "quantity": 1})),
+            "order-id-invalid",
+        );
+        rejected_at_parse(
+            inventory::parse_command("ReleaseStock", json!({"order_id": bad})),
+            "order-id-invalid",
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The registry's event type names are exactly the tags serde writes and reads, for every
 //! variant of every aggregate (the command names are checked the same way in `parse`).
 
+use crate::TextId;
 use shop::inventory::InventoryEvent;
 use shop::order::OrderEvent;
 use shop::payment::PaymentEvent;
@@ -34,21 +35,21 @@ fn assert_names_are_serde_tags<A: RegisteredAggregate>(samples: &[A::Event]) {
 fn order_event_names_are_serde_tags() {
     assert_names_are_serde_tags::<Order>(&[
         OrderEvent::OrderCreated {
-            customer_id: "c".into(),
+            customer_id: "c".id(),
         },
         OrderEvent::ItemAdded {
-            sku: "s".into(),
+            sku: "s".id(),
             quantity: 1,
-            unit_price: 2,
+            unit_price: 2.into(),
         },
-        OrderEvent::ItemRemoved { sku: "s".into() },
+        OrderEvent::ItemRemoved { sku: "s".id() },
         OrderEvent::OrderPlaced {
-            total: 2,
+            total: 2.into(),
             payment_method: "card".into(),
         },
         OrderEvent::OrderConfirmed {},
         OrderEvent::OrderShipped {
-            tracking_id: "t".into(),
+            tracking_id: "t".id(),
         },
         OrderEvent::OrderCancelled { reason: "r".into() },
     ]);
@@ -59,11 +60,11 @@ fn inventory_event_names_are_serde_tags() {
     assert_names_are_serde_tags::<Inventory>(&[
         InventoryEvent::StockReceived { quantity: 1 },
         InventoryEvent::StockReserved {
-            order_id: "o".into(),
+            order_id: "o".id(),
             quantity: 1,
         },
         InventoryEvent::StockReleased {
-            order_id: "o".into(),
+            order_id: "o".id(),
             quantity: 1,
         },
     ]);
@@ -73,32 +74,32 @@ fn inventory_event_names_are_serde_tags() {
 fn payment_event_names_are_serde_tags() {
     assert_names_are_serde_tags::<Payment>(&[
         PaymentEvent::PaymentAuthorized {
-            order_id: "o".into(),
-            amount: 1,
+            order_id: "o".id(),
+            amount: 1.into(),
             method: "card".into(),
         },
         PaymentEvent::PaymentDeclined {
-            order_id: "o".into(),
-            amount: 1,
+            order_id: "o".id(),
+            amount: 1.into(),
             method: "card_declined".into(),
             reason: "card-declined".into(),
         },
         PaymentEvent::PaymentRefunded {
-            order_id: "o".into(),
-            amount: 1,
+            order_id: "o".id(),
+            amount: 1.into(),
         },
         PaymentEvent::PaymentPending {
-            order_id: "o".into(),
-            amount: 1,
+            order_id: "o".id(),
+            amount: 1.into(),
             method: "bank_transfer".into(),
         },
         PaymentEvent::PaymentReceived {
-            order_id: "o".into(),
-            amount: 1,
+            order_id: "o".id(),
+            amount: 1.into(),
         },
         PaymentEvent::PaymentVoided {
-            order_id: "o".into(),
-            amount: 0,
+            order_id: "o".id(),
+            amount: 0.into(),
         },
     ]);
 }
@@ -107,4 +108,47 @@ fn payment_event_names_are_serde_tags() {
 fn a_name_serde_does_not_know_is_not_listed() {
     assert!(!Order::EVENT_TYPES.contains(&"orderCreated"));
     assert!(OrderEvent::decode("orderCreated", &serde_json::json!({"customer_id": "c"})).is_err());
+}
+
+/// Typed values are stored as the bare strings and integers the events held before they had
+/// types, so events written then read now, and events written now read the same.
+#[test]
+fn typed_values_keep_the_storage_format() {
+    let added = OrderEvent::ItemAdded {
+        sku: "apple".id(),
+        quantity: 2,
+        unit_price: 150.into(),
+    };
+    let stored = serde_json::json!({"sku": "apple", "quantity": 2, "unit_price": 150});
+    assert_eq!(added.encode().expect("encodes").data, stored);
+    assert_eq!(
+        OrderEvent::decode("ItemAdded", &stored).expect("decodes"),
+        added
+    );
+    let authorized = PaymentEvent::PaymentAuthorized {
+        order_id: "o-1".id(),
+        amount: 500.into(),
+        method: "card".into(),
+    };
+    let stored = serde_json::json!({"order_id": "o-1", "amount": 500, "method": "card"});
+    assert_eq!(authorized.encode().expect("encodes").data, stored);
+    assert_eq!(
+        PaymentEvent::decode("PaymentAuthorized", &stored).expect("decodes"),
+        authorized
+    );
+    let state = <Order as shop::Aggregate>::fold(
+        <Order as shop::Aggregate>::initial(),
+        [
+            &OrderEvent::OrderCreated {
+                customer_id: "c-1".id(),
+            },
+            &added,
+        ],
+    );
+    let snapshot = serde_json::to_value(&state).expect("serializes");
+    assert_eq!(snapshot["customer_id"], "c-1");
+    assert_eq!(
+        snapshot["lines"],
+        serde_json::json!({"apple": {"quantity": 2, "unit_price": 150}})
+    );
 }

@@ -1,5 +1,6 @@
 //! `parse_command` of each aggregate: valid data, unknown types, invalid data.
 
+use crate::TextId;
 use serde_json::{Value, json};
 use shop::inventory::{self, InventoryCommand};
 use shop::order::{self, OrderCommand};
@@ -64,7 +65,7 @@ fn order_commands_parse() {
     assert_eq!(
         order::parse_command("CreateOrder", json!({"customer_id": "alice"})),
         Ok(OrderCommand::CreateOrder {
-            customer_id: "alice".into()
+            customer_id: "alice".id()
         })
     );
     assert_eq!(
@@ -73,9 +74,9 @@ fn order_commands_parse() {
             json!({"sku": "apple", "quantity": 2, "unit_price": 150})
         ),
         Ok(OrderCommand::AddItem {
-            sku: "apple".into(),
+            sku: "apple".id(),
             quantity: 2,
-            unit_price: 150
+            unit_price: 150.into()
         })
     );
     // Signs are business rules, not parse errors.
@@ -85,15 +86,15 @@ fn order_commands_parse() {
             json!({"sku": "apple", "quantity": -2, "unit_price": -1})
         ),
         Ok(OrderCommand::AddItem {
-            sku: "apple".into(),
+            sku: "apple".id(),
             quantity: -2,
-            unit_price: -1
+            unit_price: (-1).into()
         })
     );
     assert_eq!(
         order::parse_command("ShipOrder", json!({"tracking_id": "T-1"})),
         Ok(OrderCommand::ShipOrder {
-            tracking_id: "T-1".into()
+            tracking_id: "T-1".id()
         })
     );
 }
@@ -143,20 +144,20 @@ fn place_order_takes_an_optional_payment_method() {
 fn order_commands_round_trip_through_json() {
     let commands = [
         OrderCommand::CreateOrder {
-            customer_id: "c".into(),
+            customer_id: "c".id(),
         },
         OrderCommand::AddItem {
-            sku: "s".into(),
+            sku: "s".id(),
             quantity: 1,
-            unit_price: 2,
+            unit_price: 2.into(),
         },
-        OrderCommand::RemoveItem { sku: "s".into() },
+        OrderCommand::RemoveItem { sku: "s".id() },
         OrderCommand::PlaceOrder {
             payment_method: None,
         },
         OrderCommand::ConfirmOrder {},
         OrderCommand::ShipOrder {
-            tracking_id: "t".into(),
+            tracking_id: "t".id(),
         },
         OrderCommand::CancelOrder { reason: "r".into() },
     ];
@@ -221,14 +222,14 @@ fn inventory_commands_parse() {
     assert_eq!(
         inventory::parse_command("ReserveStock", json!({"order_id": "o-1", "quantity": 2})),
         Ok(InventoryCommand::ReserveStock {
-            order_id: "o-1".into(),
+            order_id: "o-1".id(),
             quantity: 2
         })
     );
     assert_eq!(
         inventory::parse_command("ReleaseStock", json!({"order_id": "o-1"})),
         Ok(InventoryCommand::ReleaseStock {
-            order_id: "o-1".into()
+            order_id: "o-1".id()
         })
     );
 }
@@ -238,12 +239,10 @@ fn inventory_commands_round_trip_through_json() {
     let commands = [
         InventoryCommand::ReceiveStock { quantity: 1 },
         InventoryCommand::ReserveStock {
-            order_id: "o".into(),
+            order_id: "o".id(),
             quantity: 1,
         },
-        InventoryCommand::ReleaseStock {
-            order_id: "o".into(),
-        },
+        InventoryCommand::ReleaseStock { order_id: "o".id() },
     ];
     assert_round_trips(
         &commands,
@@ -289,8 +288,8 @@ fn payment_commands_parse() {
             json!({"order_id": "o-1", "amount": 500, "method": "card"})
         ),
         Ok(PaymentCommand::AuthorizePayment {
-            order_id: "o-1".into(),
-            amount: 500,
+            order_id: "o-1".id(),
+            amount: 500.into(),
             method: "card".into()
         })
     );
@@ -303,15 +302,20 @@ fn payment_commands_parse() {
     // What a client sends when the bank transfer arrives.
     assert_eq!(
         payment::parse_command("ReceivePayment", json!({"amount": 380})),
-        Ok(PaymentCommand::ReceivePayment { amount: 380 })
+        Ok(PaymentCommand::ReceivePayment { amount: 380.into() })
     );
     assert_eq!(
         payment::parse_command("VoidPayment", json!({"order_id": "o-1"})),
         Ok(PaymentCommand::VoidPayment {
-            order_id: "o-1".into()
+            order_id: "o-1".id()
         })
     );
     assert_invalid_data(payment::parse_command("ReceivePayment", json!({})));
+    // An id of the wrong JSON type is invalid data, not an id that breaks the id rule.
+    assert_invalid_data(payment::parse_command(
+        "VoidPayment",
+        json!({"order_id": 7}),
+    ));
     assert_invalid_data(payment::parse_command(
         "ReceivePayment",
         json!({"amount": 380, "order_id": "o-1"}),
@@ -323,15 +327,13 @@ fn payment_commands_parse() {
 fn payment_commands_round_trip_through_json() {
     let commands = [
         PaymentCommand::AuthorizePayment {
-            order_id: "o".into(),
-            amount: 1,
+            order_id: "o".id(),
+            amount: 1.into(),
             method: "card".into(),
         },
         PaymentCommand::RefundPayment {},
-        PaymentCommand::ReceivePayment { amount: 5 },
-        PaymentCommand::VoidPayment {
-            order_id: "o".into(),
-        },
+        PaymentCommand::ReceivePayment { amount: 5.into() },
+        PaymentCommand::VoidPayment { order_id: "o".id() },
     ];
     assert_round_trips(&commands, Payment::COMMAND_TYPES, payment::parse_command);
 }

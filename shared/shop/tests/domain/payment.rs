@@ -1,31 +1,33 @@
 //! Given/when/then for the `Payment` aggregate.
 
+use crate::{TextId, rejected_at_parse};
 use eventfold_testkit::given;
+use serde_json::json;
 use shop::payment::{
-    AUTHORIZATION_LIMIT, DECLINE_AMOUNT_OVER_LIMIT, DECLINE_CARD_DECLINED, DECLINED_METHOD,
+    self, AUTHORIZATION_LIMIT, DECLINE_AMOUNT_OVER_LIMIT, DECLINE_CARD_DECLINED, DECLINED_METHOD,
     PENDING_METHOD, Payment, PaymentCommand as C, PaymentEvent as E, PaymentStatus,
 };
 
 fn authorize(amount: i64, method: &str) -> C {
     C::AuthorizePayment {
-        order_id: "o-1".into(),
-        amount,
+        order_id: "o-1".id(),
+        amount: amount.into(),
         method: method.into(),
     }
 }
 
 fn authorized(amount: i64) -> E {
     E::PaymentAuthorized {
-        order_id: "o-1".into(),
-        amount,
+        order_id: "o-1".id(),
+        amount: amount.into(),
         method: "card".into(),
     }
 }
 
 fn declined(amount: i64, method: &str, reason: &str) -> E {
     E::PaymentDeclined {
-        order_id: "o-1".into(),
-        amount,
+        order_id: "o-1".id(),
+        amount: amount.into(),
         method: method.into(),
         reason: reason.into(),
     }
@@ -33,40 +35,42 @@ fn declined(amount: i64, method: &str, reason: &str) -> E {
 
 fn refunded(amount: i64) -> E {
     E::PaymentRefunded {
-        order_id: "o-1".into(),
-        amount,
+        order_id: "o-1".id(),
+        amount: amount.into(),
     }
 }
 
 fn pending(amount: i64) -> E {
     E::PaymentPending {
-        order_id: "o-1".into(),
-        amount,
+        order_id: "o-1".id(),
+        amount: amount.into(),
         method: PENDING_METHOD.into(),
     }
 }
 
 fn received(amount: i64) -> E {
     E::PaymentReceived {
-        order_id: "o-1".into(),
-        amount,
+        order_id: "o-1".id(),
+        amount: amount.into(),
     }
 }
 
 fn voided(amount: i64) -> E {
     E::PaymentVoided {
-        order_id: "o-1".into(),
-        amount,
+        order_id: "o-1".id(),
+        amount: amount.into(),
     }
 }
 
 fn receive(amount: i64) -> C {
-    C::ReceivePayment { amount }
+    C::ReceivePayment {
+        amount: amount.into(),
+    }
 }
 
 fn void() -> C {
     C::VoidPayment {
-        order_id: "o-1".into(),
+        order_id: "o-1".id(),
     }
 }
 
@@ -78,7 +82,7 @@ fn authorize_a_payment() {
         .when(authorize(500, "card"))
         .then([authorized(500)]);
     assert_eq!(state.status, Some(PaymentStatus::Authorized));
-    assert_eq!(state.amount, 500);
+    assert_eq!(state.amount, 500.into());
     assert_eq!(state.order_id.as_deref(), Some("o-1"));
     assert_eq!(state.method.as_deref(), Some("card"));
 }
@@ -86,8 +90,8 @@ fn authorize_a_payment() {
 #[test]
 fn the_limit_itself_is_authorized() {
     given::<Payment>([])
-        .when(authorize(AUTHORIZATION_LIMIT, "card"))
-        .then([authorized(AUTHORIZATION_LIMIT)]);
+        .when(authorize(AUTHORIZATION_LIMIT.minor(), "card"))
+        .then([authorized(AUTHORIZATION_LIMIT.minor())]);
 }
 
 #[test]
@@ -118,13 +122,13 @@ fn authorize_needs_a_positive_amount() {
 
 #[test]
 fn authorize_needs_an_order_id_and_a_method() {
-    given::<Payment>([])
-        .when(C::AuthorizePayment {
-            order_id: String::new(),
-            amount: 1,
-            method: "card".into(),
-        })
-        .then_rejected("order-id-required");
+    rejected_at_parse(
+        payment::parse_command(
+            "AuthorizePayment",
+            json!({"order_id": "", "amount": 1, "method": "card"}),
+        ),
+        "order-id-required",
+    );
     given::<Payment>([])
         .when(authorize(1, ""))
         .then_rejected("method-required");
@@ -148,8 +152,8 @@ fn authorizing_again_with_another_amount_is_rejected() {
 fn authorizing_for_another_order_is_rejected() {
     given::<Payment>([authorized(500)])
         .when(C::AuthorizePayment {
-            order_id: "o-2".into(),
-            amount: 500,
+            order_id: "o-2".id(),
+            amount: 500.into(),
             method: "card".into(),
         })
         .then_rejected("order-id-mismatch");
@@ -235,7 +239,7 @@ fn a_bank_transfer_is_pending_not_authorized() {
         .when(authorize(500, "bank_transfer"))
         .then([pending(500)]);
     assert_eq!(state.status, Some(PaymentStatus::Pending));
-    assert_eq!(state.amount, 500);
+    assert_eq!(state.amount, 500.into());
 }
 
 #[test]
@@ -356,14 +360,13 @@ fn received_money_is_refunded_not_voided() {
 
 #[test]
 fn void_needs_the_orders_id() {
-    given::<Payment>([])
-        .when(C::VoidPayment {
-            order_id: " ".into(),
-        })
-        .then_rejected("order-id-required");
+    rejected_at_parse(
+        payment::parse_command("VoidPayment", json!({"order_id": " "})),
+        "order-id-required",
+    );
     given::<Payment>([pending(500)])
         .when(C::VoidPayment {
-            order_id: "o-2".into(),
+            order_id: "o-2".id(),
         })
         .then_rejected("order-id-mismatch");
 }
@@ -393,11 +396,11 @@ fn order_ids_and_methods_are_bounded_ids() {
     given::<Payment>([])
         .when(authorize(100, &long))
         .then_rejected("method-invalid");
-    given::<Payment>([])
-        .when(C::AuthorizePayment {
-            order_id: "o 1".into(),
-            amount: 100,
-            method: "card".into(),
-        })
-        .then_rejected("order-id-invalid");
+    rejected_at_parse(
+        payment::parse_command(
+            "AuthorizePayment",
+            json!({"order_id": "o 1", "amount": 100, "method": "card"}),
+        ),
+        "order-id-invalid",
+    );
 }

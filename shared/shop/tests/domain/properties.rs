@@ -12,7 +12,11 @@ use shop::order::{Order, OrderCommand, OrderEvent, OrderState, OrderStatus};
 use shop::payment::{
     AUTHORIZATION_LIMIT, Payment, PaymentCommand, PaymentEvent, PaymentState, PaymentStatus,
 };
+use shop::values::IdError;
+use shop::{Money, Sku};
 use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::str::FromStr;
 
 // --- generic checks ------------------------------------------------------------------------
 
@@ -148,6 +152,21 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Short ids that collide often, or arbitrary ones of the id rule (an id that breaks it is
+/// no value of an id type: no event or command can carry one).
+fn id<T: FromStr<Err = IdError> + Debug>() -> impl Strategy<Value = T> {
+    prop_oneof![
+        3 => select(vec!["a", "b"]).prop_map(String::from),
+        1 => "[A-Za-z0-9_.:-]{1,128}",
+    ]
+    .prop_map(|text| text.parse().expect("a valid id"))
+}
+
+/// [`number`] as money.
+fn money() -> impl Strategy<Value = Money> {
+    number().prop_map(Money::from)
+}
+
 /// Small numbers, or arbitrary ones (to reach the saturating paths of `evolve`).
 fn number() -> impl Strategy<Value = i64> {
     prop_oneof![3 => -3i64..20, 1 => any::<i64>()]
@@ -165,17 +184,17 @@ fn amount() -> impl Strategy<Value = i64> {
 // --- Order ---------------------------------------------------------------------------------
 
 fn order_command() -> impl Strategy<Value = OrderCommand> {
-    let sku = || select(vec!["apple", "pear", ""]).prop_map(String::from);
+    let sku = || select(vec!["apple", "pear"]).prop_map(|s| Sku::new(s).expect("a sku"));
     prop_oneof![
-        1 => select(vec!["alice", "bob"]).prop_map(|c| OrderCommand::CreateOrder { customer_id: c.into() }),
+        1 => select(vec!["alice", "bob"]).prop_map(|c| OrderCommand::CreateOrder { customer_id: c.parse().expect("an id") }),
         5 => (sku(), amount(), amount()).prop_map(|(sku, quantity, unit_price)| {
-            OrderCommand::AddItem { sku, quantity, unit_price }
+            OrderCommand::AddItem { sku, quantity, unit_price: unit_price.into() }
         }),
         1 => sku().prop_map(|sku| OrderCommand::RemoveItem { sku }),
         2 => select(vec![None, Some("card"), Some("bank_transfer"), Some("")])
             .prop_map(|m| OrderCommand::PlaceOrder { payment_method: m.map(String::from) }),
         2 => Just(OrderCommand::ConfirmOrder {}),
-        2 => select(vec!["T-1", "T-2", ""]).prop_map(|t| OrderCommand::ShipOrder { tracking_id: t.into() }),
+        2 => select(vec!["T-1", "T-2"]).prop_map(|t| OrderCommand::ShipOrder { tracking_id: t.parse().expect("an id") }),
         1 => select(vec!["why", ""]).prop_map(|r| OrderCommand::CancelOrder { reason: r.into() }),
     ]
 }
@@ -187,7 +206,7 @@ fn order_commands() -> impl Strategy<Value = Vec<OrderCommand>> {
     )
         .prop_map(|(customer, rest)| {
             let mut commands = vec![OrderCommand::CreateOrder {
-                customer_id: customer.into(),
+                customer_id: customer.parse().expect("an id"),
             }];
             commands.extend(rest);
             commands
@@ -197,21 +216,21 @@ fn order_commands() -> impl Strategy<Value = Vec<OrderCommand>> {
 
 fn order_event() -> impl Strategy<Value = OrderEvent> {
     prop_oneof![
-        text().prop_map(|customer_id| OrderEvent::OrderCreated { customer_id }),
-        (text(), number(), number()).prop_map(|(sku, quantity, unit_price)| {
+        id().prop_map(|customer_id| OrderEvent::OrderCreated { customer_id }),
+        (id(), number(), money()).prop_map(|(sku, quantity, unit_price)| {
             OrderEvent::ItemAdded {
                 sku,
                 quantity,
                 unit_price,
             }
         }),
-        text().prop_map(|sku| OrderEvent::ItemRemoved { sku }),
-        (number(), text()).prop_map(|(total, payment_method)| OrderEvent::OrderPlaced {
+        id().prop_map(|sku| OrderEvent::ItemRemoved { sku }),
+        (money(), text()).prop_map(|(total, payment_method)| OrderEvent::OrderPlaced {
             total,
             payment_method
         }),
         Just(OrderEvent::OrderConfirmed {}),
-        text().prop_map(|tracking_id| OrderEvent::OrderShipped { tracking_id }),
+        id().prop_map(|tracking_id| OrderEvent::OrderShipped { tracking_id }),
         text().prop_map(|reason| OrderEvent::OrderCancelled { reason }),
     ]
 }
@@ -222,7 +241,7 @@ fn order_invariant(state: &OrderState) -> bool {
     let lines_valid = state
         .lines
         .values()
-        .all(|l| l.quantity > 0 && l.unit_price >= 0);
+        .all(|l| l.quantity > 0 && !l.unit_price.is_negative());
     let shipped_has_tracking =
         state.status != Some(OrderStatus::Shipped) || state.tracking_id.is_some();
     let placed_has_method = !matches!(
@@ -253,7 +272,7 @@ fn order_idempotent(command: &OrderCommand) -> bool {
 // --- Inventory -----------------------------------------------------------------------------
 
 fn inventory_command() -> impl Strategy<Value = InventoryCommand> {
-    let order_id = || select(vec!["o-1", "o-2", "o-3", ""]).prop_map(String::from);
+    let order_id = || select(vec!["o-1", "o-2", "o-3"]).prop_map(|o| o.parse().expect("an id"));
     prop_oneof![
         2 => amount().prop_map(|quantity| InventoryCommand::ReceiveStock { quantity }),
         3 => (order_id(), amount()).prop_map(|(order_id, quantity)| {
@@ -270,9 +289,9 @@ fn inventory_commands() -> impl Strategy<Value = Vec<InventoryCommand>> {
 fn inventory_event() -> impl Strategy<Value = InventoryEvent> {
     prop_oneof![
         number().prop_map(|quantity| InventoryEvent::StockReceived { quantity }),
-        (text(), number())
+        (id(), number())
             .prop_map(|(order_id, quantity)| InventoryEvent::StockReserved { order_id, quantity }),
-        (text(), number())
+        (id(), number())
             .prop_map(|(order_id, quantity)| InventoryEvent::StockReleased { order_id, quantity }),
     ]
 }
@@ -296,20 +315,20 @@ fn inventory_idempotent(command: &InventoryCommand) -> bool {
 fn payment_command() -> impl Strategy<Value = PaymentCommand> {
     prop_oneof![
         4 => (
-            select(vec!["o-1", "o-1", "o-1", "o-2", ""]),
+            select(vec!["o-1", "o-1", "o-1", "o-2"]),
             prop_oneof![3 => select(vec![500i64, 700]), 1 => amount()],
             select(vec!["card", "card_declined", "bank_transfer", ""]),
         )
             .prop_map(|(order_id, amount, method)| PaymentCommand::AuthorizePayment {
-                order_id: order_id.into(),
-                amount,
+                order_id: order_id.parse().expect("an id"),
+                amount: amount.into(),
                 method: method.into(),
             }),
         1 => Just(PaymentCommand::RefundPayment {}),
         2 => prop_oneof![3 => select(vec![500i64, 700]), 1 => amount()]
-            .prop_map(|amount| PaymentCommand::ReceivePayment { amount }),
-        1 => select(vec!["o-1", "o-1", "o-2", ""])
-            .prop_map(|order_id| PaymentCommand::VoidPayment { order_id: order_id.into() }),
+            .prop_map(|amount| PaymentCommand::ReceivePayment { amount: amount.into() }),
+        1 => select(vec!["o-1", "o-1", "o-2"])
+            .prop_map(|order_id| PaymentCommand::VoidPayment { order_id: order_id.parse().expect("an id") }),
     ]
 }
 
@@ -319,14 +338,14 @@ fn payment_commands() -> impl Strategy<Value = Vec<PaymentCommand>> {
 
 fn payment_event() -> impl Strategy<Value = PaymentEvent> {
     prop_oneof![
-        (text(), number(), text()).prop_map(|(order_id, amount, method)| {
+        (id(), money(), text()).prop_map(|(order_id, amount, method)| {
             PaymentEvent::PaymentAuthorized {
                 order_id,
                 amount,
                 method,
             }
         }),
-        (text(), number(), text(), text()).prop_map(|(order_id, amount, method, reason)| {
+        (id(), money(), text(), text()).prop_map(|(order_id, amount, method, reason)| {
             PaymentEvent::PaymentDeclined {
                 order_id,
                 amount,
@@ -334,34 +353,37 @@ fn payment_event() -> impl Strategy<Value = PaymentEvent> {
                 reason,
             }
         }),
-        (text(), number())
+        (id(), money())
             .prop_map(|(order_id, amount)| PaymentEvent::PaymentRefunded { order_id, amount }),
-        (text(), number(), text()).prop_map(|(order_id, amount, method)| {
+        (id(), money(), text()).prop_map(|(order_id, amount, method)| {
             PaymentEvent::PaymentPending {
                 order_id,
                 amount,
                 method,
             }
         }),
-        (text(), number())
+        (id(), money())
             .prop_map(|(order_id, amount)| PaymentEvent::PaymentReceived { order_id, amount }),
-        (text(), number())
+        (id(), money())
             .prop_map(|(order_id, amount)| PaymentEvent::PaymentVoided { order_id, amount }),
     ]
 }
 
 fn payment_invariant(state: &PaymentState) -> bool {
     match state.status {
-        None => state.order_id.is_none() && state.amount == 0,
+        None => state.order_id.is_none() && state.amount == Money::ZERO,
         Some(
             PaymentStatus::Authorized
             | PaymentStatus::Refunded
             | PaymentStatus::Pending
             | PaymentStatus::Received,
-        ) => state.order_id.is_some() && (1..=AUTHORIZATION_LIMIT).contains(&state.amount),
+        ) => {
+            state.order_id.is_some()
+                && (Money::from_minor(1)..=AUTHORIZATION_LIMIT).contains(&state.amount)
+        }
         Some(PaymentStatus::Declined) => state.order_id.is_some() && state.decline_reason.is_some(),
         // A void may come before any attempt (amount 0) or after one, a declined one too.
-        Some(PaymentStatus::Voided) => state.order_id.is_some() && state.amount >= 0,
+        Some(PaymentStatus::Voided) => state.order_id.is_some() && !state.amount.is_negative(),
     }
 }
 

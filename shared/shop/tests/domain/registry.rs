@@ -1,9 +1,8 @@
-//! The registry: aggregates by category (visitor), views by name, parameter formats.
+//! The registry: aggregates by category (visitor), views by name. (How clients command the
+//! aggregates and query the views is the APIs': their tests hold those assertions.)
 
 use serde_json::json;
-use shop::registry::{
-    self, AggregateVisitor, CATEGORIES, ParamFormat, RegisteredAggregate, VIEWS, ViewImpl,
-};
+use shop::registry::{self, AggregateVisitor, CATEGORIES, RegisteredAggregate, VIEWS, ViewImpl};
 use shop::views;
 
 /// Reports which aggregate it was run with, and parses a command there.
@@ -60,64 +59,32 @@ fn a_visit_parses_the_command_of_that_aggregate() {
     }
 }
 
-/// Parses a command as `POST /commands` does.
-struct HttpProbe<'a> {
-    command_type: &'a str,
-    data: serde_json::Value,
-}
-
-impl AggregateVisitor for HttpProbe<'_> {
-    type Output = (bool, Result<String, shop::CommandParseError>);
-
-    fn visit<A: RegisteredAggregate>(self) -> Self::Output {
-        let parsed = A::parse_http_command(self.command_type, self.data).map(|c| format!("{c:?}"));
-        (A::ACCEPTS_HTTP_COMMANDS, parsed)
-    }
-}
-
 #[test]
-fn the_saga_is_registered_but_takes_no_commands_over_http() {
-    assert_eq!(registry::HTTP_CATEGORIES, ["Order", "Inventory", "Payment"]);
+fn the_saga_is_registered_but_takes_no_external_commands() {
+    assert_eq!(
+        registry::EXTERNAL_CATEGORIES,
+        ["Order", "Inventory", "Payment"]
+    );
     assert_eq!(
         registry::aggregate("OrderFulfilment"),
         Ok("OrderFulfilment")
     );
-    let timed_out = json!({"at": "2024-03-01T09:30:00Z"});
-    // The system can build its inputs ...
-    let (_, internal) = registry::visit("OrderFulfilment", probe("TimedOut", timed_out.clone()))
-        .expect("registered");
-    assert!(internal.expect("parses").starts_with("TimedOut"));
-    // ... clients cannot, whatever the type.
-    for command_type in ["TimedOut", "OrderPlaced", "Nope"] {
-        let http = HttpProbe {
-            command_type,
-            data: timed_out.clone(),
-        };
-        let (accepts, parsed) = registry::visit("OrderFulfilment", http).expect("registered");
-        assert!(!accepts);
-        match parsed {
-            Err(shop::CommandParseError::UnknownType(m)) => {
-                assert!(
-                    m.contains("OrderFulfilment accepts no commands over HTTP"),
-                    "{m}"
-                );
-                assert!(m.contains(command_type), "{m}");
-            }
-            other => panic!("expected an unknown type, got {other:?}"),
+    struct Accepts;
+    impl AggregateVisitor for Accepts {
+        type Output = bool;
+        fn visit<A: RegisteredAggregate>(self) -> bool {
+            A::ACCEPTS_EXTERNAL_COMMANDS
         }
     }
-    // Every other aggregate parses over HTTP exactly as it does inside.
-    for category in registry::HTTP_CATEGORIES {
-        let http = HttpProbe {
-            command_type: "ReceiveStock",
-            data: json!({"quantity": 3}),
-        };
-        let (accepts, parsed) = registry::visit(category, http).expect("registered");
-        let (_, inside) = registry::visit(category, probe("ReceiveStock", json!({"quantity": 3})))
-            .expect("registered");
-        assert!(accepts);
-        assert_eq!(parsed, inside);
+    assert_eq!(registry::visit("OrderFulfilment", Accepts), Ok(false));
+    for category in registry::EXTERNAL_CATEGORIES {
+        assert_eq!(registry::visit(category, Accepts), Ok(true), "{category}");
     }
+    // The system can build its inputs (clients cannot: the command API refuses them).
+    let timed_out = json!({"at": "2024-03-01T09:30:00Z"});
+    let (_, internal) =
+        registry::visit("OrderFulfilment", probe("TimedOut", timed_out)).expect("registered");
+    assert!(internal.expect("parses").starts_with("TimedOut"));
 }
 
 #[test]
@@ -137,7 +104,7 @@ fn unknown_categories_are_refused_with_the_known_list() {
 }
 
 #[test]
-fn views_are_found_by_url_name_with_their_query_shape() {
+fn views_are_found_by_name() {
     let names: Vec<&str> = VIEWS.iter().map(|v| v.name).collect();
     assert_eq!(
         names,
@@ -155,23 +122,12 @@ fn views_are_found_by_url_name_with_their_query_shape() {
     let by_customer = registry::view(views::ORDERS_BY_CUSTOMER).expect("registered");
     assert_eq!(by_customer.stored(), views::ORDER_SUMMARY);
     assert_eq!(by_customer.category(), "Order");
-    assert_eq!(by_customer.key, None);
-    assert_eq!(by_customer.partition.map(|p| p.name), Some("customer_id"));
-    assert_eq!(by_customer.key_field, "order_id");
     let sales = registry::view(views::DAILY_SALES).expect("registered");
-    assert_eq!(
-        sales.key.map(|p| (p.name, p.format)),
-        Some(("day", ParamFormat::Day))
-    );
     assert!(matches!(sales.view, ViewImpl::Counter(_)));
     let stock = registry::view(views::STOCK_LEVELS).expect("registered");
     assert_eq!(
         (stock.stored(), stock.category()),
         ("stock-levels", "Inventory")
-    );
-    assert_eq!(
-        stock.key.map(|p| (p.name, p.format)),
-        Some(("sku", ParamFormat::Id))
     );
     assert!(registry::view("order_summary").is_none());
     assert!(registry::view("").is_none());
@@ -202,11 +158,6 @@ fn every_stored_view_is_projected_once() {
             "{} reads an unregistered category",
             spec.name
         );
-        assert!(
-            spec.key.is_some() != spec.partition.is_some(),
-            "{}: a lookup or an index, not both",
-            spec.name
-        );
     }
     assert!(registry::stored_view(views::ORDERS_BY_CUSTOMER).is_none());
     assert_eq!(
@@ -218,7 +169,6 @@ fn every_stored_view_is_projected_once() {
 #[test]
 fn days_are_real_calendar_dates_written_exactly() {
     for day in ["2024-02-29", "2023-12-31", "0001-01-01", "9999-12-31"] {
-        assert!(ParamFormat::Day.accepts(day), "{day}");
         assert_eq!(
             views::parse_day(day).map(|d| d.format(views::DAY_FORMAT).to_string()),
             Some(day.to_owned())
@@ -242,17 +192,6 @@ fn days_are_real_calendar_dates_written_exactly() {
         "yesterday",
         "",
     ] {
-        assert!(!ParamFormat::Day.accepts(not_a_day), "{not_a_day:?}");
         assert!(views::parse_day(not_a_day).is_none(), "{not_a_day:?}");
-    }
-}
-
-#[test]
-fn ids_are_short_and_plain() {
-    for id in ["o-1", "sku.2:a_b", &"x".repeat(128)] {
-        assert!(ParamFormat::Id.accepts(id), "{id}");
-    }
-    for not_an_id in ["", "bad id", "a/b", "ü", &"x".repeat(129)] {
-        assert!(!ParamFormat::Id.accepts(not_an_id), "{not_an_id:?}");
     }
 }

@@ -19,6 +19,7 @@
 //! after. Everything else (answers to the commands of one step, from different streams,
 //! arriving in any order; a duplicate at any later time) is shuffled.
 
+use crate::TextId;
 use chrono::{DateTime, Duration, Utc};
 use eventfold::{Aggregate, DomainEvent, EventEnvelope, Metadata, Rejection, StreamId};
 use eventfold_consumers::{Pending, Saga, SagaCommand, SagaCommandVisitor};
@@ -94,22 +95,22 @@ fn inventory_case() -> impl Strategy<Value = Vec<(InventoryCommand, bool)>> {
     (1i64..4).prop_flat_map(|quantity| {
         let saga = prop_oneof![
             Just(InventoryCommand::ReserveStock {
-                order_id: "o-1".into(),
+                order_id: "o-1".id(),
                 quantity,
             }),
             Just(InventoryCommand::ReleaseStock {
-                order_id: "o-1".into(),
+                order_id: "o-1".id(),
             }),
         ]
         .prop_map(|c| (c, true));
         let others = prop_oneof![
             (1i64..4).prop_map(|quantity| InventoryCommand::ReceiveStock { quantity }),
             (1i64..4).prop_map(|quantity| InventoryCommand::ReserveStock {
-                order_id: "o-2".into(),
+                order_id: "o-2".id(),
                 quantity,
             }),
             Just(InventoryCommand::ReleaseStock {
-                order_id: "o-2".into(),
+                order_id: "o-2".id(),
             }),
         ]
         .prop_map(|c| (c, false));
@@ -125,19 +126,25 @@ fn payment_case() -> impl Strategy<Value = Vec<(PaymentCommand, bool)>> {
         .prop_flat_map(|(amount, method)| {
             let saga = prop_oneof![
                 Just(PaymentCommand::AuthorizePayment {
-                    order_id: "o-1".into(),
-                    amount,
+                    order_id: "o-1".id(),
+                    amount: amount.into(),
                     method: method.into(),
                 }),
                 Just(PaymentCommand::VoidPayment {
-                    order_id: "o-1".into(),
+                    order_id: "o-1".id(),
                 }),
                 Just(PaymentCommand::RefundPayment {}),
             ]
             .prop_map(|c| (c, true));
             // The customer pays, right or wrong.
-            let client = select(vec![amount, amount + 1])
-                .prop_map(|amount| (PaymentCommand::ReceivePayment { amount }, false));
+            let client = select(vec![amount, amount + 1]).prop_map(|amount| {
+                (
+                    PaymentCommand::ReceivePayment {
+                        amount: amount.into(),
+                    },
+                    false,
+                )
+            });
             prop::collection::vec(prop_oneof![3 => saga, 1 => client], 0..20)
         })
 }
@@ -155,7 +162,7 @@ fn order_case() -> impl Strategy<Value = Vec<(OrderCommand, bool)>> {
             reason: "changed my mind".into(),
         }),
         Just(OrderCommand::ShipOrder {
-            tracking_id: "T-1".into(),
+            tracking_id: "T-1".id(),
         }),
     ]
     .prop_map(|c| (c, false));
@@ -166,15 +173,15 @@ fn placed_order() -> Vec<shop::order::OrderEvent> {
     use shop::order::OrderEvent as E;
     vec![
         E::OrderCreated {
-            customer_id: "alice".into(),
+            customer_id: "alice".id(),
         },
         E::ItemAdded {
-            sku: "apple".into(),
+            sku: "apple".id(),
             quantity: 2,
-            unit_price: 150,
+            unit_price: 150.into(),
         },
         E::OrderPlaced {
-            total: 300,
+            total: 300.into(),
             payment_method: "card".into(),
         },
     ]
@@ -259,8 +266,8 @@ struct Send<'a> {
 impl SagaCommandVisitor for Send<'_> {
     type Output = Result<Vec<EventEnvelope>, Rejection>;
 
-    fn visit<A: Aggregate>(self, id: &str, command: &A::Command) -> Self::Output {
-        self.world.execute::<A>(id, command, &self.command_id)
+    fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output {
+        self.world.execute::<A>(id, &command, &self.command_id)
     }
 }
 
@@ -392,7 +399,9 @@ impl Runner {
             }
             Action::Pay => {
                 let total: i64 = scenario.lines.iter().map(|(_, q, p, _)| q * p).sum();
-                let pay = PaymentCommand::ReceivePayment { amount: total };
+                let pay = PaymentCommand::ReceivePayment {
+                    amount: total.into(),
+                };
                 if let Ok(envelopes) = self.world.execute::<Payment>("o-1", &pay, "customer") {
                     self.enqueue(envelopes, None, true);
                 }
@@ -430,13 +439,13 @@ fn run_ordered(scenario: &Scenario) -> Ordered {
         }
     }
     let mut commands = vec![OrderCommand::CreateOrder {
-        customer_id: "alice".into(),
+        customer_id: "alice".id(),
     }];
     for (sku, quantity, unit_price, _) in &scenario.lines {
         commands.push(OrderCommand::AddItem {
-            sku: (*sku).into(),
+            sku: (*sku).id(),
             quantity: *quantity,
-            unit_price: *unit_price,
+            unit_price: (*unit_price).into(),
         });
     }
     commands.push(OrderCommand::PlaceOrder {

@@ -1,6 +1,7 @@
 //! `OrderPlaced` written under schema 1 (no `payment_method`) still loads, projects and
 //! starts the saga, through `shop::registry::upcasters()`.
 
+use crate::TextId;
 use chrono::{DateTime, Utc};
 use eventfold::{
     CommandExecutor, EventEnvelope, EventStore, ExecutorConfig, MemoryEventStore, Metadata,
@@ -82,7 +83,7 @@ fn the_upcaster_adds_the_default_method_to_schema_1_only() {
     assert!(up.is_current("OrderPlaced", 2) && up.is_current("OrderCreated", 1));
     // What is written today is schema 2 and reads back without a step.
     let written = OrderEvent::OrderPlaced {
-        total: 300,
+        total: 300.into(),
         payment_method: "bank_transfer".into(),
     }
     .encode()
@@ -183,13 +184,13 @@ fn the_saga_starts_from_a_schema_1_order_and_a_schema_2_one_alike() {
         assert_eq!(
             input,
             FulfilmentInput::OrderPlaced {
-                order_id: "o-1".into(),
-                customer_id: "alice".into(),
+                order_id: "o-1".id(),
+                customer_id: "alice".id(),
                 lines: vec![FulfilmentLine {
-                    sku: "apple".into(),
+                    sku: "apple".id(),
                     quantity: 2
                 }],
-                total: 300,
+                total: 300.into(),
                 payment_method: method.into(),
                 placed_at: placed_at(),
             }

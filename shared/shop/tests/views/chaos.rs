@@ -273,7 +273,7 @@ async fn placed_per_day(world: &World) -> BTreeMap<(String, String), (i64, i64)>
             let day = e.occurred_at.format("%Y-%m-%d").to_string();
             let entry = sales.entry((tenant, day)).or_insert((0, 0));
             entry.0 += 1;
-            entry.1 += total;
+            entry.1 += total.minor();
         }
     }
     sales
@@ -347,12 +347,12 @@ async fn check_seed(seed: u64) {
                             "sku": sku,
                             "quantity": l.quantity,
                             "unit_price": l.unit_price,
-                            "amount": l.quantity * l.unit_price,
+                            "amount": l.unit_price.checked_times(l.quantity),
                         })
                     })
                     .collect();
                 assert_eq!(doc["lines"], json!(lines), "seed {seed} {stream}");
-                assert_eq!(doc["total"], state.total(), "seed {seed} {stream}");
+                assert_eq!(doc["total"], state.total().minor(), "seed {seed} {stream}");
                 assert_eq!(doc["tracking_id"], json!(state.tracking_id));
                 assert_eq!(doc["cancel_reason"], json!(state.cancel_reason));
                 assert_eq!(doc["version"], world.history(stream).await.len());

@@ -82,11 +82,11 @@ async fn an_order_goes_from_draft_to_shipped() {
     assert_eq!(
         doc.lines
             .iter()
-            .map(|l| (l.sku.as_str(), l.quantity, l.amount))
+            .map(|l| (l.sku.as_str(), l.quantity, l.amount.minor()))
             .collect::<Vec<_>>(),
         [("fig", 1, 1000), ("kiwi", 5, 150)]
     );
-    assert_eq!(doc.total, 1150);
+    assert_eq!(doc.total.minor(), 1150);
     assert_eq!(doc.tracking_id.as_deref(), Some("TRACK-9"));
     assert_eq!(doc.cancel_reason, None);
     assert_eq!(doc.version, 8);
@@ -244,7 +244,7 @@ async fn unknown_event_types_are_ignored_but_bad_data_of_a_known_type_is_an_erro
     unknown.version = 3;
     unknown.event_type = "GiftWrapped".into();
     unknown.data = json!({"paper": "gold"});
-    assert_eq!(view.apply(doc.clone(), &unknown), Ok(doc.clone()));
+    assert_eq!(view.apply(doc.clone(), &unknown).expect("ignored"), doc);
 
     let mut bad = history[1].clone();
     bad.version = 3;

@@ -13,6 +13,7 @@ use eventfold_consumers::Notification;
 use eventfold_consumers::projection::{MemoryReadModelStore, Projector};
 use shop::inventory::{Inventory, InventoryCommand, InventoryState};
 use shop::order::{Order, OrderCommand, OrderState};
+use shop::values::IdError;
 use std::sync::Arc;
 
 /// The tenant of most tests.
@@ -44,22 +45,28 @@ pub fn inventory_stream(tenant: &str, sku: &str) -> StreamId {
     StreamId::new(tenant, Inventory::CATEGORY, sku).expect("valid inventory stream")
 }
 
+/// An id of the type the context asks for (`Sku`, `OrderId`, ..), from text that keeps the
+/// id rule.
+pub fn id<T: std::str::FromStr<Err = IdError>>(text: &str) -> T {
+    text.parse().expect("a valid id")
+}
+
 pub fn create(customer: &str) -> OrderCommand {
     OrderCommand::CreateOrder {
-        customer_id: customer.into(),
+        customer_id: id(customer),
     }
 }
 
 pub fn add(sku: &str, quantity: i64, unit_price: i64) -> OrderCommand {
     OrderCommand::AddItem {
-        sku: sku.into(),
+        sku: id(sku),
         quantity,
-        unit_price,
+        unit_price: unit_price.into(),
     }
 }
 
 pub fn remove(sku: &str) -> OrderCommand {
-    OrderCommand::RemoveItem { sku: sku.into() }
+    OrderCommand::RemoveItem { sku: id(sku) }
 }
 
 pub fn place() -> OrderCommand {
@@ -74,7 +81,7 @@ pub fn confirm() -> OrderCommand {
 
 pub fn ship(tracking_id: &str) -> OrderCommand {
     OrderCommand::ShipOrder {
-        tracking_id: tracking_id.into(),
+        tracking_id: id(tracking_id),
     }
 }
 
@@ -90,14 +97,14 @@ pub fn receive(quantity: i64) -> InventoryCommand {
 
 pub fn reserve(order_id: &str, quantity: i64) -> InventoryCommand {
     InventoryCommand::ReserveStock {
-        order_id: order_id.into(),
+        order_id: id(order_id),
         quantity,
     }
 }
 
 pub fn release(order_id: &str) -> InventoryCommand {
     InventoryCommand::ReleaseStock {
-        order_id: order_id.into(),
+        order_id: id(order_id),
     }
 }
 

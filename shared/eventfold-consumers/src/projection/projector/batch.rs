@@ -194,7 +194,11 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
             let stream = match n.checked_stream() {
                 Ok(s) => s,
                 Err(e) => {
-                    fail_at(&mut failure, i, ProjectError::BadNotification(e));
+                    fail_at(
+                        &mut failure,
+                        i,
+                        ProjectError::BadNotification(e.to_string()),
+                    );
                     break;
                 }
             };

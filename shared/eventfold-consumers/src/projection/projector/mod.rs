@@ -3,7 +3,7 @@
 
 mod batch;
 
-use super::{CounterView, Doc, ReadModelError, ReadModelStore, StreamView, ViewError};
+use super::{ApplyError, CounterView, Doc, ReadModelError, ReadModelStore, StreamView, ViewError};
 use crate::Notification;
 use eventfold::envelope::{EventEnvelope, StreamId};
 use eventfold::store::{EventStore, StoreError};
@@ -167,7 +167,9 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
 
     /// Applies `n` to every view of its category, exactly once per view.
     pub async fn handle(&self, n: &Notification) -> Result<Applied, ProjectError> {
-        let stream = n.checked_stream().map_err(ProjectError::BadNotification)?;
+        let stream = n
+            .checked_stream()
+            .map_err(|e| ProjectError::BadNotification(e.to_string()))?;
         let mut applied = Applied::default();
         // Every view gets its chance: one view refusing an event must not stall the others
         // (their checkpoints make the redelivery harmless). The first error is reported.
@@ -378,12 +380,12 @@ enum Step {
     Written,
 }
 
-fn view_error(view: &str, e: &EventEnvelope, reason: String) -> ViewError {
+fn view_error(view: &str, e: &EventEnvelope, source: ApplyError) -> ViewError {
     ViewError {
         view: view.to_owned(),
         stream_id: e.stream_id.clone(),
         version: e.version,
         event_type: e.event_type.clone(),
-        reason,
+        source,
     }
 }
