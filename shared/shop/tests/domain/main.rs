@@ -14,6 +14,7 @@ mod properties;
 mod registry;
 mod saga_input;
 mod saga_properties;
+mod saga_storage;
 mod upcast;
 
 /// `"o-1".id()`: the id of the type the context asks for (`OrderId`, `Sku`, ..), from text
