@@ -5,8 +5,6 @@ use crate::command::RegisteredAggregate;
 use crate::inventory::InventoryCommand;
 use crate::order::OrderCommand;
 use crate::payment::PaymentCommand;
-use crate::values::{CustomerId, Money, OrderId};
-use chrono::{DateTime, Utc};
 use eventfold::{Aggregate, Rejection};
 
 impl Aggregate for OrderFulfilment {
@@ -22,14 +20,14 @@ impl Aggregate for OrderFulfilment {
 
     fn evolve(mut s: FulfilmentState, event: &FulfilmentEvent) -> FulfilmentState {
         match event {
-            FulfilmentEvent::FulfilmentStarted {
+            FulfilmentEvent::FulfilmentStarted(PlacedOrder {
                 order_id,
                 customer_id,
                 lines,
                 total,
                 payment_method,
                 placed_at,
-            } => {
+            }) => {
                 s.order_id = Some(order_id.clone());
                 s.customer_id = Some(customer_id.clone());
                 s.total = *total;
@@ -39,7 +37,7 @@ impl Aggregate for OrderFulfilment {
                     s.lines.entry(line.sku.clone()).or_default().quantity = line.quantity;
                 }
             }
-            FulfilmentEvent::OrderObserved { version, order } => {
+            FulfilmentEvent::OrderObserved(OrderObservation { version, order }) => {
                 if *version > s.order.version {
                     s.order.version = *version;
                     s.order.observed = Some(order.clone());
@@ -48,11 +46,11 @@ impl Aggregate for OrderFulfilment {
                     }
                 }
             }
-            FulfilmentEvent::StockObserved {
+            FulfilmentEvent::StockObserved(StockObservation {
                 sku,
                 version,
                 stock,
-            } => {
+            }) => {
                 if let Some(line) = s.lines.get_mut(sku)
                     && *version > line.version
                 {
@@ -63,7 +61,7 @@ impl Aggregate for OrderFulfilment {
                     line.stock = Some(stock.clone());
                 }
             }
-            FulfilmentEvent::PaymentObserved { version, payment } => {
+            FulfilmentEvent::PaymentObserved(PaymentObservation { version, payment }) => {
                 if *version > s.payment.version {
                     s.payment.version = *version;
                     if let ObservedPayment::Declined { reason } = payment {
@@ -147,45 +145,23 @@ impl Aggregate for OrderFulfilment {
         input: &FulfilmentInput,
     ) -> Result<Vec<FulfilmentEvent>, Rejection> {
         let facts = match input {
-            FulfilmentInput::OrderPlaced { .. } if state.is_started() => return Ok(vec![]),
-            FulfilmentInput::OrderPlaced {
-                order_id,
-                customer_id,
-                lines,
-                total,
-                payment_method,
-                placed_at,
-            } => start(
-                order_id,
-                customer_id,
-                lines,
-                *total,
-                payment_method,
-                *placed_at,
-            ),
+            FulfilmentInput::OrderPlaced(_) if state.is_started() => return Ok(vec![]),
+            // Every line's sku names an inventory stream (a `Sku` keeps the stream id's id
+            // rule), so every line can be reserved.
+            FulfilmentInput::OrderPlaced(placed) => {
+                vec![FulfilmentEvent::FulfilmentStarted(placed.clone())]
+            }
             // An event about an order with no instance (a reservation made by hand, say) is
             // none of the saga's business.
             _ if !state.is_started() => return Ok(vec![]),
-            FulfilmentInput::OrderObserved { version, order } => {
-                vec![FulfilmentEvent::OrderObserved {
-                    version: *version,
-                    order: order.clone(),
-                }]
+            FulfilmentInput::OrderObserved(seen) => {
+                vec![FulfilmentEvent::OrderObserved(seen.clone())]
             }
-            FulfilmentInput::StockObserved {
-                sku,
-                version,
-                stock,
-            } => vec![FulfilmentEvent::StockObserved {
-                sku: sku.clone(),
-                version: *version,
-                stock: stock.clone(),
-            }],
-            FulfilmentInput::PaymentObserved { version, payment } => {
-                vec![FulfilmentEvent::PaymentObserved {
-                    version: *version,
-                    payment: payment.clone(),
-                }]
+            FulfilmentInput::StockObserved(seen) => {
+                vec![FulfilmentEvent::StockObserved(seen.clone())]
+            }
+            FulfilmentInput::PaymentObserved(seen) => {
+                vec![FulfilmentEvent::PaymentObserved(seen.clone())]
             }
             FulfilmentInput::Refused {
                 command,
@@ -223,26 +199,6 @@ const ORDER_CANCELLED: &str = "order-cancelled";
 const ORDER_ALREADY_CANCELLED: &str = "order-already-cancelled";
 /// The rule of `VoidPayment` once the money was received.
 const PAYMENT_ALREADY_RECEIVED: &str = "payment-already-received";
-
-/// The start of an instance. Every line's sku names an inventory stream (a [`Sku`] keeps
-/// the stream id's id rule), so every line can be reserved.
-fn start(
-    order_id: &OrderId,
-    customer_id: &CustomerId,
-    lines: &[FulfilmentLine],
-    total: Money,
-    payment_method: &str,
-    placed_at: DateTime<Utc>,
-) -> Vec<FulfilmentEvent> {
-    vec![FulfilmentEvent::FulfilmentStarted {
-        order_id: order_id.clone(),
-        customer_id: customer_id.clone(),
-        lines: lines.to_vec(),
-        total,
-        payment_method: payment_method.to_owned(),
-        placed_at,
-    }]
-}
 
 /// The fact a refusal of `command` tells, if it still concerns the instance.
 fn refusal(

@@ -1,7 +1,7 @@
 //! The saga log: what an instance learnt and the steps it took, and why and how it ended.
 
 use super::*;
-use crate::values::{CustomerId, Money, OrderId, Sku};
+use crate::values::{Money, Sku};
 use chrono::{DateTime, Utc};
 use eventfold::DomainEvent;
 use serde::{Deserialize, Serialize};
@@ -95,47 +95,21 @@ pub enum PaymentUndo {
 
 /// The saga log; the storage format. Facts it learnt (observations, refusals, deadlines)
 /// and steps it took (`...Requested`, each the record of a command to send).
+///
+/// The facts the saga is told are recorded as told: their payloads are the inputs' (a newtype
+/// variant's `data` is its struct's fields, as a struct variant's was). Unknown fields in
+/// stored data are ignored (unlike an input's, [`FulfilmentInput`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, VariantNames)]
 #[serde(tag = "type", content = "data")]
 pub enum FulfilmentEvent {
     /// The order was placed: its lines are to be reserved (steps `reserve:{sku}`).
-    FulfilmentStarted {
-        /// The order.
-        order_id: OrderId,
-        /// Its customer.
-        customer_id: CustomerId,
-        /// Its lines.
-        lines: Vec<FulfilmentLine>,
-        /// The total to pay.
-        total: Money,
-        /// How it is paid.
-        payment_method: String,
-        /// When it was placed.
-        placed_at: DateTime<Utc>,
-    },
+    FulfilmentStarted(PlacedOrder),
     /// An event of the order's stream.
-    OrderObserved {
-        /// Its version.
-        version: u64,
-        /// What it says.
-        order: ObservedOrder,
-    },
+    OrderObserved(OrderObservation),
     /// An event about this order in a line's inventory stream.
-    StockObserved {
-        /// The line.
-        sku: Sku,
-        /// The event's version in `Inventory-{sku}`.
-        version: u64,
-        /// What it says.
-        stock: ObservedStock,
-    },
+    StockObserved(StockObservation),
     /// An event of the payment's stream.
-    PaymentObserved {
-        /// Its version.
-        version: u64,
-        /// What it says.
-        payment: ObservedPayment,
-    },
+    PaymentObserved(PaymentObservation),
     /// A line's `ReserveStock` was rejected.
     ReservationRefused {
         /// The line.

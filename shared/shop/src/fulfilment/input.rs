@@ -6,7 +6,10 @@ use crate::payment::{Payment, PaymentCommand};
 use crate::values::{CustomerId, Money, OrderId, Sku};
 use chrono::{DateTime, Utc};
 use eventfold_consumers::{SagaCommand, SagaCommandVisitor};
+use serde::de::{self, Deserializer, Error as _, IgnoredAny, Visitor};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
 use strum::VariantNames;
 
 /// A command the saga sends, with its target.
@@ -128,49 +131,75 @@ impl ObservedPayment {
     }
 }
 
+/// The order as placed: what starts an instance ([`FulfilmentInput::OrderPlaced`]) and what
+/// its log records of it ([`FulfilmentEvent::FulfilmentStarted`](super::FulfilmentEvent::FulfilmentStarted)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedOrder {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its customer.
+    pub customer_id: CustomerId,
+    /// Its lines, in sku order.
+    pub lines: Vec<FulfilmentLine>,
+    /// The total to pay.
+    pub total: Money,
+    /// How it is paid.
+    pub payment_method: String,
+    /// When it was placed.
+    pub placed_at: DateTime<Utc>,
+}
+
+/// An event of the order's stream, as the saga is told it ([`FulfilmentInput::OrderObserved`])
+/// and records it ([`FulfilmentEvent::OrderObserved`](super::FulfilmentEvent::OrderObserved)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderObservation {
+    /// The event's version in `Order-{id}`.
+    pub version: u64,
+    /// What it says.
+    pub order: ObservedOrder,
+}
+
+/// An event about this order in a line's inventory stream, as the saga is told it
+/// ([`FulfilmentInput::StockObserved`]) and records it
+/// ([`FulfilmentEvent::StockObserved`](super::FulfilmentEvent::StockObserved)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockObservation {
+    /// The line (the stream's id).
+    pub sku: Sku,
+    /// The event's version in `Inventory-{sku}`.
+    pub version: u64,
+    /// What it says.
+    pub stock: ObservedStock,
+}
+
+/// An event of the payment's stream, as the saga is told it
+/// ([`FulfilmentInput::PaymentObserved`]) and records it
+/// ([`FulfilmentEvent::PaymentObserved`](super::FulfilmentEvent::PaymentObserved)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentObservation {
+    /// The event's version in `Payment-{id}`.
+    pub version: u64,
+    /// What it says.
+    pub payment: ObservedPayment,
+}
+
 /// What the saga is told: an event of another stream, a refusal, a deadline. Adjacently
 /// tagged like every command; only the system sends them (never `POST /commands`).
+///
+/// Unknown fields are refused, in the data too: the payloads it shares with the saga log
+/// ([`PlacedOrder`], the observations) are read with [`strict`], since their own
+/// `Deserialize` ignores unknown fields (a stored event must read as it always did).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, VariantNames)]
 #[serde(tag = "type", content = "data", deny_unknown_fields)]
 pub enum FulfilmentInput {
     /// The order was placed.
-    OrderPlaced {
-        /// The order.
-        order_id: OrderId,
-        /// Its customer.
-        customer_id: CustomerId,
-        /// Its lines, in sku order.
-        lines: Vec<FulfilmentLine>,
-        /// The total to pay.
-        total: Money,
-        /// How it is paid.
-        payment_method: String,
-        /// When it was placed.
-        placed_at: DateTime<Utc>,
-    },
-    /// An event of the order's stream at `version`.
-    OrderObserved {
-        /// The event's version in `Order-{id}`.
-        version: u64,
-        /// What it says.
-        order: ObservedOrder,
-    },
-    /// An event about this order in `Inventory-{sku}` at `version`.
-    StockObserved {
-        /// The SKU (the stream's id).
-        sku: Sku,
-        /// The event's version in `Inventory-{sku}`.
-        version: u64,
-        /// What it says.
-        stock: ObservedStock,
-    },
-    /// An event of the payment's stream at `version`.
-    PaymentObserved {
-        /// The event's version in `Payment-{id}`.
-        version: u64,
-        /// What it says.
-        payment: ObservedPayment,
-    },
+    OrderPlaced(#[serde(deserialize_with = "strict")] PlacedOrder),
+    /// An event of the order's stream at its version.
+    OrderObserved(#[serde(deserialize_with = "strict")] OrderObservation),
+    /// An event about this order in `Inventory-{sku}` at its version.
+    StockObserved(#[serde(deserialize_with = "strict")] StockObservation),
+    /// An event of the payment's stream at its version.
+    PaymentObserved(#[serde(deserialize_with = "strict")] PaymentObservation),
     /// A command the saga sent was rejected.
     Refused {
         /// The command.
@@ -185,4 +214,68 @@ pub enum FulfilmentInput {
         /// When the runner saw it pass.
         at: DateTime<Utc>,
     },
+}
+
+/// Reads a struct `T` as its derived `Deserialize` does, but refuses a field `T` does not
+/// know with the error `#[serde(deny_unknown_fields)]` gives. One struct serves the input and
+/// the event: the input must stay strict, the stored event as lenient as it always was, and
+/// serde's attribute is per type, so the strictness is the input's, here.
+fn strict<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    /// `T`'s fields, and the rest of the map (what `T` does not know).
+    #[derive(Deserialize)]
+    struct Checked<T> {
+        #[serde(flatten)]
+        known: T,
+        #[serde(flatten)]
+        unknown: BTreeMap<String, IgnoredAny>,
+    }
+    let Checked { known, unknown } = Checked::<T>::deserialize(deserializer)?;
+    match unknown.keys().next() {
+        None => Ok(known),
+        Some(field) => Err(D::Error::unknown_field(field, fields_of::<T>())),
+    }
+}
+
+/// The fields a struct's derived `Deserialize` names to `deserialize_struct` (none for other
+/// types): what its "unknown field" error lists.
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    /// A deserializer that only answers "these are my fields" (as its error).
+    struct Probe;
+    #[derive(Debug)]
+    struct Fields(&'static [&'static str]);
+    impl fmt::Display for Fields {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "fields {:?}", self.0)
+        }
+    }
+    impl std::error::Error for Fields {}
+    impl de::Error for Fields {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Self(&[])
+        }
+    }
+    impl<'de> Deserializer<'de> for Probe {
+        type Error = Fields;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+            Err(Fields(&[]))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    T::deserialize(Probe).map_or_else(|Fields(fields)| fields, |_| &[])
 }

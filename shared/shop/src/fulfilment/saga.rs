@@ -50,10 +50,10 @@ impl Saga for OrderFulfilment {
                     )),
                     OrderEvent::OrderConfirmed {} => Some((
                         id,
-                        FulfilmentInput::OrderObserved {
+                        FulfilmentInput::OrderObserved(OrderObservation {
                             version,
                             order: ObservedOrder::Confirmed,
-                        },
+                        }),
                     )),
                     OrderEvent::OrderCancelled { reason } => {
                         let saga_stream = format!("{}/{}-{id}", stream.tenant(), Self::CATEGORY);
@@ -65,10 +65,10 @@ impl Saga for OrderFulfilment {
                         let by_saga = event.metadata.command_id == own;
                         Some((
                             id,
-                            FulfilmentInput::OrderObserved {
+                            FulfilmentInput::OrderObserved(OrderObservation {
                                 version,
                                 order: ObservedOrder::Cancelled { reason, by_saga },
-                            },
+                            }),
                         ))
                     }
                     _ => None,
@@ -90,11 +90,11 @@ impl Saga for OrderFulfilment {
                 };
                 Some((
                     order_id.into_string(),
-                    FulfilmentInput::StockObserved {
+                    FulfilmentInput::StockObserved(StockObservation {
                         sku: Sku::of_stream(&stream),
                         version,
                         stock,
-                    },
+                    }),
                 ))
             }
             c if c == Payment::CATEGORY && of(Payment::EVENT_TYPES) => {
@@ -114,7 +114,10 @@ impl Saga for OrderFulfilment {
                     PaymentEvent::PaymentVoided { .. } => ObservedPayment::Voided,
                     PaymentEvent::PaymentRefunded { .. } => ObservedPayment::Refunded,
                 };
-                Some((id, FulfilmentInput::PaymentObserved { version, payment }))
+                Some((
+                    id,
+                    FulfilmentInput::PaymentObserved(PaymentObservation { version, payment }),
+                ))
             }
             _ => None,
         })
@@ -293,7 +296,7 @@ fn placed(
             event.stream_id, event.version
         ))
     })?;
-    Ok(FulfilmentInput::OrderPlaced {
+    Ok(FulfilmentInput::OrderPlaced(PlacedOrder {
         order_id,
         customer_id,
         lines: order
@@ -307,7 +310,7 @@ fn placed(
         total,
         payment_method,
         placed_at: event.occurred_at,
-    })
+    }))
 }
 
 /// Builds a saga input from its type name and JSON data (for tools and tests; clients cannot

@@ -10,7 +10,8 @@ use eventfold_testkit::given;
 use shop::fulfilment::{
     FulfilmentCommand, FulfilmentEvent as E, FulfilmentInput as I, FulfilmentLine,
     FulfilmentOutcome, FulfilmentState, ObservedOrder, ObservedPayment, ObservedStock,
-    OrderFulfilment, PAYMENT_TIMED_OUT, PaymentUndo, RESERVATION_TIMED_OUT, WaitingFor,
+    OrderFulfilment, OrderObservation, PAYMENT_TIMED_OUT, PaymentObservation, PaymentUndo,
+    PlacedOrder, RESERVATION_TIMED_OUT, StockObservation, WaitingFor,
 };
 use shop::inventory::InventoryCommand;
 use shop::order::OrderCommand;
@@ -34,39 +35,39 @@ fn lines() -> Vec<FulfilmentLine> {
 }
 
 fn place(total: i64, method: &str) -> I {
-    I::OrderPlaced {
+    I::OrderPlaced(PlacedOrder {
         order_id: "o-1".id(),
         customer_id: "alice".id(),
         lines: lines(),
         total: total.into(),
         payment_method: method.into(),
         placed_at: at(0),
-    }
+    })
 }
 
 fn started(total: i64, method: &str) -> E {
-    E::FulfilmentStarted {
+    E::FulfilmentStarted(PlacedOrder {
         order_id: "o-1".id(),
         customer_id: "alice".id(),
         lines: lines(),
         total: total.into(),
         payment_method: method.into(),
         placed_at: at(0),
-    }
+    })
 }
 
 fn stock(sku: &str, version: u64, stock: ObservedStock) -> (I, E) {
     (
-        I::StockObserved {
+        I::StockObserved(StockObservation {
             sku: sku.id(),
             version,
             stock: stock.clone(),
-        },
-        E::StockObserved {
+        }),
+        E::StockObserved(StockObservation {
             sku: sku.id(),
             version,
             stock,
-        },
+        }),
     )
 }
 
@@ -88,21 +89,21 @@ fn released(sku: &str, version: u64) -> (I, E) {
 
 fn payment(version: u64, payment: ObservedPayment) -> (I, E) {
     (
-        I::PaymentObserved {
+        I::PaymentObserved(PaymentObservation {
             version,
             payment: payment.clone(),
-        },
-        E::PaymentObserved { version, payment },
+        }),
+        E::PaymentObserved(PaymentObservation { version, payment }),
     )
 }
 
 fn order(version: u64, order: ObservedOrder) -> (I, E) {
     (
-        I::OrderObserved {
+        I::OrderObserved(OrderObservation {
             version,
             order: order.clone(),
-        },
-        E::OrderObserved { version, order },
+        }),
+        E::OrderObserved(OrderObservation { version, order }),
     )
 }
 

@@ -7,7 +7,7 @@ use eventfold_consumers::{InputError, Pending, Saga};
 use serde_json::{Value, json};
 use shop::fulfilment::{
     CANCEL_STEP, FulfilmentInput, INPUT_EVENT_TYPES, ObservedOrder, ObservedPayment, ObservedStock,
-    OrderFulfilment,
+    OrderFulfilment, OrderObservation, PaymentObservation, StockObservation,
 };
 use shop::{Inventory, Order, Payment, RegisteredAggregate};
 
@@ -179,14 +179,14 @@ fn a_reservation_concerns_the_order_it_is_for() {
         OrderFulfilment::input(&event, &[]).expect("an input"),
         Some((
             "o-7".into(),
-            FulfilmentInput::StockObserved {
+            FulfilmentInput::StockObserved(StockObservation {
                 sku: "apple".id(),
                 version: 12,
                 stock: ObservedStock::Reserved {
                     quantity: 2,
                     at: event.occurred_at,
                 },
-            }
+            })
         ))
     );
     let released = envelope(
@@ -199,11 +199,11 @@ fn a_reservation_concerns_the_order_it_is_for() {
         OrderFulfilment::input(&released, &[]).expect("an input"),
         Some((
             "o-7".into(),
-            FulfilmentInput::StockObserved {
+            FulfilmentInput::StockObserved(StockObservation {
                 sku: "apple".id(),
                 version: 13,
                 stock: ObservedStock::Released,
-            }
+            })
         ))
     );
 }
@@ -220,12 +220,12 @@ fn payment_events_are_observations_of_the_orders_payment() {
         OrderFulfilment::input(&event, &[]).expect("an input"),
         Some((
             "o-7".into(),
-            FulfilmentInput::PaymentObserved {
+            FulfilmentInput::PaymentObserved(PaymentObservation {
                 version: 2,
                 payment: ObservedPayment::Declined {
                     reason: "card-declined".into()
                 },
-            }
+            })
         ))
     );
 }
@@ -251,13 +251,13 @@ fn a_cancellation_says_whether_the_saga_did_it() {
             OrderFulfilment::input(&event, &[]).expect("an input"),
             Some((
                 "o-1".into(),
-                FulfilmentInput::OrderObserved {
+                FulfilmentInput::OrderObserved(OrderObservation {
                     version: 6,
                     order: ObservedOrder::Cancelled {
                         reason: "why".into(),
                         by_saga,
                     },
-                }
+                })
             ))
         );
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use shop::DomainEvent;
 use shop::fulfilment::{
     FulfilmentEvent as E, FulfilmentInput as I, FulfilmentLine, ObservedOrder, ObservedPayment,
-    ObservedStock,
+    ObservedStock, OrderObservation, PaymentObservation, PlacedOrder, StockObservation,
 };
 
 fn lines() -> Vec<FulfilmentLine> {
@@ -32,22 +32,22 @@ fn samples() -> Vec<(E, I, Value)> {
     let authorized = ObservedPayment::Authorized { amount: 380.into() };
     vec![
         (
-            E::FulfilmentStarted {
+            E::FulfilmentStarted(PlacedOrder {
                 order_id: "o-1".id(),
                 customer_id: "alice".id(),
                 lines: lines(),
                 total: 380.into(),
                 payment_method: "card".into(),
                 placed_at: at(0),
-            },
-            I::OrderPlaced {
+            }),
+            I::OrderPlaced(PlacedOrder {
                 order_id: "o-1".id(),
                 customer_id: "alice".id(),
                 lines: lines(),
                 total: 380.into(),
                 payment_method: "card".into(),
                 placed_at: at(0),
-            },
+            }),
             json!({
                 "order_id": "o-1",
                 "customer_id": "alice",
@@ -58,30 +58,30 @@ fn samples() -> Vec<(E, I, Value)> {
             }),
         ),
         (
-            E::OrderObserved {
+            E::OrderObserved(OrderObservation {
                 version: 7,
                 order: cancelled.clone(),
-            },
-            I::OrderObserved {
+            }),
+            I::OrderObserved(OrderObservation {
                 version: 7,
                 order: cancelled,
-            },
+            }),
             json!({
                 "version": 7,
                 "order": {"status": "Cancelled", "reason": "changed my mind", "by_saga": false}
             }),
         ),
         (
-            E::StockObserved {
+            E::StockObserved(StockObservation {
                 sku: "apple".id(),
                 version: 3,
                 stock: reserved.clone(),
-            },
-            I::StockObserved {
+            }),
+            I::StockObserved(StockObservation {
                 sku: "apple".id(),
                 version: 3,
                 stock: reserved,
-            },
+            }),
             json!({
                 "sku": "apple",
                 "version": 3,
@@ -89,14 +89,14 @@ fn samples() -> Vec<(E, I, Value)> {
             }),
         ),
         (
-            E::PaymentObserved {
+            E::PaymentObserved(PaymentObservation {
                 version: 2,
                 payment: authorized.clone(),
-            },
-            I::PaymentObserved {
+            }),
+            I::PaymentObserved(PaymentObservation {
                 version: 2,
                 payment: authorized,
-            },
+            }),
             json!({
                 "version": 2,
                 "payment": {"status": "Authorized", "amount": 380}

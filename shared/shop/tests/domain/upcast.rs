@@ -11,7 +11,7 @@ use eventfold_consumers::Notification;
 use eventfold_consumers::Saga;
 use eventfold_consumers::projection::MemoryReadModelStore;
 use serde_json::{Value, json};
-use shop::fulfilment::{FulfilmentInput, FulfilmentLine, OrderFulfilment};
+use shop::fulfilment::{FulfilmentInput, FulfilmentLine, OrderFulfilment, PlacedOrder};
 use shop::order::{Order, OrderCommand, OrderEvent, OrderStatus};
 use shop::registry;
 use shop::{Aggregate, DomainEvent};
@@ -183,7 +183,7 @@ fn the_saga_starts_from_a_schema_1_order_and_a_schema_2_one_alike() {
         assert_eq!(id, "o-1");
         assert_eq!(
             input,
-            FulfilmentInput::OrderPlaced {
+            FulfilmentInput::OrderPlaced(PlacedOrder {
                 order_id: "o-1".id(),
                 customer_id: "alice".id(),
                 lines: vec![FulfilmentLine {
@@ -193,7 +193,7 @@ fn the_saga_starts_from_a_schema_1_order_and_a_schema_2_one_alike() {
                 total: 300.into(),
                 payment_method: method.into(),
                 placed_at: placed_at(),
-            }
+            })
         );
         let started = OrderFulfilment::decide(&OrderFulfilment::initial(), &input).expect("starts");
         assert_eq!(started.len(), 1);
