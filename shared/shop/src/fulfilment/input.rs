@@ -187,7 +187,7 @@ pub struct PaymentObservation {
 /// tagged like every command; only the system sends them (never `POST /commands`).
 ///
 /// Unknown fields are refused, in the data too: the payloads it shares with the saga log
-/// ([`PlacedOrder`], the observations) are read with [`strict`], since their own
+/// ([`PlacedOrder`], the observations) are read strictly here (`strict`), since their own
 /// `Deserialize` ignores unknown fields (a stored event must read as it always did).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, VariantNames)]
 #[serde(tag = "type", content = "data", deny_unknown_fields)]

@@ -19,35 +19,39 @@ fn lines() -> Vec<FulfilmentLine> {
     }]
 }
 
-/// Each event next to the input it mirrors, and their shared data as stored.
+/// Each event next to the input it mirrors (the same payload), and their data as stored.
 fn samples() -> Vec<(E, I, Value)> {
-    let reserved = ObservedStock::Reserved {
-        quantity: 2,
-        at: at(1),
+    let placed = PlacedOrder {
+        order_id: "o-1".id(),
+        customer_id: "alice".id(),
+        lines: lines(),
+        total: 380.into(),
+        payment_method: "card".into(),
+        placed_at: at(0),
     };
-    let cancelled = ObservedOrder::Cancelled {
-        reason: "changed my mind".into(),
-        by_saga: false,
+    let order = OrderObservation {
+        version: 7,
+        order: ObservedOrder::Cancelled {
+            reason: "changed my mind".into(),
+            by_saga: false,
+        },
     };
-    let authorized = ObservedPayment::Authorized { amount: 380.into() };
+    let stock = StockObservation {
+        sku: "apple".id(),
+        version: 3,
+        stock: ObservedStock::Reserved {
+            quantity: 2,
+            at: at(1),
+        },
+    };
+    let payment = PaymentObservation {
+        version: 2,
+        payment: ObservedPayment::Authorized { amount: 380.into() },
+    };
     vec![
         (
-            E::FulfilmentStarted(PlacedOrder {
-                order_id: "o-1".id(),
-                customer_id: "alice".id(),
-                lines: lines(),
-                total: 380.into(),
-                payment_method: "card".into(),
-                placed_at: at(0),
-            }),
-            I::OrderPlaced(PlacedOrder {
-                order_id: "o-1".id(),
-                customer_id: "alice".id(),
-                lines: lines(),
-                total: 380.into(),
-                payment_method: "card".into(),
-                placed_at: at(0),
-            }),
+            E::FulfilmentStarted(placed.clone()),
+            I::OrderPlaced(placed),
             json!({
                 "order_id": "o-1",
                 "customer_id": "alice",
@@ -58,30 +62,16 @@ fn samples() -> Vec<(E, I, Value)> {
             }),
         ),
         (
-            E::OrderObserved(OrderObservation {
-                version: 7,
-                order: cancelled.clone(),
-            }),
-            I::OrderObserved(OrderObservation {
-                version: 7,
-                order: cancelled,
-            }),
+            E::OrderObserved(order.clone()),
+            I::OrderObserved(order),
             json!({
                 "version": 7,
                 "order": {"status": "Cancelled", "reason": "changed my mind", "by_saga": false}
             }),
         ),
         (
-            E::StockObserved(StockObservation {
-                sku: "apple".id(),
-                version: 3,
-                stock: reserved.clone(),
-            }),
-            I::StockObserved(StockObservation {
-                sku: "apple".id(),
-                version: 3,
-                stock: reserved,
-            }),
+            E::StockObserved(stock.clone()),
+            I::StockObserved(stock),
             json!({
                 "sku": "apple",
                 "version": 3,
@@ -89,14 +79,8 @@ fn samples() -> Vec<(E, I, Value)> {
             }),
         ),
         (
-            E::PaymentObserved(PaymentObservation {
-                version: 2,
-                payment: authorized.clone(),
-            }),
-            I::PaymentObserved(PaymentObservation {
-                version: 2,
-                payment: authorized,
-            }),
+            E::PaymentObserved(payment.clone()),
+            I::PaymentObserved(payment),
             json!({
                 "version": 2,
                 "payment": {"status": "Authorized", "amount": 380}
