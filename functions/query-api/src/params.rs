@@ -132,29 +132,12 @@ mod tests {
         assert!(query("").is_none());
     }
 
+    /// The day rule itself is `views::parse_day`'s, tested with every case in shop
+    /// (`days_are_real_calendar_dates_written_exactly`); here, that the format uses it.
     #[test]
-    fn days_are_real_calendar_dates_written_exactly() {
-        for day in ["2024-02-29", "2023-12-31", "0001-01-01", "9999-12-31"] {
-            assert!(ParamFormat::Day.accepts(day), "{day}");
-        }
-        for not_a_day in [
-            "2024-02-31",
-            "2023-02-29",
-            "2024-04-31",
-            "2024-13-01",
-            "2024-00-10",
-            "2024-01-00",
-            "2024-1-05",
-            "2024-01-5",
-            "02024-1-01",
-            "+2024-1-01",
-            "2024/01/05",
-            "20240105",
-            " 2024-01-05",
-            "2024-01-05 ",
-            "yesterday",
-            "",
-        ] {
+    fn days_are_the_shops_calendar_days() {
+        assert!(ParamFormat::Day.accepts("2024-02-29"));
+        for not_a_day in ["2024-02-31", "2024-1-05", "yesterday", ""] {
             assert!(!ParamFormat::Day.accepts(not_a_day), "{not_a_day:?}");
         }
     }
