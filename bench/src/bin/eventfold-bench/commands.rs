@@ -1,6 +1,7 @@
 //! `eventfold-bench commands`: figures for the command path, printed, never asserted.
 
 use anyhow::{Context, Result};
+use bench::args::CommandsOptions;
 use eventfold::{
     CommandContext, CommandExecutor, EventStore, ExecutorConfig, LoadOptions, MemoryEventStore,
     StreamId,
@@ -13,20 +14,6 @@ use shop::Inventory;
 use shop::inventory::InventoryCommand;
 use shop::order::OrderCommand;
 use std::time::Instant;
-
-/// What to measure.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Options {
-    /// In-process commands.
-    #[arg(long, default_value_t = 20_000)]
-    pub memory_commands: u64,
-    /// Commands per DynamoDB phase.
-    #[arg(long, default_value_t = 200)]
-    pub dynamo_commands: u64,
-    /// Events in the long stream.
-    #[arg(long, default_value_t = 1000)]
-    pub long_stream: u64,
-}
 
 fn ctx(n: u64) -> CommandContext {
     CommandContext::root("bench", "bench", format!("c-{n}"))
@@ -55,7 +42,7 @@ async fn run_commands<S: EventStore>(
 }
 
 /// Runs the benchmark and prints its figures.
-pub async fn run(local: LocalOptions, options: Options) -> Result<()> {
+pub async fn run(local: LocalOptions, options: CommandsOptions) -> Result<()> {
     println!("eventfold bench");
     println!("---------------");
     // 1. In process, memory store.
