@@ -180,7 +180,7 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
     /// The same executor keeping warm states in caches `D`, built from the config's
     /// `cache_capacity` (streams kept per aggregate type), e.g. `.caching::<ShopCaches>()`
     /// for a set made by [`state_caches!`](crate::state_caches), or
-    /// `.caching::<StateCache<A::State>>()` for one aggregate type. Any states `C` held are
+    /// `.caching::<StateCache<A::State>>()` for one aggregate type. The states held in `C` are
     /// dropped.
     pub fn caching<D: StateCaches>(self) -> CommandExecutor<S, D> {
         CommandExecutor {
