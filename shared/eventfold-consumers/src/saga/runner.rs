@@ -154,7 +154,7 @@ impl Handled {
     }
 }
 
-/// The caches of a runner of saga `G`'s executor: those of its commands' targets
+/// The caches of the executor that runs saga `G`: its commands' targets'
 /// ([`SagaCommand::Targets`]), which must cache `G`'s own states too.
 pub type SagaCaches<G> = <<G as Saga>::Send as SagaCommand>::Targets;
 
