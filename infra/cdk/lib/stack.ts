@@ -229,6 +229,9 @@ export class EventfoldStack extends cdk.Stack {
       topicName: cdk.Fn.sub("${AWS::StackName}-events.fifo"),
       fifoTopic: true,
       contentBasedDeduplication: false,
+      // Throughput per message group (stream): topic scope caps the whole system at
+      // 3,000 messages/s, and deduplication is per stream already.
+      fifoThroughputScope: "MessageGroup",
     });
 
     const projectorDlq = this.deadLetterQueue("ProjectorDeadLetterQueue", "projector-dlq");
