@@ -232,6 +232,8 @@ export class EventfoldStack extends cdk.Stack {
       // Throughput per message group (stream): topic scope caps the whole system at
       // 3,000 messages/s, and deduplication is per stream already.
       fifoThroughputScope: "MessageGroup",
+      // Encrypted at rest with the AWS managed key: the publishers' roles need no KMS statement.
+      kmsMasterKeyId: "alias/aws/sns",
     });
 
     const projectorDlq = this.deadLetterQueue("ProjectorDeadLetterQueue", "projector-dlq");
