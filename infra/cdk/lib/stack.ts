@@ -291,7 +291,6 @@ export class EventfoldStack extends cdk.Stack {
           ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
           eventsTable.attrStreamArn,
         ),
-        allow("ListEventsStreams", "dynamodb:ListStreams", cdk.Fn.sub("${EventsTable.Arn}/stream/*")),
         allow("StreamOnFailureDestination", "sqs:SendMessage", streamFailureQueue.attrArn),
       ],
       eventSourcePolicies: [DYNAMODB_EXECUTION],
