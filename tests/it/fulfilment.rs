@@ -24,6 +24,7 @@ async fn stack() -> LocalStack {
             stack: format!("{}-{}", tests::STACK, &id[id.len() - 10..]),
             auth: JwtConfig::dev(),
             parameter_overrides: vec![("PaymentTimeoutSeconds".into(), "2".into())],
+            iam: true,
         },
         EsmOptions {
             idle_poll: Duration::from_millis(50),

@@ -11,6 +11,7 @@ mod dlq;
 mod e2e;
 mod fanout;
 mod fulfilment;
+mod iam;
 mod idempotency;
 mod packing;
 mod publisher;

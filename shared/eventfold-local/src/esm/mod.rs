@@ -121,9 +121,11 @@ fn stats_of(sources: &[SourceInfo]) -> BTreeMap<String, SourceStats> {
 
 /// Starts a poller for every enabled event source of every function in `template` that has a
 /// handler (`handlers` by function logical id, overridden by `options.handler_overrides`).
-/// The template must be provisioned (stream ARNs and queue URLs known).
+/// The template must be provisioned (stream ARNs and queue URLs known). Each function's
+/// pollers call AWS with `sdk_of(function logical id)`, as Lambda's pollers use the
+/// function's role.
 pub fn start(
-    sdk: &SdkConfig,
+    sdk_of: &dyn Fn(&str) -> SdkConfig,
     template: &Template,
     handlers: &HashMap<String, EventHandler>,
     options: &EsmOptions,
@@ -148,6 +150,7 @@ pub fn start(
             continue;
         };
         let timeout = Duration::from_secs(function.timeout.max(1));
+        let sdk = sdk_of(&function.logical_id);
         let function_arn = template
             .arn(&function.logical_id)
             .unwrap_or_else(|| function.logical_id.clone());
