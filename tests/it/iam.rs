@@ -1,9 +1,11 @@
 //! IAM enforced on the local stack: a function's call outside its role fails with the error
 //! AWS gives (DynamoDB, SQS, SNS), its allowed calls go through, the harness's own clients
-//! are not checked.
+//! are not checked, and the projector's batched read (`BatchGetItem`) is in its role.
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
+use eventfold_aws::DynamoReadModelStore;
+use eventfold_consumers::projection::{ModelKey, ReadModelStore};
 use tests::{quiet_stack, table};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,6 +95,32 @@ async fn a_call_outside_the_role_fails_as_aws_fails_it() {
     assert_eq!(
         denied,
         ["dynamodb:PutItem", "sqs:SendMessage", "sns:Publish"]
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projectors_batched_read_is_in_its_role() {
+    let stack = quiet_stack().await;
+    let store = DynamoReadModelStore::from_sdk(
+        &stack.function_sdk("ProjectorFunction"),
+        table(&stack, "ReadModelsTable"),
+    );
+    let keys = [ModelKey::Doc {
+        tenant: "t".into(),
+        view: "orders".into(),
+        key: "o-1".into(),
+    }];
+    let found = store.get_many(&keys).await;
+    assert!(found.is_ok(), "BatchGetItem as the projector: {found:?}");
+    let iam = stack.iam.as_ref().expect("IAM on");
+    assert!(iam.denials().is_empty(), "{:?}", iam.denials());
+    assert!(
+        iam.calls()
+            .keys()
+            .any(|c| c.action == "dynamodb:BatchGetItem" && c.allowed),
+        "{:?}",
+        iam.calls()
     );
     stack.stop().await;
 }
