@@ -93,6 +93,10 @@ enum IamCmd {
         /// reason explains).
         #[arg(long)]
         check: bool,
+        /// A statement known to be unexercised by the recorded calls, and why:
+        /// `Function/Sid=reason` (repeatable); --check lists it instead of failing.
+        #[arg(long, value_name = "FUNCTION/SID=REASON")]
+        known: Vec<String>,
     },
 }
 
@@ -227,12 +231,17 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Iam {
-            command: IamCmd::Report { calls, check },
+            command:
+                IamCmd::Report {
+                    calls,
+                    check,
+                    known,
+                },
         } => {
             let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
             let report = cli::iam::report(&root, &calls)?;
             print!("{report}");
-            let problems = cli::iam::problems(&report);
+            let problems = cli::iam::problems(&report, &known);
             if check && !problems.is_empty() {
                 eprintln!("iam report --check:");
                 for p in &problems {

@@ -1,6 +1,6 @@
 //! Every call the proxy checked (function, action, resource, allowed or denied, how many
 //! times), the denials with AWS's message, and files of them: a stack writes its calls to
-//! `$EVENTFOLD_IAM_RECORD/{stack}.json` when it stops, so `eventfold iam report` can read a
+//! `$EVENTFOLD_IAM_RECORD/{stack}-{unique}.json` when it stops, so `eventfold iam report` can read a
 //! whole test run's.
 //!
 //! Resources are recorded by label, the template's logical id (`ReadModelsTable`,
@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// One kind of checked call.
@@ -40,11 +40,14 @@ pub struct Denial {
     pub message: String,
 }
 
-/// The calls and denials of one stack.
+/// The calls and denials of one stack, kept in memory and, when given a file, written to it
+/// whenever a new kind of call appears and at [`Recorder::flush`] (so a stack that is never
+/// dropped, e.g. a test's static one, still leaves its calls behind).
 #[derive(Debug, Default)]
 pub struct Recorder {
     calls: Mutex<BTreeMap<Call, u64>>,
     denials: Mutex<Vec<Denial>>,
+    file: Mutex<Option<PathBuf>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -52,9 +55,59 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Recorder {
-    /// Counts `call`.
+    /// A recorder that writes its calls to `file`.
+    pub fn to_file(file: PathBuf) -> Self {
+        Self {
+            file: Mutex::new(Some(file)),
+            ..Self::default()
+        }
+    }
+
+    /// Counts `call` (and writes the file when it is a new kind).
     pub fn record(&self, call: Call) {
-        *lock(&self.calls).entry(call).or_default() += 1;
+        let mut calls = lock(&self.calls);
+        let count = calls.entry(call).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.write_locked(&calls);
+        }
+    }
+
+    /// Writes the file with the counts so far.
+    pub fn flush(&self) {
+        let calls = lock(&self.calls);
+        self.write_locked(&calls);
+    }
+
+    /// Stops writing and removes what was written: for a test whose calls are deliberately
+    /// outside the roles, which the run's report must not count.
+    pub fn forget_file(&self) {
+        if let Some(path) = lock(&self.file).take() {
+            std::fs::remove_file(path).ok();
+        }
+    }
+
+    fn write_locked(&self, calls: &BTreeMap<Call, u64>) {
+        let file = lock(&self.file);
+        let Some(path) = file.as_ref() else {
+            return;
+        };
+        let entries: Vec<_> = calls
+            .iter()
+            .map(|(c, n)| json!({"call": c, "count": n}))
+            .collect();
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                std::fs::write(
+                    path,
+                    serde_json::to_vec_pretty(&entries).unwrap_or_default(),
+                )
+            });
+        if let Err(e) = written {
+            eprintln!("eventfold-iam: could not write {}: {e}", path.display());
+        }
     }
 
     /// Keeps `denial`.
@@ -70,19 +123,6 @@ impl Recorder {
     /// Every denial, in order.
     pub fn denials(&self) -> Vec<Denial> {
         lock(&self.denials).clone()
-    }
-
-    /// Writes the calls to `dir/{name}.json`.
-    pub fn write(&self, dir: &Path, name: &str) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let calls: Vec<_> = self
-            .calls()
-            .into_iter()
-            .map(|(c, n)| json!({"call": c, "count": n}))
-            .collect();
-        let path = dir.join(format!("{name}.json"));
-        std::fs::write(&path, serde_json::to_vec_pretty(&calls)?)
-            .with_context(|| format!("writing {}", path.display()))
     }
 }
 

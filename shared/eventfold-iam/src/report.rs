@@ -63,19 +63,28 @@ pub struct Report {
     pub functions: BTreeMap<String, FunctionReport>,
 }
 
-fn aws_only(document: &Value) -> Option<&'static str> {
-    let actions: Vec<&str> = match document.get("Action") {
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => return None,
-    };
-    let logs_or_xray = |a: &&str| a.starts_with("logs:") || a.starts_with("xray:");
-    if actions.iter().all(logs_or_xray) {
-        return Some(
-            "CloudWatch Logs and X-Ray: the Lambda service and the X-Ray daemon call them in AWS, no function code does",
-        );
+/// Why an action is needed in AWS though no function code here calls it.
+fn aws_only_reason(action: &str) -> Option<&'static str> {
+    if action.starts_with("logs:") {
+        Some("CloudWatch Logs: Lambda writes the function's logs with its role")
+    } else if action.starts_with("xray:") {
+        Some("X-Ray: Lambda sends the traces of an active-tracing function with its role")
+    } else if action.eq_ignore_ascii_case("dynamodb:ListStreams") {
+        Some(
+            "Lambda's DynamoDB stream poller needs ListStreams (the Lambda developer guide lists it with DescribeStream, GetShardIterator and GetRecords); the local poller is given the stream ARN and never lists",
+        )
+    } else {
+        None
     }
-    None
+}
+
+fn aws_only(document: &Value) -> Option<&'static str> {
+    let actions = actions_of(document);
+    let reasons: Vec<&'static str> = actions.iter().filter_map(|a| aws_only_reason(a)).collect();
+    if actions.is_empty() || reasons.len() != actions.len() {
+        return None;
+    }
+    reasons.first().copied()
 }
 
 fn actions_of(document: &Value) -> Vec<String> {

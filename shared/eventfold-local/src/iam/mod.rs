@@ -38,7 +38,8 @@ pub fn access_key(function: &str) -> String {
 }
 
 /// The environment variable naming a directory where each stack writes its checked calls
-/// when it stops (`{stack}.json`), for `eventfold iam report`.
+/// (`{stack}-{unique}.json`: stacks may share a name) as new kinds appear and when it stops,
+/// for `eventfold iam report`.
 pub const RECORD_ENV: &str = "EVENTFOLD_IAM_RECORD";
 
 /// IAM enforcement for one stack: the proxy, the roles and the record.
@@ -47,7 +48,6 @@ pub struct Iam {
     roles: Arc<BTreeMap<String, Role>>,
     labels: Labels,
     recorder: Arc<Recorder>,
-    stack: String,
     task: JoinHandle<()>,
 }
 
@@ -107,7 +107,14 @@ impl Iam {
             tokio::task::spawn_blocking(move || function_roles(&root, &template)).await??
         };
         let labels = labels(template);
-        let recorder = Arc::new(Recorder::default());
+        let recorder = Arc::new(match std::env::var_os(RECORD_ENV) {
+            Some(dir) => Recorder::to_file(Path::new(&dir).join(format!(
+                "{}-{}.json",
+                template.stack,
+                uuid::Uuid::now_v7().simple()
+            ))),
+            None => Recorder::default(),
+        });
         let state = Arc::new(proxy::State {
             upstream: upstream.trim_end_matches('/').to_owned(),
             roles: roles
@@ -132,7 +139,6 @@ impl Iam {
             roles: Arc::new(roles),
             labels,
             recorder,
-            stack: template.stack.clone(),
             task,
         })
     }
@@ -180,6 +186,12 @@ impl Iam {
         self.recorder.denials()
     }
 
+    /// Leaves this stack's calls out of the run's record (`EVENTFOLD_IAM_RECORD`): for a test
+    /// that calls outside a role on purpose.
+    pub fn leave_out_of_record(&self) {
+        self.recorder.forget_file();
+    }
+
     /// The report of the calls checked so far.
     pub fn report(&self) -> report::Report {
         report::Report::new(&self.roles, &self.labels, &self.calls())
@@ -189,10 +201,6 @@ impl Iam {
 impl Drop for Iam {
     fn drop(&mut self) {
         self.task.abort();
-        if let Some(dir) = std::env::var_os(RECORD_ENV)
-            && let Err(e) = self.recorder.write(Path::new(&dir), &self.stack)
-        {
-            tracing::warn!(error = %format!("{e:#}"), "could not write the IAM call record");
-        }
+        self.recorder.flush();
     }
 }
