@@ -20,7 +20,7 @@ mod throttle;
 
 pub use invoke::{EventHandler, FunctionError, HandlerError, Target, event_handler};
 pub(crate) use invoke::{Outcome, outcome};
-pub use options::{EsmOptions, Tuning};
+pub use options::{EsmOptions, HandlerFactory, Tuning};
 pub use stats::{Counters, SourceStats};
 pub(crate) use throttle::Throttle;
 
@@ -140,17 +140,23 @@ pub fn start(
         if function.event_sources.is_empty() || !options.polls(&function.logical_id) {
             continue;
         }
+        let sdk = sdk_of(&function.logical_id);
         let Some(handler) = options
             .handler_overrides
             .get(&function.logical_id)
-            .or_else(|| handlers.get(&function.logical_id))
             .cloned()
+            .or_else(|| {
+                options
+                    .handler_factories
+                    .get(&function.logical_id)
+                    .map(|factory| factory(&sdk))
+            })
+            .or_else(|| handlers.get(&function.logical_id).cloned())
         else {
             tracing::warn!(function = %function.logical_id, binary = %function.binary, "no local handler; its event sources are not polled");
             continue;
         };
         let timeout = Duration::from_secs(function.timeout.max(1));
-        let sdk = sdk_of(&function.logical_id);
         let function_arn = template
             .arn(&function.logical_id)
             .unwrap_or_else(|| function.logical_id.clone());
