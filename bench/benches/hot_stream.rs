@@ -15,6 +15,7 @@ use eventfold::{
 };
 use shop::Inventory;
 use shop::inventory::InventoryCommand;
+use shop::registry::ShopCaches;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -115,7 +116,8 @@ fn main() {
                     backoff: Some(Arc::new(|d| Box::pin(tokio::time::sleep(d)))),
                     ..ExecutorConfig::default()
                 },
-            );
+            )
+            .caching::<ShopCaches>();
             let stream = stream.clone();
             tasks.push(tokio::spawn(async move {
                 let mut waits = Vec::new();

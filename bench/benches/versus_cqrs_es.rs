@@ -25,6 +25,7 @@ use eventfold::{CommandContext, CommandExecutor, ExecutorConfig, MemoryEventStor
 use serde::{Deserialize, Serialize};
 use shop::Order;
 use shop::order::OrderCommand;
+use shop::registry::ShopCaches;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -253,7 +254,8 @@ async fn run_eventfold(w: &Workload, cache_capacity: usize) -> Duration {
             cache_capacity,
             ..ExecutorConfig::default()
         },
-    );
+    )
+    .caching::<ShopCaches>();
     let started = Instant::now();
     for a in 0..w.aggregates {
         let stream = StreamId::new("bench", "Order", &format!("o-{a}")).expect("valid id");

@@ -4,8 +4,12 @@
 //!
 //! Owns the command streams both sides run, so the libraries compared decide exactly the same
 //! commands. Must not import any other event-sourcing library: those are bench dependencies
-//! of `benches/` only, and never reach a Lambda.
+//! of `benches/` only, and never reach a Lambda. With feature `stack`, also the binary's command
+//! line ([`args`]), which the docs' test parses.
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "stack")]
+pub mod args;
 
 use shop::order::OrderCommand;
 use shop::{CustomerId, Money, Sku};

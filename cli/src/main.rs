@@ -73,7 +73,7 @@ enum Cmd {
         #[arg(
             long,
             env = "AWS_ENDPOINT_URL",
-            default_value = "http://127.0.0.1:4566",
+            default_value = DEFAULT_ENDPOINT,
             global = true
         )]
         endpoint: String,
@@ -119,19 +119,21 @@ enum ProjectionsCmd {
         #[arg(long, env = "READ_MODELS_TABLE")]
         read_models_table: Option<String>,
         /// AWS endpoint (default: AWS_ENDPOINT_URL, else the local emulator).
-        #[arg(
-            long,
-            env = "AWS_ENDPOINT_URL",
-            default_value = "http://127.0.0.1:4566"
-        )]
-        endpoint: String,
+        // Not `env = "AWS_ENDPOINT_URL"`: clap would count the variable as this flag given,
+        // and refuse `--aws` whenever it is set, though the SDK honours it there too.
+        #[arg(long)]
+        endpoint: Option<String>,
         /// A deployed stack: the AWS SDK's own endpoint, region and credentials (profile,
-        /// SSO, environment) instead of the emulator; give both tables (the stack outputs
-        /// EventsTableName and ReadModelsTableName).
+        /// SSO, environment, AWS_ENDPOINT_URL included) instead of the emulator; give both
+        /// tables (the stack outputs EventsTableName and ReadModelsTableName).
         #[arg(long, conflicts_with = "endpoint", requires_all = ["events_table", "read_models_table"])]
         aws: bool,
     },
 }
+
+/// Where `projections rebuild` and `dlq` find the emulator when neither `--endpoint` nor
+/// AWS_ENDPOINT_URL names one: `eventfold local`'s default port.
+const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4566";
 
 /// The project's template with the physical names of `stack` in the region of `sdk`.
 fn template(stack: &str, sdk: &SdkConfig) -> Result<Template> {
@@ -217,6 +219,10 @@ async fn main() -> Result<()> {
             let sdk = if aws {
                 eventfold_aws::sdk_config().await
             } else {
+                let endpoint = endpoint
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
                 eventfold_local::emulator::local_sdk_config(&endpoint).await
             };
             let template = template(&stack, &sdk)?;

@@ -10,6 +10,7 @@ use eventfold_local::httpc::Http;
 use serde_json::{Value, json};
 use shop::inventory::InventoryCommand;
 use shop::order::OrderCommand;
+use shop::registry::ShopCaches;
 use shop::{Inventory, Order};
 use std::time::{Duration, Instant};
 use tests::{ctx, events_table, quiet_stack, rw_token, stack, table, unique_tenant};
@@ -199,7 +200,8 @@ async fn duplicated_shuffled_and_dropped_notifications_still_equal_a_rebuild() {
     let events = DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
     let models_table = table(&stack, "ReadModelsTable");
     let tenant = unique_tenant("chaos");
-    let exec = CommandExecutor::new(events.clone(), ExecutorConfig::default());
+    let exec =
+        CommandExecutor::new(events.clone(), ExecutorConfig::default()).caching::<ShopCaches>();
     let mut rng = Lcg(0x5eed_cafe);
     let mut streams = Vec::new();
     for s in 0..3 {

@@ -3,11 +3,13 @@
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
 //! DynamoDB), the streaming API (topics, publish, consumer groups, history), the recovery path
 //! (dead letters, the DLQ processor, SNS outages), one trace
-//! from a command to the consumers' queues, and the docs' runnable examples (the README's tour).
+//! from a command to the consumers' queues, and the docs' shell blocks (the README's tour and
+//! every other block: run, checked or marked not run).
 
 mod api;
 mod contract;
 mod dlq;
+mod docs;
 mod e2e;
 mod fanout;
 mod fulfilment;

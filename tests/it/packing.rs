@@ -18,6 +18,7 @@ use eventfold_local::{LocalStack, typed_handler};
 use eventfold_testkit::event_store::sample_events;
 use shop::inventory::InventoryCommand;
 use shop::order::OrderCommand;
+use shop::registry::ShopCaches;
 use shop::{Inventory, Order};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -277,7 +278,8 @@ async fn failed_entries_and_a_failed_call_are_retried_until_the_views_equal_a_re
     let setup = quiet(&name).await;
     let events = DynamoEventStore::from_sdk(&setup.sdk, events_table(&setup));
     let tenant = unique_tenant("packfail");
-    let exec = CommandExecutor::new(events.clone(), ExecutorConfig::default());
+    let exec =
+        CommandExecutor::new(events.clone(), ExecutorConfig::default()).caching::<ShopCaches>();
     let mut written: Vec<Uuid> = Vec::new();
     for s in 0..2 {
         let sku = StreamId::new(&tenant, "Inventory", &format!("sku-{s}")).expect("valid");

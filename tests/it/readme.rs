@@ -15,9 +15,9 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// Opens the part of a document whose `sh` blocks this test runs.
-const BEGIN: &str = "<!-- begin: run by tests/it/readme.rs -->";
+pub(crate) const BEGIN: &str = "<!-- begin: run by tests/it/readme.rs -->";
 /// Closes it.
-const END: &str = "<!-- end: run by tests/it/readme.rs -->";
+pub(crate) const END: &str = "<!-- end: run by tests/it/readme.rs -->";
 /// The address the docs call the local HTTP API by.
 const DOC_API: &str = "localhost:3000";
 /// How long a read may take to show what the docs say (the saga takes a few steps, each

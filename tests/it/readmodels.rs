@@ -17,6 +17,7 @@ use projector::ProjectorFunction;
 use serde_json::json;
 use shop::inventory::InventoryCommand;
 use shop::order::OrderCommand;
+use shop::registry::ShopCaches;
 use shop::views::{DAILY_SALES, ORDER_SUMMARY, STOCK_LEVELS};
 use shop::{Inventory, Order};
 use std::collections::HashMap;
@@ -66,7 +67,8 @@ async fn projector_function_applies_other_groups_and_stops_a_group_at_its_poison
     let tenant = unique_tenant("proj");
     let events = DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
     let models = DynamoReadModelStore::from_sdk(&stack.sdk, read_models_table(&stack));
-    let exec = CommandExecutor::new(events.clone(), ExecutorConfig::default());
+    let exec =
+        CommandExecutor::new(events.clone(), ExecutorConfig::default()).caching::<ShopCaches>();
 
     // The table is the truth: real commits through the command path.
     let sku_a = StreamId::new(&tenant, "Inventory", "sku-a").expect("valid");
@@ -292,7 +294,8 @@ async fn a_failed_write_fails_its_group_from_the_first_record_it_carried_and_red
         &stack.sdk,
         tests::table(&stack, "DeadLettersTable"),
     ));
-    let exec = CommandExecutor::new(events.clone(), ExecutorConfig::default());
+    let exec =
+        CommandExecutor::new(events.clone(), ExecutorConfig::default()).caching::<ShopCaches>();
     let mut orders = Vec::new();
     for id in ["o-1", "o-2"] {
         let stream = StreamId::new(&tenant, "Order", id).expect("valid");

@@ -14,7 +14,7 @@ use eventfold_consumers::Notification;
 use eventfold_consumers::saga::{RunnerConfig, SagaRunner};
 use eventfold_local::{EsmOptions, Functions, JwtConfig, LocalOptions, LocalStack, event_handler};
 use eventfold_testkit::event_store::sample_events;
-use eventfold_testkit::toy::{self, Account, AccountCommand, Phase, Transfer};
+use eventfold_testkit::toy::{self, Account, AccountCommand, Phase, Transfer, TransferCaches};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -34,7 +34,8 @@ fn runner_on(stack: &LocalStack, counter: &RequestCounter, timeout: Duration) ->
         CommandExecutor::new(
             DynamoEventStore::new(client.clone(), events_table(stack)),
             ExecutorConfig::default(),
-        ),
+        )
+        .caching(),
         DynamoReadModelStore::new(client, table(stack, "ReadModelsTable")),
         RunnerConfig {
             timeout,
@@ -371,7 +372,7 @@ async fn redelivery_on_dynamodb_leaves_exactly_one_effect_per_step() {
     );
 }
 
-async fn open_accounts<E: EventStore>(executor: &CommandExecutor<E>, tenant: &str) {
+async fn open_accounts<E: EventStore>(executor: &CommandExecutor<E, TransferCaches>, tenant: &str) {
     for (account, balance) in [("a", 100), ("b", 0)] {
         executor
             .execute::<Account>(

@@ -9,6 +9,7 @@ use eventfold_aws::{DynamoEventStore, RequestCounter, tokio_backoff};
 use serde_json::json;
 use shop::Inventory;
 use shop::inventory::InventoryCommand;
+use shop::registry::ShopCaches;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tests::{ctx, events_table, quiet_stack, unique_tenant};
@@ -42,7 +43,8 @@ async fn concurrent_writers_never_lose_or_duplicate_a_commit() {
                 backoff: Some(tokio_backoff()),
                 ..ExecutorConfig::default()
             },
-        );
+        )
+        .caching::<ShopCaches>();
         let (stream, tenant) = (stream.clone(), tenant.clone());
         tasks.push(tokio::spawn(async move {
             let mut acknowledged = Vec::new();
@@ -164,7 +166,8 @@ async fn a_long_stream_loads_from_its_snapshot_in_at_most_two_requests() {
     let writer = CommandExecutor::new(
         DynamoEventStore::from_sdk(&stack.sdk, &table),
         ExecutorConfig::default(),
-    );
+    )
+    .caching::<ShopCaches>();
     for i in 0..1000 {
         writer
             .execute::<Inventory>(
@@ -195,7 +198,7 @@ async fn a_long_stream_loads_from_its_snapshot_in_at_most_two_requests() {
     );
     assert_eq!(loaded.snapshot.as_ref().map(|s| s.version), Some(1000));
     // A fresh executor (cold Lambda) reaches the same state as the writer's live one.
-    let fresh = CommandExecutor::new(store, ExecutorConfig::default());
+    let fresh = CommandExecutor::new(store, ExecutorConfig::default()).caching::<ShopCaches>();
     let (version, state) = fresh.load::<Inventory>(&stream).await.expect("load");
     let (_, live) = writer.load::<Inventory>(&stream).await.expect("load");
     assert_eq!((version, state.on_hand), (1000, 1000));
@@ -226,7 +229,8 @@ async fn warm_commands_cost_one_request_and_cold_ones_two() {
     );
     let tenant = unique_tenant("cost");
     let stream = StreamId::new(&tenant, "Inventory", "s").expect("valid");
-    let exec = CommandExecutor::new(store.clone(), ExecutorConfig::default());
+    let exec =
+        CommandExecutor::new(store.clone(), ExecutorConfig::default()).caching::<ShopCaches>();
     let cmd = InventoryCommand::ReceiveStock { quantity: 2 };
     exec.execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, "a"))
         .await
@@ -236,7 +240,7 @@ async fn warm_commands_cost_one_request_and_cold_ones_two() {
         .await
         .expect("warm");
     assert_eq!(counter.get() - before, 1, "a warm command is one PutItem");
-    let cold = CommandExecutor::new(store, ExecutorConfig::default());
+    let cold = CommandExecutor::new(store, ExecutorConfig::default()).caching::<ShopCaches>();
     let before = counter.get();
     let out = cold
         .execute::<Inventory>(&stream, None, &cmd, &ctx(&tenant, "c"))
@@ -316,17 +320,18 @@ async fn events_written_under_an_old_schema_load_through_upcasters() {
         )
         .await
         .expect("append old events");
-    let plain = CommandExecutor::new(store.clone(), ExecutorConfig::default());
+    let plain =
+        CommandExecutor::new(store.clone(), ExecutorConfig::default()).caching::<ShopCaches>();
     assert!(matches!(
         plain.load::<Inventory>(&stream).await,
         Err(CommandError::Internal(_))
     ));
-    let upcasting = CommandExecutor::new(store.clone(), ExecutorConfig::default()).with_upcasters(
-        Upcasters::new().register("StockReceived", 1, |mut d| {
+    let upcasting = CommandExecutor::new(store.clone(), ExecutorConfig::default())
+        .caching::<ShopCaches>()
+        .with_upcasters(Upcasters::new().register("StockReceived", 1, |mut d| {
             let qty = d["qty"].take();
             json!({"quantity": qty})
-        }),
-    );
+        }));
     let (version, state) = upcasting
         .load::<Inventory>(&stream)
         .await

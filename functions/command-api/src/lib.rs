@@ -15,7 +15,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventfold::{
-    CommandContext, CommandError, CommandExecutor, EventStore, ExecutorConfig, StreamId,
+    CacheFor, CommandContext, CommandError, CommandExecutor, EventStore, ExecutorConfig, StreamId,
 };
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::http::{
@@ -29,7 +29,9 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::json;
 use shop::CommandParseError;
-use shop::registry::{self, AsyncAggregateVisitor, RegisteredAggregate, UnknownAggregate};
+use shop::registry::{
+    self, AsyncAggregateVisitor, RegisteredAggregate, ShopCaches, UnknownAggregate,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -62,9 +64,10 @@ pub const ROUTE_KEYS: &[&str] = &[SUBMIT_COMMAND, GET_AGGREGATE, LIST_AGGREGATE_
 /// The idempotency engine the command API uses, over any store.
 pub type CommandIdempotency = Idempotency<Arc<dyn IdempotencyStore>>;
 
-/// The command API over any event store (DynamoDB in Lambda, memory in unit tests).
+/// The command API over any event store (DynamoDB in Lambda, memory in unit tests), keeping
+/// the warm states of every registered aggregate in [`ShopCaches`].
 pub struct CommandApi<S> {
-    executor: CommandExecutor<S>,
+    executor: CommandExecutor<S, ShopCaches>,
     /// Honours `Idempotency-Key` on `POST /commands` when set.
     idempotency: Option<CommandIdempotency>,
 }
@@ -93,6 +96,7 @@ pub fn build(
             ..ExecutorConfig::default()
         },
     )
+    .caching()
     .with_upcasters(registry::upcasters());
     let api = CommandApi::new(executor);
     let api = match &config.idempotency {
@@ -232,7 +236,10 @@ struct Execute<'a, S> {
 impl<S: EventStore> AsyncAggregateVisitor for Execute<'_, S> {
     type Output = Result<Response<Body>, Problem>;
 
-    async fn visit<A: RegisteredAggregate>(self) -> Self::Output {
+    async fn visit<A: RegisteredAggregate>(self) -> Self::Output
+    where
+        ShopCaches: CacheFor<A>,
+    {
         let command = parse_client_command::<A>(self.command_type, self.data)
             .map_err(|e| parse_error(self.command_type, e))?;
         self.api
@@ -258,7 +265,10 @@ struct LoadState<'a, S> {
 impl<S: EventStore> AsyncAggregateVisitor for LoadState<'_, S> {
     type Output = Result<Response<Body>, Problem>;
 
-    async fn visit<A: RegisteredAggregate>(self) -> Self::Output {
+    async fn visit<A: RegisteredAggregate>(self) -> Self::Output
+    where
+        ShopCaches: CacheFor<A>,
+    {
         self.api.state::<A>(self.stream, self.version).await
     }
 }
@@ -296,8 +306,8 @@ fn decode_cursor(cursor: &str) -> Result<u64, Problem> {
 }
 
 impl<S: EventStore> CommandApi<S> {
-    /// An API deciding through `executor`.
-    pub fn new(executor: CommandExecutor<S>) -> Self {
+    /// An API deciding through `executor` (build it with `.caching()`).
+    pub fn new(executor: CommandExecutor<S, ShopCaches>) -> Self {
         Self {
             executor,
             idempotency: None,
@@ -312,7 +322,7 @@ impl<S: EventStore> CommandApi<S> {
     }
 
     /// The executor (and through it the store).
-    pub fn executor(&self) -> &CommandExecutor<S> {
+    pub fn executor(&self) -> &CommandExecutor<S, ShopCaches> {
         &self.executor
     }
 
@@ -429,7 +439,10 @@ impl<S: EventStore> CommandApi<S> {
         command: &A::Command,
         context: &CommandContext,
         answer_by: Option<Instant>,
-    ) -> Result<Response<Body>, Problem> {
+    ) -> Result<Response<Body>, Problem>
+    where
+        ShopCaches: CacheFor<A>,
+    {
         let out = self
             .executor
             .execute_within::<A>(stream, expected, command, context, answer_by)
@@ -466,7 +479,10 @@ impl<S: EventStore> CommandApi<S> {
         &self,
         stream: &StreamId,
         version: Option<u64>,
-    ) -> Result<Response<Body>, Problem> {
+    ) -> Result<Response<Body>, Problem>
+    where
+        ShopCaches: CacheFor<A>,
+    {
         let missing = || Problem::not_found(format!("stream {stream} does not exist"));
         let (at, state) = match version {
             Some(0) => {

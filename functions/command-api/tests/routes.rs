@@ -96,10 +96,9 @@ impl<'a> Call<'a> {
 }
 
 fn api() -> CommandApi<MemoryEventStore> {
-    CommandApi::new(CommandExecutor::new(
-        MemoryEventStore::new(),
-        ExecutorConfig::default(),
-    ))
+    CommandApi::new(
+        CommandExecutor::new(MemoryEventStore::new(), ExecutorConfig::default()).caching(),
+    )
 }
 
 async fn send(api: &CommandApi<MemoryEventStore>, call: Call<'_>) -> (u16, Value) {

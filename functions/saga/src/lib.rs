@@ -17,7 +17,7 @@
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use eventfold::{CommandExecutor, EventStore, ExecutorConfig, Upcasters};
+use eventfold::{CacheFor, CommandExecutor, EventStore, ExecutorConfig, Upcasters};
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sqs::{Notes, process_fifo_batch_noting};
 use eventfold_aws::telemetry;
@@ -28,7 +28,7 @@ use eventfold_aws::{
 };
 use eventfold_consumers::deadletter::DeadLetterStore;
 use eventfold_consumers::projection::ReadModelStore;
-use eventfold_consumers::saga::{DeadlineIndex, RunnerConfig, Saga, SagaRunner};
+use eventfold_consumers::saga::{DeadlineIndex, RunnerConfig, Saga, SagaCaches, SagaRunner};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,7 +100,7 @@ impl SagaConfig {
 }
 
 /// Runs saga `G` on SQS batches and scheduled ticks.
-pub struct SagaFunction<G, E, R> {
+pub struct SagaFunction<G: Saga, E, R> {
     runner: SagaRunner<G, E, R>,
     notes: Option<Arc<dyn DeadLetterStore>>,
 }
@@ -151,7 +151,10 @@ impl Function {
     }
 }
 
-impl<G: Saga> SagaFunction<G, DynamoEventStore, DynamoReadModelStore> {
+impl<G: Saga> SagaFunction<G, DynamoEventStore, DynamoReadModelStore>
+where
+    SagaCaches<G>: CacheFor<G>,
+{
     /// Saga `G` on the DynamoDB tables of `config`, reading old event schemas through
     /// `upcasters` (the domain's: source events, the saga's and its targets' streams). What
     /// [`build`] runs for the [`Deployed`] saga; reads no setting itself.
@@ -166,6 +169,7 @@ impl<G: Saga> SagaFunction<G, DynamoEventStore, DynamoReadModelStore> {
                 ..ExecutorConfig::default()
             },
         )
+        .caching()
         .with_upcasters(upcasters.clone());
         let function = SagaFunction::new(
             SagaRunner::new(
@@ -190,6 +194,7 @@ impl<G: Saga> SagaFunction<G, DynamoEventStore, DynamoReadModelStore> {
 impl<G, E, R> SagaFunction<G, E, R>
 where
     G: Saga,
+    SagaCaches<G>: CacheFor<G>,
     E: EventStore,
     R: ReadModelStore + DeadlineIndex,
 {
@@ -264,7 +269,7 @@ where
 #[cfg(test)]
 pub mod stub {
     use chrono::{DateTime, Utc};
-    use eventfold::{Aggregate, DomainEvent, EventEnvelope, Rejection};
+    use eventfold::{Aggregate, DomainEvent, EventEnvelope, NoCache, Rejection};
     use eventfold_consumers::saga::{Pending, Saga, SagaCommand, SagaCommandVisitor};
     use serde::{Deserialize, Serialize};
 
@@ -284,7 +289,10 @@ pub mod stub {
     pub enum NoCommand {}
 
     impl SagaCommand for NoCommand {
-        fn visit<V: SagaCommandVisitor>(&self, _visitor: V) -> V::Output {
+        /// No target, and the saga's own instances never exist: nothing to cache.
+        type Targets = NoCache;
+
+        fn visit<V: SagaCommandVisitor<NoCache>>(&self, _visitor: V) -> V::Output {
             match *self {}
         }
     }
@@ -345,7 +353,7 @@ mod tests {
 
     fn toy_function() -> Toy {
         SagaFunction::new(SagaRunner::new(
-            CommandExecutor::new(MemoryEventStore::new(), ExecutorConfig::default()),
+            CommandExecutor::new(MemoryEventStore::new(), ExecutorConfig::default()).caching(),
             MemoryReadModelStore::new(),
             RunnerConfig {
                 timeout: Duration::from_secs(60),

@@ -106,7 +106,7 @@ type Runner = SagaRunner<Transfer, Flaky, MemoryReadModelStore>;
 
 fn runner_with(config: RunnerConfig) -> Runner {
     SagaRunner::new(
-        CommandExecutor::new(Flaky::default(), ExecutorConfig::default()),
+        CommandExecutor::new(Flaky::default(), ExecutorConfig::default()).caching(),
         MemoryReadModelStore::new(),
         config,
     )

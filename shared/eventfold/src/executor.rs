@@ -1,7 +1,7 @@
 //! The command path: load (or take from cache), decide, append, retry on conflict.
 
 use crate::aggregate::{Aggregate, CodecError, DomainEvent, Rejection};
-use crate::cache::StateCache;
+use crate::cache::{CacheFor, NoCache, StateCache, StateCaches};
 use crate::envelope::{EventEnvelope, Metadata, StreamId};
 use crate::store::{Cause, EventStore, ExpectedVersion, LoadOptions, Snapshot, StoreError};
 use crate::upcast::Upcasters;
@@ -31,7 +31,9 @@ pub struct ExecutorConfig {
     /// takes, so a hot stream slows its writers down instead of failing them. `None`:
     /// `max_attempts` bounds the retries.
     pub retry_budget: Option<Duration>,
-    /// Streams whose latest state is kept in memory (0: no cache).
+    /// Streams whose latest state is kept in memory, per aggregate type the executor's
+    /// caches hold (0: no cache). An executor made by [`CommandExecutor::new`] caches
+    /// nothing whatever this says; [`CommandExecutor::caching`] builds its caches from it.
     pub cache_capacity: usize,
     /// Sleep between conflict retries; `None` retries at once.
     pub backoff: Option<Backoff>,
@@ -140,31 +142,52 @@ pub struct CommandOutcome<S> {
 }
 
 /// Runs commands against an [`EventStore`]: the same path for the HTTP API and for sagas.
-pub struct CommandExecutor<S> {
+///
+/// `C` holds the warm states ([`crate::cache`]): the executor runs the commands of an
+/// aggregate `A` where `C: CacheFor<A>`, so which aggregates it serves, and where their
+/// states live, is checked at compile time. [`NoCache`] (the default) reads every stream.
+pub struct CommandExecutor<S, C = NoCache> {
     store: S,
     config: ExecutorConfig,
-    cache: StateCache,
+    caches: C,
     upcasters: Upcasters,
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for CommandExecutor<S> {
+impl<S: std::fmt::Debug, C: std::fmt::Debug> std::fmt::Debug for CommandExecutor<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommandExecutor")
             .field("store", &self.store)
             .field("config", &self.config)
-            .field("cache", &self.cache)
+            .field("caches", &self.caches)
             .finish()
     }
 }
 
 impl<S: EventStore> CommandExecutor<S> {
-    /// An executor over `store` with `config` and no upcasters.
+    /// An executor over `store` with `config`, no upcasters and no cache (see
+    /// [`Self::caching`]).
     pub fn new(store: S, config: ExecutorConfig) -> Self {
         Self {
             store,
-            cache: StateCache::new(config.cache_capacity),
             config,
+            caches: NoCache,
             upcasters: Upcasters::new(),
+        }
+    }
+}
+
+impl<S: EventStore, C> CommandExecutor<S, C> {
+    /// The same executor keeping warm states in caches `D`, built from the config's
+    /// `cache_capacity` (streams kept per aggregate type), e.g. `.caching::<ShopCaches>()`
+    /// for a set made by [`state_caches!`](crate::state_caches), or
+    /// `.caching::<StateCache<A::State>>()` for one aggregate type. The states held in `C` are
+    /// dropped.
+    pub fn caching<D: StateCaches>(self) -> CommandExecutor<S, D> {
+        CommandExecutor {
+            caches: D::with_capacity(self.config.cache_capacity),
+            store: self.store,
+            config: self.config,
+            upcasters: self.upcasters,
         }
     }
 
@@ -172,6 +195,19 @@ impl<S: EventStore> CommandExecutor<S> {
     pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
         self.upcasters = upcasters;
         self
+    }
+
+    /// The caches of warm states.
+    pub fn caches(&self) -> &C {
+        &self.caches
+    }
+
+    /// `A`'s cache, when `C` keeps `A`'s states.
+    fn states<A: Aggregate>(&self) -> Option<&StateCache<A::State>>
+    where
+        C: CacheFor<A>,
+    {
+        self.caches.states()
     }
 
     /// The underlying store.
@@ -235,10 +271,15 @@ impl<S: EventStore> CommandExecutor<S> {
     pub async fn load<A: Aggregate>(
         &self,
         stream: &StreamId,
-    ) -> Result<(u64, A::State), CommandError> {
+    ) -> Result<(u64, A::State), CommandError>
+    where
+        C: CacheFor<A>,
+    {
         let key = stream.to_string();
         let (version, state) = self.read::<A>(&key).await?;
-        self.cache.put(&key, version, state.clone());
+        if let Some(cache) = self.states::<A>() {
+            cache.put(&key, version, state.clone());
+        }
         Ok((version.get(), state))
     }
 
@@ -340,7 +381,10 @@ impl<S: EventStore> CommandExecutor<S> {
         expected_version: Option<u64>,
         command: &A::Command,
         context: &CommandContext,
-    ) -> Result<CommandOutcome<A::State>, CommandError> {
+    ) -> Result<CommandOutcome<A::State>, CommandError>
+    where
+        C: CacheFor<A>,
+    {
         self.execute_within::<A>(stream, expected_version, command, context, None)
             .await
     }
@@ -354,7 +398,10 @@ impl<S: EventStore> CommandExecutor<S> {
         command: &A::Command,
         context: &CommandContext,
         deadline: Option<Instant>,
-    ) -> Result<CommandOutcome<A::State>, CommandError> {
+    ) -> Result<CommandOutcome<A::State>, CommandError>
+    where
+        C: CacheFor<A>,
+    {
         let decide = |state: &A::State| A::decide(state, command).map_err(CommandError::Rejected);
         let assume_new = A::assume_new(command);
         self.run::<A, _>(
@@ -382,6 +429,7 @@ impl<S: EventStore> CommandExecutor<S> {
     ) -> Result<CommandOutcome<A::State>, CommandError>
     where
         A: Aggregate,
+        C: CacheFor<A>,
         F: Fn(&A::State) -> Result<Vec<A::Event>, CommandError> + Send + Sync,
     {
         self.run::<A, F>(stream, expected_version, &decide, false, context, None)
@@ -400,12 +448,14 @@ impl<S: EventStore> CommandExecutor<S> {
     ) -> Result<CommandOutcome<A::State>, CommandError>
     where
         A: Aggregate,
+        C: CacheFor<A>,
         F: Fn(&A::State) -> Result<Vec<A::Event>, CommandError> + Send + Sync,
     {
         let key = stream.to_string();
+        let cache = self.states::<A>();
         // The state is taken out of the cache and put back with whatever this command learnt,
         // so a warm command evolves it in place instead of copying it.
-        let (version, state, confirmed) = match self.cache.take::<A::State>(&key) {
+        let (version, state, confirmed) = match cache.and_then(|c| c.take(&key)) {
             Some((v, s)) => (v, s, false),
             // Unconfirmed, like a cached state: the append, or a read, checks the assumption.
             None if assume_new => (ExpectedVersion::NEW, Arc::new(A::initial()), false),
@@ -430,8 +480,8 @@ impl<S: EventStore> CommandExecutor<S> {
         let (result, known) = self
             .decide_and_append::<A, F>(stream, expected_version, decide, context, known, give_up_at)
             .await;
-        if let Some(known) = known {
-            self.cache.put_shared(&key, known.version, known.state);
+        if let (Some(cache), Some(known)) = (cache, known) {
+            cache.put_shared(&key, known.version, known.state);
         }
         result
     }

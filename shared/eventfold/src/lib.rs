@@ -2,7 +2,8 @@
 //!
 //! Owns the event envelope and stream ids ([`envelope`]), the [`Aggregate`] shape
 //! (`initial` / `evolve` / `decide`), the [`EventStore`] port with its error kinds, the
-//! [`CommandExecutor`] (load, decide, append, retry on conflict, bounded state cache),
+//! [`CommandExecutor`] (load, decide, append, retry on conflict, bounded state caches, one
+//! per aggregate type, whose set the executor's type names: [`cache`], [`state_caches!`]),
 //! snapshot policy, upcasters and the [`MemoryEventStore`] adapter.
 //!
 //! What reads the fan-out (notifications, projections, sagas, dead letters) lives in
@@ -24,6 +25,7 @@ pub mod store;
 pub mod upcast;
 
 pub use aggregate::{Aggregate, DomainEvent, Rejection};
+pub use cache::{CacheFor, NoCache, StateCache, StateCaches};
 pub use envelope::{EventEnvelope, Metadata, NewEvent, StreamId, StreamIdError};
 pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome, ExecutorConfig};
 pub use memory::MemoryEventStore;

@@ -8,10 +8,11 @@ use common::{
     Counter, CounterCommand, CounterEvent, CounterState, CounterV2, FOREIGN, Probe, add, ctx,
     replay, stream,
 };
+use eventfold::CacheFor;
 use eventfold::executor::Backoff;
 use eventfold::{
     Aggregate, CommandError, CommandExecutor, CommandOutcome, DomainEvent, EventStore,
-    ExecutorConfig, LoadOptions, NewEvent, Rejection, Snapshot, StreamId, Upcasters,
+    ExecutorConfig, LoadOptions, NewEvent, Rejection, Snapshot, StateCache, StreamId, Upcasters,
 };
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -29,12 +30,21 @@ fn config(cache_capacity: usize, snapshot_every: u64, max_attempts: u32) -> Exec
     }
 }
 
-fn executor(store: &Probe) -> CommandExecutor<Probe> {
-    CommandExecutor::new(store.clone(), config(16, 100, 8))
+/// The counter's states (`Counter` and `CounterV2` share their state type: one cache).
+type Cache = StateCache<CounterState>;
+/// An executor of the counter, with its cache.
+type Exec = CommandExecutor<Probe, Cache>;
+
+fn executor_with(store: &Probe, config: ExecutorConfig) -> Exec {
+    CommandExecutor::new(store.clone(), config).caching()
 }
 
-async fn run(
-    exec: &CommandExecutor<Probe>,
+fn executor(store: &Probe) -> Exec {
+    executor_with(store, config(16, 100, 8))
+}
+
+async fn run<C: CacheFor<Counter>>(
+    exec: &CommandExecutor<Probe, C>,
     s: &StreamId,
     command: CounterCommand,
 ) -> CommandOutcome<CounterState> {
@@ -177,7 +187,7 @@ async fn an_empty_decision_appends_nothing_and_reports_the_current_version() {
 async fn expected_version_must_match_the_stream() {
     for cache_capacity in [0, 16] {
         let store = Probe::new();
-        let exec = CommandExecutor::new(store.clone(), config(cache_capacity, 100, 8));
+        let exec = executor_with(&store, config(cache_capacity, 100, 8));
         let s = stream("expected");
 
         let created = exec
@@ -301,7 +311,7 @@ async fn a_stale_cache_cannot_reject_a_command() {
 }
 
 /// An executor whose backoff only counts how often it is asked to wait.
-fn counting_executor(store: &Probe, max_attempts: u32) -> (CommandExecutor<Probe>, Arc<AtomicU32>) {
+fn counting_executor(store: &Probe, max_attempts: u32) -> (Exec, Arc<AtomicU32>) {
     let waits = Arc::new(AtomicU32::new(0));
     let counter = waits.clone();
     let backoff: Backoff = Arc::new(move |_| {
@@ -312,7 +322,7 @@ fn counting_executor(store: &Probe, max_attempts: u32) -> (CommandExecutor<Probe
         backoff: Some(backoff),
         ..config(16, 100, max_attempts)
     };
-    (CommandExecutor::new(store.clone(), cfg), waits)
+    (executor_with(store, cfg), waits)
 }
 
 #[tokio::test]
@@ -440,7 +450,7 @@ const TASKS: i64 = 8;
 const PER_TASK: i64 = 25;
 
 /// Task `t` runs `PER_TASK` adds of distinct amounts through `executors[t]`, all on one stream.
-async fn hammer(executors: Vec<Arc<CommandExecutor<Probe>>>, store: &Probe, s: &StreamId) {
+async fn hammer(executors: Vec<Arc<Exec>>, store: &Probe, s: &StreamId) {
     assert_eq!(executors.len(), TASKS as usize);
     let tasks: Vec<_> = executors
         .into_iter()
@@ -505,7 +515,7 @@ async fn hammer(executors: Vec<Arc<CommandExecutor<Probe>>>, store: &Probe, s: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_through_one_shared_executor_lose_nothing() {
     let store = Probe::new();
-    let exec = Arc::new(CommandExecutor::new(store.clone(), config(16, 10, 1000)));
+    let exec = Arc::new(executor_with(&store, config(16, 10, 1000)));
     let s = stream("shared");
     hammer(vec![exec.clone(); TASKS as usize], &store, &s).await;
     // The shared executor's view matches the store afterwards.
@@ -518,7 +528,7 @@ async fn concurrent_writers_through_separate_executors_lose_nothing() {
     let store = Probe::new();
     let s = stream("separate");
     let executors = (0..TASKS)
-        .map(|_| Arc::new(CommandExecutor::new(store.clone(), config(16, 10, 1000))))
+        .map(|_| Arc::new(executor_with(&store, config(16, 10, 1000))))
         .collect();
     hammer(executors, &store, &s).await;
 }
@@ -526,7 +536,7 @@ async fn concurrent_writers_through_separate_executors_lose_nothing() {
 #[tokio::test]
 async fn snapshots_are_stored_at_each_multiple_of_snapshot_every() {
     let store = Probe::new();
-    let exec = CommandExecutor::new(store.clone(), config(16, 10, 8));
+    let exec = executor_with(&store, config(16, 10, 8));
     let s = stream("snap");
     let key = s.to_string();
     let mut live = Counter::initial();
@@ -555,7 +565,7 @@ async fn snapshots_are_stored_at_each_multiple_of_snapshot_every() {
     );
 
     // A fresh executor (empty cache) starting from the snapshot sees what the live one does.
-    let fresh = CommandExecutor::new(store.clone(), config(16, 10, 8));
+    let fresh = executor_with(&store, config(16, 10, 8));
     assert_eq!(
         fresh.load::<Counter>(&s).await.expect("load works"),
         (25, live)
@@ -565,7 +575,7 @@ async fn snapshots_are_stored_at_each_multiple_of_snapshot_every() {
 #[tokio::test]
 async fn a_commit_crossing_a_multiple_carries_the_snapshot() {
     let store = Probe::new();
-    let exec = CommandExecutor::new(store.clone(), config(16, 10, 8));
+    let exec = executor_with(&store, config(16, 10, 8));
     let s = stream("snap-multi");
     let key = s.to_string();
     for _ in 0..9 {
@@ -612,7 +622,7 @@ async fn a_commit_crossing_a_multiple_carries_the_snapshot() {
 #[tokio::test]
 async fn snapshot_every_zero_never_snapshots() {
     let store = Probe::new();
-    let exec = CommandExecutor::new(store.clone(), config(16, 0, 8));
+    let exec = executor_with(&store, config(16, 0, 8));
     let s = stream("no-snap");
     for _ in 0..5 {
         run(&exec, &s, CounterCommand::AddMany { ns: vec![1; 4] }).await;
@@ -623,7 +633,7 @@ async fn snapshot_every_zero_never_snapshots() {
 #[tokio::test]
 async fn loads_use_snapshots_of_their_own_state_schema_only() {
     let store = Probe::new();
-    let exec = CommandExecutor::new(store.clone(), config(16, 10, 8));
+    let exec = executor_with(&store, config(16, 10, 8));
     let s = stream("schema");
     let key = s.to_string();
     for _ in 0..25 {
@@ -670,14 +680,14 @@ async fn loads_use_snapshots_of_their_own_state_schema_only() {
         .await
         .expect("append works");
 
-    let fresh = CommandExecutor::new(store.clone(), config(16, 10, 8));
+    let fresh = executor_with(&store, config(16, 10, 8));
     let (v1, same_schema) = fresh.load::<Counter>(&s).await.expect("load works");
     assert_eq!(
         (v1, same_schema.total),
         (26, 999),
         "the matching snapshot shortens the load"
     );
-    let fresh = CommandExecutor::new(store.clone(), config(16, 10, 8));
+    let fresh = executor_with(&store, config(16, 10, 8));
     let (v2, other_schema) = fresh.load::<CounterV2>(&s).await.expect("load works");
     assert_eq!(
         (v2, other_schema.total),
@@ -689,7 +699,7 @@ async fn loads_use_snapshots_of_their_own_state_schema_only() {
 #[tokio::test]
 async fn a_warm_cache_decides_without_loading() {
     let store = Probe::new();
-    let exec = CommandExecutor::new(store.clone(), config(16, 100, 8));
+    let exec = executor_with(&store, config(16, 100, 8));
     let s = stream("warm");
     run(&exec, &s, add(1)).await;
     assert_eq!(store.loads(), 1, "the first command must read the stream");
@@ -719,12 +729,122 @@ async fn a_warm_cache_decides_without_loading() {
 #[tokio::test]
 async fn without_a_cache_every_command_loads() {
     let store = Probe::new();
-    let exec = CommandExecutor::new(store.clone(), config(0, 100, 8));
+    let exec = executor_with(&store, config(0, 100, 8));
     let s = stream("cold");
     run(&exec, &s, add(1)).await;
     let out = run(&exec, &s, add(2)).await;
     assert_eq!(store.loads(), 2);
     assert_eq!((out.version, out.state.total), (2, 3));
+
+    // `CommandExecutor::new` caches nothing (`NoCache`), whatever the capacity says.
+    let uncached = CommandExecutor::new(store.clone(), config(16, 100, 8));
+    for n in [3, 4] {
+        uncached
+            .execute::<Counter>(&s, None, &add(n), &ctx("nc"))
+            .await
+            .expect("adds");
+    }
+    assert_eq!(store.loads(), 4, "NoCache: every command loads");
+}
+
+/// A second aggregate beside the counter, whose state is of another type.
+struct Tally;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", content = "data")]
+enum TallyEvent {
+    Counted { label: String },
+}
+
+impl DomainEvent for TallyEvent {}
+
+impl Aggregate for Tally {
+    const CATEGORY: &'static str = "Tally";
+    type Event = TallyEvent;
+    type State = Vec<String>;
+    type Command = String;
+
+    fn initial() -> Vec<String> {
+        Vec::new()
+    }
+
+    fn evolve(mut state: Vec<String>, event: &TallyEvent) -> Vec<String> {
+        let TallyEvent::Counted { label } = event;
+        state.push(label.clone());
+        state
+    }
+
+    fn decide(_state: &Vec<String>, label: &String) -> Result<Vec<TallyEvent>, Rejection> {
+        Ok(vec![TallyEvent::Counted {
+            label: label.clone(),
+        }])
+    }
+}
+
+eventfold::state_caches! {
+    /// The warm states of the counter and of the tally, a cache each.
+    struct TwoCaches {
+        counter: Counter,
+        tally: Tally,
+    }
+}
+
+#[tokio::test]
+async fn one_executor_keeps_two_aggregates_states_apart_and_serves_both_warm() {
+    let store = Probe::new();
+    let exec = CommandExecutor::new(store.clone(), config(16, 100, 8)).caching::<TwoCaches>();
+    let counter = stream("two");
+    let tally = StreamId::new("t1", Tally::CATEGORY, "two").expect("valid stream id");
+    let count = async |label: &str| {
+        exec.execute::<Tally>(&tally, None, &label.to_owned(), &ctx(label))
+            .await
+            .expect("counts")
+    };
+
+    run(&exec, &counter, add(1)).await;
+    count("a").await;
+    assert_eq!(
+        store.loads(),
+        2,
+        "the first command of each stream reads it"
+    );
+    let added = run(&exec, &counter, add(2)).await;
+    let counted = count("b").await;
+    assert_eq!(
+        store.loads(),
+        2,
+        "the second command of each stream is served warm"
+    );
+    assert_eq!(store.catch_ups(), 0, "and reads nothing at all");
+    assert_eq!((added.version, added.state.total), (2, 3));
+    assert_eq!(
+        (counted.version, counted.state.as_slice()),
+        (2, &["a".into(), "b".into()][..])
+    );
+
+    // Each aggregate's states are in its own cache, and only there.
+    let (counters, tallies) = (
+        CacheFor::<Counter>::states(exec.caches()).expect("counters are cached"),
+        CacheFor::<Tally>::states(exec.caches()).expect("tallies are cached"),
+    );
+    assert_eq!((counters.len(), tallies.len()), (1, 1));
+    let (version, state) = counters
+        .get(&counter.to_string())
+        .expect("the counter is warm");
+    assert_eq!((version.get(), state), (2, (*added.state).clone()));
+    let (version, state) = tallies.get(&tally.to_string()).expect("the tally is warm");
+    assert_eq!(
+        (version.get(), state),
+        (2, vec!["a".to_owned(), "b".to_owned()])
+    );
+    assert!(
+        counters.get(&tally.to_string()).is_none(),
+        "no tally among the counters"
+    );
+    assert!(
+        tallies.get(&counter.to_string()).is_none(),
+        "no counter among the tallies"
+    );
 }
 
 fn legacy_added(s: &StreamId, version: u64, amount: i64) -> eventfold::EventEnvelope {
@@ -766,8 +886,7 @@ async fn upcasters_lift_old_events_when_loading() {
     assert_eq!(out.events[0].schema_version, 2);
     assert_eq!(out.events[0].data, json!({ "n": 3 }));
 
-    let fresh =
-        CommandExecutor::new(store.clone(), config(16, 100, 8)).with_upcasters(amount_to_n());
+    let fresh = executor_with(&store, config(16, 100, 8)).with_upcasters(amount_to_n());
     assert_eq!(
         fresh.load::<Counter>(&s).await.expect("mixed schemas load"),
         (3, (*out.state).clone())
@@ -794,7 +913,7 @@ async fn old_events_without_their_upcaster_are_an_internal_error() {
         .await
         .expect("raw append works");
 
-    let exec = CommandExecutor::new(store.clone(), config(16, 100, 8));
+    let exec = executor_with(&store, config(16, 100, 8));
     let err = exec
         .load::<Counter>(&s)
         .await
@@ -873,7 +992,7 @@ impl Aggregate for AssumingCounter {
 #[tokio::test]
 async fn a_command_assumed_to_create_its_stream_appends_without_reading() {
     let store = Probe::new();
-    let exec = CommandExecutor::new(store.clone(), config(0, 100, 4));
+    let exec = executor_with(&store, config(0, 100, 4));
     let s = stream("fresh");
     let out = exec
         .execute::<AssumingCounter>(&s, None, &add(2), &ctx("c1"))
@@ -890,7 +1009,7 @@ async fn a_command_assumed_to_create_its_stream_appends_without_reading() {
 #[tokio::test]
 async fn a_wrong_assumption_reads_and_decides_again() {
     let store = Probe::new();
-    let writer = CommandExecutor::new(store.clone(), config(0, 100, 4));
+    let writer = executor_with(&store, config(0, 100, 4));
     let s = stream("exists");
     run(&writer, &s, add(5)).await;
     run(&writer, &s, CounterCommand::SetOnce { id: "a".into() }).await;
@@ -898,7 +1017,7 @@ async fn a_wrong_assumption_reads_and_decides_again() {
 
     // The stream exists: the append at version 0 conflicts, the executor catches up and
     // decides on the real state.
-    let exec = CommandExecutor::new(store.clone(), config(0, 100, 4));
+    let exec = executor_with(&store, config(0, 100, 4));
     let out = exec
         .execute::<AssumingCounter>(&s, None, &add(1), &ctx("c2"))
         .await
@@ -917,7 +1036,7 @@ async fn a_wrong_assumption_reads_and_decides_again() {
     assert!(again.events.is_empty());
     assert_eq!(again.version, 3);
     // A rejection on the assumed state is confirmed by a read before it is answered.
-    let cold = CommandExecutor::new(store.clone(), config(0, 100, 4));
+    let cold = executor_with(&store, config(0, 100, 4));
     let before = store.catch_ups();
     let err = cold
         .execute::<AssumingCounter>(&s, None, &add(0), &ctx("c4"))
@@ -949,8 +1068,8 @@ async fn a_retry_budget_outlasts_max_attempts_but_not_its_deadline() {
         Box::pin(async {})
     });
     let budgeted = |budget: Duration| {
-        CommandExecutor::new(
-            store.clone(),
+        executor_with(
+            &store,
             ExecutorConfig {
                 backoff: Some(backoff.clone()),
                 retry_budget: Some(budget),
@@ -1004,7 +1123,7 @@ async fn an_unreadable_snapshot_falls_back_to_a_full_replay() {
     let store = Probe::new();
     let s = stream("bad-snapshot");
     let key = s.to_string();
-    let writer = CommandExecutor::new(store.clone(), config(0, 0, 8));
+    let writer = executor_with(&store, config(0, 0, 8));
     for n in 1..=4 {
         run(&writer, &s, add(n)).await;
     }
@@ -1030,7 +1149,7 @@ async fn an_unreadable_snapshot_falls_back_to_a_full_replay() {
         .await
         .expect("append works");
 
-    let fresh = CommandExecutor::new(store.clone(), config(16, 0, 8));
+    let fresh = executor_with(&store, config(16, 0, 8));
     let (version, state) = fresh.load::<Counter>(&s).await.expect("replays instead");
     assert_eq!((version, state.total), (5, 15));
     let out = run(&fresh, &s, add(1)).await;
@@ -1039,7 +1158,7 @@ async fn an_unreadable_snapshot_falls_back_to_a_full_replay() {
         (6, 16),
         "commands still run"
     );
-    let cold = CommandExecutor::new(store.clone(), config(0, 0, 8));
+    let cold = executor_with(&store, config(0, 0, 8));
     let out = run(&cold, &s, add(1)).await;
     assert_eq!(
         (out.version, out.state.total),

@@ -6,6 +6,7 @@ mod common;
 use common::{Counter, CounterCommand, CounterEvent, CounterState, Probe, ctx, replay, stream};
 use eventfold::{
     Aggregate, CommandError, CommandExecutor, DomainEvent, EventStore, ExecutorConfig, LoadOptions,
+    StateCache,
 };
 use proptest::prelude::*;
 
@@ -37,7 +38,8 @@ fn config(cache_capacity: usize) -> ExecutorConfig {
 /// the stored stream against the live state.
 async fn check(commands: Vec<CounterCommand>, cache_capacity: usize) -> Result<(), TestCaseError> {
     let store = Probe::new();
-    let exec = CommandExecutor::new(store.clone(), config(cache_capacity));
+    let exec = CommandExecutor::new(store.clone(), config(cache_capacity))
+        .caching::<StateCache<CounterState>>();
     let s = stream("prop");
     let mut live = Counter::initial();
     let mut version = 0;
@@ -91,7 +93,8 @@ async fn check(commands: Vec<CounterCommand>, cache_capacity: usize) -> Result<(
         let at_snapshot: CounterState = serde_json::from_value(snap.state.clone()).expect("state");
         prop_assert_eq!(at_snapshot, replay(&stored[..snap.version as usize]));
     }
-    let fresh = CommandExecutor::new(store.clone(), config(16));
+    let fresh =
+        CommandExecutor::new(store.clone(), config(16)).caching::<StateCache<CounterState>>();
     let (fresh_version, fresh_state) = fresh.load::<Counter>(&s).await.expect("load works");
     prop_assert_eq!(fresh_version, version);
     prop_assert_eq!(fresh_state, live);

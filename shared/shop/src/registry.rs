@@ -10,7 +10,10 @@
 //!   `strum::VariantNames` next to serde, implementing [`RegisteredAggregate`], with
 //!   [`ACCEPTS_EXTERNAL_COMMANDS`](RegisteredAggregate::ACCEPTS_EXTERNAL_COMMANDS) false when
 //!   only the system sends its commands, as a saga's inputs), and add its type to the
-//!   `aggregates!` list below. The registry imports the aggregates; they never import it.
+//!   `aggregates!` list below, with the name of its cache in [`ShopCaches`]. The registry
+//!   imports the aggregates; they never import it. (A saga names the caches of its own
+//!   executor beside its commands, e.g. [`FulfilmentCaches`](crate::fulfilment::FulfilmentCaches):
+//!   the compiler asks for an entry there when the saga sends to a new target.)
 //! - **event schema change**: bump the event's `DomainEvent::schema_version` and add the
 //!   step from the old schema to [`upcasters`], which every reader of stored events uses.
 //! - **view**: write its [`StreamView`](eventfold_consumers::projection::StreamView) or
@@ -23,7 +26,8 @@
 //! [`visit`] runs an [`AggregateVisitor`] (synchronous work: parse a command, list names);
 //! [`visit_async`] awaits an [`AsyncAggregateVisitor`] (an API handler that loads and
 //! decides): its future is the one generic async function of the visitor, chosen by
-//! category.
+//! category, and may use `A`'s cache in [`ShopCaches`] (the list gives each aggregate its
+//! own, so a warm state is found by type, not by a run-time check).
 //!
 //! ```
 //! use shop::registry::{self, AggregateVisitor, RegisteredAggregate};
@@ -48,7 +52,7 @@
 
 use crate::fulfilment::OrderFulfilment;
 use crate::{Inventory, Order, Payment};
-use eventfold::Aggregate;
+use eventfold::{Aggregate, CacheFor};
 use std::fmt;
 use std::future::Future;
 
@@ -65,12 +69,15 @@ pub trait AggregateVisitor {
 }
 
 /// Something to do asynchronously with one aggregate type, chosen at run time by category
-/// ([`visit_async`]). Implement it with an `async fn visit`.
+/// ([`visit_async`]). Implement it with an `async fn visit`. The visit may run `A`'s
+/// commands on an executor over [`ShopCaches`], which keeps `A`'s warm states.
 pub trait AsyncAggregateVisitor {
     /// What the visit yields.
     type Output;
     /// Does it with the aggregate `A`.
-    fn visit<A: RegisteredAggregate>(self) -> impl Future<Output = Self::Output> + Send;
+    fn visit<A: RegisteredAggregate>(self) -> impl Future<Output = Self::Output> + Send
+    where
+        ShopCaches: CacheFor<A>;
 }
 
 /// A category that is not one of the registry's aggregates (HTTP: 400
@@ -100,12 +107,22 @@ fn unknown(category: &str) -> UnknownAggregate {
     }
 }
 
-/// The one list of aggregates: generates [`CATEGORIES`], [`visit`] and [`visit_async`] from
-/// the same list, so they cannot drift apart.
+/// The one list of aggregates: generates [`CATEGORIES`], [`ShopCaches`], [`visit`] and
+/// [`visit_async`] from the same list, so they cannot drift apart. Each aggregate comes with
+/// the name of its cache in [`ShopCaches`].
 macro_rules! aggregates {
-    ($($aggregate:ty),+ $(,)?) => {
+    ($($field:ident: $aggregate:ty),+ $(,)?) => {
         /// The category of every registered aggregate, in registration order.
         pub const CATEGORIES: &[&str] = &[$(<$aggregate as Aggregate>::CATEGORY),+];
+
+        eventfold::state_caches! {
+            /// The warm states of an executor that serves every registered aggregate (the
+            /// command API's): one cache per aggregate type, so the compiler knows which
+            /// state each holds.
+            pub struct ShopCaches {
+                $($field: $aggregate),+
+            }
+        }
 
         /// Whether each aggregate of [`CATEGORIES`] takes commands from outside the system.
         const ACCEPTS_EXTERNAL: &[bool] =
@@ -139,7 +156,12 @@ macro_rules! aggregates {
     };
 }
 
-aggregates!(Order, Inventory, Payment, OrderFulfilment);
+aggregates!(
+    order: Order,
+    inventory: Inventory,
+    payment: Payment,
+    fulfilment: OrderFulfilment,
+);
 
 const EXTERNAL_COUNT: usize = {
     let mut count = 0;

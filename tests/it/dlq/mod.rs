@@ -32,7 +32,7 @@ async fn the_dynamodb_dead_letter_store_passes_the_contract() {
 }
 
 /// Fast pollers, a short visibility timeout (moto waits it out per receive), no printing.
-fn fast() -> EsmOptions {
+pub(crate) fn fast() -> EsmOptions {
     EsmOptions {
         idle_poll: Duration::from_millis(50),
         retry_backoff: Duration::from_millis(20),
@@ -42,7 +42,7 @@ fn fast() -> EsmOptions {
     }
 }
 
-fn received(stream: &StreamId, version: u64, quantity: i64) -> EventEnvelope {
+pub(crate) fn received(stream: &StreamId, version: u64, quantity: i64) -> EventEnvelope {
     NewEvent {
         event_type: "StockReceived".into(),
         schema_version: 1,

@@ -1,6 +1,7 @@
 //! `eventfold-bench commands`: figures for the command path, printed, never asserted.
 
 use anyhow::{Context, Result};
+use bench::args::CommandsOptions;
 use eventfold::{
     CommandContext, CommandExecutor, EventStore, ExecutorConfig, LoadOptions, MemoryEventStore,
     StreamId,
@@ -12,21 +13,8 @@ use eventfold_local::{LocalOptions, LocalStack};
 use shop::Inventory;
 use shop::inventory::InventoryCommand;
 use shop::order::OrderCommand;
+use shop::registry::ShopCaches;
 use std::time::Instant;
-
-/// What to measure.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Options {
-    /// In-process commands.
-    #[arg(long, default_value_t = 20_000)]
-    pub memory_commands: u64,
-    /// Commands per DynamoDB phase.
-    #[arg(long, default_value_t = 200)]
-    pub dynamo_commands: u64,
-    /// Events in the long stream.
-    #[arg(long, default_value_t = 1000)]
-    pub long_stream: u64,
-}
 
 fn ctx(n: u64) -> CommandContext {
     CommandContext::root("bench", "bench", format!("c-{n}"))
@@ -41,7 +29,7 @@ fn stream(tag: &str, i: u64) -> Result<StreamId> {
 }
 
 async fn run_commands<S: EventStore>(
-    exec: &CommandExecutor<S>,
+    exec: &CommandExecutor<S, ShopCaches>,
     tag: &str,
     streams: u64,
     n: u64,
@@ -55,7 +43,7 @@ async fn run_commands<S: EventStore>(
 }
 
 /// Runs the benchmark and prints its figures.
-pub async fn run(local: LocalOptions, options: Options) -> Result<()> {
+pub async fn run(local: LocalOptions, options: CommandsOptions) -> Result<()> {
     println!("eventfold bench");
     println!("---------------");
     // 1. In process, memory store.
@@ -66,7 +54,8 @@ pub async fn run(local: LocalOptions, options: Options) -> Result<()> {
                 cache_capacity: cache,
                 ..ExecutorConfig::default()
             },
-        );
+        )
+        .caching::<ShopCaches>();
         let rate = run_commands(&exec, "mem", 100, options.memory_commands).await?;
         println!(
             "memory store, {label:<10}: {rate:>10.0} commands/s ({} commands over 100 streams)",
@@ -92,21 +81,21 @@ pub async fn run(local: LocalOptions, options: Options) -> Result<()> {
     let n = options.dynamo_commands;
 
     // Seed streams with some history so "cold" means a real load.
-    let seed = CommandExecutor::new(store(), ExecutorConfig::default());
+    let seed = CommandExecutor::new(store(), ExecutorConfig::default()).caching::<ShopCaches>();
     run_commands(&seed, &tag, n, n * 3).await?;
 
     let before = counter.get();
     let start = Instant::now();
     for i in 0..n {
         // A new executor per command: the cold start of a Lambda instance.
-        let cold = CommandExecutor::new(store(), ExecutorConfig::default());
+        let cold = CommandExecutor::new(store(), ExecutorConfig::default()).caching::<ShopCaches>();
         cold.execute::<Inventory>(&stream(&tag, i)?, None, &receive(), &ctx(i))
             .await?;
     }
     let cold_secs = start.elapsed().as_secs_f64();
     let cold_requests = (counter.get() - before) as f64 / n as f64;
 
-    let warm = CommandExecutor::new(store(), ExecutorConfig::default());
+    let warm = CommandExecutor::new(store(), ExecutorConfig::default()).caching::<ShopCaches>();
     for i in 0..n {
         warm.load::<Inventory>(&stream(&tag, i)?).await?;
     }
@@ -129,7 +118,7 @@ pub async fn run(local: LocalOptions, options: Options) -> Result<()> {
 
     // Fresh aggregates on a warm executor: CreateOrder + AddItem each. `CreateOrder` is
     // assumed to start its stream (one append, no read), `AddItem` finds the state cached.
-    let fresh = CommandExecutor::new(store(), ExecutorConfig::default());
+    let fresh = CommandExecutor::new(store(), ExecutorConfig::default()).caching::<ShopCaches>();
     let before = counter.get();
     let start = Instant::now();
     let orders = 50u64;
@@ -162,7 +151,7 @@ pub async fn run(local: LocalOptions, options: Options) -> Result<()> {
 
     // 3. A long stream with snapshots.
     let long = stream(&format!("{tag}-long"), 0)?;
-    let writer = CommandExecutor::new(store(), ExecutorConfig::default());
+    let writer = CommandExecutor::new(store(), ExecutorConfig::default()).caching::<ShopCaches>();
     for i in 0..options.long_stream {
         writer
             .execute::<Inventory>(&long, None, &receive(), &ctx(i))
@@ -215,7 +204,8 @@ async fn hot_stream(
                 retry_budget: Some(command_api::RETRY_BUDGET),
                 ..ExecutorConfig::default()
             },
-        );
+        )
+        .caching::<ShopCaches>();
         let hot = hot.clone();
         tasks.push(tokio::spawn(async move {
             let mut ok = 0u64;
@@ -457,7 +447,8 @@ async fn projector_in_process(orders: u64) -> Result<()> {
     use eventfold_consumers::projection::MemoryReadModelStore;
     use shop::order::OrderCommand;
     let events = std::sync::Arc::new(MemoryEventStore::new());
-    let exec = CommandExecutor::new(events.clone(), ExecutorConfig::default());
+    let exec =
+        CommandExecutor::new(events.clone(), ExecutorConfig::default()).caching::<ShopCaches>();
     let mut notifications = Vec::new();
     for i in 0..orders {
         let order = StreamId::new("bench", "Order", &format!("p-{i}"))?;

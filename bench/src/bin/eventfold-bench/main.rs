@@ -9,58 +9,8 @@ mod projector;
 mod streaming;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-use cli::args::StackArgs;
-
-#[derive(Parser)]
-#[command(
-    name = "eventfold-bench",
-    about = "Eventfold's benchmarks on the local stack: figures printed, never asserted"
-)]
-struct Bench {
-    #[command(subcommand)]
-    mode: Mode,
-}
-
-#[derive(Subcommand)]
-enum Mode {
-    /// The command path: commands/s in process, DynamoDB requests per command, events folded
-    /// per load, SNS requests per event, the local command-to-view and order-to-confirmed
-    /// latencies.
-    Commands {
-        #[command(flatten)]
-        stack: StackArgs,
-        #[command(flatten)]
-        options: commands::Options,
-    },
-    /// The streaming API: publish throughput, requests per record, consume cost, long-poll
-    /// wake-up.
-    Streaming {
-        #[command(flatten)]
-        stack: StackArgs,
-        /// Records per streaming publish run.
-        #[arg(long, default_value_t = 400)]
-        records: u64,
-        /// Long-poll wake-up samples.
-        #[arg(long, default_value_t = 20)]
-        wakeups: usize,
-    },
-    /// The projector: DynamoDB requests per notification per view, SQS batches of 10.
-    Projector {
-        #[command(flatten)]
-        stack: StackArgs,
-        /// SQS batches per workload and view selection.
-        #[arg(long, default_value_t = 20)]
-        batches: u64,
-    },
-    /// Cold start: a fresh function's init and first request, with and without warm-up
-    /// (the functions' binaries built next to this one, or in EVENTFOLD_BIN_DIR).
-    ColdStart {
-        /// Starts of each function per mode.
-        #[arg(long, default_value_t = 7)]
-        starts: usize,
-    },
-}
+use bench::args::{Bench, Mode};
+use clap::Parser;
 
 #[tokio::main]
 async fn main() -> Result<()> {

@@ -16,6 +16,7 @@ use eventfold_aws::{DynamoReadModelStore, RequestCounter};
 use eventfold_consumers::Notification;
 use eventfold_local::LocalOptions;
 use shop::order::OrderCommand;
+use shop::registry::ShopCaches;
 use shop::views::{DAILY_SALES, ORDER_SUMMARY};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,7 +67,8 @@ fn burst_commands() -> Result<Vec<OrderCommand>> {
 
 /// `batches` SQS batches of [`BATCH`] notifications of `workload` under `tenant`.
 async fn batches_of(workload: Workload, tenant: &str, batches: u64) -> Result<Vec<SqsEvent>> {
-    let exec = CommandExecutor::new(MemoryEventStore::new(), ExecutorConfig::default());
+    let exec = CommandExecutor::new(MemoryEventStore::new(), ExecutorConfig::default())
+        .caching::<ShopCaches>();
     let mut out = Vec::new();
     for b in 0..batches {
         let mut notifications = Vec::new();

@@ -23,7 +23,8 @@
 //! Pure and synchronous like the aggregates: no clock (times come from events and the runner),
 //! no I/O. The commands a saga sends go to other aggregates through [`SagaCommand`], which
 //! names the target stream and lets a runner reach the target's [`Aggregate`] type through a
-//! visitor (the same pattern as a registry of aggregates).
+//! visitor (the same pattern as a registry of aggregates), and names the caches of its
+//! targets ([`SagaCommand::Targets`]), so the runner's executor keeps their warm states.
 //!
 //! [`SagaRunner`] ([`runner`]) is that runner: notifications in (checkpoint per saga and source
 //! stream, gaps read from the event store), commands out through the
@@ -36,10 +37,11 @@ mod deadline;
 pub mod runner;
 
 pub use deadline::{Deadline, DeadlineIndex, DueInstance};
-pub use runner::{Handled, RunnerConfig, SagaError, SagaRunner, Ticked};
+pub use runner::{Handled, RunnerConfig, SagaCaches, SagaError, SagaRunner, Ticked};
 
 use chrono::{DateTime, Utc};
 use eventfold::aggregate::{Aggregate, CodecError, Rejection};
+use eventfold::cache::{CacheFor, StateCaches};
 use eventfold::envelope::{EventEnvelope, StreamIdError};
 use std::fmt::Debug;
 
@@ -115,17 +117,26 @@ impl<C> Pending<C> {
 
 /// A command addressed to another aggregate's stream, reachable by its type.
 pub trait SagaCommand: Debug + Clone + PartialEq + Send + Sync + 'static {
+    /// The caches of the aggregates the commands may target, one per aggregate type (e.g.
+    /// made by [`eventfold::state_caches!`]): [`Self::visit`] proves `Targets: CacheFor<A>`
+    /// for each target `A`, so a runner's executor keeps their warm states. A runner also
+    /// runs its saga on that executor, so for a saga's commands they cache the saga too.
+    type Targets: StateCaches;
+
     /// Runs `visitor` with the target's aggregate type, its id (within the saga's tenant) and
     /// the command, given by value (a copy of the one `self` holds): the compiler knows it is
     /// `A`'s, so the visitor can keep it and decide it against `A`'s state later.
-    fn visit<V: SagaCommandVisitor>(&self, visitor: V) -> V::Output;
+    fn visit<V: SagaCommandVisitor<Self::Targets>>(&self, visitor: V) -> V::Output;
 }
 
 /// Something to do with a [`SagaCommand`] once its target type is known (a runner executes
-/// it; a test records it).
-pub trait SagaCommandVisitor {
+/// it; a test records it). `T` is the command's [`SagaCommand::Targets`]: the visit may use
+/// `A`'s cache there.
+pub trait SagaCommandVisitor<T> {
     /// What the visit yields.
     type Output;
     /// Does it with the aggregate `A`, whose stream id (within the tenant) is `id`.
-    fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output;
+    fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output
+    where
+        T: CacheFor<A>;
 }

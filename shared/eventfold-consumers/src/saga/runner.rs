@@ -29,6 +29,7 @@ use super::deadline::DeadlineIndex;
 use super::{InputError, Pending, Saga, SagaCommand};
 use crate::Notification;
 use crate::projection::{ReadModelError, ReadModelStore};
+use eventfold::cache::CacheFor;
 use eventfold::envelope::{EventEnvelope, Metadata, StreamId};
 use eventfold::executor::{CommandError, CommandExecutor};
 use eventfold::store::{EventStore, StoreError};
@@ -153,10 +154,15 @@ impl Handled {
     }
 }
 
+/// The caches of the executor that runs saga `G`: its commands' targets'
+/// ([`SagaCommand::Targets`]), which must cache `G`'s own states too.
+pub type SagaCaches<G> = <<G as Saga>::Send as SagaCommand>::Targets;
+
 /// Runs saga `G` over an event store `E` (through one [`CommandExecutor`], for the saga's
-/// streams and its targets alike) and a read-model store `R` (checkpoints, deadline index).
-pub struct SagaRunner<G, E, R> {
-    executor: CommandExecutor<E>,
+/// streams and its targets alike, caching their warm states in [`SagaCaches<G>`]) and a
+/// read-model store `R` (checkpoints, deadline index).
+pub struct SagaRunner<G: Saga, E, R> {
+    executor: CommandExecutor<E, SagaCaches<G>>,
     models: R,
     config: RunnerConfig,
     upcasters: Upcasters,
@@ -192,12 +198,18 @@ struct Instance<S> {
 impl<G, E, R> SagaRunner<G, E, R>
 where
     G: Saga,
+    SagaCaches<G>: CacheFor<G>,
     E: EventStore,
     R: ReadModelStore + DeadlineIndex,
 {
     /// A runner of `G` executing through `executor`, keeping checkpoints and deadlines in
-    /// `models`.
-    pub fn new(executor: CommandExecutor<E>, models: R, config: RunnerConfig) -> Self {
+    /// `models`. The executor's caches are [`SagaCaches<G>`]: build it with
+    /// `CommandExecutor::new(store, config).caching()`.
+    pub fn new(
+        executor: CommandExecutor<E, SagaCaches<G>>,
+        models: R,
+        config: RunnerConfig,
+    ) -> Self {
         Self {
             executor,
             models,
@@ -215,7 +227,7 @@ where
     }
 
     /// The executor (saga streams and targets).
-    pub fn executor(&self) -> &CommandExecutor<E> {
+    pub fn executor(&self) -> &CommandExecutor<E, SagaCaches<G>> {
         &self.executor
     }
 

@@ -145,8 +145,19 @@ pub struct TransferCommand {
     pub command: AccountCommand,
 }
 
+eventfold::state_caches! {
+    /// The warm states of a transfer runner's executor: the accounts it sends commands to
+    /// and the transfers themselves.
+    pub struct TransferCaches {
+        account: Account,
+        transfer: Transfer,
+    }
+}
+
 impl SagaCommand for TransferCommand {
-    fn visit<V: SagaCommandVisitor>(&self, visitor: V) -> V::Output {
+    type Targets = TransferCaches;
+
+    fn visit<V: SagaCommandVisitor<TransferCaches>>(&self, visitor: V) -> V::Output {
         visitor.visit::<Account>(&self.account, self.command.clone())
     }
 }

@@ -1,5 +1,6 @@
 //! What the saga sends (its commands, with their targets) and what it is told (its inputs).
 
+use super::OrderFulfilment;
 use crate::inventory::{Inventory, InventoryCommand};
 use crate::order::{Order, OrderCommand};
 use crate::payment::{Payment, PaymentCommand};
@@ -39,8 +40,21 @@ pub enum FulfilmentCommand {
     },
 }
 
+eventfold::state_caches! {
+    /// The warm states of the saga runner's executor: the aggregates the saga sends
+    /// commands to, and the saga's own instances.
+    pub struct FulfilmentCaches {
+        order: Order,
+        inventory: Inventory,
+        payment: Payment,
+        fulfilment: OrderFulfilment,
+    }
+}
+
 impl SagaCommand for FulfilmentCommand {
-    fn visit<V: SagaCommandVisitor>(&self, visitor: V) -> V::Output {
+    type Targets = FulfilmentCaches;
+
+    fn visit<V: SagaCommandVisitor<FulfilmentCaches>>(&self, visitor: V) -> V::Output {
         match self {
             Self::Inventory { sku, command } => visitor.visit::<Inventory>(sku, command.clone()),
             Self::Payment { order_id, command } => {

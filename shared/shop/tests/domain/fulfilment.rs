@@ -939,10 +939,10 @@ fn stock_of_a_sku_not_in_the_order_is_ignored() {
 
 // --- what it sends ---------------------------------------------------------------------------
 
-/// Records where a command goes.
+/// Records where a command goes (whatever caches its targets have).
 struct Target;
 
-impl SagaCommandVisitor for Target {
+impl<T> SagaCommandVisitor<T> for Target {
     type Output = (&'static str, String, String);
 
     fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output {

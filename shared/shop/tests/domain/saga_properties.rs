@@ -263,7 +263,7 @@ struct Send<'a> {
     command_id: String,
 }
 
-impl SagaCommandVisitor for Send<'_> {
+impl<T> SagaCommandVisitor<T> for Send<'_> {
     type Output = Result<Vec<EventEnvelope>, Rejection>;
 
     fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output {

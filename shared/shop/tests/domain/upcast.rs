@@ -13,7 +13,7 @@ use eventfold_consumers::projection::MemoryReadModelStore;
 use serde_json::{Value, json};
 use shop::fulfilment::{FulfilmentInput, FulfilmentLine, OrderFulfilment, PlacedOrder};
 use shop::order::{Order, OrderCommand, OrderEvent, OrderStatus};
-use shop::registry;
+use shop::registry::{self, ShopCaches};
 use shop::{Aggregate, DomainEvent};
 use std::sync::Arc;
 
@@ -106,13 +106,14 @@ async fn the_executor_loads_a_schema_1_order_and_goes_on_from_it() {
         )
         .await
         .expect("append");
-    let plain = CommandExecutor::new(store.clone(), config());
+    let plain = CommandExecutor::new(store.clone(), config()).caching::<ShopCaches>();
     assert!(
         plain.load::<Order>(&stream).await.is_err(),
         "schema 1 does not decode as schema 2"
     );
-    let executor =
-        CommandExecutor::new(store.clone(), config()).with_upcasters(registry::upcasters());
+    let executor = CommandExecutor::new(store.clone(), config())
+        .caching::<ShopCaches>()
+        .with_upcasters(registry::upcasters());
     let (version, state) = executor.load::<Order>(&stream).await.expect("loads");
     assert_eq!(version, 3);
     assert_eq!(state.status, Some(OrderStatus::Placed));

@@ -13,6 +13,7 @@ use eventfold_consumers::Notification;
 use eventfold_consumers::projection::{MemoryReadModelStore, Projector};
 use shop::inventory::{Inventory, InventoryCommand, InventoryState};
 use shop::order::{Order, OrderCommand, OrderState};
+use shop::registry::ShopCaches;
 use shop::values::IdError;
 use std::sync::Arc;
 
@@ -112,7 +113,7 @@ pub fn release(order_id: &str) -> InventoryCommand {
 /// staging store (which stamps "now"); their events are then copied to [`World::events`]
 /// with `occurred_at` set to the time the test chose (one minute apart within a call).
 pub struct World {
-    staging: CommandExecutor<Arc<MemoryEventStore>>,
+    staging: CommandExecutor<Arc<MemoryEventStore>, ShopCaches>,
     /// The store the projectors read (what the table would hold).
     pub events: Events,
     /// Every stream written, in order of first write.
@@ -131,7 +132,8 @@ impl World {
             staging: CommandExecutor::new(
                 Arc::new(MemoryEventStore::new()),
                 ExecutorConfig::default(),
-            ),
+            )
+            .caching(),
             events: Arc::new(MemoryEventStore::new()),
             streams: Vec::new(),
         }

@@ -3,6 +3,7 @@
 
 use crate::saga::SagaCommandVisitor;
 use eventfold::aggregate::Aggregate;
+use eventfold::cache::{CacheFor, StateCaches};
 use eventfold::envelope::{Metadata, StreamId};
 use eventfold::executor::{CommandError, CommandExecutor};
 use eventfold::store::EventStore;
@@ -14,17 +15,20 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Sends one saga command to its target through the executor: the visit hands over the
 /// target type and the command, which the decision owns.
-pub(super) struct Sender<'a, E> {
-    pub(super) executor: &'a CommandExecutor<E>,
+pub(super) struct Sender<'a, E, T> {
+    pub(super) executor: &'a CommandExecutor<E, T>,
     pub(super) tenant: &'a str,
     pub(super) context: &'a Metadata,
 }
 
-impl<'a, E: EventStore> SagaCommandVisitor for Sender<'a, E> {
+impl<'a, E: EventStore, T: StateCaches> SagaCommandVisitor<T> for Sender<'a, E, T> {
     /// The target stream, and how the command went.
     type Output = BoxFuture<'a, (String, Result<(), CommandError>)>;
 
-    fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output {
+    fn visit<A: Aggregate>(self, id: &str, command: A::Command) -> Self::Output
+    where
+        T: CacheFor<A>,
+    {
         let target = StreamId::new(self.tenant, A::CATEGORY, id);
         let shown = format!("{}/{}-{id}", self.tenant, A::CATEGORY);
         let Sender {

@@ -30,6 +30,7 @@ const CONFLICT_ATTEMPTS: u32 = 4;
 impl<G, E, R> SagaRunner<G, E, R>
 where
     G: Saga,
+    SagaCaches<G>: CacheFor<G>,
     E: EventStore,
     R: ReadModelStore + DeadlineIndex,
 {

@@ -1,0 +1,1 @@
+"""Eventfold's own checkov checks (scripts/checkov-infra.py loads this directory)."""
