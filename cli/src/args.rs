@@ -21,6 +21,10 @@ pub struct StackArgs {
     /// `ParameterKey=Name,ParameterValue=Value`), e.g. `PaymentTimeoutSeconds=5`.
     #[arg(long, num_args = 1.., value_name = "NAME=VALUE")]
     pub parameter_overrides: Vec<String>,
+    /// Do NOT enforce IAM: functions call AWS unchecked (a call their role does not allow
+    /// then fails only after a deploy). IAM is enforced by default.
+    #[arg(long)]
+    pub no_iam: bool,
 }
 
 impl StackArgs {
@@ -40,6 +44,7 @@ impl StackArgs {
             parameter_overrides: eventfold_local::template::parse_parameter_overrides(
                 &self.parameter_overrides,
             )?,
+            iam: !self.no_iam,
         })
     }
 }

@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 pub fn banner(stack: &LocalStack) {
     println!("eventfold local stack is up");
     println!("  AWS endpoint : {}", stack.endpoint);
+    match &stack.iam {
+        Some(iam) => println!(
+            "  IAM          : enforced per function (each function's calls checked through {})",
+            iam.endpoint()
+        ),
+        None => println!("  IAM          : NOT enforced (--no-iam)"),
+    }
     for (name, created) in &stack.tables {
         println!(
             "  table        : {name}{}",

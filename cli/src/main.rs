@@ -57,6 +57,11 @@ enum Cmd {
         #[command(subcommand)]
         command: ProjectionsCmd,
     },
+    /// IAM as the local stack enforced it: the calls recorded with EVENTFOLD_IAM_RECORD=DIR.
+    Iam {
+        #[command(subcommand)]
+        command: IamCmd,
+    },
     /// Dead letters of every tenant: list, show, redrive, discard (operators).
     Dlq {
         #[command(subcommand)]
@@ -72,6 +77,26 @@ enum Cmd {
             global = true
         )]
         endpoint: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum IamCmd {
+    /// Per function: the actions exercised on each resource, the granted actions nothing
+    /// exercised (candidate over-grants), and each statement's mutation check (how many
+    /// recorded calls its removal would deny).
+    Report {
+        /// The directory the stacks wrote their calls to (EVENTFOLD_IAM_RECORD of the run).
+        #[arg(long, env = "EVENTFOLD_IAM_RECORD")]
+        calls: std::path::PathBuf,
+        /// Exit 1 on a denied call or a statement no recorded call needs (and no AWS-only
+        /// reason explains).
+        #[arg(long)]
+        check: bool,
+        /// A statement known to be unexercised by the recorded calls, and why:
+        /// `Function/Sid=reason` (repeatable); --check lists it instead of failing.
+        #[arg(long, value_name = "FUNCTION/SID=REASON")]
+        known: Vec<String>,
     },
 }
 
@@ -163,6 +188,11 @@ async fn main() -> Result<()> {
         Cmd::Local {
             stack, demo, once, ..
         } => {
+            if stack.no_iam {
+                eprintln!(
+                    "WARNING: --no-iam: IAM is NOT enforced; functions call AWS unchecked, so a call their role does not allow fails only after a deploy"
+                );
+            }
             let local = cli::local::start(stack.options()?).await?;
             cli::demo::banner(&local);
             if demo {
@@ -203,6 +233,26 @@ async fn main() -> Result<()> {
                 sdk,
             };
             if !cli::rebuild::run(&target, &view, verify).await? {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Iam {
+            command:
+                IamCmd::Report {
+                    calls,
+                    check,
+                    known,
+                },
+        } => {
+            let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
+            let report = cli::iam::report(&root, &calls)?;
+            print!("{report}");
+            let problems = cli::iam::problems(&report, &known);
+            if check && !problems.is_empty() {
+                eprintln!("iam report --check:");
+                for p in &problems {
+                    eprintln!("  {p}");
+                }
                 std::process::exit(1);
             }
         }

@@ -48,6 +48,7 @@ fn print_env_gives_each_function_what_it_reads() {
         stack: "eventfold-local".into(),
         auth: eventfold_local::JwtConfig::dev(),
         parameter_overrides: vec![("PaymentTimeoutSeconds".into(), "5".into())],
+        iam: true,
     };
     let env = |f: &str| cli::local::print_env(&options, f).expect("known function");
     let publisher = env("stream-publisher");

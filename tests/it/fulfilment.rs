@@ -24,6 +24,7 @@ async fn stack() -> LocalStack {
             stack: format!("{}-{}", tests::STACK, &id[id.len() - 10..]),
             auth: JwtConfig::dev(),
             parameter_overrides: vec![("PaymentTimeoutSeconds".into(), "2".into())],
+            iam: true,
         },
         EsmOptions {
             idle_poll: Duration::from_millis(50),
@@ -371,4 +372,6 @@ async fn orders_are_confirmed_or_compensated_by_the_saga() {
     for e in saga_events.json["events"].as_array().expect("events") {
         assert_eq!(e["metadata"]["correlation_id"], correlation, "{e}");
     }
+    // Every function of the order's path ran within its role.
+    tests::assert_no_denials(&stack);
 }

@@ -13,6 +13,7 @@ mod docs;
 mod e2e;
 mod fanout;
 mod fulfilment;
+mod iam;
 mod idempotency;
 mod packing;
 mod publisher;

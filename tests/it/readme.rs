@@ -264,6 +264,7 @@ async fn run_doc(path: &str) {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+    tests::assert_no_denials(&stack);
     stack.stop().await;
 }
 

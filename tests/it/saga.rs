@@ -191,6 +191,7 @@ async fn the_schedule_ticks_the_function_whose_environment_has_the_overridden_ti
             stack: format!("{}-{}", tests::STACK, &id[id.len() - 10..]),
             auth: JwtConfig::dev(),
             parameter_overrides: vec![("PaymentTimeoutSeconds".into(), "1".into())],
+            iam: true,
         },
         &functions,
         EsmOptions {
@@ -313,6 +314,7 @@ async fn overrides_reach_the_shop_stack_and_bad_ones_stop_it() {
         stack: format!("{}-{}", tests::STACK, &id[id.len() - 10..]),
         auth: JwtConfig::dev(),
         parameter_overrides: overrides,
+        iam: true,
     };
     let quiet = || EsmOptions {
         enabled: false,

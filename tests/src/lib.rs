@@ -52,6 +52,7 @@ pub async fn stack() -> LocalStack {
         stack: format!("{STACK}-{}", &id[id.len() - 10..]),
         auth: JwtConfig::dev(),
         parameter_overrides: Vec::new(),
+        iam: true,
     })
     .await
     .expect("local stack starts")
@@ -113,6 +114,7 @@ pub async fn stack_named(name: &str, esm: EsmOptions) -> LocalStack {
             stack: name.to_owned(),
             auth: JwtConfig::dev(),
             parameter_overrides: Vec::new(),
+            iam: true,
         },
         esm,
     )
@@ -191,4 +193,21 @@ pub async fn event_types(
         .iter()
         .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
         .collect()
+}
+
+/// Asserts that IAM denied none of the stack's function calls (a denial the code absorbs,
+/// e.g. by a fallback, would otherwise pass unseen here and degrade only in AWS).
+#[track_caller]
+pub fn assert_no_denials(stack: &LocalStack) {
+    let iam = stack.iam.as_ref().expect("IAM is enforced in the tests");
+    let denials = iam.denials();
+    assert!(
+        denials.is_empty(),
+        "IAM denied {} calls; first: {}",
+        denials.len(),
+        denials
+            .first()
+            .map(|d| d.message.as_str())
+            .unwrap_or_default()
+    );
 }

@@ -334,6 +334,9 @@ export class EventfoldStack extends cdk.Stack {
           ],
           [readModelsTable.attrArn, cdk.Fn.sub("${ReadModelsTable.Arn}/index/gsi1")],
         ),
+        // A batch's documents and checkpoints in one read (ReadModelStore::get_many):
+        // without it every batch is denied and falls back to single GetItems.
+        allow("ReadModelsBatchRead", ["dynamodb:BatchGetItem"], readModelsTable.attrArn),
         consume("ConsumeProjectorQueue", projectorQueue),
         failureNotes,
       ],

@@ -14,6 +14,8 @@
 //! - [`gateway`] and [`jwt`]: API Gateway HTTP API emulation (routing, payload 2.0 events,
 //!   the JWT authorizer);
 //! - [`stack`]: all of it started together as a [`LocalStack`];
+//! - [`iam`]: IAM enforced per function (a checking proxy in front of the emulator, each
+//!   function signing as itself), with the record and report of the calls checked;
 //! - [`httpc`]: a small HTTP client for demos and tests;
 //! - [`emf`]: the CloudWatch Embedded Metric Format as its specification states it, to check
 //!   the metric lines a function prints;
@@ -33,6 +35,7 @@ pub mod esm;
 pub mod functions;
 pub mod gateway;
 pub mod httpc;
+pub mod iam;
 pub mod jwt;
 pub mod provision;
 pub mod runtime_api;

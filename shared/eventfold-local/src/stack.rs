@@ -5,6 +5,7 @@ use crate::emulator::{Emulator, local_sdk_config};
 use crate::esm::{self, Esm, EsmOptions, EventHandler, SourceStats};
 use crate::functions::Functions;
 use crate::gateway::{Gateway, serve};
+use crate::iam::Iam;
 use crate::jwt::JwtConfig;
 use crate::provision::{Provisioned, provision};
 use crate::template::Template;
@@ -38,6 +39,9 @@ pub struct LocalOptions {
     /// Template parameters to override, as `sam deploy --parameter-overrides` gives them
     /// (name, value; see [`crate::template::parse_parameter_overrides`]).
     pub parameter_overrides: Vec<(String, String)>,
+    /// Enforce IAM: each function calls AWS as itself, checked against its template role
+    /// ([`crate::iam`]). On unless turned off explicitly.
+    pub iam: bool,
 }
 
 /// A running local stack; everything stops when it is dropped.
@@ -56,6 +60,8 @@ pub struct LocalStack {
     pub tables: Vec<(String, bool)>,
     /// Everything provisioned (tables, topics, queues, subscriptions).
     pub provisioned: Provisioned,
+    /// IAM enforcement, when on.
+    pub iam: Option<Iam>,
     server: JoinHandle<Result<()>>,
     esm: Esm,
     emulator: Option<Emulator>,
@@ -101,12 +107,26 @@ impl LocalStack {
             .iter()
             .map(|(t, created)| (t.name.clone(), *created))
             .collect();
+        let iam = if options.iam {
+            Some(Iam::start(&options.root, &template, &endpoint).await?)
+        } else {
+            tracing::warn!(
+                "IAM is NOT enforced: functions call AWS unchecked; a call their role does not allow fails only after a deploy"
+            );
+            None
+        };
+        let sdk_of = |function: &str| match &iam {
+            Some(iam) => iam.sdk_for(&sdk, function),
+            None => sdk.clone(),
+        };
         let mut gateway = Gateway::new(options.auth.clone());
         let mut event_handlers: HashMap<String, EventHandler> = HashMap::new();
         for function in template.functions() {
             let events = !function.event_sources.is_empty()
                 && esm_options.needs_handler(&function.logical_id);
-            let handlers = functions.handlers(&sdk, &function, events).await?;
+            let handlers = functions
+                .handlers(&sdk_of(&function.logical_id), &function, events)
+                .await?;
             if !function.routes.is_empty() {
                 match handlers.routes {
                     Some(handler) => {
@@ -127,7 +147,7 @@ impl LocalStack {
             .with_context(|| format!("binding the HTTP API on {}", options.api_addr))?;
         let api_addr = listener.local_addr()?;
         let server = tokio::spawn(serve(gateway.clone(), listener));
-        let esm = esm::start(&sdk, &template, &event_handlers, &esm_options)?;
+        let esm = esm::start(&sdk_of, &template, &event_handlers, &esm_options)?;
         Ok(Self {
             endpoint,
             sdk,
@@ -136,6 +156,7 @@ impl LocalStack {
             gateway,
             tables,
             provisioned,
+            iam,
             server,
             esm,
             emulator,
@@ -160,6 +181,27 @@ impl LocalStack {
     /// Physical name of a table, queue or topic of the template (by logical id).
     pub fn resource_name(&self, logical_id: &str) -> String {
         self.template.resource_name(logical_id)
+    }
+
+    /// The SDK configuration the function `logical_id` runs with: signing as itself through
+    /// the IAM proxy when IAM is on, else [`Self::sdk`].
+    pub fn function_sdk(&self, logical_id: &str) -> SdkConfig {
+        match &self.iam {
+            Some(iam) => iam.sdk_for(&self.sdk, logical_id),
+            None => self.sdk.clone(),
+        }
+    }
+
+    /// The endpoint and credentials (access key id, secret) the function `logical_id` calls
+    /// AWS with, when IAM is on.
+    pub fn function_credentials(&self, logical_id: &str) -> Option<(String, String, String)> {
+        self.iam.as_ref().map(|iam| {
+            (
+                iam.endpoint().to_owned(),
+                crate::iam::access_key(logical_id),
+                crate::iam::SECRET.to_owned(),
+            )
+        })
     }
 
     /// Base URL of the HTTP API.

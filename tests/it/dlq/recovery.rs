@@ -2,7 +2,9 @@
 //! mapping gives up, then converged views; a projector killed mid-batch.
 
 use super::*;
+use eventfold_aws::SdkConfig;
 use eventfold_aws::sns::PublishError;
+use std::sync::OnceLock;
 
 /// SNS that fails the entries `drops` picks while `down` holds, as an outage (or a lost last
 /// notification) would.
@@ -40,21 +42,18 @@ impl NotificationSink for Flaky {
 }
 
 /// A stack whose stream publisher and DLQ processor publish through [`Flaky`] (their real
-/// code and configuration, another sink), and the processor itself for its figures.
+/// code and configuration, another sink), and the processor itself for its figures. Both
+/// are built from their function's own SDK configuration, so IAM checks them as in AWS.
 async fn stack_with_flaky_sns(
     drops: fn(&Notification) -> bool,
     down: Arc<AtomicBool>,
 ) -> (LocalStack, Arc<dlq_processor::DlqProcessor>) {
     let id = uuid::Uuid::now_v7().simple().to_string();
     let name = format!("{}-{}", tests::STACK, &id[id.len() - 10..]);
-    let sdk = eventfold_local::emulator::local_sdk_config(&tests::endpoint()).await;
-    let region = sdk
-        .region()
-        .map_or("us-east-1".to_owned(), ToString::to_string);
     let template = eventfold_local::Template::load(
         &tests::root().join(eventfold_local::stack::TEMPLATE_PATH),
         &name,
-        &region,
+        "us-east-1",
     )
     .expect("template");
     let env = |binary: &str| {
@@ -67,49 +66,61 @@ async fn stack_with_flaky_sns(
     let topic = env("stream-publisher")
         .env("EVENTS_TOPIC_ARN")
         .expect("topic");
-    let flaky = || Flaky {
-        inner: SnsPublisher::from_sdk(&sdk, &topic),
+    let flaky = move |sdk: &SdkConfig| Flaky {
+        inner: SnsPublisher::from_sdk(sdk, &topic),
         down: down.clone(),
         drops,
     };
-    let publisher = Arc::new(stream_publisher::StreamPublisher::new(flaky()));
     let function = env("dlq-processor");
     let config = dlq_processor::DlqConfig::from_lookup(|k| function.env(k)).expect("config");
-    let processor = Arc::new(
-        dlq_processor::DlqProcessor::new(
-            Arc::new(DynamoDeadLetterStore::from_sdk(
-                &sdk,
-                &config.dead_letters_table,
-            )),
-            Arc::new(DynamoEventStore::from_sdk(&sdk, &config.events_table)),
-            Arc::new(flaky()),
-            Arc::new(dlq_processor::redrive::SqsSender::from_sdk(&sdk)),
-            Arc::new(dlq_processor::redrive::ShardReader::from_sdk(&sdk)),
-            config.sources.clone(),
-        )
-        .with_backoff(dlq_processor::Backoff {
-            attempts: 2,
-            first: Duration::from_millis(50),
-        })
-        .with_stream_retry_receives(30),
-    );
+    let built: Arc<OnceLock<Arc<dlq_processor::DlqProcessor>>> = Arc::default();
     let mut options = fast();
-    options.handler_overrides.insert(
+    let publisher_sink = flaky.clone();
+    options.handler_factories.insert(
         "StreamPublisherFunction".into(),
-        typed_handler(move |event: aws_lambda_events::event::dynamodb::Event| {
-            let publisher = publisher.clone();
-            async move { publisher.handle(event).await }
+        Arc::new(move |sdk: &SdkConfig| {
+            let publisher = Arc::new(stream_publisher::StreamPublisher::new(publisher_sink(sdk)));
+            typed_handler(move |event: aws_lambda_events::event::dynamodb::Event| {
+                let publisher = publisher.clone();
+                async move { publisher.handle(event).await }
+            })
         }),
     );
-    let p = processor.clone();
-    options.handler_overrides.insert(
+    let slot = built.clone();
+    options.handler_factories.insert(
         "DlqProcessorFunction".into(),
-        typed_handler(move |event: aws_lambda_events::event::sqs::SqsEvent| {
-            let p = p.clone();
-            async move { p.process(event).await.response }
+        Arc::new(move |sdk: &SdkConfig| {
+            let processor = Arc::new(
+                dlq_processor::DlqProcessor::new(
+                    Arc::new(DynamoDeadLetterStore::from_sdk(
+                        sdk,
+                        &config.dead_letters_table,
+                    )),
+                    Arc::new(DynamoEventStore::from_sdk(sdk, &config.events_table)),
+                    Arc::new(flaky(sdk)),
+                    Arc::new(dlq_processor::redrive::SqsSender::from_sdk(sdk)),
+                    Arc::new(dlq_processor::redrive::ShardReader::from_sdk(sdk)),
+                    config.sources.clone(),
+                )
+                .with_backoff(dlq_processor::Backoff {
+                    attempts: 2,
+                    first: Duration::from_millis(50),
+                })
+                .with_stream_retry_receives(30),
+            );
+            let _ = slot.set(processor.clone());
+            typed_handler(move |event: aws_lambda_events::event::sqs::SqsEvent| {
+                let p = processor.clone();
+                async move { p.process(event).await.response }
+            })
         }),
     );
-    (tests::stack_named(&name, options).await, processor)
+    let stack = tests::stack_named(&name, options).await;
+    let processor = built
+        .get()
+        .expect("the stack built the DLQ processor")
+        .clone();
+    (stack, processor)
 }
 
 /// Recovery through the stream failure path: `drops` picks the notifications lost while

@@ -20,7 +20,7 @@ mod throttle;
 
 pub use invoke::{EventHandler, FunctionError, HandlerError, Target, event_handler};
 pub(crate) use invoke::{Outcome, outcome};
-pub use options::{EsmOptions, Tuning};
+pub use options::{EsmOptions, HandlerFactory, Tuning};
 pub use stats::{Counters, SourceStats};
 pub(crate) use throttle::Throttle;
 
@@ -121,9 +121,11 @@ fn stats_of(sources: &[SourceInfo]) -> BTreeMap<String, SourceStats> {
 
 /// Starts a poller for every enabled event source of every function in `template` that has a
 /// handler (`handlers` by function logical id, overridden by `options.handler_overrides`).
-/// The template must be provisioned (stream ARNs and queue URLs known).
+/// The template must be provisioned (stream ARNs and queue URLs known). Each function's
+/// pollers call AWS with `sdk_of(function logical id)`, as Lambda's pollers use the
+/// function's role.
 pub fn start(
-    sdk: &SdkConfig,
+    sdk_of: &dyn Fn(&str) -> SdkConfig,
     template: &Template,
     handlers: &HashMap<String, EventHandler>,
     options: &EsmOptions,
@@ -138,11 +140,18 @@ pub fn start(
         if function.event_sources.is_empty() || !options.polls(&function.logical_id) {
             continue;
         }
+        let sdk = sdk_of(&function.logical_id);
         let Some(handler) = options
             .handler_overrides
             .get(&function.logical_id)
-            .or_else(|| handlers.get(&function.logical_id))
             .cloned()
+            .or_else(|| {
+                options
+                    .handler_factories
+                    .get(&function.logical_id)
+                    .map(|factory| factory(&sdk))
+            })
+            .or_else(|| handlers.get(&function.logical_id).cloned())
         else {
             tracing::warn!(function = %function.logical_id, binary = %function.binary, "no local handler; its event sources are not polled");
             continue;

@@ -1,9 +1,15 @@
 //! How the pollers run: which functions, handler overrides, pauses, reporting.
 
 use super::EventHandler;
+use aws_config::SdkConfig;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Builds a handler from the function's own SDK configuration: its identity, checked by IAM
+/// when the stack enforces it.
+pub type HandlerFactory = Arc<dyn Fn(&SdkConfig) -> EventHandler + Send + Sync>;
 
 /// How the emulator runs.
 #[derive(Clone)]
@@ -15,6 +21,10 @@ pub struct EsmOptions {
     /// Handlers to use instead of the functions' own, by function logical id (tests inject
     /// failing handlers this way).
     pub handler_overrides: HashMap<String, EventHandler>,
+    /// Handlers built from the function's own SDK configuration instead of its own handler,
+    /// by function logical id: a test's variant of a function that still calls AWS as the
+    /// function (so IAM checks it). An override of the same function wins.
+    pub handler_factories: HashMap<String, HandlerFactory>,
     /// Visibility timeout requested on every SQS receive instead of the queue's (tests use a
     /// short one so failed messages come back quickly).
     pub sqs_visibility_timeout: Option<Duration>,
@@ -35,6 +45,7 @@ impl Default for EsmOptions {
             enabled: true,
             functions: None,
             handler_overrides: HashMap::new(),
+            handler_factories: HashMap::new(),
             sqs_visibility_timeout: None,
             idle_poll: Duration::from_millis(150),
             retry_backoff: Duration::from_millis(100),
@@ -53,6 +64,10 @@ impl fmt::Debug for EsmOptions {
                 "handler_overrides",
                 &self.handler_overrides.keys().collect::<Vec<_>>(),
             )
+            .field(
+                "handler_factories",
+                &self.handler_factories.keys().collect::<Vec<_>>(),
+            )
             .field("sqs_visibility_timeout", &self.sqs_visibility_timeout)
             .field("idle_poll", &self.idle_poll)
             .field("retry_backoff", &self.retry_backoff)
@@ -66,7 +81,10 @@ impl EsmOptions {
     /// Whether the pollers need `function`'s own handler: they run, poll its sources, and no
     /// override replaces it.
     pub fn needs_handler(&self, function: &str) -> bool {
-        self.enabled && !self.handler_overrides.contains_key(function) && self.polls(function)
+        self.enabled
+            && !self.handler_overrides.contains_key(function)
+            && !self.handler_factories.contains_key(function)
+            && self.polls(function)
     }
 
     /// Whether `function`'s event sources are polled (given a handler).

@@ -68,6 +68,7 @@ pub async fn provisioned_stack_at(
         stack: "eventfold-local".to_owned(),
         auth: crate::JwtConfig::dev(),
         parameter_overrides: Vec::new(),
+        iam: true,
     };
     let esm = crate::EsmOptions {
         enabled: false,

@@ -49,8 +49,20 @@ impl FunctionProcess {
     /// variables, and `AWS_LAMBDA_RUNTIME_API` pointing at a fresh [`RuntimeApi`].
     pub async fn start(binary: &Path, stack: &crate::LocalStack, name: &str) -> Result<Self> {
         let template = &stack.template;
-        let env = standalone_env(template, name, &stack.endpoint, &template.region)?;
         let logical_id = function(template, name)?.logical_id;
+        let mut env = standalone_env(template, name, &stack.endpoint, &template.region)?;
+        // With IAM on, the function calls AWS as itself, through the checking proxy.
+        if let Some((endpoint, key, secret)) = stack.function_credentials(&logical_id) {
+            env.retain(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "AWS_ENDPOINT_URL" | "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY"
+                )
+            });
+            env.push(("AWS_ENDPOINT_URL".into(), endpoint));
+            env.push(("AWS_ACCESS_KEY_ID".into(), key));
+            env.push(("AWS_SECRET_ACCESS_KEY".into(), secret));
+        }
         let physical = template.physical_name(&logical_id);
         let arn = template
             .arn(&logical_id)

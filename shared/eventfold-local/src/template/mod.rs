@@ -94,6 +94,13 @@ fn normalize(v: serde_yaml_ng::Value) -> Result<Value> {
     })
 }
 
+/// Parses YAML (a template or its translation), short-form intrinsics turned into the long
+/// JSON form.
+pub fn parse_yaml(raw: &str) -> Result<Value> {
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(raw).context("not YAML")?;
+    normalize(yaml)
+}
+
 /// The logical id a `!GetAtt X.attr` or `!Ref X` points at.
 fn target_of(v: &Value) -> Option<String> {
     let obj = v.as_object()?;
