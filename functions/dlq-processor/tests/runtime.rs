@@ -146,7 +146,7 @@ async fn sample_events_run_through_the_lambda_runtime_api() {
         matches!(warmed.as_slice(), [(endpoint, None)] if endpoint.starts_with("dynamodb:")),
         "{warmed:?}"
     );
-    let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
+    let data = emf::metrics_in(&f.stdout_settled().await).expect("valid EMF");
     assert!(data.iter().all(|d| d.namespace == "Eventfold"));
     assert!(data.iter().all(|d| {
         d.dimensions[0].contains(&("function".to_owned(), "dlq-processor".to_owned()))

@@ -56,7 +56,7 @@ async fn the_sample_batch_runs_through_the_lambda_runtime_api() {
         matches!(warmed.as_slice(), [(endpoint, None)] if endpoint.starts_with("dynamodb:")),
         "{warmed:?}"
     );
-    let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
+    let data = emf::metrics_in(&f.stdout_settled().await).expect("valid EMF");
     let consumer = ("consumer".to_owned(), "projector".to_owned());
     let consumed: f64 = data
         .iter()

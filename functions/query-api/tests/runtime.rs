@@ -52,7 +52,7 @@ async fn sample_requests_run_through_the_lambda_runtime_api() {
         matches!(warmed.as_slice(), [(endpoint, None)] if endpoint.starts_with("dynamodb:")),
         "{warmed:?}"
     );
-    let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
+    let data = emf::metrics_in(&f.stdout_settled().await).expect("valid EMF");
     let durations: usize = data
         .iter()
         .filter(|d| d.name == "processing_duration")

@@ -113,7 +113,7 @@ async fn sample_events_run_through_the_lambda_runtime_api() {
         matches!(warmed.as_slice(), [(endpoint, None)] if endpoint.starts_with("dynamodb:")),
         "{warmed:?}"
     );
-    let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
+    let data = emf::metrics_in(&f.stdout_settled().await).expect("valid EMF");
     let consumer = ("consumer".to_owned(), "saga".to_owned());
     let consumed: f64 = data
         .iter()

@@ -64,7 +64,7 @@ async fn the_sample_batch_runs_through_the_lambda_runtime_api() {
         matches!(warmed.as_slice(), [(endpoint, None)] if endpoint.starts_with("sns:")),
         "{warmed:?}"
     );
-    let data = emf::metrics_in(&f.stdout()).expect("valid EMF");
+    let data = emf::metrics_in(&f.stdout_settled().await).expect("valid EMF");
     let published: f64 = data
         .iter()
         .filter(|d| d.name == "events_published")

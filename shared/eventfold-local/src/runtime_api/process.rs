@@ -158,6 +158,26 @@ impl FunctionProcess {
         lock(&self.stdout).clone()
     }
 
+    /// The lines it printed on stdout once they stop coming (no new line for 200 ms, at most
+    /// 10 s): what an invocation printed after its answer (its EMF metrics, written just
+    /// before the answer, travel through a pipe the answer does not wait for).
+    pub async fn stdout_settled(&self) -> Vec<String> {
+        let quiet = Duration::from_millis(200);
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let mut seen = lock(&self.stdout).len();
+        let mut since = Instant::now();
+        while Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = lock(&self.stdout).len();
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            } else if since.elapsed() >= quiet {
+                break;
+            }
+        }
+        self.stdout()
+    }
+
     /// The lines it printed on stderr so far.
     pub fn stderr(&self) -> Vec<String> {
         lock(&self.stderr).clone()
