@@ -211,9 +211,19 @@ impl FunctionProcess {
     }
 
     /// Waits up to `timeout` for the function's init to end (its first poll for an
-    /// invocation): how long it took from the process's start.
-    pub async fn init_duration(&self, timeout: Duration) -> Result<Duration> {
-        Ok(self.api.first_poll(timeout).await? - self.spawned)
+    /// invocation): how long it took from the process's start. Fails with its stderr as soon
+    /// as the process exits instead.
+    pub async fn init_duration(&mut self, timeout: Duration) -> Result<Duration> {
+        let exited = tokio::select! {
+            polled = self.api.first_poll(timeout) => return Ok(polled? - self.spawned),
+            status = self.child.wait() => status?,
+        };
+        // The readers drain the pipes after the exit.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        bail!(
+            "the function exited during its init ({exited}): {}",
+            self.stderr().join("\n")
+        )
     }
 
     /// Invokes the function with `payload` (and `trace` as the invocation's X-Ray header);
