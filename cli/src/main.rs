@@ -1,5 +1,6 @@
 //! `eventfold`: the operator's tool: local stack, dev tokens, projection rebuilds, dead
-//! letters. (The benchmarks are `eventfold-bench`, in the `bench` package.)
+//! letters, the shipped arm64 artifacts checked under qemu. (The benchmarks are
+//! `eventfold-bench`, in the `bench` package.)
 #![forbid(unsafe_code)]
 
 use anyhow::{Context, Result};
@@ -61,6 +62,24 @@ enum Cmd {
     Iam {
         #[command(subcommand)]
         command: IamCmd,
+    },
+    /// Start each shipped arm64 `bootstrap` (the `sam build` output, zipped and unzipped as
+    /// Lambda gets it) under qemu-aarch64-static with Lambda's environment, against the
+    /// emulated runtime API and a local stack; send its sample events, check the answers,
+    /// and print init and first-request times (next to native builds' with --native).
+    CheckArtifacts {
+        /// The `sam build` output (`<LogicalId>/bootstrap` per function).
+        #[arg(long, default_value = ".aws-sam/build")]
+        build_dir: std::path::PathBuf,
+        /// Native builds of the functions to compare with (e.g. `$CARGO_TARGET_DIR/debug`).
+        #[arg(long)]
+        native: Option<std::path::PathBuf>,
+        /// qemu-aarch64-static (default: from PATH).
+        #[arg(long)]
+        qemu: Option<std::path::PathBuf>,
+        /// The arm64 C library the bootstrap links (Debian: libc6-arm64-cross).
+        #[arg(long, default_value = "/usr/aarch64-linux-gnu")]
+        sysroot: std::path::PathBuf,
     },
     /// Dead letters of every tenant: list, show, redrive, discard (operators).
     Dlq {
@@ -255,6 +274,23 @@ async fn main() -> Result<()> {
                 }
                 std::process::exit(1);
             }
+        }
+        Cmd::CheckArtifacts {
+            build_dir,
+            native,
+            qemu,
+            sysroot,
+        } => {
+            let cwd = std::env::current_dir()?;
+            let options = cli::artifacts::Options {
+                root: eventfold_local::emulator::find_root(&cwd)?,
+                build_dir: cwd.join(build_dir),
+                qemu,
+                sysroot,
+                native: native.map(|n| cwd.join(n)),
+                init_timeout: std::time::Duration::from_secs(60),
+            };
+            cli::artifacts::check(&options).await?;
         }
         Cmd::Dlq {
             command,

@@ -327,6 +327,8 @@ mod tests {
             environment: BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]),
             routes: Vec::new(),
             timeout: 3,
+            memory_size: 128,
+            handler: None,
             event_sources: Vec::new(),
         }
     }

@@ -20,7 +20,7 @@ mod process;
 pub use env::{
     env_file, provisioned_stack, provisioned_stack_at, request_trace, sample_event, standalone_env,
 };
-pub use process::{FunctionProcess, start_without, warm_ups};
+pub use process::{FunctionProcess, Launch, start_without, warm_ups};
 
 use crate::serve::{Response, response, serve};
 use anyhow::{Context, Result, anyhow, bail};

@@ -6,7 +6,8 @@ use super::{Answer, RuntimeApi, lock};
 use crate::template::Template;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,13 +44,69 @@ fn collect_lines(
     lines
 }
 
+/// How a function's code is started: a program (the function's own binary, or an emulator
+/// such as `qemu-aarch64-static` with the binary among its arguments), the working directory
+/// Lambda gives it (`LAMBDA_TASK_ROOT`, `/var/task` in Lambda), and the user it runs as.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    program: PathBuf,
+    args: Vec<OsString>,
+    task_root: Option<PathBuf>,
+    user: Option<(u32, u32)>,
+}
+
+impl Launch {
+    /// Runs `program` directly (a native binary), from the current directory.
+    pub fn native(program: &Path) -> Self {
+        Self {
+            program: program.to_path_buf(),
+            args: Vec::new(),
+            task_root: None,
+            user: None,
+        }
+    }
+
+    /// Runs `program` with `args` (e.g. an emulator and the binary it runs).
+    pub fn command(program: &Path, args: impl IntoIterator<Item = impl Into<OsString>>) -> Self {
+        Self {
+            args: args.into_iter().map(Into::into).collect(),
+            ..Self::native(program)
+        }
+    }
+
+    /// In `dir` as its working directory and `LAMBDA_TASK_ROOT`, as Lambda runs the code it
+    /// unzipped into `/var/task`.
+    pub fn task_root(mut self, dir: &Path) -> Self {
+        self.task_root = Some(dir.to_path_buf());
+        self
+    }
+
+    /// As the user `uid` and group `gid` (Lambda runs a function as an unprivileged user; a
+    /// root caller gives one so that read-only files are read-only to the function).
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
+        self
+    }
+}
+
 impl FunctionProcess {
     /// Starts `binary` as the template function `name` of `stack` would run in Lambda: the
     /// [`standalone_env`] only (the process environment is not inherited), the runtime's own
     /// variables, and `AWS_LAMBDA_RUNTIME_API` pointing at a fresh [`RuntimeApi`].
     pub async fn start(binary: &Path, stack: &crate::LocalStack, name: &str) -> Result<Self> {
+        Self::start_with(&Launch::native(binary), stack, name).await
+    }
+
+    /// [`start`](Self::start) with the code started as `launch` says; its memory size and
+    /// handler (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `_HANDLER`) are the template's.
+    pub async fn start_with(
+        launch: &Launch,
+        stack: &crate::LocalStack,
+        name: &str,
+    ) -> Result<Self> {
         let template = &stack.template;
-        let logical_id = function(template, name)?.logical_id;
+        let spec = function(template, name)?;
+        let logical_id = spec.logical_id;
         let mut env = standalone_env(template, name, &stack.endpoint, &template.region)?;
         // With IAM on, the function calls AWS as itself, through the checking proxy.
         if let Some((endpoint, key, secret)) = stack.function_credentials(&logical_id) {
@@ -63,11 +120,18 @@ impl FunctionProcess {
             env.push(("AWS_ACCESS_KEY_ID".into(), key));
             env.push(("AWS_SECRET_ACCESS_KEY".into(), secret));
         }
+        env.push((
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(),
+            spec.memory_size.to_string(),
+        ));
+        if let Some(handler) = spec.handler {
+            env.push(("_HANDLER".into(), handler));
+        }
         let physical = template.physical_name(&logical_id);
         let arn = template
             .arn(&logical_id)
             .unwrap_or_else(|| physical.clone());
-        Self::spawn(binary, env, &physical, &arn).await
+        Self::spawn_with(launch, env, &physical, &arn).await
     }
 
     /// Starts `binary` with exactly `env` (plus the runtime's variables for a function named
@@ -78,18 +142,41 @@ impl FunctionProcess {
         function_name: &str,
         arn: &str,
     ) -> Result<Self> {
+        Self::spawn_with(&Launch::native(binary), env, function_name, arn).await
+    }
+
+    /// [`spawn`](Self::spawn) with the code started as `launch` says. The variables Lambda
+    /// sets that `env` does not give get Lambda's values (memory 256 MB unless given).
+    pub async fn spawn_with(
+        launch: &Launch,
+        env: Vec<(String, String)>,
+        function_name: &str,
+        arn: &str,
+    ) -> Result<Self> {
         let physical = function_name;
         let api = RuntimeApi::start(arn).await?;
-        let mut command = tokio::process::Command::new(binary);
+        let region = env
+            .iter()
+            .find(|(k, _)| k == "AWS_REGION")
+            .map(|(_, v)| v.clone());
+        let mut command = tokio::process::Command::new(&launch.program);
         command
+            .args(&launch.args)
             .env_clear()
+            // Lambda's defaults for an OS-only runtime (provided.al2023), which `env` may
+            // override where Lambda lets the configuration do so.
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("LANG", "en_US.UTF-8")
+            .env("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin")
+            .env("TZ", ":UTC")
+            .env("LAMBDA_RUNTIME_DIR", "/var/runtime")
             .envs(env)
             // Credentials and region are given: never ask an instance metadata service.
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_LAMBDA_RUNTIME_API", api.address())
             .env("AWS_LAMBDA_FUNCTION_NAME", physical)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
             .env(
                 "AWS_LAMBDA_LOG_GROUP_NAME",
                 format!("/aws/lambda/{physical}"),
@@ -99,10 +186,19 @@ impl FunctionProcess {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
+        if let Some(region) = region {
+            command.env("AWS_DEFAULT_REGION", region);
+        }
+        if let Some(dir) = &launch.task_root {
+            command.current_dir(dir).env("LAMBDA_TASK_ROOT", dir);
+        }
+        if let Some((uid, gid)) = launch.user {
+            command.uid(uid).gid(gid);
+        }
         let spawned = Instant::now();
         let mut child = command
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| format!("starting {}", launch.program.display()))?;
         let stdout = collect_lines(child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
         let stderr = collect_lines(child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?);
         Ok(Self {
@@ -115,9 +211,19 @@ impl FunctionProcess {
     }
 
     /// Waits up to `timeout` for the function's init to end (its first poll for an
-    /// invocation): how long it took from the process's start.
-    pub async fn init_duration(&self, timeout: Duration) -> Result<Duration> {
-        Ok(self.api.first_poll(timeout).await? - self.spawned)
+    /// invocation): how long it took from the process's start. Fails with its stderr as soon
+    /// as the process exits instead.
+    pub async fn init_duration(&mut self, timeout: Duration) -> Result<Duration> {
+        let exited = tokio::select! {
+            polled = self.api.first_poll(timeout) => return Ok(polled? - self.spawned),
+            status = self.child.wait() => status?,
+        };
+        // The readers drain the pipes after the exit.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        bail!(
+            "the function exited during its init ({exited}): {}",
+            self.stderr().join("\n")
+        )
     }
 
     /// Invokes the function with `payload` (and `trace` as the invocation's X-Ray header);

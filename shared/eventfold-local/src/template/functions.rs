@@ -27,6 +27,10 @@ pub struct FunctionSpec {
     pub routes: Vec<RouteSpec>,
     /// Timeout in seconds.
     pub timeout: u64,
+    /// Memory in MB (`MemorySize`, Lambda's default 128).
+    pub memory_size: u64,
+    /// `Handler` (the runtime's `_HANDLER`), if the template names one.
+    pub handler: Option<String>,
     /// Event sources (`DynamoDB` streams and `SQS` queues) the function is mapped to.
     pub event_sources: Vec<EventSourceSpec>,
 }
@@ -114,6 +118,15 @@ impl Template {
                     .and_then(|t| self.resolve(t))
                     .and_then(|t| t.parse().ok())
                     .unwrap_or(3);
+                let setting = |key: &str| {
+                    p.get(key)
+                        .or_else(|| globals.and_then(|g| g.get(key)))
+                        .and_then(|v| self.resolve(v))
+                };
+                let memory_size = setting("MemorySize")
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(128);
+                let handler = setting("Handler");
                 let event_sources = p
                     .get("Events")
                     .and_then(Value::as_object)
@@ -127,6 +140,8 @@ impl Template {
                     environment,
                     routes,
                     timeout,
+                    memory_size,
+                    handler,
                     event_sources,
                 }
             })
@@ -157,6 +172,10 @@ mod tests {
         let f = &t.functions()[0];
         assert_eq!(f.binary, "command-api");
         assert_eq!(f.timeout, 9);
+        assert_eq!(
+            (f.memory_size, f.handler.as_deref()),
+            (512, Some("bootstrap"))
+        );
         assert_eq!(f.environment["EVENTS_TABLE"], "st-EventsTable");
         assert_eq!(f.environment["RUST_LOG"], "debug");
         assert_eq!(f.environment["SUBBED"], "st-x-debug");

@@ -220,6 +220,8 @@ Parameters:
 Globals:
   Function:
     Timeout: 9
+    MemorySize: 512
+    Handler: bootstrap
     Environment:
       Variables:
         RUST_LOG: !Ref Level
