@@ -156,9 +156,7 @@ pub const ALL_FUNCTIONS: &str = "all";
 /// against the stack `options` describe: what `eventfold local` with the same options hands
 /// it, plus the emulator's endpoint, region and dummy credentials.
 pub fn print_env(options: &LocalOptions, function: &str) -> Result<String> {
-    let region = std::env::var("AWS_REGION")
-        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
-        .unwrap_or_else(|_| "us-east-1".to_owned());
+    let region = eventfold_local::emulator::local_region();
     let mut template = eventfold_local::Template::load(
         &options.root.join(eventfold_local::stack::TEMPLATE_PATH),
         &options.stack,

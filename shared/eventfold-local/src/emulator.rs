@@ -91,6 +91,14 @@ impl Drop for Emulator {
     }
 }
 
+/// The region a local stack is named in when nothing asks for one: `AWS_REGION`, else
+/// `AWS_DEFAULT_REGION`, else `us-east-1` (what [`local_sdk_config`] falls back to).
+pub fn local_region() -> String {
+    std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|_| "us-east-1".to_owned())
+}
+
 /// SDK configuration for a local endpoint: region and dummy credentials unless the
 /// environment provides real ones.
 pub async fn local_sdk_config(endpoint: &str) -> SdkConfig {
