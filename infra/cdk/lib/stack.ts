@@ -64,21 +64,19 @@ interface FunctionSpec {
   readonly description: string;
   readonly environment: Record<string, string>;
   readonly statements: Statement[];
-  /** AWS managed policies SAM attaches for the function's event sources. */
-  readonly eventSourcePolicies?: string[];
-  /**
-   * Further inline policies by name: SAM adds one for an event source's on-failure
-   * destination (`<Function><Event>SQSPolicy`).
-   */
-  readonly extraPolicies?: Record<string, Statement[]>;
+  /** Statements Lambda needs for the function's event sources (ListStreams for a stream). */
+  readonly eventSourceStatements?: Statement[];
   /** Seconds; the Globals default is 10. */
   readonly timeout?: number;
 }
 
-const LAMBDA_BASIC = "service-role/AWSLambdaBasicExecutionRole";
-const XRAY_WRITE = "AWSXrayWriteOnlyAccess";
-const SQS_EXECUTION = "service-role/AWSLambdaSQSQueueExecutionRole";
-const DYNAMODB_EXECUTION = "service-role/AWSLambdaDynamoDBExecutionRole";
+/** Active tracing: Lambda sends the function's segments with its role ("*" only). */
+const XRAY_TRACES: Statement = {
+  Sid: "XRayTraces",
+  Effect: "Allow",
+  Action: ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+  Resource: "*",
+};
 
 /** The whole Eventfold system: event store, fan-out, read side, saga, HTTP API, alarms. */
 export class EventfoldStack extends cdk.Stack {
@@ -293,12 +291,8 @@ export class EventfoldStack extends cdk.Stack {
         ),
         allow("StreamOnFailureDestination", "sqs:SendMessage", streamFailureQueue.attrArn),
       ],
-      eventSourcePolicies: [DYNAMODB_EXECUTION],
-      extraPolicies: {
-        StreamPublisherFunctionEventsStreamSQSPolicy: [
-          { Action: "sqs:SendMessage", Effect: "Allow", Resource: streamFailureQueue.attrArn },
-        ],
-      },
+      // Lambda's stream poller lists the table's streams; ListStreams takes "*" only.
+      eventSourceStatements: [allow("ListEventsStreams", "dynamodb:ListStreams", "*")],
     });
     new lambda.CfnEventSourceMapping(this, "StreamPublisherFunctionEventsStream", {
       functionName: streamPublisher.functionName,
@@ -340,7 +334,6 @@ export class EventfoldStack extends cdk.Stack {
         consume("ConsumeProjectorQueue", projectorQueue),
         failureNotes,
       ],
-      eventSourcePolicies: [SQS_EXECUTION],
     });
     this.sqsSource("ProjectorFunctionNotifications", projector, projectorQueue);
 
@@ -371,7 +364,6 @@ export class EventfoldStack extends cdk.Stack {
         consume("ConsumeSagaQueue", sagaQueue),
         failureNotes,
       ],
-      eventSourcePolicies: [SQS_EXECUTION],
     });
     this.sqsSource("SagaFunctionInputs", saga, sagaQueue);
     this.schedule("SagaFunctionDeadlines", saga, "rate(1 minute)", "Runs the saga deadlines that have passed.");
@@ -421,7 +413,6 @@ export class EventfoldStack extends cdk.Stack {
           [projectorDlq.attrArn, sagaDlq.attrArn, streamFailureQueue.attrArn],
         ),
       ],
-      eventSourcePolicies: [SQS_EXECUTION],
     });
     this.sqsSource("DlqProcessorFunctionProjectorDeadLetters", dlqProcessor, projectorDlq);
     this.sqsSource("DlqProcessorFunctionSagaDeadLetters", dlqProcessor, sagaDlq);
@@ -619,21 +610,15 @@ export class EventfoldStack extends cdk.Stack {
 
   /** A Rust function (`provided.al2023`, arm64) with its role and its log group. */
   private rustFunction(functionsDir: string, rustLog: string, spec: FunctionSpec): lambda.Function {
-    const managed = [LAMBDA_BASIC, XRAY_WRITE, ...(spec.eventSourcePolicies ?? [])];
+    // The template's explicit role (no managed policies: SAM's grant on "*"): the function's
+    // statements, what its event sources need, X-Ray; logs in a policy of its own below.
     const role = new iam.Role(this, `${spec.id}Role`, {
       assumedBy: new iam.ServicePrincipal("lambda.amazonaws.com"),
-      managedPolicies: managed.map((name) => iam.ManagedPolicy.fromAwsManagedPolicyName(name)),
       inlinePolicies: {
         [`${spec.id}RolePolicy0`]: iam.PolicyDocument.fromJson({
           Version: "2012-10-17",
-          Statement: spec.statements,
+          Statement: [...spec.statements, ...(spec.eventSourceStatements ?? []), XRAY_TRACES],
         }),
-        ...Object.fromEntries(
-          Object.entries(spec.extraPolicies ?? {}).map(([name, statements]) => [
-            name,
-            iam.PolicyDocument.fromJson({ Statement: statements }),
-          ]),
-        ),
       },
     });
     pin(role, `${spec.id}Role`);
@@ -660,6 +645,16 @@ export class EventfoldStack extends cdk.Stack {
       retentionInDays: 14,
     });
     disposable(logGroup);
+    // Logs into the function's own group only; a policy of its own, as in the template (in
+    // the role it would reference the group, named after the function, which needs the role).
+    new iam.CfnPolicy(this, `${spec.id}LogsPolicy`, {
+      policyName: `${spec.id}Logs`,
+      roles: [role.roleName],
+      policyDocument: {
+        Version: "2012-10-17",
+        Statement: [allow("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], logGroup.attrArn)],
+      },
+    });
     return fn;
   }
 

@@ -1,6 +1,8 @@
 //! Each function's role as AWS would hold it: the template translated to CloudFormation by
 //! SAM itself (`scripts/sam-translate.py`, offline: the role SAM generates per function, its
-//! inline `Policies` with the SAM policy templates expanded, and its `ManagedPolicyArns`),
+//! inline `Policies` with the SAM policy templates expanded, and its `ManagedPolicyArns`;
+//! or the template's own `AWS::IAM::Role` that a function names with `Role: !GetAtt X.Arn`,
+//! with the `AWS::IAM::Policy` resources attached to it),
 //! the intrinsics resolved to this stack's ARNs by the local [`Template`], and the managed
 //! policies' documents pinned in `eventfold-iam` (`shared/eventfold-iam/managed/`).
 
@@ -158,6 +160,37 @@ pub fn function_roles(template: &Template, translated: &Value) -> Result<BTreeMa
                 Statement::parse_policy(name, &document).map_err(|e: PolicyError| anyhow!(e))?,
             );
         }
+        // Policies of their own (`AWS::IAM::Policy`) attached to the role: the template's
+        // logs statements, which reference the function's log group (named after the
+        // function, which needs the role: inside the role they would make a cycle).
+        for (policy_id, policy) in resources {
+            if policy.get("Type").and_then(Value::as_str) != Some("AWS::IAM::Policy") {
+                continue;
+            }
+            let p = policy.get("Properties");
+            let attached = p
+                .and_then(|p| p.get("Roles"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|r| r.get("Ref").and_then(Value::as_str) == Some(role));
+            if !attached {
+                continue;
+            }
+            let name = p
+                .and_then(|p| p.get("PolicyName"))
+                .and_then(Value::as_str)
+                .unwrap_or(policy_id);
+            let document = resolve_all(
+                template,
+                p.and_then(|p| p.get("PolicyDocument"))
+                    .unwrap_or(&Value::Null),
+            )
+            .with_context(|| format!("policy {policy_id} of {role}"))?;
+            statements.extend(
+                Statement::parse_policy(name, &document).map_err(|e: PolicyError| anyhow!(e))?,
+            );
+        }
         for arn in props
             .get("ManagedPolicyArns")
             .and_then(Value::as_array)
@@ -203,6 +236,11 @@ Resources:
   Work:
     Type: AWS::SQS::Queue
     Properties: { QueueName: !Sub "${AWS::StackName}-work.fifo", FifoQueue: true }
+  Own:
+    Type: AWS::Serverless::Function
+  OwnLogGroup:
+    Type: AWS::Logs::LogGroup
+    Properties: { LogGroupName: !Sub "/aws/lambda/${Own}" }
 "#;
 
     const TRANSLATED: &str = r#"
@@ -232,6 +270,43 @@ Resources:
                 Effect: Allow
                 Action: sqs:ReceiveMessage
                 Resource: { "Fn::GetAtt": [Work, Arn] }
+  Own:
+    Type: AWS::Lambda::Function
+    Properties:
+      Role: { "Fn::GetAtt": [OwnRole, Arn] }
+  OwnRole:
+    Type: AWS::IAM::Role
+    Properties:
+      Policies:
+        - PolicyName: OwnRolePolicy0
+          PolicyDocument:
+            Statement:
+              - Sid: Consume
+                Effect: Allow
+                Action: sqs:ReceiveMessage
+                Resource: { "Fn::GetAtt": [Work, Arn] }
+  OwnLogsPolicy:
+    Type: AWS::IAM::Policy
+    Properties:
+      PolicyName: OwnLogs
+      Roles: [{ Ref: OwnRole }]
+      PolicyDocument:
+        Statement:
+          - Sid: WriteOwnLogs
+            Effect: Allow
+            Action: [logs:CreateLogStream, logs:PutLogEvents]
+            Resource: { "Fn::GetAtt": [OwnLogGroup, Arn] }
+  OtherLogsPolicy:
+    Type: AWS::IAM::Policy
+    Properties:
+      PolicyName: OtherLogs
+      Roles: [{ Ref: ElseRole }]
+      PolicyDocument:
+        Statement:
+          - Sid: Nothing
+            Effect: Allow
+            Action: sqs:DeleteMessage
+            Resource: { "Fn::GetAtt": [Work, Arn] }
 "#;
 
     #[test]
@@ -279,6 +354,35 @@ Resources:
                 "arn:aws:logs:us-east-1:123456789012:log-group:x"
             ),
             Decision::Allow
+        );
+    }
+
+    #[test]
+    fn an_explicit_role_holds_its_inline_and_attached_policies_only() {
+        let template = Template::parse(SAM, "st", "us-east-1").expect("parses");
+        let translated = parse_yaml(TRANSLATED).expect("yaml");
+        let roles = function_roles(&template, &translated).expect("resolves");
+        let role = &roles["Own"];
+        assert_eq!(role.role, "OwnRole");
+        let names: Vec<String> = role.statements.iter().map(Statement::name).collect();
+        assert_eq!(names, ["OwnRolePolicy0/Consume", "OwnLogs/WriteOwnLogs"]);
+        let decide = |action: &str, resource: &str| {
+            evaluate(&role.statements, &role.principal, action, resource)
+        };
+        let group = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/st-Own";
+        assert_eq!(
+            decide(
+                "logs:PutLogEvents",
+                &format!("{group}:log-stream:2026/01/01/x")
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(
+                "logs:PutLogEvents",
+                "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/st-Other:log-stream:x"
+            ),
+            Decision::ImplicitDeny
         );
     }
 

@@ -81,6 +81,18 @@ impl Template {
                 Some(self.resource_name(res))
             }
             ("AWS::SQS::Queue", "QueueUrl") => Some(self.queue_url(res)),
+            // As CloudFormation returns it: the group's ARN with `:*` (its log streams).
+            ("AWS::Logs::LogGroup", "Arn") => {
+                let name = self
+                    .properties(res)
+                    .and_then(|p| p.get("LogGroupName"))
+                    .and_then(|v| self.resolve(v))
+                    .unwrap_or_else(|| self.physical_name(res));
+                Some(format!(
+                    "arn:aws:logs:{}:{LOCAL_ACCOUNT}:log-group:{name}:*",
+                    self.region
+                ))
+            }
             _ => None,
         }
     }
