@@ -37,19 +37,84 @@ pub fn report(root: &Path, calls: &Path) -> Result<Report> {
     Ok(Report::new(&roles, &labels(&template), &calls))
 }
 
-/// What `--check` refuses: denied calls on the stack's resources, and statements that allow no recorded call and
-/// that no AWS-only reason explains. Empty when the roles fit the calls. (A redundant
-/// statement, whose calls another statement allows too, is reported, not refused: SAM's
-/// managed execution policies overlap the functions' own statements.)
-/// `known`: `Function/Sid=reason` entries, statements known to be unexercised here, each with
-/// why (printed, not refused).
-pub fn problems(report: &Report, known: &[String]) -> Vec<String> {
-    let reason = |function: &str, statement: &str| {
-        known.iter().find_map(|k| {
-            let (name, why) = k.split_once('=')?;
-            let (f, sid) = name.split_once('/')?;
-            (f == function && statement.rsplit('/').next() == Some(sid)).then_some(why)
-        })
+/// Where the granted actions no test exercises are listed, each with why it is granted.
+pub const UNEXERCISED_PATH: &str = "infra/iam-unexercised.txt";
+
+/// One entry of [`UNEXERCISED_PATH`]: a granted action (or, with `*`, a whole statement) of
+/// a function's role that no recorded call exercises, and why the role keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    /// Function logical id.
+    pub function: String,
+    /// The statement's `Sid`.
+    pub sid: String,
+    /// The action, or `*` for the whole statement.
+    pub action: String,
+    /// Why it is granted though nothing here exercises it.
+    pub reason: String,
+}
+
+/// Reads the entries of `text`: one per line, `Function/Sid action: reason`; blank lines
+/// and `#` comments are skipped. A line without a reason is an error.
+pub fn parse_known(text: &str) -> Result<Vec<Known>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || {
+            anyhow::anyhow!(
+                "{UNEXERCISED_PATH}:{}: want `Function/Sid action: reason`, got `{line}`",
+                n + 1
+            )
+        };
+        let (head, reason) = line.split_once(": ").ok_or_else(bad)?;
+        let (name, action) = head.split_once(' ').ok_or_else(bad)?;
+        let (function, sid) = name.split_once('/').ok_or_else(bad)?;
+        let reason = reason.trim();
+        if reason.is_empty() || action.trim().is_empty() || function.is_empty() || sid.is_empty() {
+            return Err(bad());
+        }
+        out.push(Known {
+            function: function.to_owned(),
+            sid: sid.to_owned(),
+            action: action.trim().to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// The entries of [`UNEXERCISED_PATH`] under `root`.
+pub fn read_known(root: &Path) -> Result<Vec<Known>> {
+    let path = root.join(UNEXERCISED_PATH);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    parse_known(&text)
+}
+
+/// What `--check` refuses: denied calls on the stack's resources; statements that allow no
+/// recorded call; granted actions no recorded call exercises, unless an entry of `known`
+/// says why (statements needed only in AWS, such as Logs and X-Ray, explain themselves);
+/// and entries of `known` that no longer match (exercised now, or no longer granted), so
+/// the list cannot go stale. Empty when the roles fit the calls. (A redundant statement,
+/// whose calls another statement allows too, is reported, not refused.)
+pub fn problems(report: &Report, known: &[Known]) -> Vec<String> {
+    let mut used = vec![false; known.len()];
+    let mut explained = |function: &str, statement: &str, action: &str| {
+        let sid = statement.rsplit('/').next().unwrap_or(statement);
+        let hit = known
+            .iter()
+            .position(|k| k.function == function && k.sid == sid && k.action == action);
+        if let Some(i) = hit {
+            used[i] = true;
+            println!(
+                "known unexercised: {function}/{sid} {action}: {}",
+                known[i].reason
+            );
+        }
+        hit.is_some()
     };
     let mut out = Vec::new();
     for (function, r) in &report.functions {
@@ -64,12 +129,126 @@ pub fn problems(report: &Report, known: &[String]) -> Vec<String> {
                 }
             }
         }
-        for s in r.unexercised() {
-            match reason(function, &s.name) {
-                Some(why) => println!("known unexercised: {function}: {}: {why}", s.name),
-                None => out.push(format!("{function}: {} allows no recorded call", s.name)),
+        for s in &r.statements {
+            if s.aws_only.is_some() {
+                continue;
+            }
+            if s.allows == 0 {
+                if !explained(function, &s.name, "*") {
+                    out.push(format!(
+                        "{function}: {} allows no recorded call: remove it, or say why in {UNEXERCISED_PATH}",
+                        s.name
+                    ));
+                }
+                continue;
+            }
+            for u in &s.unexercised {
+                let action = u.split_once(" on ").map_or(u.as_str(), |(a, _)| a);
+                if !explained(function, &s.name, action) {
+                    out.push(format!(
+                        "{function}: {}: {u} is granted and never exercised: narrow the role, or say why in {UNEXERCISED_PATH}",
+                        s.name
+                    ));
+                }
             }
         }
     }
+    for (k, used) in known.iter().zip(used) {
+        if !used {
+            out.push(format!(
+                "{UNEXERCISED_PATH}: `{}/{} {}` matches no unexercised grant any more (exercised now, or no longer granted): remove the entry",
+                k.function, k.sid, k.action
+            ));
+        }
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventfold_local::iam::report::{FunctionReport, StatementUse};
+    use std::collections::BTreeMap;
+
+    fn statement(name: &str, allows: usize, unexercised: &[&str]) -> StatementUse {
+        StatementUse {
+            name: name.into(),
+            allows,
+            needed_by: allows,
+            also_allowed_by: Vec::new(),
+            unexercised: unexercised.iter().map(|s| (*s).to_owned()).collect(),
+            aws_only: None,
+        }
+    }
+
+    fn report(statements: Vec<StatementUse>) -> Report {
+        let f = FunctionReport {
+            exercised: BTreeMap::new(),
+            statements,
+        };
+        Report {
+            functions: BTreeMap::from([("F".to_owned(), f)]),
+        }
+    }
+
+    #[test]
+    fn entries_read_as_function_sid_action_and_a_reason() {
+        let known =
+            parse_known("# why\n\nF/Read dynamodb:GetItem: the fallback read\nF/Old *: AWS only\n")
+                .expect("parses");
+        assert_eq!(known.len(), 2);
+        assert_eq!(
+            (
+                known[0].function.as_str(),
+                known[0].sid.as_str(),
+                known[0].action.as_str()
+            ),
+            ("F", "Read", "dynamodb:GetItem")
+        );
+        assert_eq!(known[1].reason, "AWS only");
+        for bad in [
+            "F/Read dynamodb:GetItem",
+            "F/Read dynamodb:GetItem: ",
+            "Read dynamodb:GetItem: x",
+            "F/Read: x",
+        ] {
+            assert!(parse_known(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_unexercised_grant_needs_a_reason_and_a_reason_must_not_go_stale() {
+        let r = report(vec![
+            statement(
+                "p/Read",
+                2,
+                &["dynamodb:GetItem on Table", "dynamodb:Scan on Table"],
+            ),
+            statement("p/Unused", 0, &["sqs:SendMessage on Queue"]),
+        ]);
+        let problems = problems(&r, &[]);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("dynamodb:Scan on Table is granted and never exercised"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("p/Unused allows no recorded call"))
+        );
+
+        let known = parse_known(
+            "F/Read dynamodb:GetItem: fallback\nF/Read dynamodb:Scan: operator\nF/Unused *: AWS only\n",
+        )
+        .expect("parses");
+        assert!(super::problems(&r, &known).is_empty());
+
+        let stale = parse_known("F/Read dynamodb:Query: once needed\n").expect("parses");
+        let all = [known, stale].concat();
+        let problems = super::problems(&r, &all);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("`F/Read dynamodb:Query` matches no unexercised grant"));
+    }
 }

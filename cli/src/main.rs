@@ -108,14 +108,11 @@ enum IamCmd {
         /// The directory the stacks wrote their calls to (EVENTFOLD_IAM_RECORD of the run).
         #[arg(long, env = "EVENTFOLD_IAM_RECORD")]
         calls: std::path::PathBuf,
-        /// Exit 1 on a denied call or a statement no recorded call needs (and no AWS-only
-        /// reason explains).
+        /// Exit 1 on a denied call, or a statement or granted action no recorded call
+        /// exercises that neither an AWS-only reason nor `infra/iam-unexercised.txt`
+        /// explains, or a stale entry of that file.
         #[arg(long)]
         check: bool,
-        /// A statement known to be unexercised by the recorded calls, and why:
-        /// `Function/Sid=reason` (repeatable); --check lists it instead of failing.
-        #[arg(long, value_name = "FUNCTION/SID=REASON")]
-        known: Vec<String>,
     },
 }
 
@@ -256,16 +253,12 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Iam {
-            command:
-                IamCmd::Report {
-                    calls,
-                    check,
-                    known,
-                },
+            command: IamCmd::Report { calls, check },
         } => {
             let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
             let report = cli::iam::report(&root, &calls)?;
             print!("{report}");
+            let known = cli::iam::read_known(&root)?;
             let problems = cli::iam::problems(&report, &known);
             if check && !problems.is_empty() {
                 eprintln!("iam report --check:");

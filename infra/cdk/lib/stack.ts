@@ -316,17 +316,11 @@ export class EventfoldStack extends cdk.Stack {
         DEAD_LETTERS_TABLE: deadLettersTable.ref,
       },
       statements: [
-        allow("EventStoreRead", ["dynamodb:Query", "dynamodb:GetItem"], eventsTable.attrArn),
+        allow("EventStoreRead", "dynamodb:Query", eventsTable.attrArn),
         allow(
           "ReadModelsWrite",
-          [
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:Query",
-            "dynamodb:ConditionCheckItem",
-          ],
-          [readModelsTable.attrArn, cdk.Fn.sub("${ReadModelsTable.Arn}/index/gsi1")],
+          ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+          readModelsTable.attrArn,
         ),
         // A batch's documents and checkpoints in one read (ReadModelStore::get_many):
         // without it every batch is denied and falls back to single GetItems.
@@ -356,7 +350,6 @@ export class EventfoldStack extends cdk.Stack {
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
-            "dynamodb:DeleteItem",
             "dynamodb:Query",
           ],
           [readModelsTable.attrArn, cdk.Fn.sub("${ReadModelsTable.Arn}/index/gsi1")],
@@ -400,7 +393,7 @@ export class EventfoldStack extends cdk.Stack {
       statements: [
         allow(
           "DeadLetters",
-          ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan"],
+          ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
           deadLettersTable.attrArn,
         ),
         allow("EventStoreRead", "dynamodb:Query", eventsTable.attrArn),
@@ -409,7 +402,7 @@ export class EventfoldStack extends cdk.Stack {
         allow("Redrive", "sqs:SendMessage", [projectorQueue.attrArn, sagaQueue.attrArn]),
         allow(
           "ConsumeDeadLetterQueues",
-          ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+          ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
           [projectorDlq.attrArn, sagaDlq.attrArn, streamFailureQueue.attrArn],
         ),
       ],
@@ -825,7 +818,7 @@ function allow(sid: string, action: string | string[], resource: string | string
 function consume(sid: string, queue: sqs.CfnQueue): Statement {
   return allow(
     sid,
-    ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"],
+    ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
     queue.attrArn,
   );
 }

@@ -11,7 +11,9 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
@@ -96,6 +98,7 @@ fn filterable(record: &Value) -> Value {
 /// Polls the queue until the task is aborted.
 pub async fn run(sdk: SdkConfig, source: SqsSource) {
     let client = Client::new(&sdk);
+    attach(&client, &source).await;
     let mut warn = Throttle::new();
     loop {
         match receive(&client, &source).await {
@@ -109,6 +112,30 @@ pub async fn run(sdk: SdkConfig, source: SqsSource) {
                 tokio::time::sleep(source.target.tuning.idle_poll).await;
             }
             Ok(messages) => deliver(&client, &source, messages).await,
+        }
+    }
+}
+
+/// Lambda reads the queue's attributes with the function's role before its poller starts
+/// (why the Lambda guide lists `sqs:GetQueueAttributes` among a consumer's permissions), so a
+/// role without it gets a mapping that never polls. Retried, loudly, until it is allowed.
+async fn attach(client: &Client, source: &SqsSource) {
+    let mut warn = Throttle::new();
+    loop {
+        match client
+            .get_queue_attributes()
+            .queue_url(&source.queue_url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => {
+                if warn.ready() {
+                    tracing::error!(function = %source.target.function, queue = %source.queue_url, error = %DisplayErrorContext(&e), "the event source mapping cannot read its queue's attributes; it does not poll");
+                }
+                tokio::time::sleep(source.target.tuning.idle_poll * 5).await;
+            }
         }
     }
 }
