@@ -1,6 +1,6 @@
-//! The DynamoDB plumbing every table adapter shares: the constructors of a store on one table
-//! ([`table_store!`]), JSON <-> attribute values, attribute shorthands, and DynamoDB's
-//! item-size arithmetic: shared by the event store and the read-model store.
+//! The DynamoDB plumbing every table adapter shares: the constructors of a store on one
+//! table (the crate-private `table_store!`), JSON <-> attribute values, attribute shorthands,
+//! and DynamoDB's item-size arithmetic: shared by the event store and the read-model store.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_dynamo::aws_sdk_dynamodb_1::{from_attribute_value, to_attribute_value};

@@ -17,7 +17,7 @@ use uuid::Uuid;
 /// Schema version of a record's stored payload (`{key, headers, data}`).
 pub const RECORD_SCHEMA: u32 = 1;
 
-/// Tuning of [`Streams`].
+/// Tuning of [`Streams`](crate::Streams).
 #[derive(Clone)]
 pub struct StreamsConfig {
     /// How long a publish keeps retrying lost races on a hot partition (the caller's
@@ -27,7 +27,7 @@ pub struct StreamsConfig {
     /// long poll returns at once, conflicts retry at once).
     pub sleep: Option<Backoff>,
     /// Floors are raised once per this many offsets of a partition (see
-    /// [`TopicCatalogue::floor`]): one extra write per block, and a partition whose records
+    /// [`TopicCatalogue::floor`](crate::TopicCatalogue::floor)): one extra write per block, and a partition whose records
     /// all expired resumes at most this far ahead.
     pub floor_block: u64,
     /// Estimated bytes of one commit of records (the store refuses past its item limit).
@@ -256,9 +256,9 @@ pub struct ConsumeRequest {
     pub topic: String,
     /// The consumer group.
     pub group: String,
-    /// Most records to return (1..=[`MAX_CONSUME`]).
+    /// Most records to return (1..=[`MAX_CONSUME`](crate::MAX_CONSUME)).
     pub max: usize,
-    /// Longest wait for a record when none is there (<= [`MAX_WAIT_MS`]).
+    /// Longest wait for a record when none is there (<= [`MAX_WAIT_MS`](crate::MAX_WAIT_MS)).
     pub wait: Duration,
     /// Commit what the group's previous `auto_commit` call returned, and remember what this
     /// one returns.
@@ -313,7 +313,7 @@ pub struct HistoryQuery {
     pub since: Option<DateTime<Utc>>,
     /// Only records published at or before.
     pub until: Option<DateTime<Utc>>,
-    /// Page size (1..=[`MAX_HISTORY_LIMIT`]).
+    /// Page size (1..=[`MAX_HISTORY_LIMIT`](crate::MAX_HISTORY_LIMIT)).
     pub limit: usize,
     /// Where the previous page ended (last offset read per partition).
     pub after: Option<Offsets>,

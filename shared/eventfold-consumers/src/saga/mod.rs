@@ -30,8 +30,9 @@
 //! stream, gaps read from the event store), commands out through the
 //! [`CommandExecutor`](eventfold::CommandExecutor), deadlines through a [`DeadlineIndex`] (the
 //! read-model store's; [`MemoryReadModelStore`](crate::projection::MemoryReadModelStore) has
-//! one) and a tick. With the test kit, [`toy`] holds a small saga to test runners with
-//! and [`contract`] the suite every deadline index must pass.
+//! one) and a tick. The test kit (which depends on this crate, so no link) holds a small
+//! saga to test runners with, `eventfold_testkit::toy`, and the suite every deadline index
+//! must pass, `eventfold_testkit::deadline_index`.
 
 mod deadline;
 pub mod runner;
