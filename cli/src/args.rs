@@ -25,6 +25,10 @@ pub struct StackArgs {
     /// then fails only after a deploy). IAM is enforced by default.
     #[arg(long)]
     pub no_iam: bool,
+    /// Port of the IAM proxy the functions call AWS through (0: any free port). The
+    /// environment `--print-env FUNCTION` prints points at it.
+    #[arg(long, default_value_t = 4567)]
+    pub iam_port: u16,
 }
 
 impl StackArgs {
@@ -45,6 +49,7 @@ impl StackArgs {
                 &self.parameter_overrides,
             )?,
             iam: !self.no_iam,
+            iam_port: self.iam_port,
         })
     }
 }

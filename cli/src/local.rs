@@ -154,7 +154,10 @@ pub const ALL_FUNCTIONS: &str = "all";
 
 /// The `KEY=value` environment of `function` (binary or logical id, or [`ALL_FUNCTIONS`])
 /// against the stack `options` describe: what `eventfold local` with the same options hands
-/// it, plus the emulator's endpoint, region and dummy credentials.
+/// it, plus the endpoint, region and credentials it calls AWS with. With IAM on, one function
+/// calls through the stack's IAM proxy (`options.iam_port`) signing as itself, so its role is
+/// enforced as in the stack; [`ALL_FUNCTIONS`] cannot carry seven identities in one
+/// environment, so it calls the emulator directly, unchecked, and says so on stderr.
 pub fn print_env(options: &LocalOptions, function: &str) -> Result<String> {
     let region = eventfold_local::emulator::local_region();
     let mut template = eventfold_local::Template::load(
@@ -168,6 +171,11 @@ pub fn print_env(options: &LocalOptions, function: &str) -> Result<String> {
         .clone()
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", options.emulator_port));
     let env = if function == ALL_FUNCTIONS {
+        if options.iam {
+            eprintln!(
+                "WARNING: --print-env all: one environment cannot sign as seven functions, so these call the emulator directly and IAM does NOT check them; --print-env FUNCTION gives one function its own identity through the IAM proxy"
+            );
+        }
         // One template resolves every reference the same way, so the functions' variables
         // agree wherever they share a name; a disagreement would make the union a lie.
         let mut union = std::collections::BTreeMap::new();
@@ -186,6 +194,25 @@ pub fn print_env(options: &LocalOptions, function: &str) -> Result<String> {
             }
         }
         union.into_iter().collect()
+    } else if options.iam {
+        let logical_id = template
+            .function(function)
+            .map(|f| f.logical_id)
+            .ok_or_else(|| anyhow::anyhow!("the template has no function '{function}'"))?;
+        let proxy = format!("http://127.0.0.1:{}", options.iam_port);
+        let mut env =
+            eventfold_local::runtime_api::standalone_env(&template, function, &proxy, &region)?;
+        env.retain(|(k, _)| k != "AWS_ACCESS_KEY_ID" && k != "AWS_SECRET_ACCESS_KEY");
+        env.push((
+            "AWS_ACCESS_KEY_ID".into(),
+            eventfold_local::iam::access_key(&logical_id),
+        ));
+        env.push((
+            "AWS_SECRET_ACCESS_KEY".into(),
+            eventfold_local::iam::SECRET.to_owned(),
+        ));
+        env.sort();
+        env
     } else {
         eventfold_local::runtime_api::standalone_env(&template, function, &endpoint, &region)?
     };

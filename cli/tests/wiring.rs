@@ -49,6 +49,7 @@ fn print_env_gives_each_function_what_it_reads() {
         auth: eventfold_local::JwtConfig::dev(),
         parameter_overrides: vec![("PaymentTimeoutSeconds".into(), "5".into())],
         iam: true,
+        iam_port: 4598,
     };
     let env = |f: &str| cli::local::print_env(&options, f).expect("known function");
     let publisher = env("stream-publisher");
@@ -60,7 +61,9 @@ fn print_env_gives_each_function_what_it_reads() {
         topic.starts_with("arn:aws:sns:") && topic.ends_with(":eventfold-local-events.fifo"),
         "{topic}"
     );
-    assert!(publisher.contains("AWS_ENDPOINT_URL=http://127.0.0.1:4599\n"));
+    // One function calls through the IAM proxy, as itself.
+    assert!(publisher.contains("AWS_ENDPOINT_URL=http://127.0.0.1:4598\n"));
+    assert!(publisher.contains("AWS_ACCESS_KEY_ID=LOCALStreamPublisherFunction\n"));
     assert!(!publisher.contains("READ_MODELS_TABLE="));
     let projector = env("projector");
     assert!(projector.contains("READ_MODELS_TABLE=eventfold-local-ReadModelsTable\n"));
@@ -74,8 +77,20 @@ fn print_env_gives_each_function_what_it_reads() {
         .lines()
         .chain(projector.lines())
         .chain(env("command-api").lines())
+        .filter(|l| !l.starts_with("AWS_"))
     {
         assert!(all.lines().any(|l| l == line), "{line} missing from all");
     }
+    // Seven identities do not fit one environment: all of them call the emulator.
+    assert!(all.contains("AWS_ENDPOINT_URL=http://127.0.0.1:4599\n"));
+    let unchecked = eventfold_local::LocalOptions {
+        iam: false,
+        ..options.clone()
+    };
+    assert!(
+        cli::local::print_env(&unchecked, "stream-publisher")
+            .expect("known")
+            .contains("AWS_ENDPOINT_URL=http://127.0.0.1:4599\n")
+    );
     assert!(cli::local::print_env(&options, "nope").is_err());
 }

@@ -27,6 +27,7 @@ async fn stack() -> LocalStack {
             auth: JwtConfig::dev(),
             parameter_overrides: vec![("PaymentTimeoutSeconds".into(), "6".into())],
             iam: true,
+            iam_port: 0,
         },
         EsmOptions {
             idle_poll: Duration::from_millis(50),

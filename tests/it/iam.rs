@@ -126,3 +126,78 @@ async fn the_projectors_batched_read_is_in_its_role() {
     );
     stack.stop().await;
 }
+
+/// A function run alone (`eventfold local --print-env FUNCTION`, then `cargo lambda watch`)
+/// gets the stack's IAM proxy as its endpoint and its own identity, so its role is enforced
+/// there as in the stack: the query API may read the read models and may not write them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_run_alone_calls_aws_as_itself_through_the_proxy() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let options = eventfold_local::LocalOptions {
+        root: tests::root(),
+        api_addr: "127.0.0.1:0".parse().expect("valid address"),
+        emulator_port: 0,
+        endpoint: Some(tests::endpoint()),
+        stack: format!("{}-{}", tests::STACK, &id[id.len() - 10..]),
+        auth: eventfold_local::JwtConfig::dev(),
+        parameter_overrides: Vec::new(),
+        iam: true,
+        iam_port: port,
+    };
+    let esm = eventfold_local::EsmOptions {
+        enabled: false,
+        ..Default::default()
+    };
+    let stack = cli::local::start_with(options.clone(), esm)
+        .await
+        .expect("local stack starts");
+    stack.iam.as_ref().expect("IAM is on").leave_out_of_record();
+    let text = cli::local::print_env(&options, "query-api").expect("a known function");
+    let env: std::collections::BTreeMap<&str, &str> =
+        text.lines().filter_map(|l| l.split_once('=')).collect();
+    assert_eq!(env["AWS_ENDPOINT_URL"], format!("http://127.0.0.1:{port}"));
+    assert_eq!(
+        env["AWS_ACCESS_KEY_ID"],
+        eventfold_local::iam::access_key("QueryApiFunction")
+    );
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(env["AWS_ENDPOINT_URL"])
+        .region(aws_sdk_dynamodb::config::Region::new(
+            env["AWS_REGION"].to_owned(),
+        ))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            env["AWS_ACCESS_KEY_ID"],
+            env["AWS_SECRET_ACCESS_KEY"],
+            None,
+            None,
+            "print-env",
+        ))
+        .build();
+    let dynamo = aws_sdk_dynamodb::Client::from_conf(config);
+    let models = env["READ_MODELS_TABLE"];
+    let key = |k: &str| AttributeValue::S(k.to_owned());
+    let read = dynamo
+        .get_item()
+        .table_name(models)
+        .key("pk", key("p"))
+        .key("sk", key("s"))
+        .send()
+        .await;
+    assert!(read.is_ok(), "GetItem is in the query API's role: {read:?}");
+    let err = dynamo
+        .put_item()
+        .table_name(models)
+        .item("pk", key("p"))
+        .item("sk", key("s"))
+        .send()
+        .await
+        .expect_err("PutItem is not in its role")
+        .into_service_error();
+    assert_eq!(err.code(), Some("AccessDeniedException"), "{err:?}");
+    stack.stop().await;
+}

@@ -192,6 +192,7 @@ async fn the_schedule_ticks_the_function_whose_environment_has_the_overridden_ti
             auth: JwtConfig::dev(),
             parameter_overrides: vec![("PaymentTimeoutSeconds".into(), "1".into())],
             iam: true,
+            iam_port: 0,
         },
         &functions,
         EsmOptions {
@@ -315,6 +316,7 @@ async fn overrides_reach_the_shop_stack_and_bad_ones_stop_it() {
         auth: JwtConfig::dev(),
         parameter_overrides: overrides,
         iam: true,
+        iam_port: 0,
     };
     let quiet = || EsmOptions {
         enabled: false,

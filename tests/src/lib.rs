@@ -53,6 +53,7 @@ pub async fn stack() -> LocalStack {
         auth: JwtConfig::dev(),
         parameter_overrides: Vec::new(),
         iam: true,
+        iam_port: 0,
     })
     .await
     .expect("local stack starts")
@@ -115,6 +116,7 @@ pub async fn stack_named(name: &str, esm: EsmOptions) -> LocalStack {
             auth: JwtConfig::dev(),
             parameter_overrides: Vec::new(),
             iam: true,
+            iam_port: 0,
         },
         esm,
     )

@@ -42,6 +42,9 @@ pub struct LocalOptions {
     /// Enforce IAM: each function calls AWS as itself, checked against its template role
     /// ([`crate::iam`]). On unless turned off explicitly.
     pub iam: bool,
+    /// Port of the IAM proxy (0: any free port). A fixed one lets a function run alone
+    /// (`eventfold local --print-env FUNCTION`) call AWS through it, as itself.
+    pub iam_port: u16,
 }
 
 /// A running local stack; everything stops when it is dropped.
@@ -108,7 +111,7 @@ impl LocalStack {
             .map(|(t, created)| (t.name.clone(), *created))
             .collect();
         let iam = if options.iam {
-            Some(Iam::start(&options.root, &template, &endpoint).await?)
+            Some(Iam::start(&options.root, &template, &endpoint, options.iam_port).await?)
         } else {
             tracing::warn!(
                 "IAM is NOT enforced: functions call AWS unchecked; a call their role does not allow fails only after a deploy"

@@ -98,9 +98,14 @@ pub fn labels(template: &Template) -> Labels {
 }
 
 impl Iam {
-    /// Starts the proxy in front of `upstream` for the functions of the provisioned
-    /// `template`.
-    pub async fn start(root: &Path, template: &Template, upstream: &str) -> Result<Self> {
+    /// Starts the proxy on `port` (0: any free one) in front of `upstream` for the
+    /// functions of the provisioned `template`.
+    pub async fn start(
+        root: &Path,
+        template: &Template,
+        upstream: &str,
+        port: u16,
+    ) -> Result<Self> {
         let roles = {
             let root = root.to_path_buf();
             let template = template.clone();
@@ -129,9 +134,9 @@ impl Iam {
             recorder: recorder.clone(),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
-            .context("binding the IAM proxy")?;
+            .with_context(|| format!("binding the IAM proxy on 127.0.0.1:{port}"))?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let task = tokio::spawn(proxy::run(listener, state));
         Ok(Self {

@@ -69,6 +69,7 @@ pub async fn provisioned_stack_at(
         auth: crate::JwtConfig::dev(),
         parameter_overrides: Vec::new(),
         iam: true,
+        iam_port: 0,
     };
     let esm = crate::EsmOptions {
         enabled: false,
