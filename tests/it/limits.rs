@@ -183,7 +183,11 @@ async fn sqs_and_sns_refuse_oversized_messages_and_batches_as_aws_does() {
         .expect_err("over 1 MiB with its attribute");
     let e = e.into_service_error();
     assert_eq!(code(&e), "InvalidParameterValue");
-    assert!(message(&e).contains("shorter than 1048576"), "{}", message(&e));
+    assert!(
+        message(&e).contains("shorter than 1048576"),
+        "{}",
+        message(&e)
+    );
     // In UTF-8 bytes, not characters: 400 Ki three-byte characters are 1.2 MB.
     let e = sqs
         .send_message()
@@ -289,7 +293,11 @@ async fn command_bodies_past_each_limit_get_the_answer_aws_gives_and_write_nothi
     assert_gateway(&escaped, 500, "Internal Server Error");
     // Over the HTTP API's 10 MB: its own 413.
     let past_gateway = http
-        .post(COMMANDS, Some(&token), &command("c".repeat(11 * 1024 * KIB)))
+        .post(
+            COMMANDS,
+            Some(&token),
+            &command("c".repeat(11 * 1024 * KIB)),
+        )
         .await
         .expect("post");
     assert_gateway(&past_gateway, 413, "Request Entity Too Large");
@@ -309,7 +317,10 @@ const COMMANDS: &str = "/api/v1/events/commands";
 async fn a_batch_that_times_out_is_stopped_and_retried() {
     const PROJECTOR: &str = "ProjectorFunction";
     let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let (calls, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let (calls, finished) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let handler = {
         let (bodies, calls, finished) = (bodies.clone(), calls.clone(), finished.clone());
         event_handler(move |event: Value| {
