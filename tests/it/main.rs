@@ -2,9 +2,9 @@
 //! APIs over real HTTP, read models, the idempotency store, the stream -> SNS -> SQS fan-out
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
 //! DynamoDB), the streaming API (topics, publish, consumer groups, history), the recovery path
-//! (dead letters, the DLQ processor, SNS outages), one trace
-//! from a command to the consumers' queues, and the docs' shell blocks (the README's tour and
-//! every other block: run, checked or marked not run).
+//! (dead letters, the DLQ processor, SNS outages), AWS's limits as the local stack enforces
+//! them, one trace from a command to the consumers' queues, and the docs' shell blocks (the
+//! README's tour and every other block: run, checked or marked not run).
 
 mod api;
 mod contract;
@@ -15,6 +15,7 @@ mod fanout;
 mod fulfilment;
 mod iam;
 mod idempotency;
+mod limits;
 mod packing;
 mod publisher;
 mod query;

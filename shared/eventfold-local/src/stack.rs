@@ -134,6 +134,10 @@ impl LocalStack {
                 match handlers.routes {
                     Some(handler) => {
                         gateway.add_function(&function.logical_id, &function.routes, handler);
+                        gateway.set_timeout(
+                            &function.logical_id,
+                            std::time::Duration::from_secs(function.timeout),
+                        );
                     }
                     None => {
                         tracing::warn!(function = %function.logical_id, binary = %function.binary, "no local HTTP handler; routes skipped")

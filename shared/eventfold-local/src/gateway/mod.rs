@@ -13,8 +13,12 @@
 //! payload 2.0 event itself and answers with the payload 2.0 response, read as API Gateway
 //! reads it; its failure is API Gateway's
 //! `{"message":"Internal Server Error"}` (500).
+//!
+//! Lambda's 6 MB payloads, the function's `Timeout` and the HTTP API's 30 s integration
+//! timeout hold as in AWS, with API Gateway's answers ([`limits`]).
 
 mod event;
+pub mod limits;
 mod routes;
 
 use crate::functions::RouteHandler;
@@ -30,6 +34,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// API Gateway's payload limit.
@@ -39,6 +44,8 @@ const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
 pub struct Gateway {
     routes: Vec<Route>,
     handlers: HashMap<String, RouteHandler>,
+    timeouts: HashMap<String, Duration>,
+    integration_timeout: Duration,
     auth: JwtConfig,
 }
 
@@ -57,8 +64,23 @@ impl Gateway {
         Self {
             routes: Vec::new(),
             handlers: HashMap::new(),
+            timeouts: HashMap::new(),
+            integration_timeout: limits::INTEGRATION_TIMEOUT,
             auth,
         }
+    }
+
+    /// Stops `function` at `timeout` (its template `Timeout`), as Lambda does; a function
+    /// not given one gets Lambda's default ([`limits::DEFAULT_TIMEOUT`]).
+    pub fn set_timeout(&mut self, function: &str, timeout: Duration) {
+        self.timeouts.insert(function.to_owned(), timeout);
+    }
+
+    fn timeout(&self, function: &str) -> Duration {
+        self.timeouts
+            .get(function)
+            .copied()
+            .unwrap_or(limits::DEFAULT_TIMEOUT)
     }
 
     /// The JWT check in force.
@@ -116,7 +138,19 @@ impl Gateway {
             None => return unauthorized("Bearer"),
         };
         let event = event::api_gateway_v2_event(&req, route, &params, &claims, peer);
-        let lambda_req = match lambda_http::request::from_str(&event.to_string()) {
+        let payload = event.to_string();
+        let function = route.function.as_str();
+        // Lambda refuses the invocation (RequestEntityTooLargeException): an integration
+        // failure to API Gateway.
+        if payload.len() > limits::MAX_REQUEST {
+            tracing::warn!(
+                function,
+                size = payload.len(),
+                "the event passes Lambda's request payload limit"
+            );
+            return gateway_answer(500, "Internal Server Error");
+        }
+        let lambda_req = match lambda_http::request::from_str(&payload) {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(path = %path, error = %e, "request not representable as an event");
@@ -124,30 +158,80 @@ impl Gateway {
             }
         };
         // API Gateway's answer when its integration cannot be invoked.
-        let Some(handler) = self.handlers.get(&route.function) else {
+        let Some(handler) = self.handlers.get(function) else {
             return gateway_answer(500, "Internal Server Error");
         };
-        let handler = match handler {
-            RouteHandler::Http(handler) => handler,
+        let (timeout, integration) = (self.timeout(function), self.integration_timeout);
+        let answer = match handler {
             RouteHandler::Payload(handler) => {
-                return match handler(event).await {
-                    Ok(answer) => payload_response(&answer),
-                    Err(error) => {
-                        tracing::warn!(function = %route.function, %error, "the function failed");
-                        gateway_answer(500, "Internal Server Error")
-                    }
-                };
+                settle(limits::invoke(handler(event), timeout, integration).await)
+                    .and_then(|answer| answer.map_err(|e| Failure::Error(e.to_string())))
+                    .map(|answer| (answer.to_string().len(), Answer::Payload(answer)))
             }
+            RouteHandler::Http(handler) => settle(
+                limits::invoke(handler(lambda_req), timeout, integration).await,
+            )
+            .map(|resp| {
+                let (parts, body) = resp.into_parts();
+                let size = limits::http_response_size(&parts, &body);
+                (size, Answer::Http(parts, body))
+            }),
         };
-        let resp = handler(lambda_req).await;
-        let (parts, body) = resp.into_parts();
-        let bytes = match body {
-            Body::Empty => Bytes::new(),
-            Body::Text(t) => Bytes::from(t),
-            Body::Binary(b) => Bytes::from(b),
-            _ => Bytes::new(),
+        let answer = match answer {
+            Ok((size, _)) if size > limits::MAX_RESPONSE => Err(Failure::Error(format!(
+                "Function.ResponseSizeTooLarge: Response payload size exceeded maximum allowed payload size ({} bytes).",
+                limits::MAX_RESPONSE
+            ))),
+            Ok((_, answer)) => Ok(answer),
+            Err(failure) => Err(failure),
         };
-        hyper::Response::from_parts(parts, Full::new(bytes))
+        match answer {
+            Ok(Answer::Payload(answer)) => payload_response(&answer),
+            Ok(Answer::Http(parts, body)) => {
+                let bytes = match body {
+                    Body::Empty => Bytes::new(),
+                    Body::Text(t) => Bytes::from(t),
+                    Body::Binary(b) => Bytes::from(b),
+                    _ => Bytes::new(),
+                };
+                hyper::Response::from_parts(parts, Full::new(bytes))
+            }
+            Err(Failure::IntegrationTimedOut) => {
+                tracing::warn!(function, ?integration, "the integration timed out");
+                gateway_answer(503, "Service Unavailable")
+            }
+            Err(Failure::Error(error)) => {
+                tracing::warn!(function, %error, "the function failed");
+                gateway_answer(500, "Internal Server Error")
+            }
+        }
+    }
+}
+
+/// A function's answer, before its size is checked.
+enum Answer {
+    Payload(serde_json::Value),
+    Http(lambda_http::http::response::Parts, Body),
+}
+
+/// Why a function gave API Gateway no answer.
+enum Failure {
+    /// A function error (its own, a crash, its timeout, its response too large): 500.
+    Error(String),
+    /// The integration timed out first: 503.
+    IntegrationTimedOut,
+}
+
+/// The function's answer, or why there is none.
+fn settle<T>(invoked: limits::Invoked<T>) -> Result<T, Failure> {
+    match invoked {
+        limits::Invoked::Answered(answer) => Ok(answer),
+        limits::Invoked::IntegrationTimedOut => Err(Failure::IntegrationTimedOut),
+        limits::Invoked::FunctionTimedOut(t) => Err(Failure::Error(format!(
+            "Task timed out after {:.2} seconds",
+            t.as_secs_f64()
+        ))),
+        limits::Invoked::Crashed => Err(Failure::Error("the function crashed".to_owned())),
     }
 }
 

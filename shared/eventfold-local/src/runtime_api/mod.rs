@@ -9,6 +9,12 @@
 //! same `main.rs`, runtime client and serialization as production, with no cargo-lambda and
 //! no container.
 //!
+//! Lambda's limits hold: an event over 6,291,456 bytes is refused before the function sees it
+//! (`RequestEntityTooLargeException`); a response over 6,291,556 bytes is refused to the
+//! function with the runtime API's 413 and answered to the caller as the function error
+//! `Function.ResponseSizeTooLarge`; the deadline runs from the moment the function takes the
+//! event, and a function past it is answered `Sandbox.Timedout` ([`RuntimeApi::invoke`]).
+//!
 //! [`FunctionProcess`] starts a binary against one; [`standalone_env`] gives a
 //! function's environment as the local stack resolves it (its template variables, the
 //! endpoint, region and dummy credentials): for `eventfold local --print-env`, `cargo lambda
@@ -38,6 +44,9 @@ use tokio::task::JoinHandle;
 
 /// The runtime API's version prefix.
 const PREFIX: &str = "/2018-06-01/runtime";
+/// How long an invocation may wait for the function to take it (its init, under an
+/// emulator too), before its own timeout starts.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a function answered to one invocation.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +72,9 @@ struct Pending {
     request_id: String,
     payload: Bytes,
     trace: Option<String>,
-    deadline_ms: i64,
+    timeout: Duration,
+    /// Told when the function takes the invocation: its deadline starts then.
+    taken: oneshot::Sender<()>,
 }
 
 #[derive(Default)]
@@ -79,6 +90,8 @@ struct Shared {
     state: Mutex<State>,
     queued: Notify,
     polled: Notify,
+    /// Told when the function reports an init error: nothing will take an invocation then.
+    init_failed: Notify,
     function_arn: String,
 }
 
@@ -120,6 +133,7 @@ impl RuntimeApi {
             state: Mutex::new(State::default()),
             queued: Notify::new(),
             polled: Notify::new(),
+            init_failed: Notify::new(),
             function_arn: function_arn.into(),
         });
         let state = shared.clone();
@@ -169,37 +183,78 @@ impl RuntimeApi {
     }
 
     /// Hands `payload` to the function (with `trace` as `Lambda-Runtime-Trace-Id`) and waits
-    /// up to `timeout` for its answer; the deadline it is told is the same `timeout` away.
+    /// for its answer: up to 30 s for the function to take it (its init included), then
+    /// `timeout` from that moment, the deadline it is told. A function past its deadline is
+    /// answered as Lambda answers it (`Sandbox.Timedout`, "Task timed out after N seconds");
+    /// the caller stops it, as Lambda stops the execution environment. An event over
+    /// Lambda's 6 MB request limit is refused without reaching the function.
     pub async fn invoke(
         &self,
         payload: &Value,
         trace: Option<&str>,
         timeout: Duration,
     ) -> Result<Answer> {
+        let payload = Bytes::from(serde_json::to_vec(payload)?);
+        if payload.len() > crate::gateway::limits::MAX_REQUEST {
+            bail!(
+                "RequestEntityTooLargeException: Request must be smaller than {} bytes for the InvokeFunction operation",
+                crate::gateway::limits::MAX_REQUEST
+            );
+        }
         let request_id = uuid::Uuid::now_v7().to_string();
-        let (tx, rx) = oneshot::channel();
-        let deadline_ms = chrono::Utc::now().timestamp_millis()
-            + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2);
+        let (tx, mut rx) = oneshot::channel();
+        let (taken, was_taken) = oneshot::channel();
         {
             let mut state = self.shared.lock();
             state.waiting.insert(request_id.clone(), tx);
             state.queue.push_back(Pending {
                 request_id: request_id.clone(),
-                payload: Bytes::from(serde_json::to_vec(payload)?),
+                payload,
                 trace: trace.map(str::to_owned),
-                deadline_ms,
+                timeout,
+                taken,
             });
         }
         self.shared.queued.notify_one();
-        match tokio::time::timeout(timeout, rx).await {
+        let forget = || {
+            let mut state = self.shared.lock();
+            state.waiting.remove(&request_id);
+            state.queue.retain(|p| p.request_id != request_id);
+        };
+        // Until the function takes it (an answer may come with the take), or reports that it
+        // cannot start.
+        let init_failed = async {
+            loop {
+                let failed = self.shared.init_failed.notified();
+                if self.init_error().is_some() {
+                    return;
+                }
+                failed.await;
+            }
+        };
+        let took = tokio::select! {
+            taken = tokio::time::timeout(TAKE_TIMEOUT.max(timeout), was_taken) => taken.is_ok(),
+            () = init_failed => false,
+        };
+        if !took {
+            forget();
+            if let Some(e) = self.init_error() {
+                bail!("the function failed to initialize: {e}");
+            }
+            bail!("the function did not take invocation {request_id} within {TAKE_TIMEOUT:?}")
+        }
+        match tokio::time::timeout(timeout, &mut rx).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => bail!("invocation {request_id} was dropped"),
             Err(_) => {
-                self.shared.lock().waiting.remove(&request_id);
-                if let Some(e) = self.init_error() {
-                    bail!("the function failed to initialize: {e}");
-                }
-                bail!("no answer to invocation {request_id} within {timeout:?}")
+                forget();
+                Ok(Answer::Error(serde_json::json!({
+                    "errorType": "Sandbox.Timedout",
+                    "errorMessage": format!(
+                        "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
+                        timeout.as_secs_f64()
+                    ),
+                })))
             }
         }
     }
@@ -223,13 +278,21 @@ async fn route(shared: &Shared, req: hyper::Request<Incoming>) -> Response {
     if method != hyper::Method::POST {
         return response(404, "no such route");
     }
-    let body = match req.into_body().collect().await {
+    let max = crate::gateway::limits::MAX_RESPONSE;
+    let body = match http_body_util::Limited::new(req.into_body(), max)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return too_large(shared, rest);
+        }
         Err(_) => return response(400, "unreadable body"),
     };
     let document = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     if rest == "/init/error" {
         shared.lock().init_error = Some(document());
+        shared.init_failed.notify_waiters();
         return response(202, "{}");
     }
     let Some((id, kind)) = rest
@@ -252,6 +315,29 @@ async fn route(shared: &Shared, req: hyper::Request<Incoming>) -> Response {
     }
 }
 
+/// A body past Lambda's response limit: the runtime API refuses it (413, as Lambda's does)
+/// and the invocation it answers fails as Lambda fails it, `Function.ResponseSizeTooLarge`.
+fn too_large(shared: &Shared, rest: &str) -> Response {
+    let max = crate::gateway::limits::MAX_RESPONSE;
+    if let Some(id) = rest
+        .strip_prefix("/invocation/")
+        .and_then(|r| r.strip_suffix("/response"))
+        && let Some(tx) = shared.lock().waiting.remove(id)
+    {
+        let _ = tx.send(Answer::Error(serde_json::json!({
+            "errorType": "Function.ResponseSizeTooLarge",
+            "errorMessage": format!(
+                "Response payload size exceeded maximum allowed payload size ({max} bytes)."
+            ),
+        })));
+    }
+    let refusal = serde_json::json!({
+        "errorMessage": format!("Exceeded maximum allowed payload size ({max} bytes)."),
+        "errorType": "RequestEntityTooLarge",
+    });
+    response(413, refusal.to_string())
+}
+
 /// Long-polls for the next invocation, as Lambda does while the function is idle.
 async fn next(shared: &Shared) -> Response {
     {
@@ -268,6 +354,10 @@ async fn next(shared: &Shared) -> Response {
         }
         notified.await;
     };
+    // The deadline runs from here, as Lambda's does from the invocation's start.
+    let deadline_ms = chrono::Utc::now().timestamp_millis()
+        + i64::try_from(pending.timeout.as_millis()).unwrap_or(i64::MAX / 2);
+    let _ = pending.taken.send(());
     let mut r = response(200, pending.payload);
     let headers = r.headers_mut();
     let mut set = |name: &'static str, value: &str| {
@@ -277,10 +367,7 @@ async fn next(shared: &Shared) -> Response {
     };
     set("content-type", "application/json");
     set("lambda-runtime-aws-request-id", &pending.request_id);
-    set(
-        "lambda-runtime-deadline-ms",
-        &pending.deadline_ms.to_string(),
-    );
+    set("lambda-runtime-deadline-ms", &deadline_ms.to_string());
     set("lambda-runtime-invoked-function-arn", &shared.function_arn);
     if let Some(trace) = &pending.trace {
         set("lambda-runtime-trace-id", trace);
@@ -388,6 +475,91 @@ mod tests {
         assert!(
             unanswered.to_string().contains("initialize"),
             "{unanswered}"
+        );
+    }
+
+    #[tokio::test]
+    async fn lambdas_payload_limits_and_deadline_hold() {
+        use crate::gateway::limits::{MAX_REQUEST, MAX_RESPONSE};
+        let api = RuntimeApi::start("arn:aws:lambda:us-east-1:123456789012:function:worker")
+            .await
+            .expect("starts");
+        let wait = Duration::from_secs(5);
+        // An event over the request limit never reaches the function.
+        let big = Value::String("e".repeat(MAX_REQUEST));
+        let refused = api.invoke(&big, None, wait).await.expect_err("refused");
+        assert!(
+            refused
+                .to_string()
+                .contains("RequestEntityTooLargeException"),
+            "{refused}"
+        );
+        assert!(api.shared.lock().queue.is_empty());
+        // A response over the response limit: 413 to the function, a function error to the
+        // caller.
+        let addr = api.address();
+        let client = tokio::spawn(async move {
+            let (_, headers, _) =
+                call(&addr, "GET", "/2018-06-01/runtime/invocation/next", "").await;
+            let id = &headers["lambda-runtime-aws-request-id"];
+            let path = format!("/2018-06-01/runtime/invocation/{id}/response");
+            let body = format!("\"{}\"", "r".repeat(MAX_RESPONSE));
+            call(&addr, "POST", &path, &body).await
+        });
+        let answer = api.invoke(&json!({}), None, wait).await.expect("answered");
+        assert_eq!(
+            answer,
+            Answer::Error(json!({
+                "errorType": "Function.ResponseSizeTooLarge",
+                "errorMessage": "Response payload size exceeded maximum allowed payload size (6291556 bytes).",
+            }))
+        );
+        let (status, _, body) = client.await.expect("client");
+        assert_eq!(status, 413);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).expect("json"),
+            json!({
+                "errorMessage": "Exceeded maximum allowed payload size (6291556 bytes).",
+                "errorType": "RequestEntityTooLarge",
+            })
+        );
+        // The deadline runs from the take: a function that takes the event and never answers
+        // is timed out, and told the deadline it missed.
+        let addr = api.address();
+        let taker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await; // the take comes late
+            let taken = chrono::Utc::now().timestamp_millis();
+            let (_, headers, _) =
+                call(&addr, "GET", "/2018-06-01/runtime/invocation/next", "").await;
+            headers["lambda-runtime-deadline-ms"]
+                .parse::<i64>()
+                .expect("ms")
+                - taken
+        });
+        let timeout = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let answer = api
+            .invoke(&json!({}), None, timeout)
+            .await
+            .expect("answered");
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "timed from the take"
+        );
+        let Answer::Error(error) = answer else {
+            panic!("a timeout: {answer:?}");
+        };
+        assert_eq!(error["errorType"], "Sandbox.Timedout");
+        assert!(
+            error["errorMessage"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("Task timed out after 0.20 seconds")),
+            "{error}"
+        );
+        let told = taker.await.expect("taker");
+        assert!(
+            (150..400).contains(&told),
+            "deadline {told} ms after the take"
         );
     }
 }

@@ -1,5 +1,14 @@
 //! A function's real binary as a child process against a [`RuntimeApi`]: started with the
 //! environment Lambda gives it, invoked, and read back (its stdout and stderr lines).
+//!
+//! Lambda's `Timeout` and `MemorySize` hold: a function started from the template
+//! ([`FunctionProcess::start_with`]) is timed out at its `Timeout` (the environment is then
+//! stopped, as Lambda stops it), and stopped when its peak resident memory (the kernel's
+//! `VmHWM`, sampled during the invocation and checked after it) passes its `MemorySize`, as
+//! Lambda stops a function out of memory. Resident memory is the measure because it is what
+//! Lambda's limit counts; an address-space `setrlimit` would count reserved, untouched
+//! memory (thread stacks, allocator arenas) and needs `unsafe` before `exec` besides. Under
+//! an emulator (qemu) the emulator's own memory counts too, so the check is stricter there.
 
 use super::env::{function, request_trace, standalone_env};
 use super::{Answer, RuntimeApi, lock};
@@ -19,7 +28,12 @@ pub struct FunctionProcess {
     child: tokio::process::Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    timeout: Duration,
+    memory_mb: u64,
 }
+
+/// How long an invocation may run when no template gives the function a `Timeout`.
+const UNTEMPLATED_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for FunctionProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,7 +145,9 @@ impl FunctionProcess {
         let arn = template
             .arn(&logical_id)
             .unwrap_or_else(|| physical.clone());
-        Self::spawn_with(launch, env, &physical, &arn).await
+        let mut f = Self::spawn_with(launch, env, &physical, &arn).await?;
+        f.timeout = Duration::from_secs(spec.timeout);
+        Ok(f)
     }
 
     /// Starts `binary` with exactly `env` (plus the runtime's variables for a function named
@@ -146,7 +162,8 @@ impl FunctionProcess {
     }
 
     /// [`spawn`](Self::spawn) with the code started as `launch` says. The variables Lambda
-    /// sets that `env` does not give get Lambda's values (memory 256 MB unless given).
+    /// sets that `env` does not give get Lambda's values (memory 256 MB unless given; that
+    /// memory is enforced). With no template, an invocation may run 30 s.
     pub async fn spawn_with(
         launch: &Launch,
         env: Vec<(String, String)>,
@@ -154,6 +171,11 @@ impl FunctionProcess {
         arn: &str,
     ) -> Result<Self> {
         let physical = function_name;
+        let memory_mb = env
+            .iter()
+            .find(|(k, _)| k == "AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(256);
         let api = RuntimeApi::start(arn).await?;
         let region = env
             .iter()
@@ -207,6 +229,8 @@ impl FunctionProcess {
             child,
             stdout,
             stderr,
+            timeout: UNTEMPLATED_TIMEOUT,
+            memory_mb,
         })
     }
 
@@ -226,13 +250,46 @@ impl FunctionProcess {
         )
     }
 
-    /// Invokes the function with `payload` (and `trace` as the invocation's X-Ray header);
-    /// waits at most 30 s. Fails with the function's stderr when the process has exited.
+    /// Invokes the function with `payload` (and `trace` as the invocation's X-Ray header)
+    /// within its `Timeout` ([`RuntimeApi::invoke`]). A function past it, or past its
+    /// `MemorySize`, is stopped (a later invocation fails: start a new process, as Lambda
+    /// starts a new environment) and answered with Lambda's error (`Sandbox.Timedout`,
+    /// `Runtime.OutOfMemory`). Fails with the function's stderr when the process has exited.
     pub async fn invoke(&mut self, payload: &Value, trace: Option<&str>) -> Result<Answer> {
-        let answer = self
-            .api
-            .invoke(payload, trace, Duration::from_secs(30))
-            .await;
+        let pid = self.child.id();
+        let limit_kb = self.memory_mb * 1024;
+        let over_memory = move || pid.and_then(peak_rss_kb).is_some_and(|kb| kb > limit_kb);
+        let watch = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if over_memory() {
+                    return;
+                }
+            }
+        };
+        let answer = tokio::select! {
+            answer = self.api.invoke(payload, trace, self.timeout) => Some(answer),
+            () = watch => None,
+        };
+        // The peak is kept by the kernel: one between two samples is caught here.
+        let answer = match answer {
+            Some(answer) if !over_memory() => answer,
+            _ => {
+                let _ = self.child.start_kill();
+                return Ok(Answer::Error(serde_json::json!({
+                    "errorType": "Runtime.OutOfMemory",
+                    "errorMessage": format!(
+                        "Runtime exited with error: signal: killed (peak resident memory over the function's MemorySize, {} MB)",
+                        self.memory_mb
+                    ),
+                })));
+            }
+        };
+        if let Ok(Answer::Error(e)) = &answer
+            && e["errorType"] == "Sandbox.Timedout"
+        {
+            let _ = self.child.start_kill();
+        }
         if answer.is_err()
             && let Ok(Some(status)) = self.child.try_wait()
         {
@@ -242,6 +299,11 @@ impl FunctionProcess {
             );
         }
         answer
+    }
+
+    /// The process's peak resident memory so far, in MB (`VmHWM`), when the platform tells.
+    pub fn peak_memory_mb(&self) -> Option<u64> {
+        self.child.id().and_then(peak_rss_kb).map(|kb| kb / 1024)
     }
 
     /// Invokes with an API Gateway HTTP API request (its `x-amzn-trace-id` header as the
@@ -298,6 +360,20 @@ impl FunctionProcess {
     }
 }
 
+/// The peak resident set size of process `pid` in kB: `VmHWM` in `/proc/<pid>/status`
+/// (Linux; `None` elsewhere or once the process is gone).
+fn peak_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Starts `binary` as the function `name` of the template under `root` with every setting
 /// but `missing`, expects it to fail at start, and returns what it printed on stderr.
 pub async fn start_without(
@@ -347,4 +423,76 @@ pub fn warm_ups(lines: &[String]) -> Vec<(String, Option<String>)> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A runtime client in Python: answers `{"held": n}` after sleeping `sleep` seconds and
+    /// holding `mb` MB of written (resident) memory.
+    const CLIENT: &str = r#"
+import json, os, time, urllib.request
+base = "http://" + os.environ["AWS_LAMBDA_RUNTIME_API"] + "/2018-06-01/runtime/invocation/"
+while True:
+    r = urllib.request.urlopen(base + "next")
+    rid = r.headers["Lambda-Runtime-Aws-Request-Id"]
+    event = json.loads(r.read())
+    time.sleep(event.get("sleep", 0))
+    held = b"x" * (event.get("mb", 0) * 1024 * 1024)
+    body = json.dumps({"held": len(held) // (1024 * 1024)}).encode()
+    urllib.request.urlopen(urllib.request.Request(base + rid + "/response", data=body, method="POST"))
+"#;
+
+    async fn client(memory_mb: u64) -> FunctionProcess {
+        let launch = Launch::command(Path::new("/usr/bin/python3"), ["-c", CLIENT]);
+        let env = vec![(
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE".to_owned(),
+            memory_mb.to_string(),
+        )];
+        FunctionProcess::spawn_with(
+            &launch,
+            env,
+            "hog",
+            "arn:aws:lambda:us-east-1:1:function:hog",
+        )
+        .await
+        .expect("starts")
+    }
+
+    #[tokio::test]
+    async fn a_function_past_its_memory_size_is_stopped_as_lambda_stops_it() {
+        let mut f = client(64).await;
+        let fits = f.invoke(&json!({"mb": 8}), None).await.expect("answered");
+        assert_eq!(fits, Answer::Response(json!({"held": 8})));
+        assert!(
+            f.peak_memory_mb().is_some_and(|mb| mb < 64),
+            "{:?}",
+            f.peak_memory_mb()
+        );
+        let over = f.invoke(&json!({"mb": 96}), None).await.expect("answered");
+        let Answer::Error(error) = over else {
+            panic!("out of memory: {over:?}");
+        };
+        assert_eq!(error["errorType"], "Runtime.OutOfMemory");
+        assert!(f.exited(Duration::from_secs(5)).await.is_some(), "stopped");
+    }
+
+    #[tokio::test]
+    async fn a_function_past_its_timeout_is_timed_out_and_stopped() {
+        let mut f = client(128).await;
+        f.timeout = Duration::from_millis(500);
+        let quick = f.invoke(&json!({}), None).await.expect("answered");
+        assert_eq!(quick, Answer::Response(json!({"held": 0})));
+        let slow = f
+            .invoke(&json!({"sleep": 5}), None)
+            .await
+            .expect("answered");
+        let Answer::Error(error) = slow else {
+            panic!("a timeout: {slow:?}");
+        };
+        assert_eq!(error["errorType"], "Sandbox.Timedout");
+        assert!(f.exited(Duration::from_secs(2)).await.is_some(), "stopped");
+    }
 }
