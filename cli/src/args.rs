@@ -73,10 +73,6 @@ impl VerifyArgs {
     /// The SDK configuration (the endpoint's, else AWS's) and verify's options.
     pub async fn resolve(self) -> Result<(aws_config::SdkConfig, crate::verify::Options)> {
         let local = self.endpoint.as_deref().filter(|e| !e.is_empty());
-        let sdk = match local {
-            Some(endpoint) => eventfold_local::emulator::local_sdk_config(endpoint).await,
-            None => eventfold_aws::sdk_config().await,
-        };
         let token = match (self.token, local) {
             (Some(t), _) => t,
             // The local gateway checks tokens with the same settings `eventfold token` uses.
@@ -90,6 +86,10 @@ impl VerifyArgs {
                 "a deployed stack needs --token (or EVENTFOLD_TOKEN): a token of your issuer for tenant {} with scopes events:read events:write",
                 crate::verify::TENANT
             ),
+        };
+        let sdk = match local {
+            Some(endpoint) => eventfold_local::emulator::local_sdk_config(endpoint).await,
+            None => eventfold_aws::sdk_config().await,
         };
         Ok((
             sdk,

@@ -187,8 +187,14 @@ async fn steps(
             return;
         }
     };
-    let run = Run::new(resources, options);
     let started = Instant::now();
+    let run = match Run::new(resources, options) {
+        Ok(run) => run,
+        Err(e) => {
+            record(hop::COMMANDS, started, Err(e));
+            return;
+        }
+    };
     let placed = match run.commands().await {
         Ok((version, detail)) => {
             record(hop::COMMANDS, started, Ok(detail));
@@ -224,7 +230,7 @@ async fn steps(
 /// One run's order, stock and clients.
 struct Run {
     resources: Resources,
-    api: std::result::Result<Api, String>,
+    api: Api,
     options: Options,
     order: String,
     sku: String,
@@ -233,15 +239,16 @@ struct Run {
 const COMMANDS: &str = "/api/v1/events/commands";
 
 impl Run {
-    fn new(resources: Resources, options: &Options) -> Self {
+    fn new(resources: Resources, options: &Options) -> Step<Self> {
         let run = format!("verify-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3f"));
-        Self {
-            api: Api::new(resources.output("ApiUrl"), &options.token).map_err(|e| format!("{e:#}")),
+        Ok(Self {
+            api: Api::new(resources.output("ApiUrl"), &options.token)
+                .map_err(|e| Failed(format!("{e:#}")))?,
             resources,
             options: options.clone(),
             order: run.clone(),
             sku: run,
-        }
+        })
     }
 
     fn stream(&self, category: &str, id: &str) -> String {
@@ -256,7 +263,7 @@ impl Run {
         command: &str,
         data: Value,
     ) -> Step<(u64, String)> {
-        let api = self.api.as_ref().map_err(|e| Failed(e.clone()))?;
+        let api = &self.api;
         let body =
             json!({"aggregate_type": aggregate, "aggregate_id": id, "type": command, "data": data});
         let started = Instant::now();
@@ -496,7 +503,7 @@ impl Run {
 
     /// The saga confirmed the order (or why not: its outcome, its notes).
     async fn confirmed(&self, deadline: Instant) -> Step<String> {
-        let api = self.api.as_ref().map_err(|e| Failed(e.clone()))?;
+        let api = &self.api;
         let path = format!("/api/v1/events/aggregates/Order/{}", self.order);
         let done = self
             .until(deadline, async || {

@@ -7,6 +7,7 @@
 
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
 use eventfold_aws::{DynamoDeadLetterStore, DynamoReadModelStore};
 use eventfold_consumers::deadletter::{DeadLetterStore, FailureNote, Filter};
@@ -26,14 +27,23 @@ pub const REQUIRED_OUTPUTS: [&str; 9] = [
     "StreamFailureQueueUrl",
 ];
 
+/// An AWS error as an operator reads it: its code and message (`AccessDeniedException: User:
+/// … is not authorized to perform: …`) when the service answered, else the whole chain.
+fn aws_error(e: impl ProvideErrorMetadata + std::error::Error + 'static) -> anyhow::Error {
+    match e.code() {
+        Some(code) => anyhow::anyhow!("{code}: {}", e.message().unwrap_or_default()),
+        None => anyhow::anyhow!(eventfold_aws::diagnostic::cause_chain(&e)),
+    }
+}
+
 /// The stack's outputs by key (`DescribeStacks`).
-pub async fn outputs(sdk: &SdkConfig, stack: &str) -> Result<BTreeMap<String, String>> {
+pub async fn outputs(sdk: &SdkConfig, stack: &str) -> Result<Outputs> {
     let out = aws_sdk_cloudformation::Client::new(sdk)
         .describe_stacks()
         .stack_name(stack)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!(eventfold_aws::diagnostic::cause_chain(&e)))
+        .map_err(aws_error)
         .with_context(|| format!("DescribeStacks {stack}"))?;
     let found = out
         .stacks()
@@ -46,13 +56,16 @@ pub async fn outputs(sdk: &SdkConfig, stack: &str) -> Result<BTreeMap<String, St
         .collect())
 }
 
+/// A stack's outputs: value by key.
+pub type Outputs = BTreeMap<String, String>;
+
 /// The resources `verify` reads, from the outputs.
 #[derive(Debug, Clone)]
 pub struct Resources {
     /// Clients' configuration.
     pub sdk: SdkConfig,
     /// The outputs by key (holds every [`REQUIRED_OUTPUTS`] key).
-    pub outputs: BTreeMap<String, String>,
+    pub outputs: Outputs,
 }
 
 impl Resources {
@@ -73,7 +86,7 @@ impl Resources {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!(eventfold_aws::diagnostic::cause_chain(&e)))
+            .map_err(aws_error)
             .context("Query on the events table")?;
         Ok(out
             .items()
@@ -110,7 +123,7 @@ impl Resources {
             .expression_attribute_values(":stream", AttributeValue::S(format!("\"{stream_id}\"")))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!(eventfold_aws::diagnostic::cause_chain(&e)))
+            .map_err(aws_error)
             .context("Query on the dead-letters table")?;
         Ok(out
             .items()
@@ -156,7 +169,7 @@ impl Resources {
             .attribute_names(A::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!(eventfold_aws::diagnostic::cause_chain(&e)))
+            .map_err(aws_error)
             .with_context(|| format!("GetQueueAttributes on {url_output}"))?;
         let get = |a: A| {
             out.attributes()

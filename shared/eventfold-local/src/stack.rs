@@ -157,7 +157,13 @@ impl LocalStack {
             &template,
             &format!("http://{api_addr}"),
         )?;
+        let registering = std::time::Instant::now();
         outputs::register(&sdk, &template.stack, &outputs).await?;
+        tracing::debug!(
+            stack = %template.stack,
+            ms = registering.elapsed().as_millis(),
+            "outputs registered as a CloudFormation stack"
+        );
         let esm = esm::start(&sdk_of, &template, &event_handlers, &esm_options)?;
         Ok(Self {
             endpoint,
