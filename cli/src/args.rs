@@ -1,5 +1,5 @@
 //! The flags that describe a local stack, shared by `eventfold local` and the benchmarks
-//! (`eventfold-bench`), which start the same stack.
+//! (`eventfold-bench`), which start the same stack; and those of `eventfold verify`.
 
 use anyhow::Result;
 use eventfold_local::{JwtConfig, LocalOptions};
@@ -51,5 +51,59 @@ impl StackArgs {
             iam: !self.no_iam,
             iam_port: self.iam_port,
         })
+    }
+}
+
+/// `eventfold verify`: which stack, reached how, with which token, for how long.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// The CloudFormation stack (its outputs name everything verify calls and reads).
+    #[arg(long, default_value = "eventfold-local")]
+    pub stack: String,
+    /// An AWS endpoint (the local emulator, e.g. http://127.0.0.1:4566): its dummy
+    /// credentials, and a token minted here with the local JWT settings unless --token is
+    /// given. Without it: the AWS SDK's own region and credentials (profile, SSO, env).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Bearer token for the HTTP API (scopes events:read events:write, tenant
+    /// `eventfold-verify`); needed against AWS.
+    #[arg(long, env = "EVENTFOLD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How long the asynchronous hops may take, in seconds, from the order's placement.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+impl VerifyArgs {
+    /// The SDK configuration (the endpoint's, else AWS's) and verify's options.
+    pub async fn resolve(self) -> Result<(aws_config::SdkConfig, crate::verify::Options)> {
+        let local = self.endpoint.as_deref().filter(|e| !e.is_empty());
+        let token = match (self.token, local) {
+            (Some(t), _) => t,
+            // The local gateway checks tokens with the same settings `eventfold token` uses.
+            (None, Some(_)) => JwtConfig::from_env()?.issue(
+                crate::verify::TENANT,
+                "eventfold-verify",
+                "events:read events:write",
+                i64::try_from(self.timeout)?.saturating_add(600),
+            ),
+            (None, None) => anyhow::bail!(
+                "a deployed stack needs --token (or EVENTFOLD_TOKEN): a token of your issuer for tenant {} with scopes events:read events:write",
+                crate::verify::TENANT
+            ),
+        };
+        let sdk = match local {
+            Some(endpoint) => eventfold_local::emulator::local_sdk_config(endpoint).await,
+            None => eventfold_aws::sdk_config().await,
+        };
+        Ok((
+            sdk,
+            crate::verify::Options {
+                stack: self.stack,
+                token,
+                timeout: std::time::Duration::from_secs(self.timeout),
+                poll: std::time::Duration::from_millis(250),
+            },
+        ))
     }
 }

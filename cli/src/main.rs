@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
 use clap::{Parser, Subcommand};
-use cli::args::StackArgs;
+use cli::args::{StackArgs, VerifyArgs};
 use cli::dlq::DlqCommand;
 use eventfold_local::{JwtConfig, Template};
 
@@ -80,6 +80,13 @@ enum Cmd {
         /// The arm64 C library the bootstrap links (Debian: libc6-arm64-cross).
         #[arg(long, default_value = "/usr/aarch64-linux-gnu")]
         sysroot: std::path::PathBuf,
+    },
+    /// Run one real order through a stack, hop by hop (command API, events table, fan-out,
+    /// projector, saga to confirmed, dead letters), printing each hop's latency; exit 1
+    /// naming the first hop that failed and why.
+    Verify {
+        #[command(flatten)]
+        args: VerifyArgs,
     },
     /// Dead letters of every tenant: list, show, redrive, discard (operators).
     Dlq {
@@ -284,6 +291,19 @@ async fn main() -> Result<()> {
                 init_timeout: std::time::Duration::from_secs(60),
             };
             cli::artifacts::check(&options).await?;
+        }
+        Cmd::Verify { args } => {
+            let (sdk, options) = args.resolve().await?;
+            println!(
+                "eventfold verify: stack {} (timeout {:?})",
+                options.stack, options.timeout
+            );
+            let report = cli::verify::run(&sdk, &options, |hop| println!("  {hop}")).await;
+            if let Err(e) = cli::verify::outcome(&report) {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+            println!("{}", cli::verify::LEFT_BEHIND);
         }
         Cmd::Dlq {
             command,

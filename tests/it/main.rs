@@ -3,8 +3,9 @@
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
 //! DynamoDB), the streaming API (topics, publish, consumer groups, history), the recovery path
 //! (dead letters, the DLQ processor, SNS outages), AWS's limits as the local stack enforces
-//! them, one trace from a command to the consumers' queues, and the docs' shell blocks (the
-//! README's tour and every other block: run, checked or marked not run).
+//! them, one trace from a command to the consumers' queues, `eventfold verify` (every hop,
+//! and the hop a removed permission breaks), and the docs' shell blocks (the README's tour
+//! and every other block: run, checked or marked not run).
 
 mod api;
 mod contract;
@@ -25,3 +26,4 @@ mod saga;
 mod store;
 mod streaming;
 mod trace;
+mod verify;

@@ -599,6 +599,21 @@ export class EventfoldStack extends cdk.Stack {
     output("IdempotencyTableName", "Name of the idempotency table (Idempotency-Key records).", idempotencyTable.ref);
     output("TopicsTableName", "Name of the streaming topics table.", topicsTable.ref);
     output("ConsumerGroupsTableName", "Name of the consumer-group offsets table.", groupsTable.ref);
+    output(
+      "ProjectorDeadLetterQueueUrl",
+      "URL of the projector's dead-letter queue (empty while the projector keeps up).",
+      projectorDlq.ref,
+    );
+    output(
+      "SagaDeadLetterQueueUrl",
+      "URL of the saga's dead-letter queue (empty while the saga keeps up).",
+      sagaDlq.ref,
+    );
+    output(
+      "StreamFailureQueueUrl",
+      "URL of the events stream's on-failure queue (batches the publisher gave up on).",
+      streamFailureQueue.ref,
+    );
   }
 
   /** A Rust function (`provided.al2023`, arm64) with its role and its log group. */

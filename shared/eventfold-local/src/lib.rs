@@ -13,7 +13,8 @@
 //!   `Schedule` events' rules (scheduled events at their `rate(...)`);
 //! - [`gateway`] and [`jwt`]: API Gateway HTTP API emulation (routing, payload 2.0 events,
 //!   the JWT authorizer);
-//! - [`stack`]: all of it started together as a [`LocalStack`];
+//! - [`stack`]: all of it started together as a [`LocalStack`], its template's outputs
+//!   registered on the endpoint as a CloudFormation stack of its name ([`outputs`]);
 //! - [`iam`]: IAM enforced per function (a checking proxy in front of the emulator, each
 //!   function signing as itself), with the record and report of the calls checked;
 //! - [`httpc`]: a small HTTP client for demos and tests;
@@ -37,6 +38,7 @@ pub mod gateway;
 pub mod httpc;
 pub mod iam;
 pub mod jwt;
+pub mod outputs;
 pub mod provision;
 pub mod runtime_api;
 mod serve;

@@ -7,6 +7,7 @@ use crate::functions::Functions;
 use crate::gateway::{Gateway, serve};
 use crate::iam::Iam;
 use crate::jwt::JwtConfig;
+use crate::outputs::{self, Output};
 use crate::provision::{Provisioned, provision};
 use crate::template::Template;
 use anyhow::{Context, Result};
@@ -65,6 +66,9 @@ pub struct LocalStack {
     pub provisioned: Provisioned,
     /// IAM enforcement, when on.
     pub iam: Option<Iam>,
+    /// The template's outputs as this stack resolved them, registered on the endpoint as the
+    /// CloudFormation stack [`Template::stack`] ([`crate::outputs`]).
+    pub outputs: Vec<Output>,
     server: JoinHandle<Result<()>>,
     esm: Esm,
     emulator: Option<Emulator>,
@@ -154,6 +158,19 @@ impl LocalStack {
             .with_context(|| format!("binding the HTTP API on {}", options.api_addr))?;
         let api_addr = listener.local_addr()?;
         let server = tokio::spawn(serve(gateway.clone(), listener));
+        // The outputs as `DescribeStacks` gives a deployed stack's, for `eventfold verify`.
+        let outputs = outputs::resolve(
+            &options.root.join(TEMPLATE_PATH),
+            &template,
+            &format!("http://{api_addr}"),
+        )?;
+        let registering = std::time::Instant::now();
+        outputs::register(&sdk, &template.stack, &outputs).await?;
+        tracing::debug!(
+            stack = %template.stack,
+            ms = registering.elapsed().as_millis(),
+            "outputs registered as a CloudFormation stack"
+        );
         let esm = esm::start(&sdk_of, &template, &event_handlers, &esm_options)?;
         Ok(Self {
             endpoint,
@@ -164,6 +181,7 @@ impl LocalStack {
             tables,
             provisioned,
             iam,
+            outputs,
             server,
             esm,
             emulator,
