@@ -4,9 +4,11 @@
 //! DynamoDB), the streaming API (topics, publish, consumer groups, history), the recovery path
 //! (dead letters, the DLQ processor, SNS outages), one trace
 //! from a command to the consumers' queues, and the docs' shell blocks (the README's tour and
-//! every other block: run, checked or marked not run).
+//! every other block: run, checked or marked not run), and the load run behind
+//! `docs/capacity.md`, small.
 
 mod api;
+mod capacity;
 mod contract;
 mod dlq;
 mod docs;

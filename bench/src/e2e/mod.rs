@@ -72,22 +72,26 @@ struct Snapshot {
     requests: BTreeMap<Request, u64>,
     /// Invocations of each function's stream and queue sources (not its schedules).
     invocations: BTreeMap<String, u64>,
+    /// Records (stream records, messages) each function's sources delivered.
+    records: BTreeMap<String, u64>,
 }
 
 fn snapshot(stack: &LocalStack) -> Result<Snapshot> {
     let iam = stack.iam.as_ref().context("e2e needs IAM on")?;
-    let mut invocations: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut invocations, mut records) = (BTreeMap::new(), BTreeMap::new());
     for source in stack.esm().sources() {
         if source.kind == "Schedule" {
             continue;
         }
         if let Some(s) = stack.esm().source_stats(&source.function, &source.source) {
             *invocations.entry(source.function.clone()).or_default() += s.invocations;
+            *records.entry(source.function.clone()).or_default() += s.records_in;
         }
     }
     Ok(Snapshot {
         requests: iam.requests(),
         invocations,
+        records,
     })
 }
 
@@ -214,17 +218,15 @@ pub async fn measure(stack: &LocalStack, options: E2eOptions) -> Result<E2eRepor
     let seconds = started.elapsed().as_secs_f64();
 
     let (work, polls, observer) = split_requests(&before.requests, &after.requests);
-    let invocations = after
-        .invocations
-        .iter()
-        .map(|(f, n)| {
-            (
-                f.clone(),
-                n - before.invocations.get(f).copied().unwrap_or(0),
-            )
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let delta = |after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>| {
+        after
+            .iter()
+            .map(|(f, n)| (f.clone(), n - before.get(f).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect::<BTreeMap<_, _>>()
+    };
+    let invocations = delta(&after.invocations, &before.invocations);
+    let records = delta(&after.records, &before.records);
     let mut report = E2eReport {
         orders: options.orders,
         confirmed: placed.len() as u64,
@@ -233,6 +235,7 @@ pub async fn measure(stack: &LocalStack, options: E2eOptions) -> Result<E2eRepor
         polls,
         observer,
         invocations,
+        records,
         view_ms: placed.iter().map(|(_, _, ms)| *ms).collect(),
         seconds,
         denials: stack.iam.as_ref().map_or(0, |i| i.denials().len()) - denied_before,

@@ -83,6 +83,9 @@ pub struct E2eReport {
     /// Invocations per function made by its stream and queue sources during the run: the
     /// polls that found records.
     pub invocations: BTreeMap<String, u64>,
+    /// Records per function its stream and queue sources delivered (stream records,
+    /// messages; a redelivered message counts again).
+    pub records: BTreeMap<String, u64>,
     /// Events the run appended, by stream category (`Order`, `Inventory`, ...).
     pub events: BTreeMap<String, u64>,
     /// Commits the run appended (distinct stream and command).
@@ -194,9 +197,23 @@ impl E2eReport {
             *by_function.entry(&r.function).or_default() += r.count;
             *by_resource.entry((&r.resource, &r.operation)).or_default() += r.count;
         }
-        let _ = writeln!(w, "\nper hop: requests/order");
+        let _ = writeln!(
+            w,
+            "\nper hop: requests/order, invocations/order, records in/order (stream records, messages)"
+        );
+        // An HTTP function's invocations are the API requests (4 per order), not a source's.
+        let of = |m: &BTreeMap<String, u64>, f: &str| {
+            m.get(f)
+                .map_or("-".to_owned(), |n| format!("{:.2}", self.per_order(*n)))
+        };
         for (f, n) in &by_function {
-            let _ = writeln!(w, "  {f:<26} {:>8.2}", self.per_order(*n));
+            let _ = writeln!(
+                w,
+                "  {f:<26} {:>8.2} {:>8} {:>8}",
+                self.per_order(*n),
+                of(&self.invocations, f),
+                of(&self.records, f)
+            );
         }
         let _ = writeln!(w, "\nper resource and operation, all hops: requests/order");
         for ((resource, operation), n) in &by_resource {
