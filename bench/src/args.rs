@@ -52,6 +52,20 @@ pub enum Mode {
         #[arg(long, default_value_t = 20)]
         batches: u64,
     },
+    /// N orders through the whole local stack (IAM on): requests per order and per API
+    /// command for every hop x resource x operation (counted by the IAM proxy, idle polling
+    /// apart), events per order, `PlaceOrder` -> confirmed p50/p95 (`docs/capacity.md`).
+    E2e {
+        /// Where the local stack runs.
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Orders to run.
+        #[arg(long, default_value_t = 50)]
+        orders: u64,
+        /// Orders in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// Cold start: a fresh function's init and first request, with and without warm-up
     /// (the functions' binaries built next to this one, or in EVENTFOLD_BIN_DIR).
     ColdStart {
@@ -83,5 +97,37 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Bench::command().debug_assert();
+    }
+
+    #[test]
+    fn e2e_takes_orders_and_concurrency() {
+        use clap::Parser;
+        let parsed =
+            Bench::try_parse_from(["eventfold-bench", "e2e", "--orders", "2"]).expect("parses");
+        assert!(
+            matches!(
+                parsed.mode,
+                Mode::E2e {
+                    orders: 2,
+                    concurrency: 4,
+                    ..
+                }
+            ),
+            "{parsed:?}"
+        );
+        let parsed = Bench::try_parse_from([
+            "eventfold-bench",
+            "e2e",
+            "--concurrency",
+            "1",
+            "--emulator-port",
+            "0",
+        ])
+        .expect("parses");
+        assert!(
+            matches!(parsed.mode, Mode::E2e { orders: 50, concurrency: 1, ref stack } if stack.emulator_port == 0),
+            "{parsed:?}"
+        );
+        assert!(Bench::try_parse_from(["eventfold-bench", "e2e", "--orders", "many"]).is_err());
     }
 }

@@ -5,11 +5,14 @@
 //! Owns the command streams both sides run, so the libraries compared decide exactly the same
 //! commands. Must not import any other event-sourcing library: those are bench dependencies
 //! of `benches/` only, and never reach a Lambda. With feature `stack`, also the binary's command
-//! line ([`args`]), which the docs' test parses.
+//! line ([`args`]), which the docs' test parses, and the end-to-end load run ([`e2e`]), which
+//! an integration test runs small.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "stack")]
 pub mod args;
+#[cfg(feature = "stack")]
+pub mod e2e;
 
 use shop::order::OrderCommand;
 use shop::{CustomerId, Money, Sku};

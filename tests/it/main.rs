@@ -4,10 +4,12 @@
 //! DynamoDB), the streaming API (topics, publish, consumer groups, history), the recovery path
 //! (dead letters, the DLQ processor, SNS outages), AWS's limits as the local stack enforces
 //! them, one trace from a command to the consumers' queues, `eventfold verify` (every hop,
-//! and the hop a removed permission breaks), and the docs' shell blocks (the README's tour
-//! and every other block: run, checked or marked not run).
+//! and the hop a removed permission breaks), the load run behind `docs/capacity.md` (small),
+//! and the docs' shell blocks (the README's tour and every other block: run, checked or
+//! marked not run).
 
 mod api;
+mod capacity;
 mod contract;
 mod dlq;
 mod docs;

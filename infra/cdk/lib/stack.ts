@@ -299,6 +299,9 @@ export class EventfoldStack extends cdk.Stack {
       eventSourceArn: eventsTable.attrStreamArn,
       startingPosition: "TRIM_HORIZON",
       batchSize: 100,
+      maximumBatchingWindowInSeconds: 0,
+      // 1: above it Lambda keeps the order per item (a commit), not per stream (template).
+      parallelizationFactor: 1,
       filterCriteria: { filters: [{ pattern: '{"eventName": ["INSERT"]}' }] },
       functionResponseTypes: ["ReportBatchItemFailures"],
       bisectBatchOnFunctionError: true,
@@ -329,7 +332,7 @@ export class EventfoldStack extends cdk.Stack {
         failureNotes,
       ],
     });
-    this.sqsSource("ProjectorFunctionNotifications", projector, projectorQueue);
+    this.sqsSource("ProjectorFunctionNotifications", projector, projectorQueue, 100);
 
     const saga = this.rustFunction(props.functionsDir, rustLog, {
       id: "SagaFunction",
@@ -358,7 +361,7 @@ export class EventfoldStack extends cdk.Stack {
         failureNotes,
       ],
     });
-    this.sqsSource("SagaFunctionInputs", saga, sagaQueue);
+    this.sqsSource("SagaFunctionInputs", saga, sagaQueue, 100);
     this.schedule("SagaFunctionDeadlines", saga, "rate(1 minute)", "Runs the saga deadlines that have passed.");
 
     const queryApi = this.rustFunction(props.functionsDir, rustLog, {
@@ -407,10 +410,10 @@ export class EventfoldStack extends cdk.Stack {
         ),
       ],
     });
-    this.sqsSource("DlqProcessorFunctionProjectorDeadLetters", dlqProcessor, projectorDlq);
-    this.sqsSource("DlqProcessorFunctionSagaDeadLetters", dlqProcessor, sagaDlq);
+    this.sqsSource("DlqProcessorFunctionProjectorDeadLetters", dlqProcessor, projectorDlq, 2);
+    this.sqsSource("DlqProcessorFunctionSagaDeadLetters", dlqProcessor, sagaDlq, 2);
     // One failed stream batch at a time: each is a republish with its own backoff.
-    this.sqsSource("DlqProcessorFunctionStreamFailures", dlqProcessor, streamFailureQueue, 1);
+    this.sqsSource("DlqProcessorFunctionStreamFailures", dlqProcessor, streamFailureQueue, 2, 1);
 
     const streamsApi = this.rustFunction(props.functionsDir, rustLog, {
       id: "StreamsApiFunction",
@@ -725,12 +728,20 @@ export class EventfoldStack extends cdk.Stack {
     });
   }
 
-  private sqsSource(id: string, fn: lambda.Function, queue: sqs.CfnQueue, batchSize = 10): void {
+  /** An SQS mapping; `maximumConcurrency` caps its invocations at once (the template says why). */
+  private sqsSource(
+    id: string,
+    fn: lambda.Function,
+    queue: sqs.CfnQueue,
+    maximumConcurrency: number,
+    batchSize = 10,
+  ): void {
     new lambda.CfnEventSourceMapping(this, id, {
       functionName: fn.functionName,
       eventSourceArn: queue.attrArn,
       batchSize,
       functionResponseTypes: ["ReportBatchItemFailures"],
+      scalingConfig: { maximumConcurrency },
     });
   }
 

@@ -1,5 +1,7 @@
 //! Every call the proxy checked (function, action, resource, allowed or denied, how many
-//! times), the denials with AWS's message, and files of them: a stack writes its calls to
+//! times), every request as sent (function, operation, resources: a `PublishBatch` is one
+//! request but an `sns:Publish` check, a `TransactWriteItems` one request but a check per
+//! action it carries), the denials with AWS's message, and files of the calls: a stack writes its calls to
 //! `$EVENTFOLD_IAM_RECORD/{stack}-{unique}.json` when it stops, so `eventfold iam report` can read a
 //! whole test run's.
 //!
@@ -27,6 +29,17 @@ pub struct Call {
     pub allowed: bool,
 }
 
+/// One kind of request as the function sent it: one per request, whatever checks it needed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Request {
+    /// The function's logical id.
+    pub function: String,
+    /// `service:Operation` as sent (`sns:PublishBatch`, `dynamodb:TransactWriteItems`).
+    pub operation: String,
+    /// The labels of the resources its checks name, distinct, joined by `+`.
+    pub resources: String,
+}
+
 /// A denied call, with the message the function got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Denial {
@@ -46,6 +59,7 @@ pub struct Denial {
 #[derive(Debug, Default)]
 pub struct Recorder {
     calls: Mutex<BTreeMap<Call, u64>>,
+    requests: Mutex<BTreeMap<Request, u64>>,
     denials: Mutex<Vec<Denial>>,
     file: Mutex<Option<PathBuf>>,
 }
@@ -71,6 +85,16 @@ impl Recorder {
         if *count == 1 {
             self.write_locked(&calls);
         }
+    }
+
+    /// Counts one request as sent (kept in memory only: the file is the calls').
+    pub fn request(&self, request: Request) {
+        *lock(&self.requests).entry(request).or_default() += 1;
+    }
+
+    /// Every kind of request with its count.
+    pub fn requests(&self) -> BTreeMap<Request, u64> {
+        lock(&self.requests).clone()
     }
 
     /// Writes the file with the counts so far.

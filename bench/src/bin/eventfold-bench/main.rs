@@ -28,6 +28,17 @@ async fn main() -> Result<()> {
             wakeups,
         } => streaming::run(stack.options()?, records, wakeups).await,
         Mode::Projector { stack, batches } => projector::run(stack.options()?, batches).await,
+        Mode::E2e {
+            stack,
+            orders,
+            concurrency,
+        } => {
+            let options = bench::e2e::E2eOptions {
+                orders,
+                concurrency,
+            };
+            bench::e2e::run(stack.options()?, options).await
+        }
         Mode::ColdStart { starts } => {
             let root = eventfold_local::emulator::find_root(&std::env::current_dir()?)?;
             cold_start::run(root, starts).await

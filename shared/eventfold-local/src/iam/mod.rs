@@ -21,7 +21,7 @@ use crate::template::{LOCAL_ACCOUNT, Template};
 use anyhow::{Context, Result};
 use aws_config::SdkConfig;
 use eventfold_iam::Role;
-use eventfold_iam::record::{Call, Denial, Labels, Recorder};
+use eventfold_iam::record::{Call, Denial, Labels, Recorder, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::collections::{BTreeMap, HashMap};
@@ -184,6 +184,12 @@ impl Iam {
     /// Every kind of call checked so far, with its count.
     pub fn calls(&self) -> BTreeMap<Call, u64> {
         self.recorder.calls()
+    }
+
+    /// Every kind of request sent so far (one per request, whatever its checks), with its
+    /// count.
+    pub fn requests(&self) -> BTreeMap<Request, u64> {
+        self.recorder.requests()
     }
 
     /// Every denial so far.

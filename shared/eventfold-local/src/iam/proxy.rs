@@ -10,7 +10,7 @@ use bytes::Bytes;
 use eventfold_iam::Role;
 use eventfold_iam::classify::{Check, Classification, Scope, classify, credential};
 use eventfold_iam::policy::Decision;
-use eventfold_iam::record::{Call, Denial, Labels, Recorder};
+use eventfold_iam::record::{Call, Denial, Labels, Recorder, Request};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -76,8 +76,23 @@ fn check(
 ) -> Option<Response> {
     let (protocol, checks) = match classify(&state.scope, target, service, body) {
         Classification::Checks {
-            protocol, checks, ..
-        } => (protocol, checks),
+            protocol,
+            operation,
+            checks,
+        } => {
+            let mut resources: Vec<String> = checks
+                .iter()
+                .map(|c| state.labels.label(&c.resource))
+                .collect();
+            resources.sort();
+            resources.dedup();
+            state.recorder.request(Request {
+                function: role.function.clone(),
+                operation: format!("{service}:{operation}"),
+                resources: resources.join("+"),
+            });
+            (protocol, checks)
+        }
         Classification::Unknown { protocol, reason } => {
             let text = format!(
                 "eventfold local IAM: the request of {} to {service} is not understood ({reason}); refused rather than let through unchecked",

@@ -310,6 +310,8 @@ Resources:
             BisectBatchOnFunctionError: true
             MaximumRetryAttempts: 5
             MaximumRecordAgeInSeconds: 3600
+            ParallelizationFactor: 2
+            MaximumBatchingWindowInSeconds: 1
             DestinationConfig:
               OnFailure: { Type: SQS, Destination: !GetAtt Failures.Arn }
   Consumer:
@@ -322,6 +324,7 @@ Resources:
             Queue: !GetAtt Work.Arn
             BatchSize: 10
             FunctionResponseTypes: [ReportBatchItemFailures]
+            ScalingConfig: { MaximumConcurrency: 5 }
         Other:
           Type: SQS
           Properties:

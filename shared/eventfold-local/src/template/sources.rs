@@ -1,6 +1,11 @@
 //! Event sources of functions: `DynamoDB` streams and `SQS` queues with their mapping
 //! settings (batch size, filters, partial failures, retries, destinations), and `Schedule`
 //! events (an EventBridge rule invoking the function at a rate).
+//!
+//! The scaling settings (`ParallelizationFactor`, `ScalingConfig.MaximumConcurrency`,
+//! `MaximumBatchingWindowInSeconds`) are read so the local stack knows what the template
+//! asks, but not emulated: the local pollers run one batch per source at a time
+//! (`docs/capacity.md`).
 
 use super::{Template, flag, target_of, text};
 use serde_json::Value;
@@ -38,6 +43,11 @@ pub struct StreamSourceSpec {
     pub maximum_record_age_seconds: Option<u64>,
     /// `DestinationConfig.OnFailure`.
     pub on_failure: Option<DestinationSpec>,
+    /// `ParallelizationFactor`: batches of one shard processed at once in AWS (default 1;
+    /// locally always 1).
+    pub parallelization_factor: u32,
+    /// `MaximumBatchingWindowInSeconds` (default 0; not waited for locally).
+    pub maximum_batching_window_seconds: u32,
     /// `Enabled` (default true).
     pub enabled: bool,
 }
@@ -55,6 +65,11 @@ pub struct SqsSourceSpec {
     pub filters: Vec<Value>,
     /// `FunctionResponseTypes`.
     pub function_response_types: Vec<String>,
+    /// `ScalingConfig.MaximumConcurrency`: the most invocations the source makes at once in
+    /// AWS (`None`: up to the function's or account's concurrency; locally always 1).
+    pub maximum_concurrency: Option<u32>,
+    /// `MaximumBatchingWindowInSeconds` (default 0; not waited for locally).
+    pub maximum_batching_window_seconds: u32,
     /// `Enabled` (default true).
     pub enabled: bool,
 }
@@ -211,6 +226,12 @@ impl Template {
                     maximum_retry_attempts: retries.and_then(|r| u32::try_from(r).ok()),
                     maximum_record_age_seconds: age.and_then(|a| u64::try_from(a).ok()),
                     on_failure,
+                    parallelization_factor: self
+                        .number(props.get("ParallelizationFactor"))
+                        .unwrap_or(1),
+                    maximum_batching_window_seconds: self
+                        .number(props.get("MaximumBatchingWindowInSeconds"))
+                        .unwrap_or(0),
                     enabled,
                 }))
             }
@@ -225,6 +246,14 @@ impl Template {
                     batch_size: self.number(props.get("BatchSize")).unwrap_or(10),
                     filters: filter_patterns(props),
                     function_response_types: strings(props.get("FunctionResponseTypes")),
+                    maximum_concurrency: self.number(
+                        props
+                            .get("ScalingConfig")
+                            .and_then(|c| c.get("MaximumConcurrency")),
+                    ),
+                    maximum_batching_window_seconds: self
+                        .number(props.get("MaximumBatchingWindowInSeconds"))
+                        .unwrap_or(0),
                     enabled,
                 }))
             }
@@ -291,6 +320,10 @@ mod tests {
                 target: "Failures".into()
             })
         );
+        assert_eq!(
+            (s.parallelization_factor, s.maximum_batching_window_seconds),
+            (2, 1)
+        );
         assert!(s.enabled);
 
         let consumer = t.function("Consumer").expect("consumer");
@@ -335,7 +368,10 @@ mod tests {
             sqs[1].function_response_types,
             vec!["ReportBatchItemFailures"]
         );
+        assert_eq!(sqs[1].maximum_concurrency, Some(5));
+        assert_eq!(sqs[1].maximum_batching_window_seconds, 0);
         assert_eq!(sqs[0].queue, "Failures");
+        assert_eq!(sqs[0].maximum_concurrency, None, "no ScalingConfig");
         assert!(
             !consumer
                 .event_sources

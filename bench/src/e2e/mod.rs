@@ -1,0 +1,294 @@
+//! `eventfold-bench e2e`: N orders through the whole local stack (HTTP API, command API,
+//! events table, stream publisher, SNS FIFO, SQS FIFO, projector, saga), each until it is
+//! confirmed and in the `order-summary` view; then the requests every hop made per order and
+//! per API command, from the IAM proxy's record of every request (function, operation,
+//! resources), the events and commits per order, and `PlaceOrder` -> confirmed latencies.
+//! These are the measured multipliers behind `docs/capacity.md`.
+//!
+//! An order: `CreateOrder`, two `AddItem` on two SKUs every order shares (stock received
+//! before the run), `PlaceOrder` by card; the saga reserves, authorizes and confirms. Only
+//! calls between two settled snapshots count (setup and warm-up are outside), the saga's
+//! `Schedule` is slowed to a day (its ticks cost time, not orders), and the latencies and
+//! event counts are read afterwards with the plain (unrecorded) SDK configuration.
+
+mod report;
+
+pub use report::{E2eReport, OBSERVER, POLL_OPERATIONS, Row, quantile, split_requests};
+
+use anyhow::{Context, Result, bail, ensure};
+use eventfold::{EventStore, StreamId};
+use eventfold_aws::metrics::counted_dynamo_client;
+use eventfold_aws::{DynamoEventStore, RequestCounter};
+use eventfold_local::httpc::Http;
+use eventfold_local::iam::record::Request;
+use eventfold_local::{EsmOptions, LocalOptions, LocalStack};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const COMMANDS: &str = "/api/v1/events/commands";
+/// The SKUs every order adds one unit of.
+const SKUS: [(&str, i64); 2] = [("sku-a", 1250), ("sku-b", 700)];
+/// Longest wait for one order to be confirmed in the view.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How many orders, and how many run at once.
+#[derive(Debug, Clone, Copy)]
+pub struct E2eOptions {
+    /// Orders to run.
+    pub orders: u64,
+    /// Orders in flight at once (each: its four commands, then polling its view).
+    pub concurrency: usize,
+}
+
+/// The pollers' options for the run: the template's settings, with the saga's deadline
+/// schedule slowed to once a day (a tick is time's cost, not an order's) and no periodic
+/// printing.
+pub fn esm_options() -> EsmOptions {
+    EsmOptions {
+        schedule_period: Some(Duration::from_secs(86_400)),
+        report_every: None,
+        ..EsmOptions::default()
+    }
+}
+
+/// Starts the local stack (IAM on: the proxy is what counts), runs the orders and prints the
+/// report.
+pub async fn run(local: LocalOptions, options: E2eOptions) -> Result<()> {
+    if !local.iam {
+        bail!("e2e counts requests through the IAM proxy: run it without --no-iam");
+    }
+    let stack = cli::local::start_with(local, esm_options()).await?;
+    let report = measure(&stack, options).await;
+    stack.stop().await;
+    print!("{}", report?.render());
+    Ok(())
+}
+
+/// What the calls and the pollers' counters say at one moment.
+struct Snapshot {
+    requests: BTreeMap<Request, u64>,
+    /// Invocations of each function's stream and queue sources (not its schedules).
+    invocations: BTreeMap<String, u64>,
+    /// Records (stream records, messages) each function's sources delivered.
+    records: BTreeMap<String, u64>,
+}
+
+fn snapshot(stack: &LocalStack) -> Result<Snapshot> {
+    let iam = stack.iam.as_ref().context("e2e needs IAM on")?;
+    let (mut invocations, mut records) = (BTreeMap::new(), BTreeMap::new());
+    for source in stack.esm().sources() {
+        if source.kind == "Schedule" {
+            continue;
+        }
+        if let Some(s) = stack.esm().source_stats(&source.function, &source.source) {
+            *invocations.entry(source.function.clone()).or_default() += s.invocations;
+            *records.entry(source.function.clone()).or_default() += s.records_in;
+        }
+    }
+    Ok(Snapshot {
+        requests: iam.requests(),
+        invocations,
+        records,
+    })
+}
+
+/// Everything that moves when there is work: the non-poll requests and the invocations.
+fn activity(s: &Snapshot) -> u64 {
+    let calls: u64 = s
+        .requests
+        .iter()
+        .filter(|(r, _)| !POLL_OPERATIONS.contains(&r.operation.as_str()) && r.function != OBSERVER)
+        .map(|(_, n)| n)
+        .sum();
+    calls + s.invocations.values().sum::<u64>()
+}
+
+/// Waits until nothing but polling happens for a second: what the last commits caused
+/// (the saga's last steps, their projections) has been done.
+async fn settle(stack: &LocalStack) -> Result<()> {
+    let start = Instant::now();
+    let (mut last, mut quiet_since) = (activity(&snapshot(stack)?), Instant::now());
+    while quiet_since.elapsed() < Duration::from_secs(1) {
+        ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "the stack did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = activity(&snapshot(stack)?);
+        if now != last {
+            (last, quiet_since) = (now, Instant::now());
+        }
+    }
+    Ok(())
+}
+
+async fn post(http: &Http, token: &str, body: Value) -> Result<()> {
+    let r = http.post(COMMANDS, Some(token), &body).await?;
+    ensure!(r.status < 300, "{body}: {} {}", r.status, r.json);
+    Ok(())
+}
+
+fn command(aggregate: &str, id: &str, kind: &str, data: Value) -> Value {
+    json!({"aggregate_type": aggregate, "aggregate_id": id, "type": kind, "data": data})
+}
+
+/// One order's four commands, then its view polled until `Confirmed`: when `PlaceOrder`
+/// was sent, and how long until the view showed it.
+async fn one_order(
+    http: &Http,
+    token: &str,
+    i: u64,
+) -> Result<(chrono::DateTime<chrono::Utc>, f64)> {
+    let id = format!("o-{i}");
+    let customer = json!({"customer_id": format!("c-{}", i % 10)});
+    post(http, token, command("Order", &id, "CreateOrder", customer)).await?;
+    for (sku, price) in SKUS {
+        let line = json!({"sku": sku, "quantity": 1, "unit_price": price});
+        post(http, token, command("Order", &id, "AddItem", line)).await?;
+    }
+    let (placed_at, start) = (chrono::Utc::now(), Instant::now());
+    let by_card = json!({"payment_method": "card"});
+    post(http, token, command("Order", &id, "PlaceOrder", by_card)).await?;
+    let path = format!("/api/v1/events/queries/order-summary?order_id={id}");
+    loop {
+        let r = http.get(&path, Some(token)).await?;
+        if r.status == 200 && r.json["item"]["status"] == "Confirmed" {
+            return Ok((placed_at, start.elapsed().as_secs_f64() * 1000.0));
+        }
+        ensure!(
+            start.elapsed() < ORDER_TIMEOUT,
+            "order {id} not confirmed in order-summary: {} {}",
+            r.status,
+            r.json
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Runs `options.orders` orders on `stack` (started with [`esm_options`] and IAM on) and
+/// measures them.
+pub async fn measure(stack: &LocalStack, options: E2eOptions) -> Result<E2eReport> {
+    ensure!(options.orders > 0, "--orders must be at least 1");
+    let http = Http::new(&stack.api_url());
+    let tenant = format!("e2e{}", chrono::Utc::now().timestamp_millis());
+    let token = stack
+        .gateway
+        .auth()
+        .issue(&tenant, "bench", "events:read events:write", 3600);
+    for (sku, _) in SKUS {
+        let stock = json!({"quantity": options.orders + 10});
+        post(
+            &http,
+            &token,
+            command("Inventory", sku, "ReceiveStock", stock),
+        )
+        .await?;
+    }
+    settle(stack).await?;
+    let denied_before = stack.iam.as_ref().map_or(0, |i| i.denials().len());
+    let before = snapshot(stack)?;
+    let started = Instant::now();
+
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..options.concurrency.max(1) {
+        let (http, token, next) = (http.clone(), token.clone(), next.clone());
+        let orders = options.orders;
+        workers.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= orders {
+                    return Ok::<_, anyhow::Error>(done);
+                }
+                let (placed_at, view_ms) = one_order(&http, &token, i).await?;
+                done.push((i, placed_at, view_ms));
+            }
+        }));
+    }
+    let mut placed = Vec::new();
+    for w in workers {
+        placed.extend(w.await??);
+    }
+    settle(stack).await?;
+    let after = snapshot(stack)?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    let (work, polls, observer) = split_requests(&before.requests, &after.requests);
+    let delta = |after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>| {
+        after
+            .iter()
+            .map(|(f, n)| (f.clone(), n - before.get(f).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n > 0)
+            .collect::<BTreeMap<_, _>>()
+    };
+    let invocations = delta(&after.invocations, &before.invocations);
+    let records = delta(&after.records, &before.records);
+    let mut report = E2eReport {
+        orders: options.orders,
+        confirmed: placed.len() as u64,
+        api_commands: options.orders * 4,
+        work,
+        polls,
+        observer,
+        invocations,
+        records,
+        view_ms: placed.iter().map(|(_, _, ms)| *ms).collect(),
+        seconds,
+        denials: stack.iam.as_ref().map_or(0, |i| i.denials().len()) - denied_before,
+        ..E2eReport::default()
+    };
+    read_histories(stack, &tenant, &placed, &mut report).await?;
+    Ok(report)
+}
+
+/// Reads what the run appended (plain SDK configuration: not recorded): events per stream
+/// category, commits, and when each order's `OrderConfirmed` was committed.
+async fn read_histories(
+    stack: &LocalStack,
+    tenant: &str,
+    placed: &[(u64, chrono::DateTime<chrono::Utc>, f64)],
+    report: &mut E2eReport,
+) -> Result<()> {
+    let table = stack.resource_name("EventsTable");
+    let store = DynamoEventStore::new(
+        counted_dynamo_client(&stack.sdk, &RequestCounter::new()),
+        table,
+    );
+    let mut commits: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut count = |category: &str, events: &[eventfold::EventEnvelope]| {
+        *report.events.entry(category.to_owned()).or_default() += events.len() as u64;
+        for e in events {
+            commits.insert((e.stream_id.clone(), e.metadata.command_id.clone()));
+        }
+    };
+    for (i, placed_at, _) in placed {
+        let id = format!("o-{i}");
+        for category in ["Order", "Payment", "OrderFulfilment"] {
+            let stream = StreamId::new(tenant, category, &id)?.to_string();
+            let events = store.load_range(&stream, 1, None, None).await?;
+            if category == "Order" {
+                let confirmed = events
+                    .iter()
+                    .find(|e| e.event_type == "OrderConfirmed")
+                    .with_context(|| format!("{stream} has no OrderConfirmed"))?;
+                let ms = (confirmed.occurred_at - *placed_at).num_microseconds();
+                report
+                    .confirmed_ms
+                    .push(ms.unwrap_or_default() as f64 / 1000.0);
+            }
+            count(category, &events);
+        }
+    }
+    for (sku, _) in SKUS {
+        let stream = StreamId::new(tenant, "Inventory", sku)?.to_string();
+        // Version 1 is the stock received before the run.
+        let events = store.load_range(&stream, 2, None, None).await?;
+        count("Inventory", &events);
+    }
+    report.commits = commits.len() as u64;
+    Ok(())
+}
