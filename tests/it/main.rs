@@ -3,10 +3,12 @@
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
 //! DynamoDB), the streaming API (topics, publish, consumer groups, history), the recovery path
 //! (dead letters, the DLQ processor, SNS outages), one trace
-//! from a command to the consumers' queues, and the docs' shell blocks (the README's tour and
+//! from a command to the consumers' queues, the operator console in a headless Chromium, and
+//! the docs' shell blocks (the README's tour and
 //! every other block: run, checked or marked not run).
 
 mod api;
+mod console;
 mod contract;
 mod dlq;
 mod docs;
