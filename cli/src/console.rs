@@ -92,8 +92,7 @@ pub async fn run(args: ConsoleArgs) -> Result<()> {
     let operator = if args.aws {
         console::aws_operator(&sdk)
             .await
-            .map_err(anyhow::Error::msg)
-            .context("who is the operator (STS GetCallerIdentity)")?
+            .context("who is the operator")?
     } else {
         console::local_operator()
     };

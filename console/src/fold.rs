@@ -53,7 +53,11 @@ impl AggregateVisitor for StateAt<'_> {
 }
 
 /// The state of an aggregate of `category` after the `events` up to `version` (oldest first).
-pub fn state_at(category: &str, events: &[EventEnvelope], version: u64) -> Result<Value, FoldError> {
+pub fn state_at(
+    category: &str,
+    events: &[EventEnvelope],
+    version: u64,
+) -> Result<Value, FoldError> {
     shop::registry::visit(category, StateAt { events, version })?
 }
 

@@ -126,6 +126,16 @@ fn feeds(kind: Kind, category: &str, commit: &CommitRow) -> bool {
     }
 }
 
+/// Whether a failure of the projector on `stream` concerns the view of `kind`: one projector
+/// serves every view, so its failures are told apart by the stream's category (a failure
+/// with no known stream concerns them all).
+fn concerns(kind: Kind, stream: Option<&str>) -> bool {
+    match (kind, stream.map(StreamId::parse)) {
+        (Kind::StreamView(c) | Kind::CounterView(c), Some(Ok(s))) => s.category() == c,
+        _ => true,
+    }
+}
+
 /// The lag of every consumer in `snap` (stall flags off: see [`StallTracker`]).
 pub fn compute(snap: &Snapshot) -> Vec<ConsumerLag> {
     let hour_ago = snap.taken_at - Span::hours(1);
@@ -149,11 +159,13 @@ pub fn compute(snap: &Snapshot) -> Vec<ConsumerLag> {
                     .notes
                     .iter()
                     .filter(|n| n.consumer == dlq_consumer && n.at >= hour_ago)
+                    .filter(|n| concerns(kind, n.stream_id.as_deref()))
                     .count(),
                 open_letters: snap
                     .letters
                     .iter()
                     .filter(|l| l.consumer == dlq_consumer && l.status == Status::Open)
+                    .filter(|l| concerns(kind, l.stream_id.as_deref()))
                     .count(),
                 overdue: 0,
                 stalled: false,
@@ -307,7 +319,10 @@ mod tests {
         let t0 = Instant::now();
         let mut lags = compute(&s);
         tracker.observe(&mut lags, t0);
-        assert!(!of(&lags, "order-summary").stalled, "fresh lag is not a stall");
+        assert!(
+            !of(&lags, "order-summary").stalled,
+            "fresh lag is not a stall"
+        );
         tracker.observe(&mut lags, t0 + Duration::from_secs(61));
         assert!(of(&lags, "order-summary").stalled);
         assert!(of(&lags, "order-summary").stuck());
@@ -319,5 +334,24 @@ mod tests {
         let mut lags = compute(&moved);
         tracker.observe(&mut lags, t0 + Duration::from_secs(62));
         assert!(!of(&lags, "order-summary").stalled);
+    }
+
+    #[test]
+    fn a_projector_letter_counts_for_the_views_of_its_streams_category_only() {
+        let mut s = snap();
+        let letter = serde_json::json!({
+            "id": "ab", "tenant": "acme", "status": "open", "source_queue": "projector-dlq",
+            "consumer": "projector", "stream_id": "acme/Inventory-sku", "first_version": 1,
+            "last_version": 1, "event_type": "StockReceived", "message_id": null, "body": "{}",
+            "attributes": {}, "receive_count": 5, "first_failure_at": Utc::now(),
+            "last_failure_at": Utc::now(), "last_error": "bad", "blocked_behind": null,
+            "changed_by": null, "changed_at": null, "reason": null
+        });
+        s.letters
+            .push(serde_json::from_value(letter).expect("a letter"));
+        let lags = compute(&s);
+        assert_eq!(of(&lags, "stock-levels").open_letters, 1);
+        assert_eq!(of(&lags, "order-summary").open_letters, 0);
+        assert_eq!(of(&lags, SAGA).open_letters, 0);
     }
 }

@@ -67,15 +67,20 @@ pub fn local_operator() -> String {
     )
 }
 
+/// Why the operator's identity is unknown.
+#[derive(Debug, thiserror::Error)]
+#[error("STS GetCallerIdentity failed: {0}")]
+pub struct IdentityError(String);
+
 /// The operator's identity in AWS: the caller ARN from STS `GetCallerIdentity`.
-pub async fn aws_operator(sdk: &aws_config::SdkConfig) -> Result<String, String> {
+pub async fn aws_operator(sdk: &aws_config::SdkConfig) -> Result<String, IdentityError> {
     aws_sdk_sts::Client::new(sdk)
         .get_caller_identity()
         .send()
         .await
-        .map_err(|e| eventfold_aws::diagnostic::cause_chain(&e))?
+        .map_err(|e| IdentityError(eventfold_aws::diagnostic::cause_chain(&e)))?
         .arn
-        .ok_or_else(|| "GetCallerIdentity returned no ARN".to_owned())
+        .ok_or_else(|| IdentityError("it returned no ARN".to_owned()))
 }
 
 /// One operator action, as the audit trail keeps it.

@@ -165,7 +165,8 @@ impl Snapshot {
             commits.sort_by_key(|c| c.version);
             for (i, c) in commits.iter().enumerate() {
                 for e in &c.events {
-                    self.event_at.insert(e.event_id.clone(), (stream.clone(), i));
+                    self.event_at
+                        .insert(e.event_id.clone(), (stream.clone(), i));
                 }
             }
         }
@@ -208,13 +209,11 @@ pub fn decode_commit(item: Item) -> Option<CommitRow> {
         Some(AttributeValue::M(m)) => n(m, "version"),
         _ => None,
     };
-    let metadata: Metadata = serde_dynamo::aws_sdk_dynamodb_1::from_attribute_value(
-        item.get("metadata")?.clone(),
-    )
-    .ok()?;
-    let events: Vec<EventRow> =
-        serde_dynamo::aws_sdk_dynamodb_1::from_attribute_value(item.get("events")?.clone())
+    let metadata: Metadata =
+        serde_dynamo::aws_sdk_dynamodb_1::from_attribute_value(item.get("metadata")?.clone())
             .ok()?;
+    let events: Vec<EventRow> =
+        serde_dynamo::aws_sdk_dynamodb_1::from_attribute_value(item.get("events")?.clone()).ok()?;
     Some(CommitRow {
         stream_id,
         version,

@@ -86,7 +86,11 @@ pub async fn list(console: &Console, params: &Params) -> Markup {
         .collect();
     let consumers: BTreeSet<&str> = snap.letters.iter().map(|l| l.consumer.as_str()).collect();
     let tenants: BTreeSet<&str> = snap.letters.iter().map(|l| l.tenant.as_str()).collect();
-    let types: BTreeSet<&str> = snap.letters.iter().filter_map(|l| l.event_type.as_deref()).collect();
+    let types: BTreeSet<&str> = snap
+        .letters
+        .iter()
+        .filter_map(|l| l.event_type.as_deref())
+        .collect();
     let writes = console.options.allow_writes;
     let status = params.get("status").unwrap_or("open");
     let body = html! {
@@ -157,7 +161,9 @@ pub async fn list(console: &Console, params: &Params) -> Markup {
 
 /// One letter in full.
 pub async fn view(console: &Console, params: &Params) -> Result<Markup, Problem> {
-    let id = params.get("id").ok_or_else(|| Problem::bad("give a letter id (?id=...)"))?;
+    let id = params
+        .get("id")
+        .ok_or_else(|| Problem::bad("give a letter id (?id=...)"))?;
     let letter = console
         .dlq
         .get(None, id)
@@ -184,7 +190,12 @@ pub async fn view(console: &Console, params: &Params) -> Result<Markup, Problem>
         h2 { "Attributes" }
         table { tbody { @for (k, v) in &letter.attributes { tr { th scope="row" { (k) } td { code { (v) } } } } } }
     };
-    Ok(shell(console, &format!("Dead letter {id}"), "/dead-letters", body))
+    Ok(shell(
+        console,
+        &format!("Dead letter {id}"),
+        "/dead-letters",
+        body,
+    ))
 }
 
 /// Runs `action` on the letters the form selects; where to go next.
@@ -197,13 +208,20 @@ pub async fn act(console: &Console, action: Action, form: &Params) -> Result<Str
         ));
     }
     if form.get("csrf") != Some(console.csrf.as_str()) {
-        return Err(Problem::new(403, "csrf", "the form's token is missing or stale: reload the page"));
+        return Err(Problem::new(
+            403,
+            "csrf",
+            "the form's token is missing or stale: reload the page",
+        ));
     }
     let ids: Vec<&str> = form.all("id");
     if ids.is_empty() {
         return Err(Problem::bad("select at least one dead letter"));
     }
-    if ids.iter().any(|id| id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit())) {
+    if ids
+        .iter()
+        .any(|id| id.len() > 64 || !id.chars().all(|c| c.is_ascii_hexdigit()))
+    {
         return Err(Problem::bad("a dead-letter id is 1-64 hexadecimal digits"));
     }
     let reason = form.get("reason");

@@ -111,7 +111,11 @@ pub async fn view(console: &Console, params: &Params) -> Result<Markup, Problem>
         .filter(|c| c.stream_id != id && ids.contains(c.metadata.causation_id.as_str()))
         .collect();
     sent.sort_by_key(|c| c.committed_at);
-    let due = snap.deadlines.iter().find(|d| d.stream_id == id).and_then(|d| d.due_at);
+    let due = snap
+        .deadlines
+        .iter()
+        .find(|d| d.stream_id == id)
+        .and_then(|d| d.due_at);
     let body = html! {
         p {
             a href=(stream_href(id, None)) { "Open the stream (events, state at any version)" } " · "

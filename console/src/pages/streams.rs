@@ -75,7 +75,10 @@ pub async fn view(console: &Console, params: &Params) -> Result<Markup, Problem>
         .get("id")
         .ok_or_else(|| Problem::bad("give a stream id (?id=tenant/Category-id)"))?;
     let stream = StreamId::parse(id).map_err(|e| Problem::bad(e.to_string()))?;
-    let store = DynamoEventStore::new(console.source.client().clone(), &console.source.tables().events);
+    let store = DynamoEventStore::new(
+        console.source.client().clone(),
+        &console.source.tables().events,
+    );
     let events = store
         .load_range(id, 1, None, None)
         .await

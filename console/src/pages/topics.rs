@@ -24,7 +24,11 @@ async fn scan(console: &Console, table: &str) -> Result<Vec<Item>, Problem> {
             .send()
             .await
             .map_err(|e| {
-                Problem::new(502, "store-unavailable", eventfold_aws::diagnostic::cause_chain(&e))
+                Problem::new(
+                    502,
+                    "store-unavailable",
+                    eventfold_aws::diagnostic::cause_chain(&e),
+                )
             })?;
         items.extend(out.items.unwrap_or_default());
         match out.last_evaluated_key {
@@ -105,5 +109,10 @@ pub async fn page(console: &Console) -> Result<Markup, Problem> {
             }
         }
     };
-    Ok(shell(console, "Topics and consumer groups", "/topics", body))
+    Ok(shell(
+        console,
+        "Topics and consumer groups",
+        "/topics",
+        body,
+    ))
 }

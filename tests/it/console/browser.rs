@@ -51,7 +51,10 @@ async fn browser() -> (Driver, Client) {
         {
             Ok(c) => return (driver, c),
             Err(e) => {
-                assert!(start.elapsed() < Duration::from_secs(30), "no WebDriver session: {e}");
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "no WebDriver session: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -71,9 +74,13 @@ fn shots() -> PathBuf {
 async fn check(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(shots().join(format!("{name}.png")), png).expect("written");
-    let axe = std::fs::read_to_string(tests::root().join("tests/browser/node_modules/axe-core/axe.min.js"))
-        .expect("axe-core is installed (scripts/setup: tests/browser npm ci)");
-    c.execute(&format!("{axe}\nreturn true;"), vec![]).await.expect("axe injected");
+    let axe = std::fs::read_to_string(
+        tests::root().join("tests/browser/node_modules/axe-core/axe.min.js"),
+    )
+    .expect("axe-core is installed (scripts/setup: tests/browser npm ci)");
+    c.execute(&format!("{axe}\nreturn true;"), vec![])
+        .await
+        .expect("axe injected");
     let found = c
         .execute_async(
             "const done = arguments[arguments.length - 1];
@@ -93,11 +100,20 @@ async fn until_text(c: &Client, url: &str, text: &str, limit: Duration) -> Strin
     let start = Instant::now();
     loop {
         c.goto(url).await.expect("goto");
-        let body = c.find(Locator::Css("main")).await.expect("main").text().await.expect("text");
+        let body = c
+            .find(Locator::Css("main"))
+            .await
+            .expect("main")
+            .text()
+            .await
+            .expect("text");
         if body.contains(text) {
             return body;
         }
-        assert!(start.elapsed() < limit, "{url} never showed {text:?}; last: {body}");
+        assert!(
+            start.elapsed() < limit,
+            "{url} never showed {text:?}; last: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -130,14 +146,37 @@ async fn an_operator_traces_an_order_and_clears_a_poisoned_projector_in_chromium
         .await
         .expect("performance");
     println!("console overview: {perf}");
-    c.find(Locator::Css("body")).await.expect("body").send_keys("\u{E004}").await.expect("tab");
-    let focused = c.active_element().await.expect("focus").text().await.expect("text");
-    assert_eq!(focused, "Skip to content", "the first Tab reaches the skip link");
+    c.find(Locator::Css("body"))
+        .await
+        .expect("body")
+        .send_keys("\u{E004}")
+        .await
+        .expect("tab");
+    let focused = c
+        .active_element()
+        .await
+        .expect("focus")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        focused, "Skip to content",
+        "the first Tab reaches the skip link"
+    );
     check(&c, "overview").await;
 
     // Trace by order id: every hop, down to the views.
-    let trace = until_text(&c, &format!("{base}/trace?q=o-1"), "OrderConfirmed", Duration::from_secs(90)).await;
-    assert!(trace.contains(&format!("{tenant}/OrderFulfilment-o-1")), "{trace}");
+    let trace = until_text(
+        &c,
+        &format!("{base}/trace?q=o-1"),
+        "OrderConfirmed",
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(
+        trace.contains(&format!("{tenant}/OrderFulfilment-o-1")),
+        "{trace}"
+    );
     assert!(trace.contains("view order-summary: applied"), "{trace}");
     check(&c, "trace").await;
 
@@ -150,23 +189,52 @@ async fn an_operator_traces_an_order_and_clears_a_poisoned_projector_in_chromium
         .click()
         .await
         .expect("opened");
-    let saga = c.find(Locator::Css("main")).await.expect("main").text().await.expect("text");
-    assert!(saga.contains("Commands it sent") && saga.contains(&format!("{tenant}/Inventory-book")), "{saga}");
+    let saga = c
+        .find(Locator::Css("main"))
+        .await
+        .expect("main")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        saga.contains("Commands it sent") && saga.contains(&format!("{tenant}/Inventory-book")),
+        "{saga}"
+    );
     check(&c, "saga").await;
 
     // A stream at an old version: the order as created, before its line.
-    c.goto(&format!("{base}/streams?tenant={tenant}&category=Order")).await.expect("streams");
+    c.goto(&format!("{base}/streams?tenant={tenant}&category=Order"))
+        .await
+        .expect("streams");
     check(&c, "streams").await;
-    c.find(Locator::LinkText(&format!("{tenant}/Order-o-1"))).await.expect("listed").click().await.expect("opened");
-    let version = c.find(Locator::Css("input[name=v]")).await.expect("version field");
+    c.find(Locator::LinkText(&format!("{tenant}/Order-o-1")))
+        .await
+        .expect("listed")
+        .click()
+        .await
+        .expect("opened");
+    let version = c
+        .find(Locator::Css("input[name=v]"))
+        .await
+        .expect("version field");
     version.clear().await.expect("cleared");
     version.send_keys("1\u{E007}").await.expect("entered");
     let start = Instant::now();
     while !c.current_url().await.expect("url").as_str().contains("v=1") {
-        assert!(start.elapsed() < Duration::from_secs(10), "the form did not submit");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the form did not submit"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let state = c.wait().for_element(Locator::Css("pre[data-testid=state]")).await.expect("state").text().await.expect("text");
+    let state = c
+        .wait()
+        .for_element(Locator::Css("pre[data-testid=state]"))
+        .await
+        .expect("state")
+        .text()
+        .await
+        .expect("text");
     assert!(state.contains("c-1") && !state.contains("book"), "{state}");
     check(&c, "stream-at-version-1").await;
 
@@ -183,26 +251,74 @@ async fn an_operator_traces_an_order_and_clears_a_poisoned_projector_in_chromium
         .text()
         .await
         .expect("text");
-    assert!(row.contains("STALLED") && row.contains("dead letters"), "{row}");
+    assert!(
+        row.contains("STALLED") && row.contains("dead letters"),
+        "{row}"
+    );
     check(&c, "overview-stuck").await;
-    c.goto(&format!("{base}/projections")).await.expect("projections");
+    c.goto(&format!("{base}/projections"))
+        .await
+        .expect("projections");
     check(&c, "projections").await;
     c.goto(&format!("{base}/topics")).await.expect("topics");
     check(&c, "topics").await;
 
     // Bulk discard from the page: select all, give a reason, discard; the letter is resolved.
     c.goto(&letters).await.expect("letters");
-    let listed = c.find(Locator::Css("main")).await.expect("main").text().await.expect("text");
+    let listed = c
+        .find(Locator::Css("main"))
+        .await
+        .expect("main")
+        .text()
+        .await
+        .expect("text");
     assert!(listed.contains(&poisoned), "{listed}");
     check(&c, "dead-letters").await;
-    c.find(Locator::Id("select-all")).await.expect("select all").click().await.expect("checked");
-    c.find(Locator::Css("input[name=reason]")).await.expect("reason").send_keys("bad writer, fixed upstream").await.expect("typed");
-    c.find(Locator::XPath("//button[text()='Discard selected']")).await.expect("discard").click().await.expect("clicked");
-    let after = c.wait().for_element(Locator::Css("p.banner[role=status]")).await.expect("banner").text().await.expect("text");
+    c.find(Locator::Id("select-all"))
+        .await
+        .expect("select all")
+        .click()
+        .await
+        .expect("checked");
+    c.find(Locator::Css("input[name=reason]"))
+        .await
+        .expect("reason")
+        .send_keys("bad writer, fixed upstream")
+        .await
+        .expect("typed");
+    c.find(Locator::XPath("//button[text()='Discard selected']"))
+        .await
+        .expect("discard")
+        .click()
+        .await
+        .expect("clicked");
+    let after = c
+        .wait()
+        .for_element(Locator::Css("p.banner[role=status]"))
+        .await
+        .expect("banner")
+        .text()
+        .await
+        .expect("text");
     assert_eq!(after, "1 done, 0 failed");
-    let main = c.find(Locator::Css("main")).await.expect("main").text().await.expect("text");
-    assert!(main.contains("discarded") && main.contains("console:it") && main.contains("bad writer"), "{main}");
-    until_text(&c, &format!("{base}/dead-letters?status=open&tenant={tenant}"), "0 dead letter(s).", Duration::from_secs(10)).await;
+    let main = c
+        .find(Locator::Css("main"))
+        .await
+        .expect("main")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        main.contains("discarded") && main.contains("console:it") && main.contains("bad writer"),
+        "{main}"
+    );
+    until_text(
+        &c,
+        &format!("{base}/dead-letters?status=open&tenant={tenant}"),
+        "0 dead letter(s).",
+        Duration::from_secs(10),
+    )
+    .await;
 
     c.close().await.expect("browser closed");
     rw.stop();

@@ -7,9 +7,9 @@ mod browser;
 
 use eventfold::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 use eventfold_aws::DynamoEventStore;
+use eventfold_local::LocalStack;
 use eventfold_local::esm::EsmOptions;
 use eventfold_local::httpc::Http;
-use eventfold_local::LocalStack;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tests::{events_table, rw_token, stack_with, unique_tenant};
@@ -31,16 +31,45 @@ fn fast() -> EsmOptions {
 async fn send(http: &Http, token: &str, aggregate: &str, id: &str, kind: &str, data: Value) {
     let body = json!({"aggregate_type": aggregate, "aggregate_id": id, "type": kind, "data": data});
     let r = http.post(COMMANDS, Some(token), &body).await.expect("post");
-    assert!(r.status == 200 || r.status == 201, "{body}: {} {}", r.status, r.json);
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{body}: {} {}",
+        r.status,
+        r.json
+    );
 }
 
 /// Stock for `sku`, then order `id` of 2 units, placed and paid by card.
 async fn place_order(http: &Http, token: &str, id: &str) {
-    send(http, token, "Inventory", "book", "ReceiveStock", json!({"quantity": 10})).await;
-    send(http, token, "Order", id, "CreateOrder", json!({"customer_id": "c-1"})).await;
+    send(
+        http,
+        token,
+        "Inventory",
+        "book",
+        "ReceiveStock",
+        json!({"quantity": 10}),
+    )
+    .await;
+    send(
+        http,
+        token,
+        "Order",
+        id,
+        "CreateOrder",
+        json!({"customer_id": "c-1"}),
+    )
+    .await;
     let line = json!({"sku": "book", "quantity": 2, "unit_price": 1250});
     send(http, token, "Order", id, "AddItem", line).await;
-    send(http, token, "Order", id, "PlaceOrder", json!({"payment_method": "card"})).await;
+    send(
+        http,
+        token,
+        "Order",
+        id,
+        "PlaceOrder",
+        json!({"payment_method": "card"}),
+    )
+    .await;
 }
 
 /// A commit the projector cannot apply (a `StockReceived` whose quantity is not a number),
@@ -81,7 +110,12 @@ async fn console(stack: &LocalStack, allow_writes: bool) -> console::Running {
 }
 
 /// Polls `path` of `http` until its body passes `check` (at most `limit`).
-async fn until_page(http: &Http, path: &str, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+async fn until_page(
+    http: &Http,
+    path: &str,
+    limit: Duration,
+    check: impl Fn(&str) -> bool,
+) -> String {
     let start = Instant::now();
     loop {
         let r = http.get(path, None).await.expect("get");
@@ -134,7 +168,10 @@ async fn the_console_shows_an_orders_path_and_refuses_writes_when_read_only() {
     })
     .await;
     for stream in [&order, &saga, &format!("{tenant}/Inventory-book")] {
-        assert!(trace.contains(&format!("data-stream=\"{stream}\"")), "{stream} missing");
+        assert!(
+            trace.contains(&format!("data-stream=\"{stream}\"")),
+            "{stream} missing"
+        );
     }
     assert!(trace.contains("ms after its cause"));
     assert!(trace.contains("data-view=\"order-summary\" data-applied=\"true\""));
@@ -149,14 +186,38 @@ async fn the_console_shows_an_orders_path_and_refuses_writes_when_read_only() {
     // Time travel: version 1 is the created order, without the line added later.
     let path = format!("/streams/view?id={}&v=1", console_q(&order));
     let at1 = until_page(&ro_http, &path, Duration::from_secs(5), |_| true).await;
-    let head = until_page(&ro_http, &format!("/streams/view?id={}", console_q(&order)), Duration::from_secs(5), |_| true).await;
-    let state = |page: &str| page.split("data-testid=\"state\"").nth(1).map(|s| s[..s.find("</pre>").unwrap_or(0)].to_owned()).unwrap_or_default();
-    assert!(state(&at1).contains("c-1") && !state(&at1).contains("book"), "{}", state(&at1));
+    let head = until_page(
+        &ro_http,
+        &format!("/streams/view?id={}", console_q(&order)),
+        Duration::from_secs(5),
+        |_| true,
+    )
+    .await;
+    let state = |page: &str| {
+        page.split("data-testid=\"state\"")
+            .nth(1)
+            .map(|s| s[..s.find("</pre>").unwrap_or(0)].to_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        state(&at1).contains("c-1") && !state(&at1).contains("book"),
+        "{}",
+        state(&at1)
+    );
     assert!(state(&head).contains("book"), "{}", state(&head));
 
     // Saga: its log and the commands it sent (stock reserved, payment, order confirmed).
-    let saga_page = until_page(&ro_http, &format!("/sagas/view?id={}", console_q(&saga)), Duration::from_secs(5), |_| true).await;
-    assert!(saga_page.contains(&format!("{tenant}/Inventory-book")), "commands sent");
+    let saga_page = until_page(
+        &ro_http,
+        &format!("/sagas/view?id={}", console_q(&saga)),
+        Duration::from_secs(5),
+        |_| true,
+    )
+    .await;
+    assert!(
+        saga_page.contains(&format!("{tenant}/Inventory-book")),
+        "commands sent"
+    );
     assert!(saga_page.contains("StockReserved"));
 
     // Read-only: no write controls, and the endpoints answer 403 problem+json.
@@ -165,7 +226,10 @@ async fn the_console_shows_an_orders_path_and_refuses_writes_when_read_only() {
     let refused = post_form(&ro_http, "/dead-letters/discard", "id=ab&reason=x").await;
     assert_eq!(refused.status, 403);
     assert_eq!(refused.content_type, "application/problem+json");
-    assert_eq!(refused.json["type"], "https://eventfold.dev/problems/writes-disabled");
+    assert_eq!(
+        refused.json["type"],
+        "https://eventfold.dev/problems/writes-disabled"
+    );
     // Writable, but without the page's token: a forged form is refused too.
     let forged = post_form(&rw_http, "/dead-letters/redrive", "id=ab").await;
     assert_eq!(forged.status, 403);
@@ -176,9 +240,17 @@ async fn the_console_shows_an_orders_path_and_refuses_writes_when_read_only() {
         .nth(1)
         .and_then(|s| s.split('"').next())
         .expect("the form carries the token");
-    let empty = post_form(&rw_http, "/dead-letters/discard", &format!("csrf={csrf}&reason=x")).await;
+    let empty = post_form(
+        &rw_http,
+        "/dead-letters/discard",
+        &format!("csrf={csrf}&reason=x"),
+    )
+    .await;
     assert_eq!(empty.status, 400);
-    assert_eq!(empty.json["type"], "https://eventfold.dev/problems/invalid-request");
+    assert_eq!(
+        empty.json["type"],
+        "https://eventfold.dev/problems/invalid-request"
+    );
     let topics = until_page(&ro_http, "/topics", Duration::from_secs(5), |_| true).await;
     assert!(topics.contains("Topics and consumer groups"));
 
