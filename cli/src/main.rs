@@ -235,6 +235,9 @@ async fn main() -> Result<()> {
                 println!("\nServing; Ctrl-C stops everything.");
                 tokio::signal::ctrl_c().await?;
             }
+            if let Some(c) = console {
+                c.stop();
+            }
             local.stop().await;
         }
         Cmd::Projections {

@@ -110,6 +110,8 @@ pub struct Console {
     pub(crate) lags: RwLock<Vec<lag::ConsumerLag>>,
     pub(crate) audit: Mutex<Vec<AuditEntry>>,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// When a page last asked for the snapshot: with nobody looking, refreshes pause.
+    last_view: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for Console {
@@ -143,6 +145,7 @@ impl Console {
             lags: RwLock::new(Vec::new()),
             audit: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
+            last_view: Mutex::new(Instant::now()),
         })
     }
 
@@ -165,6 +168,7 @@ impl Console {
 
     /// The latest snapshot, waiting for the first one.
     pub async fn snapshot(&self) -> Arc<Snapshot> {
+        *lock(&self.last_view) = Instant::now();
         let mut rx = self.snapshot.clone();
         loop {
             if let Some(s) = rx.borrow_and_update().clone() {
@@ -215,6 +219,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// With no page viewed for this long, the background refreshes pause.
+pub const IDLE_AFTER: Duration = Duration::from_secs(60);
+
 /// A console being served.
 #[derive(Debug)]
 pub struct Running {
@@ -247,7 +254,13 @@ pub async fn start(console: Arc<Console>, listen: SocketAddr) -> std::io::Result
         let console = console.clone();
         tokio::spawn(async move {
             loop {
-                console.refresh().await;
+                // Every refresh scans the tables: with no page viewed for a while, none is
+                // made (an idle console costs no read capacity).
+                if lock(&console.last_view).elapsed() < IDLE_AFTER
+                    || console.snapshot.borrow().is_none()
+                {
+                    console.refresh().await;
+                }
                 tokio::time::sleep(console.options.refresh).await;
             }
         })
