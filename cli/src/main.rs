@@ -37,7 +37,12 @@ enum Cmd {
         /// --env-file`.
         #[arg(long, value_name = "FUNCTION")]
         print_env: Option<String>,
+        /// Also serve the operator console (read-only) on this address.
+        #[arg(long, value_name = "ADDR")]
+        console: Option<std::net::SocketAddr>,
     },
+    /// The operator console: a web UI over the stack (lag, streams, trace, dead letters...).
+    Console(cli::console::ConsoleArgs),
     /// Print a development JWT for the local gateway.
     Token {
         /// Tenant claim.
@@ -208,8 +213,13 @@ async fn main() -> Result<()> {
         } => {
             print!("{}", cli::local::print_env(&stack.options()?, &function)?);
         }
+        Cmd::Console(args) => cli::console::run(args).await?,
         Cmd::Local {
-            stack, demo, once, ..
+            stack,
+            demo,
+            once,
+            console,
+            ..
         } => {
             if stack.no_iam {
                 eprintln!(
@@ -218,12 +228,22 @@ async fn main() -> Result<()> {
             }
             let local = cli::local::start(stack.options()?).await?;
             cli::demo::banner(&local);
+            let console = match console {
+                Some(addr) => Some(cli::console::start_local(&local, addr).await?),
+                None => None,
+            };
+            if let Some(c) = &console {
+                println!("  console      : {} (read-only)", c.url());
+            }
             if demo {
                 cli::demo::run(&local).await?;
             }
             if !once {
                 println!("\nServing; Ctrl-C stops everything.");
                 tokio::signal::ctrl_c().await?;
+            }
+            if let Some(c) = console {
+                c.stop();
             }
             local.stop().await;
         }

@@ -5,11 +5,12 @@
 //! (dead letters, the DLQ processor, SNS outages), AWS's limits as the local stack enforces
 //! them, one trace from a command to the consumers' queues, `eventfold verify` (every hop,
 //! and the hop a removed permission breaks), the load run behind `docs/capacity.md` (small),
-//! and the docs' shell blocks (the README's tour and every other block: run, checked or
-//! marked not run).
+//! the operator console in a headless Chromium, and the docs' shell blocks (the README's
+//! tour and every other block: run, checked or marked not run).
 
 mod api;
 mod capacity;
+mod console;
 mod contract;
 mod dlq;
 mod docs;

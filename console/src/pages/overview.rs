@@ -1,0 +1,115 @@
+//! Overview (per consumer: lag, oldest unapplied age, failures, dead letters, overdue
+//! sagas, stalls) and the read-only projections list.
+
+use super::{ago, as_of, q, shell};
+use crate::Console;
+use crate::lag::{ConsumerLag, Kind};
+use maud::{Markup, html};
+
+fn status(l: &ConsumerLag) -> Markup {
+    html! {
+        @if l.stalled {
+            span.badge.bad { "STALLED" } " "
+        }
+        @if l.open_letters > 0 {
+            span.badge.bad { "dead letters" } " "
+        }
+        @if l.overdue > 0 {
+            span.badge.bad { "overdue" } " "
+        }
+        @if !l.stuck() {
+            span.badge.good { "ok" }
+        }
+    }
+}
+
+/// The overview page.
+pub async fn page(console: &Console) -> Markup {
+    let snap = console.snapshot().await;
+    let lags = console.lags();
+    let stuck = lags.iter().filter(|l| l.stuck()).count();
+    let stall_min = console.options.stall.as_secs_f64() / 60.0;
+    let body = html! {
+        @if stuck > 0 {
+            p.banner.bad role="status" { (stuck) " consumer(s) need attention." }
+        } @else {
+            p.banner role="status" { "Every consumer is keeping up." }
+        }
+        (as_of(&snap))
+        table {
+            caption.muted { "Consumers (stalled: work waiting and no progress for " (format!("{stall_min:.1}")) " min)" }
+            thead { tr {
+                th scope="col" { "Consumer" }
+                th scope="col" { "Status" }
+                th scope="col" class="num" { "Commits behind" }
+                th scope="col" class="num" { "Streams behind" }
+                th scope="col" { "Oldest unapplied" }
+                th scope="col" class="num" { "Failures (1 h)" }
+                th scope="col" class="num" { "Open dead letters" }
+                th scope="col" class="num" { "Overdue sagas" }
+            } }
+            tbody {
+                @for l in &lags {
+                    tr class=[l.stuck().then_some("stuck")] data-consumer=(l.name) {
+                        th scope="row" { (l.name) }
+                        td { (status(l)) }
+                        td.num { @match l.behind { Some(b) => (b), None => span.muted title="the DynamoDB stream's position is not readable" { "n/a" } } }
+                        td.num { (l.streams_behind) }
+                        td { @match l.oldest_unapplied { Some(t) => (ago(t, snap.taken_at)), None => "—" } }
+                        td.num { (l.failures_last_hour) }
+                        td.num {
+                            @if l.open_letters > 0 {
+                                a href={ "/dead-letters?status=open&consumer=" (q(l.dlq_consumer)) } { (l.open_letters) }
+                            } @else { "0" }
+                        }
+                        td.num {
+                            @if l.overdue > 0 { a href="/sagas" { (l.overdue) } } @else { (l.overdue) }
+                        }
+                    }
+                }
+            }
+        }
+        p.muted {
+            "Lag: commits of the events table past each consumer's checkpoints. The stream publisher keeps no readable checkpoint: its failures and dead letters show."
+        }
+    };
+    shell(console, "Overview", "/", body)
+}
+
+/// The projections page: every stored view with its lag and document count (read-only).
+pub async fn projections(console: &Console) -> Markup {
+    let snap = console.snapshot().await;
+    let lags = console.lags();
+    let body = html! {
+        (as_of(&snap))
+        table {
+            thead { tr {
+                th scope="col" { "View" }
+                th scope="col" { "Kind" }
+                th scope="col" { "Source" }
+                th scope="col" class="num" { "Commits behind" }
+                th scope="col" class="num" { "Documents" }
+                th scope="col" { "Last failure" }
+            } }
+            tbody {
+                @for l in lags.iter().filter(|l| matches!(l.kind, Kind::StreamView(_) | Kind::CounterView(_))) {
+                    @let (kind, category) = match l.kind { Kind::StreamView(c) => ("per stream", c), Kind::CounterView(c) => ("counters", c), _ => ("", "") };
+                    @let note = snap.notes.iter().filter(|n| n.consumer == "projector").max_by_key(|n| n.at);
+                    tr {
+                        th scope="row" { (l.name) }
+                        td { (kind) }
+                        td { (category) }
+                        td.num { (l.behind.unwrap_or(0)) }
+                        td.num { (snap.doc_counts.get(&l.name).copied().unwrap_or(0)) }
+                        td { @match note { Some(n) => { (ago(n.at, snap.taken_at)) " ago: " (n.error) }, None => "—" } }
+                    }
+                }
+                @for (view, n) in snap.doc_counts.iter().filter(|(v, _)| v.contains('@')) {
+                    tr { th scope="row" { (view) } td { "rebuild" } td { "—" } td.num { "—" } td.num { (n) } td { "—" } }
+                }
+            }
+        }
+        p.muted { "Rebuild with " code { "eventfold projections rebuild VIEW --verify" } "." }
+    };
+    shell(console, "Projections", "/projections", body)
+}
