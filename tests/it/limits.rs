@@ -387,3 +387,166 @@ async fn a_batch_that_times_out_is_stopped_and_retried() {
         "the timed-out invocation was stopped, not left running"
     );
 }
+
+/// The size of a function's answer to API Gateway, less its small envelope: the body as the
+/// Lambda runtime writes it, a JSON string (escapes included).
+fn answered_bytes(reply: &eventfold_local::httpc::Reply) -> usize {
+    let body = String::from_utf8_lossy(&reply.body);
+    serde_json::to_string(&body).expect("json").len()
+}
+
+/// Pages through `first` (a list URL with `limit=1000`) by its `next` cursor: every page is
+/// 200, under Lambda's response limit and not empty; returns each page's items of `field`.
+async fn pages_of(http: &Http, token: &str, first: &str, field: &str) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut url = first.to_owned();
+    loop {
+        let page = http.get(&url, Some(token)).await.expect("get");
+        assert_eq!(page.status, 200, "{url}: {}", page.json);
+        let size = answered_bytes(&page);
+        assert!(
+            size < eventfold_aws::http::LAMBDA_RESPONSE_LIMIT,
+            "{size} bytes"
+        );
+        let items = page.json[field].as_array().expect("items").clone();
+        assert!(!items.is_empty(), "a page carries an item");
+        pages.push(items);
+        match page.json["next"].as_str() {
+            Some(next) => url = format!("{first}&cursor={next}"),
+            None => return pages,
+        }
+    }
+}
+
+/// What `items` would take in one answer: past Lambda's limit, so one page of them at
+/// `limit=1000` (before the byte budget) was a 500.
+fn past_one_answer(items: &[Value]) -> bool {
+    let bytes: usize = items.iter().map(|i| eventfold::wire_len(i) + 1).sum();
+    bytes > eventfold_aws::http::LAMBDA_RESPONSE_LIMIT
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_past_6_mb_at_the_largest_limit_pages_by_bytes_and_loses_nothing() {
+    use eventfold::EventStore as _;
+    let stack = quiet_stack().await;
+    let store = eventfold_aws::DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
+    let tenant = unique_tenant("pages");
+    let stream = eventfold::StreamId::new(&tenant, "Order", "big").expect("valid");
+    // 9 events of 200 KB of quotes: 1.8 MB stored, 3.6 MB of JSON in the body, 7.2 MB
+    // once the body is escaped into the answer.
+    let quotes = "\"".repeat(200 * KIB);
+    for v in 0..9u64 {
+        let mut events = eventfold_testkit::event_store::sample_events(&stream, v, 1);
+        events[0].data = json!({"n": v + 1, "quotes": quotes});
+        store
+            .append(
+                &stream.to_string(),
+                eventfold::ExpectedVersion::assumed(v),
+                events,
+                None,
+            )
+            .await
+            .expect("append");
+    }
+    let http = Http::new(&stack.api_url());
+    let first = "/api/v1/events/aggregates/Order/big/events?limit=1000";
+    let pages = pages_of(&http, &rw_token(&tenant), first, "events").await;
+    let events: Vec<Value> = pages.concat();
+    assert!(past_one_answer(&events));
+    let versions: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["version"].as_u64())
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=9).collect::<Vec<_>>(),
+        "each event once, in order"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["data"]["quotes"] == quotes.as_str())
+    );
+    assert_eq!(pages.len(), 2, "6 events of 800 KB fill a 5 MiB page");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_and_history_past_6_mb_at_the_largest_max_page_by_bytes_and_lose_nothing() {
+    let stack = quiet_stack().await;
+    let http = Http::new(&stack.api_url());
+    let tenant = unique_tenant("pages");
+    let token = tests::token(&tenant, "events:read events:write events:admin");
+    let created = http
+        .post(
+            "/api/v1/events/topics",
+            Some(&token),
+            &json!({"name": "big", "partitions": 2}),
+        )
+        .await
+        .expect("post");
+    assert_eq!(created.status, 201, "{}", created.json);
+    // 52 records whose data is 32,000 quotes: 64 KB serialized (the largest `data`), 128 KB
+    // on the wire each, 6.7 MB together. 13 a publish keep each body under 1 MiB.
+    let quotes = "\"".repeat(32_000);
+    for batch in 0..4u64 {
+        let records: Vec<Value> = (0..13u64)
+            .map(|i| {
+                let n = batch * 13 + i;
+                json!({"event_type": "blob", "key": format!("k{n}"), "data": {"n": n, "q": quotes}})
+            })
+            .collect();
+        let published = http
+            .post(
+                "/api/v1/events/publish",
+                Some(&token),
+                &json!({"topic": "big", "records": records}),
+            )
+            .await
+            .expect("post");
+        assert_eq!(published.status, 201, "{}", published.json);
+    }
+    let numbers = |records: &[Value]| {
+        let mut n: Vec<u64> = records
+            .iter()
+            .filter_map(|r| r["data"]["n"].as_u64())
+            .collect();
+        n.sort_unstable();
+        n
+    };
+    let history = pages_of(
+        &http,
+        &token,
+        "/api/v1/events/history?topic=big&limit=1000",
+        "records",
+    )
+    .await;
+    let records = history.concat();
+    assert!(past_one_answer(&records));
+    assert_eq!(
+        numbers(&records),
+        (0..52).collect::<Vec<_>>(),
+        "each record once"
+    );
+    assert_eq!(history.len(), 2);
+    // A consumer group with auto-commit: each answer under the limit, then nothing left.
+    let consume = "/api/v1/events/consume?topic=big&group_id=g&max=1000&auto_commit=true";
+    let mut delivered = Vec::new();
+    let mut answers = 0;
+    loop {
+        let got = http.get(consume, Some(&token)).await.expect("get");
+        assert_eq!(got.status, 200, "{}", got.json);
+        assert!(answered_bytes(&got) < eventfold_aws::http::LAMBDA_RESPONSE_LIMIT);
+        let records = got.json["records"].as_array().expect("records").clone();
+        if records.is_empty() {
+            break;
+        }
+        answers += 1;
+        delivered.extend(records);
+    }
+    assert_eq!(
+        numbers(&delivered),
+        (0..52).collect::<Vec<_>>(),
+        "each record once"
+    );
+    assert_eq!(answers, 2);
+}

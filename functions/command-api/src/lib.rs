@@ -14,12 +14,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use eventfold::PageBudget;
 use eventfold::{
     CacheFor, CommandContext, CommandError, CommandExecutor, EventStore, ExecutorConfig, StreamId,
 };
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::http::{
-    Caller, Problem, caller, correlation_id, json_response, route_key, trace_header,
+    Caller, PAGE_BYTES, Problem, caller, correlation_id, json_response, route_key, trace_header,
 };
 use eventfold_aws::idempotency::http::optionally_guarded;
 use eventfold_aws::warmup::Warmed;
@@ -50,6 +51,10 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const DEFAULT_PAGE: usize = 100;
 /// Largest page of `/events`.
 pub const MAX_PAGE: usize = 1000;
+/// Events read from the store at a time while filling a page: a default page and the event
+/// telling whether more follow in one read, and a page of large events (up to 400 KB each)
+/// stops reading near its byte budget instead of holding 1000 of them in memory.
+pub const READ_CHUNK: usize = DEFAULT_PAGE + 1;
 
 /// Route key of `POST /commands`.
 pub const SUBMIT_COMMAND: &str = "POST /api/v1/events/commands";
@@ -70,6 +75,8 @@ pub struct CommandApi<S> {
     executor: CommandExecutor<S, ShopCaches>,
     /// Honours `Idempotency-Key` on `POST /commands` when set.
     idempotency: Option<CommandIdempotency>,
+    /// The byte budget of a history page ([`PAGE_BYTES`] unless set).
+    page_bytes: usize,
 }
 
 /// The function as its `main.rs` and the local stack run it: the API on the DynamoDB event
@@ -311,7 +318,16 @@ impl<S: EventStore> CommandApi<S> {
         Self {
             executor,
             idempotency: None,
+            page_bytes: PAGE_BYTES,
         }
+    }
+
+    /// Sets the byte budget of a history page (in [`eventfold::wire_len`] bytes), for tests
+    /// that page through small events; a budget over [`PAGE_BYTES`] risks answers past
+    /// Lambda's response limit.
+    pub fn with_page_bytes(mut self, page_bytes: usize) -> Self {
+        self.page_bytes = page_bytes;
+        self
     }
 
     /// Honours the `Idempotency-Key` header of `POST /commands` through `idempotency`: a
@@ -551,10 +567,7 @@ impl<S: EventStore> CommandApi<S> {
         };
         let key = stream.to_string();
         let store = self.executor.store();
-        let mut events = store
-            .load_range(&key, from, None, Some(limit + 1))
-            .await
-            .map_err(|e| Problem::from(&eventfold::CommandError::from(e)))?;
+        let (events, next) = self.page(&key, from, limit).await?;
         if events.is_empty() {
             let exists = from > 1
                 && !store
@@ -568,8 +581,42 @@ impl<S: EventStore> CommandApi<S> {
                 )));
             }
         }
-        let next = (events.len() > limit).then(|| encode_cursor(events[limit].version));
-        events.truncate(limit);
+        let next = next.map(encode_cursor);
         Ok(json_response(200, &json!({"events": events, "next": next})))
+    }
+
+    /// Up to `limit` events from version `from` within [`PAGE_BYTES`], and the version the
+    /// next page starts at when more follow (the first event not taken: past the count, or
+    /// the first that would pass the byte budget). Read [`READ_CHUNK`] events at a time, so
+    /// a page of large events stops reading where the budget stops it.
+    async fn page(
+        &self,
+        key: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<eventfold::EventEnvelope>, Option<u64>), Problem> {
+        let store = self.executor.store();
+        let mut budget = PageBudget::new(self.page_bytes);
+        let mut events = Vec::new();
+        let mut at = from;
+        loop {
+            // One more than the page takes: it tells whether another page follows.
+            let want = (limit + 1 - events.len()).min(READ_CHUNK);
+            let chunk = store
+                .load_range(key, at, None, Some(want))
+                .await
+                .map_err(|e| Problem::from(&eventfold::CommandError::from(e)))?;
+            let last_chunk = chunk.len() < want;
+            for event in chunk {
+                if events.len() == limit || !budget.admit_item(&event) {
+                    return Ok((events, Some(event.version)));
+                }
+                at = event.version + 1;
+                events.push(event);
+            }
+            if last_chunk {
+                return Ok((events, None));
+            }
+        }
     }
 }

@@ -601,3 +601,91 @@ async fn integral_floats_are_integers() {
     .await;
     assert_problem(&huge, 400, "invalid-command-data");
 }
+
+/// Reads the whole history of `acme/Order-{id}` with `limit`, page by page, checking each
+/// page against `budget`: within it in wire bytes (or a single event), and full (the next
+/// page's first event would not have fitted, unless the page holds `limit` events).
+async fn page_through(
+    api: &CommandApi<MemoryEventStore>,
+    id: &str,
+    limit: usize,
+    budget: usize,
+) -> (Vec<u64>, usize) {
+    let path = format!("/api/v1/events/aggregates/Order/{id}/events");
+    let (mut versions, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    let mut previous: Option<Vec<usize>> = None;
+    loop {
+        let query = match &cursor {
+            None => format!("limit={limit}"),
+            Some(c) => format!("limit={limit}&cursor={c}"),
+        };
+        let page = send(
+            api,
+            Call::new(LIST_AGGREGATE_EVENTS, &path)
+                .aggregate("Order", id)
+                .query(&query),
+        )
+        .await;
+        assert_eq!(page.0, 200, "{}", page.1);
+        let events = page.1["events"].as_array().expect("events").clone();
+        assert!(!events.is_empty(), "a page always carries an event");
+        let costs: Vec<usize> = events.iter().map(|e| eventfold::wire_len(e) + 1).collect();
+        let used: usize = costs.iter().sum();
+        assert!(
+            events.len() <= limit && (events.len() == 1 || used <= budget),
+            "{} events, {used} bytes, budget {budget}",
+            events.len()
+        );
+        if let Some(before) = previous.take() {
+            let prior: usize = before.iter().sum();
+            assert!(
+                before.len() == limit || prior + costs[0] > budget,
+                "the previous page ({prior} bytes) had room for this page's first event"
+            );
+        }
+        previous = Some(costs);
+        versions.extend(
+            events
+                .iter()
+                .map(|e| e["version"].as_u64().expect("version")),
+        );
+        pages += 1;
+        match page.1["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return (versions, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn history_pages_stop_at_their_byte_budget_and_the_cursor_loses_nothing() {
+    // About 300-400 wire bytes an event: a budget of 1500 holds a few, 1 holds none (but a
+    // page still carries one), the default holds all 41 of them.
+    for (budget, limit) in [
+        (1500, 1000),
+        (1, 1000),
+        (1500, 2),
+        (eventfold_aws::http::PAGE_BYTES, 1000),
+    ] {
+        let api = api().with_page_bytes(budget);
+        create_order(&api, "o-1").await;
+        for i in 0..40 {
+            let add = command(
+                "Order",
+                "o-1",
+                "AddItem",
+                json!({"sku": format!("sku-{i:03}"), "quantity": 1, "unit_price": 100}),
+            );
+            let added = send(&api, Call::new(SUBMIT_COMMAND, COMMANDS).body(add)).await;
+            assert_eq!(added.0, 200, "{}", added.1);
+        }
+        let (versions, pages) = page_through(&api, "o-1", limit, budget).await;
+        assert_eq!(versions, (1..=41).collect::<Vec<u64>>(), "budget {budget}");
+        match (budget, limit) {
+            (1, _) => assert_eq!(pages, 41),
+            (_, 2) => assert_eq!(pages, 21, "the count cuts first"),
+            (1500, _) => assert!((3..41).contains(&pages), "{pages} pages"),
+            _ => assert_eq!(pages, 1),
+        }
+    }
+}

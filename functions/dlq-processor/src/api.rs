@@ -1,13 +1,15 @@
 //! The operator API: the dead-letters operations (list, show, redrive, discard), which
 //! `eventfold dlq` runs too, and their HTTP API; scope `events:admin`, a tenant sees and
-//! changes only its own letters. Routed on API Gateway's `routeKey`, so the template is the
+//! changes only its own letters. The HTTP list pages by a cursor and stops at a byte budget
+//! as well as at `limit`, so its answer stays under Lambda's 6 MB. Routed on API Gateway's `routeKey`, so the template is the
 //! one route table.
 
 use crate::redrive::{CommitKey, SendError};
 use crate::republish::CommitFailure;
 use crate::{DlqProcessor, chain};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use eventfold::PageBudget;
 use eventfold_aws::http::{Problem, caller, json_response, route_key};
 use eventfold_aws::sns::group_id;
 use eventfold_consumers::deadletter::{
@@ -85,6 +87,36 @@ fn problem(e: DlqError) -> Problem {
     }
 }
 
+/// Where a page of letters ended: the last letter's place in the list's order (first
+/// failure, then id). Written `{nanoseconds since 1970}.{id}` (URL-safe as it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LetterCursor {
+    /// The last letter's first failure.
+    pub at: DateTime<Utc>,
+    /// The last letter's id.
+    pub id: String,
+}
+
+impl LetterCursor {
+    /// The cursor as the API writes it.
+    pub fn encode(&self) -> String {
+        let nanos = self.at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        format!("{nanos}.{}", self.id)
+    }
+
+    /// A cursor [`encode`](Self::encode) wrote; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Self> {
+        let (nanos, id) = text.split_once('.')?;
+        let valid_id =
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        let nanos = nanos.parse::<i64>().ok().filter(|_| valid_id)?;
+        Some(Self {
+            at: DateTime::from_timestamp_nanos(nanos),
+            id: id.to_owned(),
+        })
+    }
+}
+
 fn invalid(detail: impl Into<String>) -> Problem {
     Problem::bad_request("invalid-request", detail)
 }
@@ -113,6 +145,41 @@ impl DlqProcessor {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, DlqError> {
         Ok(self.letters.list(tenant, filter, limit).await?)
+    }
+
+    /// A page of the letters of `tenant` passing `filter`, oldest first, after `after` (the
+    /// `next` of the previous page): at most `limit` letters within the byte budget, and the
+    /// cursor after them when more follow. A letter holds a message as it arrived (up to
+    /// 1 MiB from SQS, less in the 400 KB item it is kept in), so 100 of them can pass
+    /// Lambda's 6 MB answer; one always fits (2.8 MB at most on the wire).
+    pub async fn page(
+        &self,
+        tenant: Option<&str>,
+        filter: &Filter,
+        after: Option<&LetterCursor>,
+        limit: usize,
+    ) -> Result<(Vec<DeadLetter>, Option<LetterCursor>), DlqError> {
+        // The stores read every letter of the tenant to sort them: asking for all costs the
+        // same as asking for a page.
+        let letters = self.letters.list(tenant, filter, usize::MAX).await?;
+        let mut budget = PageBudget::new(self.page_bytes);
+        let mut page = Vec::new();
+        let mut more = false;
+        let rest = letters
+            .into_iter()
+            .filter(|l| after.is_none_or(|c| (l.first_failure_at, &l.id) > (c.at, &c.id)));
+        for letter in rest {
+            if page.len() == limit || !budget.admit_item(&letter) {
+                more = true;
+                break;
+            }
+            page.push(letter);
+        }
+        let next = page.last().filter(|_| more).map(|l| LetterCursor {
+            at: l.first_failure_at,
+            id: l.id.clone(),
+        });
+        Ok((page, next))
     }
 
     /// The letter `id` of `tenant` (`None`: of any tenant).
@@ -263,6 +330,7 @@ impl DlqProcessor {
                 let params = req.query_string_parameters();
                 let mut filter = Filter::default();
                 let mut limit = 50;
+                let mut after = None;
                 for (name, value) in params.iter() {
                     match name {
                         "consumer" => {
@@ -286,11 +354,23 @@ impl DlqProcessor {
                                 .filter(|l| (1..=MAX_LIMIT).contains(l))
                                 .ok_or_else(|| invalid(format!("limit must be 1..={MAX_LIMIT}")))?;
                         }
+                        "cursor" => {
+                            after = Some(LetterCursor::decode(value).ok_or_else(|| {
+                                Problem::bad_request(
+                                    "invalid-cursor",
+                                    "cursor is not one this API issued",
+                                )
+                            })?);
+                        }
                         other => return Err(invalid(format!("no parameter '{other}'"))),
                     }
                 }
-                let items = self.list(tenant, &filter, limit).await.map_err(problem)?;
-                Ok(json_response(200, &json!({ "items": items })))
+                let (items, next) = self
+                    .page(tenant, &filter, after.as_ref(), limit)
+                    .await
+                    .map_err(problem)?;
+                let next = next.map(|c| c.encode());
+                Ok(json_response(200, &json!({ "items": items, "next": next })))
             }
             SHOW => {
                 let id = checked_id(req)?;

@@ -63,6 +63,8 @@ pub struct DlqProcessor {
     on_letter: Option<LetterHook>,
     /// The events table its first requests go to ([`build`] sets it).
     warm_up_table: Option<String>,
+    /// The byte budget of a page of letters (`eventfold_aws::http::PAGE_BYTES` unless set).
+    page_bytes: usize,
 }
 
 impl std::fmt::Debug for DlqProcessor {
@@ -98,7 +100,16 @@ impl DlqProcessor {
             stats: RecoveryStats::default(),
             on_letter: None,
             warm_up_table: None,
+            page_bytes: eventfold_aws::http::PAGE_BYTES,
         }
+    }
+
+    /// Sets the byte budget of a page of letters (in [`eventfold::wire_len`] bytes), for
+    /// tests that page through small letters; a budget over
+    /// `eventfold_aws::http::PAGE_BYTES` risks answers past Lambda's response limit.
+    pub fn with_page_bytes(mut self, page_bytes: usize) -> Self {
+        self.page_bytes = page_bytes;
+        self
     }
 
     /// Republishes with `backoff` (tests use short pauses).

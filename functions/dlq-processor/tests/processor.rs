@@ -612,3 +612,104 @@ async fn every_recorded_letter_reaches_the_letter_hook_once_the_batch_is_done() 
     assert_eq!(described.len(), 2);
     assert_eq!(*seen.lock().expect("lock"), described);
 }
+
+/// `GET /dead-letters` for `acme` with `query` as its parameters.
+fn list_request(query: &[(&str, &str)]) -> lambda_http::Request {
+    let route = "GET /api/v1/events/dead-letters";
+    let path = "/api/v1/events/dead-letters";
+    let mut v: Value = serde_json::from_str(include_str!("../events/http.json")).expect("sample");
+    let raw: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let params: serde_json::Map<String, Value> = query
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    v["routeKey"] = json!(route);
+    v["rawPath"] = json!(path);
+    v["rawQueryString"] = json!(raw.join("&"));
+    v["queryStringParameters"] = Value::Object(params);
+    v["requestContext"]["routeKey"] = json!(route);
+    v["requestContext"]["http"]["method"] = json!("GET");
+    v["requestContext"]["http"]["path"] = json!(path);
+    v["requestContext"]["authorizer"]["jwt"]["claims"] =
+        json!({"sub": "ops-1", "tenant": "acme", "scope": "events:admin"});
+    lambda_http::request::from_str(&v.to_string()).expect("a request")
+}
+
+#[tokio::test]
+async fn the_letter_list_pages_by_cursor_and_stops_at_its_byte_budget() {
+    // 12 letters whose messages carry 2,000 quotes (escaped twice in a letter's body, about
+    // 16 KB each on the wire). `one` is measured on the list read at once.
+    let letters = || async {
+        let f = fixture(Vec::new());
+        for i in 0..12 {
+            let mut e = sample_events(&stream(&format!("o-{i}")), 0, 1).remove(0);
+            e.data = json!({"q": "\"".repeat(2000)});
+            let body = serde_json::to_string(&Notification::of(&e).expect("valid")).expect("json");
+            let group = format!("acme/Order-o-{i}");
+            let done = f
+                .processor
+                .process(batch(vec![message(
+                    PROJECTOR_DLQ,
+                    &format!("m-{i}"),
+                    body,
+                    5,
+                    Some(&group),
+                )]))
+                .await;
+            assert_eq!(done.recorded.len(), 1);
+        }
+        let (status, whole) = call(&f, list_request(&[("limit", "100")])).await;
+        assert_eq!(status, 200, "{whole}");
+        let all = whole["items"].as_array().expect("items").clone();
+        assert_eq!(all.len(), 12);
+        (f, all)
+    };
+    let (_, all) = letters().await;
+    let one = all
+        .iter()
+        .map(|l| eventfold::wire_len(l) + 1)
+        .max()
+        .expect("letters");
+    assert!(one > 16_000, "{one}");
+    for (budget, expected_pages) in [(one * 5 / 2, 6), (1, 12), (usize::MAX, 3)] {
+        let (mut f, all) = letters().await;
+        f.processor = f.processor.with_page_bytes(budget);
+        let mut ids = Vec::new();
+        let mut pages = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "5")];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.as_str()));
+            }
+            let (status, body) = call(&f, list_request(&query)).await;
+            assert_eq!(status, 200, "{body}");
+            let items = body["items"].as_array().expect("items").clone();
+            let used: usize = items.iter().map(|i| eventfold::wire_len(i) + 1).sum();
+            assert!(!items.is_empty() && items.len() <= 5, "{body}");
+            assert!(items.len() == 1 || used <= budget, "{used} bytes");
+            ids.extend(items.iter().map(|i| i["id"].clone()));
+            pages += 1;
+            match body["next"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let all: Vec<Value> = all.iter().map(|i| i["id"].clone()).collect();
+        assert_eq!(
+            ids, all,
+            "budget {budget}: every letter once, in the list's order"
+        );
+        // Two letters a page at 2.5 letters' budget, one at 1 byte, the count (5, 5, 2) else.
+        assert_eq!(pages, expected_pages, "budget {budget}");
+    }
+    let f = fixture(Vec::new());
+    for bad in ["not-ours", "12.xyz", ".abc", "1."] {
+        let (status, body) = call(&f, list_request(&[("cursor", bad)])).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            body["type"],
+            "https://eventfold.dev/problems/invalid-cursor"
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! The query API: `GET /api/v1/events/queries/{view}` over the read models, with cursor paging.
 //!
-//! Owns the HTTP surface of the views: parameter checks, single lookups vs. lists, paging.
+//! Owns the HTTP surface of the views: parameter checks, single lookups vs. lists, paging
+//! (a page stops at `limit` documents or at a byte budget that keeps the answer under
+//! Lambda's 6 MB response limit, whichever comes first).
 //! Which views exist is `shop::registry::VIEWS`; which parameters each takes is this crate's
 //! [`params`] (one row per view); the route is the one API Gateway matched (`routeKey` and the `view` path
 //! parameter, as the template's `HttpApi` event declares it), never the raw path parsed
@@ -10,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use eventfold_aws::config::ConfigError;
-use eventfold_aws::http::{Problem, caller, correlation_id, json_response, route_key};
+use eventfold_aws::http::{PAGE_BYTES, Problem, caller, correlation_id, json_response, route_key};
 use eventfold_aws::read_models::DynamoReadModelStore;
 use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{DynamoDbTable, SdkConfig};
@@ -175,12 +177,25 @@ fn cursor_shape(cursor: &str) -> Result<&str, Problem> {
 #[derive(Debug)]
 pub struct QueryService<R> {
     models: R,
+    /// The byte budget of a list page ([`PAGE_BYTES`] unless set).
+    page_bytes: usize,
 }
 
 impl<R: ReadModelStore> QueryService<R> {
     /// A query API reading `models`.
     pub fn new(models: R) -> Self {
-        Self { models }
+        Self {
+            models,
+            page_bytes: PAGE_BYTES,
+        }
+    }
+
+    /// Sets the byte budget of a list page (in [`eventfold::wire_len`] bytes), for tests
+    /// that page through small documents; a budget over [`PAGE_BYTES`] risks answers past
+    /// Lambda's response limit.
+    pub fn with_page_bytes(mut self, page_bytes: usize) -> Self {
+        self.page_bytes = page_bytes;
+        self
     }
 
     /// The read-model store.
@@ -279,15 +294,38 @@ impl<R: ReadModelStore> QueryService<R> {
             cursor: cursor.map(str::to_owned),
             limit,
         };
-        let page = self
-            .models
-            .list(tenant, spec.stored(), list)
-            .await
-            .map_err(store_problem)?;
-        let items: Vec<Value> = page.docs.into_iter().map(|d| present(query, d)).collect();
+        let (items, next) = self.page(tenant, spec, query, list).await?;
         Ok(json_response(
             200,
-            &json!({"view": spec.name, "items": items, "next": page.next}),
+            &json!({"view": spec.name, "items": items, "next": next}),
         ))
+    }
+
+    /// A page of the list within the byte budget ([`eventfold::PageBudget`]), and the
+    /// store's cursor after it. A page past the budget is asked again for the count that
+    /// fits, so the cursor stays the store's own, after exactly those documents (the store
+    /// cannot cut a read where it likes: DynamoDB's cursor is its `LastEvaluatedKey`). The
+    /// count falls on each try and one document always fits, so this ends; a second read is
+    /// paid only by a page of large documents.
+    async fn page(
+        &self,
+        tenant: &str,
+        spec: &ViewSpec,
+        query: &ViewQuery,
+        mut list: ListQuery,
+    ) -> Result<(Vec<Value>, Option<String>), Problem> {
+        loop {
+            let page = self
+                .models
+                .list(tenant, spec.stored(), list.clone())
+                .await
+                .map_err(store_problem)?;
+            let items: Vec<Value> = page.docs.into_iter().map(|d| present(query, d)).collect();
+            let fits = eventfold::page::fitting(&items, self.page_bytes);
+            if fits == items.len() {
+                return Ok((items, page.next));
+            }
+            list.limit = fits;
+        }
     }
 }

@@ -2,10 +2,14 @@
 //! `lambda_http::request::from_str`, as the Lambda runtime builds the request), routed on the
 //! `routeKey` and the `view` path parameter the gateway matched, never on the raw path.
 
-use eventfold_consumers::projection::{Doc, MemoryReadModelStore, ReadModelStore};
+use eventfold_consumers::projection::{
+    Doc, ListQuery, MemoryReadModelStore, Page, ReadModelError, ReadModelStore,
+};
 use lambda_http::{Body, Request};
 use query_api::{GET_QUERY, QueryService, ROUTE_KEYS};
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// One HTTP API request as API Gateway (payload format 2.0) hands it to the function.
 struct Call<'a> {
@@ -106,7 +110,7 @@ async fn api() -> QueryService<MemoryReadModelStore> {
     QueryService::new(models)
 }
 
-async fn send(api: &QueryService<MemoryReadModelStore>, call: Call<'_>) -> (u16, Value) {
+async fn send<R: ReadModelStore>(api: &QueryService<R>, call: Call<'_>) -> (u16, Value) {
     let resp = api.handle(call.request()).await;
     let status = resp.status().as_u16();
     let body = match resp.body() {
@@ -250,4 +254,101 @@ fn the_route_keys_are_the_templates_routes() {
     let mut served: Vec<String> = ROUTE_KEYS.iter().map(|k| (*k).to_owned()).collect();
     served.sort();
     assert_eq!(template_route_keys("query-api"), served);
+}
+
+/// The memory store with cursors as the API takes them (URL-safe: hex of the memory store's
+/// own, which have a `:`), counting list reads.
+struct HexCursors(MemoryReadModelStore, AtomicUsize);
+
+#[async_trait::async_trait]
+impl ReadModelStore for HexCursors {
+    async fn get(&self, t: &str, v: &str, k: &str) -> Result<Option<Doc>, ReadModelError> {
+        self.0.get(t, v, k).await
+    }
+    async fn put(&self, t: &str, v: &str, d: Doc, e: u64) -> Result<(), ReadModelError> {
+        self.0.put(t, v, d, e).await
+    }
+    async fn checkpoint(&self, v: &str, s: &str) -> Result<u64, ReadModelError> {
+        self.0.checkpoint(v, s).await
+    }
+    async fn add(
+        &self,
+        t: &str,
+        v: &str,
+        s: &str,
+        e: u64,
+        n: u64,
+        d: Vec<(String, BTreeMap<String, i64>)>,
+    ) -> Result<(), ReadModelError> {
+        self.0.add(t, v, s, e, n, d).await
+    }
+    async fn list(&self, t: &str, v: &str, mut q: ListQuery) -> Result<Page, ReadModelError> {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        q.cursor = q.cursor.map(|hex| {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                .collect();
+            String::from_utf8(bytes).expect("utf-8")
+        });
+        let mut page = self.0.list(t, v, q).await?;
+        page.next = page
+            .next
+            .map(|c| c.bytes().map(|b| format!("{b:02x}")).collect());
+        Ok(page)
+    }
+}
+
+#[tokio::test]
+async fn a_list_page_stops_at_its_byte_budget_and_the_cursor_loses_nothing() {
+    // 30 stock levels of about 2 KB on the wire each (a note of quotes): a budget of 10 KB
+    // holds four of them, a budget of 1 byte one (a page is never empty).
+    let note = "\"".repeat(500);
+    let one = eventfold::wire_len(&json!({"note": note, "sku": "sku-00"})) + 1;
+    for budget in [10 * 1024, 1, usize::MAX] {
+        let models = HexCursors(MemoryReadModelStore::new(), AtomicUsize::new(0));
+        for i in 0..30 {
+            let d = doc(&format!("sku-{i:02}"), json!({"note": note}), None);
+            models.put("acme", "stock-levels", d, 0).await.expect("put");
+        }
+        let api = QueryService::new(models).with_page_bytes(budget);
+        let (mut skus, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+        loop {
+            let query = match &cursor {
+                None => "limit=100".to_owned(),
+                Some(c) => format!("limit=100&cursor={c}"),
+            };
+            let page = send(&api, Call::view("stock-levels", &query)).await;
+            assert_eq!(page.0, 200, "{}", page.1);
+            let items = page.1["items"].as_array().expect("items").clone();
+            let used: usize = items.iter().map(|i| eventfold::wire_len(i) + 1).sum();
+            assert!(items.len() <= 1 || used <= budget, "{used} bytes");
+            skus.extend(
+                items
+                    .iter()
+                    .map(|i| i["sku"].as_str().expect("sku").to_owned()),
+            );
+            pages += 1;
+            match page.1["next"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..30).map(|i| format!("sku-{i:02}")).collect();
+        assert_eq!(
+            skus, expected,
+            "budget {budget}: each document once, in order"
+        );
+        let per_page = match budget {
+            1 => 1,
+            usize::MAX => 30,
+            b => b / one,
+        };
+        assert_eq!(pages, 30_usize.div_ceil(per_page), "budget {budget}");
+        // A page over the budget is read twice (once whole, once with the count that fits);
+        // the last, whose read holds only what is left, fits at once.
+        let reads = api.models().1.load(Ordering::Relaxed);
+        let expected_reads = 2 * pages - 1;
+        assert_eq!(reads, expected_reads, "budget {budget}");
+    }
 }

@@ -117,6 +117,8 @@ pub fn build(
         DynamoGroupStore::new(client, &config.groups_table),
         StreamsConfig {
             sleep: Some(eventfold_aws::tokio_backoff()),
+            // Consume and history answers stay under Lambda's response limit.
+            page_bytes: eventfold_aws::http::PAGE_BYTES,
             ..StreamsConfig::default()
         },
     );

@@ -6,6 +6,22 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+/// Lambda's limit on a synchronous function's answer (the payload 2.0 response JSON, the
+/// body inside it as a JSON string): 6,291,556 bytes, as Lambda's `ResponseSizeTooLarge`
+/// error states it. Past it API Gateway answers 500 and the function's answer is lost.
+pub const LAMBDA_RESPONSE_LIMIT: usize = 6 * 1024 * 1024 + 100;
+
+/// The byte budget of one list page (5 MiB, 5,242,880 bytes), counted in
+/// [`eventfold::wire_len`] bytes: each item as it travels, its body escaped once more as a
+/// JSON string (every `"` and `\` twice), so the budget holds for any content. It leaves
+/// [`LAMBDA_RESPONSE_LIMIT`] - budget = 1,048,676 bytes for everything else in the answer:
+/// the page's other members (a cursor or offsets of at most 64 partitions: a few KB), the
+/// separators, the headers and the payload 2.0 envelope (a few hundred bytes). A single item
+/// always fits: the largest is an event or record of one DynamoDB item (400 KB), at most 7
+/// wire bytes per stored byte (a control character: 1 byte stored, `\u0001` in the body,
+/// `\\u0001` on the wire), 2.8 MB.
+pub const PAGE_BYTES: usize = 5 * 1024 * 1024;
+
 /// Prefix of every problem `type`; the slug after it is the stable part callers branch on.
 pub const PROBLEM_BASE: &str = "https://eventfold.dev/problems/";
 

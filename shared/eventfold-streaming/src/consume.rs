@@ -1,6 +1,8 @@
 //! The group side of [`Streams`]: reads after committed offsets, consume with long poll and
 //! auto-commit, monotonic commits, seek, lag; and the time-ordered history, which touches no
-//! group.
+//! group. A consume and a history page stop at the configured byte budget
+//! ([`StreamsConfig::page_bytes`](crate::StreamsConfig::page_bytes)) as well as at their
+//! count.
 
 use super::ports::{GroupState, GroupStore, TopicCatalogue, Versioned};
 use super::service::{Streams, check_partition, lock};
@@ -12,8 +14,9 @@ use super::{
     validate_token,
 };
 use chrono::{DateTime, Utc};
+use eventfold::page::{PageBudget, wire_len};
 use eventfold::store::EventStore;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Records scanned per history page at most (filters may skip many), beyond the page size.
@@ -50,8 +53,10 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             }
             out.extend(got);
         }
+        // The partitions with more records only top the answer up while it has room.
+        let read_bytes: usize = out.iter().map(wire_len).sum();
         for p in full {
-            if out.len() >= max {
+            if out.len() >= max || read_bytes >= self.config.page_bytes {
                 break;
             }
             let from = out
@@ -174,6 +179,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             let records = self
                 .read_after(tenant, &topic, &committed, req.max, &mut reads)
                 .await?;
+            let records = fair_page(records, self.config.page_bytes);
             let Some(sleep) = &self.config.sleep else {
                 break records;
             };
@@ -385,6 +391,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         let mut done = vec![false; partitions as usize];
         let mut reads = 0;
         let mut records = Vec::new();
+        let mut budget = PageBudget::new(self.config.page_bytes);
         let mut scanned = 0;
         loop {
             for p in 0..partitions as usize {
@@ -417,10 +424,19 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             let Some(r) = buffers[p].pop_front() else {
                 continue;
             };
-            cursor.insert(p as u32, r.offset);
-            scanned += 1;
             let wanted = q.event_type.as_ref().is_none_or(|t| *t == r.event_type)
                 && q.key.as_ref().is_none_or(|k| Some(k) == r.key.as_ref());
+            if wanted && !budget.admit_item(&r) {
+                // The page is full: this record opens the next one (the cursor stays before
+                // it). The budget takes a page's first record whatever its size, so a page
+                // is never empty.
+                return Ok(HistoryPage {
+                    records,
+                    next: Some(cursor),
+                });
+            }
+            cursor.insert(p as u32, r.offset);
+            scanned += 1;
             if wanted {
                 records.push(r);
             }
@@ -433,6 +449,38 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             }
         }
     }
+}
+
+/// The records a consume answers within `page_bytes` ([`PageBudget`]): admitted round-robin
+/// over the partitions (each one's next record in turn), so that large records of one
+/// partition do not crowd the others out, until the next would pass the budget. Each
+/// partition keeps a prefix of its records, in the order read, so the offsets delivered per
+/// partition stay contiguous and what is left is read again by the next call.
+fn fair_page(records: Vec<Record>, page_bytes: usize) -> Vec<Record> {
+    let mut ranks: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut turns: Vec<(usize, u32, usize)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let rank = ranks.entry(r.partition).or_insert(0);
+            *rank += 1;
+            (*rank, r.partition, i)
+        })
+        .collect();
+    turns.sort_unstable();
+    let mut budget = PageBudget::new(page_bytes);
+    let mut keep = vec![false; records.len()];
+    for (_, _, i) in turns {
+        if !budget.admit_item(&records[i]) {
+            break;
+        }
+        keep[i] = true;
+    }
+    records
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(r, kept)| kept.then_some(r))
+        .collect()
 }
 
 /// `into[p] = max(into[p], from[p])` for every partition of `from`.

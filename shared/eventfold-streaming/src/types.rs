@@ -34,6 +34,11 @@ pub struct StreamsConfig {
     pub max_commit_bytes: usize,
     /// First and longest pause between the reads of a long poll.
     pub poll_interval: (Duration, Duration),
+    /// The byte budget of one consume or history answer, in [`eventfold::wire_len`] bytes of
+    /// its records: past it the answer stops (at least one record) and the rest comes on the
+    /// next call. An HTTP function answering through Lambda must keep it under Lambda's 6 MB
+    /// response limit (`eventfold_aws::http::PAGE_BYTES`); the default is that budget.
+    pub page_bytes: usize,
 }
 
 impl std::fmt::Debug for StreamsConfig {
@@ -44,6 +49,7 @@ impl std::fmt::Debug for StreamsConfig {
             .field("floor_block", &self.floor_block)
             .field("max_commit_bytes", &self.max_commit_bytes)
             .field("poll_interval", &self.poll_interval)
+            .field("page_bytes", &self.page_bytes)
             .finish()
     }
 }
@@ -56,6 +62,7 @@ impl Default for StreamsConfig {
             floor_block: 1000,
             max_commit_bytes: 300 * 1024,
             poll_interval: (Duration::from_millis(50), Duration::from_millis(500)),
+            page_bytes: 5 * 1024 * 1024,
         }
     }
 }

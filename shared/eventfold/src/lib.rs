@@ -4,7 +4,8 @@
 //! (`initial` / `evolve` / `decide`), the [`EventStore`] port with its error kinds, the
 //! [`CommandExecutor`] (load, decide, append, retry on conflict, bounded state caches, one
 //! per aggregate type, whose set the executor's type names: [`cache`], [`state_caches!`]),
-//! snapshot policy, upcasters and the [`MemoryEventStore`] adapter.
+//! snapshot policy, upcasters, byte budgets of list pages ([`page`]) and the
+//! [`MemoryEventStore`] adapter.
 //!
 //! What reads the fan-out (notifications, projections, sagas, dead letters) lives in
 //! `eventfold-consumers`; topics and consumer groups in `eventfold-streaming`; idempotent
@@ -21,6 +22,7 @@ pub mod cache;
 pub mod envelope;
 pub mod executor;
 pub mod memory;
+pub mod page;
 pub mod store;
 pub mod upcast;
 
@@ -29,6 +31,7 @@ pub use cache::{CacheFor, NoCache, StateCache, StateCaches};
 pub use envelope::{EventEnvelope, Metadata, NewEvent, StreamId, StreamIdError};
 pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome, ExecutorConfig};
 pub use memory::MemoryEventStore;
+pub use page::{PageBudget, wire_len};
 pub use store::{
     AppendOutcome, Cause, EventStore, ExpectedVersion, LoadOptions, LoadedCommits, LoadedStream,
     Snapshot, StoreError,
