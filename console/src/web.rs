@@ -1,5 +1,5 @@
 //! The console's HTTP server: hyper (already in the workspace for the local gateway), one
-//! task per connection, a match on method and path, HTML from [`crate::pages`].
+//! task per connection, a match on method and path, HTML from the private `pages` module.
 //!
 //! Writes are POST forms carrying the process's CSRF token; without `--allow-writes` they
 //! are refused with `403` and an RFC 9457 problem (`writes-disabled`) whatever they carry.
