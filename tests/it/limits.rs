@@ -550,3 +550,84 @@ async fn consume_and_history_past_6_mb_at_the_largest_max_page_by_bytes_and_lose
     );
     assert_eq!(answers, 2);
 }
+
+/// The rows of `docs/limits.md` that moto enforces alone, each shown over its limit as an
+/// SDK reads it: a sort key over 1024 bytes, `BatchGetItem` over 100 keys, `SendMessageBatch`
+/// over 10 entries, `ReceiveMessage` over 10 messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_batch_counts_past_their_limits_are_refused() {
+    let stack = quiet_stack().await;
+    let models = tests::table(&stack, "ReadModelsTable");
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let e = dynamo
+        .get_item()
+        .table_name(&models)
+        .key("pk", s("p"))
+        .key("sk", s("k".repeat(1025)))
+        .send()
+        .await
+        .expect_err("a sort key over 1024 bytes");
+    let e = e.into_service_error();
+    assert_eq!(code(&e), "ValidationException");
+    assert!(message(&e).contains("range keys"), "{}", message(&e));
+    let keys: Vec<std::collections::HashMap<String, AttributeValue>> = (0..101)
+        .map(|i| {
+            [
+                ("pk".to_owned(), s("p")),
+                ("sk".to_owned(), s(format!("k{i}"))),
+            ]
+            .into()
+        })
+        .collect();
+    let wanted = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+        .set_keys(Some(keys.clone()))
+        .build()
+        .expect("keys");
+    let e = dynamo
+        .batch_get_item()
+        .request_items(&models, wanted)
+        .send()
+        .await
+        .expect_err("101 keys");
+    assert_eq!(code(&e.into_service_error()), "ValidationException");
+    let hundred = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+        .set_keys(Some(keys[..100].to_vec()))
+        .build()
+        .expect("keys");
+    let fits = dynamo
+        .batch_get_item()
+        .request_items(&models, hundred)
+        .send()
+        .await;
+    assert!(fits.is_ok(), "100 keys fit: {fits:?}");
+
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    let queue = stack.queue_url("StreamFailureQueue");
+    let entries: Vec<aws_sdk_sqs::types::SendMessageBatchRequestEntry> = (0..11)
+        .map(|i| {
+            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(format!("e{i}"))
+                .message_body("m")
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    let e = sqs
+        .send_message_batch()
+        .queue_url(&queue)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .expect_err("11 entries");
+    let e = e.into_service_error();
+    assert!(e.is_too_many_entries_in_batch_request(), "{e:?}");
+    let e = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .max_number_of_messages(11)
+        .send()
+        .await
+        .expect_err("11 messages");
+    assert_eq!(code(&e.into_service_error()), "InvalidParameterValue");
+    stack.stop().await;
+}
