@@ -15,6 +15,7 @@
 
 pub mod fold;
 pub mod lag;
+pub mod rebuild;
 mod pages;
 pub mod source;
 pub mod trace;
