@@ -69,7 +69,6 @@ pub async fn run(target: &RebuildTarget, view: &str, verify: bool) -> Result<boo
     }
 }
 
-
 /// What `--promote` waits, by default, before retiring the old version: longer than a query
 /// can take (the functions' timeout is 10 s), so no request that read the pointer before the
 /// flip still reads the old version when it goes.

@@ -15,8 +15,8 @@
 
 pub mod fold;
 pub mod lag;
-pub mod rebuild;
 mod pages;
+pub mod rebuild;
 pub mod source;
 pub mod trace;
 pub mod web;

@@ -38,14 +38,20 @@ pub const VERIFY_ROUNDS: u32 = 20;
 /// Pause between two rounds of comparison.
 pub const VERIFY_PAUSE: Duration = Duration::from_millis(500);
 
-fn pointer_error(view: &str, source: eventfold_consumers::projection::PointerError) -> RebuildError {
+fn pointer_error(
+    view: &str,
+    source: eventfold_consumers::projection::PointerError,
+) -> RebuildError {
     RebuildError::Pointer {
         view: view.to_owned(),
         source,
     }
 }
 
-fn store_error(view: &str, source: eventfold_consumers::projection::ReadModelError) -> RebuildError {
+fn store_error(
+    view: &str,
+    source: eventfold_consumers::projection::ReadModelError,
+) -> RebuildError {
     RebuildError::Store {
         view: view.to_owned(),
         source,
@@ -58,7 +64,10 @@ pub async fn register<R: ReadModelStore>(
     view: &str,
     by: &str,
 ) -> Result<ViewPointer, RebuildError> {
-    let pointer = models.pointer(view).await.map_err(|e| store_error(view, e))?;
+    let pointer = models
+        .pointer(view)
+        .await
+        .map_err(|e| store_error(view, e))?;
     let next = pointer
         .register_build(by)
         .map_err(|e| pointer_error(view, e))?;
@@ -127,7 +136,10 @@ pub async fn promote<R: ReadModelStore>(
     grace: Duration,
     by: &str,
 ) -> Result<Flip, RebuildError> {
-    let pointer = models.pointer(view).await.map_err(|e| store_error(view, e))?;
+    let pointer = models
+        .pointer(view)
+        .await
+        .map_err(|e| store_error(view, e))?;
     let at = Utc::now();
     let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
     let next = pointer
@@ -154,7 +166,10 @@ pub async fn retire<R: ReadModelStore>(
     tenants: &[String],
     by: &str,
 ) -> Result<usize, RebuildError> {
-    let pointer = models.pointer(view).await.map_err(|e| store_error(view, e))?;
+    let pointer = models
+        .pointer(view)
+        .await
+        .map_err(|e| store_error(view, e))?;
     let next = pointer
         .retire(version, Utc::now(), by)
         .map_err(|e| pointer_error(view, e))?;
@@ -176,7 +191,10 @@ pub async fn abandon<R: ReadModelStore>(
     tenants: &[String],
     by: &str,
 ) -> Result<usize, RebuildError> {
-    let pointer = models.pointer(view).await.map_err(|e| store_error(view, e))?;
+    let pointer = models
+        .pointer(view)
+        .await
+        .map_err(|e| store_error(view, e))?;
     let next = pointer
         .abandon(version, by)
         .map_err(|e| pointer_error(view, e))?;
@@ -284,13 +302,20 @@ impl Flow {
         stage(Stage::Scanning { version });
         let heads = self.heads().await?;
         let events = DynamoEventStore::from_sdk(&self.target.sdk, &self.target.events_table);
-        let report = replay(events, self.models(), self.view, version, &heads, |done, total| {
-            stage(Stage::Replaying {
-                version,
-                done,
-                total,
-            })
-        })
+        let report = replay(
+            events,
+            self.models(),
+            self.view,
+            version,
+            &heads,
+            |done, total| {
+                stage(Stage::Replaying {
+                    version,
+                    done,
+                    total,
+                })
+            },
+        )
         .await?;
         stage(Stage::Verifying { version });
         let diffs = converge(
@@ -370,7 +395,11 @@ mod tests {
         let mut heads = BTreeMap::new();
         for i in 0..n {
             let id = format!("t1/Order-o-{i}");
-            let len = events.load_range(&id, 1, None, None).await.expect("load").len();
+            let len = events
+                .load_range(&id, 1, None, None)
+                .await
+                .expect("load")
+                .len();
             if len > 0 {
                 heads.insert(id, len as u64);
             }
@@ -383,14 +412,23 @@ mod tests {
         let events = Arc::new(MemoryEventStore::new());
         let models = Arc::new(MemoryReadModelStore::new());
         place(&events, &models, 0..3).await;
-        let pointer = register(&models, ORDER_SUMMARY, "op").await.expect("register");
+        let pointer = register(&models, ORDER_SUMMARY, "op")
+            .await
+            .expect("register");
         assert_eq!(pointer.building, Some(2));
         // Orders written after the registration reach v2 through the live projector.
         place(&events, &models, 3..5).await;
         let scanned = heads(&events, 5).await;
-        let report = replay(events.clone(), models.clone(), ORDER_SUMMARY, 2, &scanned, |_, _| {})
-            .await
-            .expect("replay");
+        let report = replay(
+            events.clone(),
+            models.clone(),
+            ORDER_SUMMARY,
+            2,
+            &scanned,
+            |_, _| {},
+        )
+        .await
+        .expect("replay");
         assert_eq!((report.streams, report.already_done), (5, 2));
         let tenants = report.tenants.clone();
         let diffs = converge(&models, &tenants, ORDER_SUMMARY, (1, 2), 1, Duration::ZERO)
@@ -425,11 +463,20 @@ mod tests {
         let events = Arc::new(MemoryEventStore::new());
         let models = Arc::new(MemoryReadModelStore::new());
         place(&events, &models, 0..2).await;
-        register(&models, ORDER_SUMMARY, "op").await.expect("register");
-        let scanned = heads(&events, 1).await; // one stream missed: o-1 is not replayed
-        replay(events.clone(), models.clone(), ORDER_SUMMARY, 2, &scanned, |_, _| {})
+        register(&models, ORDER_SUMMARY, "op")
             .await
-            .expect("replay");
+            .expect("register");
+        let scanned = heads(&events, 1).await; // one stream missed: o-1 is not replayed
+        replay(
+            events.clone(),
+            models.clone(),
+            ORDER_SUMMARY,
+            2,
+            &scanned,
+            |_, _| {},
+        )
+        .await
+        .expect("replay");
         let tenants = BTreeSet::from(["t1".to_owned()]);
         let diffs = converge(&models, &tenants, ORDER_SUMMARY, (1, 2), 2, Duration::ZERO)
             .await
