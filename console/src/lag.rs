@@ -97,6 +97,8 @@ pub fn consumers() -> Vec<(String, Kind)> {
 
 /// The checkpoint of `name` (of `kind`) for `stream` in `snap` (0: nothing applied).
 pub fn checkpoint(snap: &Snapshot, name: &str, kind: Kind, stream: &str) -> u64 {
+    // A view's checkpoints are those of its live version (see the view's pointer).
+    let name = &snap.live_name(name);
     let key = (name.to_owned(), stream.to_owned());
     match kind {
         Kind::StreamView(_) => {

@@ -376,7 +376,7 @@ mod tests {
             let command = OrderCommand::CreateOrder {
                 customer_id: "c-1".parse().expect("valid"),
             };
-            let ctx = CommandContext::root("t1", "tester", &format!("cmd-{i}"));
+            let ctx = CommandContext::root("t1", "tester", format!("cmd-{i}"));
             exec.execute::<Order>(&order, None, &command, &ctx)
                 .await
                 .expect("create");
