@@ -12,6 +12,7 @@
 pub use console::rebuild::*;
 
 use aws_sdk_dynamodb::Client;
+use eventfold_consumers::projection::ReadModelStore;
 
 /// Runs `eventfold projections rebuild`: prints progress and differences; returns whether
 /// the rebuilt view equals the live one (always true without `verify`).
@@ -53,7 +54,17 @@ pub async fn run(target: &RebuildTarget, view: &str, verify: bool) -> Result<boo
     if !verify {
         return Ok(true);
     }
-    let diffs = differences(projector.models(), &report.tenants, stored, &shadow).await?;
+    // Compared with the version queries read (the view's own name until a promote).
+    let live = projector
+        .models()
+        .pointer(stored)
+        .await
+        .map_err(|source| RebuildError::Store {
+            view: stored.to_owned(),
+            source,
+        })?;
+    let live = eventfold_consumers::projection::stored_name(stored, live.live);
+    let diffs = differences(projector.models(), &report.tenants, &live, &shadow).await?;
     if diffs.is_empty() {
         println!("verify: {stored} equals its rebuild");
         Ok(true)
