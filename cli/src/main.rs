@@ -130,13 +130,22 @@ enum IamCmd {
 
 #[derive(Subcommand)]
 enum ProjectionsCmd {
-    /// Replay the events table into `<view>@rebuild` from empty checkpoints (resumable).
+    /// Replay the events table into `<view>@rebuild` from empty checkpoints (resumable), or
+    /// with --promote into a new version that replaces the live one without downtime.
     Rebuild {
         #[arg(help = format!("View: {}.", shop::registry::view_names()))]
         view: String,
         /// Compare the rebuilt view with the live one; exit 1 when they differ.
         #[arg(long)]
         verify: bool,
+        /// Zero downtime: build a new version while the live one serves, verify it, switch
+        /// queries to it in one write, retire the old one after --grace (exit 1, new version
+        /// abandoned, when it differs).
+        #[arg(long)]
+        promote: bool,
+        /// Seconds the old version stays readable and current after --promote.
+        #[arg(long, default_value_t = cli::rebuild::DEFAULT_GRACE.as_secs(), requires = "promote")]
+        grace: u64,
         /// Stack whose template names the tables (local physical names).
         #[arg(long, default_value = "eventfold-local")]
         stack: String,
@@ -252,6 +261,8 @@ async fn main() -> Result<()> {
                 ProjectionsCmd::Rebuild {
                     view,
                     verify,
+                    promote,
+                    grace,
                     stack,
                     events_table,
                     read_models_table,
@@ -275,7 +286,18 @@ async fn main() -> Result<()> {
                     .map_or_else(|| table(&template, "ReadModelsTable"), Ok)?,
                 sdk,
             };
-            if !cli::rebuild::run(&target, &view, verify).await? {
+            let ok = if promote {
+                let by = if aws {
+                    console::aws_operator(&target.sdk).await?
+                } else {
+                    console::local_operator().replacen("console:", "cli:", 1)
+                };
+                let grace = std::time::Duration::from_secs(grace);
+                cli::rebuild::run_promote(&target, &view, grace, &by).await?
+            } else {
+                cli::rebuild::run(&target, &view, verify).await?
+            };
+            if !ok {
                 std::process::exit(1);
             }
         }

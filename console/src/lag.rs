@@ -97,6 +97,8 @@ pub fn consumers() -> Vec<(String, Kind)> {
 
 /// The checkpoint of `name` (of `kind`) for `stream` in `snap` (0: nothing applied).
 pub fn checkpoint(snap: &Snapshot, name: &str, kind: Kind, stream: &str) -> u64 {
+    // A view's checkpoints are those of its live version (see the view's pointer).
+    let name = &snap.live_name(name);
     let key = (name.to_owned(), stream.to_owned());
     match kind {
         Kind::StreamView(_) => {
@@ -252,6 +254,7 @@ impl StallTracker {
 mod tests {
     use super::*;
     use crate::source::EventRow;
+    use aws_sdk_dynamodb::types::AttributeValue;
     use eventfold::Metadata;
 
     fn commit(stream: &str, version: u64, types: &[&str]) -> CommitRow {
@@ -310,6 +313,32 @@ mod tests {
         // The saga sees only OrderPlaced among them.
         assert_eq!(of(&lags, SAGA).behind, Some(1));
         assert_eq!(of(&lags, "stream-publisher").behind, None);
+    }
+
+    #[test]
+    fn a_view_s_lag_follows_its_live_version() {
+        let mut s = snap();
+        // v1 is current, v2 (building) has seen nothing: the lag is v1's.
+        s.doc_checkpoints
+            .insert(("order-summary".into(), "acme/o1".into()), 4);
+        let pointer = |json: &str| serde_json::from_str(json).expect("pointer");
+        let building = r#"{"live":1,"latest":2,"building":2,"retiring":null,"retire_after":null,"rev":1,"note":null}"#;
+        let mut item = std::collections::HashMap::new();
+        item.insert("pk".into(), AttributeValue::S("_view".into()));
+        item.insert("sk".into(), AttributeValue::S("order-summary".into()));
+        item.insert("pointer".into(), AttributeValue::S(building.into()));
+        crate::source::read_model_item(&mut s, &item);
+        assert_eq!(s.pointer("order-summary"), pointer(building));
+        assert_eq!(of(&compute(&s), "order-summary").behind, Some(0));
+        // Promoted: the lag is v2's, which is behind.
+        s.pointers.insert(
+            "order-summary".into(),
+            pointer(r#"{"live":2,"latest":2,"building":null,"retiring":1,"retire_after":null,"rev":2,"note":null}"#),
+        );
+        assert_eq!(of(&compute(&s), "order-summary").behind, Some(3));
+        s.doc_checkpoints
+            .insert(("order-summary@v2".into(), "acme/o1".into()), 4);
+        assert_eq!(of(&compute(&s), "order-summary").behind, Some(0));
     }
 
     #[test]

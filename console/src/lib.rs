@@ -6,7 +6,8 @@
 //! ([`web`]: server-rendered HTML with `maud`, a little embedded JavaScript, no external
 //! assets). It reads the tables through the AWS SDK configuration it is given (the emulator's
 //! or the operator's own) and writes only through [`dlq_processor::DlqProcessor`], the same
-//! code the dead-letters function runs.
+//! code the dead-letters function runs, and through [`rebuild`] (projection rebuilds, shared
+//! with `eventfold projections rebuild`).
 //!
 //! Must not import: the local runtime (`eventfold-local`: the CLI resolves the stack's names
 //! and hands them over, so the console runs the same against AWS), the functions' handlers
@@ -16,6 +17,7 @@
 pub mod fold;
 pub mod lag;
 mod pages;
+pub mod rebuild;
 pub mod source;
 pub mod trace;
 pub mod web;
@@ -39,16 +41,21 @@ pub struct Options {
     pub refresh: Duration,
     /// Who the operator is, as written to the audit trail.
     pub operator: String,
+    /// How long an old version stays readable (and current) after a promote from the
+    /// projections page, before it may be retired.
+    pub grace: Duration,
 }
 
 impl Options {
-    /// Read-only, stalls after 5 minutes, a snapshot every 2 seconds, the OS user.
+    /// Read-only, stalls after 5 minutes, a snapshot every 2 seconds, the OS user, a
+    /// 30-second grace after a promote.
     pub fn new() -> Self {
         Self {
             allow_writes: false,
             stall: Duration::from_secs(300),
             refresh: Duration::from_secs(2),
             operator: local_operator(),
+            grace: Duration::from_secs(30),
         }
     }
 }
@@ -90,9 +97,9 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// Who.
     pub operator: String,
-    /// What (`redrive`, `discard`).
+    /// What (`redrive`, `discard`, `rebuild`, `promote`, `retire`, `abandon`).
     pub action: String,
-    /// The dead letter.
+    /// What it was done to: the dead letter, or the view (and version).
     pub letter: String,
     /// What came of it.
     pub outcome: String,
@@ -110,6 +117,11 @@ pub struct Console {
     pub(crate) lags: RwLock<Vec<lag::ConsumerLag>>,
     pub(crate) audit: Mutex<Vec<AuditEntry>>,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// The SDK configuration (rebuilds read and write the tables through it).
+    pub(crate) sdk: aws_config::SdkConfig,
+    /// Rebuilds started from this console, by stored view.
+    pub(crate) rebuilds:
+        Mutex<std::collections::BTreeMap<String, Arc<Mutex<pages::projections::Job>>>>,
     /// When a page last asked for the snapshot: with nobody looking, refreshes pause.
     last_view: Mutex<Instant>,
 }
@@ -145,6 +157,8 @@ impl Console {
             lags: RwLock::new(Vec::new()),
             audit: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
+            sdk: sdk.clone(),
+            rebuilds: Mutex::new(std::collections::BTreeMap::new()),
             last_view: Mutex::new(Instant::now()),
         })
     }

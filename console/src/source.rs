@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use eventfold::Metadata;
 use eventfold_consumers::deadletter::{DeadLetter, FailureNote};
+use eventfold_consumers::projection::{ViewPointer, stored_name};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -138,6 +139,8 @@ pub struct Snapshot {
     pub doc_checkpoints: HashMap<(String, String), u64>,
     /// Documents per stored view (hidden `Null` ones included).
     pub doc_counts: BTreeMap<String, usize>,
+    /// The version pointers stored, by view (a view without one is at version 1).
+    pub pointers: BTreeMap<String, ViewPointer>,
     /// Saga deadline entries.
     pub deadlines: Vec<DeadlineRow>,
     /// Every dead letter, oldest failure first.
@@ -147,6 +150,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The pointer of the stored view `view` (the initial one when none is stored).
+    pub fn pointer(&self, view: &str) -> ViewPointer {
+        self.pointers.get(view).cloned().unwrap_or_default()
+    }
+
+    /// The name the live version of `view` is stored under (itself for a consumer that is
+    /// no view).
+    pub fn live_name(&self, view: &str) -> String {
+        stored_name(view, self.pointer(view).live)
+    }
+
     /// The commit holding event `event_id`.
     pub fn commit_of_event(&self, event_id: &str) -> Option<&CommitRow> {
         let (stream, i) = self.event_at.get(event_id)?;
@@ -291,8 +305,13 @@ impl Source {
             self.scan(
                 &self.tables.read_models,
                 Some((
-                    "pk, sk, #cp, #k, due_at, #v",
-                    &[("#cp", "checkpoint"), ("#k", "kind"), ("#v", "version")],
+                    "pk, sk, #cp, #k, due_at, #v, #p",
+                    &[
+                        ("#cp", "checkpoint"),
+                        ("#k", "kind"),
+                        ("#v", "version"),
+                        ("#p", "pointer"),
+                    ],
                 )),
             ),
             self.scan(&self.tables.dead_letters, None),
@@ -325,7 +344,7 @@ impl Source {
 }
 
 /// Files one read-models item into `snap`: a checkpoint (`_cp#{name}`), a saga deadline
-/// entry (`_saga#{saga}`), or a document (`{tenant}#{view}`).
+/// entry (`_saga#{saga}`), a view pointer (`_view`), or a document (`{tenant}#{view}`).
 pub fn read_model_item(snap: &mut Snapshot, item: &Item) {
     let (Some(pk), Some(sk)) = (s(item, "pk"), s(item, "sk")) else {
         return;
@@ -339,6 +358,11 @@ pub fn read_model_item(snap: &mut Snapshot, item: &Item) {
             stream_id: sk,
             due_at: s(item, "due_at").and_then(|t| time(&t)),
         });
+    } else if pk == "_view" {
+        let pointer = s(item, "pointer").and_then(|p| serde_json::from_str(&p).ok());
+        if let Some(pointer) = pointer {
+            snap.pointers.insert(sk, pointer);
+        }
     } else if pk.starts_with('_') {
         // Reserved items of other kinds: nothing to show.
     } else if let Some((tenant, view)) = pk.split_once('#') {

@@ -158,10 +158,22 @@ pub async fn handle(console: &Console, req: Request<Incoming>) -> Resp {
         Ok(m) => respond(200, "text/html; charset=utf-8", m.into_string()),
         Err(p) => p.response(&path),
     };
-    use crate::pages::{dlq, overview, sagas, streams, topics, trace};
+    use crate::pages::{dlq, overview, projections, sagas, streams, topics, trace};
+    if let Some(action) = projections::Action::from_path(&path)
+        && parts.method == Method::POST
+    {
+        let form = match read_form(body).await {
+            Ok(f) => f,
+            Err(p) => return p.response(&path),
+        };
+        return match projections::act(console, action, &form).await {
+            Ok(to) => redirect(&to),
+            Err(p) => p.response(&path),
+        };
+    }
     match (&parts.method, path.as_str()) {
         (&Method::GET, "/" | "/overview") => html(Ok(overview::page(console).await)),
-        (&Method::GET, "/projections") => html(Ok(overview::projections(console).await)),
+        (&Method::GET, "/projections") => html(Ok(projections::page(console, &query).await)),
         (&Method::GET, "/streams") => html(Ok(streams::list(console, &query).await)),
         (&Method::GET, "/streams/view") => html(streams::view(console, &query).await),
         (&Method::GET, "/trace") => html(Ok(trace::page(console, &query).await)),
@@ -188,7 +200,11 @@ pub async fn handle(console: &Console, req: Request<Incoming>) -> Resp {
         (&Method::GET, "/assets/console.css") => asset("text/css", crate::pages::CSS),
         (&Method::GET, "/assets/console.js") => asset("text/javascript", crate::pages::JS),
         (&Method::GET, "/healthz") => respond(200, "text/plain", "ok"),
-        (_, "/dead-letters/redrive" | "/dead-letters/discard") => {
+        (_, p)
+            if p == "/dead-letters/redrive"
+                || p == "/dead-letters/discard"
+                || projections::Action::from_path(p).is_some() =>
+        {
             Problem::new(405, "method-not-allowed", "POST a form").response(&path)
         }
         _ => Problem::not_found(format!("no page {path}")).response(&path),

@@ -44,6 +44,7 @@ const HOW: &str = "the line before it says `<!-- run by tests/it/docs.rs: NAME -
 /// them (`false`).
 const KNOWN: &[(&str, bool)] = &[
     ("rebuild", true),
+    ("rebuild-promote", true),
     ("dlq", true),
     ("deployed-stack", false),
     ("cargo-lambda", false),

@@ -21,6 +21,7 @@ mod iam;
 mod idempotency;
 mod limits;
 mod packing;
+mod promote;
 mod publisher;
 mod query;
 mod readme;

@@ -3,6 +3,7 @@
 
 pub mod dlq;
 pub mod overview;
+pub mod projections;
 pub mod sagas;
 pub mod streams;
 pub mod topics;

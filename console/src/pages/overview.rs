@@ -1,9 +1,9 @@
 //! Overview (per consumer: lag, oldest unapplied age, failures, dead letters, overdue
-//! sagas, stalls) and the read-only projections list.
+//! sagas, stalls).
 
 use super::{ago, as_of, q, shell};
 use crate::Console;
-use crate::lag::{ConsumerLag, Kind};
+use crate::lag::ConsumerLag;
 use maud::{Markup, html};
 
 fn status(l: &ConsumerLag) -> Markup {
@@ -74,42 +74,4 @@ pub async fn page(console: &Console) -> Markup {
         }
     };
     shell(console, "Overview", "/", body)
-}
-
-/// The projections page: every stored view with its lag and document count (read-only).
-pub async fn projections(console: &Console) -> Markup {
-    let snap = console.snapshot().await;
-    let lags = console.lags();
-    let body = html! {
-        (as_of(&snap))
-        table {
-            thead { tr {
-                th scope="col" { "View" }
-                th scope="col" { "Kind" }
-                th scope="col" { "Source" }
-                th scope="col" class="num" { "Commits behind" }
-                th scope="col" class="num" { "Documents" }
-                th scope="col" { "Last failure" }
-            } }
-            tbody {
-                @for l in lags.iter().filter(|l| matches!(l.kind, Kind::StreamView(_) | Kind::CounterView(_))) {
-                    @let (kind, category) = match l.kind { Kind::StreamView(c) => ("per stream", c), Kind::CounterView(c) => ("counters", c), _ => ("", "") };
-                    @let note = snap.notes.iter().filter(|n| n.consumer == "projector").max_by_key(|n| n.at);
-                    tr {
-                        th scope="row" { (l.name) }
-                        td { (kind) }
-                        td { (category) }
-                        td.num { (l.behind.unwrap_or(0)) }
-                        td.num { (snap.doc_counts.get(&l.name).copied().unwrap_or(0)) }
-                        td { @match note { Some(n) => { (ago(n.at, snap.taken_at)) " ago: " (n.error) }, None => "—" } }
-                    }
-                }
-                @for (view, n) in snap.doc_counts.iter().filter(|(v, _)| v.contains('@')) {
-                    tr { th scope="row" { (view) } td { "rebuild" } td { "—" } td.num { "—" } td.num { (n) } td { "—" } }
-                }
-            }
-        }
-        p.muted { "Rebuild with " code { "eventfold projections rebuild VIEW --verify" } "." }
-    };
-    shell(console, "Projections", "/projections", body)
 }

@@ -9,6 +9,27 @@
 //! again. Storage is a [`ReadModelStore`] (DynamoDB in Lambda, memory in unit tests); the
 //! error mapping is `eventfold-aws::http`. [`build`] is the function's one constructor;
 //! `main.rs` and the local stack both run what it builds.
+//!
+//! **Versions.** A view's documents live under a version
+//! (`eventfold_consumers::projection::versions`); each request reads the view's pointer (one
+//! consistent `GetItem`, not cached) and then the live version's documents, and says which
+//! version answered in the `Eventfold-View-Version` header. Why no request sees a missing
+//! or half-built view across a rebuild's promote:
+//!
+//! - a version becomes live only by the promote, after its rebuild replayed every stream and
+//!   was verified; from its registration on the projector applied every notification to it,
+//!   so it is complete and current when the pointer names it;
+//! - the promote is one conditional write of the pointer, and the read is strongly
+//!   consistent, so a request that starts after the write reads the new version, and every
+//!   later request too: no reader goes back to the old one (a cache per instance would let
+//!   two instances disagree for its lifetime, and a reader bounce between versions);
+//! - a request that read the pointer just before the write reads the old version, which
+//!   stays active (kept current by the projector) until it is retired, not before the grace
+//!   period after the promote, longer than a request can take (the function's timeout);
+//! - the projector applies each notification to the newer version first, so what a reader
+//!   saw in the old version is already in the new one when it switches.
+//!
+//! The cost is one small read per request (0.5 to 1 read unit).
 #![forbid(unsafe_code)]
 
 use eventfold_aws::config::ConfigError;
@@ -16,7 +37,9 @@ use eventfold_aws::http::{PAGE_BYTES, Problem, caller, correlation_id, json_resp
 use eventfold_aws::read_models::DynamoReadModelStore;
 use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{DynamoDbTable, SdkConfig};
-use eventfold_consumers::projection::{Doc, ListQuery, ReadModelError, ReadModelStore};
+use eventfold_consumers::projection::{
+    Doc, ListQuery, ReadModelError, ReadModelStore, stored_name,
+};
 use lambda_http::{Body, Request, RequestExt, Response};
 use params::{Param, ViewQuery};
 use serde_json::{Value, json};
@@ -29,6 +52,8 @@ pub mod params;
 pub const DEFAULT_LIMIT: usize = 20;
 /// Largest page size of lists.
 pub const MAX_LIMIT: usize = 100;
+/// Response header naming the version of the view that answered.
+pub const VERSION_HEADER: &str = "eventfold-view-version";
 
 /// Route key of a view query.
 pub const GET_QUERY: &str = "GET /api/v1/events/queries/{view}";
@@ -120,6 +145,15 @@ fn present(query: &ViewQuery, doc: Doc) -> Value {
         map.insert(query.key_field.to_owned(), Value::String(doc.key));
     }
     data
+}
+
+/// `response` with the header naming the view version that answered.
+fn versioned(mut response: Response<Body>, version: u32) -> Response<Body> {
+    response.headers_mut().insert(
+        VERSION_HEADER,
+        lambda_http::http::HeaderValue::from(version),
+    );
+    response
 }
 
 /// The view served as `name`, with its query parameters.
@@ -260,15 +294,16 @@ impl<R: ReadModelStore> QueryService<R> {
             && let Some(key) = params.first(key_param.name)
         {
             valid_param(key_param, key)?;
+            let (version, stored) = self.live(spec).await?;
             let doc = self
                 .models
-                .get(tenant, spec.stored(), key)
+                .get(tenant, &stored, key)
                 .await
                 .map_err(store_problem)?;
             return match doc.filter(|d| !d.data.is_null()) {
-                Some(d) => Ok(json_response(
-                    200,
-                    &json!({"view": spec.name, "item": present(query, d)}),
+                Some(d) => Ok(versioned(
+                    json_response(200, &json!({"view": spec.name, "item": present(query, d)})),
+                    version,
                 )),
                 None => Err(Problem::not_found(format!(
                     "no {} for {} '{key}'",
@@ -294,11 +329,26 @@ impl<R: ReadModelStore> QueryService<R> {
             cursor: cursor.map(str::to_owned),
             limit,
         };
-        let (items, next) = self.page(tenant, spec, query, list).await?;
-        Ok(json_response(
-            200,
-            &json!({"view": spec.name, "items": items, "next": next}),
+        let (version, stored) = self.live(spec).await?;
+        let (items, next) = self.page(tenant, &stored, query, list).await?;
+        Ok(versioned(
+            json_response(
+                200,
+                &json!({"view": spec.name, "items": items, "next": next}),
+            ),
+            version,
         ))
+    }
+
+    /// The live version of `spec`'s stored view and the name its documents are stored
+    /// under, from the view's pointer as it is now (see the module docs).
+    async fn live(&self, spec: &ViewSpec) -> Result<(u32, String), Problem> {
+        let pointer = self
+            .models
+            .pointer(spec.stored())
+            .await
+            .map_err(store_problem)?;
+        Ok((pointer.live, stored_name(spec.stored(), pointer.live)))
     }
 
     /// A page of the list within the byte budget ([`eventfold::PageBudget`]), and the
@@ -310,14 +360,14 @@ impl<R: ReadModelStore> QueryService<R> {
     async fn page(
         &self,
         tenant: &str,
-        spec: &ViewSpec,
+        stored: &str,
         query: &ViewQuery,
         mut list: ListQuery,
     ) -> Result<(Vec<Value>, Option<String>), Problem> {
         loop {
             let page = self
                 .models
-                .list(tenant, spec.stored(), list.clone())
+                .list(tenant, stored, list.clone())
                 .await
                 .map_err(store_problem)?;
             let items: Vec<Value> = page.docs.into_iter().map(|d| present(query, d)).collect();

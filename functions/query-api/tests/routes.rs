@@ -352,3 +352,56 @@ async fn a_list_page_stops_at_its_byte_budget_and_the_cursor_loses_nothing() {
         assert_eq!(reads, expected_reads, "budget {budget}");
     }
 }
+
+#[tokio::test]
+async fn queries_read_the_version_the_pointer_names_lookups_and_lists_alike() {
+    use eventfold_consumers::projection::ViewPointer;
+    let api = api().await;
+    let models = api.models();
+    let v2 = doc(
+        "o-1",
+        json!({"order_id": "o-1", "customer_id": "c-1", "status": "Placed"}),
+        Some(("c-1", "2024-03-01T09:30:00.000000Z#o-1")),
+    );
+    models
+        .put("acme", "order-summary@v2", v2, 0)
+        .await
+        .expect("put");
+    let version = |resp: &lambda_http::Response<Body>| {
+        resp.headers()
+            .get(query_api::VERSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let lookup = || Call::view("order-summary", "order_id=o-1");
+    let before = api.handle(lookup().request()).await;
+    assert_eq!(version(&before).as_deref(), Some("1"));
+    let building = ViewPointer::initial().register_build("t").expect("ok");
+    models
+        .set_pointer("order-summary", &building)
+        .await
+        .expect("register");
+    let (_, still) = send(&api, lookup()).await;
+    assert_eq!(
+        still["item"]["status"], "Draft",
+        "a building version is not read"
+    );
+    let promoted = building
+        .promote(2, chrono::Utc::now(), chrono::Duration::zero(), "t")
+        .expect("ok");
+    models
+        .set_pointer("order-summary", &promoted)
+        .await
+        .expect("flip");
+    let after = api.handle(lookup().request()).await;
+    assert_eq!(version(&after).as_deref(), Some("2"));
+    let (_, item) = send(&api, lookup()).await;
+    assert_eq!(item["item"]["status"], "Placed");
+    let (_, list) = send(&api, Call::view("orders-by-customer", "customer_id=c-1")).await;
+    assert_eq!(list["items"][0]["status"], "Placed", "the index of v2");
+    // Other views keep their own pointer (version 1).
+    let stock = api
+        .handle(Call::view("stock-levels", "sku=sku-1").request())
+        .await;
+    assert_eq!(version(&stock).as_deref(), Some("1"));
+}

@@ -3,7 +3,7 @@
 
 use eventfold_consumers::deadletter::MemoryDeadLetterStore;
 use eventfold_consumers::projection::{
-    Doc, ListQuery, MemoryReadModelStore, Page, ReadModelError, ReadModelStore,
+    Doc, ListQuery, MemoryReadModelStore, Page, ReadModelError, ReadModelStore, ViewPointer,
 };
 use eventfold_testkit::read_models::run_all;
 use std::collections::BTreeMap;
@@ -46,6 +46,16 @@ impl ReadModelStore for SingleReads {
     }
     async fn list(&self, t: &str, v: &str, q: ListQuery) -> Result<Page, ReadModelError> {
         self.0.list(t, v, q).await
+    }
+    // `pointers` is the trait's default too.
+    async fn pointer(&self, v: &str) -> Result<ViewPointer, ReadModelError> {
+        self.0.pointer(v).await
+    }
+    async fn set_pointer(&self, v: &str, p: &ViewPointer) -> Result<(), ReadModelError> {
+        self.0.set_pointer(v, p).await
+    }
+    async fn drop_view(&self, t: &[String], v: &str) -> Result<usize, ReadModelError> {
+        self.0.drop_view(t, v).await
     }
 }
 

@@ -4,6 +4,7 @@
 //! every screen.
 
 mod browser;
+mod projections;
 
 use eventfold::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 use eventfold_aws::DynamoEventStore;
@@ -102,6 +103,7 @@ async fn console(stack: &LocalStack, allow_writes: bool) -> console::Running {
         stall: Duration::from_secs(3),
         refresh: Duration::from_millis(500),
         operator: "console:it".into(),
+        grace: Duration::from_secs(1),
     };
     let c = cli::console::build(&stack.sdk, &stack.template, options).expect("console");
     console::start(c, "127.0.0.1:0".parse().expect("addr"))

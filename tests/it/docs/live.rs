@@ -1,5 +1,5 @@
-//! The blocks run against a live local stack, all on one: `docs/local.md`'s rebuild,
-//! `docs/operations.md`'s dead letters, and the rebuild line of its deployed-stack block
+//! The blocks run against a live local stack, all on one: `docs/local.md`'s rebuild and
+//! zero-downtime rebuild, `docs/operations.md`'s dead letters, and the rebuild line of its deployed-stack block
 //! (`--aws`: the SDK's own configuration, pointed at the emulator through its environment).
 //!
 //! Each command runs through `sh` as the docs write it, with this checkout's `eventfold`, the
@@ -297,6 +297,35 @@ async fn the_rebuild_dlq_and_aws_rebuild_blocks_run_as_written_on_one_stack() {
             && said.contains(&format!("verify: {VIEW} equals its rebuild")),
         "{out:#?}"
     );
+
+    // docs/local.md: the zero-downtime rebuild; v2 answers the queries, v1 is gone.
+    let promote = block("rebuild-promote");
+    let [line] = promote.commands()[..] else {
+        panic!("{}: one command", promote.at)
+    };
+    let out = run(&binary, &name, &endpoint, line).await;
+    let said = out.ok();
+    assert!(
+        said.contains(&format!("rebuilt {VIEW} v2: {n} streams"))
+            && said.contains("verify: v2 equals v1")
+            && said.contains(&format!("promoted {VIEW} v2"))
+            && said.contains(&format!("retired {VIEW} v1: {n} items deleted")),
+        "{out:#?}"
+    );
+    let pointer = models.pointer(VIEW).await.expect("pointer");
+    assert_eq!((pointer.live, pointer.active()), (2, vec![2]));
+    let answer = Http::new(&stack.api_url())
+        .get(
+            &format!("/api/v1/events/queries/{VIEW}?order_id=o-2"),
+            Some(&tests::rw_token(&tenant)),
+        )
+        .await
+        .expect("get");
+    assert_eq!(
+        (answer.status, answer.header(query_api::VERSION_HEADER)),
+        (200, Some("2"))
+    );
+    assert_eq!(answer.json["item"]["total"], json!(2 * PRICE));
 
     // docs/operations.md, dead letters: the two poison messages.
     let letters =

@@ -10,7 +10,11 @@
 //!   counter (DynamoDB's `ADD` works on top-level attributes only), read back as
 //!   `data: {name: n, ...}`;
 //! - a counter view's checkpoint per source stream: `pk = _cp#{view}`, `sk = stream_id`,
-//!   `checkpoint` (N).
+//!   `checkpoint` (N);
+//! - a view's version pointer ([`ViewPointer`]): `pk = _view`, `sk = view`, `rev` (N, the
+//!   condition of the next write) and `pointer` (S, the pointer as JSON). A version `n > 1`
+//!   of a view stores its documents under the view name `{view}@v{n}`, so its items are
+//!   those above with that name (see `eventfold_consumers::projection::versions`).
 //!
 //! A `get_many` is one `BatchGetItem` (consistent reads) per 100 distinct keys, asking again
 //! for the keys it leaves unprocessed, with backoff, a bounded number of times without
@@ -22,6 +26,7 @@
 
 mod codec;
 mod deadlines;
+mod versions;
 
 use crate::dynamodb::{from_attr, n, s, to_attr};
 use crate::faults::from_sdk;
@@ -35,7 +40,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use codec::*;
 use eventfold_consumers::projection::{
-    Doc, Found, ListQuery, ModelKey, Page, ReadModelError, ReadModelStore,
+    Doc, Found, ListQuery, ModelKey, Page, ReadModelError, ReadModelStore, ViewPointer,
 };
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -71,6 +76,58 @@ pub struct DynamoReadModelStore {
 table_store!(DynamoReadModelStore);
 
 impl DynamoReadModelStore {
+    /// The items at `wanted` (pk, sk), by key, read consistently in `BatchGetItem`s of at
+    /// most 100 distinct keys, asking again for unprocessed ones.
+    async fn batch_items(
+        &self,
+        wanted: &[(String, String)],
+    ) -> Result<HashMap<(String, String), Item>, ReadModelError> {
+        // BatchGetItem refuses a request naming one key twice.
+        let mut distinct = wanted.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        let table = self.table.as_str();
+        let round = |keys: Vec<Item>| async move {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| corrupt(e.to_string()))?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(table, request)
+                .send()
+                .await
+                .map_err(from_sdk)?;
+            let got = out
+                .responses
+                .and_then(|mut r| r.remove(table))
+                .unwrap_or_default();
+            let unprocessed = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            Ok((got, unprocessed))
+        };
+        let items = read_batched(
+            distinct.iter().map(key_item).collect(),
+            round,
+            tokio::time::sleep,
+        )
+        .await?;
+        let mut by_key: HashMap<(String, String), Item> = HashMap::with_capacity(items.len());
+        for item in items {
+            let key = (
+                get_s(&item, "pk")?.to_owned(),
+                get_s(&item, "sk")?.to_owned(),
+            );
+            by_key.insert(key, item);
+        }
+        Ok(by_key)
+    }
+
     /// The conditional move of a counter view's checkpoint from `expected` to `new`.
     fn checkpoint_update(
         &self,
@@ -198,49 +255,7 @@ impl ReadModelStore for DynamoReadModelStore {
 
     async fn get_many(&self, keys: &[ModelKey]) -> Result<Vec<Found>, ReadModelError> {
         let wanted: Vec<(String, String)> = keys.iter().map(model_key).collect();
-        // BatchGetItem refuses a request naming one key twice.
-        let mut distinct = wanted.clone();
-        distinct.sort();
-        distinct.dedup();
-        let table = self.table.as_str();
-        let round = |keys: Vec<Item>| async move {
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| corrupt(e.to_string()))?;
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(table, request)
-                .send()
-                .await
-                .map_err(from_sdk)?;
-            let got = out
-                .responses
-                .and_then(|mut r| r.remove(table))
-                .unwrap_or_default();
-            let unprocessed = out
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(table))
-                .map(|k| k.keys)
-                .unwrap_or_default();
-            Ok((got, unprocessed))
-        };
-        let items = read_batched(
-            distinct.iter().map(key_item).collect(),
-            round,
-            tokio::time::sleep,
-        )
-        .await?;
-        let mut by_key: HashMap<(String, String), Item> = HashMap::with_capacity(items.len());
-        for item in items {
-            let key = (
-                get_s(&item, "pk")?.to_owned(),
-                get_s(&item, "sk")?.to_owned(),
-            );
-            by_key.insert(key, item);
-        }
+        let by_key = self.batch_items(&wanted).await?;
         keys.iter()
             .zip(&wanted)
             .map(|(key, at)| match key {
@@ -383,6 +398,22 @@ impl ReadModelStore for DynamoReadModelStore {
         }
         let next = start.as_ref().map(encode_cursor).transpose()?;
         Ok(Page { docs, next })
+    }
+
+    async fn pointer(&self, view: &str) -> Result<ViewPointer, ReadModelError> {
+        self.read_pointer(view).await
+    }
+
+    async fn pointers(&self, views: &[String]) -> Result<Vec<ViewPointer>, ReadModelError> {
+        self.read_pointers(views).await
+    }
+
+    async fn set_pointer(&self, view: &str, pointer: &ViewPointer) -> Result<(), ReadModelError> {
+        self.write_pointer(view, pointer).await
+    }
+
+    async fn drop_view(&self, tenants: &[String], view: &str) -> Result<usize, ReadModelError> {
+        self.delete_view(tenants, view).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! In-memory read-model store for unit tests; same contract as the DynamoDB one. It also
 //! holds the sagas' deadline index, as the read-models table does.
 
-use super::{Doc, Found, ListQuery, ModelKey, Page, ReadModelError, ReadModelStore};
+use super::{Doc, Found, ListQuery, ModelKey, Page, ReadModelError, ReadModelStore, ViewPointer};
 use crate::saga::{Deadline, DeadlineIndex, DueInstance};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,6 +14,7 @@ struct Inner {
     docs: BTreeMap<(String, String, String), Doc>, // (tenant, view, key)
     checkpoints: HashMap<(String, String), u64>,   // (view, stream)
     deadlines: BTreeMap<(String, String), (u64, Option<Deadline>)>, // (saga, stream): as of version
+    pointers: HashMap<String, ViewPointer>,        // view
 }
 
 /// Views in a process-local map.
@@ -201,6 +202,38 @@ impl ReadModelStore for MemoryReadModelStore {
             docs: page.into_iter().map(|(_, d)| (*d).clone()).collect(),
             next,
         })
+    }
+
+    async fn pointer(&self, view: &str) -> Result<ViewPointer, ReadModelError> {
+        Ok(self
+            .lock()
+            .pointers
+            .get(view)
+            .cloned()
+            .unwrap_or_else(ViewPointer::initial))
+    }
+
+    async fn set_pointer(&self, view: &str, pointer: &ViewPointer) -> Result<(), ReadModelError> {
+        let mut inner = self.lock();
+        let stored = inner.pointers.get(view).map_or(0, |p| p.rev);
+        if pointer.rev != stored + 1 {
+            return Err(ReadModelError::Conflict {
+                view: view.to_owned(),
+                key: "pointer".to_owned(),
+            });
+        }
+        inner.pointers.insert(view.to_owned(), pointer.clone());
+        Ok(())
+    }
+
+    async fn drop_view(&self, tenants: &[String], view: &str) -> Result<usize, ReadModelError> {
+        let mut inner = self.lock();
+        let before = inner.docs.len() + inner.checkpoints.len();
+        inner
+            .docs
+            .retain(|(t, v, _), _| !(v == view && tenants.contains(t)));
+        inner.checkpoints.retain(|(v, _), _| v != view);
+        Ok(before - inner.docs.len() - inner.checkpoints.len())
     }
 }
 

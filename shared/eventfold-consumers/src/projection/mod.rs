@@ -10,13 +10,19 @@
 //! A batch of notifications ([`Projector::handle_batch`]) costs one batched read of every
 //! (view, stream) state ([`ReadModelStore::get_many`]) and one such write per (view, stream)
 //! it changes, with the same effects as handling its notifications one at a time.
+//!
+//! A view may have several versions at once ([`versions`]): the projector reads the views'
+//! pointers once per batch and applies each notification to every active version, each with
+//! its own checkpoints.
 
 mod memory;
 mod projector;
+pub mod versions;
 
 pub use memory::MemoryReadModelStore;
 pub(crate) use projector::page_end;
 pub use projector::{Applied, CATCH_UP_PAGE, GroupOutcome, ProjectError, Projector};
+pub use versions::{PointerError, ViewPointer, stored_name};
 
 use async_trait::async_trait;
 use eventfold::Cause;
@@ -255,4 +261,114 @@ pub trait ReadModelStore: Send + Sync {
         view: &str,
         query: ListQuery,
     ) -> Result<Page, ReadModelError>;
+
+    /// The version pointer of `view`, read as strongly as `get` ([`ViewPointer::initial`]
+    /// when none is stored). The default, for stores that keep no pointers (test doubles
+    /// wrapping another store), is always the initial one: version 1 alone, as before
+    /// versions existed.
+    async fn pointer(&self, view: &str) -> Result<ViewPointer, ReadModelError> {
+        let _ = view;
+        Ok(ViewPointer::initial())
+    }
+
+    /// The pointers of `views`, in their order. Adapters that can read them in one request
+    /// override this one-read-per-view default (the projector reads them once per batch).
+    async fn pointers(&self, views: &[String]) -> Result<Vec<ViewPointer>, ReadModelError> {
+        let mut found = Vec::with_capacity(views.len());
+        for view in views {
+            found.push(self.pointer(view).await?);
+        }
+        Ok(found)
+    }
+
+    /// Stores `pointer` for `view` if the stored one's revision is `pointer.rev - 1` (none
+    /// stored: `pointer.rev == 1`), else [`ReadModelError::Conflict`]: one conditional write,
+    /// so two operators cannot both move the pointer from the same state.
+    async fn set_pointer(&self, view: &str, pointer: &ViewPointer) -> Result<(), ReadModelError> {
+        let _ = pointer;
+        Err(ReadModelError::Refused(
+            format!("this store keeps no version pointers (view {view})").into(),
+        ))
+    }
+
+    /// Deletes every document of the stored view `view` for each of `tenants` (hidden ones
+    /// included) and its counter checkpoints: what retiring a version leaves behind. Returns
+    /// the number of items deleted.
+    async fn drop_view(&self, tenants: &[String], view: &str) -> Result<usize, ReadModelError> {
+        let _ = tenants;
+        Err(ReadModelError::Refused(
+            format!("this store cannot drop views (view {view})").into(),
+        ))
+    }
+}
+
+/// A shared store is a store: every call goes to the one behind the `Arc` (so a projector and
+/// a rebuild, or a test, can share one).
+#[async_trait]
+impl<T: ReadModelStore + ?Sized> ReadModelStore for std::sync::Arc<T> {
+    async fn get(
+        &self,
+        tenant: &str,
+        view: &str,
+        key: &str,
+    ) -> Result<Option<Doc>, ReadModelError> {
+        (**self).get(tenant, view, key).await
+    }
+
+    async fn put(
+        &self,
+        tenant: &str,
+        view: &str,
+        doc: Doc,
+        expected: u64,
+    ) -> Result<(), ReadModelError> {
+        (**self).put(tenant, view, doc, expected).await
+    }
+
+    async fn checkpoint(&self, view: &str, stream_id: &str) -> Result<u64, ReadModelError> {
+        (**self).checkpoint(view, stream_id).await
+    }
+
+    async fn get_many(&self, keys: &[ModelKey]) -> Result<Vec<Found>, ReadModelError> {
+        (**self).get_many(keys).await
+    }
+
+    async fn add(
+        &self,
+        tenant: &str,
+        view: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        deltas: Vec<(String, BTreeMap<String, i64>)>,
+    ) -> Result<(), ReadModelError> {
+        (**self)
+            .add(tenant, view, stream_id, expected, new, deltas)
+            .await
+    }
+
+    async fn list(
+        &self,
+        tenant: &str,
+        view: &str,
+        query: ListQuery,
+    ) -> Result<Page, ReadModelError> {
+        (**self).list(tenant, view, query).await
+    }
+
+    async fn pointer(&self, view: &str) -> Result<ViewPointer, ReadModelError> {
+        (**self).pointer(view).await
+    }
+
+    async fn pointers(&self, views: &[String]) -> Result<Vec<ViewPointer>, ReadModelError> {
+        (**self).pointers(views).await
+    }
+
+    async fn set_pointer(&self, view: &str, pointer: &ViewPointer) -> Result<(), ReadModelError> {
+        (**self).set_pointer(view, pointer).await
+    }
+
+    async fn drop_view(&self, tenants: &[String], view: &str) -> Result<usize, ReadModelError> {
+        (**self).drop_view(tenants, view).await
+    }
 }

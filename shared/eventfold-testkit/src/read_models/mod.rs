@@ -6,6 +6,7 @@
 mod counters;
 mod documents;
 mod listing;
+mod versions;
 
 pub use counters::{
     an_empty_add_is_a_plain_conditional_checkpoint_move,
@@ -19,6 +20,7 @@ pub use listing::{
     invalid_cursors_are_refused, list_by_index_pages_newest_first,
     list_by_key_pages_through_every_doc_once_in_order, tenants_are_isolated,
 };
+pub use versions::{dropping_a_version_leaves_the_others, pointers_move_by_conditional_writes};
 
 use eventfold_consumers::projection::{Doc, ListQuery, Page, ReadModelError, ReadModelStore};
 use serde_json::Value;
@@ -36,6 +38,8 @@ pub async fn run_all(store: &dyn ReadModelStore, tenant_prefix: &str) {
     tenants_are_isolated(store, tenant_prefix).await;
     invalid_cursors_are_refused(store, tenant_prefix).await;
     get_many_reads_what_single_reads_do(store, tenant_prefix).await;
+    pointers_move_by_conditional_writes(store, tenant_prefix).await;
+    dropping_a_version_leaves_the_others(store, tenant_prefix).await;
 }
 
 fn doc(key: &str, data: Value, checkpoint: u64, index: Option<(&str, &str)>) -> Doc {

@@ -3,8 +3,8 @@
 //! writes each (view, stream) once per group.
 
 use super::{
-    Applied, CATCH_UP_PAGE, GroupOutcome, ProjectError, Projector, Sums, ViewRef, add_into,
-    view_error,
+    Applied, CATCH_UP_PAGE, GroupOutcome, OwnedView, ProjectError, Projector, Sums, ViewRef,
+    add_into, view_error,
 };
 use crate::Notification;
 use crate::projection::{Doc, Found, ModelKey, ReadModelError, ReadModelStore};
@@ -74,7 +74,23 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
     /// A write that finds the checkpoint moved by another consumer is redone the way
     /// `handle` does it, notification by notification.
     pub async fn handle_batch(&self, groups: &[Vec<Notification>]) -> Vec<GroupOutcome> {
-        let views = self.all_views();
+        let owned = match self.active_views().await {
+            Ok(owned) => owned,
+            // Without the pointers no version is known to be complete: every group waits.
+            Err(error) => {
+                let reason = error.to_string();
+                return groups
+                    .iter()
+                    .map(|_| GroupOutcome {
+                        applied: Vec::new(),
+                        failure: Some(ProjectError::ReadModel(ReadModelError::Unavailable(
+                            reason.clone().into(),
+                        ))),
+                    })
+                    .collect();
+            }
+        };
+        let views: Vec<ViewRef<'_>> = owned.iter().map(OwnedView::as_view).collect();
         let mut states = self.prefetch(&views, groups).await;
         let mut outcomes = Vec::with_capacity(groups.len());
         for group in groups {

@@ -3,6 +3,7 @@
 
 mod batch;
 
+use super::versions::{VersionedCounter, VersionedStream, stored_name};
 use super::{ApplyError, CounterView, Doc, ReadModelError, ReadModelStore, StreamView, ViewError};
 use crate::Notification;
 use eventfold::envelope::{EventEnvelope, StreamId};
@@ -78,6 +79,9 @@ pub struct Projector<E, R> {
     stream_views: Vec<Arc<dyn StreamView>>,
     counter_views: Vec<Arc<dyn CounterView>>,
     upcasters: Upcasters,
+    /// Apply to the views exactly as named, ignoring their version pointers (a rebuild
+    /// writing one version).
+    pinned: bool,
 }
 
 impl<E, R> std::fmt::Debug for Projector<E, R> {
@@ -101,7 +105,15 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
             stream_views: Vec::new(),
             counter_views: Vec::new(),
             upcasters: Upcasters::new(),
+            pinned: false,
         }
+    }
+
+    /// Applies to the views under exactly their names, without reading their version
+    /// pointers: for a rebuild that writes one version of a view.
+    pub fn pinned(mut self) -> Self {
+        self.pinned = true;
+        self
     }
 
     /// Adds a per-stream view.
@@ -174,7 +186,8 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         // Every view gets its chance: one view refusing an event must not stall the others
         // (their checkpoints make the redelivery harmless). The first error is reported.
         let mut first_error = None;
-        let views = self.all_views();
+        let owned = self.active_views().await?;
+        let views: Vec<ViewRef<'_>> = owned.iter().map(OwnedView::as_view).collect();
         for view in views
             .into_iter()
             .filter(|v| v.category() == stream.category())
@@ -198,17 +211,38 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         Ok(applied)
     }
 
-    /// Every view, stream views first.
-    fn all_views(&self) -> Vec<ViewRef<'_>> {
-        self.stream_views
+    /// Every active version of every view (stream views first, each view's versions newest
+    /// first, see [`ViewPointer::active`](super::ViewPointer::active)): one read of the
+    /// views' pointers, unless pinned.
+    async fn active_views(&self) -> Result<Vec<OwnedView>, ProjectError> {
+        let base: Vec<OwnedView> = self
+            .stream_views
             .iter()
-            .map(|v| ViewRef::Stream(v.as_ref()))
-            .chain(
-                self.counter_views
-                    .iter()
-                    .map(|v| ViewRef::Counter(v.as_ref())),
-            )
-            .collect()
+            .cloned()
+            .map(OwnedView::Stream)
+            .chain(self.counter_views.iter().cloned().map(OwnedView::Counter))
+            .collect();
+        if self.pinned || base.is_empty() {
+            return Ok(base);
+        }
+        let names: Vec<String> = base.iter().map(|v| v.as_view().name().to_owned()).collect();
+        let pointers = self.models.pointers(&names).await?;
+        let mut views = Vec::with_capacity(base.len());
+        for ((view, name), pointer) in base.into_iter().zip(&names).zip(pointers) {
+            for version in pointer.active() {
+                views.push(match (&view, version) {
+                    (_, 1) => view.clone(),
+                    (OwnedView::Stream(v), n) => OwnedView::Stream(Arc::new(VersionedStream::new(
+                        v.clone(),
+                        stored_name(name, n),
+                    ))),
+                    (OwnedView::Counter(v), n) => OwnedView::Counter(Arc::new(
+                        VersionedCounter::new(v.clone(), stored_name(name, n)),
+                    )),
+                });
+            }
+        }
+        Ok(views)
     }
 
     /// Moves `view` past `n`, retrying when another consumer moved its checkpoint first.
@@ -347,6 +381,22 @@ fn add_into(sums: &mut Sums, key: String, deltas: BTreeMap<String, i64>) {
 /// The last version of the catch-up page that starts after `checkpoint`, towards `target`.
 pub(crate) fn page_end(checkpoint: u64, target: u64) -> u64 {
     target.min(checkpoint.saturating_add(CATCH_UP_PAGE))
+}
+
+/// A view of either kind, owned: one active version of a registered view.
+#[derive(Clone)]
+enum OwnedView {
+    Stream(Arc<dyn StreamView>),
+    Counter(Arc<dyn CounterView>),
+}
+
+impl OwnedView {
+    fn as_view(&self) -> ViewRef<'_> {
+        match self {
+            Self::Stream(v) => ViewRef::Stream(v.as_ref()),
+            Self::Counter(v) => ViewRef::Counter(v.as_ref()),
+        }
+    }
 }
 
 /// A view of either kind, as the projector walks them.
