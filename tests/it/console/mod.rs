@@ -4,6 +4,7 @@
 //! every screen.
 
 mod browser;
+mod browser_projections;
 mod projections;
 
 use eventfold::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
