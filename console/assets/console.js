@@ -1,7 +1,8 @@
 // The console's one script: "select all" for the bulk dead-letter actions, and a running
 // rebuild's progress on the projections page (polled from /projections/progress, written
 // into an aria-live region; the page reloads itself when the rebuild ends, showing what it
-// came to and the next step). Everything else works without JavaScript.
+// came to and the next step), and the overview reloading itself until the first snapshot of
+// the tables is read. Everything else works without JavaScript.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   const all = document.getElementById("select-all");
@@ -10,6 +11,8 @@ document.addEventListener("DOMContentLoaded", () => {
       document.querySelectorAll("input[name=id]").forEach((box) => { box.checked = all.checked; });
     });
   }
+  // The overview before the first snapshot: look again in a second.
+  if (document.querySelector("[data-reading]")) setTimeout(() => window.location.reload(), 1000);
   const running = document.querySelectorAll("[data-rebuild]");
   if (running.length === 0) return;
   const tick = () => {

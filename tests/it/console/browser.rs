@@ -129,7 +129,16 @@ async fn an_operator_traces_an_order_and_clears_a_poisoned_projector_in_chromium
     let (_driver, c) = browser().await;
     place_order(&api, &token, "o-1").await;
 
-    // Overview first: its weight and first paint, then keyboard access (skip link first).
+    // Overview first, once its first snapshot is read (before, it answers at once with a
+    // "reading the tables" state that reloads itself: `first_render.rs`): its weight and
+    // first paint, then keyboard access (skip link first).
+    until_text(
+        &c,
+        &format!("{base}/"),
+        "Commits behind",
+        Duration::from_secs(30),
+    )
+    .await;
     c.goto(&format!("{base}/")).await.expect("overview");
     let perf = c
         .execute(

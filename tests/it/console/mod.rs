@@ -5,6 +5,7 @@
 
 mod browser;
 mod browser_projections;
+mod first_render;
 mod projections;
 
 use eventfold::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
