@@ -194,6 +194,17 @@ impl Console {
         }
     }
 
+    /// The latest snapshot, without waiting: `None` while the first is still being read.
+    pub fn latest(&self) -> Option<Arc<Snapshot>> {
+        *lock(&self.last_view) = Instant::now();
+        self.snapshot.borrow().clone()
+    }
+
+    /// Scan pages the snapshot being taken has read so far.
+    pub fn pages_read(&self) -> u32 {
+        self.source.pages_read()
+    }
+
     /// The consumers' lag as of the latest snapshot.
     pub fn lags(&self) -> Vec<lag::ConsumerLag> {
         self.lags.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -16,6 +16,8 @@ use eventfold_consumers::deadletter::{DeadLetter, FailureNote};
 use eventfold_consumers::projection::{ViewPointer, stored_name};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// A DynamoDB item.
@@ -192,6 +194,8 @@ impl Snapshot {
 pub struct Source {
     client: Client,
     tables: Tables,
+    /// Scan pages read by the snapshot being taken (or the last one), shared by clones.
+    pages: Arc<AtomicU32>,
 }
 
 fn s(item: &Item, k: &str) -> Option<String> {
@@ -241,7 +245,17 @@ pub fn decode_commit(item: Item) -> Option<CommitRow> {
 impl Source {
     /// Reads `tables` through `client`.
     pub fn new(client: Client, tables: Tables) -> Self {
-        Self { client, tables }
+        Self {
+            client,
+            tables,
+            pages: Arc::default(),
+        }
+    }
+
+    /// Scan pages the snapshot being taken has read so far (the last one's total once done):
+    /// what a page shows while the first snapshot of a large stack is still being read.
+    pub fn pages_read(&self) -> u32 {
+        self.pages.load(Ordering::Relaxed)
     }
 
     /// The table names.
@@ -278,6 +292,7 @@ impl Source {
                 message: eventfold_aws::diagnostic::cause_chain(&e),
             })?;
             requests += 1;
+            self.pages.fetch_add(1, Ordering::Relaxed);
             items.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -289,6 +304,7 @@ impl Source {
     /// A fresh snapshot of the three tables.
     pub async fn snapshot(&self) -> Result<Snapshot, SourceError> {
         let started = std::time::Instant::now();
+        self.pages.store(0, Ordering::Relaxed);
         let mut snap = Snapshot {
             taken_at: Utc::now(),
             ..Snapshot::default()

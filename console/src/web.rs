@@ -174,6 +174,11 @@ pub async fn handle(console: &Console, req: Request<Incoming>) -> Resp {
     match (&parts.method, path.as_str()) {
         (&Method::GET, "/" | "/overview") => html(Ok(overview::page(console).await)),
         (&Method::GET, "/projections") => html(Ok(projections::page(console, &query).await)),
+        (&Method::GET, "/projections/progress") => respond(
+            200,
+            "application/json",
+            projections::progress(console).to_string(),
+        ),
         (&Method::GET, "/streams") => html(Ok(streams::list(console, &query).await)),
         (&Method::GET, "/streams/view") => html(streams::view(console, &query).await),
         (&Method::GET, "/trace") => html(Ok(trace::page(console, &query).await)),

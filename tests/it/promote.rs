@@ -18,7 +18,7 @@ use tests::{assert_no_denials, events_table, rw_token, stack, table, unique_tena
 const COMMANDS: &str = "/api/v1/events/commands";
 const LIST: &str = "/api/v1/events/queries/order-summary?limit=100";
 
-async fn create(http: &Http, token: &str, id: &str) {
+pub(crate) async fn create(http: &Http, token: &str, id: &str) {
     let body = json!({"aggregate_type": "Order", "aggregate_id": id, "type": "CreateOrder",
         "data": {"customer_id": "c-1"}});
     let r = http.post(COMMANDS, Some(token), &body).await.expect("post");
@@ -26,15 +26,15 @@ async fn create(http: &Http, token: &str, id: &str) {
 }
 
 /// One answer a reader got: when it was asked and answered, and by which version.
-struct Seen {
+pub(crate) struct Seen {
     start: Instant,
     end: Instant,
-    version: u32,
+    pub(crate) version: u32,
 }
 
 /// Every order of the tenant, following the list's cursors: the orders, and each page's
 /// answer (every page must be a 200 naming the version that answered).
-async fn list_all(http: &Http, token: &str) -> (BTreeSet<String>, Vec<Seen>) {
+pub(crate) async fn list_all(http: &Http, token: &str) -> (BTreeSet<String>, Vec<Seen>) {
     let (mut orders, mut pages) = (BTreeSet::new(), Vec::new());
     let mut path = LIST.to_owned();
     loop {
@@ -67,7 +67,7 @@ async fn list_all(http: &Http, token: &str) -> (BTreeSet<String>, Vec<Seen>) {
 
 /// Lists the tenant's orders until `stop`, and looks the newest one up: every answer must
 /// be a 200 and every listing hold every order seen before (no order goes missing).
-async fn read(http: Http, token: String, stop: Arc<AtomicBool>) -> Vec<Seen> {
+pub(crate) async fn read(http: Http, token: String, stop: Arc<AtomicBool>) -> Vec<Seen> {
     let mut seen: Vec<Seen> = Vec::new();
     let mut known = BTreeSet::new();
     while !stop.load(Ordering::Relaxed) {

@@ -23,9 +23,24 @@ fn status(l: &ConsumerLag) -> Markup {
     }
 }
 
-/// The overview page.
+/// The overview while the first snapshot is still being read (a large stack takes a while:
+/// about 80 s for 10,000 orders locally): the page answers at once and says how far the
+/// reading is; the script reloads it until the snapshot is there.
+fn reading(console: &Console) -> Markup {
+    let body = html! {
+        p.banner role="status" aria-live="polite" data-reading {
+            "Reading the tables: " (console.pages_read()) " pages so far. The overview shows once the first snapshot is complete."
+        }
+        p.muted { "This page reloads itself; without JavaScript, " a href="/" { "reload it" } "." }
+    };
+    shell(console, "Overview", "/", body)
+}
+
+/// The overview page (at once: while the first snapshot is read, [`reading`]).
 pub async fn page(console: &Console) -> Markup {
-    let snap = console.snapshot().await;
+    let Some(snap) = console.latest() else {
+        return reading(console);
+    };
     let lags = console.lags();
     let stuck = lags.iter().filter(|l| l.stuck()).count();
     let stall_min = console.options.stall.as_secs_f64() / 60.0;

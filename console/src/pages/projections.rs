@@ -160,10 +160,15 @@ pub async fn page(console: &Console, params: &Params) -> Markup {
                         td {
                             @if let Some(j) = &job {
                                 @if j.running {
-                                    label { (j.stage) " "
-                                        progress value=(j.done) max=(j.total.max(1)) { (j.done) "/" (j.total) }
+                                    // The script polls /projections/progress and updates
+                                    // these in place; the live region reads them out.
+                                    div data-rebuild=(view) {
+                                        label {
+                                            span data-stage { (j.stage) } " "
+                                            progress value=(j.done) max=(j.total.max(1)) { (j.done) "/" (j.total) }
+                                        }
+                                        " " span role="status" aria-live="polite" data-count { (count(j)) }
                                     }
-                                    " " span.muted { "(reload for progress)" }
                                 } @else if let Some(o) = &j.outcome {
                                     span { (o) } br;
                                 }
@@ -193,6 +198,35 @@ pub async fn page(console: &Console, params: &Params) -> Markup {
         }
     };
     shell(console, "Projections", "/projections", body)
+}
+
+/// A running rebuild's progress in words.
+fn count(j: &Job) -> String {
+    format!("{} of {} streams", j.done, j.total)
+}
+
+/// Every rebuild started from this console, as JSON for the page's script: by view, its
+/// stage, streams done of total, whether it still runs, the version ready to promote and
+/// how it ended.
+pub fn progress(console: &Console) -> serde_json::Value {
+    let jobs = lock(&console.rebuilds);
+    let by_view = jobs
+        .iter()
+        .map(|(view, job)| {
+            let j = lock(job);
+            let entry = serde_json::json!({
+                "stage": j.stage,
+                "done": j.done,
+                "total": j.total,
+                "running": j.running,
+                "ready": j.ready,
+                "outcome": j.outcome,
+                "text": count(&j),
+            });
+            (view.clone(), entry)
+        })
+        .collect();
+    serde_json::Value::Object(by_view)
 }
 
 fn refused(e: RebuildError) -> Problem {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 /// chromedriver, stopped when dropped.
-struct Driver(Child);
+pub(super) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -28,7 +28,7 @@ fn free_port() -> u16 {
 }
 
 /// chromedriver on a free port and a headless Chromium session through it.
-async fn browser() -> (Driver, Client) {
+pub(super) async fn browser() -> (Driver, Client) {
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -71,7 +71,7 @@ fn shots() -> PathBuf {
 }
 
 /// Screenshot `name`, then axe-core on the page: no serious or critical violation.
-async fn check(c: &Client, name: &str) {
+pub(super) async fn check(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(shots().join(format!("{name}.png")), png).expect("written");
     let axe = std::fs::read_to_string(
@@ -96,7 +96,7 @@ async fn check(c: &Client, name: &str) {
 }
 
 /// Reloads `url` until the page's text contains `text` (at most `limit`).
-async fn until_text(c: &Client, url: &str, text: &str, limit: Duration) -> String {
+pub(super) async fn until_text(c: &Client, url: &str, text: &str, limit: Duration) -> String {
     let start = Instant::now();
     loop {
         c.goto(url).await.expect("goto");
@@ -129,7 +129,16 @@ async fn an_operator_traces_an_order_and_clears_a_poisoned_projector_in_chromium
     let (_driver, c) = browser().await;
     place_order(&api, &token, "o-1").await;
 
-    // Overview first: its weight and first paint, then keyboard access (skip link first).
+    // Overview first, once its first snapshot is read (before, it answers at once with a
+    // "reading the tables" state that reloads itself: `first_render.rs`): its weight and
+    // first paint, then keyboard access (skip link first).
+    until_text(
+        &c,
+        &format!("{base}/"),
+        "Commits behind",
+        Duration::from_secs(30),
+    )
+    .await;
     c.goto(&format!("{base}/")).await.expect("overview");
     let perf = c
         .execute(

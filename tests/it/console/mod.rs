@@ -4,6 +4,8 @@
 //! every screen.
 
 mod browser;
+mod browser_projections;
+mod first_render;
 mod projections;
 
 use eventfold::{EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};

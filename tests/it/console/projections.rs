@@ -1,6 +1,7 @@
 //! The projections page's zero-downtime rebuild over HTTP: refused read-only, without the
 //! page's token or for an unknown view; started, watched until verified, promoted, refused
-//! a retirement within the grace period, retired after it; every step in the audit trail.
+//! a retirement within the grace period, retired after it; every step in the audit trail;
+//! the progress endpoint the page's script polls says how the rebuild ended.
 
 use super::{fast, post_form, send, until_page};
 use eventfold_local::httpc::Http;
@@ -82,6 +83,22 @@ async fn the_projections_page_rebuilds_promotes_and_retires_a_view() {
         b.contains("ready to promote") && b.contains("Promote v2")
     })
     .await;
+    // The page's script reads the same from the progress endpoint: done, all streams replayed.
+    let progress = rw_http
+        .get("/projections/progress", None)
+        .await
+        .expect("get");
+    let job = &progress.json["order-summary"];
+    assert_eq!(
+        (job["running"].as_bool(), job["ready"].as_u64()),
+        (Some(false), Some(2)),
+        "{}",
+        progress.json
+    );
+    assert!(
+        job["total"].as_u64() >= Some(2) && job["done"] == job["total"],
+        "{job}"
+    );
     let promoted = post_form(&rw_http, "/projections/promote", &form("2")).await;
     assert_eq!(promoted.status, 303, "{}", promoted.json);
     let q = api
