@@ -27,7 +27,10 @@
 //!   stays active (kept current by the projector) until it is retired, not before the grace
 //!   period after the promote, longer than a request can take (the function's timeout);
 //! - the projector applies each notification to the newer version first, so what a reader
-//!   saw in the old version is already in the new one when it switches.
+//!   saw in the old version is already in the new one when it switches;
+//! - a list's cursor names the version it was read from (`v{N}_…`), and a listing goes on
+//!   in that version while it is live or retiring, so paging across the flip neither fails
+//!   nor skips; only a cursor of a retired version is refused (`invalid-cursor`).
 //!
 //! The cost is one small read per request (0.5 to 1 read unit).
 #![forbid(unsafe_code)]
@@ -192,7 +195,27 @@ fn invalid_cursor() -> Problem {
     Problem::bad_request("invalid-cursor", "cursor is not one this API issued")
 }
 
-/// A cursor's shape: the URL-safe base64 the stores issue. Checked before a lookup too,
+/// The cursor this API issues: the version the page was read from, then the store's cursor
+/// after it (`v{version}_{store cursor}`; a store's cursor is URL-safe base64 of a JSON
+/// object, so it never starts with `v`).
+fn issue_cursor(version: u32, store: &str) -> String {
+    format!("v{version}_{store}")
+}
+
+/// The version a cursor was issued for (none in a cursor from before versions), and the
+/// store's cursor in it.
+fn read_cursor(cursor: &str) -> (Option<u32>, &str) {
+    if let Some(rest) = cursor.strip_prefix('v')
+        && let Some((n, store)) = rest.split_once('_')
+        && let Ok(version) = n.parse::<u32>()
+        && !store.is_empty()
+    {
+        return (Some(version), store);
+    }
+    (None, cursor)
+}
+
+/// A cursor's shape: the URL-safe base64 the stores issue, with the version's prefix. Checked before a lookup too,
 /// which ignores the cursor, so that what is refused does not depend on the other
 /// parameters.
 fn cursor_shape(cursor: &str) -> Result<&str, Problem> {
@@ -324,13 +347,31 @@ impl<R: ReadModelStore> QueryService<R> {
             }
             None => None,
         };
+        let pointer = self
+            .models
+            .pointer(spec.stored())
+            .await
+            .map_err(store_problem)?;
+        let (from, store_cursor) = match cursor.map(read_cursor) {
+            Some((from, store)) => (from, Some(store.to_owned())),
+            None => (None, None),
+        };
+        // A cursor goes on in the version it was read from while that version is kept
+        // current (live, or retiring after a promote), so a listing that spans the flip
+        // neither fails nor skips; once retired, its cursors are refused.
+        let version = match from {
+            None => pointer.live,
+            Some(v) if v == pointer.live || Some(v) == pointer.retiring => v,
+            Some(_) => return Err(invalid_cursor()),
+        };
+        let stored = stored_name(spec.stored(), version);
         let list = ListQuery {
             index,
-            cursor: cursor.map(str::to_owned),
+            cursor: store_cursor,
             limit,
         };
-        let (version, stored) = self.live(spec).await?;
         let (items, next) = self.page(tenant, &stored, query, list).await?;
+        let next = next.map(|n| issue_cursor(version, &n));
         Ok(versioned(
             json_response(
                 200,

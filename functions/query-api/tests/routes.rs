@@ -297,6 +297,19 @@ impl ReadModelStore for HexCursors {
             .map(|c| c.bytes().map(|b| format!("{b:02x}")).collect());
         Ok(page)
     }
+    async fn pointer(
+        &self,
+        view: &str,
+    ) -> Result<eventfold_consumers::projection::ViewPointer, ReadModelError> {
+        self.0.pointer(view).await
+    }
+    async fn set_pointer(
+        &self,
+        view: &str,
+        pointer: &eventfold_consumers::projection::ViewPointer,
+    ) -> Result<(), ReadModelError> {
+        self.0.set_pointer(view, pointer).await
+    }
 }
 
 #[tokio::test]
@@ -404,4 +417,93 @@ async fn queries_read_the_version_the_pointer_names_lookups_and_lists_alike() {
         .handle(Call::view("stock-levels", "sku=sku-1").request())
         .await;
     assert_eq!(version(&stock).as_deref(), Some("1"));
+}
+
+/// A listing that pages across a promote goes on in the version it started in while that
+/// version is kept current (retiring), with no error and nothing skipped; once it is
+/// retired, its cursors are refused (`invalid-cursor`), and a new listing reads the new one.
+#[tokio::test]
+async fn a_listing_across_a_promote_continues_in_its_version_until_it_is_retired() {
+    use eventfold_consumers::projection::ViewPointer;
+    let models = MemoryReadModelStore::new();
+    for i in 0..6 {
+        let d = doc(&format!("sku-{i}"), json!({"on_hand": i}), None);
+        models
+            .put("acme", "stock-levels", d, 0)
+            .await
+            .expect("put v1");
+        let d = doc(&format!("sku-{i}"), json!({"on_hand": i}), None);
+        models
+            .put("acme", "stock-levels@v2", d, 0)
+            .await
+            .expect("put v2");
+    }
+    // Cursors in the URL-safe alphabet the API accepts (the memory store's have a colon).
+    let api = QueryService::new(HexCursors(models, AtomicUsize::new(0)));
+    let skus = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["sku"].as_str().expect("sku").to_owned())
+            .collect()
+    };
+    let (status, first) = send(&api, Call::view("stock-levels", "limit=2")).await;
+    assert_eq!(status, 200, "{first}");
+    let cursor = first["next"].as_str().expect("a next page").to_owned();
+    assert!(cursor.starts_with("v1_"), "{cursor}");
+
+    let building = ViewPointer::initial().register_build("t").expect("ok");
+    api.models()
+        .set_pointer("stock-levels", &building)
+        .await
+        .expect("register");
+    let promoted = building
+        .promote(2, chrono::Utc::now(), chrono::Duration::zero(), "t")
+        .expect("ok");
+    api.models()
+        .set_pointer("stock-levels", &promoted)
+        .await
+        .expect("flip");
+    let (status, second) = send(
+        &api,
+        Call::view("stock-levels", &format!("limit=2&cursor={cursor}")),
+    )
+    .await;
+    assert_eq!(status, 200, "v1 is retiring, still current: {second}");
+    let mut seen = skus(&first);
+    seen.extend(skus(&second));
+    assert_eq!(
+        seen,
+        ["sku-0", "sku-1", "sku-2", "sku-3"],
+        "nothing skipped"
+    );
+    let after = second["next"].as_str().expect("more").to_owned();
+    assert!(after.starts_with("v1_"), "the listing stays in v1: {after}");
+    let (_, fresh) = send(&api, Call::view("stock-levels", "limit=2")).await;
+    assert!(
+        fresh["next"].as_str().is_some_and(|n| n.starts_with("v2_")),
+        "a new listing reads the live v2: {fresh}"
+    );
+
+    let retired = promoted
+        .retire(1, chrono::Utc::now(), "t")
+        .expect("grace over");
+    api.models()
+        .set_pointer("stock-levels", &retired)
+        .await
+        .expect("retire");
+    let (status, refused) = send(
+        &api,
+        Call::view("stock-levels", &format!("limit=2&cursor={after}")),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(
+        refused["type"]
+            .as_str()
+            .map(|t| t.ends_with("invalid-cursor")),
+        Some(true),
+        "{refused}"
+    );
 }
