@@ -9,15 +9,15 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
-use eventfold::{EventEnvelope, EventStore, StreamId};
+use eventfold::{EventStore, StreamId};
 use eventfold_consumers::Notification;
 use eventfold_consumers::projection::versions::{VersionedCounter, VersionedStream};
 use eventfold_consumers::projection::{
-    ApplyError, CounterView, ListQuery, ProjectError, Projector, ReadModelError, ReadModelStore,
-    StreamView,
+    ListQuery, ProjectError, Projector, ReadModelError, ReadModelStore,
 };
 use serde_json::Value;
 use shop::registry::{self, ViewImpl};
+use shop::views::Registered;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -132,39 +132,6 @@ pub fn projector_for<E: EventStore, R: ReadModelStore>(
             name,
         ))),
         None => p,
-    }
-}
-
-/// A registered (static) view as the projector owns views.
-struct Registered<V: ?Sized + 'static>(&'static V);
-
-impl StreamView for Registered<dyn StreamView> {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    fn category(&self) -> &str {
-        self.0.category()
-    }
-    fn apply(&self, doc: Option<Value>, e: &EventEnvelope) -> Result<Option<Value>, ApplyError> {
-        self.0.apply(doc, e)
-    }
-    fn index(&self, doc: &Value) -> Option<(String, String)> {
-        self.0.index(doc)
-    }
-}
-
-impl CounterView for Registered<dyn CounterView> {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    fn category(&self) -> &str {
-        self.0.category()
-    }
-    fn contribution(
-        &self,
-        e: &EventEnvelope,
-    ) -> Result<eventfold_consumers::projection::Contribution, ApplyError> {
-        self.0.contribution(e)
     }
 }
 

@@ -477,8 +477,9 @@ pub fn stored_view(name: &str) -> Option<ViewImpl> {
     stored_views().find(|v| v.name() == name)
 }
 
-/// A registered view shared with a projector (which owns its views as `Arc`s).
-struct Registered<V: ?Sized + 'static>(&'static V);
+/// A registered view shared with a projector (which owns its views as `Arc`s): wrap a
+/// [`ViewImpl`]'s `&'static` view to give it to one (e.g. behind a version's name).
+pub struct Registered<V: ?Sized + 'static>(pub &'static V);
 
 impl StreamView for Registered<dyn StreamView> {
     fn name(&self) -> &str {
