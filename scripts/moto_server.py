@@ -18,6 +18,10 @@ Every request also passes [`Limits`]: the AWS quotas moto 5.2.5 does not enforce
 refused here, with the error AWS answers, so a request that would fail after a deploy fails
 locally too, whoever sends it (a function through the IAM proxy, a test, the CLI). What moto
 already refuses is left to moto; docs/limits.md has the table.
+
+`moto_cbor` serves the Smithy RPC v2 CBOR protocol the Rust SDK's CloudWatch client speaks.
+`moto_speed` removes three per-item costs of moto's DynamoDB that change no answer (checked by
+`moto_speed.py --check`): a whole-table `Scan` of 30,000 commits went from 97 s to 21 s.
 """
 
 import argparse
@@ -36,6 +40,9 @@ from moto.moto_server.werkzeug_app import (
     create_backend_app,
 )
 from werkzeug.serving import make_server
+
+import moto_cbor
+import moto_speed
 
 
 class Serialized:
@@ -363,7 +370,8 @@ def main() -> None:
     parser.add_argument("--tls-key")
     args = parser.parse_args()
 
-    app = Serialized(Limits(DomainDispatcherApplication(create_backend_app)))
+    moto_speed.install()
+    app = Serialized(moto_cbor.RpcV2Cbor(Limits(DomainDispatcherApplication(create_backend_app))))
     if args.tls_cert and args.tls_key:
         # One app (one lock, one set of backends) behind both listeners.
         tls = make_server(

@@ -33,12 +33,14 @@ pub struct ConsoleArgs {
     pub endpoint: Option<String>,
     /// A deployed stack: the AWS SDK's own endpoint, region and credentials; table names
     /// from EVENTS_TABLE, READ_MODELS_TABLE, DEAD_LETTERS_TABLE, TOPICS_TABLE,
-    /// CONSUMER_GROUPS_TABLE (and the DLQ processor's queue variables) in the environment.
+    /// CONSUMER_GROUPS_TABLE (and the DLQ processor's queue variables) in the environment,
+    /// and the stream publisher's function name in STREAM_PUBLISHER_FUNCTION.
     #[arg(long, conflicts_with = "endpoint")]
     pub aws: bool,
 }
 
-/// What a function of `template` reads as `key`, the process environment first.
+/// What a function of `template` reads as `key`, the process environment first;
+/// `STREAM_PUBLISHER_FUNCTION` (no function reads it) is the publisher's name in `template`.
 fn lookup(template: &Template) -> impl Fn(&str) -> Option<String> + '_ {
     let functions = template.functions();
     move |key| {
@@ -46,6 +48,12 @@ fn lookup(template: &Template) -> impl Fn(&str) -> Option<String> + '_ {
             .ok()
             .filter(|v| !v.is_empty())
             .or_else(|| functions.iter().find_map(|f| f.env(key)))
+            .or_else(|| {
+                (key == "STREAM_PUBLISHER_FUNCTION")
+                    .then(|| template.arn("StreamPublisherFunction"))
+                    .flatten()
+                    .and_then(|arn| arn.rsplit(':').next().map(str::to_owned))
+            })
     }
 }
 

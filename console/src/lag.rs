@@ -5,8 +5,10 @@
 //! saga as `_cp#{name}` items). A saga only sees the event types of its queue's filter policy,
 //! so only commits holding one of those count (a stream whose newest events are not saga
 //! inputs is not behind). The stream publisher keeps no checkpoint the console can read (its
-//! position is the DynamoDB stream's iterator, inside the poller): it shows failures and dead
-//! letters only.
+//! position is the DynamoDB stream's iterator, inside Lambda's event source mapping): its lag
+//! is the `IteratorAge` the mapping reports ([`crate::iterator_age`]), the age of the newest
+//! record it sent, and it is stalled when that age reaches the stall period (records waiting
+//! that long are not moving).
 
 use crate::source::{CommitRow, Snapshot};
 use chrono::{DateTime, Duration as Span, Utc};
@@ -73,6 +75,8 @@ pub struct ConsumerLag {
     pub overdue: usize,
     /// Work waiting and no progress for the stall period.
     pub stalled: bool,
+    /// The stream publisher's iterator age (the metric's latest), for it only.
+    pub iterator_age: Option<crate::iterator_age::PublisherAge>,
 }
 
 impl ConsumerLag {
@@ -171,6 +175,7 @@ pub fn compute(snap: &Snapshot) -> Vec<ConsumerLag> {
                     .count(),
                 overdue: 0,
                 stalled: false,
+                iterator_age: (kind == Kind::Publisher).then_some(snap.publisher),
             };
             if kind == Kind::Publisher {
                 return lag;
@@ -246,6 +251,10 @@ impl StallTracker {
                 *entry = (lag.applied, now);
             }
             lag.stalled = behind > 0 && now.duration_since(entry.1) >= self.period;
+            let old = lag.iterator_age.and_then(|a| a.oldest());
+            if old.is_some_and(|a| a.to_std().is_ok_and(|a| a >= self.period)) {
+                lag.stalled = true;
+            }
         }
     }
 }
@@ -313,6 +322,27 @@ mod tests {
         // The saga sees only OrderPlaced among them.
         assert_eq!(of(&lags, SAGA).behind, Some(1));
         assert_eq!(of(&lags, "stream-publisher").behind, None);
+        assert_eq!(
+            of(&lags, "stream-publisher").iterator_age,
+            Some(crate::iterator_age::PublisherAge::Unknown)
+        );
+    }
+
+    #[test]
+    fn the_publisher_is_stalled_when_its_iterator_age_reaches_the_period() {
+        use crate::iterator_age::PublisherAge;
+        let mut s = snap();
+        let mut tracker = StallTracker::new(Duration::from_secs(60));
+        let at = Utc::now();
+        s.publisher = PublisherAge::Age { ms: 2_000.0, at };
+        let mut lags = compute(&s);
+        tracker.observe(&mut lags, Instant::now());
+        assert!(!of(&lags, "stream-publisher").stalled);
+        s.publisher = PublisherAge::Age { ms: 61_000.0, at };
+        let mut lags = compute(&s);
+        tracker.observe(&mut lags, Instant::now());
+        assert!(of(&lags, "stream-publisher").stalled);
+        assert!(of(&lags, "stream-publisher").stuck());
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! other than the DLQ processor's operator API, the test kit.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod fold;
+pub mod iterator_age;
 pub mod lag;
 mod pages;
 pub mod rebuild;
@@ -115,6 +117,7 @@ pub struct Console {
     publish: watch::Sender<Option<Arc<Snapshot>>>,
     pub(crate) stalls: Mutex<lag::StallTracker>,
     pub(crate) lags: RwLock<Vec<lag::ConsumerLag>>,
+    /// This process's own entries (shown when the stored trail cannot be read).
     pub(crate) audit: Mutex<Vec<AuditEntry>>,
     pub(crate) last_error: Mutex<Option<String>>,
     /// The SDK configuration (rebuilds read and write the tables through it).
@@ -145,7 +148,7 @@ impl Console {
     ) -> Arc<Self> {
         let (publish, snapshot) = watch::channel(None);
         Arc::new(Self {
-            source: Source::new(aws_sdk_dynamodb::Client::new(sdk), tables),
+            source: Source::new(sdk, tables),
             dlq,
             stalls: Mutex::new(lag::StallTracker::new(options.stall)),
             options,
@@ -210,12 +213,21 @@ impl Console {
         self.lags.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The audit trail of this process, newest first.
-    pub fn audit(&self) -> Vec<AuditEntry> {
-        lock(&self.audit).iter().rev().cloned().collect()
+    /// The stack's audit trail, newest first ([`audit`]); when the table cannot be read,
+    /// this process's own entries, with the reason.
+    pub async fn audit(&self) -> (Vec<AuditEntry>, Option<String>) {
+        let table = &self.source.tables().read_models;
+        match audit::list(self.source.client(), table).await {
+            Ok(entries) => (entries, None),
+            Err(e) => {
+                let own = lock(&self.audit).iter().rev().cloned().collect();
+                (own, Some(e))
+            }
+        }
     }
 
-    pub(crate) fn record(&self, action: &str, letter: &str, outcome: String) {
+    /// Records an operator's action in the stack's audit trail (and the log).
+    pub(crate) async fn record(&self, action: &str, letter: &str, outcome: String) {
         let entry = AuditEntry {
             at: Utc::now(),
             operator: self.options.operator.clone(),
@@ -236,6 +248,12 @@ impl Console {
             letter,
             entry.outcome
         );
+        let table = &self.source.tables().read_models;
+        if let Err(e) = audit::put(self.source.client(), table, &entry).await {
+            // The action happened: losing its record must not hide it. The log line above
+            // and this process's memory keep it.
+            tracing::error!(error = %e, action, letter, "audit entry not stored");
+        }
         lock(&self.audit).push(entry);
     }
 }
@@ -271,6 +289,13 @@ impl Running {
     }
 }
 
+/// How long the refresher waits after a snapshot that took `took`: at least `refresh`, and
+/// four times as long as the snapshot took, so a large stack's scans keep at most a fifth
+/// of the time (and of the tables' read capacity) busy, however long they get.
+pub fn pause(refresh: Duration, took: Option<Duration>) -> Duration {
+    refresh.max(took.unwrap_or_default() * 4)
+}
+
 /// Serves `console` on `listen` and refreshes its snapshot in the background.
 pub async fn start(console: Arc<Console>, listen: SocketAddr) -> std::io::Result<Running> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -286,7 +311,9 @@ pub async fn start(console: Arc<Console>, listen: SocketAddr) -> std::io::Result
                 {
                     console.refresh().await;
                 }
-                tokio::time::sleep(console.options.refresh).await;
+                // Not `latest()`: that counts as a page view.
+                let took = console.snapshot.borrow().as_ref().map(|s| s.took);
+                tokio::time::sleep(pause(console.options.refresh, took)).await;
             }
         })
     };
@@ -303,4 +330,20 @@ pub async fn start(console: Arc<Console>, listen: SocketAddr) -> std::io::Result
         console,
         tasks: vec![refresher, server],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_snapshot_spaces_the_next_one_out() {
+        let two = Duration::from_secs(2);
+        assert_eq!(pause(two, None), two);
+        assert_eq!(pause(two, Some(Duration::from_millis(300))), two);
+        assert_eq!(
+            pause(two, Some(Duration::from_secs(20))),
+            Duration::from_secs(80)
+        );
+    }
 }

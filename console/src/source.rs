@@ -36,6 +36,9 @@ pub struct Tables {
     pub topics: String,
     /// The consumer-groups table (`CONSUMER_GROUPS_TABLE`).
     pub groups: String,
+    /// The stream publisher's function name (`STREAM_PUBLISHER_FUNCTION`), whose
+    /// `IteratorAge` metric is its lag; without it the publisher's lag is unknown.
+    pub publisher_function: Option<String>,
 }
 
 impl Tables {
@@ -53,6 +56,7 @@ impl Tables {
             dead_letters: get("DEAD_LETTERS_TABLE")?,
             topics: get("TOPICS_TABLE")?,
             groups: get("CONSUMER_GROUPS_TABLE")?,
+            publisher_function: lookup("STREAM_PUBLISHER_FUNCTION").filter(|v| !v.is_empty()),
         })
     }
 }
@@ -149,6 +153,8 @@ pub struct Snapshot {
     pub letters: Vec<DeadLetter>,
     /// The consumers' failure notes still kept.
     pub notes: Vec<FailureNote>,
+    /// The stream publisher's lag, from its `IteratorAge` metric.
+    pub publisher: crate::iterator_age::PublisherAge,
 }
 
 impl Snapshot {
@@ -193,6 +199,7 @@ impl Snapshot {
 #[derive(Debug, Clone)]
 pub struct Source {
     client: Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
     tables: Tables,
     /// Scan pages read by the snapshot being taken (or the last one), shared by clones.
     pages: Arc<AtomicU32>,
@@ -243,10 +250,11 @@ pub fn decode_commit(item: Item) -> Option<CommitRow> {
 }
 
 impl Source {
-    /// Reads `tables` through `client`.
-    pub fn new(client: Client, tables: Tables) -> Self {
+    /// Reads `tables` through the clients of `sdk`.
+    pub fn new(sdk: &aws_config::SdkConfig, tables: Tables) -> Self {
         Self {
-            client,
+            client: Client::new(sdk),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
             tables,
             pages: Arc::default(),
         }
@@ -309,8 +317,14 @@ impl Source {
             taken_at: Utc::now(),
             ..Snapshot::default()
         };
-        // The three scans are independent: run them at once.
-        let (events, models, letters) = tokio::join!(
+        // The three scans (and the publisher's metric) are independent: run them at once.
+        let publisher = async {
+            match &self.tables.publisher_function {
+                Some(f) => crate::iterator_age::read(&self.cloudwatch, f, snap.taken_at).await,
+                None => crate::iterator_age::PublisherAge::Unknown,
+            }
+        };
+        let (events, models, letters, publisher) = tokio::join!(
             self.scan(
                 &self.tables.events,
                 Some((
@@ -331,11 +345,13 @@ impl Source {
                 )),
             ),
             self.scan(&self.tables.dead_letters, None),
+            publisher,
         );
+        snap.publisher = publisher;
         let (events, r1) = events?;
         let (models, r2) = models?;
         let (letters, r3) = letters?;
-        snap.requests = r1 + r2 + r3;
+        snap.requests = r1 + r2 + r3 + u32::from(self.tables.publisher_function.is_some());
         for item in events {
             if let Some(c) = decode_commit(item) {
                 snap.streams.entry(c.stream_id.clone()).or_default().push(c);

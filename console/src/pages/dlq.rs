@@ -93,6 +93,7 @@ pub async fn list(console: &Console, params: &Params) -> Markup {
         .collect();
     let writes = console.options.allow_writes;
     let status = params.get("status").unwrap_or("open");
+    let (audit, audit_error) = console.audit().await;
     let body = html! {
         @if let Some(done) = params.get("done") { p.banner role="status" { (done) } }
         (as_of(&snap))
@@ -147,8 +148,8 @@ pub async fn list(console: &Console, params: &Params) -> Markup {
             }
         }
         h2 { "Audit trail" }
-        @let audit = console.audit();
-        @if audit.is_empty() { p.muted { "No action in this session. Every letter keeps who last changed it and why." } }
+        @if let Some(e) = &audit_error { p.banner.bad role="status" { "The stored audit trail could not be read (" (e) "); this console's own actions:" } }
+        @if audit.is_empty() { p.muted { "No operator action recorded yet. Every letter also keeps who last changed it and why." } }
         @else {
             table {
                 thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "Letter" } th scope="col" { "Outcome" } } }
@@ -253,11 +254,11 @@ pub async fn act(console: &Console, action: Action, form: &Params) -> Result<Str
         match outcome {
             Ok(text) => {
                 ok += 1;
-                console.record(name, id, text);
+                console.record(name, id, text).await;
             }
             Err(e) => {
                 failed += 1;
-                console.record(name, id, format!("failed: {e}"));
+                console.record(name, id, format!("failed: {e}")).await;
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use super::{ago, as_of, q, shell};
 use crate::Console;
+use crate::iterator_age::PublisherAge;
 use crate::lag::ConsumerLag;
 use maud::{Markup, html};
 
@@ -34,6 +35,19 @@ fn reading(console: &Console) -> Markup {
         p.muted { "This page reloads itself; without JavaScript, " a href="/" { "reload it" } "." }
     };
     shell(console, "Overview", "/", body)
+}
+
+/// The publisher's iterator age as the overview shows it.
+fn iterator_age(age: PublisherAge) -> Markup {
+    match age {
+        PublisherAge::Unknown => {
+            html! { span.muted title="STREAM_PUBLISHER_FUNCTION not set, or IteratorAge not readable" { "unknown" } }
+        }
+        PublisherAge::Idle => html! { span title="no batch sent in the last 2 minutes" { "idle" } },
+        PublisherAge::Age { ms, .. } => {
+            html! { span title="IteratorAge: age of the newest record sent, latest minute" { "iterator age " (format!("{:.1} s", ms / 1000.0)) } }
+        }
+    }
 }
 
 /// The overview page (at once: while the first snapshot is read, [`reading`]).
@@ -68,9 +82,13 @@ pub async fn page(console: &Console) -> Markup {
                     tr class=[l.stuck().then_some("stuck")] data-consumer=(l.name) {
                         th scope="row" { (l.name) }
                         td { (status(l)) }
-                        td.num { @match l.behind { Some(b) => (b), None => span.muted title="the DynamoDB stream's position is not readable" { "n/a" } } }
+                        td.num { @match l.behind { Some(b) => (b), None => span.muted title="Lambda does not expose a stream mapping's position, only its IteratorAge" { "n/a" } } }
                         td.num { (l.streams_behind) }
-                        td { @match l.oldest_unapplied { Some(t) => (ago(t, snap.taken_at)), None => "—" } }
+                        td { @match (l.iterator_age, l.oldest_unapplied) {
+                            (Some(age), _) => (iterator_age(age)),
+                            (None, Some(t)) => (ago(t, snap.taken_at)),
+                            (None, None) => "—",
+                        } }
                         td.num { (l.failures_last_hour) }
                         td.num {
                             @if l.open_letters > 0 {
@@ -85,7 +103,7 @@ pub async fn page(console: &Console) -> Markup {
             }
         }
         p.muted {
-            "Lag: commits of the events table past each consumer's checkpoints. The stream publisher keeps no readable checkpoint: its failures and dead letters show."
+            "Lag: commits of the events table past each consumer's checkpoints. The stream publisher's position in the DynamoDB stream is not readable: its lag is the IteratorAge its event source mapping reports (the age of the newest record sent to it, latest minute)."
         }
     };
     shell(console, "Overview", "/", body)

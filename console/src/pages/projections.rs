@@ -323,7 +323,7 @@ pub async fn act(console: &Console, action: Action, form: &Params) -> Result<Str
     };
     match outcome {
         Ok(text) => {
-            console.record(action.name(), &subject, text.clone());
+            console.record(action.name(), &subject, text.clone()).await;
             if action != Action::Rebuild
                 && let Some(job) = lock(&console.rebuilds).get(view)
             {
@@ -339,11 +339,13 @@ pub async fn act(console: &Console, action: Action, form: &Params) -> Result<Str
         }
         Err(e) => {
             let problem = refused(e);
-            console.record(
-                action.name(),
-                &subject,
-                format!("refused: {}", problem.detail),
-            );
+            console
+                .record(
+                    action.name(),
+                    &subject,
+                    format!("refused: {}", problem.detail),
+                )
+                .await;
             Err(problem)
         }
     }

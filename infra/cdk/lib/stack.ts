@@ -617,6 +617,11 @@ export class EventfoldStack extends cdk.Stack {
       "URL of the events stream's on-failure queue (batches the publisher gave up on).",
       streamFailureQueue.ref,
     );
+    output(
+      "StreamPublisherFunctionName",
+      "Name of the stream publisher (its IteratorAge metric is its lag; the console reads it).",
+      streamPublisher.functionName,
+    );
   }
 
   /** A Rust function (`provided.al2023`, arm64) with its role and its log group. */

@@ -171,7 +171,7 @@ impl LocalStack {
             ms = registering.elapsed().as_millis(),
             "outputs registered as a CloudFormation stack"
         );
-        let esm = esm::start(&sdk_of, &template, &event_handlers, &esm_options)?;
+        let esm = esm::start(&sdk_of, &sdk, &template, &event_handlers, &esm_options)?;
         Ok(Self {
             endpoint,
             sdk,

@@ -186,6 +186,14 @@ async fn the_console_shows_an_orders_path_and_refuses_writes_when_read_only() {
     })
     .await;
     assert!(overview.contains("data-consumer=\"order-summary\""));
+    // The stream publisher's lag is the IteratorAge its mapping reported to CloudWatch for
+    // the order's batches (the local poller reports it as Lambda does), read back.
+    let publisher = overview
+        .split("data-consumer=\"stream-publisher\"")
+        .nth(1)
+        .and_then(|row| row.split("</tr>").next())
+        .expect("a stream-publisher row");
+    assert!(publisher.contains("iterator age "), "{publisher}");
 
     // Time travel: version 1 is the created order, without the line added later.
     let path = format!("/streams/view?id={}&v=1", console_q(&order));

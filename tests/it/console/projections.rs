@@ -127,9 +127,16 @@ async fn the_projections_page_rebuilds_promotes_and_retires_a_view() {
     let list = api.get(ORDERS, Some(&token)).await.expect("get");
     assert_eq!(list.json["items"].as_array().map(Vec::len), Some(2));
 
-    let audit: Vec<(String, String)> = rw
-        .console
-        .audit()
+    // The trail is stored with the stack: another console over it (the read-only one, its
+    // own process state) shows the same entries, newest first.
+    let (stored, error) = ro.console.audit().await;
+    assert_eq!(error, None);
+    assert_eq!(stored, rw.console.audit().await.0);
+    assert!(
+        stored.iter().all(|e| e.operator == "console:it"),
+        "{stored:?}"
+    );
+    let audit: Vec<(String, String)> = stored
         .into_iter()
         .rev()
         .map(|e| (e.action, e.outcome))

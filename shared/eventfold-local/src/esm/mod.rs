@@ -123,9 +123,11 @@ fn stats_of(sources: &[SourceInfo]) -> BTreeMap<String, SourceStats> {
 /// handler (`handlers` by function logical id, overridden by `options.handler_overrides`).
 /// The template must be provisioned (stream ARNs and queue URLs known). Each function's
 /// pollers call AWS with `sdk_of(function logical id)`, as Lambda's pollers use the
-/// function's role.
+/// function's role; what Lambda's service reports itself (a stream mapping's `IteratorAge`
+/// metric) goes through `service`.
 pub fn start(
     sdk_of: &dyn Fn(&str) -> SdkConfig,
+    service: &SdkConfig,
     template: &Template,
     handlers: &HashMap<String, EventHandler>,
     options: &EsmOptions,
@@ -194,6 +196,7 @@ pub fn start(
                     });
                     tokio::spawn(stream::run(
                         sdk.clone(),
+                        service.clone(),
                         stream::StreamSource {
                             function_arn: function_arn.clone(),
                             stream_arn,

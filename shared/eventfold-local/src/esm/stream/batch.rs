@@ -42,6 +42,9 @@ pub(super) async fn process(ctx: &Ctx, shard: &str, records: Vec<Rec>) {
             Counters::add(&src.target.counters.retried, slice.len());
         }
         let event = json!({ "Records": slice.iter().map(|r| r.json.clone()).collect::<Vec<_>>() });
+        if let Some(created) = slice.last().and_then(|r| r.created) {
+            ctx.age.observe((now_secs() - created) * 1000.0).await;
+        }
         let result = src.target.invoke(event).await;
         let ids: Vec<&str> = slice.iter().map(|r| r.seq.as_str()).collect();
         // `next`: the retry number the range's first record would be at.

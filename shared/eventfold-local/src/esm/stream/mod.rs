@@ -11,6 +11,7 @@
 //! `MaximumRecordAgeInSeconds`, the batch is described on the on-failure destination (a
 //! Lambda-style `DDBStreamBatchInfo` message) and the shard moves on.
 
+mod age;
 mod batch;
 mod record;
 
@@ -80,14 +81,20 @@ struct Ctx {
     client: Client,
     sqs: aws_sdk_sqs::Client,
     sns: aws_sdk_sns::Client,
+    age: age::IteratorAge,
 }
 
 /// Polls the stream until the task is aborted.
-pub async fn run(sdk: SdkConfig, source: StreamSource) {
+/// `service` is what Lambda's service calls as itself (the `IteratorAge` metric).
+pub async fn run(sdk: SdkConfig, service: SdkConfig, source: StreamSource) {
     let ctx = Arc::new(Ctx {
         client: Client::new(&sdk),
         sqs: aws_sdk_sqs::Client::new(&sdk),
         sns: aws_sdk_sns::Client::new(&sdk),
+        age: age::IteratorAge::new(
+            aws_sdk_cloudwatch::Client::new(&service),
+            &source.function_arn,
+        ),
         source,
     });
     let mut running: HashMap<String, JoinHandle<()>> = HashMap::new();
