@@ -1,4 +1,17 @@
 //! The command path: load (or take from cache), decide, append, retry on conflict.
+//!
+//! ## Snapshot size
+//!
+//! A snapshot rides in the commit that crosses each multiple of `snapshot_every`, and a commit
+//! is one store write (DynamoDB: one item of at most 400 KB). Every snapshot's serialized size
+//! is recorded ([`SNAPSHOT_BYTES`], a histogram labelled by aggregate category, and
+//! [`CommandOutcome::snapshot_bytes`]) and past [`SNAPSHOT_WARN_BYTES`] a warning names the
+//! stream, long before the limit: a state that keeps growing is a design bug to fix while
+//! commands still work. A commit that cannot fit is the store's to refuse before it writes
+//! ([`StoreError::TooLarge`], naming the stream; [`CommandError::TooLarge`] here). A store
+//! whose limit the *snapshot* would break drops the snapshot and writes the events (a
+//! snapshot is only an optimisation; the DynamoDB store does so and warns), so a big state
+//! costs longer loads, never a refused command.
 
 use crate::aggregate::{Aggregate, CodecError, DomainEvent, Rejection};
 use crate::cache::{CacheFor, NoCache, StateCache, StateCaches};
@@ -11,6 +24,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The histogram of snapshot sizes, in bytes of serialized JSON, labelled `category` (the
+/// aggregate's stream category): one value per snapshot the executor takes.
+pub const SNAPSHOT_BYTES: &str = "snapshot_bytes";
+
+/// Past this size (bytes of serialized JSON) a snapshot is logged as a warning naming the
+/// stream: half of DynamoDB's 400 KB item, so that a growing state is noticed while its
+/// commits still fit (the shop's states stay under 64 KB, `docs/state-size.md`).
+pub const SNAPSHOT_WARN_BYTES: usize = 200 * 1024;
 
 /// The request context a command runs under; stamped on every event it produces.
 pub type CommandContext = Metadata;
@@ -79,9 +101,11 @@ pub enum CommandError {
         /// The version last seen.
         actual: u64,
     },
-    /// The commit would not fit in one store write.
-    #[error("commit of {size} bytes exceeds the limit of {limit} bytes")]
+    /// The commit would not fit in one store write; nothing was written.
+    #[error("commit to {stream_id} of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
+        /// The stream the commit was for.
+        stream_id: String,
         /// Estimated size.
         size: usize,
         /// Store limit.
@@ -106,7 +130,15 @@ impl From<StoreError> for CommandError {
                 expected,
                 actual: expected,
             },
-            StoreError::TooLarge { size, limit } => Self::TooLarge { size, limit },
+            StoreError::TooLarge {
+                stream_id,
+                size,
+                limit,
+            } => Self::TooLarge {
+                stream_id,
+                size,
+                limit,
+            },
             StoreError::Unavailable(m) => Self::Unavailable(m),
             e @ (StoreError::Invalid(_) | StoreError::Corrupt { .. }) => Self::Internal(e.into()),
         }
@@ -139,6 +171,9 @@ pub struct CommandOutcome<S> {
     pub state: Arc<S>,
     /// How many decide/append attempts it took.
     pub attempts: u32,
+    /// The serialized size of the snapshot this commit carried to the store, if it took one
+    /// (the store may still drop it: see the module docs).
+    pub snapshot_bytes: Option<usize>,
 }
 
 /// Runs commands against an [`EventStore`]: the same path for the HTTP API and for sagas.
@@ -555,6 +590,7 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
                     created: false,
                     state: known.state.clone(),
                     attempts: attempt,
+                    snapshot_bytes: None,
                 };
                 return (Ok(outcome), Some(known));
             }
@@ -564,6 +600,8 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
                 Ok(p) => p,
                 Err(e) => return (Err(e), Some(known)),
             };
+            let snapshot_bytes = snapshot.as_ref().map(|(_, bytes)| *bytes);
+            let snapshot = snapshot.map(|(snapshot, _)| snapshot);
             match self
                 .store
                 .append(&key, before, envelopes.clone(), snapshot)
@@ -591,6 +629,7 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
                         created: before == ExpectedVersion::NEW,
                         state: state.clone(),
                         attempts: attempt,
+                        snapshot_bytes,
                     };
                     let known = Known {
                         version: done.expected(),
@@ -648,7 +687,14 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
         decided: &[A::Event],
         context: &CommandContext,
         state: &A::State,
-    ) -> Result<(Vec<EventEnvelope>, Option<Snapshot>, Option<A::State>), CommandError> {
+    ) -> Result<
+        (
+            Vec<EventEnvelope>,
+            Option<(Snapshot, usize)>,
+            Option<A::State>,
+        ),
+        CommandError,
+    > {
         let now = chrono::Utc::now();
         let mut envelopes = Vec::with_capacity(decided.len());
         for (i, event) in decided.iter().enumerate() {
@@ -662,14 +708,45 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
         }
         // One commit in `every` carries a snapshot: only then is the state copied.
         let new_state = A::fold(state.clone(), decided.iter());
+        let state = serde_json::to_value(&new_state)
+            .map_err(|e| CommandError::Internal(Box::new(StateNotSerializable(e))))?;
+        let bytes = json_len(&state);
+        metrics::histogram!(SNAPSHOT_BYTES, "category" => A::CATEGORY).record(bytes as f64);
+        if bytes > SNAPSHOT_WARN_BYTES {
+            tracing::warn!(
+                stream_id = %stream,
+                snapshot_bytes = bytes,
+                threshold = SNAPSHOT_WARN_BYTES,
+                version = new_version,
+                "snapshot large: the state grows toward the store's item limit"
+            );
+        }
         let snapshot = Snapshot {
             version: new_version,
             state_schema: A::STATE_SCHEMA,
-            state: serde_json::to_value(&new_state)
-                .map_err(|e| CommandError::Internal(Box::new(StateNotSerializable(e))))?,
+            state,
         };
-        Ok((envelopes, Some(snapshot), Some(new_state)))
+        Ok((envelopes, Some((snapshot, bytes)), Some(new_state)))
     }
+}
+
+/// The length of `value` as compact JSON, counted without building the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    /// Counts what a serializer writes.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, nor can serializing a `Value`.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 /// Shortest and longest pause between conflict retries.
