@@ -3,7 +3,7 @@
 //! id rule allows; the snapshot (the state as JSON, what the executor writes) is measured every
 //! 10,000 events and must stay under the bound stated next to the aggregate.
 //!
-//! The curve: `cargo test -p shop --release --test state_size -- --nocapture`
+//! The curve: `cargo test -p shop --test state_size -- --nocapture --test-threads 1`
 //! (`docs/state-size.md` quotes it).
 
 use chrono::{DateTime, Duration, Utc};
@@ -61,7 +61,7 @@ fn drive<A: Aggregate>(
                 for event in &decided {
                     state = A::evolve(state, event);
                     events += 1;
-                    if events % EVERY == 0 {
+                    if events.is_multiple_of(EVERY) {
                         let size = serde_json::to_vec(&state).expect("a state").len();
                         points.push((events, size));
                     }
@@ -138,10 +138,10 @@ fn inventory_state_is_bounded() {
                     let order_id = long_id("order", cycle - HELD);
                     plan.push_back((InventoryCommand::ReleaseStock { order_id }, false));
                 }
-                if cycle > 2_100 && cycle % 4 == 0 {
+                if cycle > 2_100 && cycle.is_multiple_of(4) {
                     // A late ReserveStock of an order released recently (remembered) or
                     // long ago (forgotten), alternately.
-                    let back = if cycle % 8 == 0 {
+                    let back = if cycle.is_multiple_of(8) {
                         HELD + 2
                     } else {
                         HELD + 2_000
@@ -185,7 +185,7 @@ fn order_state_is_bounded() {
             _ if s.lines.len() >= MAX_ORDER_LINES => OrderCommand::RemoveItem {
                 sku: s.lines.keys().next().cloned().expect("a line"),
             },
-            _ if step % 5 == 0 => OrderCommand::AddItem {
+            _ if step.is_multiple_of(5) => OrderCommand::AddItem {
                 sku: s.lines.keys().next_back().cloned().expect("a line"),
                 quantity: 1,
                 unit_price: 100.into(),
