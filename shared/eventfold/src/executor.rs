@@ -1,17 +1,5 @@
 //! The command path: load (or take from cache), decide, append, retry on conflict.
-//!
-//! ## Snapshot size
-//!
-//! A snapshot rides in the commit that crosses each multiple of `snapshot_every`, and a commit
-//! is one store write (DynamoDB: one item of at most 400 KB). Every snapshot's serialized size
-//! is recorded ([`SNAPSHOT_BYTES`], a histogram labelled by aggregate category, and
-//! [`CommandOutcome::snapshot_bytes`]) and past [`SNAPSHOT_WARN_BYTES`] a warning names the
-//! stream, long before the limit: a state that keeps growing is a design bug to fix while
-//! commands still work. A commit that cannot fit is the store's to refuse before it writes
-//! ([`StoreError::TooLarge`], naming the stream; [`CommandError::TooLarge`] here). A store
-//! whose limit the *snapshot* would break drops the snapshot and writes the events (a
-//! snapshot is only an optimisation; the DynamoDB store does so and warns), so a big state
-//! costs longer loads, never a refused command.
+//! Snapshots taken are measured: [`crate::snapshot_size`].
 
 use crate::aggregate::{Aggregate, CodecError, DomainEvent, Rejection};
 use crate::cache::{CacheFor, NoCache, StateCache, StateCaches};
@@ -25,14 +13,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The histogram of snapshot sizes, in bytes of serialized JSON, labelled `category` (the
-/// aggregate's stream category): one value per snapshot the executor takes.
-pub const SNAPSHOT_BYTES: &str = "snapshot_bytes";
-
-/// Past this size (bytes of serialized JSON) a snapshot is logged as a warning naming the
-/// stream: half of DynamoDB's 400 KB item, so that a growing state is noticed while its
-/// commits still fit (the shop's states stay under 64 KB, `docs/state-size.md`).
-pub const SNAPSHOT_WARN_BYTES: usize = 200 * 1024;
+use crate::retry::MAX_BUDGETED_ATTEMPTS;
+pub use crate::retry::decorrelated_jitter;
+pub use crate::snapshot_size::{SNAPSHOT_BYTES, SNAPSHOT_WARN_BYTES};
 
 /// The request context a command runs under; stamped on every event it produces.
 pub type CommandContext = Metadata;
@@ -150,11 +133,6 @@ impl From<CodecError> for CommandError {
         Self::Internal(e.into())
     }
 }
-
-/// A state that could not be written into a snapshot (its `Serialize` failed).
-#[derive(Debug, thiserror::Error)]
-#[error("state not serializable")]
-struct StateNotSerializable(#[source] serde_json::Error);
 
 /// A command that went through.
 #[derive(Debug, Clone, PartialEq)]
@@ -708,62 +686,9 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
         }
         // One commit in `every` carries a snapshot: only then is the state copied.
         let new_state = A::fold(state.clone(), decided.iter());
-        let state = serde_json::to_value(&new_state)
-            .map_err(|e| CommandError::Internal(Box::new(StateNotSerializable(e))))?;
-        let bytes = json_len(&state);
-        metrics::histogram!(SNAPSHOT_BYTES, "category" => A::CATEGORY).record(bytes as f64);
-        if bytes > SNAPSHOT_WARN_BYTES {
-            tracing::warn!(
-                stream_id = %stream,
-                snapshot_bytes = bytes,
-                threshold = SNAPSHOT_WARN_BYTES,
-                version = new_version,
-                "snapshot large: the state grows toward the store's item limit"
-            );
-        }
-        let snapshot = Snapshot {
-            version: new_version,
-            state_schema: A::STATE_SCHEMA,
-            state,
-        };
-        Ok((envelopes, Some((snapshot, bytes)), Some(new_state)))
+        let snapshot = crate::snapshot_size::take::<A>(stream, new_version, &new_state)?;
+        Ok((envelopes, Some(snapshot), Some(new_state)))
     }
-}
-
-/// The length of `value` as compact JSON, counted without building the text.
-fn json_len(value: &serde_json::Value) -> usize {
-    /// Counts what a serializer writes.
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    // Writing to a counter cannot fail, nor can serializing a `Value`.
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
-}
-
-/// Shortest and longest pause between conflict retries.
-const PAUSE_FLOOR: Duration = Duration::from_millis(5);
-const PAUSE_CEILING: Duration = Duration::from_millis(250);
-/// A bound on attempts even within a retry budget (with no backoff they would spin).
-const MAX_BUDGETED_ATTEMPTS: u32 = 10_000;
-
-/// The next pause after `previous` ("decorrelated jitter": random between the floor and three
-/// times the last pause, capped), which spreads contending writers apart better than a fixed
-/// exponential schedule. Public so that every writer that retries a conditional append
-/// (the executor, streaming's publish) spreads out the same way.
-pub fn decorrelated_jitter(previous: Duration) -> Duration {
-    let floor = PAUSE_FLOOR.as_micros() as u64;
-    let upper = (previous.as_micros() as u64).saturating_mul(3).max(floor);
-    let pause = Duration::from_micros(rand::random_range(floor..=upper));
-    pause.min(PAUSE_CEILING)
 }
 
 /// What the executor knows of a stream while it runs a command: a version, the state there,
