@@ -248,6 +248,7 @@ async fn duplicated_shuffled_and_dropped_notifications_still_equal_a_rebuild() {
             &InventoryCommand::ReserveStock {
                 order_id: format!("o-{o}").parse().expect("an id"),
                 quantity: qty,
+                placed_at: None,
             },
             &ctx(&tenant, "v"),
         )

@@ -283,9 +283,11 @@ async fn an_oversized_commit_is_refused_before_any_write() {
         .await
         .expect_err("too large");
     assert!(
-        matches!(err, StoreError::TooLarge { limit, .. } if limit == 400 * 1024),
+        matches!(&err, StoreError::TooLarge { limit, stream_id, .. }
+            if *limit == 400 * 1024 && *stream_id == stream.to_string()),
         "{err:?}"
     );
+    assert!(err.to_string().contains(&stream.to_string()), "{err}");
     assert_eq!(
         counter.get(),
         before,
@@ -296,6 +298,45 @@ async fn an_oversized_commit_is_refused_before_any_write() {
         .await
         .expect("load");
     assert_eq!(loaded.version, 0);
+}
+
+/// A snapshot that would push the commit past the item limit is dropped, not the commit:
+/// the events are written and the stream loads by replaying them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_too_large_for_the_item_is_dropped_and_the_events_written() {
+    let stack = quiet_stack().await;
+    let store = DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
+    let tenant = unique_tenant("bigsnap");
+    let stream = StreamId::new(&tenant, "Blob", "b").expect("valid");
+    let events = eventfold_testkit::event_store::sample_events(&stream, 0, 2);
+    let snapshot = eventfold::Snapshot {
+        version: 2,
+        state_schema: 1,
+        state: json!({"hoard": "z".repeat(420 * 1024)}),
+    };
+    let done = store
+        .append(
+            &stream.to_string(),
+            eventfold::ExpectedVersion::assumed(0),
+            events.clone(),
+            Some(snapshot),
+        )
+        .await
+        .expect("the events are written");
+    assert_eq!(done.version, 2);
+    let loaded = store
+        .load(
+            &stream.to_string(),
+            LoadOptions {
+                state_schema: Some(1),
+                snapshot_every: 1,
+            },
+        )
+        .await
+        .expect("load");
+    assert!(loaded.snapshot.is_none(), "the snapshot was dropped");
+    assert_eq!(loaded.version, 2);
+    assert_eq!(loaded.events.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

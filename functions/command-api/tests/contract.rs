@@ -77,6 +77,7 @@ fn sample(contract: &Value, schema: &Value) -> Value {
     let schema = deref(contract, schema);
     match schema["type"].as_str() {
         Some("integer") => schema["minimum"].clone(),
+        Some("string") if schema["format"] == "date-time" => json!("2026-01-01T00:00:00Z"),
         Some("string") => {
             let pattern = schema["pattern"].as_str().unwrap_or_default();
             if pattern.starts_with("^[A-Za-z0-9_.:-]") {

@@ -176,6 +176,10 @@ export class EventfoldStack extends cdk.Stack {
           projection: { projectionType: "ALL" },
         },
       ],
+      // Only a saga instance's deadline entry, once the instance no longer waits, carries
+      // expires_at_epoch (30 days on): it turns away older writes only while one can still
+      // arrive. Views and checkpoints never expire.
+      timeToLiveSpecification: { attributeName: "expires_at_epoch", enabled: true },
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       sseSpecification: { sseEnabled: true },
     });
@@ -192,6 +196,8 @@ export class EventfoldStack extends cdk.Stack {
         { attributeName: "pk", keyType: "HASH" },
         { attributeName: "sk", keyType: "RANGE" },
       ],
+      // Failure notes expire 14 days after they are written; redriven or discarded letters 90
+      // days after their change; open letters never (they wait for an operator).
       timeToLiveSpecification: { attributeName: "expires_at_epoch", enabled: true },
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       sseSpecification: { sseEnabled: true },

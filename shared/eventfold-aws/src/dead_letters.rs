@@ -11,7 +11,10 @@
 //!   leaves nothing behind for long).
 //!
 //! A status change is one conditional `PutItem` (`#status = open`), so two operators cannot
-//! both redrive a letter.
+//! both redrive a letter. A letter no longer open (redriven or discarded) is kept
+//! [`RESOLVED_RETENTION_DAYS`] after its change as the record of what was done, then the TTL
+//! removes it; an open letter never expires (it waits for an operator), and recording it
+//! again opens it without a TTL.
 
 use crate::dynamodb::s;
 use crate::faults::from_sdk;
@@ -27,6 +30,10 @@ use std::collections::HashMap;
 
 /// Days a failure note is kept.
 pub const NOTE_TTL_DAYS: i64 = 14;
+/// Days a redriven or discarded letter is kept after its change (module docs).
+pub const RESOLVED_RETENTION_DAYS: i64 = 90;
+/// The table's TTL attribute (epoch seconds).
+pub const EXPIRES_AT_EPOCH: &str = "expires_at_epoch";
 const LETTER_PREFIX: &str = "dl#";
 
 type Item = HashMap<String, AttributeValue>;
@@ -52,6 +59,14 @@ fn letter_item(l: &DeadLetter) -> Result<Item, DeadLetterError> {
     ]);
     if let Some(stream) = &l.stream_id {
         item.insert("stream_id".to_owned(), s(stream));
+    }
+    if l.status != Status::Open {
+        let since = l.changed_at.unwrap_or(l.first_failure_at);
+        let expires = since.timestamp() + RESOLVED_RETENTION_DAYS * 86_400;
+        item.insert(
+            EXPIRES_AT_EPOCH.to_owned(),
+            AttributeValue::N(expires.to_string()),
+        );
     }
     Ok(item)
 }
@@ -267,7 +282,7 @@ impl DeadLetterStore for DynamoDeadLetterStore {
             .item("pk", s(format!("_note#{}", note.consumer)))
             .item("sk", s(&note.message_id))
             .item("note", s(json))
-            .item("expires_at_epoch", AttributeValue::N(expires.to_string()))
+            .item(EXPIRES_AT_EPOCH, AttributeValue::N(expires.to_string()))
             .send()
             .await
             .map_err(from_sdk)?;
@@ -295,5 +310,38 @@ impl DeadLetterStore for DynamoDeadLetterStore {
         serde_json::from_str(json)
             .map(Some)
             .map_err(|e| DeadLetterError::Invalid(format!("unreadable note: {e}").into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn expires(item: &Item) -> Option<i64> {
+        match item.get(EXPIRES_AT_EPOCH) {
+            Some(AttributeValue::N(n)) => n.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// An open letter waits for an operator: no TTL. Once redriven or discarded it expires
+    /// `RESOLVED_RETENTION_DAYS` after the change.
+    #[test]
+    fn only_a_resolved_letter_expires_after_the_retention() {
+        let mut letter = eventfold_testkit::dead_letters::letter("t1", "projector", "o-1", 3, 0);
+        let item = letter_item(&letter).expect("an item");
+        assert_eq!(expires(&item), None);
+        let changed: DateTime<Utc> = "2026-03-01T00:00:00Z".parse().expect("a time");
+        for status in [Status::Redriven, Status::Discarded] {
+            letter.status = status;
+            letter.changed_at = Some(changed);
+            let item = letter_item(&letter).expect("an item");
+            assert_eq!(
+                expires(&item),
+                Some(changed.timestamp() + RESOLVED_RETENTION_DAYS * 86_400),
+                "{status:?}"
+            );
+        }
     }
 }

@@ -500,6 +500,7 @@ impl DynamoEventStore {
         }
         if size > MAX_ITEM_BYTES {
             return Err(StoreError::TooLarge {
+                stream_id: stream_id.to_owned(),
                 size,
                 limit: MAX_ITEM_BYTES,
             });

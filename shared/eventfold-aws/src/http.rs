@@ -111,11 +111,14 @@ impl From<&CommandError> for Problem {
             } => Problem::new(409, "conflict", "Version conflict", e.to_string())
                 .with("expected_version", *expected)
                 .with("actual_version", *actual),
-            CommandError::TooLarge { size, limit } => {
-                Problem::new(413, "payload-too-large", "Payload too large", e.to_string())
-                    .with("size", *size as u64)
-                    .with("limit", *limit as u64)
-            }
+            CommandError::TooLarge {
+                stream_id,
+                size,
+                limit,
+            } => Problem::new(413, "payload-too-large", "Payload too large", e.to_string())
+                .with("stream_id", stream_id.clone())
+                .with("size", *size as u64)
+                .with("limit", *limit as u64),
             CommandError::Unavailable(_) => Problem::new(
                 503,
                 "unavailable",
@@ -381,5 +384,30 @@ mod trace_tests {
         );
         assert!(!is_trace_header("not a trace"));
         assert!(!is_trace_header(&format!("Root={}", "x".repeat(300))));
+    }
+}
+
+#[cfg(test)]
+mod too_large_tests {
+    use super::*;
+
+    /// A commit the store refused for its size answers 413 `payload-too-large`, naming the
+    /// stream, the size and the limit.
+    #[test]
+    fn a_commit_too_large_names_its_stream() {
+        let e = CommandError::TooLarge {
+            stream_id: "t1/Inventory-apple".into(),
+            size: 500_000,
+            limit: 409_600,
+        };
+        let problem = Problem::from(&e);
+        assert_eq!((problem.status, problem.slug), (413, "payload-too-large"));
+        assert!(problem.detail.contains("t1/Inventory-apple"), "{problem:?}");
+        assert_eq!(
+            problem.extensions.get("stream_id"),
+            Some(&Value::from("t1/Inventory-apple"))
+        );
+        assert_eq!(problem.extensions.get("size"), Some(&Value::from(500_000)));
+        assert_eq!(problem.extensions.get("limit"), Some(&Value::from(409_600)));
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! The metric names and their few labels (each label becomes a dimension) live here, so that
 //! every function reports the same way: `consumer` (projector, saga), `command_type` (only
-//! types the registry parsed, never raw input) and `outcome`. The streaming API's metrics
+//! types the registry parsed, never raw input) and `outcome`; the executor's snapshot sizes
+//! ([`eventfold::executor::SNAPSHOT_BYTES`]) carry `category`, the aggregate's. The streaming API's metrics
 //! carry no label: topics and groups are caller input, never dimensions. Without [`init_metrics`] (unit
 //! tests, the in-process local stack) the facade's calls do nothing.
 
@@ -76,6 +77,8 @@ fn describe() {
     for name in [PROCESSING_DURATION, CONSUMER_LAG] {
         metrics::describe_histogram!(name, Unit::Milliseconds, "");
     }
+    // Recorded by the executor on each snapshot it takes (label `category`).
+    metrics::describe_histogram!(eventfold::executor::SNAPSHOT_BYTES, Unit::Bytes, "");
 }
 
 /// The metrics of one function process: flushes per invocation.

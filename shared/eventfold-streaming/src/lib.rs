@@ -115,7 +115,7 @@ impl From<eventfold::store::StoreError> for StreamingError {
         use eventfold::store::StoreError as E;
         match e {
             E::Conflict { stream_id, .. } => Self::Conflict(stream_id),
-            E::TooLarge { size, limit } => Self::TooLarge(format!(
+            E::TooLarge { size, limit, .. } => Self::TooLarge(format!(
                 "the records of one partition take {size} bytes, more than the {limit} one write holds"
             )),
             E::Unavailable(m) => Self::Unavailable(m),

@@ -1,4 +1,5 @@
 //! The command path: load (or take from cache), decide, append, retry on conflict.
+//! Snapshots taken are measured: [`crate::snapshot_size`].
 
 use crate::aggregate::{Aggregate, CodecError, DomainEvent, Rejection};
 use crate::cache::{CacheFor, NoCache, StateCache, StateCaches};
@@ -11,6 +12,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::retry::MAX_BUDGETED_ATTEMPTS;
+pub use crate::retry::decorrelated_jitter;
+pub use crate::snapshot_size::{SNAPSHOT_BYTES, SNAPSHOT_WARN_BYTES};
 
 /// The request context a command runs under; stamped on every event it produces.
 pub type CommandContext = Metadata;
@@ -79,9 +84,11 @@ pub enum CommandError {
         /// The version last seen.
         actual: u64,
     },
-    /// The commit would not fit in one store write.
-    #[error("commit of {size} bytes exceeds the limit of {limit} bytes")]
+    /// The commit would not fit in one store write; nothing was written.
+    #[error("commit to {stream_id} of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
+        /// The stream the commit was for.
+        stream_id: String,
         /// Estimated size.
         size: usize,
         /// Store limit.
@@ -106,7 +113,15 @@ impl From<StoreError> for CommandError {
                 expected,
                 actual: expected,
             },
-            StoreError::TooLarge { size, limit } => Self::TooLarge { size, limit },
+            StoreError::TooLarge {
+                stream_id,
+                size,
+                limit,
+            } => Self::TooLarge {
+                stream_id,
+                size,
+                limit,
+            },
             StoreError::Unavailable(m) => Self::Unavailable(m),
             e @ (StoreError::Invalid(_) | StoreError::Corrupt { .. }) => Self::Internal(e.into()),
         }
@@ -118,11 +133,6 @@ impl From<CodecError> for CommandError {
         Self::Internal(e.into())
     }
 }
-
-/// A state that could not be written into a snapshot (its `Serialize` failed).
-#[derive(Debug, thiserror::Error)]
-#[error("state not serializable")]
-struct StateNotSerializable(#[source] serde_json::Error);
 
 /// A command that went through.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +149,9 @@ pub struct CommandOutcome<S> {
     pub state: Arc<S>,
     /// How many decide/append attempts it took.
     pub attempts: u32,
+    /// The serialized size of the snapshot this commit carried to the store, if it took one
+    /// (the store may still drop it: see the module docs).
+    pub snapshot_bytes: Option<usize>,
 }
 
 /// Runs commands against an [`EventStore`]: the same path for the HTTP API and for sagas.
@@ -555,6 +568,7 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
                     created: false,
                     state: known.state.clone(),
                     attempts: attempt,
+                    snapshot_bytes: None,
                 };
                 return (Ok(outcome), Some(known));
             }
@@ -564,6 +578,8 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
                 Ok(p) => p,
                 Err(e) => return (Err(e), Some(known)),
             };
+            let snapshot_bytes = snapshot.as_ref().map(|(_, bytes)| *bytes);
+            let snapshot = snapshot.map(|(snapshot, _)| snapshot);
             match self
                 .store
                 .append(&key, before, envelopes.clone(), snapshot)
@@ -591,6 +607,7 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
                         created: before == ExpectedVersion::NEW,
                         state: state.clone(),
                         attempts: attempt,
+                        snapshot_bytes,
                     };
                     let known = Known {
                         version: done.expected(),
@@ -648,7 +665,14 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
         decided: &[A::Event],
         context: &CommandContext,
         state: &A::State,
-    ) -> Result<(Vec<EventEnvelope>, Option<Snapshot>, Option<A::State>), CommandError> {
+    ) -> Result<
+        (
+            Vec<EventEnvelope>,
+            Option<(Snapshot, usize)>,
+            Option<A::State>,
+        ),
+        CommandError,
+    > {
         let now = chrono::Utc::now();
         let mut envelopes = Vec::with_capacity(decided.len());
         for (i, event) in decided.iter().enumerate() {
@@ -662,31 +686,9 @@ impl<S: EventStore, C> CommandExecutor<S, C> {
         }
         // One commit in `every` carries a snapshot: only then is the state copied.
         let new_state = A::fold(state.clone(), decided.iter());
-        let snapshot = Snapshot {
-            version: new_version,
-            state_schema: A::STATE_SCHEMA,
-            state: serde_json::to_value(&new_state)
-                .map_err(|e| CommandError::Internal(Box::new(StateNotSerializable(e))))?,
-        };
+        let snapshot = crate::snapshot_size::take::<A>(stream, new_version, &new_state)?;
         Ok((envelopes, Some(snapshot), Some(new_state)))
     }
-}
-
-/// Shortest and longest pause between conflict retries.
-const PAUSE_FLOOR: Duration = Duration::from_millis(5);
-const PAUSE_CEILING: Duration = Duration::from_millis(250);
-/// A bound on attempts even within a retry budget (with no backoff they would spin).
-const MAX_BUDGETED_ATTEMPTS: u32 = 10_000;
-
-/// The next pause after `previous` ("decorrelated jitter": random between the floor and three
-/// times the last pause, capped), which spreads contending writers apart better than a fixed
-/// exponential schedule. Public so that every writer that retries a conditional append
-/// (the executor, streaming's publish) spreads out the same way.
-pub fn decorrelated_jitter(previous: Duration) -> Duration {
-    let floor = PAUSE_FLOOR.as_micros() as u64;
-    let upper = (previous.as_micros() as u64).saturating_mul(3).max(floor);
-    let pause = Duration::from_micros(rand::random_range(floor..=upper));
-    pause.min(PAUSE_CEILING)
 }
 
 /// What the executor knows of a stream while it runs a command: a version, the state there,

@@ -23,6 +23,8 @@ pub mod envelope;
 pub mod executor;
 pub mod memory;
 pub mod page;
+mod retry;
+pub mod snapshot_size;
 pub mod store;
 pub mod upcast;
 

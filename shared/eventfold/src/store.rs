@@ -231,9 +231,11 @@ pub enum StoreError {
         /// The version the writer expected.
         expected: u64,
     },
-    /// The commit exceeds what the store can hold in one write.
-    #[error("commit of {size} bytes exceeds the store's limit of {limit} bytes")]
+    /// The commit exceeds what the store can hold in one write (refused before writing).
+    #[error("commit to {stream_id} of {size} bytes exceeds the store's limit of {limit} bytes")]
     TooLarge {
+        /// The stream the commit was for.
+        stream_id: String,
         /// Estimated size of the commit.
         size: usize,
         /// The store's limit.

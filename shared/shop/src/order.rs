@@ -29,6 +29,7 @@
 //! | `reason-required` | `CancelOrder` with an empty reason |
 //! | `payment-method-required` | `PlaceOrder` with an empty payment method |
 //! | `customer-id-invalid`, `sku-invalid`, `tracking-id-invalid`, `payment-method-invalid` | the field breaks the id rule ([`crate::values`]) |
+//! | `too-many-lines` | `AddItem` of a new sku to an order that has [`MAX_ORDER_LINES`] lines |
 //! | `reason-too-long` | `CancelOrder` with a reason over 500 characters ([`crate::MAX_TEXT_LEN`]) |
 //!
 //! Customer ids, skus and tracking ids are typed ([`crate::values`]): an empty or invalid one
@@ -106,6 +107,15 @@ pub enum OrderCommand {
         reason: String,
     },
 }
+
+/// Lines an order holds at most: what keeps its state (and the saga's, which has a line per
+/// sku of the order) bounded whatever its history ([`STATE_BOUND_BYTES`]).
+pub const MAX_ORDER_LINES: usize = 100;
+
+/// The bound, in bytes of serialized JSON, of an order's state: [`MAX_ORDER_LINES`] lines
+/// with skus of the maximum length (~170 bytes each) and the longest ids, reason and
+/// tracking id. Checked by the state-size tests.
+pub const STATE_BOUND_BYTES: usize = 24 * 1024;
 
 /// The payment method of an order placed without one.
 pub const DEFAULT_PAYMENT_METHOD: &str = "card";
@@ -459,6 +469,12 @@ fn decide_add_item(
             })?,
             unit_price,
         },
+        None if state.lines.len() >= MAX_ORDER_LINES => {
+            return Err(Rejection::new(
+                "too-many-lines",
+                format!("an order holds at most {MAX_ORDER_LINES} lines"),
+            ));
+        }
         None => OrderLine {
             quantity,
             unit_price,

@@ -52,6 +52,10 @@ use strum::VariantNames;
 
 /// Amounts above this are declined.
 pub const AUTHORIZATION_LIMIT: Money = Money::from_minor(1_000_000);
+/// The bound, in bytes of serialized JSON, of a payment's state: a few fields whatever the
+/// number of attempts (the longest order id and method). Checked by the state-size tests.
+pub const STATE_BOUND_BYTES: usize = 2 * 1024;
+
 /// The payment method that is always declined.
 pub const DECLINED_METHOD: &str = "card_declined";
 /// Decline reason when the amount exceeds [`AUTHORIZATION_LIMIT`].

@@ -5,7 +5,11 @@
 //! RFC 3339 with nanoseconds, fixed width, so text order is time order), `correlation_id`
 //! (S) and the list index keys `gsi1pk = _due#{saga}`, `gsi1sk = {due_at}#{saga stream}`.
 //! An instance that does not wait keeps the item without them (out of the sparse index), so
-//! its version still turns away older writes.
+//! its version still turns away older writes, for [`IDLE_ENTRY_RETENTION_DAYS`]: then the
+//! table's TTL ([`EXPIRES_AT_EPOCH`]) removes it, so the index does not keep one item per
+//! instance ever run. Past that no older write of the instance is still on its way (SQS keeps
+//! a message at most 14 days), and if one were, the deadline it sets is checked against the
+//! instance's state before anything acts on it. A waiting entry carries no TTL.
 //!
 //! Setting or removing a deadline is one `PutItem`, conditional on the stored version being
 //! at most the written one (it replaces the instance's earlier entry: no read of the old due
@@ -26,6 +30,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use eventfold_consumers::projection::ReadModelError;
 use eventfold_consumers::saga::{Deadline, DeadlineIndex, DueInstance};
 use std::collections::HashMap;
+
+/// The read-models table's TTL attribute (epoch seconds), set only on the entries of
+/// instances that no longer wait.
+pub const EXPIRES_AT_EPOCH: &str = "expires_at_epoch";
+
+/// Days the entry of an instance that no longer waits is kept (see the module docs).
+pub const IDLE_ENTRY_RETENTION_DAYS: i64 = 30;
 
 fn instance_pk(saga: &str) -> String {
     format!("_saga#{saga}")
@@ -80,6 +91,9 @@ impl DeadlineIndex for DynamoReadModelStore {
                 .item("correlation_id", s(&d.correlation_id))
                 .item("gsi1pk", s(index_pk(saga)))
                 .item("gsi1sk", s(format!("{due_at}#{stream_id}")));
+        } else {
+            let expires = Utc::now().timestamp() + IDLE_ENTRY_RETENTION_DAYS * 86_400;
+            request = request.item(EXPIRES_AT_EPOCH, n(expires));
         }
         match request.send().await {
             Ok(_) => Ok(()),

@@ -26,6 +26,7 @@
 
 mod codec;
 mod deadlines;
+pub use deadlines::{EXPIRES_AT_EPOCH, IDLE_ENTRY_RETENTION_DAYS};
 mod versions;
 
 use crate::dynamodb::{from_attr, n, s, to_attr};

@@ -104,6 +104,12 @@ pub const INPUT_EVENT_TYPES: &[&str] = &[
     "PaymentRefunded",
 ];
 
+/// The bound, in bytes of serialized JSON, of an instance's state: a line per sku of the
+/// order (at most [`crate::order::MAX_ORDER_LINES`], skus of the maximum length), the latest
+/// observation of each stream and the failures, whatever the number of inputs. Checked by
+/// the state-size tests.
+pub const STATE_BOUND_BYTES: usize = 48 * 1024;
+
 /// The cancel reason when the payment did not arrive in time.
 pub const PAYMENT_TIMED_OUT: &str = "payment timed out";
 /// The cancel reason when the stock reservations were not answered in time.

@@ -76,7 +76,9 @@ impl Saga for OrderFulfilment {
             }
             c if c == Inventory::CATEGORY && of(Inventory::EVENT_TYPES) => {
                 let (order_id, stock) = match decode::<InventoryEvent>(event)? {
-                    InventoryEvent::StockReserved { order_id, quantity } => (
+                    InventoryEvent::StockReserved {
+                        order_id, quantity, ..
+                    } => (
                         order_id,
                         ObservedStock::Reserved {
                             quantity,
@@ -193,6 +195,9 @@ impl Saga for OrderFulfilment {
                         command: InventoryCommand::ReserveStock {
                             order_id: order_id.clone(),
                             quantity: line.quantity,
+                            // What lets the inventory recognise this reservation if it
+                            // arrives after the line's release (inventory module docs).
+                            placed_at: s.placed_at,
                         },
                     },
                 });

@@ -123,6 +123,7 @@ fn reserve_command(sku: &str) -> FulfilmentCommand {
         command: InventoryCommand::ReserveStock {
             order_id: "o-1".id(),
             quantity: if sku == "apple" { 2 } else { 1 },
+            placed_at: Some(at(0)),
         },
     }
 }
@@ -958,7 +959,7 @@ fn each_command_reaches_its_target_aggregate() {
         (
             "Inventory",
             "apple".into(),
-            r#"ReserveStock { order_id: "o-1", quantity: 2 }"#.into()
+            r#"ReserveStock { order_id: "o-1", quantity: 2, placed_at: Some(2024-03-01T09:00:00Z) }"#.into()
         )
     );
     assert_eq!(

@@ -62,6 +62,7 @@ fn inventory_event_names_are_serde_tags() {
         InventoryEvent::StockReserved {
             order_id: "o".id(),
             quantity: 1,
+            placed_at: None,
         },
         InventoryEvent::StockReleased {
             order_id: "o".id(),

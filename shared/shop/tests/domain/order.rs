@@ -533,3 +533,23 @@ fn a_cancel_reason_is_free_text_of_bounded_length() {
         .when(cancel(&format!("{at_limit}!")))
         .then_rejected("reason-too-long");
 }
+
+/// An order holds at most `MAX_ORDER_LINES` lines (what bounds its state and the saga's):
+/// a new sku past them is refused, more of a sku already there is not, and a removal makes
+/// room again.
+#[test]
+fn an_order_holds_a_bounded_number_of_lines() {
+    let mut history = vec![created()];
+    history.extend((0..order::MAX_ORDER_LINES).map(|i| added(&format!("sku-{i}"), 1, 10)));
+    let refusal = given::<Order>(history.clone())
+        .when(add("one-more", 1, 10))
+        .then_rejected("too-many-lines");
+    assert!(refusal.message.contains("100"), "{refusal}");
+    given::<Order>(history.clone())
+        .when(add("sku-0", 2, 10))
+        .then([added("sku-0", 2, 10)]);
+    history.push(E::ItemRemoved { sku: "sku-0".id() });
+    given::<Order>(history)
+        .when(add("one-more", 1, 10))
+        .then([added("one-more", 1, 10)]);
+}

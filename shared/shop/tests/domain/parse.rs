@@ -223,7 +223,20 @@ fn inventory_commands_parse() {
         inventory::parse_command("ReserveStock", json!({"order_id": "o-1", "quantity": 2})),
         Ok(InventoryCommand::ReserveStock {
             order_id: "o-1".id(),
-            quantity: 2
+            quantity: 2,
+            placed_at: None,
+        })
+    );
+    // The saga's reservations say when the order was placed (inventory module docs).
+    assert_eq!(
+        inventory::parse_command(
+            "ReserveStock",
+            json!({"order_id": "o-1", "quantity": 2, "placed_at": "2024-03-01T09:00:00Z"})
+        ),
+        Ok(InventoryCommand::ReserveStock {
+            order_id: "o-1".id(),
+            quantity: 2,
+            placed_at: Some("2024-03-01T09:00:00Z".parse().expect("a time")),
         })
     );
     assert_eq!(
@@ -241,6 +254,7 @@ fn inventory_commands_round_trip_through_json() {
         InventoryCommand::ReserveStock {
             order_id: "o".id(),
             quantity: 1,
+            placed_at: Some("2024-03-01T09:00:00Z".parse().expect("a time")),
         },
         InventoryCommand::ReleaseStock { order_id: "o".id() },
     ];

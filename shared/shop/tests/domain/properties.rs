@@ -276,7 +276,11 @@ fn inventory_command() -> impl Strategy<Value = InventoryCommand> {
     prop_oneof![
         2 => amount().prop_map(|quantity| InventoryCommand::ReceiveStock { quantity }),
         3 => (order_id(), amount()).prop_map(|(order_id, quantity)| {
-            InventoryCommand::ReserveStock { order_id, quantity }
+            InventoryCommand::ReserveStock {
+                order_id,
+                quantity,
+                placed_at: None,
+            }
         }),
         2 => order_id().prop_map(|order_id| InventoryCommand::ReleaseStock { order_id }),
     ]
@@ -289,8 +293,11 @@ fn inventory_commands() -> impl Strategy<Value = Vec<InventoryCommand>> {
 fn inventory_event() -> impl Strategy<Value = InventoryEvent> {
     prop_oneof![
         number().prop_map(|quantity| InventoryEvent::StockReceived { quantity }),
-        (id(), number())
-            .prop_map(|(order_id, quantity)| InventoryEvent::StockReserved { order_id, quantity }),
+        (id(), number()).prop_map(|(order_id, quantity)| InventoryEvent::StockReserved {
+            order_id,
+            quantity,
+            placed_at: None,
+        }),
         (id(), number())
             .prop_map(|(order_id, quantity)| InventoryEvent::StockReleased { order_id, quantity }),
     ]
@@ -298,7 +305,7 @@ fn inventory_event() -> impl Strategy<Value = InventoryEvent> {
 
 fn inventory_invariant(state: &InventoryState) -> bool {
     state.on_hand >= 0
-        && state.reservations.values().all(|q| *q > 0)
+        && state.reservations.values().all(|r| r.quantity > 0)
         && state.reserved() <= state.on_hand
         && state.available() == state.on_hand - state.reserved()
 }

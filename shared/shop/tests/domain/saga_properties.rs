@@ -81,7 +81,7 @@ where
 fn inventory_saga_sends(state: &InventoryState, command: &InventoryCommand) -> bool {
     match command {
         InventoryCommand::ReleaseStock { order_id } => {
-            state.reservations.contains_key(order_id) || state.released.contains(order_id)
+            state.reservations.contains_key(order_id) || state.released.contains_key(order_id)
         }
         _ => true,
     }
@@ -97,6 +97,7 @@ fn inventory_case() -> impl Strategy<Value = Vec<(InventoryCommand, bool)>> {
             Just(InventoryCommand::ReserveStock {
                 order_id: "o-1".id(),
                 quantity,
+                placed_at: None,
             }),
             Just(InventoryCommand::ReleaseStock {
                 order_id: "o-1".id(),
@@ -108,6 +109,7 @@ fn inventory_case() -> impl Strategy<Value = Vec<(InventoryCommand, bool)>> {
             (1i64..4).prop_map(|quantity| InventoryCommand::ReserveStock {
                 order_id: "o-2".id(),
                 quantity,
+                placed_at: None,
             }),
             Just(InventoryCommand::ReleaseStock {
                 order_id: "o-2".id(),

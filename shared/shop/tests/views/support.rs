@@ -100,6 +100,7 @@ pub fn reserve(order_id: &str, quantity: i64) -> InventoryCommand {
     InventoryCommand::ReserveStock {
         order_id: id(order_id),
         quantity,
+        placed_at: None,
     }
 }
 
