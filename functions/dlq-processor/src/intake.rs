@@ -13,6 +13,7 @@ use eventfold_consumers::deadletter::{
     DeadLetter, DeadLetterError, Status, UNKNOWN_TENANT, letter_id, record_blocking,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 /// What one batch did: the response for Lambda and the letters it recorded.
 #[derive(Debug, Default)]
@@ -149,12 +150,25 @@ impl DlqProcessor {
     /// republished (its failures become letters, and the record is retried while deliveries
     /// remain). A record that could not be handled (the store failed) is redelivered.
     pub async fn process(&self, event: SqsEvent) -> Processed {
+        self.process_by(event, None).await
+    }
+
+    /// [`DlqProcessor::process`], done by `deadline` (the invocation's, less a margin:
+    /// [`crate::answer_by`]): republishing stops backing off in time, and what was not
+    /// republished, or not reached, is a batch item failure (its queue delivers it again)
+    /// instead of a timeout that would redeliver the whole batch.
+    pub async fn process_by(&self, event: SqsEvent, deadline: Option<Instant>) -> Processed {
         let mut out = Processed::default();
         for record in &event.records {
             let id = record.message_id.clone().unwrap_or_default();
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                tracing::warn!(message_id = %id, "out of time before this record; redelivered");
+                out.response.batch_item_failures.push(failure(&id));
+                continue;
+            }
             let arn = record.event_source_arn.clone().unwrap_or_default();
             let outcome = match self.sources.of(&arn) {
-                Some((STREAM_SOURCE, queue)) => self.stream_failure(record, &queue).await,
+                Some((STREAM_SOURCE, queue)) => self.stream_failure(record, &queue, deadline).await,
                 Some((consumer, queue)) => self
                     .dead_message(record, consumer, &queue)
                     .await
