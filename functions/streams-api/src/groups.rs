@@ -2,7 +2,7 @@
 //! consume), the member fields of consume and commit, and the group's description that
 //! `GET /consume/lag` answers. The rules are [`eventfold_streaming::members`]'.
 
-use super::{parse_settings, problem, query, query_number, required};
+use super::{parse_settings, problem, query, required};
 use eventfold::EventStore;
 use eventfold_aws::http::{Problem, json_response};
 use eventfold_streaming::members::DEFAULT_SESSION_TIMEOUT_MS;
@@ -124,24 +124,18 @@ pub(super) async fn lag<E: EventStore, C: TopicCatalogue, G: GroupStore>(
     ))
 }
 
-/// The member a consume names (`member_id`, and optionally the `generation` it holds):
-/// `generation` alone is 400.
+/// The member a consume names (`member_id`): it reads the partitions it owns in the current
+/// generation, which the answer names (a member learns of a rebalance there too).
 pub(super) fn consume_claim(req: &Request) -> Result<Option<MemberClaim>, Problem> {
-    let generation = query_number(req, "generation")?;
-    match (query(req, "member_id"), generation) {
-        (Some(id), generation) => {
+    query(req, "member_id")
+        .map(|id| {
             eventfold_streaming::members::check_member_id(id).map_err(problem)?;
-            Ok(Some(MemberClaim {
+            Ok(MemberClaim {
                 member_id: id.to_owned(),
-                generation,
-            }))
-        }
-        (None, None) => Ok(None),
-        (None, Some(_)) => Err(Problem::bad_request(
-            "invalid-request",
-            "generation goes with member_id",
-        )),
-    }
+                generation: None,
+            })
+        })
+        .transpose()
 }
 
 /// The member a commit names: `member_id` and `generation` together, or neither.
