@@ -1,6 +1,6 @@
 //! The streaming API: topics, publish, consume with consumer groups (a single cursor, or
-//! members that join and share the partitions: [`groups`]), lag and history, under
-//! `/api/v1/events`.
+//! members that join and share the partitions: [`eventfold_streaming::members`]), lag and
+//! history, under `/api/v1/events`.
 //!
 //! Owns the HTTP shape of [`eventfold_streaming::Streams`]: parameter and body parsing,
 //! scopes (`events:read` to read and consume, `events:write` to publish, `events:admin` to
