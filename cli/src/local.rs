@@ -34,16 +34,26 @@ pub fn shop_functions() -> Functions {
                 dlq_processor::build(&sdk, |k| function.env(k))?
                     .on_letter(|letter| println!("{}", dlq_processor::describe(letter))),
             );
+            let timeout = function.timeout;
             Ok(event_handler(move |payload| {
                 let processor = processor.clone();
                 async move {
                     processor
-                        .handle(payload, lambda_runtime::Context::default())
+                        .handle(payload, deadline_context(timeout))
                         .await
                         .map_err(|e| lambda_runtime::Diagnostic::from(e).error_message)
                 }
             }))
         })
+}
+
+/// The Lambda context of an invocation starting now, with the deadline of a function of
+/// `timeout_s` seconds (the local runtime stops it then, as Lambda does).
+pub fn deadline_context(timeout_s: u64) -> lambda_runtime::Context {
+    let mut context = lambda_runtime::Context::default();
+    let deadline = chrono::Utc::now() + chrono::Duration::seconds(timeout_s.max(1) as i64);
+    context.deadline = u64::try_from(deadline.timestamp_millis()).unwrap_or(0);
+    context
 }
 
 /// A function's environment as the local runtime resolved it from the template: what the

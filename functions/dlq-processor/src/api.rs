@@ -218,7 +218,8 @@ impl DlqProcessor {
                 version: first,
                 count: last + 1 - first,
             };
-            if let Some((_, failure)) = self.republish(std::slice::from_ref(&key)).await.pop() {
+            if let Some((_, failure)) = self.republish(std::slice::from_ref(&key), None).await.pop()
+            {
                 return Err(DlqError::Republish(failure));
             }
         } else {

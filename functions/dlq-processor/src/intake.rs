@@ -13,6 +13,7 @@ use eventfold_consumers::deadletter::{
     DeadLetter, DeadLetterError, Status, UNKNOWN_TENANT, letter_id, record_blocking,
 };
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 /// What one batch did: the response for Lambda and the letters it recorded.
 #[derive(Debug, Default)]
@@ -108,6 +109,29 @@ impl<'a> Arrival<'a> {
     }
 }
 
+/// The tenant a message carries besides its body: its `tenant` message attribute, or the
+/// tenant part of its FIFO `MessageGroupId` (`{tenant}/{stream}`, as the fan-out groups
+/// messages), each checked as a token's tenant claim is ([`StreamId::check_tenant`]: no
+/// reserved `_` names). `None` when neither is usable, or when both are and disagree (the
+/// letter would show one tenant's message to another: it stays with the operators).
+pub(crate) fn carried_tenant(record: &SqsMessage) -> Option<String> {
+    let usable = |t: &str| StreamId::check_tenant(t).is_ok().then(|| t.to_owned());
+    let attribute = record
+        .message_attributes
+        .get("tenant")
+        .and_then(|v| v.string_value.as_deref())
+        .and_then(usable);
+    let group = record
+        .attributes
+        .get("MessageGroupId")
+        .and_then(|g| g.split_once('/'))
+        .and_then(|(t, _)| usable(t));
+    match (attribute, group) {
+        (Some(a), Some(g)) if a != g => None,
+        (a, g) => a.or(g),
+    }
+}
+
 fn failure(id: &str) -> BatchItemFailure {
     let mut f = BatchItemFailure::default();
     f.item_identifier = id.to_owned();
@@ -126,12 +150,25 @@ impl DlqProcessor {
     /// republished (its failures become letters, and the record is retried while deliveries
     /// remain). A record that could not be handled (the store failed) is redelivered.
     pub async fn process(&self, event: SqsEvent) -> Processed {
+        self.process_by(event, None).await
+    }
+
+    /// [`DlqProcessor::process`], done by `deadline` (the invocation's, less a margin:
+    /// [`crate::answer_by`]): republishing stops backing off in time, and what was not
+    /// republished, or not reached, is a batch item failure (its queue delivers it again)
+    /// instead of a timeout that would redeliver the whole batch.
+    pub async fn process_by(&self, event: SqsEvent, deadline: Option<Instant>) -> Processed {
         let mut out = Processed::default();
         for record in &event.records {
             let id = record.message_id.clone().unwrap_or_default();
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                tracing::warn!(message_id = %id, "out of time before this record; redelivered");
+                out.response.batch_item_failures.push(failure(&id));
+                continue;
+            }
             let arn = record.event_source_arn.clone().unwrap_or_default();
             let outcome = match self.sources.of(&arn) {
-                Some((STREAM_SOURCE, queue)) => self.stream_failure(record, &queue).await,
+                Some((STREAM_SOURCE, queue)) => self.stream_failure(record, &queue, deadline).await,
                 Some((consumer, queue)) => self
                     .dead_message(record, consumer, &queue)
                     .await
@@ -163,7 +200,9 @@ impl DlqProcessor {
         out
     }
 
-    /// A message a consumer's queue gave up on -> its letter, with the consumer's last error.
+    /// A message a consumer's queue gave up on -> its letter, with the consumer's last error;
+    /// of the stream's tenant when it is a notification, else of the tenant it carries
+    /// ([`carried_tenant`]), else [`UNKNOWN_TENANT`].
     async fn dead_message(
         &self,
         record: &SqsMessage,
@@ -199,6 +238,13 @@ impl DlqProcessor {
                 last_error,
             )
         };
+        if announced.is_none()
+            && let Some(tenant) = carried_tenant(record)
+        {
+            // Not a notification, but the message says whose it is: the tenant's admins see
+            // it (`GET /dead-letters`), as they see the letters of their streams.
+            letter.tenant = tenant;
+        }
         if let Some((n, stream)) = announced {
             letter = DeadLetter {
                 tenant: stream.tenant().to_owned(),
@@ -210,5 +256,52 @@ impl DlqProcessor {
             };
         }
         record_blocking(&*self.letters, letter).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::event::sqs::SqsMessageAttribute;
+
+    fn message(group: Option<&str>, tenant: Option<&str>) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        if let Some(g) = group {
+            m.attributes.insert("MessageGroupId".into(), g.into());
+        }
+        if let Some(t) = tenant {
+            let mut a = SqsMessageAttribute::default();
+            a.string_value = Some(t.into());
+            a.data_type = Some("String".into());
+            m.message_attributes.insert("tenant".into(), a);
+        }
+        m
+    }
+
+    #[test]
+    fn a_message_is_attributed_by_what_it_carries_checked_as_a_token_claim() {
+        let of = |g, t| carried_tenant(&message(g, t));
+        assert_eq!(
+            of(Some("acme/Order-o-1"), Some("acme")).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(of(Some("acme/Order-o-1"), None).as_deref(), Some("acme"));
+        assert_eq!(of(None, Some("acme")).as_deref(), Some("acme"));
+        // A reserved or malformed claim is not usable; the other one still is.
+        assert_eq!(
+            of(Some("acme/Order-o-1"), Some("_system")).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(of(Some("_cp/x"), Some("acme")).as_deref(), Some("acme"));
+        // Nothing usable, or two tenants that disagree: no tenant (the operators' `_unknown`).
+        for (g, t) in [
+            (None, None),
+            (Some("no-tenant-here"), None),
+            (Some("a b/Order-1"), Some("")),
+            (Some("globex/Order-1"), Some("acme")),
+            (None, Some(&*"x".repeat(65))),
+        ] {
+            assert_eq!(of(g, t), None, "{g:?} {t:?}");
+        }
     }
 }

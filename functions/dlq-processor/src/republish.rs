@@ -3,6 +3,9 @@
 //! again, packed as the stream publisher packs them ([`publish_packed`]), with bounded
 //! backoff. Only the commits that still fail become letters, and the description comes again
 //! while deliveries remain. A redrive of such a letter republishes its commit the same way.
+//! Backing off never runs past the invocation's deadline: the attempts stop when the next
+//! pause would pass it, a publish call is cut at it, and what did not go out is reported
+//! (its letter says so, its record is a batch item failure and comes again).
 
 use crate::intake::{Arrival, RecordError};
 use crate::redrive::{BatchInfo, CommitKey};
@@ -17,7 +20,7 @@ use eventfold_consumers::deadletter::{
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Pauses between attempts to republish a stream batch's commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +65,15 @@ pub enum CommitFailure {
     /// One of its events cannot travel as a notification (why, as the SNS adapter says it).
     #[error(transparent)]
     Unpublishable(PublishError),
+    /// The invocation's deadline came before the event went out (after `attempts`
+    /// attempts, the last refusal when there was one); its record comes again.
+    #[error("not published before the invocation's deadline ({attempts} attempts){}", .last.as_ref().map(|l| format!(": {l}")).unwrap_or_default())]
+    OutOfTime {
+        /// Attempts made.
+        attempts: u32,
+        /// The last refusal, if an attempt was made.
+        last: Option<PublishError>,
+    },
     /// The topic refused an event of it on every attempt (the last refusal, as SNS said it).
     #[error("not published after {attempts} attempts: {last}")]
     NotPublished {
@@ -85,6 +97,7 @@ impl DlqProcessor {
         &self,
         record: &SqsMessage,
         queue: &str,
+        deadline: Option<Instant>,
     ) -> Result<(Vec<DeadLetter>, bool), RecordError> {
         let arrival = Arrival::of(record, queue);
         let receives = arrival.receive_count();
@@ -117,7 +130,10 @@ impl DlqProcessor {
                 return Ok((vec![self.letters.record(letter).await?], false));
             }
         };
-        let failed = self.republish(&keys).await;
+        let failed = self.republish(&keys, deadline).await;
+        let out_of_time = failed
+            .iter()
+            .any(|(_, f)| matches!(f, CommitFailure::OutOfTime { .. }));
         let mut recorded = Vec::new();
         let failed_keys: BTreeSet<(String, u64)> = failed
             .iter()
@@ -133,7 +149,7 @@ impl DlqProcessor {
             }
         }
         for (k, failure) in failed {
-            let suffix = if retries_left {
+            let suffix = if retries_left || out_of_time {
                 format!(
                     " (retrying automatically: delivery {receives} of {})",
                     self.stream_retry_receives
@@ -168,7 +184,9 @@ impl DlqProcessor {
             };
             recorded.push(self.letters.record(letter).await?);
         }
-        let retry = !recorded.is_empty() && retries_left;
+        // Cut short by the deadline, the record comes again even past its retries: its
+        // attempts were not made.
+        let retry = !recorded.is_empty() && (retries_left || out_of_time);
         Ok((recorded, retry))
     }
 
@@ -191,9 +209,13 @@ impl DlqProcessor {
     }
 
     /// Reads `keys`' commits from the events table and publishes their events, packed as the
-    /// stream publisher packs them, retrying what fails with bounded backoff. Returns the
-    /// commits that still did not go out, with why.
-    pub(crate) async fn republish(&self, keys: &[CommitKey]) -> Vec<(CommitKey, CommitFailure)> {
+    /// stream publisher packs them, retrying what fails with bounded backoff, never past
+    /// `deadline`. Returns the commits that still did not go out, with why.
+    pub(crate) async fn republish(
+        &self,
+        keys: &[CommitKey],
+        deadline: Option<Instant>,
+    ) -> Vec<(CommitKey, CommitFailure)> {
         let mut failed: BTreeMap<usize, CommitFailure> = BTreeMap::new();
         let mut messages: Vec<Outgoing> = Vec::new();
         let mut owners: Vec<usize> = Vec::new();
@@ -229,6 +251,8 @@ impl DlqProcessor {
         let mut pending: Vec<usize> = (0..messages.len()).collect();
         let mut last_error: BTreeMap<usize, PublishError> = BTreeMap::new();
         let attempts = self.backoff.attempts.max(1);
+        let mut made = 0;
+        let mut out_of_time = false;
         for attempt in 0..attempts {
             if pending.is_empty() {
                 break;
@@ -239,10 +263,27 @@ impl DlqProcessor {
                     .first
                     .saturating_mul(1 << (attempt - 1).min(10))
                     .min(Duration::from_secs(2));
+                if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                    out_of_time = true;
+                    break;
+                }
                 tokio::time::sleep(pause).await;
             }
             let batch: Vec<Outgoing> = pending.iter().map(|&p| messages[p].clone()).collect();
-            let sent = publish_packed(&*self.sink, &batch, AfterFailure::Continue).await;
+            let call = publish_packed(&*self.sink, &batch, AfterFailure::Continue);
+            let sent = match deadline {
+                None => call.await,
+                Some(d) => match tokio::time::timeout_at(d.into(), call).await {
+                    Ok(sent) => sent,
+                    // A call still running at the deadline may yet publish some entries:
+                    // they come again with the record, and consumers skip what they had.
+                    Err(_) => {
+                        out_of_time = true;
+                        break;
+                    }
+                },
+            };
+            made += 1;
             self.stats
                 .publish_calls
                 .fetch_add(sent.calls as u64, Ordering::Relaxed);
@@ -259,10 +300,16 @@ impl DlqProcessor {
             pending = still;
         }
         for p in pending {
-            let last = last_error.remove(&p).unwrap_or(PublishError::NoResult);
-            failed
-                .entry(owners[p])
-                .or_insert(CommitFailure::NotPublished { attempts, last });
+            let failure = if out_of_time {
+                CommitFailure::OutOfTime {
+                    attempts: made,
+                    last: last_error.remove(&p),
+                }
+            } else {
+                let last = last_error.remove(&p).unwrap_or(PublishError::NoResult);
+                CommitFailure::NotPublished { attempts, last }
+            };
+            failed.entry(owners[p]).or_insert(failure);
         }
         let recovered = keys.len() - failed.len();
         self.stats

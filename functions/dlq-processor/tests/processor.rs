@@ -713,3 +713,69 @@ async fn the_letter_list_pages_by_cursor_and_stops_at_its_byte_budget() {
         );
     }
 }
+
+/// SNS down for the whole invocation, a backoff that would take ~40 s per record, three
+/// failed stream batches: the processor answers before the context's deadline, every record
+/// as a batch item failure, each letter saying the deadline cut it short.
+#[tokio::test]
+async fn republishing_stops_before_the_invocations_deadline_and_reports_what_did_not_go_out() {
+    let f = fixture(Vec::new());
+    let keys = vec![commit(&f.events, "o-down", 0, 1).await];
+    let processor = DlqProcessor::new(
+        f.letters.clone(),
+        f.events.clone(),
+        f.topic.clone(),
+        f.queues.clone(),
+        Arc::new(Range(keys)),
+        sources(),
+    )
+    .with_backoff(Backoff {
+        attempts: 30,
+        first: Duration::from_millis(200),
+    })
+    // The last delivery: without the deadline it would not be retried at all.
+    .with_stream_retry_receives(1);
+    f.topic.down.store(true, Ordering::SeqCst);
+    let description = json!({
+        "requestContext": {"condition": "RetryAttemptsExhausted"},
+        "DDBStreamBatchInfo": {"shardId": "s-1", "startSequenceNumber": "1",
+            "endSequenceNumber": "3", "streamArn": "arn:aws:dynamodb:x", "batchSize": 3}
+    })
+    .to_string();
+    let records: Vec<SqsMessage> = (0..3)
+        .map(|i| message(FAILURES, &format!("f-{i}"), description.clone(), 1, None))
+        .collect();
+    let payload = serde_json::to_value(batch(records)).expect("json");
+    let mut context = lambda_runtime::Context::default();
+    let timeout = Duration::from_secs(3);
+    context.deadline = (Utc::now() + timeout).timestamp_millis() as u64;
+    let started = std::time::Instant::now();
+    let answer = processor.handle(payload, context).await.expect("answer");
+    let took = started.elapsed();
+    assert!(
+        took <= timeout - dlq_processor::DEADLINE_MARGIN + Duration::from_millis(300),
+        "answered after {took:?}, past the deadline less its margin"
+    );
+    let failed: Vec<&str> = answer["batchItemFailures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .filter_map(|f| f["itemIdentifier"].as_str())
+        .collect();
+    assert_eq!(failed, ["f-0", "f-1", "f-2"], "{answer}");
+    let letters = f
+        .letters
+        .list(Some("acme"), &Filter::default(), 10)
+        .await
+        .expect("list");
+    let [letter] = &letters[..] else {
+        panic!("one letter for the one commit: {letters:?}");
+    };
+    let error = letter.last_error.as_deref().unwrap_or("");
+    assert!(
+        error.contains("before the invocation's deadline") && error.contains("InternalError"),
+        "{error}"
+    );
+    // Without a deadline (outside Lambda) the backoff runs its course.
+    assert!(dlq_processor::answer_by(&lambda_runtime::Context::default()).is_none());
+}

@@ -1,5 +1,6 @@
-//! The streaming API: topics, publish, consume with consumer groups, lag and history, under
-//! `/api/v1/events`.
+//! The streaming API: topics, publish, consume with consumer groups (a single cursor, or
+//! members that join and share the partitions: [`eventfold_streaming::members`]), lag and
+//! history, under `/api/v1/events`.
 //!
 //! Owns the HTTP shape of [`eventfold_streaming::Streams`]: parameter and body parsing,
 //! scopes (`events:read` to read and consume, `events:write` to publish, `events:admin` to
@@ -11,6 +12,8 @@
 //! `eventfold-aws`'s. [`build`] is the function's one constructor; `main.rs` and the local
 //! stack both run what it builds. It names no shop type.
 #![forbid(unsafe_code)]
+
+mod groups;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -67,6 +70,12 @@ pub const CONSUME: &str = "GET /api/v1/events/consume";
 pub const COMMIT: &str = "POST /api/v1/events/consume/commit";
 /// Route key of a seek.
 pub const SEEK: &str = "POST /api/v1/events/consume/seek";
+/// Route key of a member's join.
+pub const JOIN: &str = "POST /api/v1/events/consume/join";
+/// Route key of a member's heartbeat.
+pub const HEARTBEAT: &str = "POST /api/v1/events/consume/heartbeat";
+/// Route key of a member's leave.
+pub const LEAVE: &str = "POST /api/v1/events/consume/leave";
 /// Route key of a group's lag.
 pub const LAG: &str = "GET /api/v1/events/consume/lag";
 /// Route key of the history.
@@ -80,6 +89,9 @@ pub const ROUTE_KEYS: &[&str] = &[
     CONSUME,
     COMMIT,
     SEEK,
+    JOIN,
+    HEARTBEAT,
+    LEAVE,
     LAG,
     HISTORY,
 ];
@@ -314,6 +326,8 @@ struct CommitBody {
     topic: String,
     group_id: String,
     offsets: BTreeMap<String, u64>,
+    member_id: Option<String>,
+    generation: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -404,9 +418,16 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
                 caller.require("events:read")?;
                 let body: CommitBody = parse_settings(req)?;
                 let offsets = offsets_from(body.offsets)?;
+                let claim = groups::commit_claim(body.member_id, body.generation)?;
                 let committed = self
                     .streams
-                    .commit(tenant, &body.topic, &body.group_id, &offsets)
+                    .commit_as(
+                        tenant,
+                        &body.topic,
+                        &body.group_id,
+                        &offsets,
+                        claim.as_ref(),
+                    )
                     .await
                     .map_err(problem)?;
                 Ok(json_response(
@@ -438,20 +459,21 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
                     &json!({"topic": body.topic, "group_id": body.group_id, "committed": committed}),
                 ))
             }
+            Some(JOIN) => {
+                caller.require("events:read")?;
+                groups::join(&self.streams, req, tenant).await
+            }
+            Some(HEARTBEAT) => {
+                caller.require("events:read")?;
+                groups::heartbeat(&self.streams, req, tenant).await
+            }
+            Some(LEAVE) => {
+                caller.require("events:read")?;
+                groups::leave(&self.streams, req, tenant).await
+            }
             Some(LAG) => {
                 caller.require("events:read")?;
-                let topic = required(req, "topic")?;
-                let group = required(req, "group_id")?;
-                let partitions = self
-                    .streams
-                    .lag(tenant, topic, group)
-                    .await
-                    .map_err(problem)?;
-                let total: u64 = partitions.iter().map(|p| p.lag).sum();
-                Ok(json_response(
-                    200,
-                    &json!({"topic": topic, "group_id": group, "partitions": partitions, "total": total}),
-                ))
+                groups::lag(&self.streams, req, tenant).await
             }
             Some(HISTORY) => {
                 caller.require("events:read")?;
@@ -563,6 +585,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
             max,
             wait: Duration::from_millis(wait_ms),
             auto_commit: query_bool(req, "auto_commit")?,
+            member: groups::consume_claim(req)?,
         };
         let got = self
             .streams
@@ -570,10 +593,14 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> StreamsApi<E, C, G> {
             .await
             .map_err(problem)?;
         telemetry::consumed(got.records.len());
-        Ok(json_response(
-            200,
-            &json!({"topic": topic, "group_id": group, "records": got.records, "committed": got.committed}),
-        ))
+        let mut out = json!({"topic": topic, "group_id": group, "records": got.records, "committed": got.committed});
+        if let (Value::Object(map), Some(claim), Some(generation)) =
+            (&mut out, &request.member, got.generation)
+        {
+            map.insert("member_id".into(), claim.member_id.clone().into());
+            map.insert("generation".into(), generation.into());
+        }
+        Ok(json_response(200, &out))
     }
 
     async fn history(&self, req: &Request, tenant: &str) -> Result<Response<Body>, Problem> {

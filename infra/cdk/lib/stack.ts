@@ -497,6 +497,9 @@ export class EventfoldStack extends cdk.Stack {
     route(streamsApi, "Consume", "GET", "/api/v1/events/consume");
     route(streamsApi, "CommitOffsets", "POST", "/api/v1/events/consume/commit");
     route(streamsApi, "SeekGroup", "POST", "/api/v1/events/consume/seek");
+    route(streamsApi, "JoinGroup", "POST", "/api/v1/events/consume/join");
+    route(streamsApi, "GroupHeartbeat", "POST", "/api/v1/events/consume/heartbeat");
+    route(streamsApi, "LeaveGroup", "POST", "/api/v1/events/consume/leave");
     route(streamsApi, "GroupLag", "GET", "/api/v1/events/consume/lag");
     route(streamsApi, "History", "GET", "/api/v1/events/history");
 

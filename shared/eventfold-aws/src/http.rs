@@ -136,7 +136,9 @@ impl From<&CommandError> for Problem {
 }
 
 /// Streaming outcomes: unknown topic 404, bad input 400 (`invalid-request`, `out-of-range`),
-/// oversize 413, an existing topic with other settings 409 `topic-exists` (with its settings).
+/// oversize 413, an existing topic with other settings 409 `topic-exists` (with its settings),
+/// a member's out-of-date view of its group 409 `rebalanced` (with the current `generation`,
+/// and its `partitions` when it still is a member).
 impl From<&eventfold_streaming::StreamingError> for Problem {
     fn from(e: &eventfold_streaming::StreamingError) -> Self {
         match e {
@@ -157,6 +159,18 @@ impl From<&eventfold_streaming::StreamingError> for Problem {
                     .with("partitions", existing.settings.partitions)
                     .with("retention_days", existing.settings.retention_days)
                     .with("description", existing.settings.description.clone())
+            }
+            eventfold_streaming::StreamingError::Rebalanced {
+                generation,
+                partitions,
+                detail,
+            } => {
+                let p = Problem::new(409, "rebalanced", "Group rebalanced", detail.clone())
+                    .with("generation", *generation);
+                match partitions {
+                    Some(owned) => p.with("partitions", owned.clone()),
+                    None => p,
+                }
             }
             eventfold_streaming::StreamingError::Conflict(_) => {
                 Problem::new(409, "conflict", "Conflict", e.to_string())

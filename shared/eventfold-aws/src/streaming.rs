@@ -5,7 +5,9 @@
 //! overwrites; floors are a map attribute raised by a conditional `UpdateItem`.
 //! Groups: key `pk` = `{tenant}/{topic}`, `sk` = group id; every write is a `PutItem`
 //! conditioned on the revision read (or on absence), so two consumers of a group never
-//! lose each other's commit. Records themselves are commits of the events table
+//! lose each other's commit. Members live in the same item (`generation`, and `members`: a
+//! map of member id to its session, expiry, partitions and pending auto-commit), so a
+//! member's ownership check and the offsets it commits are one conditional write. Records themselves are commits of the events table
 //! ([`crate::DynamoEventStore`]).
 
 use crate::config::ConfigError;
@@ -17,9 +19,10 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, SecondsFormat, Utc};
+use eventfold_streaming::members::Member;
 use eventfold_streaming::{
-    CatalogueError, CreateOutcome, GroupState, GroupStore, Offsets, Topic, TopicCatalogue,
-    TopicPage, TopicSettings, Versioned,
+    CatalogueError, CreateOutcome, GroupState, GroupStore, Membership, Offsets, Topic,
+    TopicCatalogue, TopicPage, TopicSettings, Versioned,
 };
 use std::collections::HashMap;
 
@@ -82,6 +85,81 @@ fn offsets_of(item: &Item, k: &str) -> Result<Offsets, CatalogueError> {
             Ok((p, o))
         })
         .collect()
+}
+
+fn members_attr(members: &Membership) -> AttributeValue {
+    AttributeValue::M(
+        members
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let fields = HashMap::from([
+                    ("session_timeout_ms".to_owned(), n(m.session_timeout_ms)),
+                    (
+                        "expires_at_ms".to_owned(),
+                        AttributeValue::N(m.expires_at_ms.to_string()),
+                    ),
+                    (
+                        "partitions".to_owned(),
+                        AttributeValue::L(m.partitions.iter().map(|p| n(*p)).collect()),
+                    ),
+                    ("delivered".to_owned(), offsets_attr(&m.delivered)),
+                ]);
+                (id.clone(), AttributeValue::M(fields))
+            })
+            .collect(),
+    )
+}
+
+fn membership_of(item: &Item) -> Result<Membership, CatalogueError> {
+    let generation = match item.get("generation") {
+        Some(_) => get_n(item, "generation")?,
+        None => 0,
+    };
+    let Some(AttributeValue::M(members)) = item.get("members") else {
+        return Ok(Membership {
+            generation,
+            ..Membership::default()
+        });
+    };
+    let corrupt = |id: &str, what: &str| CatalogueError::Corrupt(format!("member {id}: {what}"));
+    let members = members
+        .iter()
+        .map(|(id, v)| {
+            let AttributeValue::M(m) = v else {
+                return Err(corrupt(id, "not a map"));
+            };
+            let expires_at_ms = match m.get("expires_at_ms") {
+                Some(AttributeValue::N(v)) => v.parse().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| corrupt(id, "expires_at_ms is not a time"))?;
+            let partitions = match m.get("partitions") {
+                Some(AttributeValue::L(l)) => l
+                    .iter()
+                    .map(|p| match p {
+                        AttributeValue::N(p) => p.parse().ok(),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<u32>>>(),
+                _ => None,
+            }
+            .ok_or_else(|| corrupt(id, "partitions is not a list of partitions"))?;
+            Ok((
+                id.clone(),
+                Member {
+                    session_timeout_ms: get_n(m, "session_timeout_ms")?,
+                    expires_at_ms,
+                    partitions,
+                    delivered: offsets_of(m, "delivered")?,
+                },
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Membership {
+        generation,
+        members,
+    })
 }
 
 /// The topics of every tenant on a DynamoDB table keyed `pk` (tenant) + `sk` (name).
@@ -293,6 +371,7 @@ impl GroupStore for DynamoGroupStore {
                     Some(_) => Some(get_time(&item, "updated_at")?),
                     None => None,
                 },
+                membership: membership_of(&item)?,
             },
             revision: get_n(&item, "revision")?,
         }))
@@ -312,6 +391,8 @@ impl GroupStore for DynamoGroupStore {
             ("committed".to_owned(), offsets_attr(&state.committed)),
             ("delivered".to_owned(), offsets_attr(&state.delivered)),
             ("revision".to_owned(), n(expected + 1)),
+            ("generation".to_owned(), n(state.membership.generation)),
+            ("members".to_owned(), members_attr(&state.membership)),
         ]);
         if let Some(t) = &state.updated_at {
             item.insert("updated_at".to_owned(), ts(t));

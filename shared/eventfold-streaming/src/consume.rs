@@ -1,9 +1,11 @@
 //! The group side of [`Streams`]: reads after committed offsets, consume with long poll and
-//! auto-commit, monotonic commits, seek, lag; and the time-ordered history, which touches no
-//! group. A consume and a history page stop at the configured byte budget
+//! auto-commit, monotonic commits, seek, lag, each either on the group's single cursor or
+//! as a member of the group (its partitions only, checked against its generation: see
+//! [`crate::members`]); and the time-ordered history, which touches no group. A consume and a history page stop at the configured byte budget
 //! ([`StreamsConfig::page_bytes`](crate::StreamsConfig::page_bytes)) as well as at their
 //! count.
 
+use super::members::{MemberClaim, members_only};
 use super::ports::{GroupState, GroupStore, TopicCatalogue, Versioned};
 use super::service::{Streams, check_partition, lock};
 use super::types::{
@@ -25,21 +27,24 @@ const HISTORY_SCAN: usize = 5000;
 const GROUP_ATTEMPTS: u32 = 64;
 
 impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
-    /// Up to `max` records after `after` across the topic's partitions, each partition's
-    /// share first, then what is left from the partitions that had more.
+    /// Up to `max` records after `after` across `parts` (partitions of the topic), each
+    /// partition's share first, then what is left from the partitions that had more.
     async fn read_after(
         &self,
         tenant: &str,
         topic: &Topic,
+        parts: &[u32],
         after: &Offsets,
         max: usize,
         reads: &mut u32,
     ) -> Result<Vec<Record>, StreamingError> {
-        let partitions = topic.settings.partitions;
-        let share = max.div_ceil(partitions as usize).max(1);
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let share = max.div_ceil(parts.len()).max(1);
         let mut out = Vec::new();
         let mut full = Vec::new();
-        for p in 0..partitions {
+        for &p in parts {
             if out.len() >= max {
                 break;
             }
@@ -96,7 +101,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             .collect())
     }
 
-    async fn group_state(
+    pub(super) async fn group_state(
         &self,
         tenant: &str,
         topic: &str,
@@ -112,19 +117,23 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             }))
     }
 
-    /// Writes `change(state)` with optimistic concurrency, reading again after a lost race.
-    async fn update_group(
+    /// Writes `change(state)` with optimistic concurrency, reading again after a lost race;
+    /// a refusal of `change` writes nothing. Returns what is stored.
+    pub(super) async fn update_group(
         &self,
         tenant: &str,
         topic: &str,
         group: &str,
         mut current: Versioned<GroupState>,
-        change: impl Fn(&GroupState) -> GroupState,
-    ) -> Result<GroupState, StreamingError> {
+        change: impl Fn(&GroupState) -> Result<GroupState, StreamingError>,
+    ) -> Result<Versioned<GroupState>, StreamingError> {
         for attempt in 1..=GROUP_ATTEMPTS {
-            let mut next = change(&current.value);
+            let mut next = change(&current.value)?;
             if next == current.value && current.revision > 0 {
-                return Ok(next);
+                return Ok(Versioned {
+                    value: next,
+                    revision: current.revision,
+                });
             }
             next.updated_at = Some(Utc::now());
             if self
@@ -132,7 +141,10 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
                 .put(tenant, topic, group, &next, current.revision)
                 .await?
             {
-                return Ok(next);
+                return Ok(Versioned {
+                    value: next,
+                    revision: current.revision + 1,
+                });
             }
             self.lost_race(attempt < GROUP_ATTEMPTS);
             current = self.group_state(tenant, topic, group).await?;
@@ -162,11 +174,34 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             )));
         }
         let topic = self.topic(tenant, &req.topic).await?;
-        let state = self.group_state(tenant, &topic.name, &req.group).await?;
+        let partitions = topic.settings.partitions;
+        let state = self.settled(tenant, &topic, &req.group).await?;
+        let membership = &state.value.membership;
         let mut reads = 1;
         let mut committed = state.value.committed.clone();
+        let (parts, pending, generation) = match &req.member {
+            None if membership.is_active() => {
+                return Err(members_only(
+                    membership.generation,
+                    membership.members.len(),
+                ));
+            }
+            None => (
+                (0..partitions).collect::<Vec<u32>>(),
+                &state.value.delivered,
+                None,
+            ),
+            Some(claim) => {
+                let m = membership.check(claim)?;
+                (
+                    m.partitions.clone(),
+                    &m.delivered,
+                    Some(membership.generation),
+                )
+            }
+        };
         if req.auto_commit {
-            merge_max(&mut committed, &state.value.delivered);
+            merge_max(&mut committed, pending);
         }
         let started = Instant::now();
         let stop_at = {
@@ -177,7 +212,7 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         let mut interval = first;
         let records = loop {
             let records = self
-                .read_after(tenant, &topic, &committed, req.max, &mut reads)
+                .read_after(tenant, &topic, &parts, &committed, req.max, &mut reads)
                 .await?;
             let records = fair_page(records, self.config.page_bytes);
             let Some(sleep) = &self.config.sleep else {
@@ -197,23 +232,42 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
                 *at = (*at).max(r.offset);
             }
             let base = committed.clone();
+            let now = self.now();
+            // A member commits only while the generation it read in lasts.
+            let claim = req.member.as_ref().map(|c| MemberClaim {
+                member_id: c.member_id.clone(),
+                generation,
+            });
             let written = self
                 .update_group(tenant, &topic.name, &req.group, state, |s| {
-                    let mut committed = s.committed.clone();
-                    merge_max(&mut committed, &base);
-                    GroupState {
-                        committed,
-                        delivered: delivered.clone(),
-                        updated_at: s.updated_at,
+                    let mut next = s.clone();
+                    next.membership.settle(now, partitions);
+                    merge_max(&mut next.committed, &base);
+                    match &claim {
+                        None if next.membership.is_active() => {
+                            return Err(members_only(
+                                next.membership.generation,
+                                next.membership.members.len(),
+                            ));
+                        }
+                        None => next.delivered = delivered.clone(),
+                        Some(c) => {
+                            next.membership.check(c)?;
+                            if let Some(m) = next.membership.members.get_mut(&c.member_id) {
+                                m.delivered = delivered.clone();
+                            }
+                        }
                     }
+                    Ok(next)
                 })
                 .await?;
-            committed = written.committed;
+            committed = written.value.committed;
         }
         Ok(Consumed {
             records,
             committed,
             reads,
+            generation,
         })
     }
 
@@ -241,8 +295,9 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         Ok(())
     }
 
-    /// Commits `offsets` (the last processed offset per partition) for `group`: monotonic, a
-    /// lower offset than the committed one is ignored. Returns the committed offsets.
+    /// Commits `offsets` (the last processed offset per partition) on `group`'s single
+    /// cursor: monotonic, a lower offset than the committed one is ignored. Returns the
+    /// committed offsets. Refused while the group has members.
     pub async fn commit(
         &self,
         tenant: &str,
@@ -250,25 +305,50 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         group: &str,
         offsets: &Offsets,
     ) -> Result<Offsets, StreamingError> {
+        self.commit_as(tenant, topic, group, offsets, None).await
+    }
+
+    /// [`Streams::commit`], by `member` when it names one: only partitions it owns, only in
+    /// the generation it names (else [`StreamingError::Rebalanced`], nothing written), so a
+    /// member that lost its partitions never moves their new owner's offsets.
+    pub async fn commit_as(
+        &self,
+        tenant: &str,
+        topic: &str,
+        group: &str,
+        offsets: &Offsets,
+        member: Option<&MemberClaim>,
+    ) -> Result<Offsets, StreamingError> {
         validate_token("group_id", group)?;
         let topic = self.topic(tenant, topic).await?;
         self.check_offsets(tenant, &topic, offsets).await?;
-        let state = self.group_state(tenant, &topic.name, group).await?;
+        let partitions = topic.settings.partitions;
+        let state = self.settled(tenant, &topic, group).await?;
+        let now = self.now();
         let written = self
             .update_group(tenant, &topic.name, group, state, |s| {
-                let mut committed = s.committed.clone();
-                merge_max(&mut committed, offsets);
-                GroupState {
-                    committed,
-                    ..s.clone()
+                let mut next = s.clone();
+                next.membership.settle(now, partitions);
+                match member {
+                    None if next.membership.is_active() => {
+                        return Err(members_only(
+                            next.membership.generation,
+                            next.membership.members.len(),
+                        ));
+                    }
+                    None => {}
+                    Some(c) => next.membership.check_owns(c, offsets)?,
                 }
+                merge_max(&mut next.committed, offsets);
+                Ok(next)
             })
             .await?;
-        Ok(written.committed)
+        Ok(written.value.committed)
     }
 
     /// Moves `group` to `to` on every partition (the one way back); forgets any pending
-    /// auto-commit. Returns the committed offsets.
+    /// auto-commit (the members' too: an operator's reset, allowed while members read).
+    /// Returns the committed offsets.
     pub async fn seek(
         &self,
         tenant: &str,
@@ -289,13 +369,17 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         }
         let state = self.group_state(tenant, &topic.name, group).await?;
         let written = self
-            .update_group(tenant, &topic.name, group, state, |s| GroupState {
-                committed: offsets.clone(),
-                delivered: Offsets::new(),
-                updated_at: s.updated_at,
+            .update_group(tenant, &topic.name, group, state, |s| {
+                let mut next = s.clone();
+                next.committed = offsets.clone();
+                next.delivered = Offsets::new();
+                for m in next.membership.members.values_mut() {
+                    m.delivered.clear();
+                }
+                Ok(next)
             })
             .await?;
-        Ok(written.committed)
+        Ok(written.value.committed)
     }
 
     /// The last offset of partition `p` published before `t` (0: none): a binary search on
@@ -324,25 +408,33 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         Ok(lo)
     }
 
-    /// Per-partition lag of `group` (head - committed).
+    /// Per-partition lag of `group` (head - committed), with each partition's owner.
     pub async fn lag(
         &self,
         tenant: &str,
         topic: &str,
         group: &str,
     ) -> Result<Vec<PartitionLag>, StreamingError> {
-        validate_token("group_id", group)?;
-        let topic = self.topic(tenant, topic).await?;
-        let state = self.group_state(tenant, &topic.name, group).await?;
+        Ok(self.describe_group(tenant, topic, group).await?.partitions)
+    }
+
+    /// Lag per partition of a settled state.
+    pub(super) async fn lag_of(
+        &self,
+        tenant: &str,
+        topic: &Topic,
+        state: &GroupState,
+    ) -> Result<Vec<PartitionLag>, StreamingError> {
         let mut out = Vec::new();
         for p in 0..topic.settings.partitions {
-            let head = self.head(tenant, &topic, p).await?;
-            let committed = state.value.committed.get(&p).copied().unwrap_or(0);
+            let head = self.head(tenant, topic, p).await?;
+            let committed = state.committed.get(&p).copied().unwrap_or(0);
             out.push(PartitionLag {
                 partition: p,
                 head,
                 committed,
                 lag: head.saturating_sub(committed),
+                owner: state.membership.owner(p).map(str::to_owned),
             });
         }
         Ok(out)

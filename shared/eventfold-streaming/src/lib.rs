@@ -5,7 +5,9 @@
 //! (contiguous, never reused) and a publish is the same conditional append as a command. The
 //! partition of a keyed record is [`partition_for`] (a stable hash: order holds per key).
 //! Consumer groups keep a committed offset per partition in a [`GroupStore`], moved only
-//! forward by commits (seek is the one way back). [`Streams`] is the whole behaviour, over
+//! forward by commits (seek is the one way back). A group is read either through one shared
+//! cursor (callers that never join) or by members that share its partitions ([`members`]:
+//! join, heartbeat, leave, generations, the range assignment). [`Streams`] is the whole behaviour, over
 //! any [`EventStore`](eventfold::EventStore), [`TopicCatalogue`] and [`GroupStore`]; the HTTP shape lives in the
 //! function that serves it.
 //!
@@ -15,19 +17,23 @@
 #![forbid(unsafe_code)]
 
 mod consume;
+mod groups;
+pub mod members;
 mod ports;
 mod service;
 mod types;
 
+pub use groups::GroupDescription;
+pub use members::{Assignment, MemberClaim, MemberInfo, Membership};
 pub use ports::{
     CatalogueError, CreateOutcome, GroupState, GroupStore, MemoryGroupStore, MemoryTopicCatalogue,
     TopicCatalogue, TopicPage, Versioned,
 };
 pub use service::Streams;
 pub use types::{
-    ConsumeRequest, Consumed, Contention, HistoryPage, HistoryQuery, MAX_DATA_DEPTH, NewRecord,
-    PartitionInfo, PartitionLag, Published, RECORD_SCHEMA, Record, SeekTo, StreamsConfig,
-    TopicInfo,
+    Clock, ConsumeRequest, Consumed, Contention, HistoryPage, HistoryQuery, MAX_DATA_DEPTH,
+    NewRecord, PartitionInfo, PartitionLag, Published, RECORD_SCHEMA, Record, SeekTo,
+    StreamsConfig, TopicInfo, system_clock,
 };
 
 use chrono::{DateTime, Utc};
@@ -98,6 +104,18 @@ pub enum StreamingError {
         name: String,
         /// What it is.
         existing: Box<Topic>,
+    },
+    /// The caller's view of the group's membership is out of date: it names a generation
+    /// that is over, a partition it does not own, no longer is a member, or makes a
+    /// single-cursor call on a group that has members. Nothing was written.
+    #[error("{detail}")]
+    Rebalanced {
+        /// The group's current generation.
+        generation: u64,
+        /// The partitions the member owns now, when it still is a member.
+        partitions: Option<Vec<u32>>,
+        /// What was refused and why.
+        detail: String,
     },
     /// Contention outlasted the retries.
     #[error("conflict: {0}")]

@@ -2,6 +2,7 @@
 //! consumer groups' offsets, with in-memory adapters that pass the same contract as the
 //! DynamoDB ones.
 
+use super::members::Membership;
 use super::{Offsets, Topic};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -80,6 +81,8 @@ pub struct GroupState {
     pub delivered: Offsets,
     /// When the state last changed.
     pub updated_at: Option<DateTime<Utc>>,
+    /// Its members, their generation and assignment (none: single-cursor mode).
+    pub membership: Membership,
 }
 
 /// A stored value and its revision (1 after the first write; every write adds one).

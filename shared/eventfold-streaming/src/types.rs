@@ -39,6 +39,16 @@ pub struct StreamsConfig {
     /// next call. An HTTP function answering through Lambda must keep it under Lambda's 6 MB
     /// response limit (`eventfold_aws::http::PAGE_BYTES`); the default is that budget.
     pub page_bytes: usize,
+    /// Now, for sessions' expiry ([`system_clock`] unless a test moves time itself).
+    pub clock: Clock,
+}
+
+/// A source of the current time.
+pub type Clock = std::sync::Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The system's clock.
+pub fn system_clock() -> Clock {
+    std::sync::Arc::new(Utc::now)
 }
 
 impl std::fmt::Debug for StreamsConfig {
@@ -63,6 +73,7 @@ impl Default for StreamsConfig {
             max_commit_bytes: 300 * 1024,
             poll_interval: (Duration::from_millis(50), Duration::from_millis(500)),
             page_bytes: 5 * 1024 * 1024,
+            clock: system_clock(),
         }
     }
 }
@@ -267,9 +278,11 @@ pub struct ConsumeRequest {
     pub max: usize,
     /// Longest wait for a record when none is there (<= [`MAX_WAIT_MS`](crate::MAX_WAIT_MS)).
     pub wait: Duration,
-    /// Commit what the group's previous `auto_commit` call returned, and remember what this
-    /// one returns.
+    /// Commit what the group's (or the member's) previous `auto_commit` call returned, and
+    /// remember what this one returns.
     pub auto_commit: bool,
+    /// The member reading (only its partitions); `None`: the group's single cursor.
+    pub member: Option<crate::MemberClaim>,
 }
 
 /// What a consume returned.
@@ -281,6 +294,8 @@ pub struct Consumed {
     pub committed: Offsets,
     /// Store reads it took (for cost accounting).
     pub reads: u32,
+    /// The generation a member read in (`None` for a single-cursor consume).
+    pub generation: Option<u64>,
 }
 
 /// Where a seek moves a group.
@@ -305,6 +320,8 @@ pub struct PartitionLag {
     pub committed: u64,
     /// `head - committed`.
     pub lag: u64,
+    /// The member that owns it in the current generation (`None`: the group has no members).
+    pub owner: Option<String>,
 }
 
 /// A history read.

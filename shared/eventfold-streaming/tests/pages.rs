@@ -73,6 +73,7 @@ async fn consume_answers_stop_at_the_budget_take_every_partition_in_turn_and_los
             max: 1000,
             wait: Duration::ZERO,
             auto_commit: true,
+            member: None,
         };
         let mut seen: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         let mut calls = 0;

@@ -43,6 +43,7 @@ fn consume(topic: &str, group: &str, max: usize, auto_commit: bool) -> ConsumeRe
         max,
         wait: Duration::ZERO,
         auto_commit,
+        member: None,
     }
 }
 

@@ -3,8 +3,9 @@
 //! apart: it is used as the tenant.
 
 use chrono::{DateTime, Utc};
+use eventfold_streaming::members::Member;
 use eventfold_streaming::{CreateOutcome, GroupState, GroupStore, TopicCatalogue};
-use eventfold_streaming::{Topic, TopicSettings};
+use eventfold_streaming::{Membership, Offsets, Topic, TopicSettings};
 
 fn topic(name: &str, partitions: u32) -> Topic {
     Topic {
@@ -96,13 +97,38 @@ pub async fn run_groups(groups: &dyn GroupStore, prefix: &str) {
     revisions_guard_every_write(groups, prefix).await;
 }
 
-/// Writes need the current revision; a stale one writes nothing.
+/// Writes need the current revision; a stale one writes nothing; members, generation and
+/// pending auto-commits read back as written.
 pub async fn revisions_guard_every_write(g: &dyn GroupStore, prefix: &str) {
     assert_eq!(g.get(prefix, "t", "g").await.expect("get"), None);
     let first = GroupState {
         committed: [(0, 5), (3, 7)].into(),
         delivered: [(1, 2)].into(),
         updated_at: DateTime::from_timestamp_millis(1_700_000_000_123),
+        membership: Membership {
+            generation: 7,
+            members: [
+                (
+                    "m-1".to_owned(),
+                    Member {
+                        session_timeout_ms: 30_000,
+                        expires_at_ms: 1_700_000_030_123,
+                        partitions: vec![0, 1, 2],
+                        delivered: [(1, 4)].into(),
+                    },
+                ),
+                (
+                    "m.2_x".to_owned(),
+                    Member {
+                        session_timeout_ms: 1_000,
+                        expires_at_ms: 1_700_000_001_000,
+                        partitions: vec![],
+                        delivered: Offsets::new(),
+                    },
+                ),
+            ]
+            .into(),
+        },
     };
     assert!(
         !g.put(prefix, "t", "g", &first, 1).await.expect("put"),

@@ -2,6 +2,8 @@
 //! only its own stream (visibly), and one redrive after the fix applies the rest in order.
 
 use super::*;
+use eventfold_consumers::deadletter::UNKNOWN_TENANT;
+use std::collections::BTreeSet;
 
 /// A notification of `stream`@1 carrying another version's event: the projector refuses it
 /// (it cannot be the event it announces), every time.
@@ -344,5 +346,112 @@ async fn a_poison_event_blocks_only_its_stream_and_one_redrive_after_the_fix_unb
             .await
             .expect("list")
             .is_empty()
+    );
+}
+
+/// A body the projector cannot read, on its queue with `group` and an optional `tenant`
+/// message attribute; returns the message id.
+async fn send_unreadable(
+    sqs: &aws_sdk_sqs::Client,
+    stack: &LocalStack,
+    group: &str,
+    tenant: Option<&str>,
+) -> String {
+    let mut send = sqs
+        .send_message()
+        .queue_url(stack.queue_url("ProjectorQueue"))
+        .message_body("{\"not\": \"a notification\"}")
+        .message_group_id(group)
+        .message_deduplication_id(uuid::Uuid::now_v7().simple().to_string());
+    if let Some(t) = tenant {
+        send = send.message_attributes(
+            "tenant",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(t)
+                .build()
+                .expect("attribute"),
+        );
+    }
+    send.send()
+        .await
+        .expect("send")
+        .message_id
+        .expect("message id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_messages_letter_is_its_carried_tenants_and_unknown_only_without_one() {
+    let stack = stack_with(fast()).await;
+    let tenant = unique_tenant("mal");
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    // Attributed by its `tenant` attribute and group id; by its group id alone; and nothing
+    // usable: a reserved tenant, a group id that names none.
+    let both = send_unreadable(&sqs, &stack, &format!("{tenant}/Order-o-1"), Some(&tenant)).await;
+    let group_only = send_unreadable(&sqs, &stack, &format!("{tenant}/Order-o-2"), None).await;
+    let nothing = send_unreadable(&sqs, &stack, "no-tenant-here", Some("_system")).await;
+
+    // The tenant's admin lists its two letters through the API.
+    let http = Http::new(&stack.api_url());
+    let admin = token(&tenant, "events:admin");
+    let started = Instant::now();
+    let listed = loop {
+        let r = http
+            .get("/api/v1/events/dead-letters?status=open", Some(&admin))
+            .await
+            .expect("get");
+        assert_eq!(r.status, 200, "{}", r.json);
+        let items = r.json["items"].as_array().cloned().unwrap_or_default();
+        if items.len() >= 2 {
+            break items;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the tenant's two letters: {items:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let ids: BTreeSet<&str> = listed
+        .iter()
+        .filter_map(|l| l["message_id"].as_str())
+        .collect();
+    assert_eq!(ids, BTreeSet::from([both.as_str(), group_only.as_str()]));
+    for l in &listed {
+        assert_eq!(l["tenant"], json!(tenant));
+        assert_eq!(l["consumer"], "projector");
+        assert_eq!(
+            l["stream_id"],
+            Value::Null,
+            "no stream: the body names none"
+        );
+        assert!(l["receive_count"].as_u64() >= Some(5), "{l}");
+    }
+
+    // The message that carries nothing usable stays with the operators, under `_unknown`.
+    let letters = letters(&stack);
+    let unknown = loop {
+        let all = letters
+            .list(Some(UNKNOWN_TENANT), &Filter::default(), 100)
+            .await
+            .expect("list");
+        if let Some(l) = all
+            .into_iter()
+            .find(|l| l.message_id.as_deref() == Some(nothing.as_str()))
+        {
+            break l;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the unattributable letter"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        unknown.attributes.get("tenant").map(String::as_str),
+        Some("_system")
+    );
+    assert!(
+        unknown.last_error.as_deref().is_some_and(|e| !e.is_empty()),
+        "{unknown:?}"
     );
 }

@@ -4,7 +4,10 @@
 use super::*;
 use eventfold_aws::SdkConfig;
 use eventfold_aws::sns::PublishError;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+
+/// The DLQ processor's invocations: how long each took and what it answered.
+type Invocations = Arc<Mutex<Vec<(Duration, Value)>>>;
 
 /// SNS that fails the entries `drops` picks while `down` holds, as an outage (or a lost last
 /// notification) would.
@@ -43,11 +46,14 @@ impl NotificationSink for Flaky {
 
 /// A stack whose stream publisher and DLQ processor publish through [`Flaky`] (their real
 /// code and configuration, another sink), and the processor itself for its figures. Both
-/// are built from their function's own SDK configuration, so IAM checks them as in AWS.
+/// are built from their function's own SDK configuration, so IAM checks them as in AWS. The
+/// processor republishes with `backoff` and runs through its Lambda handler with the
+/// deadline of its template timeout, as Lambda runs it; its invocations are logged.
 async fn stack_with_flaky_sns(
     drops: fn(&Notification) -> bool,
     down: Arc<AtomicBool>,
-) -> (LocalStack, Arc<dlq_processor::DlqProcessor>) {
+    backoff: dlq_processor::Backoff,
+) -> (LocalStack, Arc<dlq_processor::DlqProcessor>, Invocations) {
     let id = uuid::Uuid::now_v7().simple().to_string();
     let name = format!("{}-{}", tests::STACK, &id[id.len() - 10..]);
     let template = eventfold_local::Template::load(
@@ -72,6 +78,9 @@ async fn stack_with_flaky_sns(
         drops,
     };
     let function = env("dlq-processor");
+    let timeout = function.timeout;
+    let invocations = Invocations::default();
+    let log = invocations.clone();
     let config = dlq_processor::DlqConfig::from_lookup(|k| function.env(k)).expect("config");
     let built: Arc<OnceLock<Arc<dlq_processor::DlqProcessor>>> = Arc::default();
     let mut options = fast();
@@ -102,16 +111,25 @@ async fn stack_with_flaky_sns(
                     Arc::new(dlq_processor::redrive::ShardReader::from_sdk(sdk)),
                     config.sources.clone(),
                 )
-                .with_backoff(dlq_processor::Backoff {
-                    attempts: 2,
-                    first: Duration::from_millis(50),
-                })
+                .with_backoff(backoff)
                 .with_stream_retry_receives(30),
             );
             let _ = slot.set(processor.clone());
-            typed_handler(move |event: aws_lambda_events::event::sqs::SqsEvent| {
-                let p = processor.clone();
-                async move { p.process(event).await.response }
+            let log = log.clone();
+            eventfold_local::esm::event_handler(move |payload: Value| {
+                let (p, log) = (processor.clone(), log.clone());
+                async move {
+                    let started = Instant::now();
+                    let context = cli::local::deadline_context(timeout);
+                    let answer = p
+                        .handle(payload, context)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    log.lock()
+                        .expect("log")
+                        .push((started.elapsed(), answer.clone()));
+                    Ok::<_, String>(answer)
+                }
             })
         }),
     );
@@ -120,7 +138,7 @@ async fn stack_with_flaky_sns(
         .get()
         .expect("the stack built the DLQ processor")
         .clone();
-    (stack, processor)
+    (stack, processor, invocations)
 }
 
 /// Recovery through the stream failure path: `drops` picks the notifications lost while
@@ -129,7 +147,11 @@ async fn converges_after_the_mapping_gives_up(drops: fn(&Notification) -> bool, 
     const STREAMS: usize = 6;
     const COMMITS: u64 = 3;
     let down = Arc::new(AtomicBool::new(true));
-    let (stack, processor) = stack_with_flaky_sns(drops, down.clone()).await;
+    let backoff = dlq_processor::Backoff {
+        attempts: 2,
+        first: Duration::from_millis(50),
+    };
+    let (stack, processor, _) = stack_with_flaky_sns(drops, down.clone(), backoff).await;
     let tenant = unique_tenant("sns");
     let store = DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
     write_stock(&store, &tenant, STREAMS, COMMITS).await;
@@ -258,6 +280,94 @@ async fn final_notifications_lost_for_several_streams_converge_through_the_failu
         "final notifications dropped",
     )
     .await;
+}
+
+/// SNS stays down; the processor's backoff would take minutes per failed batch. It stops
+/// before its Lambda timeout every time, answers the batches it could not republish as
+/// item failures (they come again), and its letters say the deadline cut them short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_an_sns_outage_the_processor_stops_before_its_timeout_and_reports_what_failed() {
+    let down = Arc::new(AtomicBool::new(true));
+    let backoff = dlq_processor::Backoff {
+        attempts: 60,
+        first: Duration::from_millis(500),
+    };
+    let (stack, _, invocations) = stack_with_flaky_sns(|_| true, down, backoff).await;
+    let timeout = stack
+        .template
+        .functions()
+        .into_iter()
+        .find(|f| f.binary == "dlq-processor")
+        .map(|f| Duration::from_secs(f.timeout))
+        .expect("function");
+    let tenant = unique_tenant("late");
+    let store = DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
+    write_stock(&store, &tenant, 3, 2).await;
+    let started = Instant::now();
+    let cut_short = loop {
+        let done: Vec<(Duration, Value)> = invocations.lock().expect("log").clone();
+        let failing: Vec<(Duration, Value)> = done
+            .into_iter()
+            .filter(|(_, a)| {
+                a["batchItemFailures"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty())
+            })
+            .collect();
+        if failing.len() >= 2 {
+            break failing;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no batch came back with item failures"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let limit = timeout - dlq_processor::DEADLINE_MARGIN + Duration::from_millis(500);
+    for (took, answer) in &cut_short {
+        assert!(
+            took < &limit,
+            "an invocation took {took:?} (timeout {timeout:?}): {answer}"
+        );
+    }
+    let stats = stack.esm_stats()["DlqProcessorFunction"];
+    assert_eq!(
+        stats.function_errors, 0,
+        "no timeout, no failed invocation: {stats:?}"
+    );
+    let open = Filter {
+        consumer: Some(STREAM_CONSUMER.into()),
+        status: Some(Status::Open),
+        stream_id: None,
+    };
+    let letters = letters(&stack)
+        .list(Some(&tenant), &open, 100)
+        .await
+        .expect("list");
+    assert!(!letters.is_empty());
+    for l in &letters {
+        let error = l.last_error.as_deref().unwrap_or("");
+        assert!(
+            error.contains("before the invocation's deadline"),
+            "{error}"
+        );
+    }
+    println!(
+        "SNS outage, backoff of {} attempts from {:?}: the processor answered in {} (timeout {:?}), {} batch item failures, {} open letters",
+        backoff.attempts,
+        backoff.first,
+        cut_short
+            .iter()
+            .map(|(d, _)| format!("{:.2} s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        timeout,
+        cut_short
+            .iter()
+            .map(|(_, a)| a["batchItemFailures"].as_array().map_or(0, Vec::len))
+            .sum::<usize>(),
+        letters.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,6 +144,7 @@ pub async fn run(local: LocalOptions, records: u64, samples: usize) -> Result<()
                 max,
                 wait: Duration::ZERO,
                 auto_commit: true,
+                member: None,
             };
             let got = streams.consume(&tenant, &request, None).await?;
             if got.records.is_empty() {
