@@ -21,8 +21,13 @@ pub const PK: &str = "_audit";
 /// Entries a page shows.
 pub const PAGE: i32 = 100;
 
+/// DynamoDB refused or failed a request of the trail (the SDK's error with its causes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AuditError(pub String);
+
 /// Stores `entry` in `table`.
-pub async fn put(client: &Client, table: &str, entry: &AuditEntry) -> Result<(), String> {
+pub async fn put(client: &Client, table: &str, entry: &AuditEntry) -> Result<(), AuditError> {
     let sk = format!(
         "{}#{:08x}",
         entry.at.to_rfc3339_opts(SecondsFormat::Nanos, true),
@@ -41,11 +46,11 @@ pub async fn put(client: &Client, table: &str, entry: &AuditEntry) -> Result<(),
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| eventfold_aws::diagnostic::cause_chain(&e))
+        .map_err(|e| AuditError(eventfold_aws::diagnostic::cause_chain(&e)))
 }
 
 /// The newest [`PAGE`] entries of `table`, newest first.
-pub async fn list(client: &Client, table: &str) -> Result<Vec<AuditEntry>, String> {
+pub async fn list(client: &Client, table: &str) -> Result<Vec<AuditEntry>, AuditError> {
     let out = client
         .query()
         .table_name(table)
@@ -55,7 +60,7 @@ pub async fn list(client: &Client, table: &str) -> Result<Vec<AuditEntry>, Strin
         .limit(PAGE)
         .send()
         .await
-        .map_err(|e| eventfold_aws::diagnostic::cause_chain(&e))?;
+        .map_err(|e| AuditError(eventfold_aws::diagnostic::cause_chain(&e)))?;
     Ok(out.items().iter().filter_map(decode).collect())
 }
 

@@ -215,7 +215,7 @@ impl Console {
 
     /// The stack's audit trail, newest first ([`audit`]); when the table cannot be read,
     /// this process's own entries, with the reason.
-    pub async fn audit(&self) -> (Vec<AuditEntry>, Option<String>) {
+    pub async fn audit(&self) -> (Vec<AuditEntry>, Option<audit::AuditError>) {
         let table = &self.source.tables().read_models;
         match audit::list(self.source.client(), table).await {
             Ok(entries) => (entries, None),
