@@ -557,3 +557,87 @@ async fn the_real_stream_publisher_fans_commits_out_to_the_projector_queue() {
     let stats = stack.esm_stats()[PUBLISHER];
     assert_eq!((stats.records_in, stats.ok, stats.failed), (3, 3, 0));
 }
+
+/// Lambda scales a queue's pollers with its backlog, and a FIFO queue keeps each message
+/// group to one batch in flight: a backlog of many groups is handled by invocations at once
+/// (as many as the local cap allows), and every group still arrives in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_many_groups_is_handled_by_invocations_at_once_each_group_in_order() {
+    #[derive(Default)]
+    struct Seen {
+        running: usize,
+        most: usize,
+        by_group: BTreeMap<String, Vec<String>>,
+    }
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let handler = {
+        let seen = seen.clone();
+        event_handler(move |event: Value| {
+            let seen = seen.clone();
+            async move {
+                let typed: aws_lambda_events::event::sqs::SqsEvent =
+                    serde_json::from_value(event).map_err(|e| e.to_string())?;
+                {
+                    let mut s = seen.lock().expect("seen");
+                    s.running += 1;
+                    s.most = s.most.max(s.running);
+                    for r in &typed.records {
+                        let group = r.attributes["MessageGroupId"].clone();
+                        let body = r.body.clone().unwrap_or_default();
+                        s.by_group.entry(group).or_default().push(body);
+                    }
+                }
+                // Long enough for other pollers to receive while this batch is in flight.
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                seen.lock().expect("seen").running -= 1;
+                Ok::<_, String>(json!({ "batchItemFailures": [] }))
+            }
+        })
+    };
+    let stack = stack_with(with_handler(PROJECTOR, handler)).await;
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    let queue = stack.queue_url("ProjectorQueue");
+    let groups: Vec<String> = (0..12).map(|g| format!("g{g:02}")).collect();
+    for i in 0..5 {
+        let entries: Vec<aws_sdk_sqs::types::SendMessageBatchRequestEntry> = groups
+            .iter()
+            .enumerate()
+            .map(|(n, g)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(n.to_string())
+                    .message_body(format!("{g}-{i}"))
+                    .message_group_id(g)
+                    .message_deduplication_id(uuid::Uuid::now_v7().to_string())
+                    .build()
+                    .expect("valid")
+            })
+            .collect();
+        for chunk in entries.chunks(10) {
+            let out = sqs
+                .send_message_batch()
+                .queue_url(&queue)
+                .set_entries(Some(chunk.to_vec()))
+                .send()
+                .await
+                .expect("send");
+            assert!(out.failed.is_empty(), "{:?}", out.failed);
+        }
+    }
+    // Handled: received, invoked and deleted (the handler sees a batch before it ends).
+    wait_until(Duration::from_secs(60), "all 60 handled", || {
+        stack.esm_stats()[PROJECTOR].ok >= 60
+    })
+    .await;
+    let s = seen.lock().expect("seen");
+    for g in &groups {
+        let want: Vec<String> = (0..5).map(|i| format!("{g}-{i}")).collect();
+        assert_eq!(s.by_group[g], want, "group {g} in order, each once");
+    }
+    let cap = eventfold_local::esm::sqs::LOCAL_MAX_POLLERS;
+    assert!(
+        s.most >= 2 && s.most <= cap,
+        "invocations at once: {} (cap {cap})",
+        s.most
+    );
+    assert_eq!(stack.esm_stats()[PROJECTOR].ok, 60);
+}

@@ -1,4 +1,14 @@
-//! The local AWS emulator: moto, served one request at a time by `scripts/moto_server.py`.
+//! The local AWS emulator: moto, served one request at a time by `scripts/moto_server.py`,
+//! in two processes behind one endpoint.
+//!
+//! moto runs a request at a time (see `moto_server.py`: stock moto is not linearizable), so
+//! one process uses one core. Two processes, each serialized, use two: one serves SNS and
+//! SQS (together, because moto delivers a topic's messages to its queue subscriptions inside
+//! the process), the other everything else (DynamoDB with its streams, CloudFormation, KMS,
+//! CloudWatch, STS). Each service lives in exactly one process, so each stays linearizable.
+//! A router on the public port sends a request to the process of the service its signature
+//! names (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`); an unsigned request goes to
+//! the first. `EVENTFOLD_EMULATOR_PROCESSES=1` runs one process, as before.
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -6,13 +16,24 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// A running moto server, killed when dropped. It also exits by itself when its stdin
-/// closes, so a parent that dies (a test binary, `eventfold local`) leaves no orphan.
+/// A running emulator (its moto processes and router), stopped when dropped. A moto
+/// process also exits by itself when its stdin closes, so a parent that dies (a test
+/// binary, `eventfold local`) leaves no orphan.
 #[derive(Debug)]
 pub struct Emulator {
-    child: Child,
+    children: Vec<Child>,
+    /// Stops the router (when there is one).
+    router: Option<tokio::sync::oneshot::Sender<()>>,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+}
+
+/// Services the second process serves (signing names).
+pub const QUEUE_SERVICES: &[&str] = &["sns", "sqs"];
+
+/// Whether the emulator runs in two processes (`EVENTFOLD_EMULATOR_PROCESSES`, default 2).
+fn split() -> bool {
+    std::env::var("EVENTFOLD_EMULATOR_PROCESSES").map_or(true, |v| v.trim() != "1")
 }
 
 /// The repository root: the nearest ancestor of `start` holding `infra/template.yaml`.
@@ -29,45 +50,31 @@ impl Emulator {
     /// until it listens. Blocking and runtime-free, so test harnesses shared by many tokio
     /// runtimes can hold one.
     pub fn start_blocking(root: &Path, port: u16) -> Result<Self> {
-        let python = std::env::var_os("EVENTFOLD_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join(".venv/bin/python"));
-        if !python.exists() {
-            bail!(
-                "the emulator needs {} with moto installed: run ./scripts/setup (or ./scripts/dev) first",
-                python.display()
-            );
+        if !split() {
+            let (child, ready) = spawn_moto(root, port)?;
+            return Ok(Self {
+                children: vec![child],
+                router: None,
+                endpoint: format!("http://127.0.0.1:{ready}"),
+            });
         }
-        let mut child = Command::new(&python)
-            .arg(root.join("scripts/moto_server.py"))
-            .args(["--port", &port.to_string(), "--watch-stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", python.display()))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let ready = loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                let _ = child.kill();
-                bail!("moto exited before it was ready");
-            }
-            if let Some(p) = line.strip_prefix("READY ") {
-                break p.trim().parse::<u16>()?;
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
-                sink.clear();
-            }
-        });
+        let (first, first_port) = spawn_moto(root, 0)?;
+        let (second, second_port) = spawn_moto(root, 0)?;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .with_context(|| format!("binding the emulator's port {port}"))?;
+        listener.set_nonblocking(true)?;
+        let ready = listener.local_addr()?.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let upstreams = [
+            format!("http://127.0.0.1:{first_port}"),
+            format!("http://127.0.0.1:{second_port}"),
+        ];
+        std::thread::Builder::new()
+            .name("emulator-router".into())
+            .spawn(move || route(listener, upstreams, stopped))?;
         Ok(Self {
-            child,
+            children: vec![first, second],
+            router: Some(stop),
             endpoint: format!("http://127.0.0.1:{ready}"),
         })
     }
@@ -86,9 +93,121 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(stop) = self.router.take() {
+            let _ = stop.send(());
+        }
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// Starts one moto process on `port` (0: any free port) with the project's `.venv` python;
+/// returns it and the port it listens on, once it does.
+fn spawn_moto(root: &Path, port: u16) -> Result<(Child, u16)> {
+    let python = std::env::var_os("EVENTFOLD_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
+    if !python.exists() {
+        bail!(
+            "the emulator needs {} with moto installed: run ./scripts/setup (or ./scripts/dev) first",
+            python.display()
+        );
+    }
+    let mut child = Command::new(&python)
+        .arg(root.join("scripts/moto_server.py"))
+        .args(["--port", &port.to_string(), "--watch-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", python.display()))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    let ready = loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            let _ = child.kill();
+            bail!("moto exited before it was ready");
+        }
+        if let Some(p) = line.strip_prefix("READY ") {
+            break p.trim().parse::<u16>()?;
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
+            sink.clear();
+        }
+    });
+    Ok((child, ready))
+}
+
+/// The process (index into the upstreams) that serves a request with `authorization`.
+pub fn process_of(authorization: Option<&str>) -> usize {
+    let service = authorization
+        .and_then(eventfold_iam::classify::credential)
+        .map(|(_, s)| s);
+    usize::from(service.is_some_and(|s| QUEUE_SERVICES.contains(&s)))
+}
+
+/// Runs the router on its own thread and runtime (the emulator is started outside any
+/// runtime) until `stopped` fires.
+fn route(
+    listener: std::net::TcpListener,
+    upstreams: [String; 2],
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("emulator-router")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the emulator's router has no runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            tracing::error!("the emulator's router cannot listen");
+            return;
+        };
+        let client = crate::serve::relay_client();
+        let upstreams = std::sync::Arc::new(upstreams);
+        let handle = move |req: hyper::Request<hyper::body::Incoming>, _peer| {
+            let (client, upstreams) = (client.clone(), upstreams.clone());
+            async move {
+                use http_body_util::BodyExt;
+                let (parts, body) = req.into_parts();
+                let body = match body.collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) => {
+                        return crate::serve::response(400, format!("reading the request: {e}"));
+                    }
+                };
+                let auth = parts
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok());
+                let upstream = &upstreams[process_of(auth)];
+                crate::serve::relay(&client, upstream, parts, body, "eventfold emulator").await
+            }
+        };
+        tokio::select! {
+            served = crate::serve::serve(listener, handle) => {
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the emulator's router stopped accepting");
+                }
+            }
+            _ = stopped => {}
+        }
+    });
 }
 
 /// The region a local stack is named in when nothing asks for one: `AWS_REGION`, else
@@ -122,4 +241,25 @@ pub async fn local_sdk_config(endpoint: &str) -> SdkConfig {
         base
     };
     base.load().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sns_and_sqs_go_to_the_second_process_everything_else_to_the_first() {
+        let signed = |service: &str| {
+            format!(
+                "AWS4-HMAC-SHA256 Credential=AKID/20261207/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00"
+            )
+        };
+        assert_eq!(process_of(Some(&signed("sqs"))), 1);
+        assert_eq!(process_of(Some(&signed("sns"))), 1);
+        for service in ["dynamodb", "kms", "monitoring", "cloudformation", "sts"] {
+            assert_eq!(process_of(Some(&signed(service))), 0, "{service}");
+        }
+        assert_eq!(process_of(None), 0);
+        assert_eq!(process_of(Some("garbage")), 0);
+    }
 }

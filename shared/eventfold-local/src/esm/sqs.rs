@@ -95,13 +95,50 @@ fn filterable(record: &Value) -> Value {
     r
 }
 
-/// Polls the queue until the task is aborted.
+/// Pollers one source runs at most at once locally, whatever its `MaximumConcurrency`: the
+/// emulator serves one request at a time, so more pollers only wait on it.
+pub const LOCAL_MAX_POLLERS: usize = 8;
+
+/// Pollers of `spec`: its `MaximumConcurrency` (AWS's floor is 2), else Lambda's
+/// starting five, capped at [`LOCAL_MAX_POLLERS`].
+pub fn pollers(spec: &SqsSourceSpec) -> usize {
+    spec.maximum_concurrency
+        .map_or(5, |m| m as usize)
+        .clamp(1, LOCAL_MAX_POLLERS)
+}
+
+/// Polls the queue until the task is aborted, with as many pollers at once as the backlog
+/// asks for, up to [`pollers`], as Lambda scales a queue's pollers: one always polls; a
+/// poller that gets a full batch wakes another, and an extra poller that finds the queue
+/// empty goes back to sleep (so an idle queue costs one poller's short polls). On a FIFO
+/// queue the queue itself keeps a message group to one batch in flight (SQS hands out no
+/// message of a group while another of it is in flight), so pollers at once are batches of
+/// different groups, and each group stays in order.
 pub async fn run(sdk: SdkConfig, source: SqsSource) {
     let client = Client::new(&sdk);
     attach(&client, &source).await;
+    let source = std::sync::Arc::new(source);
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    // Dropped with this task, the set aborts the extra pollers too.
+    let mut extra = tokio::task::JoinSet::new();
+    for _ in 1..pollers(&source.spec) {
+        let (client, source, wake) = (client.clone(), source.clone(), wake.clone());
+        extra.spawn(async move {
+            loop {
+                wake.notified().await;
+                poll(&client, &source, &wake, false).await;
+            }
+        });
+    }
+    poll(&client, &source, &wake, true).await;
+}
+
+/// Receives and delivers until the task is aborted (`always`) or the queue has nothing.
+async fn poll(client: &Client, source: &SqsSource, wake: &tokio::sync::Notify, always: bool) {
     let mut warn = Throttle::new();
+    let want = source.spec.batch_size.max(1) as usize;
     loop {
-        match receive(&client, &source).await {
+        match receive(client, source).await {
             Err(e) => {
                 if warn.ready() {
                     tracing::warn!(function = %source.target.function, queue = %source.queue_url, error = %DisplayErrorContext(&e), "ReceiveMessage failed; retrying");
@@ -109,9 +146,18 @@ pub async fn run(sdk: SdkConfig, source: SqsSource) {
                 tokio::time::sleep(source.target.tuning.idle_poll * 5).await;
             }
             Ok(messages) if messages.is_empty() => {
+                if !always {
+                    return;
+                }
                 tokio::time::sleep(source.target.tuning.idle_poll).await;
             }
-            Ok(messages) => deliver(&client, &source, messages).await,
+            Ok(messages) => {
+                if messages.len() >= want.min(RECEIVE_MAX) {
+                    // A full batch: more is likely waiting.
+                    wake.notify_one();
+                }
+                deliver(client, source, messages).await;
+            }
         }
     }
 }
@@ -262,6 +308,23 @@ async fn deliver(client: &Client, source: &SqsSource, messages: Vec<Message>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pollers_follow_maximum_concurrency_within_the_local_cap() {
+        let spec = |m: Option<u32>| SqsSourceSpec {
+            name: "Queue".into(),
+            queue: "Q".into(),
+            batch_size: 10,
+            filters: Vec::new(),
+            function_response_types: Vec::new(),
+            maximum_concurrency: m,
+            maximum_batching_window_seconds: 0,
+            enabled: true,
+        };
+        assert_eq!(pollers(&spec(None)), 5, "Lambda's starting five");
+        assert_eq!(pollers(&spec(Some(2))), 2);
+        assert_eq!(pollers(&spec(Some(100))), LOCAL_MAX_POLLERS);
+    }
     use aws_sdk_sqs::types::MessageAttributeValue;
 
     #[test]

@@ -30,15 +30,6 @@ pub(super) struct State {
     pub client: Client<HttpConnector, Full<Bytes>>,
 }
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "upgrade",
-    "proxy-connection",
-];
-
 /// Serves the proxy on `listener` until the task is aborted.
 pub(super) async fn run(listener: tokio::net::TcpListener, state: Arc<State>) {
     let handle = move |req: hyper::Request<Incoming>, _peer| {
@@ -145,42 +136,12 @@ fn check(
 }
 
 async fn forward(state: &State, parts: hyper::http::request::Parts, body: Bytes) -> Response {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = format!("{}{path}", state.upstream);
-    let mut builder = hyper::Request::builder().method(parts.method).uri(uri);
-    for (name, value) in &parts.headers {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
-            builder = builder.header(name, value);
-        }
-    }
-    let request = match builder.body(Full::new(body)) {
-        Ok(r) => r,
-        Err(e) => return response(502, format!("eventfold IAM proxy: {e}")),
-    };
-    let answer = match state.client.request(request).await {
-        Ok(a) => a,
-        Err(e) => {
-            return response(
-                502,
-                format!("eventfold IAM proxy: the emulator did not answer: {e}"),
-            );
-        }
-    };
-    let (parts, body) = answer.into_parts();
-    let body = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return response(
-                502,
-                format!("eventfold IAM proxy: reading the emulator's answer: {e}"),
-            );
-        }
-    };
-    let mut out = response(parts.status.as_u16(), body);
-    for (name, value) in &parts.headers {
-        if !HOP_BY_HOP.contains(&name.as_str()) && name != "content-length" {
-            out.headers_mut().append(name, value.clone());
-        }
-    }
-    out
+    crate::serve::relay(
+        &state.client,
+        &state.upstream,
+        parts,
+        body,
+        "eventfold IAM proxy",
+    )
+    .await
 }

@@ -66,7 +66,8 @@ pub struct SqsSourceSpec {
     /// `FunctionResponseTypes`.
     pub function_response_types: Vec<String>,
     /// `ScalingConfig.MaximumConcurrency`: the most invocations the source makes at once in
-    /// AWS (`None`: up to the function's or account's concurrency; locally always 1).
+    /// AWS (`None`: up to the function's or account's concurrency); locally the pollers of
+    /// `esm::sqs::pollers`.
     pub maximum_concurrency: Option<u32>,
     /// `MaximumBatchingWindowInSeconds` (default 0; not waited for locally).
     pub maximum_batching_window_seconds: u32,
