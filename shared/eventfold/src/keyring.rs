@@ -59,7 +59,7 @@ pub enum SubjectKey {
 
 /// Per-subject data keys (see the module docs for the contract).
 #[async_trait]
-pub trait KeyRing: Send + Sync {
+pub trait KeyRing: Send + Sync + std::fmt::Debug {
     /// The subject's key for sealing, created on first use; [`KeyError::Forgotten`] after a
     /// forget.
     async fn key_for_sealing(&self, tenant: &str, subject: &str) -> Result<DataKey, KeyError>;
@@ -308,7 +308,7 @@ impl<K: KeyRing> CachedKeyRing<K> {
 }
 
 #[async_trait]
-impl<K: KeyRing> KeyRing for CachedKeyRing<K> {
+impl<K: KeyRing + std::fmt::Debug> KeyRing for CachedKeyRing<K> {
     async fn key_for_sealing(&self, tenant: &str, subject: &str) -> Result<DataKey, KeyError> {
         let at = subject_ref(tenant, subject);
         match self.get(&at) {
@@ -364,5 +364,34 @@ impl<K: KeyRing> KeyRing for CachedKeyRing<K> {
     async fn status(&self, tenant: &str, subject: &str) -> Result<SubjectKey, KeyError> {
         // Never from the cache: an export says what storage holds.
         self.inner.status(tenant, subject).await
+    }
+}
+
+/// The key ring of a deployment that has none configured: sealing is refused (so personal
+/// data is never stored in plaintext for want of a key), and opening finds nothing (sealed
+/// values read as redacted).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoKeys;
+
+#[async_trait]
+impl KeyRing for NoKeys {
+    async fn key_for_sealing(&self, _tenant: &str, _subject: &str) -> Result<DataKey, KeyError> {
+        Err(KeyError::Unavailable(
+            "no key ring is configured: personal data cannot be stored".into(),
+        ))
+    }
+    async fn key_for_opening(
+        &self,
+        _tenant: &str,
+        _subject: &str,
+        _kid: &str,
+    ) -> Result<Option<DataKey>, KeyError> {
+        Ok(None)
+    }
+    async fn forget(&self, _tenant: &str, _subject: &str) -> Result<SubjectKey, KeyError> {
+        Err(KeyError::Unavailable("no key ring is configured".into()))
+    }
+    async fn status(&self, _tenant: &str, _subject: &str) -> Result<SubjectKey, KeyError> {
+        Ok(SubjectKey::None)
     }
 }

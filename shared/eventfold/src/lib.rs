@@ -35,7 +35,7 @@ pub use aggregate::{Aggregate, DomainEvent, Rejection};
 pub use cache::{CacheFor, NoCache, StateCache, StateCaches};
 pub use envelope::{EventEnvelope, Metadata, NewEvent, StreamId, StreamIdError};
 pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome, ExecutorConfig};
-pub use keyring::{CachedKeyRing, KeyError, KeyRing, MemoryKeyRing, SubjectKey};
+pub use keyring::{CachedKeyRing, KeyError, KeyRing, MemoryKeyRing, NoKeys, SubjectKey};
 pub use memory::MemoryEventStore;
 pub use page::{PageBudget, wire_len};
 pub use personal::{DataKey, Personal, REDACTED_TEXT};

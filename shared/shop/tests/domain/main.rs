@@ -4,6 +4,7 @@
 //! saga commands harmless when repeated at their targets, saga inputs harmless when
 //! duplicated or reordered).
 
+mod customer;
 mod fulfilment;
 mod inventory;
 mod names;
