@@ -17,6 +17,7 @@ mod docs;
 mod e2e;
 mod fanout;
 mod fulfilment;
+mod gdpr;
 mod iam;
 mod idempotency;
 mod limits;
