@@ -24,15 +24,20 @@ const ADA: [&str; 3] = [
 /// Bob's: sealed at rest like Ada's, readable through the API after Ada's forget.
 const BOB: [&str; 3] = ["Bob Babbage", "bob@engine.example", "1 Dorset Street"];
 
-async fn stack() -> LocalStack {
+/// A unique stack name.
+fn stack_name() -> String {
     let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("{}-{}", tests::STACK, &id[id.len() - 10..])
+}
+
+async fn stack(name: &str) -> LocalStack {
     cli::local::start_with(
         LocalOptions {
             root: root(),
             api_addr: "127.0.0.1:0".parse().expect("valid address"),
             emulator_port: 0,
             endpoint: Some(endpoint()),
-            stack: format!("{}-{}", tests::STACK, &id[id.len() - 10..]),
+            stack: name.to_owned(),
             auth: JwtConfig::dev(),
             parameter_overrides: Vec::new(),
             iam: true,
@@ -219,7 +224,8 @@ async fn all_views(http: &Http, token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forgotten_customer_leaves_no_plaintext_and_the_business_facts_stay() {
-    let stack = stack().await;
+    let name = stack_name();
+    let stack = stack(&name).await;
     let http = Http::new(&stack.api_url());
     let tenant = unique_tenant("gdpr");
     let tok = rw_token(&tenant);
@@ -454,4 +460,37 @@ async fn a_forgotten_customer_leaves_no_plaintext_and_the_business_facts_stay() 
     assert_eq!(r["version"], 2, "Bob's stream goes on");
     assert_no_denials(&stack);
     stack.stop().await;
+
+    // A cold instance (the same stack started again: fresh processes, empty key caches)
+    // unwraps Bob's key from the keys table and opens his data; Ada's stays redacted.
+    let cold = tests::stack_named(
+        &name,
+        EsmOptions {
+            enabled: false,
+            ..EsmOptions::default()
+        },
+    )
+    .await;
+    let http = Http::new(&cold.api_url());
+    let r = http
+        .get("/api/v1/events/aggregates/Customer/c-bob", Some(&tok))
+        .await
+        .expect("get");
+    assert_eq!(
+        r.json["state"]["name"]["$personal"]["value"], "Bob B.",
+        "{}",
+        r.json
+    );
+    let r = http
+        .get("/api/v1/events/aggregates/Customer/c-ada", Some(&tok))
+        .await
+        .expect("get");
+    assert_eq!(
+        r.json["state"]["email"],
+        json!({"$redacted": true}),
+        "{}",
+        r.json
+    );
+    assert_no_denials(&cold);
+    cold.stop().await;
 }
