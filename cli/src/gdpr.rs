@@ -42,12 +42,17 @@ fn function_env(
         .with_context(|| format!("the template has no {binary} function"))
 }
 
-/// The key ring of the template's command API (its `KEYS_TABLE` and `PERSONAL_DATA_KEY`),
-/// for tools that open personal fields (a rebuild of a view that copies them).
+/// The key ring of the template's command API (`KEYS_TABLE` and `PERSONAL_DATA_KEY`, the
+/// process environment first: a deployed stack's names are CloudFormation's), for tools
+/// that open personal fields (a rebuild of a view that copies them). Locally the KMS key is
+/// reached by the alias provisioning gives it, whether or not this process provisioned.
 pub fn key_ring(sdk: &aws_config::SdkConfig, template: &Template) -> Result<SharedKeyRing> {
     let function = function_env(template, "command-api")?;
     Ok(eventfold_aws::keys::key_ring_from_lookup(sdk, |k| {
-        function.env(k)
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| function.env(k))
     })?)
 }
 

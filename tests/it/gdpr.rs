@@ -148,6 +148,16 @@ fn plaintext_in(text: &str, values: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The template as a tool loads it for stack `name` (no runtime values of a provisioning).
+fn fresh_template(name: &str) -> eventfold_local::Template {
+    eventfold_local::Template::load(
+        &root().join(eventfold_local::stack::TEMPLATE_PATH),
+        name,
+        "us-east-1",
+    )
+    .expect("template loads")
+}
+
 /// Every item of every table of the stack, as text (strings as stored; binaries as bytes).
 async fn scan_all_tables(stack: &LocalStack) -> String {
     let client = aws_sdk_dynamodb::Client::new(&stack.sdk);
@@ -401,7 +411,9 @@ async fn a_forgotten_customer_leaves_no_plaintext_and_the_business_facts_stay() 
         sdk: stack.sdk.clone(),
         events_table: tests::events_table(&stack),
         read_models_table: tests::table(&stack, "ReadModelsTable"),
-        keys: Some(cli::gdpr::key_ring(&stack.sdk, &stack.template).expect("key ring")),
+        // As `eventfold projections rebuild` builds it: from the template as loaded, not as
+        // this stack provisioned it (the KMS key reached by its alias).
+        keys: Some(cli::gdpr::key_ring(&stack.sdk, &fresh_template(&name)).expect("key ring")),
     };
     for view in ["order-summary", "stock-levels", "daily-sales", "customers"] {
         let same = cli::rebuild::run(&target, view, true)
@@ -446,6 +458,23 @@ async fn a_forgotten_customer_leaves_no_plaintext_and_the_business_facts_stay() 
         bob.contains(BOB[0]) && bob.contains(r#""key":"active""#),
         "{bob}"
     );
+    // A warm command asks for no key: no keys-table or KMS request for it.
+    let key_requests = || {
+        let iam = stack.iam.as_ref().expect("IAM");
+        iam.requests()
+            .iter()
+            .filter(|(r, _)| {
+                r.function == "CommandApiFunction"
+                    && (r.resources.contains("KeysTable") || r.operation.starts_with("kms:"))
+            })
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    let before = key_requests();
+    assert!(
+        before > 0,
+        "the keys were made through the keys table and KMS"
+    );
     let r = send(
         &http,
         &tok,
@@ -458,6 +487,11 @@ async fn a_forgotten_customer_leaves_no_plaintext_and_the_business_facts_stay() 
     )
     .await;
     assert_eq!(r["version"], 2, "Bob's stream goes on");
+    assert_eq!(
+        key_requests(),
+        before,
+        "the warm command sealed with its cached key"
+    );
     assert_no_denials(&stack);
     stack.stop().await;
 
