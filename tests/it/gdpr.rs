@@ -528,3 +528,38 @@ async fn a_forgotten_customer_leaves_no_plaintext_and_the_business_facts_stay() 
     assert_no_denials(&cold);
     cold.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kms_key_ring_keeps_its_contract_and_only_wrapped_keys() {
+    let stack = tests::quiet_stack().await;
+    let arn = stack
+        .template
+        .resolve(&json!({"Fn::GetAtt": ["PersonalDataKey", "Arn"]}))
+        .expect("the provisioned key's ARN");
+    let table = tests::table(&stack, "KeysTable");
+    let ring = eventfold_aws::KmsKeyRing::from_sdk(&stack.sdk, &table, arn);
+    eventfold_testkit::key_ring::run_all(&ring, "kms").await;
+
+    // The table holds the key only as KMS wrapped it.
+    use eventfold::KeyRing;
+    let key = ring.key_for_sealing("t1", "wrapped").await.expect("a key");
+    let client = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let item = client
+        .get_item()
+        .table_name(&table)
+        .key("subject", AttributeValue::S("t1/wrapped".into()))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("the subject's item");
+    let Some(AttributeValue::B(wrapped)) = item.get("wrapped") else {
+        panic!("a wrapped key: {item:?}")
+    };
+    let stored = wrapped.as_ref();
+    assert!(
+        !stored.windows(32).any(|w| w == key.material()),
+        "the data key is not stored in the clear"
+    );
+    stack.stop().await;
+}
