@@ -19,7 +19,6 @@ use crate::faults::SdkFailure;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use aws_smithy_runtime_api::client::result::SdkError;
 use eventfold::keyring::{KeyError, KeyRing, SubjectKey};
@@ -132,7 +131,7 @@ impl KmsKeyRing {
             .kms
             .decrypt()
             .key_id(&self.kms_key)
-            .ciphertext_blob(wrapped.clone().into_inner().into())
+            .ciphertext_blob(wrapped.clone())
             .encryption_context("tenant", tenant)
             .encryption_context("subject", subject)
             .send()
@@ -198,10 +197,7 @@ impl KeyRing for KmsKeyRing {
             .table_name(&self.table)
             .item("subject", Self::pk(tenant, subject))
             .item("kid", AttributeValue::S(key.id.clone()))
-            .item(
-                "wrapped",
-                AttributeValue::B(Blob::new(wrapped.into_inner()).into_inner().into()),
-            )
+            .item("wrapped", AttributeValue::B(wrapped))
             .item("state", AttributeValue::S(ACTIVE.into()))
             .condition_expression("attribute_not_exists(subject)")
             .send()
