@@ -236,7 +236,10 @@ fn walk_mut(
 pub fn plaintext_subjects(value: &Value, into: &mut BTreeSet<String>) {
     walk(value, &mut |map| match personal_subject(map) {
         Some(subject) => {
-            into.insert(subject.unwrap_or_default().to_owned());
+            // A value without a subject gets no key: sealing refuses it (malformed).
+            if let Some(subject) = subject.filter(|s| !s.is_empty()) {
+                into.insert(subject.to_owned());
+            }
             true
         }
         None => false,

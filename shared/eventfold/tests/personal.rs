@@ -319,3 +319,13 @@ async fn another_instance_learns_of_a_forget_within_the_ttl() {
     );
     assert!(warm.key_for_sealing("acme", "c-1").await.is_err());
 }
+
+#[test]
+fn a_personal_value_without_a_subject_is_refused_not_stored() {
+    let mut value = json!({"name": {"$personal": {"subject": "", "value": "Ada"}}});
+    let mut subjects = std::collections::BTreeSet::new();
+    personal::plaintext_subjects(&value, &mut subjects);
+    assert!(subjects.is_empty(), "no key is made for an empty subject");
+    let sealed = personal::seal(&mut value, "acme", &std::collections::BTreeMap::new());
+    assert!(sealed.is_err(), "malformed: {sealed:?}");
+}
