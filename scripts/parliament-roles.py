@@ -102,6 +102,8 @@ class Resolver:
             "AWS::Lambda::Function": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{physical}",
             "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT}:role/{physical}",
             "AWS::Logs::LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{physical}:*",
+            # A key's id is a UUID KMS picks; any one stands for it here.
+            "AWS::KMS::Key": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab",
         }
         if attribute == "Arn" and kind in arns:
             return arns[kind]

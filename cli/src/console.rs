@@ -66,6 +66,11 @@ pub fn build(
     let env = lookup(template);
     let tables = Tables::from_lookup(&env)?;
     let dlq = dlq_processor::build(sdk, &env)?;
+    // Rebuilds open personal fields with the command API's keys.
+    let options = console::Options {
+        keys: Some(eventfold_aws::keys::key_ring_from_lookup(sdk, &env)?),
+        ..options
+    };
     Ok(console::Console::new(sdk, tables, dlq, options))
 }
 

@@ -93,6 +93,17 @@ enum Cmd {
         #[command(flatten)]
         args: VerifyArgs,
     },
+    /// Data subjects (GDPR): forget one (crypto-shredding) or export what is held of it.
+    Gdpr {
+        #[command(subcommand)]
+        command: cli::gdpr::GdprCommand,
+        /// Stack name (physical names are `{stack}-{LogicalId}`).
+        #[arg(long, default_value = "eventfold-local", global = true)]
+        stack: String,
+        /// AWS endpoint (the local emulator by default).
+        #[arg(long, env = "AWS_ENDPOINT_URL", default_value = DEFAULT_ENDPOINT, global = true)]
+        endpoint: String,
+    },
     /// Dead letters of every tenant: list, show, redrive, discard (operators).
     Dlq {
         #[command(subcommand)]
@@ -284,6 +295,7 @@ async fn main() -> Result<()> {
                 events_table: events_table.map_or_else(|| table(&template, "EventsTable"), Ok)?,
                 read_models_table: read_models_table
                     .map_or_else(|| table(&template, "ReadModelsTable"), Ok)?,
+                keys: Some(cli::gdpr::key_ring(&sdk, &template)?),
                 sdk,
             };
             let ok = if promote {
@@ -346,6 +358,14 @@ async fn main() -> Result<()> {
                 std::process::exit(1);
             }
             println!("{}", cli::verify::LEFT_BEHIND);
+        }
+        Cmd::Gdpr {
+            command,
+            stack,
+            endpoint,
+        } => {
+            let sdk = eventfold_local::emulator::local_sdk_config(&endpoint).await;
+            cli::gdpr::run(&sdk, &template(&stack, &sdk)?, command).await?;
         }
         Cmd::Dlq {
             command,

@@ -22,7 +22,7 @@ pub async fn run(target: &RebuildTarget, view: &str, verify: bool) -> Result<boo
         category_of(stored).ok_or_else(|| RebuildError::NoCategory(stored.to_owned()))?;
     let shadow = format!("{stored}{SHADOW_SUFFIX}");
     let client = Client::new(&target.sdk);
-    let events = eventfold_aws::DynamoEventStore::new(client.clone(), &target.events_table);
+    let events = target.events();
     let models = eventfold_aws::read_models::DynamoReadModelStore::from_sdk(
         &target.sdk,
         &target.read_models_table,

@@ -46,6 +46,9 @@ pub struct Options {
     /// How long an old version stays readable (and current) after a promote from the
     /// projections page, before it may be retired.
     pub grace: Duration,
+    /// The key ring a rebuild opens personal fields with (the command API's: its keys table
+    /// and KMS key); `None` rebuilds the views that copy personal data as redacted.
+    pub keys: Option<eventfold_aws::keys::SharedKeyRing>,
 }
 
 impl Options {
@@ -58,6 +61,7 @@ impl Options {
             refresh: Duration::from_secs(2),
             operator: local_operator(),
             grace: Duration::from_secs(30),
+            keys: None,
         }
     }
 }

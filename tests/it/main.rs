@@ -17,6 +17,7 @@ mod docs;
 mod e2e;
 mod fanout;
 mod fulfilment;
+mod gdpr;
 mod groups;
 mod hot_sku;
 mod iam;

@@ -144,6 +144,7 @@ async fn order_summary_is_promoted_under_writes_and_reads_without_a_gap() {
         sdk: stack.sdk.clone(),
         events_table: events_table(&stack),
         read_models_table: models_table.clone(),
+        keys: None,
     };
     let flow = cli::rebuild::versions::Flow::new(target, "order-summary", "it").expect("flow");
     let models = DynamoReadModelStore::from_sdk(&stack.sdk, &models_table);

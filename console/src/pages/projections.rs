@@ -289,6 +289,7 @@ pub async fn act(console: &Console, action: Action, form: &Params) -> Result<Str
         sdk: console.sdk.clone(),
         events_table: tables.events.clone(),
         read_models_table: tables.read_models.clone(),
+        keys: console.options.keys.clone(),
     };
     let flow = Flow::new(target, view, &console.options.operator)
         .map_err(|e| Problem::bad(e.to_string()))?;

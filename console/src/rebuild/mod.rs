@@ -322,6 +322,24 @@ pub struct RebuildTarget {
     pub events_table: String,
     /// Read-models table name.
     pub read_models_table: String,
+    /// The key ring that opens personal fields for the views that copy them (the
+    /// `customers` view); `None` reads them all as redacted, which only views without
+    /// personal data may rebuild with.
+    pub keys: Option<eventfold_aws::keys::SharedKeyRing>,
+}
+
+impl RebuildTarget {
+    /// The events table as a rebuild reads it: personal fields opened with [`Self::keys`].
+    pub fn events(&self) -> eventfold_aws::keys::SealedEventStore {
+        let keys = self
+            .keys
+            .clone()
+            .unwrap_or_else(|| std::sync::Arc::new(eventfold::NoKeys));
+        eventfold::SealingStore::new(
+            eventfold_aws::DynamoEventStore::from_sdk(&self.sdk, &self.events_table),
+            keys,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -340,7 +358,7 @@ mod tests {
         let unknown = stored_view("nope").expect_err("unknown").to_string();
         assert_eq!(
             unknown,
-            "unknown view 'nope'; known: order-summary, orders-by-customer, stock-levels, daily-sales"
+            "unknown view 'nope'; known: order-summary, orders-by-customer, stock-levels, daily-sales, customers"
         );
         assert_eq!(category_of("stock-levels").as_deref(), Some("Inventory"));
         assert_eq!(category_of("daily-sales").as_deref(), Some("Order"));

@@ -27,7 +27,6 @@ use super::{
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use eventfold::EventStore;
-use eventfold_aws::DynamoEventStore;
 use eventfold_aws::read_models::DynamoReadModelStore;
 use eventfold_consumers::projection::{ReadModelStore, ViewPointer, stored_name};
 use std::collections::{BTreeMap, BTreeSet};
@@ -301,7 +300,7 @@ impl Flow {
         let version = pointer.building.unwrap_or(pointer.latest);
         stage(Stage::Scanning { version });
         let heads = self.heads().await?;
-        let events = DynamoEventStore::from_sdk(&self.target.sdk, &self.target.events_table);
+        let events = self.target.events();
         let report = replay(
             events,
             self.models(),

@@ -15,6 +15,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use eventfold::PageBudget;
+use eventfold::SealingStore;
 use eventfold::{
     CacheFor, CommandContext, CommandError, CommandExecutor, EventStore, ExecutorConfig, StreamId,
 };
@@ -23,6 +24,7 @@ use eventfold_aws::http::{
     Caller, PAGE_BYTES, Problem, caller, correlation_id, json_response, route_key, trace_header,
 };
 use eventfold_aws::idempotency::http::optionally_guarded;
+use eventfold_aws::keys::{SealedEventStore, key_ring_from_lookup};
 use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{DynamoDbTable, DynamoEventStore, SdkConfig, StoreConfig, telemetry};
 use eventfold_idempotency::{Idempotency, IdempotencyStore};
@@ -64,7 +66,16 @@ pub const GET_AGGREGATE: &str = "GET /api/v1/events/aggregates/{aggregate_type}/
 pub const LIST_AGGREGATE_EVENTS: &str =
     "GET /api/v1/events/aggregates/{aggregate_type}/{aggregate_id}/events";
 /// Every route key this function serves (the template's `HttpApi` events of `CommandApiFunction`).
-pub const ROUTE_KEYS: &[&str] = &[SUBMIT_COMMAND, GET_AGGREGATE, LIST_AGGREGATE_EVENTS];
+pub const ROUTE_KEYS: &[&str] = &[
+    SUBMIT_COMMAND,
+    GET_AGGREGATE,
+    LIST_AGGREGATE_EVENTS,
+    FORGET_SUBJECT,
+    EXPORT_SUBJECT,
+];
+
+mod subjects;
+pub use subjects::{EXPORT_SUBJECT, FORGET_SUBJECT};
 
 /// The idempotency engine the command API uses, over any store.
 pub type CommandIdempotency = Idempotency<Arc<dyn IdempotencyStore>>;
@@ -77,12 +88,14 @@ pub struct CommandApi<S> {
     idempotency: Option<CommandIdempotency>,
     /// The byte budget of a history page ([`PAGE_BYTES`] unless set).
     page_bytes: usize,
+    /// The key ring of the subject routes ([`subjects`]); they answer 503 without one.
+    keys: Option<Arc<dyn eventfold::KeyRing>>,
 }
 
 /// The function as its `main.rs` and the local stack run it: the API on the DynamoDB event
 /// store, and the endpoint it warms at init. Built by [`build`].
 pub struct Function {
-    api: CommandApi<DynamoEventStore>,
+    api: CommandApi<SealedEventStore>,
 }
 
 /// The function's one constructor: reads its settings through `env` once (`EVENTS_TABLE`,
@@ -92,8 +105,14 @@ pub fn build(
     sdk: &SdkConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Function, ConfigError> {
-    let config = StoreConfig::from_lookup(env)?;
-    let store = DynamoEventStore::from_sdk(sdk, config.events_table);
+    let config = StoreConfig::from_lookup(&env)?;
+    // Personal fields are sealed at the store (eventfold::sealing) with the key ring the
+    // subject routes forget keys in.
+    let keys = key_ring_from_lookup(sdk, &env)?;
+    let store = SealingStore::new(
+        DynamoEventStore::from_sdk(sdk, config.events_table),
+        keys.clone(),
+    );
     let executor = CommandExecutor::new(
         store,
         ExecutorConfig {
@@ -105,7 +124,7 @@ pub fn build(
     )
     .caching()
     .with_upcasters(registry::upcasters());
-    let api = CommandApi::new(executor);
+    let api = CommandApi::new(executor).with_keys(keys);
     let api = match &config.idempotency {
         Some(settings) => api.with_idempotency(settings.engine(sdk)),
         None => api,
@@ -120,13 +139,13 @@ impl Function {
     }
 
     /// The API.
-    pub fn api(&self) -> &CommandApi<DynamoEventStore> {
+    pub fn api(&self) -> &CommandApi<SealedEventStore> {
         &self.api
     }
 
     /// Warms the endpoint the requests use (the events table) at init.
     pub async fn warm_up(&self, sdk: &SdkConfig) -> Vec<Warmed> {
-        let events = self.api.executor().store().table();
+        let events = self.api.executor().store().inner().table();
         eventfold_aws::warm_up(sdk, &[&DynamoDbTable::events(events)]).await
     }
 }
@@ -145,6 +164,8 @@ struct CommandRequest {
 
 enum Route<'a> {
     Command,
+    Forget(&'a str),
+    Export(&'a str),
     State(&'a str, &'a str),
     Events(&'a str, &'a str),
 }
@@ -158,6 +179,8 @@ fn route(req: &Request) -> Option<Route<'_>> {
         SUBMIT_COMMAND => Some(Route::Command),
         GET_AGGREGATE => aggregate().map(|(t, id)| Route::State(t, id)),
         LIST_AGGREGATE_EVENTS => aggregate().map(|(t, id)| Route::Events(t, id)),
+        FORGET_SUBJECT => param("subject_id").map(Route::Forget),
+        EXPORT_SUBJECT => param("subject_id").map(Route::Export),
         _ => None,
     }
 }
@@ -218,7 +241,7 @@ pub fn parse_client_command<A: RegisteredAggregate>(
     command_type: &str,
     data: serde_json::Value,
 ) -> Result<A::Command, CommandParseError> {
-    if !A::ACCEPTS_EXTERNAL_COMMANDS {
+    if !A::ACCEPTS_EXTERNAL_COMMANDS || A::INTERNAL_COMMANDS.contains(&command_type) {
         return Err(CommandParseError::UnknownType(format!(
             "'{command_type}': {} accepts no commands over HTTP (the system writes its \
              streams; read them through the aggregates API)",
@@ -248,6 +271,10 @@ impl<S: EventStore> AsyncAggregateVisitor for Execute<'_, S> {
         ShopCaches: CacheFor<A>,
     {
         let command = parse_client_command::<A>(self.command_type, self.data)
+            .and_then(|c| {
+                A::check_stream(self.stream, &c).map_err(CommandParseError::Rejected)?;
+                Ok(c)
+            })
             .map_err(|e| parse_error(self.command_type, e))?;
         self.api
             .execute::<A>(
@@ -319,7 +346,15 @@ impl<S: EventStore> CommandApi<S> {
             executor,
             idempotency: None,
             page_bytes: PAGE_BYTES,
+            keys: None,
         }
+    }
+
+    /// Serves the subject routes (forget, export) with `keys`: the key ring of the store's
+    /// sealing, so a forget reaches the keys the store seals with.
+    pub fn with_keys(mut self, keys: Arc<dyn eventfold::KeyRing>) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// Sets the byte budget of a history page (in [`eventfold::wire_len`] bytes), for tests
@@ -386,6 +421,8 @@ impl<S: EventStore> CommandApi<S> {
                 let stream = stream_of(&caller, t, id)?;
                 self.events(req, &stream).await
             }
+            Some(Route::Forget(subject)) => self.forget(&caller, subject, correlation).await,
+            Some(Route::Export(subject)) => self.export(&caller, subject).await,
             None => Err(Problem::not_found("no such route")),
         }
     }
@@ -485,10 +522,12 @@ impl<S: EventStore> CommandApi<S> {
             "command accepted"
         );
         let status = if out.created { 201 } else { 200 };
-        Ok(json_response(
-            status,
-            &json!({"stream_id": out.stream_id, "version": out.version, "events": out.events}),
-        ))
+        let mut answer =
+            json!({"stream_id": out.stream_id, "version": out.version, "events": out.events});
+        // The answer may be kept by the idempotency store: it never holds personal values
+        // (read them back through the aggregate or the subject export).
+        eventfold::personal::withhold(&mut answer);
+        Ok(json_response(status, &answer))
     }
 
     async fn state<A: RegisteredAggregate>(

@@ -133,9 +133,15 @@ fn every_command_is_one_variant_of_the_discriminated_command() {
     assert_eq!(mapping.len(), listed.len());
     struct Types;
     impl AggregateVisitor for Types {
-        type Output = &'static [&'static str];
+        type Output = Vec<&'static str>;
         fn visit<A: RegisteredAggregate>(self) -> Self::Output {
+            // The commands only the system sends are not the clients' to submit.
+            let internal = A::INTERNAL_COMMANDS;
             A::COMMAND_TYPES
+                .iter()
+                .copied()
+                .filter(|t| !internal.contains(t))
+                .collect()
         }
     }
     let registered: Vec<(String, String)> = registry::EXTERNAL_CATEGORIES
@@ -143,8 +149,8 @@ fn every_command_is_one_variant_of_the_discriminated_command() {
         .flat_map(|cat| {
             registry::visit(cat, Types)
                 .expect("registered")
-                .iter()
-                .map(|t| ((*cat).to_owned(), (*t).to_owned()))
+                .into_iter()
+                .map(|t| ((*cat).to_owned(), t.to_owned()))
         })
         .collect();
     assert_eq!(listed, registered);

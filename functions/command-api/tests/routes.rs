@@ -246,7 +246,7 @@ async fn an_unknown_route_key_is_not_found_whatever_the_raw_path() {
 #[tokio::test]
 async fn unknown_aggregate_types_are_refused_on_every_route_with_the_known_list() {
     let api = api();
-    let known = "unknown aggregate type 'Nope'; known: Order, Inventory, Payment, OrderFulfilment";
+    let known = "unknown aggregate type 'Nope'; known: Order, Inventory, Payment, OrderFulfilment, Customer";
     let replies = [
         send(
             &api,

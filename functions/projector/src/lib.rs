@@ -8,17 +8,25 @@
 //! Duplicates, gaps and thin notifications are the projector's business (checkpoints and
 //! catch-up from the events table); the views are the shop's. [`build`] is the function's one
 //! constructor; `main.rs` and the local stack both run what it builds.
+//!
+//! **Personal data.** A notification carries its event as stored: personal fields sealed
+//! (`eventfold::personal`). The projector reads such an event from the events table instead,
+//! through a [`eventfold::SealingStore`] that opens it with the subject's cached key (the one
+//! view that copies personal data needs the plaintext); a subject whose key is gone reads as
+//! redacted. Events without personal fields are applied from the notification as before.
 #![forbid(unsafe_code)]
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use eventfold::EventStore;
+use eventfold::{EventStore, SealingStore};
 use eventfold_aws::config::ConfigError;
+use eventfold_aws::keys::{SealedEventStore, key_ring_from_lookup};
 use eventfold_aws::sqs::{Notes, process_fifo_groups_noting};
 use eventfold_aws::telemetry;
 use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{
     DynamoDbTable, DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig,
 };
+use eventfold_consumers::Notification;
 use eventfold_consumers::deadletter::DeadLetterStore;
 use eventfold_consumers::projection::{Projector, ReadModelStore};
 use std::sync::Arc;
@@ -72,7 +80,7 @@ impl<E, R> std::fmt::Debug for ProjectorFunction<E, R> {
 /// on the DynamoDB tables, and the endpoint it warms at init. Built by [`build`].
 #[derive(Debug)]
 pub struct Function {
-    handler: ProjectorFunction<DynamoEventStore, DynamoReadModelStore>,
+    handler: ProjectorFunction<SealedEventStore, DynamoReadModelStore>,
 }
 
 /// The function's one constructor: reads its settings through `env` once (`EVENTS_TABLE`,
@@ -82,8 +90,9 @@ pub fn build(
     sdk: &SdkConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Function, ConfigError> {
-    let config = ProjectorConfig::from_lookup(env)?;
-    let events = DynamoEventStore::from_sdk(sdk, config.events_table);
+    let config = ProjectorConfig::from_lookup(&env)?;
+    let keys = key_ring_from_lookup(sdk, &env)?;
+    let events = SealingStore::new(DynamoEventStore::from_sdk(sdk, config.events_table), keys);
     let models = DynamoReadModelStore::from_sdk(sdk, config.read_models_table);
     let handler = ProjectorFunction::new(shop::views::projector(events, models));
     let handler = match config.dead_letters_table {
@@ -100,13 +109,13 @@ impl Function {
     }
 
     /// The handler.
-    pub fn handler(&self) -> &ProjectorFunction<DynamoEventStore, DynamoReadModelStore> {
+    pub fn handler(&self) -> &ProjectorFunction<SealedEventStore, DynamoReadModelStore> {
         &self.handler
     }
 
     /// Warms the endpoint the batches use (the events table) at init.
     pub async fn warm_up(&self, sdk: &SdkConfig) -> Vec<Warmed> {
-        let events = self.handler.projector().events().table();
+        let events = self.handler.projector().events().inner().table();
         eventfold_aws::warm_up(sdk, &[&DynamoDbTable::events(events)]).await
     }
 }
@@ -140,6 +149,7 @@ impl<E: EventStore, R: ReadModelStore> ProjectorFunction<E, R> {
             store,
         });
         process_fifo_groups_noting(event, notes, |groups| async move {
+            let groups = open_sealed(groups);
             let outcomes = self.projector.handle_batch(&groups).await;
             groups
                 .iter()
@@ -162,6 +172,23 @@ impl<E: EventStore, R: ReadModelStore> ProjectorFunction<E, R> {
         })
         .await
     }
+}
+
+/// The notifications whose events carry sealed personal fields, made thin: the projector
+/// then reads those events through its store, which opens them (module docs).
+fn open_sealed(groups: Vec<Vec<Notification>>) -> Vec<Vec<Notification>> {
+    groups
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .map(|n| match &n.event {
+                    Some(e) if eventfold::personal::has_sealed(&e.data) => n.thin(),
+                    _ => n,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -324,10 +324,15 @@ impl<R: ReadModelStore> QueryService<R> {
                 .await
                 .map_err(store_problem)?;
             return match doc.filter(|d| !d.data.is_null()) {
-                Some(d) => Ok(versioned(
-                    json_response(200, &json!({"view": spec.name, "item": present(query, d)})),
-                    version,
-                )),
+                Some(d) => {
+                    let mut item = [present(query, d)];
+                    self.join(tenant, spec, &mut item).await?;
+                    let [item] = item;
+                    Ok(versioned(
+                        json_response(200, &json!({"view": spec.name, "item": item})),
+                        version,
+                    ))
+                }
                 None => Err(Problem::not_found(format!(
                     "no {} for {} '{key}'",
                     spec.name, key_param.name
@@ -370,7 +375,8 @@ impl<R: ReadModelStore> QueryService<R> {
             cursor: store_cursor,
             limit,
         };
-        let (items, next) = self.page(tenant, &stored, query, list).await?;
+        let (mut items, next) = self.page(tenant, &stored, query, list).await?;
+        self.join(tenant, spec, &mut items).await?;
         let next = next.map(|n| issue_cursor(version, &n));
         Ok(versioned(
             json_response(
@@ -379,6 +385,45 @@ impl<R: ReadModelStore> QueryService<R> {
             ),
             version,
         ))
+    }
+
+    /// Adds `spec`'s join ([`shop::views::Join`]: a customer's name and email in order
+    /// documents) to `items`: one read of the joined view's pointer and one read per
+    /// distinct key of the page. The copied fields are short texts (at most 500 characters
+    /// each), so a page that fit its byte budget keeps well within Lambda's answer limit.
+    async fn join(
+        &self,
+        tenant: &str,
+        spec: &ViewSpec,
+        items: &mut [Value],
+    ) -> Result<(), Problem> {
+        let Some(join) = spec.join else {
+            return Ok(());
+        };
+        let Some(joined) = registry::view(join.view) else {
+            return Ok(());
+        };
+        let (_, stored) = self.live(joined).await?;
+        let keys: std::collections::BTreeSet<String> = items
+            .iter()
+            .filter_map(|i| join.key_of(i).map(str::to_owned))
+            .collect();
+        let mut docs = std::collections::BTreeMap::new();
+        for key in keys {
+            let doc = self
+                .models
+                .get(tenant, &stored, &key)
+                .await
+                .map_err(store_problem)?;
+            if let Some(doc) = doc.filter(|d| !d.data.is_null()) {
+                docs.insert(key, doc.data);
+            }
+        }
+        for item in items.iter_mut() {
+            let found = join.key_of(item).and_then(|k| docs.get(k)).cloned();
+            join.apply(item, found.as_ref());
+        }
+        Ok(())
     }
 
     /// The live version of `spec`'s stored view and the name its documents are stored

@@ -86,6 +86,12 @@ pub const QUERIES: &[ViewQuery] = &[
         partition: None,
         key_field: "day",
     },
+    ViewQuery {
+        view: views::CUSTOMERS,
+        key: id("customer_id"),
+        partition: None,
+        key_field: "customer_id",
+    },
 ];
 
 /// How the view named `view` is queried.

@@ -17,6 +17,7 @@ import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
 import * as dynamodb from "aws-cdk-lib/aws-dynamodb";
 import * as events from "aws-cdk-lib/aws-events";
 import * as iam from "aws-cdk-lib/aws-iam";
+import * as kms from "aws-cdk-lib/aws-kms";
 import * as lambda from "aws-cdk-lib/aws-lambda";
 import * as logs from "aws-cdk-lib/aws-logs";
 import * as sns from "aws-cdk-lib/aws-sns";
@@ -153,6 +154,36 @@ export class EventfoldStack extends cdk.Stack {
     });
     disposable(idempotencyTable);
 
+    // ------------------------------------------------------- Personal data keys
+    // Crypto-shredding: KMS makes and wraps one data key per (tenant, subject); the wrapped
+    // copy lives in the keys table, and a forget overwrites it with a tombstone.
+    const personalDataKey = new kms.CfnKey(this, "PersonalDataKey", {
+      description: "Wraps the per-subject data keys of personal fields (crypto-shredding).",
+      enableKeyRotation: true,
+      keyPolicy: {
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Sid: "AccountAdministers",
+            Effect: "Allow",
+            Principal: { AWS: cdk.Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root") },
+            Action: "kms:*",
+            Resource: "*",
+          },
+        ],
+      },
+    });
+    retain(personalDataKey);
+    const keysTable = new dynamodb.CfnTable(this, "KeysTable", {
+      billingMode: "PAY_PER_REQUEST",
+      attributeDefinitions: [{ attributeName: "subject", attributeType: "S" }],
+      keySchema: [{ attributeName: "subject", keyType: "HASH" }],
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      sseSpecification: { sseEnabled: true },
+      deletionProtectionEnabled: true,
+    });
+    retain(keysTable);
+
     // ------------------------------------------------------------------ Read side
     const readModelsTable = new dynamodb.CfnTable(this, "ReadModelsTable", {
       billingMode: "PAY_PER_REQUEST",
@@ -272,6 +303,8 @@ export class EventfoldStack extends cdk.Stack {
         SNAPSHOT_EVERY: snapshotEvery.valueAsString,
         IDEMPOTENCY_TABLE: idempotencyTable.ref,
         IDEMPOTENCY_EXPIRES_SECONDS: idempotencyExpires.valueAsString,
+        KEYS_TABLE: keysTable.ref,
+        PERSONAL_DATA_KEY: personalDataKey.attrArn,
       },
       statements: [
         allow("EventStoreReadAppend", ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:GetItem"], eventsTable.attrArn),
@@ -280,6 +313,8 @@ export class EventfoldStack extends cdk.Stack {
           ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"],
           idempotencyTable.attrArn,
         ),
+        allow("KeysReadCreateForget", ["dynamodb:GetItem", "dynamodb:PutItem"], keysTable.attrArn),
+        allow("PersonalDataKeyUse", ["kms:GenerateDataKey", "kms:Decrypt"], personalDataKey.attrArn),
       ],
     });
 
@@ -323,9 +358,13 @@ export class EventfoldStack extends cdk.Stack {
         EVENTS_TABLE: eventsTable.ref,
         READ_MODELS_TABLE: readModelsTable.ref,
         DEAD_LETTERS_TABLE: deadLettersTable.ref,
+        KEYS_TABLE: keysTable.ref,
+        PERSONAL_DATA_KEY: personalDataKey.attrArn,
       },
       statements: [
         allow("EventStoreRead", "dynamodb:Query", eventsTable.attrArn),
+        allow("KeysRead", "dynamodb:GetItem", keysTable.attrArn),
+        allow("PersonalDataKeyDecrypt", "kms:Decrypt", personalDataKey.attrArn),
         allow(
           "ReadModelsWrite",
           ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
@@ -485,6 +524,8 @@ export class EventfoldStack extends cdk.Stack {
       "GET",
       "/api/v1/events/aggregates/{aggregate_type}/{aggregate_id}/events",
     );
+    route(commandApi, "ForgetSubject", "POST", "/api/v1/events/subjects/{subject_id}/forget");
+    route(commandApi, "ExportSubject", "GET", "/api/v1/events/subjects/{subject_id}");
     route(queryApi, "GetQuery", "GET", "/api/v1/events/queries/{view}");
     route(dlqProcessor, "ListDeadLetters", "GET", "/api/v1/events/dead-letters");
     route(dlqProcessor, "ShowDeadLetter", "GET", "/api/v1/events/dead-letters/{id}");

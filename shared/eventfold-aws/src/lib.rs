@@ -10,6 +10,7 @@
 //! | `IdempotencyStore` (`eventfold-idempotency`) | [`idempotency`] (+ its `Idempotency-Key` HTTP glue) | [`DynamoIdempotencyStore`] |
 //! | `TopicCatalogue`, `GroupStore` (`eventfold-streaming`) | [`streaming`] | [`DynamoTopicCatalogue`], [`DynamoGroupStore`] |
 //! | [`NotificationSink`] (here) | [`sns`] | [`SnsPublisher`] |
+//! | `KeyRing` (`eventfold`) | [`keys`] | [`KmsKeyRing`] (keys table + KMS) |
 //!
 //! And what every adapter or function shares: DynamoDB attribute codecs, item sizes and the
 //! store constructors ([`dynamodb`]), the one classification and conversion of SDK errors
@@ -34,6 +35,7 @@ pub mod event_store;
 pub mod faults;
 pub mod http;
 pub mod idempotency;
+pub mod keys;
 pub mod metrics;
 pub mod read_models;
 pub mod sns;
@@ -48,6 +50,7 @@ pub use config::{StoreConfig, init_tracing, sdk_config, tokio_backoff};
 pub use dead_letters::DynamoDeadLetterStore;
 pub use event_store::DynamoEventStore;
 pub use idempotency::{DynamoIdempotencyStore, IdempotencySettings};
+pub use keys::KmsKeyRing;
 pub use metrics::RequestCounter;
 pub use read_models::DynamoReadModelStore;
 pub use sns::{NotificationSink, SnsPublisher};

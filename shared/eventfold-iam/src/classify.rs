@@ -13,6 +13,9 @@
 //!   (batch operations as their single action: `SendMessageBatch` is `sqs:SendMessage`).
 //! - SNS, query (`Action=Op`): `sns:Op` on `TopicArn` (or `TargetArn`); `PublishBatch` is
 //!   `sns:Publish`.
+//! - KMS (JSON 1.1, `X-Amz-Target: TrentService.Op`): `kms:Op` on the key its `KeyId` names
+//!   (a key ARN, or a key id made an ARN); an alias or no `KeyId` is not understood (IAM
+//!   authorizes the key an alias points to, which the proxy cannot see).
 //!
 //! Anything else is [`Classification::Unknown`]: the proxy refuses it rather than let it
 //! through unchecked.
@@ -29,6 +32,8 @@ pub enum Protocol {
     SqsJson,
     /// The query protocol (form-encoded `Action=`): SNS, and SQS for older clients.
     Query,
+    /// KMS: `application/x-amz-json-1.1` (`TrentService.*`).
+    Kms,
 }
 
 /// One authorization check a request needs.
@@ -107,6 +112,9 @@ pub fn classify(scope: &Scope, target: Option<&str>, service: &str, body: &[u8])
         }
         Some(t) if t.starts_with("AmazonSQS.") => {
             json_request(scope, Protocol::SqsJson, t, body, sqs_json)
+        }
+        Some(t) if t.starts_with("TrentService.") => {
+            json_request(scope, Protocol::Kms, t, body, kms)
         }
         Some(t) => Classification::Unknown {
             protocol: None,
@@ -258,6 +266,18 @@ fn dynamodb(scope: &Scope, op: &str, body: &Value) -> Result<Vec<Check>, Unclear
 }
 
 /// The IAM action of an SQS operation: batch operations are authorized as their single one.
+fn kms(scope: &Scope, op: &str, body: &Value) -> Result<Vec<Check>, Unclear> {
+    let key = field(body, "KeyId")?;
+    let arn = if key.starts_with("arn:") {
+        key.to_owned()
+    } else if key.starts_with("alias/") {
+        return Err(Unclear(format!("KeyId {key} is an alias")));
+    } else {
+        format!("arn:aws:kms:{}:{}:key/{key}", scope.region, scope.account)
+    };
+    Ok(vec![check(&format!("kms:{op}"), arn)])
+}
+
 fn sqs_action(op: &str) -> String {
     format!("sqs:{}", op.strip_suffix("Batch").unwrap_or(op))
 }
@@ -497,6 +517,46 @@ mod tests {
                 assert_eq!(checks, [check("sns:Publish", topic)]);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn kms_requests_name_the_key() {
+        let arn = "arn:aws:kms:us-east-1:123456789012:key/k-1";
+        assert_eq!(
+            checks(
+                "TrentService.GenerateDataKey",
+                json!({"KeyId": arn, "KeySpec": "AES_256"})
+            ),
+            vec![pair("kms:GenerateDataKey", arn)]
+        );
+        assert_eq!(
+            checks(
+                "TrentService.Decrypt",
+                json!({"KeyId": "k-1", "CiphertextBlob": "AA=="})
+            ),
+            vec![pair("kms:Decrypt", arn)]
+        );
+        for body in [
+            json!({"KeyId": "alias/x"}),
+            json!({"CiphertextBlob": "AA=="}),
+        ] {
+            let c = classify(
+                &scope(),
+                Some("TrentService.Decrypt"),
+                "kms",
+                body.to_string().as_bytes(),
+            );
+            assert!(
+                matches!(
+                    c,
+                    Classification::Unknown {
+                        protocol: Some(Protocol::Kms),
+                        ..
+                    }
+                ),
+                "{c:?}"
+            );
         }
     }
 

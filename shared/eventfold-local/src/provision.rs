@@ -1,5 +1,5 @@
 //! Creates the template's resources on an emulator (or any endpoint): tables with their
-//! streams, SNS topics, SQS queues (dead-letter queues first) and subscriptions.
+//! streams, SNS topics, SQS queues (dead-letter queues first), subscriptions and KMS keys.
 
 use crate::template::{KeyPart, QueueSpec, SubscriptionSpec, TableSpec, Template, TopicSpec};
 use anyhow::{Context, Result, anyhow};
@@ -114,6 +114,60 @@ pub struct Provisioned {
     pub queues: Vec<(QueueSpec, String, String)>,
     /// Subscriptions as (spec, subscription ARN).
     pub subscriptions: Vec<(SubscriptionSpec, String)>,
+    /// KMS keys as (logical id, key ARN).
+    pub keys: Vec<(String, String)>,
+}
+
+/// Creates the KMS key `logical_id` names unless the alias `alias/{name}` already points to
+/// one (KMS picks key ids itself, so the alias is what makes a second run find the first
+/// run's key); returns (key id, key ARN).
+pub async fn ensure_kms_key(client: &aws_sdk_kms::Client, name: &str) -> Result<(String, String)> {
+    let alias = format!("alias/{name}");
+    let aliases = client
+        .list_aliases()
+        .send()
+        .await
+        .context("listing KMS aliases")?;
+    let existing = aliases
+        .aliases()
+        .iter()
+        .find(|a| a.alias_name() == Some(alias.as_str()))
+        .and_then(|a| a.target_key_id().map(str::to_owned));
+    let key_id = match existing {
+        Some(id) => id,
+        None => {
+            let made = client
+                .create_key()
+                .description(format!("eventfold local: {name}"))
+                .send()
+                .await
+                .with_context(|| format!("creating KMS key {name}"))?;
+            let id = made
+                .key_metadata()
+                .map(|m| m.key_id().to_owned())
+                .ok_or_else(|| anyhow!("CreateKey answered no key id"))?;
+            client
+                .create_alias()
+                .alias_name(&alias)
+                .target_key_id(&id)
+                .send()
+                .await
+                .with_context(|| format!("creating KMS alias {alias}"))?;
+            id
+        }
+    };
+    let described = client
+        .describe_key()
+        .key_id(&key_id)
+        .send()
+        .await
+        .with_context(|| format!("describing KMS key {key_id}"))?;
+    let arn = described
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .ok_or_else(|| anyhow!("DescribeKey answered no ARN"))?
+        .to_owned();
+    Ok((key_id, arn))
 }
 
 /// Creates `topic` (idempotent: CreateTopic returns the existing one); returns its ARN.
@@ -303,6 +357,18 @@ pub async fn provision(
             }
         }
         out.tables.push((table, created));
+    }
+    let keys = template.kms_keys();
+    if !keys.is_empty() {
+        let kms = aws_sdk_kms::Client::new(sdk);
+        for logical_id in keys {
+            let name = template.physical_name(&logical_id);
+            let (id, arn) = ensure_kms_key(&kms, &name).await?;
+            template.set_runtime(&logical_id, "Ref", id.clone());
+            template.set_runtime(&logical_id, "KeyId", id);
+            template.set_runtime(&logical_id, "Arn", arn.clone());
+            out.keys.push((logical_id, arn));
+        }
     }
     let topics = template.topics();
     let queues = template.queues();

@@ -5,7 +5,9 @@
 //! [`CommandExecutor`] (load, decide, append, retry on conflict, bounded state caches, one
 //! per aggregate type, whose set the executor's type names: [`cache`], [`state_caches!`]),
 //! snapshot policy, upcasters, byte budgets of list pages ([`page`]) and the
-//! [`MemoryEventStore`] adapter.
+//! [`MemoryEventStore`] adapter; crypto-shredding of personal data: the [`Personal`] field
+//! type and its sealing passes ([`personal`]), the [`KeyRing`] port ([`keyring`]) and the
+//! [`SealingStore`] that seals and opens at the storage boundary ([`sealing`]).
 //!
 //! What reads the fan-out (notifications, projections, sagas, dead letters) lives in
 //! `eventfold-consumers`; topics and consumer groups in `eventfold-streaming`; idempotent
@@ -21,9 +23,12 @@ pub mod aggregate;
 pub mod cache;
 pub mod envelope;
 pub mod executor;
+pub mod keyring;
 pub mod memory;
 pub mod page;
+pub mod personal;
 mod retry;
+pub mod sealing;
 pub mod snapshot_size;
 pub mod store;
 pub mod upcast;
@@ -32,8 +37,11 @@ pub use aggregate::{Aggregate, DomainEvent, Rejection};
 pub use cache::{CacheFor, NoCache, StateCache, StateCaches};
 pub use envelope::{EventEnvelope, Metadata, NewEvent, StreamId, StreamIdError};
 pub use executor::{CommandContext, CommandError, CommandExecutor, CommandOutcome, ExecutorConfig};
+pub use keyring::{CachedKeyRing, KeyError, KeyRing, MemoryKeyRing, NoKeys, SubjectKey};
 pub use memory::MemoryEventStore;
 pub use page::{PageBudget, wire_len};
+pub use personal::{DataKey, Personal, REDACTED_TEXT};
+pub use sealing::SealingStore;
 pub use store::{
     AppendOutcome, Cause, EventStore, ExpectedVersion, LoadOptions, LoadedCommits, LoadedStream,
     Snapshot, StoreError,

@@ -11,7 +11,7 @@
 //! is the API's business.
 
 use crate::values::IdError;
-use eventfold::{Aggregate, Rejection};
+use eventfold::{Aggregate, Rejection, StreamId};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -94,6 +94,18 @@ pub trait RegisteredAggregate:
     /// Whether the aggregate takes commands from outside the system (a client). False for
     /// an aggregate only the system drives (a saga: its commands are its inputs).
     const ACCEPTS_EXTERNAL_COMMANDS: bool = true;
+
+    /// Command types only the system sends (the forget flow's `ForgetCustomer`): the API
+    /// refuses them from clients as unknown types. None by default.
+    const INTERNAL_COMMANDS: &'static [&'static str] = &[];
+
+    /// Checks a command against the stream it is sent to, for rules `decide` cannot see
+    /// (it knows no stream id): a customer's id must be its stream's, because it is the data
+    /// subject whose key seals the stream's personal data. Callers that build a stream from
+    /// input (the command API) call it before executing. Accepts everything by default.
+    fn check_stream(_stream: &StreamId, _command: &Self::Command) -> Result<(), Rejection> {
+        Ok(())
+    }
 
     /// Builds a command from its type name and JSON data (`{"type": .., "data": ..}` split in
     /// two). `null` data means "no fields"; unknown fields are refused.

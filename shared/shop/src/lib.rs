@@ -1,11 +1,12 @@
-//! Eventfold's reference domain: a small shop with three aggregates, the saga that fulfils
+//! Eventfold's reference domain: a small shop with four aggregates, the saga that fulfils
 //! its orders, and its read models.
 //!
 //! Owns the business rules of [`order`] (an order's lines and life cycle), [`inventory`]
 //! (stock of one SKU and the reservations held against it), [`payment`] (authorising,
 //! receiving, voiding and refunding the payment of one order) and [`fulfilment`] (the
 //! order-fulfilment saga: reserve, pay, confirm, and compensate on failure, as an aggregate
-//! whose commands are its inputs). Each module has the same shape: commands (serde enums,
+//! whose commands are its inputs) and [`customer`] (who orders, with personal data that is
+//! sealed per data subject and can be forgotten). Each module has the same shape: commands (serde enums,
 //! parsed from a type name and JSON data by its `parse_command`, see [`command`]),
 //! past-tense events (the storage format), a state folded from those events and a pure
 //! `decide` that returns the events that carry a command out, no events when it was already
@@ -53,6 +54,7 @@
 #![forbid(unsafe_code)]
 
 pub mod command;
+pub mod customer;
 pub mod fulfilment;
 pub mod inventory;
 pub mod order;
@@ -63,6 +65,7 @@ pub mod values;
 pub mod views;
 
 pub use command::{CommandParseError, RegisteredAggregate};
+pub use customer::Customer;
 pub use eventfold::{Aggregate, DomainEvent, Rejection};
 pub use fulfilment::OrderFulfilment;
 pub use inventory::Inventory;

@@ -46,10 +46,11 @@
 //! let unknown = registry::visit("Nope", CountCommands).unwrap_err();
 //! assert_eq!(
 //!     unknown.to_string(),
-//!     "unknown aggregate type 'Nope'; known: Order, Inventory, Payment, OrderFulfilment"
+//!     "unknown aggregate type 'Nope'; known: Order, Inventory, Payment, OrderFulfilment, Customer"
 //! );
 //! ```
 
+use crate::customer::Customer;
 use crate::fulfilment::OrderFulfilment;
 use crate::{Inventory, Order, Payment};
 use eventfold::{Aggregate, CacheFor};
@@ -161,7 +162,15 @@ aggregates!(
     inventory: Inventory,
     payment: Payment,
     fulfilment: OrderFulfilment,
+    customer: Customer,
 );
+
+/// The category whose stream ids are the shop's data subjects (`Customer-{subject}`): where
+/// the forget and export routes find a subject, and whose aggregate takes
+/// [`FORGET_COMMAND`].
+pub const SUBJECT_CATEGORY: &str = <Customer as Aggregate>::CATEGORY;
+
+pub use crate::customer::FORGET_COMMAND;
 
 const EXTERNAL_COUNT: usize = {
     let mut count = 0;

@@ -157,6 +157,7 @@ async fn an_operator_rebuilds_promotes_retires_and_redrives_by_clicking_in_chrom
         refresh: Duration::from_secs(2),
         operator: "console:it".into(),
         grace: GRACE,
+        keys: None,
     };
     let running = console::start(
         cli::console::build(&stack.sdk, &stack.template, options).expect("console"),

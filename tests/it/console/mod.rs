@@ -106,6 +106,7 @@ async fn console(stack: &LocalStack, allow_writes: bool) -> console::Running {
         refresh: Duration::from_millis(500),
         operator: "console:it".into(),
         grace: Duration::from_secs(1),
+        keys: None,
     };
     let c = cli::console::build(&stack.sdk, &stack.template, options).expect("console");
     console::start(c, "127.0.0.1:0".parse().expect("addr"))

@@ -27,6 +27,7 @@ async fn the_projections_page_rebuilds_promotes_and_retires_a_view() {
         refresh: Duration::from_millis(500),
         operator: "console:it".into(),
         grace: Duration::from_secs(4),
+        keys: None,
     };
     let start = |allow_writes| {
         let c = cli::console::build(&stack.sdk, &stack.template, options(allow_writes))

@@ -45,6 +45,11 @@ pub fn denial(protocol: Option<Protocol>, service: &str, message: &str) -> Respo
             set(&mut r, "content-type", "application/x-amz-json-1.0");
             r
         }
+        Some(Protocol::Kms) => {
+            let mut r = response(400, json_body("message"));
+            set(&mut r, "content-type", "application/x-amz-json-1.1");
+            r
+        }
         Some(Protocol::SqsJson) => {
             let mut r = response(403, json_body("message"));
             set(&mut r, "content-type", "application/x-amz-json-1.0");

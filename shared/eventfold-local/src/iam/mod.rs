@@ -94,6 +94,14 @@ pub fn labels(template: &Template) -> Labels {
                 .map(|a| (a, t.logical_id.clone())),
         );
     }
+    // A KMS key's ARN is the emulator's (a random id) once provisioned, its alias's before:
+    // either way labelled by its logical id, so the calls of every stack add up.
+    for key in template.kms_keys() {
+        let arn = serde_json::json!({"Fn::GetAtt": [key, "Arn"]});
+        if let Some(arn) = template.resolve(&arn) {
+            pairs.push((arn, key));
+        }
+    }
     Labels::new(pairs)
 }
 

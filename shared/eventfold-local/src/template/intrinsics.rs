@@ -81,6 +81,15 @@ impl Template {
                 Some(self.resource_name(res))
             }
             ("AWS::SQS::Queue", "QueueUrl") => Some(self.queue_url(res)),
+            // Before (or without) provisioning, a KMS key is named by the alias provisioning
+            // gives it (`alias/{stack}-{LogicalId}`, `provision::ensure_kms_key`): KMS takes
+            // an alias ARN wherever a key id goes, so a process that did not provision (the
+            // CLI) reaches the same key.
+            ("AWS::KMS::Key", "Arn") => Some(format!(
+                "arn:aws:kms:{}:{LOCAL_ACCOUNT}:alias/{}",
+                self.region,
+                self.physical_name(res)
+            )),
             // As CloudFormation returns it: the group's ARN with `:*` (its log streams).
             ("AWS::Logs::LogGroup", "Arn") => {
                 let name = self

@@ -195,6 +195,14 @@ impl Template {
             .collect()
     }
 
+    /// The logical ids of every KMS key (`AWS::KMS::Key`); the emulator makes them and
+    /// records their ids and ARNs, which `!Ref` and `!GetAtt .Arn` then give.
+    pub fn kms_keys(&self) -> Vec<String> {
+        self.of_type("AWS::KMS::Key")
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Every SNS topic.
     pub fn topics(&self) -> Vec<TopicSpec> {
         self.of_type("AWS::SNS::Topic")

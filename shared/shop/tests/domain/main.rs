@@ -5,6 +5,7 @@
 //! duplicated or reordered).
 
 mod bounded;
+mod customer;
 mod fulfilment;
 mod inventory;
 mod names;

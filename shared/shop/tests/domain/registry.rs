@@ -28,7 +28,13 @@ fn probe(command_type: &str, data: serde_json::Value) -> Probe<'_> {
 fn every_category_visits_its_own_aggregate() {
     assert_eq!(
         CATEGORIES,
-        ["Order", "Inventory", "Payment", "OrderFulfilment"]
+        [
+            "Order",
+            "Inventory",
+            "Payment",
+            "OrderFulfilment",
+            "Customer"
+        ]
     );
     for category in CATEGORIES {
         let (visited, _) = registry::visit(category, probe("x", json!({}))).expect("registered");
@@ -63,7 +69,7 @@ fn a_visit_parses_the_command_of_that_aggregate() {
 fn the_saga_is_registered_but_takes_no_external_commands() {
     assert_eq!(
         registry::EXTERNAL_CATEGORIES,
-        ["Order", "Inventory", "Payment"]
+        ["Order", "Inventory", "Payment", "Customer"]
     );
     assert_eq!(
         registry::aggregate("OrderFulfilment"),
@@ -96,7 +102,7 @@ fn unknown_categories_are_refused_with_the_known_list() {
             err.to_string(),
             format!(
                 "unknown aggregate type '{unknown}'; known: Order, Inventory, Payment, \
-                 OrderFulfilment"
+                 OrderFulfilment, Customer"
             )
         );
         assert_eq!(registry::aggregate(unknown), Err(err));
@@ -112,12 +118,13 @@ fn views_are_found_by_name() {
             "order-summary",
             "orders-by-customer",
             "stock-levels",
-            "daily-sales"
+            "daily-sales",
+            "customers"
         ]
     );
     assert_eq!(
         registry::view_names(),
-        "order-summary, orders-by-customer, stock-levels, daily-sales"
+        "order-summary, orders-by-customer, stock-levels, daily-sales, customers"
     );
     let by_customer = registry::view(views::ORDERS_BY_CUSTOMER).expect("registered");
     assert_eq!(by_customer.stored(), views::ORDER_SUMMARY);
@@ -136,7 +143,10 @@ fn views_are_found_by_name() {
 #[test]
 fn every_stored_view_is_projected_once() {
     let stored: Vec<&str> = registry::stored_views().map(ViewImpl::name).collect();
-    assert_eq!(stored, ["order-summary", "stock-levels", "daily-sales"]);
+    assert_eq!(
+        stored,
+        ["order-summary", "stock-levels", "daily-sales", "customers"]
+    );
     let streams: Vec<String> = views::stream_views()
         .iter()
         .map(|v| v.name().to_owned())
@@ -145,7 +155,7 @@ fn every_stored_view_is_projected_once() {
         .iter()
         .map(|v| v.name().to_owned())
         .collect();
-    assert_eq!(streams, ["order-summary", "stock-levels"]);
+    assert_eq!(streams, ["order-summary", "stock-levels", "customers"]);
     assert_eq!(counters, ["daily-sales"]);
     for spec in VIEWS {
         assert!(

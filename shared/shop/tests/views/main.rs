@@ -3,6 +3,7 @@
 //! the documents of each view, the orders-by-customer index and chaotic delivery.
 
 mod chaos;
+mod customers;
 mod daily_sales;
 mod order_summary;
 mod stock_levels;

@@ -5,6 +5,11 @@
 //! | [`ORDER_SUMMARY`] | [`StreamView`] | `Order` | order | order id |
 //! | [`STOCK_LEVELS`] | [`StreamView`] | `Inventory` | SKU | SKU |
 //! | [`DAILY_SALES`] | [`CounterView`] | `Order` | UTC day | `YYYY-MM-DD` ([`DAY_FORMAT`]) |
+//! | [`CUSTOMERS`] | [`StreamView`] | `Customer` | customer | customer id |
+//!
+//! `customers` is the only view that copies personal data; `order-summary` and
+//! `orders-by-customer` show a customer's name and email by a query-time [`Join`] with it
+//! ([`customers`] says why), so a forget scrubs one document.
 //!
 //! `order-summary` documents carry the list index [`ORDERS_BY_CUSTOMER`]: partition = the
 //! customer id, sort = `{created_at}#{order_id}`, so a customer's orders list newest first.
@@ -36,6 +41,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+
+mod customers;
+pub use customers::{CUSTOMER_JOIN, CUSTOMERS, CustomerDoc, Customers, Join};
 
 /// Name of the per-order summary view ([`OrderSummary`]).
 pub const ORDER_SUMMARY: &str = "order-summary";
@@ -417,6 +425,8 @@ pub struct ViewSpec {
     pub name: &'static str,
     /// The view that builds the documents.
     pub view: ViewImpl,
+    /// Another view's fields the answered documents gain at query time, if any.
+    pub join: Option<Join>,
 }
 
 impl ViewSpec {
@@ -436,18 +446,27 @@ pub const VIEWS: &[ViewSpec] = &[
     ViewSpec {
         name: ORDER_SUMMARY,
         view: ViewImpl::Stream(&OrderSummary),
+        join: Some(CUSTOMER_JOIN),
     },
     ViewSpec {
         name: ORDERS_BY_CUSTOMER,
         view: ViewImpl::Stream(&OrderSummary),
+        join: Some(CUSTOMER_JOIN),
     },
     ViewSpec {
         name: STOCK_LEVELS,
         view: ViewImpl::Stream(&StockLevels),
+        join: None,
     },
     ViewSpec {
         name: DAILY_SALES,
         view: ViewImpl::Counter(&DailySales),
+        join: None,
+    },
+    ViewSpec {
+        name: CUSTOMERS,
+        view: ViewImpl::Stream(&Customers),
+        join: None,
     },
 ];
 
