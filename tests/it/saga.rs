@@ -355,6 +355,9 @@ async fn the_dynamo_read_model_store_passes_the_deadline_index_contract() {
     let stack = quiet_stack().await;
     let store = DynamoReadModelStore::from_sdk(&stack.sdk, table(&stack, "ReadModelsTable"));
     eventfold_testkit::deadline_index::run_all(&store, &unique_tenant("dl")).await;
+    // The saga batches' one TransactWriteItems, each item under its own condition.
+    eventfold_testkit::deadline_index::writes_together_all_or_nothing(&store, &unique_tenant("dl"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
