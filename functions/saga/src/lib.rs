@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use eventfold::{CacheFor, CommandExecutor, EventStore, ExecutorConfig, Upcasters};
 use eventfold_aws::config::ConfigError;
 use eventfold_aws::sqs::{Notes, process_fifo_batch_noting};
@@ -26,6 +26,7 @@ use eventfold_aws::{
     DynamoDbTable, DynamoDeadLetterStore, DynamoEventStore, DynamoReadModelStore, SdkConfig,
     StoreConfig,
 };
+use eventfold_consumers::Notification;
 use eventfold_consumers::deadletter::DeadLetterStore;
 use eventfold_consumers::projection::ReadModelStore;
 use eventfold_consumers::saga::{DeadlineIndex, RunnerConfig, Saga, SagaCaches, SagaRunner};
@@ -218,19 +219,50 @@ where
     }
 
     /// Handles every record of `event`; returns the records to redeliver.
+    ///
+    /// The records are one batch of the runner ([`SagaRunner::begin`]): their checkpoints are
+    /// read in one request before the first and their checkpoint moves and deadline entries
+    /// written in one after the last. When that write fails, every record is redelivered
+    /// (handling them again is idempotent; their checkpoints did not move).
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let notes = self.notes.as_deref().map(|store| Notes {
             consumer: CONSUMER,
             store,
         });
-        process_fifo_batch_noting(event, notes, |n| async move {
-            let handled = self.runner.handle(&n).await?;
+        // Bodies that do not parse are the batch processing's to report; the rest are read.
+        let notifications: Vec<Notification> = event
+            .records
+            .iter()
+            .filter_map(|r| serde_json::from_str(r.body.as_deref()?).ok())
+            .collect();
+        let ids: Vec<String> = event
+            .records
+            .iter()
+            .map(|r| r.message_id.clone().unwrap_or_default())
+            .collect();
+        let batch = match self.runner.begin(&notifications).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(%error, "checkpoints not read: the whole batch is redelivered");
+                return redeliver_all(ids);
+            }
+        };
+        let batch = &batch;
+        let response = process_fifo_batch_noting(event, notes, |n| async move {
+            let handled = self.runner.handle_in(batch, &n).await?;
             if !handled.duplicate {
                 telemetry::event_consumed(telemetry::SAGA, n.event.as_ref(), handled.behind);
             }
             Ok::<_, eventfold_consumers::saga::SagaError>(())
         })
-        .await
+        .await;
+        match self.runner.commit(batch).await {
+            Ok(()) => response,
+            Err(error) => {
+                tracing::error!(%error, "checkpoints not moved: the whole batch is redelivered");
+                redeliver_all(ids)
+            }
+        }
     }
 
     /// Runs the deadlines due at the scheduled event's time. Instances that failed make the
@@ -262,6 +294,20 @@ where
         };
         response.map_err(InvocationError::Response)
     }
+}
+
+/// The answer that redelivers every record of a batch (`ids`, their message ids).
+fn redeliver_all(ids: Vec<String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = ids
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
 }
 
 /// A saga that reacts to nothing, for the tests of the function's own mechanics (dispatch,

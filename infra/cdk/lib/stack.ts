@@ -395,9 +395,11 @@ export class EventfoldStack extends cdk.Stack {
         allow(
           "ReadModelsCheckpointsAndDeadlines",
           [
+            "dynamodb:BatchGetItem",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
+            "dynamodb:TransactWriteItems",
             "dynamodb:Query",
           ],
           [readModelsTable.attrArn, cdk.Fn.sub("${ReadModelsTable.Arn}/index/gsi1")],

@@ -792,6 +792,11 @@ async fn redelivered_shuffled_and_dropped_notifications_have_exactly_one_effect_
 #[tokio::test]
 async fn the_memory_store_passes_the_deadline_index_contract() {
     eventfold_testkit::deadline_index::run_all(&MemoryReadModelStore::new(), "mem").await;
+    eventfold_testkit::deadline_index::writes_together_all_or_nothing(
+        &MemoryReadModelStore::new(),
+        "mem",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -841,4 +846,123 @@ async fn a_long_gap_is_read_a_page_at_a_time_and_each_page_moves_the_checkpoint(
     deliver_all(&r, &all_streams("t1", &["a", "b"]), false).await;
     assert_eq!(saga(&r, "t1").await.phase, Phase::Done);
     assert_eq!(account(&r, "b").await.balance, 30, "credited once");
+}
+
+/// The notifications of one invocation as a batch: checkpoints read once, the moves and the
+/// deadline entries left to the commit. A batch whose commit never happened (the process died
+/// after its steps) changed no checkpoint and wrote no entry, and handled again in full it
+/// has exactly one effect per step; its commit then writes the entry of the waiting instance
+/// and every checkpoint at once, after which the same notifications are duplicates.
+#[tokio::test]
+async fn a_batch_whose_commit_was_lost_is_handled_again_with_one_effect_per_step() {
+    let r = runner();
+    open(&r, "a", 100).await;
+    open(&r, "b", 0).await;
+    let request = toy::request(TENANT, "t1", "a", "b", 30, true);
+    write(&r, &request).await;
+    let name = checkpoint_name::<Transfer>();
+    let submitted = note(&request[2]);
+
+    // First invocation: the submission, then (a second message group) the debit it caused.
+    let lost = r
+        .begin(std::slice::from_ref(&submitted))
+        .await
+        .expect("begin");
+    r.handle_in(&lost, &submitted).await.expect("submitted");
+    let debited = note(&event_at(&r, &account_stream("a"), 2).await);
+    r.handle_in(&lost, &debited).await.expect("debit seen");
+    assert!(matches!(
+        saga(&r, "t1").await.phase,
+        Phase::AwaitingApproval { .. }
+    ));
+    // ... and no commit: the process died.
+    for source in [&submitted.stream_id, &debited.stream_id] {
+        let at = r.models().checkpoint(&name, source).await.expect("read");
+        assert_eq!(at, 0, "{source} moved without a commit");
+    }
+    assert!(
+        due_entries(&r).await.is_empty(),
+        "an entry without a commit"
+    );
+
+    // Redelivered together: nothing recorded or sent twice.
+    let batch = [submitted.clone(), debited.clone()];
+    let again = r.begin(&batch).await.expect("begin");
+    let mut handled = Vec::new();
+    for n in &batch {
+        handled.push(r.handle_in(&again, n).await.expect("redelivered"));
+    }
+    assert!(handled.iter().all(|h| !h.duplicate && h.saga_events == 0));
+    r.commit(&again).await.expect("commit");
+    assert_eq!(
+        types(&events_of(&r, &saga_stream("t1")).await),
+        ["Started", "DebitRecorded"]
+    );
+    assert_eq!(
+        types(&events_of(&r, &account_stream("a")).await),
+        ["Opened", "Debited"]
+    );
+    assert_eq!(account(&r, "a").await.balance, 70);
+    assert_eq!(
+        due_entries(&r)
+            .await
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect::<Vec<_>>(),
+        [saga_stream("t1")],
+        "the commit wrote the waiting instance's entry"
+    );
+    for (source, version) in [(&submitted.stream_id, 3), (&debited.stream_id, 2)] {
+        let at = r.models().checkpoint(&name, source).await.expect("read");
+        assert_eq!(at, version, "{source}");
+    }
+    let third = r.begin(&batch).await.expect("begin");
+    for n in &batch {
+        assert!(r.handle_in(&third, n).await.expect("ack").duplicate);
+    }
+    r.commit(&third).await.expect("nothing to write");
+
+    deliver_all(&r, &all_streams("t1", &["a", "b"]), false).await;
+    assert_eq!(saga(&r, "t1").await.phase, Phase::Done);
+    assert_eq!(account(&r, "b").await.balance, 30);
+}
+
+/// A checkpoint another consumer moved past the batch's makes the combined write fail as a
+/// whole; the commit then writes one at a time and takes the newer checkpoint, and the
+/// batch's deadline entry is written all the same.
+#[tokio::test]
+async fn a_batch_commit_after_another_consumer_moved_on_takes_its_checkpoint() {
+    let r = runner();
+    open(&r, "a", 100).await;
+    open(&r, "b", 0).await;
+    let request = toy::request(TENANT, "t1", "a", "b", 30, true);
+    write(&r, &request).await;
+    let name = checkpoint_name::<Transfer>();
+    let submitted = note(&request[2]);
+    let debited_event = {
+        r.handle(&submitted).await.expect("submitted");
+        event_at(&r, &account_stream("a"), 2).await
+    };
+    let debited = note(&debited_event);
+    let batch = r
+        .begin(std::slice::from_ref(&debited))
+        .await
+        .expect("begin");
+    r.handle_in(&batch, &debited).await.expect("debit seen");
+    // Meanwhile a redelivery elsewhere handled the same and moved the checkpoint on.
+    r.models()
+        .add(TENANT, &name, &debited.stream_id, 0, 2, Vec::new())
+        .await
+        .expect("the other consumer's move");
+    r.commit(&batch)
+        .await
+        .expect("the newer checkpoint is taken");
+    assert_eq!(
+        r.models()
+            .checkpoint(&name, &debited.stream_id)
+            .await
+            .expect("read"),
+        2
+    );
+    assert_eq!(due_entries(&r).await.len(), 1, "the entry was written");
 }

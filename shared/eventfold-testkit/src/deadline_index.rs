@@ -4,7 +4,10 @@
 //! failures panic with the broken rule.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use eventfold_consumers::saga::{Deadline, DeadlineIndex, DueInstance};
+use eventfold_consumers::projection::ReadModelStore;
+use eventfold_consumers::saga::{
+    CheckpointMove, Deadline, DeadlineIndex, DeadlineWrite, DueInstance, Together,
+};
 
 /// Runs every check against `index`. `prefix` must be unique to this run (letters, digits,
 /// `-`; at most 40 characters).
@@ -187,4 +190,132 @@ pub async fn sagas_are_isolated(index: &dyn DeadlineIndex, prefix: &str) {
         "removing one saga's entry removed another's"
     );
     set(index, &two, &stream, None).await;
+}
+
+fn entry(stream: &str, version: u64, d: Option<Deadline>) -> DeadlineWrite {
+    DeadlineWrite {
+        stream_id: stream.to_owned(),
+        version,
+        deadline: d,
+    }
+}
+
+fn moved(stream: &str, expected: u64, new: u64) -> CheckpointMove {
+    CheckpointMove {
+        stream_id: stream.to_owned(),
+        expected,
+        new,
+    }
+}
+
+/// For adapters that write a batch's entries and checkpoint moves together
+/// ([`DeadlineIndex::write_together`] not left to its default): every write is made at once,
+/// each under its own condition, and one failed condition (an entry older than the stored
+/// one, a checkpoint not where the move expects it) writes nothing of the batch.
+pub async fn writes_together_all_or_nothing<S>(store: &S, prefix: &str)
+where
+    S: DeadlineIndex + ReadModelStore,
+{
+    let saga = format!("{prefix}-together");
+    let (one, two) = (format!("{prefix}/Saga-one"), format!("{prefix}/Saga-two"));
+    let (src_a, src_b) = (format!("{prefix}/Src-a"), format!("{prefix}/Src-b"));
+    let together = |deadlines: Vec<DeadlineWrite>, moves: Vec<CheckpointMove>| {
+        let saga = saga.clone();
+        async move {
+            store
+                .write_together(&saga, &deadlines, &moves)
+                .await
+                .unwrap_or_else(|e| panic!("write_together {deadlines:?} {moves:?}: {e}"))
+        }
+    };
+    let checkpoint = |stream: String| {
+        let saga = saga.clone();
+        async move {
+            store
+                .checkpoint(&saga, &stream)
+                .await
+                .unwrap_or_else(|e| panic!("checkpoint {stream}: {e}"))
+        }
+    };
+    let listed = || async {
+        due(store, &saga, 10_000, 10)
+            .await
+            .into_iter()
+            .map(|d| (d.stream_id, d.deadline.correlation_id))
+            .collect::<Vec<_>>()
+    };
+
+    let written = together(
+        vec![
+            entry(&one, 2, Some(deadline(10, "one-v2"))),
+            entry(&two, 1, Some(deadline(20, "two-v1"))),
+        ],
+        vec![moved(&src_a, 0, 3), moved(&src_b, 0, 1)],
+    )
+    .await;
+    assert_eq!(written, Together::Written, "a batch whose conditions hold");
+    assert_eq!(
+        listed().await,
+        [
+            (one.clone(), "one-v2".to_owned()),
+            (two.clone(), "two-v1".to_owned())
+        ]
+    );
+    assert_eq!(
+        (
+            checkpoint(src_a.clone()).await,
+            checkpoint(src_b.clone()).await
+        ),
+        (3, 1)
+    );
+
+    // An entry older than the stored one: nothing of the batch is written.
+    let stale = together(
+        vec![
+            entry(&one, 1, None),
+            entry(&two, 2, Some(deadline(30, "two-v2"))),
+        ],
+        vec![moved(&src_a, 3, 5)],
+    )
+    .await;
+    assert_eq!(stale, Together::NotWritten, "an entry for an older version");
+    assert_eq!(checkpoint(src_a.clone()).await, 3, "the move was written");
+    assert_eq!(
+        listed().await,
+        [
+            (one.clone(), "one-v2".to_owned()),
+            (two.clone(), "two-v1".to_owned())
+        ],
+        "an entry of a batch that failed was written"
+    );
+
+    // A checkpoint that moved meanwhile: nothing of the batch is written.
+    let conflict = together(
+        vec![entry(&two, 2, None)],
+        vec![moved(&src_a, 3, 5), moved(&src_b, 0, 2)],
+    )
+    .await;
+    assert_eq!(
+        conflict,
+        Together::NotWritten,
+        "a checkpoint not where expected"
+    );
+    assert_eq!(
+        (
+            checkpoint(src_a.clone()).await,
+            checkpoint(src_b.clone()).await
+        ),
+        (3, 1)
+    );
+    assert_eq!(listed().await.len(), 2, "the removal was written");
+
+    // Removals and moves together, the same version as stored included.
+    let done = together(
+        vec![entry(&one, 2, None), entry(&two, 3, None)],
+        vec![moved(&src_a, 3, 5), moved(&src_b, 1, 2)],
+    )
+    .await;
+    assert_eq!(done, Together::Written);
+    assert!(listed().await.is_empty(), "removed entries are listed");
+    assert_eq!((checkpoint(src_a).await, checkpoint(src_b).await), (5, 2));
 }

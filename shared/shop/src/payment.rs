@@ -209,6 +209,13 @@ impl Aggregate for Payment {
         PaymentState::default()
     }
 
+    /// `AuthorizePayment` usually starts the payment's stream (the saga's first step for an
+    /// order): decided without reading it first; a later attempt finds the stream at the
+    /// append and is decided again on what it holds.
+    fn assume_new(command: &PaymentCommand) -> bool {
+        matches!(command, PaymentCommand::AuthorizePayment { .. })
+    }
+
     fn evolve(mut state: PaymentState, event: &PaymentEvent) -> PaymentState {
         match event {
             PaymentEvent::PaymentAuthorized {

@@ -14,21 +14,26 @@
 //! Setting or removing a deadline is one `PutItem`, conditional on the stored version being
 //! at most the written one (it replaces the instance's earlier entry: no read of the old due
 //! time is needed; a refused write was for an older state and is dropped); a tick's `due` is
-//! one `Query` of the index up to the due time, whatever the number of open instances.
+//! one `Query` of the index up to the due time, whatever the number of open instances. The
+//! saga runner's batches write their entries with their checkpoint moves in one
+//! `TransactWriteItems` ([`DeadlineIndex::write_together`]), each item under its own condition.
 //!
 //! The index is eventually consistent: a tick may miss a deadline set a moment ago (the next
 //! tick finds it) or list one just removed (the runner checks every entry against the
 //! instance's state before acting).
 
-use super::{DynamoReadModelStore, INDEX, corrupt, get_s};
+use super::{DynamoReadModelStore, INDEX, TRANSACTION_ITEMS, corrupt, get_s};
 use crate::dynamodb::{n, s};
 use crate::faults::from_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
 use eventfold_consumers::projection::ReadModelError;
-use eventfold_consumers::saga::{Deadline, DeadlineIndex, DueInstance};
+use eventfold_consumers::saga::{
+    CheckpointMove, Deadline, DeadlineIndex, DeadlineWrite, DueInstance, Together,
+};
 use std::collections::HashMap;
 
 /// The read-models table's TTL attribute (epoch seconds), set only on the entries of
@@ -65,6 +70,34 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<DueInstance, ReadMod
     })
 }
 
+/// The condition of an entry's write: none stored yet, or one for this version or older.
+const NEWER_OR_SAME: &str = "attribute_not_exists(pk) OR #v <= :v";
+
+/// The item of the entry of instance `stream_id` of `saga` as of `version`.
+fn entry_item(
+    saga: &str,
+    stream_id: &str,
+    version: u64,
+    deadline: Option<&Deadline>,
+) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        ("pk".to_owned(), s(instance_pk(saga))),
+        ("sk".to_owned(), s(stream_id)),
+        ("version".to_owned(), n(version)),
+    ]);
+    if let Some(d) = deadline {
+        let due_at = time_text(d.due_at);
+        item.insert("gsi1pk".to_owned(), s(index_pk(saga)));
+        item.insert("gsi1sk".to_owned(), s(format!("{due_at}#{stream_id}")));
+        item.insert("due_at".to_owned(), s(due_at));
+        item.insert("correlation_id".to_owned(), s(&d.correlation_id));
+    } else {
+        let expires = Utc::now().timestamp() + IDLE_ENTRY_RETENTION_DAYS * 86_400;
+        item.insert(EXPIRES_AT_EPOCH.to_owned(), n(expires));
+    }
+    item
+}
+
 #[async_trait]
 impl DeadlineIndex for DynamoReadModelStore {
     async fn set_deadline(
@@ -74,27 +107,14 @@ impl DeadlineIndex for DynamoReadModelStore {
         version: u64,
         deadline: Option<&Deadline>,
     ) -> Result<(), ReadModelError> {
-        let mut request = self
+        let request = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(instance_pk(saga)))
-            .item("sk", s(stream_id))
-            .item("version", n(version))
-            .condition_expression("attribute_not_exists(pk) OR #v <= :v")
+            .set_item(Some(entry_item(saga, stream_id, version, deadline)))
+            .condition_expression(NEWER_OR_SAME)
             .expression_attribute_names("#v", "version")
             .expression_attribute_values(":v", n(version));
-        if let Some(d) = deadline {
-            let due_at = time_text(d.due_at);
-            request = request
-                .item("due_at", s(&due_at))
-                .item("correlation_id", s(&d.correlation_id))
-                .item("gsi1pk", s(index_pk(saga)))
-                .item("gsi1sk", s(format!("{due_at}#{stream_id}")));
-        } else {
-            let expires = Utc::now().timestamp() + IDLE_ENTRY_RETENTION_DAYS * 86_400;
-            request = request.item(EXPIRES_AT_EPOCH, n(expires));
-        }
         match request.send().await {
             Ok(_) => Ok(()),
             // A newer state's entry is in place: this one is out of date.
@@ -107,6 +127,56 @@ impl DeadlineIndex for DynamoReadModelStore {
                 Ok(())
             }
             Err(e) => Err(from_sdk(e)),
+        }
+    }
+
+    /// One `TransactWriteItems` of every entry (a conditional `Put` each) and checkpoint move
+    /// (a conditional `Update` each); a cancelled transaction (a condition failed) writes
+    /// nothing, and so does a batch past one transaction's 100 items.
+    async fn write_together(
+        &self,
+        saga: &str,
+        deadlines: &[DeadlineWrite],
+        moves: &[CheckpointMove],
+    ) -> Result<Together, ReadModelError> {
+        if deadlines.len() + moves.len() > TRANSACTION_ITEMS {
+            return Ok(Together::NotWritten);
+        }
+        let mut items = Vec::with_capacity(deadlines.len() + moves.len());
+        for d in deadlines {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(entry_item(
+                    saga,
+                    &d.stream_id,
+                    d.version,
+                    d.deadline.as_ref(),
+                )))
+                .condition_expression(NEWER_OR_SAME)
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":v", n(d.version))
+                .build()
+                .map_err(|e| corrupt(e.to_string()))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        for m in moves {
+            let update = self.checkpoint_update(saga, &m.stream_id, m.expected, m.new)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Together::Written),
+            Err(e) => match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(_)) => {
+                    Ok(Together::NotWritten)
+                }
+                _ => Err(from_sdk(e)),
+            },
         }
     }
 

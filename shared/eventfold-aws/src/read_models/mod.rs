@@ -55,6 +55,8 @@ pub const COUNTER_PREFIX: &str = "c_";
 /// Largest number of counter documents one `add` may touch (one transaction holds 100 items,
 /// one of them the checkpoint).
 pub const MAX_COUNTER_DOCS: usize = 99;
+/// Most items one `TransactWriteItems` may hold.
+pub const TRANSACTION_ITEMS: usize = 100;
 /// Queries one `list` call may run to fill a page around hidden (`Null`) documents.
 const MAX_QUERIES_PER_PAGE: usize = 8;
 /// Most keys one `BatchGetItem` may ask for.

@@ -2,7 +2,7 @@
 //! holds the sagas' deadline index, as the read-models table does.
 
 use super::{Doc, Found, ListQuery, ModelKey, Page, ReadModelError, ReadModelStore, ViewPointer};
-use crate::saga::{Deadline, DeadlineIndex, DueInstance};
+use crate::saga::{CheckpointMove, Deadline, DeadlineIndex, DeadlineWrite, DueInstance, Together};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -280,5 +280,38 @@ impl DeadlineIndex for MemoryReadModelStore {
         });
         due.truncate(limit);
         Ok(due)
+    }
+
+    async fn write_together(
+        &self,
+        saga: &str,
+        deadlines: &[DeadlineWrite],
+        moves: &[CheckpointMove],
+    ) -> Result<Together, ReadModelError> {
+        let mut inner = self.lock();
+        // Every condition first, as one transaction would check them: all or nothing.
+        let stale = deadlines.iter().any(|d| {
+            let key = (saga.to_owned(), d.stream_id.clone());
+            inner
+                .deadlines
+                .get(&key)
+                .is_some_and(|(v, _)| *v > d.version)
+        });
+        let moved = moves.iter().any(|m| {
+            let key = (saga.to_owned(), m.stream_id.clone());
+            inner.checkpoints.get(&key).copied().unwrap_or(0) != m.expected
+        });
+        if stale || moved {
+            return Ok(Together::NotWritten);
+        }
+        for d in deadlines {
+            let key = (saga.to_owned(), d.stream_id.clone());
+            inner.deadlines.insert(key, (d.version, d.deadline.clone()));
+        }
+        for m in moves {
+            let key = (saga.to_owned(), m.stream_id.clone());
+            inner.checkpoints.insert(key, m.new);
+        }
+        Ok(Together::Written)
     }
 }

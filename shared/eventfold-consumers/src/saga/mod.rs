@@ -37,8 +37,8 @@
 mod deadline;
 pub mod runner;
 
-pub use deadline::{Deadline, DeadlineIndex, DueInstance};
-pub use runner::{Handled, RunnerConfig, SagaCaches, SagaError, SagaRunner, Ticked};
+pub use deadline::{CheckpointMove, Deadline, DeadlineIndex, DeadlineWrite, DueInstance, Together};
+pub use runner::{Handled, RunnerConfig, SagaBatch, SagaCaches, SagaError, SagaRunner, Ticked};
 
 use chrono::{DateTime, Utc};
 use eventfold::aggregate::{Aggregate, CodecError, Rejection};

@@ -39,9 +39,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod batch;
 mod send;
 mod tick;
 
+pub use batch::SagaBatch;
 use send::Sender;
 pub use tick::Ticked;
 
@@ -183,6 +185,14 @@ pub fn checkpoint_name<G: Saga>() -> String {
     format!("saga:{}", G::CATEGORY)
 }
 
+/// Where a step's deadline entry goes: written at once (a tick), or left to the batch's
+/// commit (a notification).
+#[derive(Clone, Copy)]
+enum Index<'a> {
+    Now,
+    Batch(&'a SagaBatch),
+}
+
 /// What the runner knows of an instance while it settles it.
 struct Instance<S> {
     stream: StreamId,
@@ -247,14 +257,39 @@ where
     }
 
     /// Offers every event of `n`'s stream up to `n.version` that the saga has not seen to
-    /// [`Saga::input`], handling each input fully before moving the checkpoint past it.
+    /// [`Saga::input`], handling each input fully before moving the checkpoint past it: a
+    /// batch of one ([`Self::begin`], [`Self::handle_in`], [`Self::commit`]).
     pub async fn handle(&self, n: &Notification) -> Result<Handled, SagaError> {
+        let batch = self.begin(std::slice::from_ref(n)).await?;
+        let handled = self.handle_in(&batch, n).await;
+        // What the handled inputs recorded is written even when a later one failed.
+        let committed = self.commit(&batch).await;
+        let handled = handled?;
+        committed?;
+        Ok(handled)
+    }
+
+    /// [`Self::handle`] within `batch`: the checkpoint is the batch's, and the checkpoint
+    /// moves and deadline entries are left to [`Self::commit`]. Notifications of one stream
+    /// must be handled in order.
+    pub async fn handle_in(
+        &self,
+        batch: &SagaBatch,
+        n: &Notification,
+    ) -> Result<Handled, SagaError> {
         let source = n
             .checked_stream()
             .map_err(|e| SagaError::BadNotification(e.to_string()))?;
         let name = checkpoint_name::<G>();
         let mut handled = Handled::default();
-        let checkpoint = self.models.checkpoint(&name, &n.stream_id).await?;
+        let checkpoint = match batch.checkpoint(&n.stream_id) {
+            Some(at) => at,
+            None => {
+                let stored = self.models.checkpoint(&name, &n.stream_id).await?;
+                batch.known(&n.stream_id, stored);
+                stored
+            }
+        };
         if n.version <= checkpoint {
             handled.duplicate = true;
             return Ok(handled);
@@ -295,12 +330,14 @@ where
                 })?;
                 let Some((id, input)) = input else { continue };
                 handled.inputs += 1;
-                let step = self.step(source.tenant(), &id, input, event).await?;
+                let step = self.step(batch, source.tenant(), &id, input, event).await?;
                 handled.add(step);
-                at = self.advance(&name, &source, at, event.version).await?;
+                at = event.version;
+                batch.advance(&n.stream_id, at);
             }
             if at < to {
-                at = self.advance(&name, &source, at, to).await?;
+                at = to;
+                batch.advance(&n.stream_id, at);
             }
         }
         tracing::debug!(
@@ -320,12 +357,12 @@ where
     /// state calls for.
     async fn step(
         &self,
+        batch: &SagaBatch,
         tenant: &str,
         id: &str,
         input: G::Command,
         event: &EventEnvelope,
     ) -> Result<Handled, SagaError> {
-        let name = checkpoint_name::<G>();
         let mut handled = Handled::default();
         let stream = StreamId::new(tenant, G::CATEGORY, id).map_err(|e| SagaError::Input {
             saga: G::CATEGORY,
@@ -374,9 +411,11 @@ where
             correlation_id,
             trace: event.metadata.trace.clone(),
         };
-        // Indexed before sending: a target that keeps failing must not keep the deadline off.
-        self.index(&name, &instance).await?;
-        self.settle(&name, instance, &mut handled).await?;
+        // Indexed before sending: a target that keeps failing must not keep the deadline off
+        // (the batch writes it even when sending fails).
+        let sink = Index::Batch(batch);
+        self.index(sink, &instance).await?;
+        self.settle(sink, instance, &mut handled).await?;
         Ok(handled)
     }
 
@@ -384,7 +423,7 @@ where
     /// nothing new is pending; re-indexes the deadline when refusals moved the state.
     async fn settle(
         &self,
-        name: &str,
+        sink: Index<'_>,
         mut instance: Instance<G::State>,
         handled: &mut Handled,
     ) -> Result<(), SagaError> {
@@ -401,7 +440,7 @@ where
                 .collect();
             if pending.is_empty() {
                 if moved {
-                    self.index(name, &instance).await?;
+                    self.index(sink, &instance).await?;
                 }
                 return Ok(());
             }
@@ -510,34 +549,6 @@ where
             || instance.correlation_id.clone(),
             |e| e.event_id.to_string(),
         ))
-    }
-
-    /// Moves the checkpoint of `source` from `from` to `to`. When another consumer moved it
-    /// first, its position is taken if it is at least `to`.
-    async fn advance(
-        &self,
-        name: &str,
-        source: &StreamId,
-        from: u64,
-        to: u64,
-    ) -> Result<u64, SagaError> {
-        let stream_id = source.to_string();
-        match self
-            .models
-            .add(source.tenant(), name, &stream_id, from, to, Vec::new())
-            .await
-        {
-            Ok(()) => Ok(to),
-            Err(ReadModelError::Conflict { view, key }) => {
-                let now = self.models.checkpoint(name, &stream_id).await?;
-                if now >= to {
-                    Ok(now)
-                } else {
-                    Err(ReadModelError::Conflict { view, key }.into())
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
     }
 
     fn upcast_all(&self, raw: Vec<EventEnvelope>) -> Vec<EventEnvelope> {

@@ -18,6 +18,12 @@ impl Aggregate for OrderFulfilment {
         FulfilmentState::default()
     }
 
+    /// `OrderPlaced` starts the instance's stream: decided without reading it first (a
+    /// redelivery finds the stream at the append, and is decided again on what it holds).
+    fn assume_new(input: &FulfilmentInput) -> bool {
+        matches!(input, FulfilmentInput::OrderPlaced(_))
+    }
+
     fn evolve(mut s: FulfilmentState, event: &FulfilmentEvent) -> FulfilmentState {
         match event {
             FulfilmentEvent::FulfilmentStarted(PlacedOrder {

@@ -39,13 +39,10 @@ impl<'a, E: EventStore, T: StateCaches> SagaCommandVisitor<T> for Sender<'a, E, 
                 Ok(t) => t,
                 Err(e) => return (shown, Err(CommandError::Internal(e.into()))),
             };
+            // As a command of the API: `A::assume_new` lets a command that starts a stream
+            // (a payment's authorisation) append without reading the stream first.
             let result = executor
-                .execute_with::<A, _>(
-                    &target,
-                    None,
-                    |state| A::decide(state, &command).map_err(CommandError::Rejected),
-                    context,
-                )
+                .execute::<A>(&target, None, &command, context)
                 .await;
             (shown, result.map(|_| ()))
         })

@@ -141,8 +141,8 @@ where
             correlation_id,
             trace: None,
         };
-        self.index(name, &instance).await?;
-        self.settle(name, instance, &mut ticked.handled).await
+        self.index(Index::Now, &instance).await?;
+        self.settle(Index::Now, instance, &mut ticked.handled).await
     }
 
     /// When the instance in `state` is due, if it waits.
@@ -152,24 +152,31 @@ where
         since.checked_add_signed(timeout)
     }
 
-    /// Sets the instance's entry in the deadline index from its state.
+    /// Sets the instance's entry in the deadline index from its state, now or in `sink`'s
+    /// batch.
     pub(super) async fn index(
         &self,
-        name: &str,
+        sink: Index<'_>,
         instance: &Instance<G::State>,
     ) -> Result<(), SagaError> {
         let deadline = self.due_at(&instance.state).map(|due_at| Deadline {
             due_at,
             correlation_id: instance.correlation_id.clone(),
         });
-        self.models
-            .set_deadline(
-                name,
-                &instance.stream.to_string(),
-                instance.version,
-                deadline.as_ref(),
-            )
-            .await?;
+        let stream_id = instance.stream.to_string();
+        match sink {
+            Index::Batch(batch) => batch.deadline(&stream_id, instance.version, deadline),
+            Index::Now => {
+                self.models
+                    .set_deadline(
+                        &checkpoint_name::<G>(),
+                        &stream_id,
+                        instance.version,
+                        deadline.as_ref(),
+                    )
+                    .await?
+            }
+        }
         Ok(())
     }
 }
