@@ -1,8 +1,9 @@
 //! `eventfold gdpr forget|export ID --tenant T`: an operator forgets a data subject (GDPR
 //! Art. 17) or exports what is held of it (Art. 15), through the same code as the command
 //! API's subject routes (`command_api::CommandApi::forget` / `export`), built from the
-//! template's `CommandApiFunction` environment (its keys table and KMS key), as an operator
-//! of `--tenant` with scope `events:admin`.
+//! template's `CommandApiFunction` environment (its keys table and KMS key), each variable
+//! overridable by the process environment (a deployed stack's names: `--aws`), as an
+//! operator of `--tenant` with scope `events:admin`.
 
 use anyhow::{Context, Result, bail};
 use eventfold_aws::http::Caller;
@@ -56,19 +57,23 @@ pub fn key_ring(sdk: &aws_config::SdkConfig, template: &Template) -> Result<Shar
     })?)
 }
 
-/// Runs `command` against the stack of `template`; prints the answer's JSON.
+/// Runs `command` against the stack of `template` as `actor` (recorded on the
+/// `SubjectForgotten` event); prints the answer's JSON.
 pub async fn run(
     sdk: &aws_config::SdkConfig,
     template: &Template,
     command: GdprCommand,
+    actor: &str,
 ) -> Result<String> {
     let function = function_env(template, "command-api")?;
-    let api = command_api::build(sdk, |k| function.env(k))?;
+    let api = command_api::build(sdk, |k| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| function.env(k))
+    })?;
     let caller = |tenant: String| Caller {
-        actor: format!(
-            "cli:{}",
-            std::env::var("USER").unwrap_or_else(|_| "operator".to_owned())
-        ),
+        actor: actor.to_owned(),
         tenant,
         scopes: vec!["events:admin".to_owned()],
     };

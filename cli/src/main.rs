@@ -100,9 +100,14 @@ enum Cmd {
         /// Stack name (physical names are `{stack}-{LogicalId}`).
         #[arg(long, default_value = "eventfold-local", global = true)]
         stack: String,
-        /// AWS endpoint (the local emulator by default).
-        #[arg(long, env = "AWS_ENDPOINT_URL", default_value = DEFAULT_ENDPOINT, global = true)]
-        endpoint: String,
+        /// AWS endpoint (default: AWS_ENDPOINT_URL, else the local emulator).
+        #[arg(long, global = true)]
+        endpoint: Option<String>,
+        /// A deployed stack: the AWS SDK's own endpoint, region and credentials; the command
+        /// API's variables (EVENTS_TABLE, IDEMPOTENCY_TABLE, KEYS_TABLE, PERSONAL_DATA_KEY,
+        /// ...) from the environment; the operator is the caller's ARN.
+        #[arg(long, conflicts_with = "endpoint", global = true)]
+        aws: bool,
     },
     /// Dead letters of every tenant: list, show, redrive, discard (operators).
     Dlq {
@@ -363,9 +368,24 @@ async fn main() -> Result<()> {
             command,
             stack,
             endpoint,
+            aws,
         } => {
-            let sdk = eventfold_local::emulator::local_sdk_config(&endpoint).await;
-            cli::gdpr::run(&sdk, &template(&stack, &sdk)?, command).await?;
+            let (sdk, actor) = if aws {
+                let sdk = eventfold_aws::sdk_config().await;
+                let arn = console::aws_operator(&sdk).await?;
+                (sdk, arn)
+            } else {
+                let endpoint = endpoint
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+                let sdk = eventfold_local::emulator::local_sdk_config(&endpoint).await;
+                (
+                    sdk,
+                    console::local_operator().replacen("console:", "cli:", 1),
+                )
+            };
+            cli::gdpr::run(&sdk, &template(&stack, &sdk)?, command, &actor).await?;
         }
         Cmd::Dlq {
             command,

@@ -451,6 +451,7 @@ async fn a_forgotten_customer_leaves_no_plaintext_and_the_business_facts_stay() 
             id: "c-bob".into(),
             tenant: tenant.clone(),
         },
+        "cli:it",
     )
     .await
     .expect("export");

@@ -1,7 +1,9 @@
 //! Integration tests against the serialized moto emulator: event store, command and query
 //! APIs over real HTTP, read models, the idempotency store, the stream -> SNS -> SQS fan-out
 //! and its emulation, the saga runtime (filter policy, schedule, parameter overrides, runner on
-//! DynamoDB), the streaming API (topics, publish, consumer groups, history), the recovery path
+//! DynamoDB), the streaming API (topics, publish, consumer groups and their members, history),
+//! crypto-shredding (a forgotten customer leaves no plaintext anywhere), a hot SKU's bounded
+//! state, the TTLs of expiring items, the recovery path
 //! (dead letters, the DLQ processor, SNS outages), AWS's limits as the local stack enforces
 //! them, one trace from a command to the consumers' queues, `eventfold verify` (every hop,
 //! and the hop a removed permission breaks), the load run behind `docs/capacity.md` (small),

@@ -399,7 +399,6 @@ export class EventfoldStack extends cdk.Stack {
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
-            "dynamodb:TransactWriteItems",
             "dynamodb:Query",
           ],
           [readModelsTable.attrArn, cdk.Fn.sub("${ReadModelsTable.Arn}/index/gsi1")],
