@@ -6,13 +6,13 @@
 //! customer is untouched; another tenant can neither forget nor read the subject.
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use eventfold_local::LocalStack;
 use eventfold_local::esm::EsmOptions;
 use eventfold_local::httpc::Http;
-use eventfold_local::{JwtConfig, LocalOptions, LocalStack};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tests::{assert_no_denials, assert_problem, endpoint, root, rw_token, token, unique_tenant};
+use tests::{assert_no_denials, assert_problem, root, rw_token, token, unique_tenant};
 
 const COMMANDS: &str = "/api/v1/events/commands";
 /// Ada's personal values: none may be found anywhere after the forget.
@@ -31,18 +31,8 @@ fn stack_name() -> String {
 }
 
 async fn stack(name: &str) -> LocalStack {
-    cli::local::start_with(
-        LocalOptions {
-            root: root(),
-            api_addr: "127.0.0.1:0".parse().expect("valid address"),
-            emulator_port: 0,
-            endpoint: Some(endpoint()),
-            stack: name.to_owned(),
-            auth: JwtConfig::dev(),
-            parameter_overrides: Vec::new(),
-            iam: true,
-            iam_port: 0,
-        },
+    tests::stack_named(
+        name,
         EsmOptions {
             idle_poll: Duration::from_millis(50),
             retry_backoff: Duration::from_millis(20),
@@ -53,7 +43,6 @@ async fn stack(name: &str) -> LocalStack {
         },
     )
     .await
-    .expect("local stack starts")
 }
 
 fn command(aggregate: &str, id: &str, kind: &str, data: Value) -> Value {

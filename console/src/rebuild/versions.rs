@@ -94,6 +94,13 @@ pub async fn replay<E: EventStore, R: ReadModelStore>(
 
 /// Compares version `candidate` of `view` with version `live` for `tenants` until they agree,
 /// at most `rounds` times `pause` apart: the differences left (none: verified).
+///
+/// The two versions are listed one after the other while the projector keeps writing both,
+/// so a document written between the two listings shows as a difference in that round only
+/// (new orders under a steady writer make one every round). A real difference is the same
+/// in every round. So the versions agree when a round finds none, or when two rounds in a
+/// row share none; what is left after the last round is the last round's differences that
+/// the round before also had.
 pub async fn converge<R: ReadModelStore>(
     models: &R,
     tenants: &BTreeSet<String>,
@@ -103,17 +110,26 @@ pub async fn converge<R: ReadModelStore>(
     pause: Duration,
 ) -> Result<Vec<String>, RebuildError> {
     let (a, b) = (stored_name(view, live), stored_name(view, candidate));
-    let mut diffs = Vec::new();
+    let mut previous: Option<BTreeSet<String>> = None;
+    let mut lasting = Vec::new();
     for round in 0..rounds.max(1) {
         if round > 0 {
             tokio::time::sleep(pause).await;
         }
-        diffs = differences(models, tenants, &a, &b).await?;
-        if diffs.is_empty() {
-            break;
+        let now: BTreeSet<String> = differences(models, tenants, &a, &b)
+            .await?
+            .into_iter()
+            .collect();
+        lasting = match &previous {
+            Some(before) => now.intersection(before).cloned().collect(),
+            None => now.iter().cloned().collect(),
+        };
+        if now.is_empty() || (previous.is_some() && lasting.is_empty()) {
+            return Ok(Vec::new());
         }
+        previous = Some(now);
     }
-    Ok(diffs)
+    Ok(lasting)
 }
 
 /// A promote: the pointer after it, when it was written and how long the write took.
@@ -455,6 +471,66 @@ mod tests {
         assert!(models.snapshot("t1", ORDER_SUMMARY).is_empty());
         let pointer = models.pointer(ORDER_SUMMARY).await.expect("read");
         assert_eq!(pointer.active(), [2]);
+    }
+
+    #[tokio::test]
+    async fn a_difference_seen_in_one_round_only_is_a_write_in_flight() {
+        let events = Arc::new(MemoryEventStore::new());
+        let models = Arc::new(MemoryReadModelStore::new());
+        place(&events, &models, 0..2).await;
+        register(&models, ORDER_SUMMARY, "op")
+            .await
+            .expect("register");
+        let scanned = heads(&events, 2).await;
+        replay(
+            events.clone(),
+            models.clone(),
+            ORDER_SUMMARY,
+            2,
+            &scanned,
+            |_, _| {},
+        )
+        .await
+        .expect("replay");
+        let tenants = BTreeSet::from(["t1".to_owned()]);
+        // A document of v2 that v1 lacks: one round alone cannot tell it from a real one.
+        let stray = eventfold_consumers::projection::Doc {
+            key: "o-9".into(),
+            data: serde_json::json!({"order_id": "o-9"}),
+            checkpoint: 1,
+            index: None,
+        };
+        models
+            .put("t1", "order-summary@v2", stray.clone(), 0)
+            .await
+            .expect("put");
+        let once = converge(&models, &tenants, ORDER_SUMMARY, (1, 2), 1, Duration::ZERO)
+            .await
+            .expect("compare");
+        assert_eq!(once, ["t1/o-9: missing from the live view"]);
+        // It lasts: still reported after several rounds.
+        let lasting = converge(&models, &tenants, ORDER_SUMMARY, (1, 2), 3, Duration::ZERO)
+            .await
+            .expect("compare");
+        assert_eq!(lasting, ["t1/o-9: missing from the live view"]);
+        // The live projector applies it to v1 between rounds: verified.
+        let (m, s) = (models.clone(), stray.clone());
+        let catch_up = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            m.put("t1", ORDER_SUMMARY, s, 0).await.expect("put");
+        });
+        let later = converge(
+            &models,
+            &tenants,
+            ORDER_SUMMARY,
+            (1, 2),
+            5,
+            Duration::from_millis(20),
+        )
+        .await
+        .expect("compare");
+        catch_up.await.expect("joined");
+        assert!(later.is_empty(), "{later:?}");
     }
 
     #[tokio::test]
