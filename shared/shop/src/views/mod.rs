@@ -9,7 +9,7 @@
 //!
 //! `customers` is the only view that copies personal data; `order-summary` and
 //! `orders-by-customer` show a customer's name and email by a query-time [`Join`] with it
-//! ([`customers`] says why), so a forget scrubs one document.
+//! (the `customers` module says why), so a forget scrubs one document.
 //!
 //! `order-summary` documents carry the list index [`ORDERS_BY_CUSTOMER`]: partition = the
 //! customer id, sort = `{created_at}#{order_id}`, so a customer's orders list newest first.
