@@ -4,7 +4,7 @@
 //! session ended are dropped, and the new generation is written, before the call's own
 //! checks run against it.
 
-use super::members::{Assignment, MemberInfo, check_member_id, check_session_timeout};
+use super::members::{Assignment, MemberInfo, Membership, check_member_id, check_session_timeout};
 use super::ports::{GroupState, GroupStore, TopicCatalogue, Versioned};
 use super::service::Streams;
 use super::types::PartitionLag;
@@ -88,15 +88,9 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
             || format!("m-{}", uuid::Uuid::now_v7().simple()),
             str::to_owned,
         );
-        let partitions = topic.settings.partitions;
-        let state = self.settled(tenant, &topic, group).await?;
-        let now = self.now();
         let written = self
-            .update_group(tenant, &topic.name, group, state, |s| {
-                let mut next = s.clone();
-                next.membership.settle(now, partitions);
-                next.membership.join(&id, session, now, partitions)?;
-                Ok(next)
+            .change_membership(tenant, &topic, group, |m, now, partitions| {
+                m.join(&id, session, now, partitions)
             })
             .await?;
         tracing::info!(group, member = %id, generation = written.value.membership.generation, "member joined");
@@ -116,15 +110,9 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         validate_token("group_id", group)?;
         check_member_id(member_id)?;
         let topic = self.topic(tenant, topic).await?;
-        let partitions = topic.settings.partitions;
-        let state = self.settled(tenant, &topic, group).await?;
-        let now = self.now();
         let written = self
-            .update_group(tenant, &topic.name, group, state, |s| {
-                let mut next = s.clone();
-                next.membership.settle(now, partitions);
-                next.membership.heartbeat(member_id, now)?;
-                Ok(next)
+            .change_membership(tenant, &topic, group, |m, now, _| {
+                m.heartbeat(member_id, now)
             })
             .await?;
         written.value.membership.assignment(member_id)
@@ -142,19 +130,36 @@ impl<E: EventStore, C: TopicCatalogue, G: GroupStore> Streams<E, C, G> {
         validate_token("group_id", group)?;
         check_member_id(member_id)?;
         let topic = self.topic(tenant, topic).await?;
-        let partitions = topic.settings.partitions;
-        let state = self.settled(tenant, &topic, group).await?;
-        let now = self.now();
         let written = self
-            .update_group(tenant, &topic.name, group, state, |s| {
-                let mut next = s.clone();
-                next.membership.settle(now, partitions);
-                next.membership.leave(member_id, partitions);
-                Ok(next)
+            .change_membership(tenant, &topic, group, |m, _, partitions| {
+                m.leave(member_id, partitions);
+                Ok(())
             })
             .await?;
         tracing::info!(group, member = %member_id, generation = written.value.membership.generation, "member left");
         Ok(written.value.membership.generation)
+    }
+
+    /// One change of `group`'s membership: the settled state, settled again as of now (a
+    /// session may end between the two), `change` applied with now and the topic's
+    /// partition count, written conditioned on the revision read.
+    async fn change_membership(
+        &self,
+        tenant: &str,
+        topic: &Topic,
+        group: &str,
+        change: impl Fn(&mut Membership, DateTime<Utc>, u32) -> Result<(), StreamingError>,
+    ) -> Result<Versioned<GroupState>, StreamingError> {
+        let partitions = topic.settings.partitions;
+        let state = self.settled(tenant, topic, group).await?;
+        let now = self.now();
+        self.update_group(tenant, &topic.name, group, state, |s| {
+            let mut next = s.clone();
+            next.membership.settle(now, partitions);
+            change(&mut next.membership, now, partitions)?;
+            Ok(next)
+        })
+        .await
     }
 
     /// The group's generation, members with their partitions, and lag and owner per
