@@ -27,7 +27,7 @@ use crate::serve::{Response, response};
 use crate::template::RouteSpec;
 use anyhow::Result;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use lambda_http::Body;
 use routes::Route;
 use serde_json::json;
@@ -302,18 +302,43 @@ fn unauthorized(challenge: &'static str) -> Response {
     resp
 }
 
+/// Most of an oversized body read (and dropped) before the 413 goes out: answering while
+/// the client still writes closes the connection under it (a broken pipe, no answer).
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The body when it fits in [`MAX_PAYLOAD`]; `None` past it, after reading the rest (up to
+/// [`DRAIN_LIMIT`]) so the client gets the 413 as API Gateway sends it.
+async fn read_limited(mut body: hyper::body::Incoming) -> Option<bytes::Bytes> {
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return None };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        read += data.len();
+        if read > DRAIN_LIMIT {
+            return None;
+        }
+        if read <= MAX_PAYLOAD {
+            kept.extend_from_slice(&data);
+        }
+    }
+    (read <= MAX_PAYLOAD).then(|| kept.into())
+}
+
 /// Serves `gateway` on `listener` until the task is dropped.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> Result<()> {
     crate::serve::serve(listener, move |req, peer| {
         let gw = gateway.clone();
         async move {
             let (parts, body) = req.into_parts();
-            match Limited::new(body, MAX_PAYLOAD).collect().await {
-                Ok(collected) => {
-                    let req = hyper::Request::from_parts(parts, collected.to_bytes());
+            match read_limited(body).await {
+                Some(bytes) => {
+                    let req = hyper::Request::from_parts(parts, bytes);
                     gw.call(req, peer).await
                 }
-                Err(_) => gateway_answer(413, "Request Entity Too Large"),
+                None => gateway_answer(413, "Request Entity Too Large"),
             }
         }
     })
