@@ -20,7 +20,7 @@ mod throttle;
 
 pub use invoke::{EventHandler, FunctionError, HandlerError, Target, event_handler};
 pub(crate) use invoke::{Outcome, outcome};
-pub use options::{EsmOptions, HandlerFactory, Tuning};
+pub use options::{EsmOptions, HandlerFactory, SHARD_POLL, Tuning};
 pub use stats::{Counters, SourceStats};
 pub(crate) use throttle::Throttle;
 

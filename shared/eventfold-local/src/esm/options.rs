@@ -7,6 +7,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Lambda's base rate of reads of a stream shard: four a second.
+pub const SHARD_POLL: Duration = Duration::from_millis(250);
+
 /// Builds a handler from the function's own SDK configuration: its identity, checked by IAM
 /// when the stack enforces it.
 pub type HandlerFactory = Arc<dyn Fn(&SdkConfig) -> EventHandler + Send + Sync>;
@@ -28,8 +31,12 @@ pub struct EsmOptions {
     /// Visibility timeout requested on every SQS receive instead of the queue's (tests use a
     /// short one so failed messages come back quickly).
     pub sqs_visibility_timeout: Option<Duration>,
-    /// Pause of an idle poller between polls.
+    /// Pause of an idle queue poller between polls.
     pub idle_poll: Duration,
+    /// Least time between two reads (`GetRecords`) of one stream shard. Lambda reads a
+    /// shard at a base rate of four times a second and invokes as soon as a read found
+    /// records, so what a shard gains between two reads goes in one batch.
+    pub shard_poll: Duration,
     /// First pause before retrying a failed stream batch; doubles per attempt (capped at 2 s).
     pub retry_backoff: Duration,
     /// Print the counters this often when they changed (and once on stop); `None`: never.
@@ -48,6 +55,7 @@ impl Default for EsmOptions {
             handler_factories: HashMap::new(),
             sqs_visibility_timeout: None,
             idle_poll: Duration::from_millis(150),
+            shard_poll: SHARD_POLL,
             retry_backoff: Duration::from_millis(100),
             report_every: Some(Duration::from_secs(5)),
             schedule_period: None,
@@ -70,6 +78,7 @@ impl fmt::Debug for EsmOptions {
             )
             .field("sqs_visibility_timeout", &self.sqs_visibility_timeout)
             .field("idle_poll", &self.idle_poll)
+            .field("shard_poll", &self.shard_poll)
             .field("retry_backoff", &self.retry_backoff)
             .field("report_every", &self.report_every)
             .field("schedule_period", &self.schedule_period)
@@ -97,6 +106,7 @@ impl EsmOptions {
     pub(crate) fn tuning(&self) -> Tuning {
         Tuning {
             idle_poll: self.idle_poll,
+            shard_poll: self.shard_poll,
             retry_backoff: self.retry_backoff,
             sqs_visibility_timeout: self.sqs_visibility_timeout,
         }
@@ -106,8 +116,10 @@ impl EsmOptions {
 /// Pauses and limits shared by the pollers.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
-    /// Pause of an idle poller.
+    /// Pause of an idle queue poller.
     pub idle_poll: Duration,
+    /// Least time between two reads of one stream shard.
+    pub shard_poll: Duration,
     /// First retry pause of a failed stream batch.
     pub retry_backoff: Duration,
     /// Visibility timeout requested on SQS receives.
@@ -130,6 +142,7 @@ mod tests {
     fn retry_pauses_grow_and_are_capped() {
         let t = Tuning {
             idle_poll: Duration::from_millis(1),
+            shard_poll: Duration::from_millis(1),
             retry_backoff: Duration::from_millis(100),
             sqs_visibility_timeout: None,
         };

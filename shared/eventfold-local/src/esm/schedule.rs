@@ -124,6 +124,7 @@ mod tests {
                 counters: counters.clone(),
                 tuning: Tuning {
                     idle_poll: Duration::from_millis(1),
+                    shard_poll: Duration::from_millis(1),
                     retry_backoff: Duration::from_millis(1),
                     sqs_visibility_timeout: None,
                 },

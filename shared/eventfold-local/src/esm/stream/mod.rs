@@ -210,8 +210,8 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
     let mut last_read: Option<String> = None;
     let mut closed = false;
     let mut warn = Throttle::new();
+    let mut next_read = tokio::time::Instant::now();
     loop {
-        let mut fetched = false;
         if !closed && buffer.len() < batch_size {
             if position.is_none() {
                 let acquired = match &last_read {
@@ -239,6 +239,9 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                 }
             }
             if let Some(it) = position.take() {
+                // Lambda's pace: what the shard gains between two reads is one batch.
+                tokio::time::sleep_until(next_read).await;
+                next_read = tokio::time::Instant::now() + src.target.tuning.shard_poll;
                 match ctx
                     .client
                     .get_records()
@@ -249,7 +252,6 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
                 {
                     Ok(out) => {
                         let records = out.records.unwrap_or_default();
-                        fetched = !records.is_empty();
                         for r in &records {
                             let rec = record_json(r, &src.stream_arn, &region);
                             let seq = rec["dynamodb"]["SequenceNumber"]
@@ -297,9 +299,7 @@ async fn read_shard(ctx: Arc<Ctx>, shard: String, start: ShardIteratorType) {
             if closed {
                 return;
             }
-            if !fetched {
-                tokio::time::sleep(src.target.tuning.idle_poll).await;
-            }
+            // The next read waits for its turn (`next_read`).
             continue;
         }
         let n = batch_size.min(buffer.len());
