@@ -107,6 +107,26 @@ fn the_project_template_wires_the_saga() {
         })
     );
 
+    // The projector takes exactly the categories the shop's views are built from.
+    let projector = subs
+        .iter()
+        .find(|s| s.queue.as_deref() == Some("ProjectorQueue"))
+        .expect("the projector queue is subscribed");
+    assert_eq!(
+        projector.filter_policy_scope.as_deref(),
+        Some("MessageAttributes")
+    );
+    let policy: serde_json::Value =
+        serde_json::from_str(projector.filter_policy.as_deref().expect("a filter policy"))
+            .expect("json");
+    let categories: std::collections::BTreeSet<&str> =
+        shop::views::stored_views().map(|v| v.category()).collect();
+    assert_eq!(
+        policy,
+        serde_json::json!({ "category": categories }),
+        "infra/template.yaml's ProjectorSubscription lists the categories of shop::views"
+    );
+
     let functions = t.functions();
     let saga = functions
         .iter()

@@ -439,6 +439,15 @@ async fn a_poison_message_reaches_the_dlq_while_other_groups_flow() {
                     .build()
                     .expect("valid"),
             )
+            // A category a view reads: the subscription's filter lets it through.
+            .message_attributes(
+                "category",
+                aws_sdk_sns::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("Order")
+                    .build()
+                    .expect("valid"),
+            )
             .send()
     };
     publish("poison".into(), "p").await.expect("publish");
@@ -500,8 +509,8 @@ async fn the_real_stream_publisher_fans_commits_out_to_the_projector_queue() {
     let stack = stack_with(only(PUBLISHER)).await;
     let store = DynamoEventStore::from_sdk(&stack.sdk, events_table(&stack));
     let tenant = unique_tenant("fanout");
-    let a = StreamId::new(&tenant, "Contract", "a").expect("valid");
-    let b = StreamId::new(&tenant, "Contract", "b").expect("valid");
+    let a = StreamId::new(&tenant, "Order", "a").expect("valid");
+    let b = StreamId::new(&tenant, "Order", "b").expect("valid");
     let first = sample_events(&a, 0, 3);
     let mut big = sample_events(&b, 0, 1);
     big[0].data = json!({ "blob": "x".repeat(300 * 1024) });

@@ -129,7 +129,7 @@ async fn thirty_five_single_event_commits_take_four_publish_batch_calls() {
     let store = DynamoEventStore::from_sdk(&setup.sdk, events_table(&setup));
     let tenant = unique_tenant("pack");
     let streams: Vec<StreamId> = (0..7)
-        .map(|s| StreamId::new(&tenant, "Contract", &format!("s{s}")).expect("valid"))
+        .map(|s| StreamId::new(&tenant, "Order", &format!("s{s}")).expect("valid"))
         .collect();
     for i in 0..35u64 {
         let stream = &streams[(i % 7) as usize];

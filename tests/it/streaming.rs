@@ -3,7 +3,7 @@
 //! isolation, and topic records through the fan-out.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use eventfold_consumers::Notification;
 use eventfold_local::LocalStack;
 use eventfold_local::esm::EsmOptions;
@@ -561,14 +561,15 @@ async fn topic_records_fan_out_with_attributes_and_skip_the_saga() {
     let http = Http::new(&stack.api_url());
     let tenant = unique_tenant("fan");
     let t = token(&tenant, ALL);
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    // An unfiltered queue on the events topic shows what the publisher sent.
+    let queue = tap(&stack, &sqs).await;
     // A saga input's type on a topic, and a record at the size limit.
     let small = post(&http, &t, "/publish", json!({"topic": "system-events", "event_type": "OrderPlaced", "key": "o-1", "data": {"n": 1}})).await;
     assert_eq!(small.status, 201, "{}", small.json);
     let big = post(&http, &t, "/publish", json!({"topic": "system-events", "event_type": "blob", "key": "o-1", "data": "x".repeat(65_000)})).await;
     assert_eq!(big.status, 201, "{}", big.json);
 
-    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
-    let queue = stack.queue_url("ProjectorQueue");
     let mut received = Vec::new();
     let start = Instant::now();
     while received.len() < 2 {
@@ -652,8 +653,59 @@ async fn topic_records_fan_out_with_attributes_and_skip_the_saga() {
         saga.messages.unwrap_or_default().is_empty(),
         "no topic record reaches the saga"
     );
+    // Nor the projector's: no view is built from topics.
+    let projected = sqs
+        .receive_message()
+        .queue_url(stack.queue_url("ProjectorQueue"))
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive");
+    assert!(
+        projected.messages.unwrap_or_default().is_empty(),
+        "no topic record reaches the projector"
+    );
     let stats = stack.esm_stats()["StreamPublisherFunction"];
     assert_eq!((stats.ok, stats.failed), (2, 0));
+}
+
+/// A FIFO queue subscribed to the stack's events topic without a filter (raw delivery, as
+/// the template's subscriptions): its URL.
+async fn tap(stack: &LocalStack, sqs: &aws_sdk_sqs::Client) -> String {
+    let topic = stack
+        .template
+        .resolve(&json!({"Ref": "EventsTopic"}))
+        .expect("topic ARN");
+    let name = format!("tap-{}.fifo", uuid::Uuid::now_v7().simple());
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("url");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn");
+    aws_sdk_sns::Client::new(&stack.sdk)
+        .subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .expect("subscribe");
+    url
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

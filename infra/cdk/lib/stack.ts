@@ -25,12 +25,12 @@ import * as sqs from "aws-cdk-lib/aws-sqs";
 import { parse as parseYaml } from "yaml";
 
 /**
- * The saga subscription's filter policy, read from infra/template.yaml so that the event types
- * the saga takes are written once for infrastructure (the Rust side checks the template against
- * the saga's `INPUT_EVENT_TYPES`). CloudFormation's short-form tags (`!Ref`, `!GetAtt`, ...)
- * are kept as plain values: only a literal policy is read here.
+ * A subscription's filter policy, read from infra/template.yaml so that what the saga and the
+ * projector take is written once for infrastructure (the Rust side checks the template against
+ * the saga's `INPUT_EVENT_TYPES` and the shop's views). CloudFormation's short-form tags
+ * (`!Ref`, `!GetAtt`, ...) are kept as plain values: only a literal policy is read here.
  */
-function sagaFilterPolicy(): Record<string, unknown[]> {
+function templateFilterPolicy(subscription: string): Record<string, unknown[]> {
   // Compiled to dist/lib/stack.js: the template is infra/template.yaml.
   const file = path.join(__dirname, "..", "..", "..", "template.yaml");
   const shortForms = ["Ref", "GetAtt", "Sub", "If", "Equals", "Not", "And", "Or", "Select", "Join"];
@@ -40,9 +40,9 @@ function sagaFilterPolicy(): Record<string, unknown[]> {
   const template = parseYaml(fs.readFileSync(file, "utf8"), { customTags: tags }) as {
     Resources: Record<string, { Properties?: { FilterPolicy?: Record<string, unknown[]> } }>;
   };
-  const policy = template.Resources.SagaSubscription?.Properties?.FilterPolicy;
+  const policy = template.Resources[subscription]?.Properties?.FilterPolicy;
   if (!policy) {
-    throw new Error(`${file}: SagaSubscription has no FilterPolicy`);
+    throw new Error(`${file}: ${subscription} has no FilterPolicy`);
   }
   return policy;
 }
@@ -273,7 +273,13 @@ export class EventfoldStack extends cdk.Stack {
 
     const projectorDlq = this.deadLetterQueue("ProjectorDeadLetterQueue", "projector-dlq");
     const projectorQueue = this.consumerQueue("ProjectorQueue", "projector", projectorDlq);
-    this.subscribe("ProjectorSubscription", "ProjectorQueuePolicy", eventsTopic, projectorQueue);
+    this.subscribe(
+      "ProjectorSubscription",
+      "ProjectorQueuePolicy",
+      eventsTopic,
+      projectorQueue,
+      templateFilterPolicy("ProjectorSubscription"),
+    );
 
     const sagaDlq = this.deadLetterQueue("SagaDeadLetterQueue", "saga-dlq");
     const sagaQueue = this.consumerQueue("SagaQueue", "saga", sagaDlq);
@@ -282,7 +288,7 @@ export class EventfoldStack extends cdk.Stack {
       "SagaQueuePolicy",
       eventsTopic,
       sagaQueue,
-      sagaFilterPolicy(),
+      templateFilterPolicy("SagaSubscription"),
     );
 
     const streamFailureQueue = new sqs.CfnQueue(this, "StreamFailureQueue", {
