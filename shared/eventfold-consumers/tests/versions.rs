@@ -231,3 +231,122 @@ async fn a_stale_pointer_write_is_a_conflict() {
     ));
     assert_eq!(models.pointer("v").await.expect("read"), first);
 }
+
+/// A shared memory store that counts the reads a projector makes (batched or single).
+struct Counted {
+    inner: Models,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl Counted {
+    fn take(&self) -> usize {
+        self.reads.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+    fn read(&self) {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl ReadModelStore for Counted {
+    async fn get(
+        &self,
+        tenant: &str,
+        view: &str,
+        key: &str,
+    ) -> Result<Option<eventfold_consumers::projection::Doc>, ReadModelError> {
+        self.read();
+        self.inner.get(tenant, view, key).await
+    }
+    async fn put(
+        &self,
+        tenant: &str,
+        view: &str,
+        doc: eventfold_consumers::projection::Doc,
+        expected: u64,
+    ) -> Result<(), ReadModelError> {
+        self.inner.put(tenant, view, doc, expected).await
+    }
+    async fn checkpoint(&self, view: &str, stream_id: &str) -> Result<u64, ReadModelError> {
+        self.read();
+        self.inner.checkpoint(view, stream_id).await
+    }
+    async fn get_many(
+        &self,
+        keys: &[eventfold_consumers::projection::ModelKey],
+    ) -> Result<Vec<eventfold_consumers::projection::Found>, ReadModelError> {
+        self.read();
+        self.inner.get_many(keys).await
+    }
+    async fn add(
+        &self,
+        tenant: &str,
+        view: &str,
+        stream_id: &str,
+        expected: u64,
+        new: u64,
+        deltas: Vec<(String, BTreeMap<String, i64>)>,
+    ) -> Result<(), ReadModelError> {
+        self.inner
+            .add(tenant, view, stream_id, expected, new, deltas)
+            .await
+    }
+    async fn list(
+        &self,
+        tenant: &str,
+        view: &str,
+        query: eventfold_consumers::projection::ListQuery,
+    ) -> Result<eventfold_consumers::projection::Page, ReadModelError> {
+        self.inner.list(tenant, view, query).await
+    }
+    async fn pointer(&self, view: &str) -> Result<ViewPointer, ReadModelError> {
+        self.read();
+        self.inner.pointer(view).await
+    }
+    async fn pointers(&self, views: &[String]) -> Result<Vec<ViewPointer>, ReadModelError> {
+        self.read();
+        self.inner.pointers(views).await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_reads_the_pointers_with_its_states_and_takes_a_registration_at_once() {
+    let events: Events = Arc::new(MemoryEventStore::new());
+    let models: Models = Arc::new(MemoryReadModelStore::new());
+    let counted = Arc::new(Counted {
+        inner: models.clone(),
+        reads: Default::default(),
+    });
+    let projector = Projector::new(events.clone(), counted.clone())
+        .with_stream_view(Arc::new(Log))
+        .with_counter_view(Arc::new(Count));
+    let ns = write(&events, "t1/Thing-a", 3).await;
+    // The first batch of an instance reads the pointers, then the states.
+    projector.handle_batch(&[vec![ns[0].clone()]]).await;
+    assert_eq!(counted.take(), 2);
+    // Afterwards one read: the pointers again, with the states the seen ones select.
+    projector.handle_batch(&[vec![ns[1].clone()]]).await;
+    assert_eq!(counted.take(), 1);
+    // A version registered between two batches is written by the very next one (its
+    // stream caught up from the table), at the cost of a second read.
+    register(&models, "log").await;
+    let outcome = projector.handle_batch(&[vec![ns[2].clone()]]).await;
+    assert!(outcome[0].failure.is_none(), "{:?}", outcome[0].failure);
+    assert_eq!(counted.take(), 2);
+    assert_eq!(
+        models.snapshot(TENANT, "log@v2")["a"],
+        json!({"seen": [1, 2, 3]})
+    );
+    assert_eq!(
+        models.snapshot(TENANT, "log")["a"],
+        json!({"seen": [1, 2, 3]})
+    );
+    // And the pointers it read are the ones it goes on with: one read again.
+    let more = write(&events, "t1/Thing-a", 1).await;
+    projector.handle_batch(&[more]).await;
+    assert_eq!(counted.take(), 1);
+    assert_eq!(
+        models.snapshot(TENANT, "log@v2")["a"],
+        json!({"seen": [1, 2, 3, 4]})
+    );
+}

@@ -106,6 +106,7 @@ pub(super) fn model_key(key: &ModelKey) -> (String, String) {
     match key {
         ModelKey::Doc { tenant, view, key } => (doc_pk(tenant, view), key.clone()),
         ModelKey::Checkpoint { view, stream_id } => (checkpoint_pk(view), stream_id.clone()),
+        ModelKey::Pointer { view } => (super::versions::POINTER_PK.to_owned(), view.clone()),
     }
 }
 

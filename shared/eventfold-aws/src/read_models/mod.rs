@@ -267,6 +267,10 @@ impl ReadModelStore for DynamoReadModelStore {
                     .get(at)
                     .map_or(Ok(0), |item| get_count(item, "checkpoint"))
                     .map(Found::Checkpoint),
+                ModelKey::Pointer { .. } => by_key
+                    .get(at)
+                    .map_or(Ok(ViewPointer::initial()), versions::decode_pointer)
+                    .map(Found::Pointer),
             })
             .collect()
     }

@@ -18,7 +18,7 @@ const BATCH_WRITE_ITEMS: usize = 25;
 /// `BatchWriteItem` rounds in a row that may leave everything unprocessed before giving up.
 const BATCH_WRITE_IDLE_ROUNDS: u32 = 5;
 
-fn decode_pointer(item: &Item) -> Result<ViewPointer, ReadModelError> {
+pub(super) fn decode_pointer(item: &Item) -> Result<ViewPointer, ReadModelError> {
     let rev = get_count(item, "rev")?;
     let json = get_s(item, "pointer")?;
     let mut pointer: ViewPointer =

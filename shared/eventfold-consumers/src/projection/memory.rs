@@ -118,6 +118,13 @@ impl ReadModelStore for MemoryReadModelStore {
                         .copied()
                         .unwrap_or(0),
                 ),
+                ModelKey::Pointer { view } => Found::Pointer(
+                    inner
+                        .pointers
+                        .get(view)
+                        .cloned()
+                        .unwrap_or_else(ViewPointer::initial),
+                ),
             })
             .collect())
     }

@@ -191,6 +191,12 @@ pub enum ModelKey {
         /// Source stream.
         stream_id: String,
     },
+    /// The version pointer of a view, as [`ReadModelStore::pointer`] reads it (the projector
+    /// reads the pointers with the states they select, in one request).
+    Pointer {
+        /// View.
+        view: String,
+    },
 }
 
 /// What a batched read found for one [`ModelKey`].
@@ -200,6 +206,8 @@ pub enum Found {
     Doc(Option<Doc>),
     /// For [`ModelKey::Checkpoint`]: the checkpoint (0: nothing applied).
     Checkpoint(u64),
+    /// For [`ModelKey::Pointer`]: the pointer ([`ViewPointer::initial`] when none is stored).
+    Pointer(ViewPointer),
 }
 
 /// Storage of views, per tenant, with conditional checkpointed writes.
@@ -237,6 +245,7 @@ pub trait ReadModelStore: Send + Sync {
                 ModelKey::Checkpoint { view, stream_id } => {
                     Found::Checkpoint(self.checkpoint(view, stream_id).await?)
                 }
+                ModelKey::Pointer { view } => Found::Pointer(self.pointer(view).await?),
             });
         }
         Ok(found)

@@ -1,7 +1,7 @@
 //! Documents: conditional puts, hidden (`Null`) documents and batched reads.
 
 use super::{deltas, doc, is_conflict, list_all, put, rich};
-use eventfold_consumers::projection::{Found, ModelKey, ReadModelStore};
+use eventfold_consumers::projection::{Found, ModelKey, ReadModelStore, ViewPointer};
 use serde_json::{Value, json};
 
 /// A put lands only at the expected checkpoint (0: no document); a refused put writes nothing.
@@ -122,9 +122,10 @@ pub async fn null_data_keeps_the_checkpoint_but_hides_the_doc(
     assert_eq!(keys, ["a", "b", "c"]);
 }
 
-/// `get_many` returns, in the order asked (repeats included), what `get` and `checkpoint`
-/// return for each key: documents (with data, hidden, counter), missing documents, counter
-/// checkpoints and missing ones, across more keys than one batched request holds (100).
+/// `get_many` returns, in the order asked (repeats included), what `get`, `checkpoint` and
+/// `pointer` return for each key: documents (with data, hidden, counter), missing documents,
+/// counter checkpoints and missing ones, a stored view pointer and a missing one, across more
+/// keys than one batched request holds (100).
 pub async fn get_many_reads_what_single_reads_do(store: &dyn ReadModelStore, prefix: &str) {
     let (tenant, view, counters) = (prefix, "contract-many", "contract-many-counter");
     assert!(
@@ -187,6 +188,18 @@ pub async fn get_many_reads_what_single_reads_do(store: &dyn ReadModelStore, pre
     });
     keys.push(doc_key("k000"));
     keys.push(checkpoint_key(&stream));
+    // A stored pointer (where the store keeps them) and one never stored.
+    let pointed = format!("{prefix}-many-pointed");
+    let stored = ViewPointer::initial()
+        .register_build("contract")
+        .expect("register");
+    let keeps_pointers = store.set_pointer(&pointed, &stored).await.is_ok();
+    keys.push(ModelKey::Pointer {
+        view: pointed.clone(),
+    });
+    keys.push(ModelKey::Pointer {
+        view: format!("{prefix}-many-unpointed"),
+    });
 
     let found = store.get_many(&keys).await.expect("get_many");
     assert_eq!(found.len(), keys.len(), "one answer per key asked");
@@ -197,6 +210,9 @@ pub async fn get_many_reads_what_single_reads_do(store: &dyn ReadModelStore, pre
             }
             ModelKey::Checkpoint { view, stream_id } => {
                 Found::Checkpoint(store.checkpoint(view, stream_id).await.expect("checkpoint"))
+            }
+            ModelKey::Pointer { view } => {
+                Found::Pointer(store.pointer(view).await.expect("pointer"))
             }
         };
         assert_eq!(got, &single, "get_many and a single read differ on {key:?}");
@@ -226,4 +242,8 @@ pub async fn get_many_reads_what_single_reads_do(store: &dyn ReadModelStore, pre
         Found::Doc(None),
         "another tenant's document was read"
     );
+    if keeps_pointers {
+        assert_eq!(found[121], Found::Pointer(stored));
+    }
+    assert_eq!(found[122], Found::Pointer(ViewPointer::initial()));
 }

@@ -7,7 +7,7 @@ use super::{
     add_into, view_error,
 };
 use crate::Notification;
-use crate::projection::{Doc, Found, ModelKey, ReadModelError, ReadModelStore};
+use crate::projection::{Doc, Found, ModelKey, ReadModelError, ReadModelStore, ViewPointer};
 use eventfold::envelope::StreamId;
 use eventfold::store::EventStore;
 use serde_json::Value;
@@ -51,6 +51,16 @@ impl Pending {
     }
 }
 
+/// What reading by the pointers last seen came to ([`Projector::handle_batch`]).
+enum ByPointers {
+    /// They still hold: the views they select and the batch's states.
+    Read(Vec<OwnedView>, HashMap<(usize, String), Pending>),
+    /// They moved to these (remembered): the states must be read by them.
+    Moved(Vec<ViewPointer>),
+    /// None seen yet, the views are pinned, or the read failed: read the pointers alone.
+    Unknown,
+}
+
 /// How advancing a (view, stream) over one notification failed.
 enum Failed {
     /// The notification could not be applied; what was applied before it stands.
@@ -74,29 +84,76 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
     /// A write that finds the checkpoint moved by another consumer is redone the way
     /// `handle` does it, notification by notification.
     pub async fn handle_batch(&self, groups: &[Vec<Notification>]) -> Vec<GroupOutcome> {
-        let owned = match self.active_views().await {
-            Ok(owned) => owned,
-            // Without the pointers no version is known to be complete: every group waits.
-            Err(error) => {
-                let reason = error.to_string();
-                return groups
-                    .iter()
-                    .map(|_| GroupOutcome {
-                        applied: Vec::new(),
-                        failure: Some(ProjectError::ReadModel(ReadModelError::Unavailable(
-                            reason.clone().into(),
-                        ))),
-                    })
-                    .collect();
-            }
+        let (owned, read) = match self.read_by_seen_pointers(groups).await {
+            ByPointers::Read(owned, states) => (owned, Some(states)),
+            ByPointers::Moved(pointers) => (self.versions_of(&pointers), None),
+            ByPointers::Unknown => match self.active_views().await {
+                Ok(owned) => (owned, None),
+                // Without the pointers no version is known to be complete: every group waits.
+                Err(error) => {
+                    let reason = error.to_string();
+                    return groups
+                        .iter()
+                        .map(|_| GroupOutcome {
+                            applied: Vec::new(),
+                            failure: Some(ProjectError::ReadModel(ReadModelError::Unavailable(
+                                reason.clone().into(),
+                            ))),
+                        })
+                        .collect();
+                }
+            },
         };
         let views: Vec<ViewRef<'_>> = owned.iter().map(OwnedView::as_view).collect();
-        let mut states = self.prefetch(&views, groups).await;
+        let mut states = match read {
+            Some(states) => states,
+            None => self.prefetch(&views, groups).await,
+        };
         let mut outcomes = Vec::with_capacity(groups.len());
         for group in groups {
             outcomes.push(self.apply_group(&views, group, &mut states).await);
         }
         outcomes
+    }
+
+    /// The views and the batch's states in one read, when the pointers last seen still hold:
+    /// the pointers are read again in the same request as the states they select.
+    async fn read_by_seen_pointers(&self, groups: &[Vec<Notification>]) -> ByPointers {
+        if !self.reads_pointers() {
+            return ByPointers::Unknown;
+        }
+        let Some(seen) = self.seen_pointers() else {
+            return ByPointers::Unknown;
+        };
+        let owned = self.versions_of(&seen);
+        let views: Vec<ViewRef<'_>> = owned.iter().map(OwnedView::as_view).collect();
+        let (slots, state_keys) = state_keys(&views, groups);
+        let mut keys: Vec<ModelKey> = self
+            .view_names()
+            .into_iter()
+            .map(|view| ModelKey::Pointer { view })
+            .collect();
+        let pointers = keys.len();
+        keys.extend(state_keys);
+        let mut found = match self.models.get_many(&keys).await {
+            Ok(found) if found.len() == keys.len() => found,
+            _ => return ByPointers::Unknown,
+        };
+        let states = found.split_off(pointers);
+        let mut now = Vec::with_capacity(pointers);
+        for f in found {
+            match f {
+                Found::Pointer(p) => now.push(p),
+                _ => return ByPointers::Unknown,
+            }
+        }
+        if now != seen {
+            self.remember_pointers(&now);
+            return ByPointers::Moved(now);
+        }
+        let states = states_of(&views, slots, states);
+        drop(views);
+        ByPointers::Read(owned, states)
     }
 
     /// The state of every (view, stream) the batch touches, in one batched read. When that
@@ -107,34 +164,9 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         views: &[ViewRef<'_>],
         groups: &[Vec<Notification>],
     ) -> HashMap<(usize, String), Pending> {
-        let mut slots = Vec::new();
-        let mut keys = Vec::new();
-        let mut seen = HashSet::new();
-        for n in groups.iter().flatten() {
-            let Ok(stream) = n.checked_stream() else {
-                continue;
-            };
-            for (i, view) in views.iter().enumerate() {
-                if view.category() != stream.category() || !seen.insert((i, n.stream_id.clone())) {
-                    continue;
-                }
-                keys.push(match view {
-                    ViewRef::Stream(v) => ModelKey::Doc {
-                        tenant: stream.tenant().to_owned(),
-                        view: v.name().to_owned(),
-                        key: stream.id().to_owned(),
-                    },
-                    ViewRef::Counter(v) => ModelKey::Checkpoint {
-                        view: v.name().to_owned(),
-                        stream_id: n.stream_id.clone(),
-                    },
-                });
-                slots.push((i, stream.clone(), n.stream_id.clone()));
-            }
-        }
-        let mut states = HashMap::with_capacity(slots.len());
+        let (slots, keys) = state_keys(views, groups);
         if keys.is_empty() {
-            return states;
+            return HashMap::new();
         }
         let found = match self.models.get_many(&keys).await {
             Ok(found) if found.len() == keys.len() => found,
@@ -144,25 +176,14 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
                     got = found.len(),
                     "batched checkpoint read answered the wrong number of keys; reading one at a time"
                 );
-                return states;
+                return HashMap::new();
             }
             Err(error) => {
                 tracing::warn!(keys = keys.len(), %error, "batched checkpoint read failed; reading one at a time");
-                return states;
+                return HashMap::new();
             }
         };
-        for ((i, stream, stream_id), found) in slots.into_iter().zip(found) {
-            let state = match (views[i], found) {
-                (ViewRef::Stream(_), Found::Doc(doc)) => Pending::of_doc(&stream, &stream_id, doc),
-                (ViewRef::Counter(_), Found::Checkpoint(cp)) => {
-                    Pending::new(&stream, &stream_id, cp, None)
-                }
-                // Not what was asked: leave it to the single read.
-                _ => continue,
-            };
-            states.insert((i, stream_id), state);
-        }
-        states
+        states_of(views, slots, found)
     }
 
     /// The state of `view` for `stream`, read on its own.
@@ -414,4 +435,59 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
         state.since = None;
         Ok(())
     }
+}
+
+/// Which (view, stream) states `groups` touch, and the keys that read them, in one order.
+fn state_keys(
+    views: &[ViewRef<'_>],
+    groups: &[Vec<Notification>],
+) -> (Vec<(usize, StreamId, String)>, Vec<ModelKey>) {
+    let mut slots = Vec::new();
+    let mut keys = Vec::new();
+    let mut seen = HashSet::new();
+    for n in groups.iter().flatten() {
+        let Ok(stream) = n.checked_stream() else {
+            continue;
+        };
+        for (i, view) in views.iter().enumerate() {
+            if view.category() != stream.category() || !seen.insert((i, n.stream_id.clone())) {
+                continue;
+            }
+            keys.push(match view {
+                ViewRef::Stream(v) => ModelKey::Doc {
+                    tenant: stream.tenant().to_owned(),
+                    view: v.name().to_owned(),
+                    key: stream.id().to_owned(),
+                },
+                ViewRef::Counter(v) => ModelKey::Checkpoint {
+                    view: v.name().to_owned(),
+                    stream_id: n.stream_id.clone(),
+                },
+            });
+            slots.push((i, stream.clone(), n.stream_id.clone()));
+        }
+    }
+    (slots, keys)
+}
+
+/// The states read for `slots` ([`state_keys`]); a key answered with something else is left
+/// out, to be read on its own.
+fn states_of(
+    views: &[ViewRef<'_>],
+    slots: Vec<(usize, StreamId, String)>,
+    found: Vec<Found>,
+) -> HashMap<(usize, String), Pending> {
+    let mut states = HashMap::with_capacity(slots.len());
+    for ((i, stream, stream_id), found) in slots.into_iter().zip(found) {
+        let state = match (views[i], found) {
+            (ViewRef::Stream(_), Found::Doc(doc)) => Pending::of_doc(&stream, &stream_id, doc),
+            (ViewRef::Counter(_), Found::Checkpoint(cp)) => {
+                Pending::new(&stream, &stream_id, cp, None)
+            }
+            // Not what was asked: left to the single read.
+            _ => continue,
+        };
+        states.insert((i, stream_id), state);
+    }
+    states
 }

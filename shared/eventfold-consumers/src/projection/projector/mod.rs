@@ -4,7 +4,10 @@
 mod batch;
 
 use super::versions::{VersionedCounter, VersionedStream, stored_name};
-use super::{ApplyError, CounterView, Doc, ReadModelError, ReadModelStore, StreamView, ViewError};
+use super::{
+    ApplyError, CounterView, Doc, ReadModelError, ReadModelStore, StreamView, ViewError,
+    ViewPointer,
+};
 use crate::Notification;
 use eventfold::envelope::{EventEnvelope, StreamId};
 use eventfold::store::{EventStore, StoreError};
@@ -82,6 +85,9 @@ pub struct Projector<E, R> {
     /// Apply to the views exactly as named, ignoring their version pointers (a rebuild
     /// writing one version).
     pinned: bool,
+    /// The views' pointers as last read: a batch reads its states by them, in the same
+    /// request that reads the pointers again (and reads once more if they moved).
+    pointers_seen: std::sync::Mutex<Option<Vec<ViewPointer>>>,
 }
 
 impl<E, R> std::fmt::Debug for Projector<E, R> {
@@ -106,6 +112,7 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
             counter_views: Vec::new(),
             upcasters: Upcasters::new(),
             pinned: false,
+            pointers_seen: std::sync::Mutex::new(None),
         }
     }
 
@@ -215,18 +222,47 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
     /// first, see [`ViewPointer::active`](super::ViewPointer::active)): one read of the
     /// views' pointers, unless pinned.
     async fn active_views(&self) -> Result<Vec<OwnedView>, ProjectError> {
-        let base: Vec<OwnedView> = self
-            .stream_views
+        if !self.reads_pointers() {
+            return Ok(self.base_views());
+        }
+        let pointers = self.models.pointers(&self.view_names()).await?;
+        self.remember_pointers(&pointers);
+        Ok(self.versions_of(&pointers))
+    }
+
+    /// Whether the views' pointers select what is written (not pinned, some views).
+    fn reads_pointers(&self) -> bool {
+        let no_views = self.stream_views.is_empty() && self.counter_views.is_empty();
+        !self.pinned && !no_views
+    }
+
+    /// The views as registered (stream views first), in [`Self::view_names`] order.
+    fn base_views(&self) -> Vec<OwnedView> {
+        self.stream_views
             .iter()
             .cloned()
             .map(OwnedView::Stream)
             .chain(self.counter_views.iter().cloned().map(OwnedView::Counter))
-            .collect();
-        if self.pinned || base.is_empty() {
-            return Ok(base);
-        }
-        let names: Vec<String> = base.iter().map(|v| v.as_view().name().to_owned()).collect();
-        let pointers = self.models.pointers(&names).await?;
+            .collect()
+    }
+
+    /// The pointers last read, if any.
+    fn seen_pointers(&self) -> Option<Vec<ViewPointer>> {
+        self.pointers_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn remember_pointers(&self, pointers: &[ViewPointer]) {
+        *self.pointers_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(pointers.to_vec());
+    }
+
+    /// Every active version of every view under `pointers` (one per view, in
+    /// [`Self::view_names`] order).
+    fn versions_of(&self, pointers: &[ViewPointer]) -> Vec<OwnedView> {
+        let base = self.base_views();
+        let names = self.view_names();
         let mut views = Vec::with_capacity(base.len());
         for ((view, name), pointer) in base.into_iter().zip(&names).zip(pointers) {
             for version in pointer.active() {
@@ -242,7 +278,7 @@ impl<E: EventStore, R: ReadModelStore> Projector<E, R> {
                 });
             }
         }
-        Ok(views)
+        views
     }
 
     /// Moves `view` past `n`, retrying when another consumer moved its checkpoint first.
