@@ -14,7 +14,8 @@ use eventfold_consumers::projection::{MemoryReadModelStore, ReadModelStore};
 use eventfold_consumers::saga::runner::checkpoint_name;
 use eventfold_consumers::saga::{Deadline, DeadlineIndex, RunnerConfig, SagaError, SagaRunner};
 use eventfold_testkit::toy::{
-    self, Account, AccountCommand, AccountState, Phase, Transfer, TransferEvent, TransferState,
+    self, Account, AccountCommand, AccountEvent, AccountState, Phase, Transfer, TransferEvent,
+    TransferState,
 };
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -965,4 +966,50 @@ async fn a_batch_commit_after_another_consumer_moved_on_takes_its_checkpoint() {
         2
     );
     assert_eq!(due_entries(&r).await.len(), 1, "the entry was written");
+}
+
+#[tokio::test]
+async fn a_target_read_from_its_start_is_warmed_at_its_head() {
+    use eventfold::cache::CacheFor;
+    let r = runner();
+    // Account a, written behind the runner's back: nothing of it is cached.
+    let a = stream("Account", "a");
+    let opened = account_event(&a, 1, AccountEvent::Opened { balance: 100 });
+    write(&r, &[opened]).await;
+    let cached = || {
+        CacheFor::<Account>::states(r.executor().caches())
+            .expect("accounts are cached")
+            .get(&a.to_string())
+    };
+    assert!(cached().is_none());
+    // A transfer debits it; the runner's first notification of the account (its debit, v2)
+    // is read from v1, and the read goes on to the head: a third commit made meanwhile.
+    let request = toy::request(TENANT, "t1", "a", "b", 30, true);
+    open(&r, "b", 0).await;
+    write(&r, &request).await;
+    for e in &request {
+        r.handle(&note(e)).await.expect("request");
+    }
+    let debited = event_at(&r, &a.to_string(), 2).await;
+    let third = account_event(&a, 3, AccountEvent::Opened { balance: 5 });
+    write(&r, &[third]).await;
+    // Forget what the debit left in the cache: only the read may warm it.
+    CacheFor::<Account>::states(r.executor().caches())
+        .expect("cached")
+        .forget(&a.to_string());
+    let h = r.handle(&note(&debited)).await.expect("debit seen");
+    assert_eq!(h.events_read, 3, "v1..=v3 in one read");
+    let (version, state) = cached().expect("warmed");
+    assert_eq!(version.get(), 3);
+    assert_eq!(state, account(&r, "a").await);
+}
+
+/// `event` as the envelope at `version` of account stream `a`.
+fn account_event(a: &StreamId, version: u64, event: AccountEvent) -> EventEnvelope {
+    event.encode().expect("encodes").into_envelope(
+        a,
+        version,
+        Utc::now(),
+        Metadata::root(TENANT, "tester", format!("{a}-{version}")),
+    )
 }

@@ -128,6 +128,29 @@ pub trait SagaCommand: Debug + Clone + PartialEq + Send + Sync + 'static {
     /// the command, given by value (a copy of the one `self` holds): the compiler knows it is
     /// `A`'s, so the visitor can keep it and decide it against `A`'s state later.
     fn visit<V: SagaCommandVisitor<Self::Targets>>(&self, visitor: V) -> V::Output;
+
+    /// Runs `visitor` with the aggregate type of the streams of `category`, when the saga's
+    /// commands may target it; `None` otherwise (the default: no target is named). A runner
+    /// that reads such a stream from its start anyway (a notification's history) keeps its
+    /// state warm through this, so the command it later sends there appends without reading.
+    fn visit_target<V: TargetVisitor<Self::Targets>>(
+        category: &str,
+        visitor: V,
+    ) -> Option<V::Output> {
+        let _ = (category, visitor);
+        None
+    }
+}
+
+/// Something to do with one of a saga's target aggregate types, found by its category
+/// ([`SagaCommand::visit_target`]). `T` is the saga's [`SagaCommand::Targets`].
+pub trait TargetVisitor<T> {
+    /// What the visit yields.
+    type Output;
+    /// Does it with the aggregate `A`.
+    fn visit<A: Aggregate>(self) -> Self::Output
+    where
+        T: CacheFor<A>;
 }
 
 /// Something to do with a [`SagaCommand`] once its target type is known (a runner executes

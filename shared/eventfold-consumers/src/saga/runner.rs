@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod batch;
+mod prime;
 mod send;
 mod tick;
 
@@ -300,7 +301,11 @@ where
         // each input, and at each page's end.
         while at < n.version {
             let (from, to) = (at + 1, crate::projection::page_end(at, n.version));
-            let events = self.events_between(n, from, to, &mut handled).await?;
+            let events = if from == 1 {
+                self.events_from_start(n, &source, to, &mut handled).await?
+            } else {
+                self.events_between(n, from, to, &mut handled).await?
+            };
             for (i, event) in events.iter().enumerate() {
                 if event.version <= at {
                     continue; // another consumer handled it meanwhile

@@ -4,7 +4,9 @@ use super::*;
 use chrono::{DateTime, Utc};
 use eventfold::aggregate::{Aggregate, DomainEvent, Rejection};
 use eventfold::envelope::{EventEnvelope, StreamId};
-use eventfold_consumers::saga::{InputError, Pending, Saga, SagaCommand, SagaCommandVisitor};
+use eventfold_consumers::saga::{
+    InputError, Pending, Saga, SagaCommand, SagaCommandVisitor, TargetVisitor,
+};
 use serde::{Deserialize, Serialize};
 
 /// The transfer saga.
@@ -159,6 +161,13 @@ impl SagaCommand for TransferCommand {
 
     fn visit<V: SagaCommandVisitor<TransferCaches>>(&self, visitor: V) -> V::Output {
         visitor.visit::<Account>(&self.account, self.command.clone())
+    }
+
+    fn visit_target<V: TargetVisitor<TransferCaches>>(
+        category: &str,
+        visitor: V,
+    ) -> Option<V::Output> {
+        (category == Account::CATEGORY).then(|| visitor.visit::<Account>())
     }
 }
 

@@ -6,6 +6,8 @@ use crate::order::{Order, OrderCommand};
 use crate::payment::{Payment, PaymentCommand};
 use crate::values::{CustomerId, Money, OrderId, Sku};
 use chrono::{DateTime, Utc};
+use eventfold::aggregate::Aggregate;
+use eventfold_consumers::saga::TargetVisitor;
 use eventfold_consumers::{SagaCommand, SagaCommandVisitor};
 use serde::de::{self, Deserializer, Error as _, IgnoredAny, Visitor};
 use serde::{Deserialize, Serialize};
@@ -61,6 +63,21 @@ impl SagaCommand for FulfilmentCommand {
                 visitor.visit::<Payment>(order_id, command.clone())
             }
             Self::Order { order_id, command } => visitor.visit::<Order>(order_id, command.clone()),
+        }
+    }
+
+    fn visit_target<V: TargetVisitor<FulfilmentCaches>>(
+        category: &str,
+        visitor: V,
+    ) -> Option<V::Output> {
+        if category == Inventory::CATEGORY {
+            Some(visitor.visit::<Inventory>())
+        } else if category == Payment::CATEGORY {
+            Some(visitor.visit::<Payment>())
+        } else if category == Order::CATEGORY {
+            Some(visitor.visit::<Order>())
+        } else {
+            None
         }
     }
 }
