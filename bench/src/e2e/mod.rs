@@ -135,13 +135,79 @@ fn command(aggregate: &str, id: &str, kind: &str, data: Value) -> Value {
     json!({"aggregate_type": aggregate, "aggregate_id": id, "type": kind, "data": data})
 }
 
-/// One order's four commands, then its view polled until `Confirmed`: when `PlaceOrder`
-/// was sent, and how long until the view showed it.
+/// When each order's `PlaceOrder` was sent, and when the view first showed it `Confirmed`
+/// (milliseconds after), as the watcher saw them.
+#[derive(Default)]
+struct Watch {
+    orders: std::sync::Mutex<BTreeMap<String, Watched>>,
+    confirmed: tokio::sync::Notify,
+}
+
+#[derive(Clone, Copy)]
+struct Watched {
+    placed: Instant,
+    view_ms: Option<f64>,
+}
+
+impl Watch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Watched>> {
+        self.orders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn view_ms(&self, id: &str) -> Option<f64> {
+        self.lock().get(id).and_then(|w| w.view_ms)
+    }
+}
+
+/// How often the watcher lists the view.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+
+/// Lists `order-summary` every [`WATCH_EVERY`] (one request for all the orders in flight, so
+/// the watching is the same small load whatever the concurrency) and records when each
+/// placed order first shows `Confirmed`, until `done` reaches `total`.
+async fn watch(http: Http, token: String, watch: Arc<Watch>, done: Arc<AtomicU64>, total: u64) {
+    while done.load(Ordering::Relaxed) < total {
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = "/api/v1/events/queries/order-summary?limit=100".to_owned();
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let Ok(r) = http.get(&path, Some(&token)).await else {
+                break;
+            };
+            let now = Instant::now();
+            {
+                let mut orders = watch.lock();
+                for item in r.json["items"].as_array().into_iter().flatten() {
+                    if item["status"] != "Confirmed" {
+                        continue;
+                    }
+                    let id = item["order_id"].as_str().unwrap_or_default();
+                    if let Some(w) = orders.get_mut(id)
+                        && w.view_ms.is_none()
+                    {
+                        w.view_ms = Some((now - w.placed).as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            watch.confirmed.notify_waiters();
+            cursor = r.json["next"].as_str().map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+/// One order's four commands, then a wait until the watcher saw it `Confirmed` in
+/// `order-summary`: when `PlaceOrder` was sent, and how long until the view showed it.
 async fn one_order(
     http: &Http,
     token: &str,
     i: u64,
-    poll: Duration,
+    watch: &Watch,
 ) -> Result<(chrono::DateTime<chrono::Utc>, f64)> {
     let id = format!("o-{i}");
     let customer = json!({"customer_id": format!("c-{}", i % 10)});
@@ -151,30 +217,26 @@ async fn one_order(
         post(http, token, command("Order", &id, "AddItem", line)).await?;
     }
     let (placed_at, start) = (chrono::Utc::now(), Instant::now());
+    watch.lock().insert(
+        id.clone(),
+        Watched {
+            placed: start,
+            view_ms: None,
+        },
+    );
     let by_card = json!({"payment_method": "card"});
     post(http, token, command("Order", &id, "PlaceOrder", by_card)).await?;
-    let path = format!("/api/v1/events/queries/order-summary?order_id={id}");
     loop {
-        let r = http.get(&path, Some(token)).await?;
-        if r.status == 200 && r.json["item"]["status"] == "Confirmed" {
-            return Ok((placed_at, start.elapsed().as_secs_f64() * 1000.0));
+        let notified = watch.confirmed.notified();
+        if let Some(ms) = watch.view_ms(&id) {
+            return Ok((placed_at, ms));
         }
         ensure!(
             start.elapsed() < ORDER_TIMEOUT,
-            "order {id} not confirmed in order-summary: {} {}",
-            r.status,
-            r.json
+            "order {id} not confirmed in order-summary within {ORDER_TIMEOUT:?}"
         );
-        tokio::time::sleep(poll).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
     }
-}
-
-/// How often each order's view is polled: every 25 ms alone, less often as more orders run
-/// at once, so that the watching (reads on the serialized emulator) stays a small share of
-/// the load it measures: 40 reads a second in all up to 10 orders at once, then every
-/// 250 ms per order.
-fn view_poll(concurrency: usize) -> Duration {
-    Duration::from_millis(25 * concurrency.clamp(1, 10) as u64)
 }
 
 /// Runs `options.orders` orders on `stack` (started with [`esm_options`] and IAM on) and
@@ -202,11 +264,20 @@ pub async fn measure(stack: &LocalStack, options: E2eOptions) -> Result<E2eRepor
     let started = Instant::now();
 
     let next = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicU64::new(0));
+    let watching = Arc::new(Watch::default());
+    let watcher = tokio::spawn(watch(
+        http.clone(),
+        token.clone(),
+        watching.clone(),
+        finished.clone(),
+        options.orders,
+    ));
     let mut workers = Vec::new();
     for _ in 0..options.concurrency.max(1) {
         let (http, token, next) = (http.clone(), token.clone(), next.clone());
+        let (watching, finished) = (watching.clone(), finished.clone());
         let orders = options.orders;
-        let poll = view_poll(options.concurrency);
         workers.push(tokio::spawn(async move {
             let mut done = Vec::new();
             loop {
@@ -214,14 +285,26 @@ pub async fn measure(stack: &LocalStack, options: E2eOptions) -> Result<E2eRepor
                 if i >= orders {
                     return Ok::<_, anyhow::Error>(done);
                 }
-                let (placed_at, view_ms) = one_order(&http, &token, i, poll).await?;
+                let outcome = one_order(&http, &token, i, &watching).await;
+                finished.fetch_add(1, Ordering::Relaxed);
+                let (placed_at, view_ms) = outcome?;
                 done.push((i, placed_at, view_ms));
             }
         }));
     }
     let mut placed = Vec::new();
+    let mut failed = None;
     for w in workers {
-        placed.extend(w.await??);
+        match w.await? {
+            Ok(done) => placed.extend(done),
+            Err(e) => failed = Some(e),
+        }
+    }
+    // A failed worker leaves orders unstarted: stop the watcher all the same.
+    finished.store(options.orders, Ordering::Relaxed);
+    watcher.await?;
+    if let Some(e) = failed {
+        return Err(e);
     }
     settle(stack).await?;
     let after = snapshot(stack)?;
