@@ -24,8 +24,23 @@ pub fn shop_functions() -> Functions {
         .http("streams-api", api(streams_api::build))
         .events("stream-publisher", consumer(stream_publisher::build))
         .events("projector", consumer(projector::build))
-        // SQS batches and scheduled events arrive at the same function and handler.
-        .events("saga", consumer(saga::build))
+        // SQS batches and scheduled events arrive at the same function and handler, with
+        // the invocation's deadline as Lambda's context gives it.
+        .payload("saga", |sdk, function| async move {
+            let saga = Arc::new(saga::build(&sdk, |k| function.env(k))?);
+            let timeout = function.timeout;
+            Ok(event_handler(move |payload| {
+                let saga = saga.clone();
+                async move {
+                    let deadline =
+                        eventfold_aws::deadline::answer_by(deadline_context(timeout).deadline);
+                    // As Lambda reports it: the error with its whole cause chain.
+                    saga.handle(payload, deadline)
+                        .await
+                        .map_err(|e| eventfold_aws::diagnostic::cause_chain(&e))
+                }
+            }))
+        })
         // One function, one handler: the DLQs and the stream's on-failure queue, and the
         // dead-letters API, told apart by the payload's shape (as in Lambda).
         .payload("dlq-processor", |sdk, function| async move {
@@ -144,17 +159,6 @@ impl Consumer for projector::Function {
     type Response = aws_lambda_events::event::sqs::SqsBatchResponse;
     async fn handle(&self, event: Self::Event) -> Result<Self::Response, HandlerError> {
         Ok(self.handle(event).await)
-    }
-}
-
-impl Consumer for saga::Function {
-    type Event = serde_json::Value;
-    type Response = serde_json::Value;
-    async fn handle(&self, event: Self::Event) -> Result<Self::Response, HandlerError> {
-        // As Lambda reports it: the error with its whole cause chain.
-        self.handle(event)
-            .await
-            .map_err(|e| eventfold_aws::diagnostic::cause_chain(&e).into())
     }
 }
 

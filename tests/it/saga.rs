@@ -187,7 +187,7 @@ async fn the_schedule_ticks_the_function_whose_environment_has_the_overridden_ti
                     if matches!(invocation, saga::Invocation::Tick(_)) {
                         log.lock().expect("seen").ticks.push(payload.clone());
                     }
-                    f.handle(payload).await.map_err(|e| e.to_string())
+                    f.handle(payload, None).await.map_err(|e| e.to_string())
                 }
             }))
         }

@@ -174,17 +174,12 @@ impl DlqProcessor {
 
 /// Time kept back from the invocation's deadline: enough to record the letters of what was
 /// not republished and answer the batch's failures before Lambda stops the function.
-pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(1500);
+pub use eventfold_aws::deadline::DEADLINE_MARGIN;
 
 /// When a batch must be done: the Lambda context's deadline (epoch ms; 0 outside Lambda:
 /// none) less [`DEADLINE_MARGIN`], on this process's monotonic clock.
 pub fn answer_by(context: &lambda_runtime::Context) -> Option<std::time::Instant> {
-    let deadline = i64::try_from(context.deadline)
-        .ok()
-        .filter(|d| *d > 0)
-        .and_then(chrono::DateTime::from_timestamp_millis)?;
-    let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
-    Some(std::time::Instant::now() + left.saturating_sub(DEADLINE_MARGIN))
+    eventfold_aws::deadline::answer_by(context.deadline)
 }
 
 /// What the function was invoked with, told apart by the payload's shape.

@@ -32,7 +32,7 @@ use eventfold_consumers::projection::ReadModelStore;
 use eventfold_consumers::saga::{DeadlineIndex, RunnerConfig, Saga, SagaCaches, SagaRunner};
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod invocation;
 pub use invocation::{Invocation, InvocationError, TickResponse};
@@ -135,9 +135,14 @@ pub fn build(
 }
 
 impl Function {
-    /// Handles an SQS batch or a scheduled event (see [`SagaFunction::handle`]).
-    pub async fn handle(&self, payload: Value) -> Result<Value, InvocationError> {
-        self.saga.handle(payload).await
+    /// Handles an SQS batch or a scheduled event (see [`SagaFunction::handle`]), a batch's
+    /// records started no later than `deadline`.
+    pub async fn handle(
+        &self,
+        payload: Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, InvocationError> {
+        self.saga.handle(payload, deadline).await
     }
 
     /// The saga's function.
@@ -224,7 +229,15 @@ where
     /// read in one request before the first and their checkpoint moves and deadline entries
     /// written in one after the last. When that write fails, every record is redelivered
     /// (handling them again is idempotent; their checkpoints did not move).
-    pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
+    ///
+    /// No record is started past `deadline` (the invocation's, less the time the commit and
+    /// the answer need, [`eventfold_aws::deadline::answer_by`]): those left are answered as
+    /// failures, with a note, instead of the invocation timing out with the whole batch.
+    pub async fn handle_batch(
+        &self,
+        event: SqsEvent,
+        deadline: Option<Instant>,
+    ) -> SqsBatchResponse {
         let notes = self.notes.as_deref().map(|store| Notes {
             consumer: CONSUMER,
             store,
@@ -249,11 +262,14 @@ where
         };
         let batch = &batch;
         let response = process_fifo_batch_noting(event, notes, |n| async move {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(StepError::Deadline);
+            }
             let handled = self.runner.handle_in(batch, &n).await?;
             if !handled.duplicate {
                 telemetry::event_consumed(telemetry::SAGA, n.event.as_ref(), handled.behind);
             }
-            Ok::<_, eventfold_consumers::saga::SagaError>(())
+            Ok::<_, StepError>(())
         })
         .await;
         match self.runner.commit(batch).await {
@@ -287,13 +303,30 @@ where
 
     /// The function's handler: an SQS batch or a scheduled event, told apart by its shape
     /// ([`Invocation::from_json`]); the response as the Lambda runtime returns it.
-    pub async fn handle(&self, payload: Value) -> Result<Value, InvocationError> {
+    pub async fn handle(
+        &self,
+        payload: Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, InvocationError> {
         let response = match Invocation::from_json(payload)? {
-            Invocation::Batch(batch) => serde_json::to_value(self.handle_batch(batch).await),
+            Invocation::Batch(batch) => {
+                serde_json::to_value(self.handle_batch(batch, deadline).await)
+            }
             Invocation::Tick(event) => serde_json::to_value(self.tick(event).await?),
         };
         response.map_err(InvocationError::Response)
     }
+}
+
+/// Why a record of a batch was not handled.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// The runner failed on it.
+    #[error(transparent)]
+    Saga(#[from] eventfold_consumers::saga::SagaError),
+    /// The invocation's deadline came first: it is delivered again.
+    #[error("not handled: the invocation's deadline was near")]
+    Deadline,
 }
 
 /// The answer that redelivers every record of a batch (`ids`, their message ids).
@@ -481,12 +514,15 @@ mod tests {
         let requests = setup(&f, &[("t1", true), ("t2", true)]).await;
         let (g1, g2) = (&requests[0][0].stream_id, &requests[1][0].stream_id);
         let response = f
-            .handle_batch(batch(vec![
-                record("t1-submitted", g1, body(&requests[0][2])),
-                record("poison", g2, "{\"stream_id\":".into()),
-                record("t2-submitted", g2, body(&requests[1][2])),
-                record("t1-approved", g1, body(&requests[0][3])),
-            ]))
+            .handle_batch(
+                batch(vec![
+                    record("t1-submitted", g1, body(&requests[0][2])),
+                    record("poison", g2, "{\"stream_id\":".into()),
+                    record("t2-submitted", g2, body(&requests[1][2])),
+                    record("t1-approved", g1, body(&requests[0][3])),
+                ]),
+                None,
+            )
             .await;
         assert_eq!(failed(&response), ["poison", "t2-submitted"]);
         assert_eq!(phase(&f, "t1").await, Phase::Debiting);
@@ -497,13 +533,35 @@ mod tests {
         );
 
         let retry = f
-            .handle_batch(batch(vec![record(
-                "t2-submitted",
-                g2,
-                body(&requests[1][2]),
-            )]))
+            .handle_batch(
+                batch(vec![record("t2-submitted", g2, body(&requests[1][2]))]),
+                None,
+            )
             .await;
         assert!(failed(&retry).is_empty());
+        assert_eq!(phase(&f, "t2").await, Phase::Debiting);
+    }
+
+    #[tokio::test]
+    async fn records_past_the_invocation_deadline_are_answered_as_failures_not_handled() {
+        let f = toy_function();
+        let requests = setup(&f, &[("t1", true), ("t2", true)]).await;
+        let (g1, g2) = (&requests[0][0].stream_id, &requests[1][0].stream_id);
+        let records = || {
+            batch(vec![
+                record("t1-submitted", g1, body(&requests[0][2])),
+                record("t2-submitted", g2, body(&requests[1][2])),
+            ])
+        };
+        let late = f.handle_batch(records(), Some(Instant::now())).await;
+        assert_eq!(failed(&late), ["t1-submitted", "t2-submitted"]);
+        assert_eq!(phase(&f, "t1").await, Phase::New);
+        assert_eq!(phase(&f, "t2").await, Phase::New);
+        // Delivered again with time to spare, they are handled as if for the first time.
+        let soon = Instant::now() + Duration::from_secs(30);
+        let again = f.handle_batch(records(), Some(soon)).await;
+        assert!(failed(&again).is_empty());
+        assert_eq!(phase(&f, "t1").await, Phase::Debiting);
         assert_eq!(phase(&f, "t2").await, Phase::Debiting);
     }
 
@@ -513,7 +571,10 @@ mod tests {
         let requests = setup(&f, &[("t1", false)]).await;
         let group = requests[0][0].stream_id.clone();
         let response = f
-            .handle_batch(batch(vec![record("s", &group, body(&requests[0][2]))]))
+            .handle_batch(
+                batch(vec![record("s", &group, body(&requests[0][2]))]),
+                None,
+            )
             .await;
         assert!(failed(&response).is_empty());
         let debited = f
@@ -525,7 +586,10 @@ mod tests {
             .expect("read")
             .remove(0);
         let response = f
-            .handle_batch(batch(vec![record("d", "acme/Account-a", body(&debited))]))
+            .handle_batch(
+                batch(vec![record("d", "acme/Account-a", body(&debited))]),
+                None,
+            )
             .await;
         assert!(failed(&response).is_empty());
         assert!(matches!(
@@ -540,7 +604,7 @@ mod tests {
         assert_eq!((early.due, early.timed_out), (0, 0));
         schedule.time = Utc::now() + TimeDelta::seconds(61);
         let payload = serde_json::to_value(&schedule).expect("json");
-        let response = f.handle(payload).await.expect("tick");
+        let response = f.handle(payload, None).await.expect("tick");
         assert_eq!(
             response,
             serde_json::json!({"due": 1, "timed_out": 1, "stale": 0, "commands_sent": 1})
@@ -587,11 +651,11 @@ mod tests {
             )
             .await
             .expect("append");
-        let response = f.handle(payload).await.expect("handled");
+        let response = f.handle(payload, None).await.expect("handled");
         assert_eq!(response["batchItemFailures"], serde_json::json!([]));
         let tick: Value =
             serde_json::from_str(include_str!("../events/schedule.json")).expect("json");
-        let response = f.handle(tick).await.expect("ticked");
+        let response = f.handle(tick, None).await.expect("ticked");
         assert_eq!(response["due"], 0);
     }
 

@@ -15,7 +15,10 @@ async fn main() -> Result<(), Error> {
     function.warm_up(&sdk).await;
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        telemetry.invocation(function.handle(event.payload)).await
+        let deadline = eventfold_aws::deadline::answer_by(event.context.deadline);
+        telemetry
+            .invocation(function.handle(event.payload, deadline))
+            .await
     }))
     .await
 }

@@ -30,6 +30,7 @@ pub mod dynamodb;
 
 pub mod config;
 pub mod dead_letters;
+pub mod deadline;
 pub mod diagnostic;
 pub mod event_store;
 pub mod faults;
