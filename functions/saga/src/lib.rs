@@ -47,6 +47,10 @@ pub const CONSUMER: &str = "saga";
 /// The `detail-type` of EventBridge's scheduled events.
 pub const SCHEDULED_EVENT: &str = "Scheduled Event";
 
+/// How long a command the saga sends keeps retrying lost races when the invocation's
+/// deadline is not known (outside Lambda); in Lambda the deadline stops it sooner.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(5);
+
 /// Default of `SAGA_TIMEOUT_SECONDS`: how long an instance may wait.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 900;
 
@@ -172,6 +176,11 @@ where
             ExecutorConfig {
                 snapshot_every: config.store.snapshot_every,
                 backoff: Some(eventfold_aws::tokio_backoff()),
+                // A step's command to a hot stream (a SKU every order holds) keeps retrying
+                // lost races, with backoff, until the batch's deadline or this long, instead of
+                // failing after a fixed number of attempts and waiting out the visibility
+                // timeout.
+                retry_budget: Some(RETRY_BUDGET),
                 ..ExecutorConfig::default()
             },
         )
@@ -254,7 +263,7 @@ where
             .map(|r| r.message_id.clone().unwrap_or_default())
             .collect();
         let batch = match self.runner.begin(&notifications).await {
-            Ok(batch) => batch,
+            Ok(batch) => batch.until(deadline),
             Err(error) => {
                 tracing::error!(%error, "checkpoints not read: the whole batch is redelivered");
                 return redeliver_all(ids);

@@ -391,7 +391,7 @@ where
         };
         let outcome = match self
             .executor
-            .execute::<G>(&stream, None, &input, &context)
+            .execute_within::<G>(&stream, None, &input, &context, batch.answer_by())
             .await
         {
             Ok(o) => o,
@@ -434,6 +434,10 @@ where
     ) -> Result<(), SagaError> {
         let saga_stream = instance.stream.to_string();
         let tenant = instance.stream.tenant().to_owned();
+        let deadline = match sink {
+            Index::Batch(batch) => batch.answer_by(),
+            Index::Now => None,
+        };
         let rounds = self.config.max_rounds.max(1);
         // Steps already sent while handling this input: later rounds need not resend them.
         let mut sent: HashSet<String> = HashSet::new();
@@ -471,6 +475,7 @@ where
                         executor: &self.executor,
                         tenant: &tenant,
                         context: &context,
+                        deadline,
                     })
                     .await;
                 match result {
@@ -503,7 +508,7 @@ where
                 let input = G::refused(p, &rejection);
                 match self
                     .executor
-                    .execute::<G>(&instance.stream, None, &input, &context)
+                    .execute_within::<G>(&instance.stream, None, &input, &context, deadline)
                     .await
                 {
                     Ok(outcome) => {

@@ -24,6 +24,9 @@ use std::sync::Mutex;
 #[derive(Debug, Default)]
 pub struct SagaBatch {
     inner: Mutex<Inner>,
+    /// When the invocation must answer: the commands of its steps stop retrying lost races
+    /// by then ([`SagaBatch::until`]).
+    answer_by: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +39,19 @@ struct Inner {
 }
 
 impl SagaBatch {
+    /// The batch of an invocation that must answer by `deadline`: a command its steps send
+    /// to a hot stream retries lost races until then (within the executor's retry budget),
+    /// and no longer.
+    pub fn until(mut self, deadline: Option<std::time::Instant>) -> Self {
+        self.answer_by = deadline;
+        self
+    }
+
+    /// When the invocation must answer, if known.
+    pub(super) fn answer_by(&self) -> Option<std::time::Instant> {
+        self.answer_by
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // No lock is held across an await, and every mutation completes before unlocking.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())

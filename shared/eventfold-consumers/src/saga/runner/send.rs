@@ -19,6 +19,8 @@ pub(super) struct Sender<'a, E, T> {
     pub(super) executor: &'a CommandExecutor<E, T>,
     pub(super) tenant: &'a str,
     pub(super) context: &'a Metadata,
+    /// When the invocation must answer: lost races are retried until then at most.
+    pub(super) deadline: Option<std::time::Instant>,
 }
 
 impl<'a, E: EventStore, T: StateCaches> SagaCommandVisitor<T> for Sender<'a, E, T> {
@@ -32,7 +34,10 @@ impl<'a, E: EventStore, T: StateCaches> SagaCommandVisitor<T> for Sender<'a, E, 
         let target = StreamId::new(self.tenant, A::CATEGORY, id);
         let shown = format!("{}/{}-{id}", self.tenant, A::CATEGORY);
         let Sender {
-            executor, context, ..
+            executor,
+            context,
+            deadline,
+            ..
         } = self;
         Box::pin(async move {
             let target = match target {
@@ -42,7 +47,7 @@ impl<'a, E: EventStore, T: StateCaches> SagaCommandVisitor<T> for Sender<'a, E, 
             // As a command of the API: `A::assume_new` lets a command that starts a stream
             // (a payment's authorisation) append without reading the stream first.
             let result = executor
-                .execute::<A>(&target, None, &command, context)
+                .execute_within::<A>(&target, None, &command, context, deadline)
                 .await;
             (shown, result.map(|_| ()))
         })
