@@ -412,7 +412,19 @@ impl ReadModelStore for DynamoReadModelStore {
     }
 
     async fn pointers(&self, views: &[String]) -> Result<Vec<ViewPointer>, ReadModelError> {
-        self.read_pointers(views).await
+        // One `BatchGetItem` of the pointer keys, as `get_many` reads them.
+        let keys: Vec<ModelKey> = views
+            .iter()
+            .map(|view| ModelKey::Pointer { view: view.clone() })
+            .collect();
+        self.get_many(&keys)
+            .await?
+            .into_iter()
+            .map(|found| match found {
+                Found::Pointer(p) => Ok(p),
+                other => Err(corrupt(format!("a pointer read answered {other:?}"))),
+            })
+            .collect()
     }
 
     async fn set_pointer(&self, view: &str, pointer: &ViewPointer) -> Result<(), ReadModelError> {

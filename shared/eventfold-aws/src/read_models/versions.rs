@@ -46,26 +46,6 @@ impl DynamoReadModelStore {
             .map_or(Ok(ViewPointer::initial()), decode_pointer)
     }
 
-    /// The pointers of `views` (one consistent `BatchGetItem` per 100 views).
-    pub(super) async fn read_pointers(
-        &self,
-        views: &[String],
-    ) -> Result<Vec<ViewPointer>, ReadModelError> {
-        let wanted: Vec<(String, String)> = views
-            .iter()
-            .map(|v| (POINTER_PK.to_owned(), v.clone()))
-            .collect();
-        let by_key = self.batch_items(&wanted).await?;
-        wanted
-            .iter()
-            .map(|k| {
-                by_key
-                    .get(k)
-                    .map_or(Ok(ViewPointer::initial()), decode_pointer)
-            })
-            .collect()
-    }
-
     /// Stores `pointer` if the stored revision is `pointer.rev - 1` (one conditional
     /// `PutItem`).
     pub(super) async fn write_pointer(
