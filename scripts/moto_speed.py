@@ -323,7 +323,13 @@ def _requests(ddb):
     for id_ in ("i3", "i9"):
         answers.append(ddb.query(TableName="h", KeyConditionExpression="id = :i", ExpressionAttributeValues={":i": {"S": id_}}))
     answers.append(ddb.query(TableName="h", IndexName="by-g", KeyConditionExpression="g = :g", ExpressionAttributeValues={":g": {"S": "g1"}}))
-    answers.append(ddb.query(TableName="h", IndexName="by-g", KeyConditionExpression="g = :g", ExpressionAttributeValues={":g": {"S": "g0"}}, Limit=2, ScanIndexForward=False))
+    kw = {}
+    while True:
+        page = ddb.query(TableName="h", IndexName="by-g", KeyConditionExpression="g = :g", ExpressionAttributeValues={":g": {"S": "g0"}}, Limit=2, ScanIndexForward=False, **kw)
+        answers.append(page)
+        if "LastEvaluatedKey" not in page:
+            break
+        kw = {"ExclusiveStartKey": page["LastEvaluatedKey"]}
     answers.append(ddb.batch_get_item(RequestItems={"t": {"Keys": [key, {"pk": {"S": "p2"}, "sk": {"N": "9"}}], "ProjectionExpression": "sk, b"}}))
     answers.append(ddb.update_item(TableName="t", Key=key, UpdateExpression="SET n = :v", ExpressionAttributeValues={":v": {"N": "2"}}, ReturnValues="ALL_NEW"))
     answers.append(ddb.delete_item(TableName="t", Key=key, ReturnValues="ALL_OLD"))
