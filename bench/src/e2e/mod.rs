@@ -74,6 +74,8 @@ struct Snapshot {
     invocations: BTreeMap<String, u64>,
     /// Records (stream records, messages) each function's sources delivered.
     records: BTreeMap<String, u64>,
+    /// CPU time used so far per process: the emulator's, then this one's.
+    cpu: Vec<(String, Duration)>,
 }
 
 fn snapshot(stack: &LocalStack) -> Result<Snapshot> {
@@ -88,10 +90,21 @@ fn snapshot(stack: &LocalStack) -> Result<Snapshot> {
             *records.entry(source.function.clone()).or_default() += s.records_in;
         }
     }
+    let mut cpu: Vec<(String, Duration)> = stack
+        .emulator()
+        .map(|e| e.cpu())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(serves, used)| (format!("emulator ({serves})"), used))
+        .collect();
+    if let Some(own) = eventfold_local::emulator::process_cpu(std::process::id()) {
+        cpu.push(("the stack".to_owned(), own));
+    }
     Ok(Snapshot {
         requests: iam.requests(),
         invocations,
         records,
+        cpu,
     })
 }
 
@@ -332,6 +345,15 @@ pub async fn measure(stack: &LocalStack, options: E2eOptions) -> Result<E2eRepor
         view_ms: placed.iter().map(|(_, _, ms)| *ms).collect(),
         seconds,
         denials: stack.iam.as_ref().map_or(0, |i| i.denials().len()) - denied_before,
+        cpu: after
+            .cpu
+            .iter()
+            .map(|(process, used)| {
+                let earlier = before.cpu.iter().find(|(p, _)| p == process);
+                let spent = used.saturating_sub(earlier.map_or(Duration::ZERO, |(_, d)| *d));
+                (process.clone(), spent.as_secs_f64())
+            })
+            .collect(),
         ..E2eReport::default()
     };
     read_histories(stack, &tenant, &placed, &mut report).await?;
@@ -358,11 +380,25 @@ async fn read_histories(
             commits.insert((e.stream_id.clone(), e.metadata.command_id.clone()));
         }
     };
+    // Each order's last event of each type, as ms after its `PlaceOrder` was sent.
+    let mut way: BTreeMap<u64, BTreeMap<String, f64>> = BTreeMap::new();
+    let since = |placed_at: chrono::DateTime<chrono::Utc>, e: &eventfold::EventEnvelope| {
+        (e.occurred_at - placed_at)
+            .num_microseconds()
+            .unwrap_or_default() as f64
+            / 1000.0
+    };
     for (i, placed_at, _) in placed {
         let id = format!("o-{i}");
         for category in ["Order", "Payment", "OrderFulfilment"] {
             let stream = StreamId::new(tenant, category, &id)?.to_string();
             let events = store.load_range(&stream, 1, None, None).await?;
+            for e in events.iter().filter(|e| e.occurred_at >= *placed_at) {
+                let label = format!("{category}: {}", e.event_type);
+                way.entry(*i)
+                    .or_default()
+                    .insert(label, since(*placed_at, e));
+            }
             if category == "Order" {
                 let confirmed = events
                     .iter()
@@ -380,7 +416,21 @@ async fn read_histories(
         let stream = StreamId::new(tenant, "Inventory", sku)?.to_string();
         // Version 1 is the stock received before the run.
         let events = store.load_range(&stream, 2, None, None).await?;
+        for e in &events {
+            let order = e.data.get("order_id").and_then(serde_json::Value::as_str);
+            let placed = order.and_then(|o| placed.iter().find(|(i, _, _)| format!("o-{i}") == o));
+            if let Some((i, placed_at, _)) = placed {
+                let label = format!("Inventory: {} (the later SKU)", e.event_type);
+                let at = way.entry(*i).or_default().entry(label).or_insert(f64::MIN);
+                *at = at.max(since(*placed_at, e));
+            }
+        }
         count("Inventory", &events);
+    }
+    for steps in way.into_values() {
+        for (label, ms) in steps {
+            report.way.entry(label).or_default().push(ms);
+        }
     }
     report.commits = commits.len() as u64;
     Ok(())

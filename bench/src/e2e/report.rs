@@ -94,10 +94,16 @@ pub struct E2eReport {
     pub confirmed_ms: Vec<f64>,
     /// `PlaceOrder` sent -> `Confirmed` seen in `order-summary`, per order, in ms.
     pub view_ms: Vec<f64>,
+    /// An order's way: for each event type its orders reached (`Category: Type`), when each
+    /// order's last one of them happened, in ms after its `PlaceOrder` was sent.
+    pub way: BTreeMap<String, Vec<f64>>,
     /// Length of the measured window, seconds.
     pub seconds: f64,
     /// Denied calls during the run.
     pub denials: usize,
+    /// CPU seconds used during the run, per process: each emulator process (by what it
+    /// serves) and the stack itself (gateway, functions, pollers, IAM proxy, the bench).
+    pub cpu: Vec<(String, f64)>,
 }
 
 /// The `q` quantile of `samples` (nearest rank), 0 when there are none.
@@ -264,6 +270,38 @@ impl E2eReport {
             quantile(&self.view_ms, 0.5),
             quantile(&self.view_ms, 0.95)
         );
+        if !self.way.is_empty() {
+            let _ = writeln!(
+                w,
+                "an order's way: its last event of each type, ms after PlaceOrder was sent (p50 / p95, orders):"
+            );
+            let mut steps: Vec<(&String, f64, f64, usize)> = self
+                .way
+                .iter()
+                .map(|(label, ms)| (label, quantile(ms, 0.5), quantile(ms, 0.95), ms.len()))
+                .collect();
+            steps.sort_by(|a, b| a.1.total_cmp(&b.1));
+            for (label, p50, p95, n) in steps {
+                let _ = writeln!(w, "  {label:<44} {p50:>8.0} {p95:>8.0} {n:>6}");
+            }
+        }
+        if !self.cpu.is_empty() {
+            let used: Vec<String> = self
+                .cpu
+                .iter()
+                .map(|(process, secs)| {
+                    format!(
+                        "{process} {secs:.1} s ({:.0}%)",
+                        100.0 * secs / self.seconds.max(0.001)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                w,
+                "CPU during the run (share of one core over the run): {}",
+                used.join(", ")
+            );
+        }
         if self.denials > 0 {
             let _ = writeln!(w, "DENIED calls during the run: {}", self.denials);
         }
@@ -320,6 +358,25 @@ mod tests {
             table.contains("total work requests: 9 (4.5/order"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn an_orders_way_is_listed_by_median_and_cpu_as_a_share_of_the_run() {
+        let report = E2eReport {
+            orders: 2,
+            seconds: 2.0,
+            way: BTreeMap::from([
+                ("Order: OrderConfirmed".to_owned(), vec![900.0, 1100.0]),
+                ("Order: OrderPlaced".to_owned(), vec![10.0, 30.0]),
+            ]),
+            cpu: vec![("emulator (sns+sqs)".to_owned(), 1.5)],
+            ..E2eReport::default()
+        };
+        let table = report.render();
+        let placed = table.find("Order: OrderPlaced").expect("listed");
+        let confirmed = table.find("Order: OrderConfirmed").expect("listed");
+        assert!(placed < confirmed, "by median: {table}");
+        assert!(table.contains("emulator (sns+sqs) 1.5 s (75%)"), "{table}");
     }
 
     #[test]

@@ -21,7 +21,8 @@ use std::process::{Child, Command, Stdio};
 /// binary, `eventfold local`) leaves no orphan.
 #[derive(Debug)]
 pub struct Emulator {
-    children: Vec<Child>,
+    /// Each moto process, with what it serves.
+    children: Vec<(&'static str, Child)>,
     /// Stops the router (when there is one).
     router: Option<tokio::sync::oneshot::Sender<()>>,
     /// `http://127.0.0.1:PORT`.
@@ -53,7 +54,7 @@ impl Emulator {
         if !split() {
             let (child, ready) = spawn_moto(root, port)?;
             return Ok(Self {
-                children: vec![child],
+                children: vec![("all", child)],
                 router: None,
                 endpoint: format!("http://127.0.0.1:{ready}"),
             });
@@ -73,7 +74,7 @@ impl Emulator {
             .name("emulator-router".into())
             .spawn(move || route(listener, upstreams, stopped))?;
         Ok(Self {
-            children: vec![first, second],
+            children: vec![("dynamodb and the rest", first), ("sns+sqs", second)],
             router: Some(stop),
             endpoint: format!("http://127.0.0.1:{ready}"),
         })
@@ -83,6 +84,16 @@ impl Emulator {
     pub async fn start(root: &Path, port: u16) -> Result<Self> {
         let root = root.to_path_buf();
         tokio::task::spawn_blocking(move || Self::start_blocking(&root, port)).await?
+    }
+
+    /// The CPU time each moto process has used so far, with what it serves: where a
+    /// burst's time goes when the emulator is the bottleneck. Empty where `/proc` is not
+    /// there to read it (not Linux).
+    pub fn cpu(&self) -> Vec<(&'static str, std::time::Duration)> {
+        self.children
+            .iter()
+            .filter_map(|(serves, child)| Some((*serves, process_cpu(child.id())?)))
+            .collect()
     }
 
     /// Stops the emulator.
@@ -96,11 +107,23 @@ impl Drop for Emulator {
         if let Some(stop) = self.router.take() {
             let _ = stop.send(());
         }
-        for child in &mut self.children {
+        for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// User plus system CPU time of process `pid` (all its threads), from `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the line (utime, stime), in clock ticks; Linux reports them in
+    // USER_HZ, which is 100 on every architecture it exposes to user space.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(std::time::Duration::from_millis(ticks * 10))
 }
 
 /// Starts one moto process on `port` (0: any free port) with the project's `.venv` python;
@@ -246,6 +269,22 @@ pub async fn local_sdk_config(endpoint: &str) -> SdkConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_cpu_time_is_read_and_grows_with_work() {
+        let before = process_cpu(std::process::id()).expect("this process's /proc/PID/stat");
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < std::time::Duration::from_millis(120) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = process_cpu(std::process::id()).expect("read again");
+        assert!(
+            after >= before + std::time::Duration::from_millis(50),
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(process_cpu(u32::MAX), None);
+    }
 
     #[test]
     fn sns_and_sqs_go_to_the_second_process_everything_else_to_the_first() {

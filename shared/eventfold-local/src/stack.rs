@@ -229,6 +229,11 @@ impl LocalStack {
         })
     }
 
+    /// The emulator this stack started (none when it was given an endpoint).
+    pub fn emulator(&self) -> Option<&Emulator> {
+        self.emulator.as_ref()
+    }
+
     /// Base URL of the HTTP API.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.api_addr)
