@@ -71,7 +71,22 @@ impl Target {
     /// its own task (a panic is a function error) and within the function's timeout.
     pub(crate) async fn invoke(&self, event: Value) -> Result<Value, FunctionError> {
         Counters::add(&self.counters.invocations, 1);
-        invoke(&self.handler, event, self.timeout).await
+        let records = event
+            .get("Records")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let started = std::time::Instant::now();
+        let result = invoke(&self.handler, event, self.timeout).await;
+        // Each invocation at debug level (`RUST_LOG=eventfold_local::esm=debug`): where a
+        // burst's time goes, hop by hop.
+        tracing::debug!(
+            function = %self.function,
+            records,
+            ms = started.elapsed().as_millis() as u64,
+            ok = result.is_ok(),
+            "invoked"
+        );
+        result
     }
 }
 
