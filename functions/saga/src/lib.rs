@@ -19,7 +19,7 @@ use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use eventfold::{CacheFor, CommandExecutor, EventStore, ExecutorConfig, Upcasters};
 use eventfold_aws::config::ConfigError;
-use eventfold_aws::sqs::{Notes, process_fifo_batch_noting};
+use eventfold_aws::sqs::{Notes, process_fifo_groups_noting};
 use eventfold_aws::telemetry;
 use eventfold_aws::warmup::Warmed;
 use eventfold_aws::{
@@ -239,6 +239,11 @@ where
     /// written in one after the last. When that write fails, every record is redelivered
     /// (handling them again is idempotent; their checkpoints did not move).
     ///
+    /// The records come to the runner by message group (one source stream each), a group
+    /// at a time: within a group the inputs for distinct instances run at once
+    /// ([`SagaRunner::handle_group_in`]), so a hot stream's backlog does not drain one step
+    /// after another.
+    ///
     /// No record is started past `deadline` (the invocation's, less the time the commit and
     /// the answer need, [`eventfold_aws::deadline::answer_by`]): those left are answered as
     /// failures, with a note, instead of the invocation timing out with the whole batch.
@@ -270,15 +275,22 @@ where
             }
         };
         let batch = &batch;
-        let response = process_fifo_batch_noting(event, notes, |n| async move {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(StepError::Deadline);
+        let response = process_fifo_groups_noting(event, notes, |groups| async move {
+            let mut outcomes = Vec::with_capacity(groups.len());
+            for group in &groups {
+                let (handled, failed) = self.runner.handle_group_in(batch, group).await;
+                for (n, handled) in group.iter().zip(&handled) {
+                    if !handled.duplicate {
+                        telemetry::event_consumed(
+                            telemetry::SAGA,
+                            n.event.as_ref(),
+                            handled.behind,
+                        );
+                    }
+                }
+                outcomes.push(failed);
             }
-            let handled = self.runner.handle_in(batch, &n).await?;
-            if !handled.duplicate {
-                telemetry::event_consumed(telemetry::SAGA, n.event.as_ref(), handled.behind);
-            }
-            Ok::<_, StepError>(())
+            outcomes
         })
         .await;
         match self.runner.commit(batch).await {
@@ -325,17 +337,6 @@ where
         };
         response.map_err(InvocationError::Response)
     }
-}
-
-/// Why a record of a batch was not handled.
-#[derive(Debug, thiserror::Error)]
-enum StepError {
-    /// The runner failed on it.
-    #[error(transparent)]
-    Saga(#[from] eventfold_consumers::saga::SagaError),
-    /// The invocation's deadline came first: it is delivered again.
-    #[error("not handled: the invocation's deadline was near")]
-    Deadline,
 }
 
 /// The answer that redelivers every record of a batch (`ids`, their message ids).

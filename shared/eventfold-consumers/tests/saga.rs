@@ -19,6 +19,7 @@ use eventfold_testkit::toy::{
 };
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 const TENANT: &str = "acme";
@@ -31,7 +32,12 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 struct Flaky {
     inner: MemoryEventStore,
     fail_once: Mutex<HashSet<String>>,
+    fail_stream_once: Mutex<HashSet<String>>,
     competitor: Mutex<Option<EventEnvelope>>,
+    /// Appends under way, and the most there were at once (each append yields once, so
+    /// concurrent callers on one task overlap).
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 impl Flaky {
@@ -40,6 +46,17 @@ impl Flaky {
             .lock()
             .expect("lock")
             .insert(category.to_owned());
+    }
+
+    fn fail_next_append_to_stream(&self, stream_id: &str) {
+        self.fail_stream_once
+            .lock()
+            .expect("lock")
+            .insert(stream_id.to_owned());
+    }
+
+    fn most_appends_at_once(&self) -> usize {
+        self.most_in_flight.swap(0, Ordering::SeqCst)
     }
 
     fn race_next_append_with(&self, event: EventEnvelope) {
@@ -79,9 +96,19 @@ impl EventStore for Flaky {
         let category = StreamId::parse(stream_id)
             .map(|s| s.category().to_owned())
             .unwrap_or_default();
-        if self.fail_once.lock().expect("lock").remove(&category) {
+        if self.fail_once.lock().expect("lock").remove(&category)
+            || self
+                .fail_stream_once
+                .lock()
+                .expect("lock")
+                .remove(stream_id)
+        {
             return Err(StoreError::Unavailable("injected: the process died".into()));
         }
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let competitor = {
             let mut slot = self.competitor.lock().expect("lock");
             slot.take_if(|e| e.stream_id == stream_id)
@@ -1012,4 +1039,140 @@ fn account_event(a: &StreamId, version: u64, event: AccountEvent) -> EventEnvelo
         Utc::now(),
         Metadata::root(TENANT, "tester", format!("{a}-{version}")),
     )
+}
+
+/// Opens a hot account `a` and `n` transfers out of it, each submitted and handled: the
+/// notifications of `a`'s debits (v2..), each for another transfer.
+async fn hot_account_debits(r: &Runner, n: usize) -> Vec<Notification> {
+    open(r, "a", 1000).await;
+    open(r, "b", 0).await;
+    for t in 1..=n {
+        let request = toy::request(TENANT, &format!("t{t}"), "a", "b", 10, true);
+        write(r, &request).await;
+        r.handle(&note(&request[2])).await.expect("submitted");
+    }
+    let debits: Vec<Notification> = events_of(r, &account_stream("a"))
+        .await
+        .iter()
+        .skip(1)
+        .map(note)
+        .collect();
+    assert_eq!(debits.len(), n);
+    debits
+}
+
+/// A hot source stream (one account every transfer debits) feeds another instance with each
+/// event: as one group, the instances run at once and the checkpoint moves past them all.
+#[tokio::test]
+async fn a_hot_streams_group_runs_its_instances_at_once() {
+    let r = runner();
+    let debits = hot_account_debits(&r, 5).await;
+    let name = checkpoint_name::<Transfer>();
+    r.executor().store().most_appends_at_once();
+
+    let batch = r.begin(&debits).await.expect("begin");
+    let (handled, failed) = r.handle_group_in(&batch, &debits).await;
+    assert!(failed.is_none(), "{failed:?}");
+    assert_eq!(handled.len(), 5);
+    assert!(handled.iter().all(|h| h.inputs == 1 && h.saga_events == 1));
+    assert!(
+        r.executor().store().most_appends_at_once() >= 2,
+        "the instances ran one after another"
+    );
+    r.commit(&batch).await.expect("commit");
+    for t in 1..=5 {
+        let phase = saga(&r, &format!("t{t}")).await.phase;
+        assert!(
+            matches!(phase, Phase::AwaitingApproval { .. }),
+            "t{t}: {phase:?}"
+        );
+    }
+    let at = r.models().checkpoint(&name, &account_stream("a")).await;
+    assert_eq!(at.expect("read"), 6);
+    assert_eq!(
+        due_entries(&r).await.len(),
+        5,
+        "every waiting instance indexed"
+    );
+
+    // Delivered again, the whole group is duplicates.
+    let again = r.begin(&debits).await.expect("begin");
+    let (handled, failed) = r.handle_group_in(&again, &debits).await;
+    assert!(failed.is_none());
+    assert!(handled.iter().all(|h| h.duplicate));
+}
+
+/// A failed input holds the checkpoint just before its notification and fails the rest of
+/// the group; the inputs after it that went through find their steps done when the queue
+/// delivers them again.
+#[tokio::test]
+async fn a_failed_input_holds_the_checkpoint_before_it_and_redelivery_has_one_effect_per_step() {
+    let r = runner();
+    let debits = hot_account_debits(&r, 5).await;
+    let name = checkpoint_name::<Transfer>();
+    r.executor()
+        .store()
+        .fail_next_append_to_stream(&saga_stream("t3"));
+
+    let batch = r.begin(&debits).await.expect("begin");
+    let (handled, failed) = r.handle_group_in(&batch, &debits).await;
+    let (index, error) = failed.expect("t3's input failed");
+    assert_eq!(index, 2, "t3's debit is the group's third notification");
+    assert!(matches!(error, SagaError::Command { .. }), "{error}");
+    assert_eq!(handled.len(), 2);
+    r.commit(&batch).await.expect("commit");
+    let at = r.models().checkpoint(&name, &account_stream("a")).await;
+    assert_eq!(at.expect("read"), 3, "held before t3's debit (v4)");
+    assert_eq!(saga(&r, "t3").await.phase, Phase::Debiting);
+    for t in ["t4", "t5"] {
+        let phase = saga(&r, t).await.phase;
+        assert!(
+            matches!(phase, Phase::AwaitingApproval { .. }),
+            "{t}: {phase:?}"
+        );
+    }
+
+    // The queue delivers the failed one and the rest of its group again.
+    let rest = &debits[2..];
+    let again = r.begin(rest).await.expect("begin");
+    let (handled, failed) = r.handle_group_in(&again, rest).await;
+    assert!(failed.is_none(), "{failed:?}");
+    let recorded: Vec<usize> = handled.iter().map(|h| h.saga_events).collect();
+    assert_eq!(recorded, [1, 0, 0], "t4 and t5 were recorded already");
+    r.commit(&again).await.expect("commit");
+    let at = r.models().checkpoint(&name, &account_stream("a")).await;
+    assert_eq!(at.expect("read"), 6);
+    for t in 1..=5 {
+        let log = events_of(&r, &saga_stream(&format!("t{t}"))).await;
+        assert_eq!(types(&log), ["Started", "DebitRecorded"], "t{t}");
+    }
+    assert_eq!(
+        events_of(&r, &account_stream("a")).await.len(),
+        6,
+        "one debit each"
+    );
+    assert_eq!(account(&r, "a").await.balance, 950);
+}
+
+/// Past the batch's answer-by time no input starts: the group's first notification fails
+/// with [`SagaError::Deadline`], and nothing moves.
+#[tokio::test]
+async fn a_group_past_its_answer_by_time_starts_nothing() {
+    let r = runner();
+    let debits = hot_account_debits(&r, 3).await;
+    let batch = r
+        .begin(&debits)
+        .await
+        .expect("begin")
+        .until(Some(std::time::Instant::now()));
+    let (handled, failed) = r.handle_group_in(&batch, &debits).await;
+    assert!(handled.is_empty());
+    assert!(
+        matches!(failed, Some((0, SagaError::Deadline))),
+        "{failed:?}"
+    );
+    r.commit(&batch).await.expect("commit");
+    for t in 1..=3 {
+        assert_eq!(saga(&r, &format!("t{t}")).await.phase, Phase::Debiting);
+    }
 }

@@ -38,7 +38,9 @@ mod deadline;
 pub mod runner;
 
 pub use deadline::{CheckpointMove, Deadline, DeadlineIndex, DeadlineWrite, DueInstance, Together};
-pub use runner::{Handled, RunnerConfig, SagaBatch, SagaCaches, SagaError, SagaRunner, Ticked};
+pub use runner::{
+    GroupOutcome, Handled, RunnerConfig, SagaBatch, SagaCaches, SagaError, SagaRunner, Ticked,
+};
 
 use chrono::{DateTime, Utc};
 use eventfold::aggregate::{Aggregate, CodecError, Rejection};

@@ -40,11 +40,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod batch;
+mod group;
 mod prime;
 mod send;
 mod tick;
 
 pub use batch::SagaBatch;
+pub use group::GroupOutcome;
 use send::Sender;
 pub use tick::Ticked;
 
@@ -116,6 +118,10 @@ pub enum SagaError {
         /// What went wrong.
         source: CommandError,
     },
+    /// The invocation's answer-by time came before this input started: it is delivered
+    /// again ([`SagaBatch::until`]).
+    #[error("not handled: the invocation's deadline was near")]
+    Deadline,
     /// Refusals kept producing new commands to send beyond [`RunnerConfig::max_rounds`].
     #[error("{stream_id} did not settle within {rounds} rounds of sending and refusals")]
     Unsettled {
