@@ -818,6 +818,16 @@ async fn redelivered_shuffled_and_dropped_notifications_have_exactly_one_effect_
 }
 
 #[tokio::test]
+async fn redelivered_notifications_handed_over_in_groups_have_exactly_one_effect_per_step() {
+    for seed in 0..12 {
+        let r = runner();
+        let report = toy::redelivery_chaos_in_groups(&r, TENANT, seed).await;
+        assert!(report.duplicates > 0 && report.dropped > 0, "{report:?}");
+        assert_eq!(report.ticks, 1);
+    }
+}
+
+#[tokio::test]
 async fn the_memory_store_passes_the_deadline_index_contract() {
     eventfold_testkit::deadline_index::run_all(&MemoryReadModelStore::new(), "mem").await;
     eventfold_testkit::deadline_index::writes_together_all_or_nothing(

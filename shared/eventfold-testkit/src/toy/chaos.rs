@@ -120,6 +120,34 @@ where
     E: eventfold::EventStore,
     R: eventfold_consumers::projection::ReadModelStore + eventfold_consumers::saga::DeadlineIndex,
 {
+    chaos(runner, tenant, seed, false).await
+}
+
+/// [`redelivery_chaos`], the copies handed over as a queue hands a batch's message group:
+/// one to five copies of one stream at a time, through `begin`, `handle_group_in` (the
+/// instances they feed run at once) and `commit`.
+pub async fn redelivery_chaos_in_groups<E, R>(
+    runner: &eventfold_consumers::saga::SagaRunner<Transfer, E, R>,
+    tenant: &str,
+    seed: u64,
+) -> ChaosReport
+where
+    E: eventfold::EventStore,
+    R: eventfold_consumers::projection::ReadModelStore + eventfold_consumers::saga::DeadlineIndex,
+{
+    chaos(runner, tenant, seed, true).await
+}
+
+async fn chaos<E, R>(
+    runner: &eventfold_consumers::saga::SagaRunner<Transfer, E, R>,
+    tenant: &str,
+    seed: u64,
+    grouped: bool,
+) -> ChaosReport
+where
+    E: eventfold::EventStore,
+    R: eventfold_consumers::projection::ReadModelStore + eventfold_consumers::saga::DeadlineIndex,
+{
     use eventfold_consumers::Notification;
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
@@ -213,17 +241,43 @@ where
         // Interleave the streams at random, each lane in its own (shuffled) order.
         while !lanes.is_empty() {
             let i = rng.random_range(0..lanes.len());
-            let n = lanes[i].remove(0);
+            let take = if grouped {
+                rng.random_range(1..=5usize).min(lanes[i].len())
+            } else {
+                1
+            };
+            let group: Vec<Notification> = lanes[i].drain(..take).collect();
             if lanes[i].is_empty() {
                 lanes.swap_remove(i);
             }
-            let handled = runner
-                .handle(&n)
-                .await
-                .unwrap_or_else(|e| panic!("{}@{}: {e}", n.stream_id, n.version));
-            report.delivered += 1;
-            report.duplicates += usize::from(handled.duplicate);
-            report.events_read += handled.events_read;
+            let handled = if grouped {
+                let batch = runner
+                    .begin(&group)
+                    .await
+                    .unwrap_or_else(|e| panic!("begin: {e}"));
+                let (handled, failed) = runner.handle_group_in(&batch, &group).await;
+                if let Some((k, e)) = failed {
+                    panic!("{}@{}: {e}", group[k].stream_id, group[k].version);
+                }
+                runner
+                    .commit(&batch)
+                    .await
+                    .unwrap_or_else(|e| panic!("commit: {e}"));
+                handled
+            } else {
+                let n = &group[0];
+                vec![
+                    runner
+                        .handle(n)
+                        .await
+                        .unwrap_or_else(|e| panic!("{}@{}: {e}", n.stream_id, n.version)),
+                ]
+            };
+            for h in handled {
+                report.delivered += 1;
+                report.duplicates += usize::from(h.duplicate);
+                report.events_read += h.events_read;
+            }
         }
     }
 
