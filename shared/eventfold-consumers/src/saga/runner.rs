@@ -287,16 +287,8 @@ where
         let source = n
             .checked_stream()
             .map_err(|e| SagaError::BadNotification(e.to_string()))?;
-        let name = checkpoint_name::<G>();
         let mut handled = Handled::default();
-        let checkpoint = match batch.checkpoint(&n.stream_id) {
-            Some(at) => at,
-            None => {
-                let stored = self.models.checkpoint(&name, &n.stream_id).await?;
-                batch.known(&n.stream_id, stored);
-                stored
-            }
-        };
+        let checkpoint = self.checkpoint_in(batch, &n.stream_id).await?;
         if n.version <= checkpoint {
             handled.duplicate = true;
             return Ok(handled);
@@ -362,6 +354,20 @@ where
             "notification handled"
         );
         Ok(handled)
+    }
+
+    /// Where `batch` has the checkpoint of source stream `stream_id`, read from the store
+    /// (and remembered by the batch) the first time.
+    async fn checkpoint_in(&self, batch: &SagaBatch, stream_id: &str) -> Result<u64, SagaError> {
+        if let Some(at) = batch.checkpoint(stream_id) {
+            return Ok(at);
+        }
+        let stored = self
+            .models
+            .checkpoint(&checkpoint_name::<G>(), stream_id)
+            .await?;
+        batch.known(stream_id, stored);
+        Ok(stored)
     }
 
     /// Runs one input on its instance, indexes the instance's deadline and sends what its

@@ -100,15 +100,7 @@ where
             return None;
         }
         let source = first.checked_stream().ok()?;
-        let name = super::checkpoint_name::<G>();
-        let mut at = match batch.checkpoint(&first.stream_id) {
-            Some(at) => at,
-            None => {
-                let stored = self.models.checkpoint(&name, &first.stream_id).await.ok()?;
-                batch.known(&first.stream_id, stored);
-                stored
-            }
-        };
+        let mut at = self.checkpoint_in(batch, &first.stream_id).await.ok()?;
         let mut plan = Plan {
             handled: vec![Handled::default(); group.len()],
             lanes: BTreeMap::new(),
