@@ -13,10 +13,12 @@
 //! their steps done: every step is idempotent.
 //!
 //! What this does not plan for goes one notification at a time, as
-//! [`SagaRunner::handle_in`] does, and the rest of the group is planned again: a group of
-//! one, a stream read from its start (the saga warms the target then), an input that needs
-//! its stream's history, a gap longer than a page, or anything that fails while planning (it
-//! fails again, attributed, on its own).
+//! [`SagaRunner::handle_in`] does: a group of one, a stream read from its start (the saga
+//! warms the target then), an input that needs its stream's history, a gap longer than a
+//! page, or anything that fails while planning (it fails again, attributed, on its own).
+//! When that is the first notification past the checkpoint, it goes alone and the rest of
+//! the group is planned again; when it is a later one, the rest goes one at a time rather
+//! than be planned (and read) again.
 
 use super::{Handled, SagaBatch, SagaCaches, SagaError, SagaRunner};
 use crate::Notification;
@@ -40,6 +42,16 @@ struct Plan<C> {
     tenant: String,
 }
 
+/// How a group (or what is left of it) goes.
+enum Planned<C> {
+    /// Its instances at once.
+    Run(Plan<C>),
+    /// Its first notification alone, then the rest planned again.
+    HeadAlone,
+    /// One notification at a time.
+    OneByOne,
+}
+
 /// What a group came to: what each notification before the first failure did, and the
 /// first failure (its index in the group and why).
 pub type GroupOutcome = (Vec<Handled>, Option<(usize, SagaError)>);
@@ -59,14 +71,14 @@ where
     pub async fn handle_group_in(&self, batch: &SagaBatch, group: &[Notification]) -> GroupOutcome {
         let mut done = Vec::with_capacity(group.len());
         let mut start = 0;
-        // What cannot be planned is the group's head (the stream's start, say): it goes
-        // alone, and the rest is planned again.
+        // A head that cannot be planned (the stream's start, say) goes alone, and the rest
+        // is planned again.
         while start < group.len() {
             let rest = &group[start..];
             let (handled, failed) = match self.plan(batch, rest).await {
-                Some(plan) => self.run(batch, rest, plan).await,
-                None if rest.len() > 1 => self.one_by_one(batch, &rest[..1]).await,
-                None => self.one_by_one(batch, rest).await,
+                Planned::Run(plan) => self.run(batch, rest, plan).await,
+                Planned::HeadAlone => self.one_by_one(batch, &rest[..1]).await,
+                Planned::OneByOne => self.one_by_one(batch, rest).await,
             };
             let went = if failed.is_some() { 0 } else { handled.len() };
             done.extend(handled);
@@ -92,23 +104,40 @@ where
         (done, None)
     }
 
-    /// The events of `group` past the checkpoint, as inputs by instance; `None` when the
-    /// group is to go one notification at a time.
-    async fn plan(&self, batch: &SagaBatch, group: &[Notification]) -> Option<Plan<G::Command>> {
-        let first = group.first()?;
+    /// The events of `group` past the checkpoint, as inputs by instance, or how the group
+    /// goes instead: its head alone (what stops the plan is the first notification past the
+    /// checkpoint: once it is handled, the rest can be planned without reading it again),
+    /// or one notification at a time (anything later: planning again would read again).
+    async fn plan(&self, batch: &SagaBatch, group: &[Notification]) -> Planned<G::Command> {
+        let Some(first) = group.first() else {
+            return Planned::OneByOne;
+        };
         if group.len() < 2 || group.iter().any(|n| n.stream_id != first.stream_id) {
-            return None;
+            return Planned::OneByOne;
         }
-        let source = first.checked_stream().ok()?;
-        let mut at = self.checkpoint_in(batch, &first.stream_id).await.ok()?;
+        let Ok(source) = first.checked_stream() else {
+            return Planned::OneByOne;
+        };
+        let Ok(mut at) = self.checkpoint_in(batch, &first.stream_id).await else {
+            return Planned::OneByOne;
+        };
         let mut plan = Plan {
             handled: vec![Handled::default(); group.len()],
             lanes: BTreeMap::new(),
             tenant: source.tenant().to_owned(),
         };
+        // Whether no notification past the checkpoint has been planned yet.
+        let mut head = true;
+        let stop = |head: bool| {
+            if head {
+                Planned::HeadAlone
+            } else {
+                Planned::OneByOne
+            }
+        };
         for (i, n) in group.iter().enumerate() {
             if n.checked_stream().is_err() {
-                return None;
+                return stop(head);
             }
             if n.version <= at {
                 plan.handled[i].duplicate = true;
@@ -116,26 +145,37 @@ where
             }
             let from = at + 1;
             if from == 1 || crate::projection::page_end(at, n.version) < n.version {
-                return None;
+                return stop(head);
             }
             plan.handled[i].behind = n.version - from;
-            let events = self
+            let Ok(events) = self
                 .events_between(n, from, n.version, &mut plan.handled[i])
                 .await
-                .ok()?;
+            else {
+                return stop(head);
+            };
             for event in events {
                 if G::needs_history(&event) {
-                    return None;
+                    return stop(head);
                 }
-                if let Some((id, input)) = G::input(&event, &[]).ok()? {
-                    plan.handled[i].inputs += 1;
-                    plan.lanes.entry(id).or_default().push((i, input, event));
+                match G::input(&event, &[]) {
+                    Ok(Some((id, input))) => {
+                        plan.handled[i].inputs += 1;
+                        plan.lanes.entry(id).or_default().push((i, input, event));
+                    }
+                    Ok(None) => {}
+                    Err(_) => return stop(head),
                 }
             }
             at = n.version;
+            head = false;
         }
         // One instance gains nothing from the concurrent path: keep the proven one.
-        (plan.lanes.len() > 1).then_some(plan)
+        if plan.lanes.len() > 1 {
+            Planned::Run(plan)
+        } else {
+            Planned::OneByOne
+        }
     }
 
     async fn run(
